@@ -1,0 +1,905 @@
+//! [`DiskStore`]: flatfs-style block files plus an SQLite index. Layout and invariants are in the crate docs.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cid::Cid;
+use multibase::Base;
+use parking_lot::{Mutex, RwLock};
+use rusqlite::{params, Connection, OptionalExtension};
+use tracing::{debug, info, warn};
+
+use crate::{
+    block_key, low_water, select_victims, BlockStore, EvictStats, PinInfo, StoreConfig, StoreError, StoreStats,
+    IDENTITY_CODE,
+};
+
+/// Version of the on-disk layout written to `dir/VERSION`.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Pending access records that trigger a (non-blocking) flush to the index.
+const FLUSH_BATCH: usize = 1024;
+/// A write path that holds the index lock anyway flushes pending access records older than this.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Above this many distinct directories to fsync, one `syncfs` is cheaper than one fsync per directory.
+const MAX_DIR_FSYNCS: usize = 32;
+
+type Key = Box<[u8]>;
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS blocks (
+    mh BLOB PRIMARY KEY NOT NULL,
+    size INTEGER NOT NULL,
+    last_access INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (
+    root BLOB PRIMARY KEY NOT NULL,
+    label TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pin_blocks (
+    root BLOB NOT NULL,
+    mh BLOB NOT NULL,
+    PRIMARY KEY (root, mh)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pin_blocks_mh ON pin_blocks (mh);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value
+);
+";
+
+/// What a recovery scan of `blocks/` did (see [`DiskStore::recover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryStats {
+    /// Leftover temporary files deleted.
+    pub temp_removed: u64,
+    /// Index rows dropped because their block file was missing.
+    pub rows_dropped: u64,
+    /// Block files without an index row that were adopted into the index.
+    pub files_adopted: u64,
+}
+
+struct Entry {
+    size: u64,
+    last_access: AtomicU64,
+}
+
+/// In-memory mirror of the index: what `get`, `has`, `stats` and eviction read without touching SQLite.
+#[derive(Default)]
+struct State {
+    blocks: HashMap<Key, Entry>,
+    /// Number of pins listing each block (present or not).
+    pin_counts: HashMap<Key, u32>,
+    bytes: u64,
+    pinned_bytes: u64,
+    pinned_blocks: u64,
+}
+
+impl State {
+    fn insert(&mut self, key: Key, size: u64, access: u64) -> bool {
+        if self.blocks.contains_key(&key) {
+            return false;
+        }
+        if self.pin_counts.contains_key(&key) {
+            self.pinned_bytes += size;
+            self.pinned_blocks += 1;
+        }
+        self.bytes += size;
+        self.blocks.insert(key, Entry { size, last_access: AtomicU64::new(access) });
+        true
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<u64> {
+        let e = self.blocks.remove(key)?;
+        self.bytes -= e.size;
+        if self.pin_counts.contains_key(key) {
+            self.pinned_bytes -= e.size;
+            self.pinned_blocks -= 1;
+        }
+        Some(e.size)
+    }
+
+    fn pin_inc(&mut self, key: &[u8]) {
+        if let Some(c) = self.pin_counts.get_mut(key) {
+            *c += 1;
+            return;
+        }
+        self.pin_counts.insert(key.into(), 1);
+        if let Some(e) = self.blocks.get(key) {
+            self.pinned_bytes += e.size;
+            self.pinned_blocks += 1;
+        }
+    }
+
+    fn pin_dec(&mut self, key: &[u8]) {
+        let Some(c) = self.pin_counts.get_mut(key) else { return };
+        *c -= 1;
+        if *c == 0 {
+            self.pin_counts.remove(key);
+            if let Some(e) = self.blocks.get(key) {
+                self.pinned_bytes -= e.size;
+                self.pinned_blocks -= 1;
+            }
+        }
+    }
+
+    fn unpinned_bytes(&self) -> u64 {
+        self.bytes - self.pinned_bytes
+    }
+}
+
+struct Index {
+    conn: Connection,
+    last_flush: Instant,
+}
+
+/// The persistent block store: one file per block, SQLite index. See the crate docs.
+pub struct DiskStore {
+    dir: PathBuf,
+    blocks_dir: PathBuf,
+    capacity: u64,
+    sync_writes: bool,
+    state: RwLock<State>,
+    index: Mutex<Index>,
+    /// Access records not yet written to the index: key -> logical time.
+    pending: Mutex<HashMap<Key, u64>>,
+    clock: AtomicU64,
+    tmp_counter: AtomicU64,
+    /// Set by [`DiskStore::abandon`]: drop without the orderly close.
+    abandoned: bool,
+    /// Held (flock) until the store is dropped; declared last so the index closes first.
+    _lock: File,
+}
+
+impl std::fmt::Debug for DiskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStore").field("dir", &self.dir).field("capacity", &self.capacity).finish_non_exhaustive()
+    }
+}
+
+/// File name stem of a key: base32, uppercase, no padding (as Kubo's flatfs).
+fn key_name(key: &[u8]) -> String {
+    Base::Base32Upper.encode(key)
+}
+
+/// flatfs `next-to-last/2` shard: the two characters before the last one.
+fn shard_of(name: &str) -> &str {
+    let n = name.len();
+    if n >= 3 {
+        &name[n - 3..n - 1]
+    } else {
+        "__"
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn fsync_dir(path: &Path) -> Result<()> {
+    File::open(path).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(path, e))
+}
+
+fn remove_file_quiet(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            warn!(path = %path.display(), error = %e, "could not remove file");
+        }
+    }
+}
+
+fn acquire_lock(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut s = String::new();
+            let _ = f.read_to_string(&mut s);
+            return Err(StoreError::Locked { path: dir.to_path_buf(), pid: s.trim().parse().ok() });
+        }
+        return Err(StoreError::io(&path, err));
+    }
+    f.set_len(0).and_then(|_| writeln!(f, "{}", std::process::id())).map_err(|e| StoreError::io(&path, e))?;
+    Ok(f)
+}
+
+fn check_version(dir: &Path, sync: bool) -> Result<()> {
+    let path = dir.join("VERSION");
+    match fs::read_to_string(&path) {
+        Ok(s) => {
+            if s.trim() == LAYOUT_VERSION.to_string() {
+                Ok(())
+            } else {
+                Err(StoreError::UnsupportedVersion { path, found: s.trim().to_string(), expected: LAYOUT_VERSION })
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if dir.join("index.sqlite").exists() {
+                return Err(StoreError::UnsupportedVersion {
+                    path,
+                    found: "(no VERSION file)".into(),
+                    expected: LAYOUT_VERSION,
+                });
+            }
+            let tmp = dir.join("VERSION.tmp");
+            let write = || -> io::Result<()> {
+                let mut f = File::create(&tmp)?;
+                writeln!(f, "{LAYOUT_VERSION}")?;
+                if sync {
+                    f.sync_all()?;
+                }
+                fs::rename(&tmp, &path)
+            };
+            write().map_err(|e| StoreError::io(&path, e))?;
+            if sync {
+                fsync_dir(dir)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+enum ReadOutcome {
+    Data(Vec<u8>),
+    WrongSize,
+    Missing,
+}
+
+/// Reads a block file expected to hold `size` bytes: open, fstat, read. No zero-filling of the buffer.
+fn read_block(path: &Path, size: u64) -> io::Result<ReadOutcome> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len != size {
+        return Ok(ReadOutcome::WrongSize);
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    f.take(size).read_to_end(&mut buf)?;
+    if buf.len() as u64 != size {
+        return Ok(ReadOutcome::WrongSize);
+    }
+    Ok(ReadOutcome::Data(buf))
+}
+
+/// A block written to its temporary file, waiting for rename + index.
+struct Staged {
+    key: Key,
+    tmp: PathBuf,
+    path: PathBuf,
+    size: u64,
+}
+
+impl DiskStore {
+    /// Opens or creates the store in `config.dir`. See the crate docs for locking, versioning and recovery.
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        let dir = config.dir;
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let lock = acquire_lock(&dir)?;
+        check_version(&dir, config.sync_writes)?;
+        let blocks_dir = dir.join("blocks");
+        fs::create_dir_all(&blocks_dir).map_err(|e| StoreError::io(&blocks_dir, e))?;
+
+        let conn = Connection::open(dir.join("index.sqlite"))?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            warn!(mode, "SQLite refused WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", if config.sync_writes { "FULL" } else { "NORMAL" })?;
+        conn.execute_batch(SCHEMA)?;
+        let clean: bool = conn
+            .query_row("SELECT value FROM meta WHERE key = 'clean'", [], |r| r.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0)
+            == 1;
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 0)", [])?;
+
+        let mut state = State::default();
+        let mut max_access = 0u64;
+        {
+            let mut st = conn.prepare("SELECT mh, size, last_access FROM blocks")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let key: Vec<u8> = r.get(0)?;
+                let size: i64 = r.get(1)?;
+                let access: i64 = r.get(2)?;
+                max_access = max_access.max(access as u64);
+                state.insert(key.into_boxed_slice(), size as u64, access as u64);
+            }
+            let mut st = conn.prepare("SELECT mh, COUNT(*) FROM pin_blocks GROUP BY mh")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let key: Vec<u8> = r.get(0)?;
+                let n: i64 = r.get(1)?;
+                for _ in 0..n {
+                    state.pin_inc(&key);
+                }
+            }
+        }
+
+        let store = DiskStore {
+            dir,
+            blocks_dir,
+            capacity: config.cache_capacity,
+            sync_writes: config.sync_writes,
+            state: RwLock::new(state),
+            index: Mutex::new(Index { conn, last_flush: Instant::now() }),
+            pending: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(max_access + 1),
+            tmp_counter: AtomicU64::new(0),
+            abandoned: false,
+            _lock: lock,
+        };
+        if !clean {
+            let r = store.recover()?;
+            info!(dir = %store.dir.display(), temp_removed = r.temp_removed, rows_dropped = r.rows_dropped,
+                files_adopted = r.files_adopted, "store recovered after unclean shutdown");
+        }
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the block file of `cid` if the block is present (e.g. for passthrough reads). The file is immutable
+    /// but may be evicted at any time.
+    pub fn block_path(&self, cid: &Cid) -> Option<PathBuf> {
+        let key = block_key(cid)?;
+        self.state.read().blocks.contains_key(&key[..]).then(|| self.path_for_name(&key_name(&key)))
+    }
+
+    fn path_for_name(&self, name: &str) -> PathBuf {
+        let mut p = self.blocks_dir.join(shard_of(name));
+        p.push(format!("{name}.data"));
+        p
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Refreshes recency if present. Returns whether the block is present.
+    fn touch(&self, key: &[u8]) -> bool {
+        let tick = self.tick();
+        {
+            let st = self.state.read();
+            match st.blocks.get(key) {
+                Some(e) => e.last_access.fetch_max(tick, Ordering::Relaxed),
+                None => return false,
+            };
+        }
+        self.record_access(key.into(), tick);
+        true
+    }
+
+    fn record_access(&self, key: Key, tick: u64) {
+        let n = {
+            let mut p = self.pending.lock();
+            let t = p.entry(key).or_insert(0);
+            *t = (*t).max(tick);
+            p.len()
+        };
+        if n >= FLUSH_BATCH {
+            // Never wait for the index on the read path: whoever holds it will flush later.
+            if let Some(mut idx) = self.index.try_lock() {
+                if let Err(e) = self.flush_pending(&mut idx) {
+                    warn!(error = %e, "could not persist LRU access times");
+                }
+            }
+        }
+    }
+
+    /// Writes pending access times to the index in one transaction.
+    fn flush_pending(&self, idx: &mut Index) -> Result<()> {
+        let batch = std::mem::take(&mut *self.pending.lock());
+        idx.last_flush = Instant::now();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = idx.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("UPDATE blocks SET last_access = MAX(last_access, ?2) WHERE mh = ?1")?;
+            for (k, t) in &batch {
+                st.execute(params![&k[..], *t as i64])?;
+            }
+        }
+        tx.commit()?;
+        debug!(n = batch.len(), "persisted LRU access times");
+        Ok(())
+    }
+
+    /// Housekeeping after a write under the index lock: periodic access flush, automatic eviction.
+    fn after_write(&self, idx: &mut Index) -> Result<()> {
+        if idx.last_flush.elapsed() >= FLUSH_INTERVAL {
+            self.flush_pending(idx)?;
+        }
+        if self.state.read().unpinned_bytes() > self.capacity {
+            let s = self.evict_locked(idx, low_water(self.capacity))?;
+            debug!(blocks = s.blocks, bytes = s.bytes, "automatic eviction");
+        }
+        Ok(())
+    }
+
+    /// Writes `data` to a fresh temporary file next to `path` (fsynced if `sync_writes`).
+    fn write_temp(&self, path: &Path, data: &[u8]) -> Result<PathBuf> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let mut name = path.file_name().expect("block path has a name").to_os_string();
+        name.push(format!(".{}.{}.tmp", std::process::id(), n));
+        let tmp = path.with_file_name(name);
+        let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let mut f = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let shard = path.parent().expect("block path has a shard dir");
+                fs::create_dir_all(shard).map_err(|e| StoreError::io(shard, e))?;
+                if self.sync_writes {
+                    fsync_dir(&self.blocks_dir)?;
+                }
+                open().map_err(|e| StoreError::io(&tmp, e))?
+            }
+            Err(e) => return Err(StoreError::io(&tmp, e)),
+        };
+        let res = f.write_all(data).and_then(|_| if self.sync_writes { f.sync_data() } else { Ok(()) });
+        if let Err(e) = res {
+            drop(f);
+            remove_file_quiet(&tmp);
+            return Err(StoreError::io(&tmp, e));
+        }
+        Ok(tmp)
+    }
+
+    /// Makes directory entries durable: one fsync per directory, or one `syncfs` when there are many.
+    fn sync_dirs(&self, dirs: &HashSet<PathBuf>) -> Result<()> {
+        if dirs.len() <= MAX_DIR_FSYNCS {
+            for d in dirs {
+                fsync_dir(d)?;
+            }
+            return Ok(());
+        }
+        let f = File::open(&self.blocks_dir).map_err(|e| StoreError::io(&self.blocks_dir, e))?;
+        // SAFETY: syncfs on a file descriptor we own.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(StoreError::io(&self.blocks_dir, io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Renames staged files into place and indexes them, all under the index lock, in one transaction.
+    fn commit_staged(&self, idx: &mut Index, staged: Vec<Staged>) -> Result<()> {
+        let mut placed: Vec<Staged> = Vec::with_capacity(staged.len());
+        let mut rest = staged.into_iter();
+        let res = (|| -> Result<()> {
+            for s in rest.by_ref() {
+                if self.state.read().blocks.contains_key(&s.key) {
+                    // A concurrent put stored it meanwhile.
+                    remove_file_quiet(&s.tmp);
+                    continue;
+                }
+                if let Err(e) = fs::rename(&s.tmp, &s.path) {
+                    remove_file_quiet(&s.tmp);
+                    return Err(StoreError::io(&s.path, e));
+                }
+                placed.push(s);
+            }
+            if placed.is_empty() {
+                return Ok(());
+            }
+            if self.sync_writes {
+                let dirs: HashSet<PathBuf> =
+                    placed.iter().filter_map(|s| s.path.parent().map(Path::to_path_buf)).collect();
+                self.sync_dirs(&dirs)?;
+            }
+            let tick = self.tick();
+            let tx = idx.conn.transaction()?;
+            {
+                let mut st =
+                    tx.prepare_cached("INSERT OR REPLACE INTO blocks (mh, size, last_access) VALUES (?1, ?2, ?3)")?;
+                for s in &placed {
+                    st.execute(params![&s.key[..], s.size as i64, tick as i64])?;
+                }
+            }
+            tx.commit()?;
+            let mut state = self.state.write();
+            for s in placed.drain(..) {
+                state.insert(s.key, s.size, tick);
+            }
+            Ok(())
+        })();
+        if res.is_err() {
+            // Nothing of this batch is indexed: remove what was renamed and what is still staged.
+            for s in placed {
+                remove_file_quiet(&s.path);
+            }
+            for s in rest {
+                remove_file_quiet(&s.tmp);
+            }
+        }
+        res
+    }
+
+    fn evict_locked(&self, idx: &mut Index, target: u64) -> Result<EvictStats> {
+        self.flush_pending(idx)?;
+        let victims: Vec<(u64, Key)> = {
+            let st = self.state.read();
+            let unpinned = st.unpinned_bytes();
+            if unpinned <= target {
+                return Ok(EvictStats::default());
+            }
+            let candidates = st
+                .blocks
+                .iter()
+                .filter(|(k, _)| !st.pin_counts.contains_key(*k))
+                .map(|(k, e)| (e.last_access.load(Ordering::Relaxed), e.size, k))
+                .collect();
+            select_victims(candidates, unpinned, target).into_iter().map(|(s, k)| (s, k.clone())).collect()
+        };
+        let tx = idx.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("DELETE FROM blocks WHERE mh = ?1")?;
+            for (_, k) in &victims {
+                st.execute(params![&k[..]])?;
+            }
+        }
+        tx.commit()?;
+        let mut stats = EvictStats::default();
+        {
+            let mut st = self.state.write();
+            for (_, k) in &victims {
+                if let Some(size) = st.remove(k) {
+                    stats.blocks += 1;
+                    stats.bytes += size;
+                }
+            }
+        }
+        // Rows are gone; now the files (still under the index lock, so no put of the same block interleaves).
+        for (_, k) in &victims {
+            remove_file_quiet(&self.path_for_name(&key_name(k)));
+        }
+        Ok(stats)
+    }
+
+    /// Called by `get` when a block file is missing or has the wrong size. Re-checks under the index lock; if the
+    /// problem persists, drops the row (and the file). Returns true if the file now looks right (retry the read).
+    fn handle_bad_file(&self, cid: &Cid, key: &[u8]) -> Result<bool> {
+        let idx = self.index.lock();
+        let Some(size) = self.state.read().blocks.get(key).map(|e| e.size) else {
+            return Ok(false); // evicted concurrently: simply absent
+        };
+        let path = self.path_for_name(&key_name(key));
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == size => return Ok(true),
+            Ok(m) => {
+                warn!(%cid, path = %path.display(), expected = size, actual = m.len(),
+                    "block file has the wrong size: removing it as corrupt");
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                warn!(%cid, path = %path.display(), "block file missing: dropping its index entry");
+            }
+            Err(e) => return Err(StoreError::io(path, e)),
+        }
+        idx.conn.prepare_cached("DELETE FROM blocks WHERE mh = ?1")?.execute(params![key])?;
+        self.state.write().remove(key);
+        self.pending.lock().remove(key);
+        remove_file_quiet(&path);
+        Ok(false)
+    }
+
+    /// Scans `blocks/` and reconciles it with the index: deletes leftover temporary files (except this process's
+    /// in-flight ones), drops rows whose file is missing, adopts unindexed block files. Runs automatically at open
+    /// after an unclean shutdown.
+    pub fn recover(&self) -> Result<RecoveryStats> {
+        let mut idx = self.index.lock();
+        self.flush_pending(&mut idx)?;
+        let mut stats = RecoveryStats::default();
+        let own_tmp = format!(".{}.", std::process::id());
+        let mut seen: HashSet<Key> = HashSet::new();
+        let mut adopt: Vec<(Key, u64)> = Vec::new();
+        let rd = |p: &Path| fs::read_dir(p).map_err(|e| StoreError::io(p, e));
+        for shard in rd(&self.blocks_dir)? {
+            let shard = shard.map_err(|e| StoreError::io(&self.blocks_dir, e))?;
+            let shard_path = shard.path();
+            if !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let shard_name = shard.file_name();
+            for f in rd(&shard_path)? {
+                let f = f.map_err(|e| StoreError::io(&shard_path, e))?;
+                let fname = f.file_name();
+                let Some(name) = fname.to_str() else { continue };
+                if name.ends_with(".tmp") {
+                    if !name.contains(&own_tmp) {
+                        remove_file_quiet(&f.path());
+                        stats.temp_removed += 1;
+                    }
+                    continue;
+                }
+                let Some(stem) = name.strip_suffix(".data") else { continue };
+                let key = match Base::Base32Upper.decode(stem) {
+                    Ok(k) if key_name(&k) == stem && shard_of(stem) == shard_name => k,
+                    _ => {
+                        warn!(path = %f.path().display(), "ignoring unexpected file in the block directory");
+                        continue;
+                    }
+                };
+                match multihash::Multihash::<64>::from_bytes(&key) {
+                    Ok(mh) if mh.code() != IDENTITY_CODE => {}
+                    _ => {
+                        warn!(path = %f.path().display(), "ignoring block file whose name is not a multihash");
+                        continue;
+                    }
+                }
+                let key = key.into_boxed_slice();
+                if self.state.read().blocks.contains_key(&key) {
+                    seen.insert(key);
+                } else {
+                    let size = f.metadata().map_err(|e| StoreError::io(f.path(), e))?.len();
+                    adopt.push((key, size));
+                }
+            }
+        }
+        let missing: Vec<Key> = {
+            let st = self.state.read();
+            st.blocks.keys().filter(|k| !seen.contains(*k)).cloned().collect()
+        };
+        let tx = idx.conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM blocks WHERE mh = ?1")?;
+            for k in &missing {
+                del.execute(params![&k[..]])?;
+            }
+            let mut ins =
+                tx.prepare_cached("INSERT OR REPLACE INTO blocks (mh, size, last_access) VALUES (?1, ?2, 0)")?;
+            for (k, size) in &adopt {
+                ins.execute(params![&k[..], *size as i64])?;
+            }
+        }
+        tx.commit()?;
+        let mut st = self.state.write();
+        for k in &missing {
+            warn!(key = %key_name(k), "block file missing: dropped its index entry");
+            st.remove(k);
+        }
+        stats.rows_dropped = missing.len() as u64;
+        stats.files_adopted = adopt.len() as u64;
+        for (k, size) in adopt {
+            st.insert(k, size, 0);
+        }
+        Ok(stats)
+    }
+
+    /// Drops the store without the orderly close (no access flush, no clean flag), as a crash would: the next open
+    /// runs recovery. For tests.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        self.abandoned = true;
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut idx = self.index.lock();
+        self.flush_pending(&mut idx)?;
+        idx.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        idx.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 1)", [])?;
+        Ok(())
+    }
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        if self.abandoned {
+            return;
+        }
+        if let Err(e) = self.close() {
+            warn!(dir = %self.dir.display(), error = %e, "store did not close cleanly");
+        }
+    }
+}
+
+impl BlockStore for DiskStore {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>> {
+        let Some(key) = block_key(cid) else { return Ok(None) };
+        let path = self.path_for_name(&key_name(&key));
+        for _ in 0..2 {
+            let tick = self.tick();
+            let size = {
+                let st = self.state.read();
+                match st.blocks.get(&key[..]) {
+                    Some(e) => {
+                        e.last_access.fetch_max(tick, Ordering::Relaxed);
+                        e.size
+                    }
+                    None => return Ok(None),
+                }
+            };
+            match read_block(&path, size).map_err(|e| StoreError::io(&path, e))? {
+                ReadOutcome::Data(data) => {
+                    self.record_access(key.into_boxed_slice(), tick);
+                    return Ok(Some(Bytes::from(data)));
+                }
+                ReadOutcome::WrongSize | ReadOutcome::Missing => {
+                    if !self.handle_bad_file(cid, &key)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn has(&self, cid: &Cid) -> Result<bool> {
+        Ok(match block_key(cid) {
+            Some(key) => self.state.read().blocks.contains_key(&key[..]),
+            None => false,
+        })
+    }
+
+    fn put(&self, cid: &Cid, data: &[u8]) -> Result<()> {
+        let Some(key) = block_key(cid) else { return Ok(()) };
+        if self.touch(&key) {
+            return Ok(());
+        }
+        let path = self.path_for_name(&key_name(&key));
+        let tmp = self.write_temp(&path, data)?;
+        let mut idx = self.index.lock();
+        let staged = Staged { key: key.into_boxed_slice(), tmp, path, size: data.len() as u64 };
+        self.commit_staged(&mut idx, vec![staged])?;
+        self.after_write(&mut idx)
+    }
+
+    fn put_many(&self, blocks: &[(Cid, Bytes)]) -> Result<()> {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut staged: Vec<Staged> = Vec::new();
+        for (cid, data) in blocks {
+            let Some(key) = block_key(cid) else { continue };
+            if !seen.insert(key.clone()) || self.touch(&key) {
+                continue;
+            }
+            let path = self.path_for_name(&key_name(&key));
+            match self.write_temp(&path, data) {
+                Ok(tmp) => staged.push(Staged { key: key.into_boxed_slice(), tmp, path, size: data.len() as u64 }),
+                Err(e) => {
+                    for s in &staged {
+                        remove_file_quiet(&s.tmp);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let mut idx = self.index.lock();
+        self.commit_staged(&mut idx, staged)?;
+        self.after_write(&mut idx)
+    }
+
+    fn pin(&self, root: &Cid, label: &str, blocks: &mut dyn Iterator<Item = Cid>) -> Result<()> {
+        let root_bytes = root.to_bytes();
+        let mut set: HashSet<Key> = HashSet::new();
+        if let Some(k) = block_key(root) {
+            set.insert(k.into_boxed_slice());
+        }
+        for c in blocks {
+            if let Some(k) = block_key(&c) {
+                set.insert(k.into_boxed_slice());
+            }
+        }
+        let mut idx = self.index.lock();
+        let tx = idx.conn.transaction()?;
+        let old: Vec<Vec<u8>> = {
+            let mut st = tx.prepare_cached("SELECT mh FROM pin_blocks WHERE root = ?1")?;
+            let rows = st.query_map(params![&root_bytes], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute("DELETE FROM pin_blocks WHERE root = ?1", params![&root_bytes])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pins (root, label, created) VALUES (?1, ?2, ?3)",
+            params![&root_bytes, label, now_secs()],
+        )?;
+        {
+            let mut st = tx.prepare_cached("INSERT INTO pin_blocks (root, mh) VALUES (?1, ?2)")?;
+            for k in &set {
+                st.execute(params![&root_bytes, &k[..]])?;
+            }
+        }
+        tx.commit()?;
+        let mut state = self.state.write();
+        for k in &set {
+            state.pin_inc(k);
+        }
+        for k in &old {
+            state.pin_dec(k);
+        }
+        Ok(())
+    }
+
+    fn unpin(&self, root: &Cid) -> Result<bool> {
+        let root_bytes = root.to_bytes();
+        let mut idx = self.index.lock();
+        let tx = idx.conn.transaction()?;
+        let existed = tx.execute("DELETE FROM pins WHERE root = ?1", params![&root_bytes])? > 0;
+        let old: Vec<Vec<u8>> = {
+            let mut st = tx.prepare_cached("SELECT mh FROM pin_blocks WHERE root = ?1")?;
+            let rows = st.query_map(params![&root_bytes], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute("DELETE FROM pin_blocks WHERE root = ?1", params![&root_bytes])?;
+        tx.commit()?;
+        let mut state = self.state.write();
+        for k in &old {
+            state.pin_dec(k);
+        }
+        Ok(existed)
+    }
+
+    fn pins(&self) -> Result<Vec<PinInfo>> {
+        let idx = self.index.lock();
+        let mut st = idx.conn.prepare_cached(
+            "SELECT p.root, p.label, COUNT(pb.mh), COALESCE(SUM(b.size), 0)
+             FROM pins p LEFT JOIN pin_blocks pb ON pb.root = p.root LEFT JOIN blocks b ON b.mh = pb.mh
+             GROUP BY p.root ORDER BY p.created, p.root",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (root, label, blocks, bytes) = row?;
+            let root = Cid::try_from(root.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("pin with an invalid root CID in the index: {e}")))?;
+            out.push(PinInfo { root, label, blocks: blocks as u64, bytes: bytes as u64 });
+        }
+        Ok(out)
+    }
+
+    fn is_pinned(&self, cid: &Cid) -> Result<bool> {
+        Ok(match block_key(cid) {
+            Some(key) => self.state.read().pin_counts.contains_key(&key[..]),
+            None => false,
+        })
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        let st = self.state.read();
+        Ok(StoreStats {
+            blocks: st.blocks.len() as u64,
+            bytes: st.bytes,
+            pinned_blocks: st.pinned_blocks,
+            pinned_bytes: st.pinned_bytes,
+            cache_capacity: self.capacity,
+        })
+    }
+
+    fn evict(&self) -> Result<EvictStats> {
+        let mut idx = self.index.lock();
+        self.evict_locked(&mut idx, self.capacity)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut idx = self.index.lock();
+        self.flush_pending(&mut idx)?;
+        idx.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
