@@ -1,0 +1,293 @@
+//! The block service: the one door through which every part of ipfs-mount gets blocks.
+//!
+//! Order of lookup: identity CIDs (the data is the CID), the memory cache, the persistent
+//! store, then the fetchers in order. A block that comes from a fetcher is hashed and compared
+//! with its CID *before* anything else sees it, then written to the store, so it is verified
+//! exactly once (re-hashing on every read would halve read throughput). Identical concurrent
+//! requests share one fetch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cid::Cid;
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
+use ipfs_mount_ipld::cids;
+use ipfs_mount_store::{BlockStore, StoreError};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// Why a block could not be had. Carries the CID so every log line can name it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BlockError {
+    /// Every source answered that it does not have the block.
+    #[error("block {cid} not found by any source")]
+    NotFound { cid: Cid },
+    /// We may not fetch (`--offline`) and the block is not local.
+    #[error("block {cid} is not in the store and fetching is off (--offline)")]
+    Offline { cid: Cid },
+    /// Sources failed (timeouts, HTTP errors, broken streams).
+    #[error("block {cid} could not be fetched: {cause}")]
+    Unavailable { cid: Cid, cause: String },
+    /// Bytes arrived but did not hash to the CID (from every source that answered).
+    #[error("block {cid} failed verification: {cause}")]
+    Invalid { cid: Cid, cause: String },
+    /// The CID uses a hash function we cannot verify.
+    #[error("block {cid} uses an unsupported hash: {cause}")]
+    Unsupported { cid: Cid, cause: String },
+    /// The local store failed.
+    #[error("store error for block {cid}: {cause}")]
+    Store { cid: Cid, cause: String },
+}
+
+impl BlockError {
+    fn store(cid: &Cid, e: StoreError) -> Self {
+        BlockError::Store { cid: *cid, cause: e.to_string() }
+    }
+}
+
+#[derive(Clone)]
+struct BytesWeighter;
+
+impl quick_cache::Weighter<Vec<u8>, Bytes> for BytesWeighter {
+    fn weight(&self, _key: &Vec<u8>, val: &Bytes) -> u64 {
+        // Never zero: zero-weight items are never evicted by quick_cache.
+        val.len() as u64 + 64
+    }
+}
+
+type Waiter = watch::Receiver<Option<Result<Bytes, BlockError>>>;
+
+/// Counters a test or `-v` log can read.
+#[derive(Debug, Default)]
+pub struct BlockStats {
+    pub fetched_blocks: std::sync::atomic::AtomicU64,
+    pub fetched_bytes: std::sync::atomic::AtomicU64,
+    pub store_hits: std::sync::atomic::AtomicU64,
+    pub memory_hits: std::sync::atomic::AtomicU64,
+}
+
+pub struct BlockService {
+    memory: quick_cache::sync::Cache<Vec<u8>, Bytes, BytesWeighter>,
+    store: Arc<dyn BlockStore>,
+    fetchers: Vec<Arc<dyn Fetcher>>,
+    inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
+    offline: bool,
+    pub stats: BlockStats,
+}
+
+impl BlockService {
+    /// `memory_bytes` bounds the in-memory block cache (the daemon's RSS is dominated by it).
+    pub fn new(
+        store: Arc<dyn BlockStore>,
+        fetchers: Vec<Arc<dyn Fetcher>>,
+        offline: bool,
+        memory_bytes: u64,
+    ) -> Self {
+        let estimated_items = (memory_bytes / (256 * 1024)).max(16) as usize;
+        BlockService {
+            memory: quick_cache::sync::Cache::with_weighter(estimated_items, memory_bytes, BytesWeighter),
+            store,
+            fetchers,
+            inflight: Mutex::new(HashMap::new()),
+            offline,
+            stats: BlockStats::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlockStore> {
+        &self.store
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline || self.fetchers.is_empty()
+    }
+
+    /// A block that is already local (memory or store), without any network traffic.
+    pub fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, BlockError> {
+        if let Some(data) = cids::identity_data(cid) {
+            return Ok(Some(Bytes::copy_from_slice(data)));
+        }
+        let key = cids::multihash_key(cid);
+        if let Some(b) = self.memory.get(&key) {
+            self.stats.memory_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(Some(b));
+        }
+        match self.store.get(cid).map_err(|e| BlockError::store(cid, e))? {
+            Some(b) => {
+                self.stats.store_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.memory.insert(key, b.clone());
+                Ok(Some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// True when the block is local (no fetch needed).
+    pub fn has_local(&self, cid: &Cid) -> bool {
+        cids::identity_data(cid).is_some()
+            || self.memory.get(&cids::multihash_key(cid)).is_some()
+            || self.store.has(cid).unwrap_or(false)
+    }
+
+    /// Verified bytes of a block, fetching it if needed.
+    pub async fn get(&self, cid: &Cid) -> Result<Bytes, BlockError> {
+        if let Some(b) = self.get_local(cid)? {
+            return Ok(b);
+        }
+        if self.is_offline() {
+            return Err(BlockError::Offline { cid: *cid });
+        }
+        let key = cids::multihash_key(cid);
+        loop {
+            // Either join a fetch already under way or become the one who fetches.
+            let (waiter, sender) = {
+                let mut inflight = self.inflight.lock();
+                match inflight.get(&key) {
+                    Some(rx) => (Some(rx.clone()), None),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        inflight.insert(key.clone(), rx);
+                        (None, Some(tx))
+                    }
+                }
+            };
+            if let Some(mut rx) = waiter {
+                let result = rx.wait_for(|v| v.is_some()).await.map(|v| v.clone());
+                match result {
+                    Ok(Some(r)) => return r,
+                    // The fetching task went away without an answer: try again ourselves.
+                    _ => continue,
+                }
+            }
+            let tx = sender.expect("either a waiter or a sender");
+            // The guard removes the in-flight entry even if this future is dropped midway.
+            let _guard = InflightGuard { service: self, key: &key };
+            let result = self.fetch_and_store(cid).await;
+            let _ = tx.send(Some(result.clone()));
+            return result;
+        }
+    }
+
+    async fn fetch_and_store(&self, cid: &Cid) -> Result<Bytes, BlockError> {
+        // Another task may have stored it while we waited for the in-flight lock.
+        if let Some(b) = self.get_local(cid)? {
+            return Ok(b);
+        }
+        let mut last_error: Option<BlockError> = None;
+        let mut all_not_found = true;
+        for fetcher in &self.fetchers {
+            match fetcher.fetch_block(cid).await {
+                Ok(data) => match verify(cid, &data) {
+                    Ok(()) => {
+                        self.stats.fetched_blocks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats
+                            .fetched_bytes
+                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        self.put_verified(cid, data.clone())?;
+                        return Ok(data);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%cid, source = fetcher.name(), "discarding block: {e}");
+                        all_not_found = false;
+                        last_error = Some(e);
+                    }
+                },
+                Err(FetchError::NotFound) => {}
+                Err(e) => {
+                    all_not_found = false;
+                    tracing::warn!(%cid, source = fetcher.name(), "fetch failed: {e}");
+                    last_error = Some(BlockError::Unavailable { cid: *cid, cause: e.to_string() });
+                }
+            }
+        }
+        if all_not_found {
+            return Err(BlockError::NotFound { cid: *cid });
+        }
+        Err(last_error.unwrap_or(BlockError::NotFound { cid: *cid }))
+    }
+
+    /// Store a block whose bytes were already checked against `cid`.
+    pub fn put_verified(&self, cid: &Cid, data: Bytes) -> Result<(), BlockError> {
+        if cids::identity_data(cid).is_some() {
+            return Ok(());
+        }
+        self.store.put(cid, &data).map_err(|e| BlockError::store(cid, e))?;
+        self.memory.insert(cids::multihash_key(cid), data);
+        Ok(())
+    }
+
+    /// Fetch many blocks of a DAG in one request (a CAR stream), verifying and storing each as
+    /// it arrives. Returns how many new blocks were stored. A broken stream is an error, but what
+    /// arrived before the break is kept.
+    pub async fn fetch_dag(&self, root: &Cid, scope: DagScope) -> Result<u64, BlockError> {
+        if self.is_offline() {
+            return Err(BlockError::Offline { cid: *root });
+        }
+        let mut last_error = None;
+        for fetcher in &self.fetchers {
+            let mut batch: Vec<(Cid, Bytes)> = Vec::new();
+            let mut stored = 0u64;
+            let mut store_error = None;
+            let result = {
+                let mut sink = |cid: Cid, data: Bytes| -> SinkControl {
+                    if verify(&cid, &data).is_err() {
+                        tracing::warn!(%cid, %root, source = fetcher.name(), "CAR block failed verification; ignored");
+                        return SinkControl::Continue;
+                    }
+                    if cids::identity_data(&cid).is_some() {
+                        return SinkControl::Continue;
+                    }
+                    batch.push((cid, data));
+                    if batch.len() >= 64 {
+                        match self.store.put_many(&batch) {
+                            Ok(()) => stored += batch.len() as u64,
+                            Err(e) => {
+                                store_error = Some(BlockError::store(root, e));
+                                return SinkControl::Stop;
+                            }
+                        }
+                        batch.clear();
+                    }
+                    SinkControl::Continue
+                };
+                fetcher.fetch_car(root, scope.clone(), &mut sink).await
+            };
+            if !batch.is_empty() {
+                match self.store.put_many(&batch) {
+                    Ok(()) => stored += batch.len() as u64,
+                    Err(e) => store_error = Some(BlockError::store(root, e)),
+                }
+            }
+            if let Some(e) = store_error {
+                return Err(e);
+            }
+            match result {
+                Ok(_) => return Ok(stored),
+                Err(e) => {
+                    tracing::debug!(%root, source = fetcher.name(), "CAR fetch failed: {e}");
+                    last_error = Some(BlockError::Unavailable { cid: *root, cause: e.to_string() });
+                }
+            }
+        }
+        Err(last_error.unwrap_or(BlockError::NotFound { cid: *root }))
+    }
+}
+
+fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
+    cids::verify(cid, data).map_err(|e| match e {
+        cids::VerifyError::UnsupportedHash(_) => BlockError::Unsupported { cid: *cid, cause: e.to_string() },
+        other => BlockError::Invalid { cid: *cid, cause: other.to_string() },
+    })
+}
+
+struct InflightGuard<'a> {
+    service: &'a BlockService,
+    key: &'a Vec<u8>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.service.inflight.lock().remove(self.key);
+    }
+}

@@ -1,0 +1,209 @@
+//! Command-line interface: parsing, logging set-up and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{mount, transfer};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ipfs-mount",
+    version,
+    about = "Mount IPFS content as plain files",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub mount: MountArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Unmount a mounted ipfs-mount filesystem.
+    Unmount {
+        mountpoint: PathBuf,
+    },
+    /// Import CAR files (v1 or v2) into the store: every block verified, roots pinned.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+        #[arg(required = true)]
+        cars: Vec<PathBuf>,
+    },
+    /// Export the whole DAG below a CID as a CARv1.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        net: NetArgs,
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+        cid: String,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Block store directory [default: $XDG_DATA_HOME/ipfs-mount, else ~/.local/share/ipfs-mount]
+    #[arg(long, env = "IPFS_MOUNT_STORE")]
+    pub store: Option<PathBuf>,
+    /// Bytes of fetched (unpinned) blocks kept before least-recently-used ones are evicted.
+    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
+    pub cache_size: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NetArgs {
+    /// Trustless gateway to fetch blocks from (repeatable) [default: $IPFS_GATEWAY, else http://127.0.0.1:8080]
+    #[arg(long = "gateway", value_name = "URL")]
+    pub gateways: Vec<String>,
+    /// Never fetch: serve only what is in the store.
+    #[arg(long)]
+    pub offline: bool,
+    /// Seconds without progress before a gateway request counts as failed.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// Where to mount.
+    #[arg(required = true)]
+    pub mountpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Stay in the foreground instead of serving from a background process.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf unless root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// More logs (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Where the background process writes its log [default: <store>/ipfs-mount.log]
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Memory for the in-process block cache.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub memory_cache: u64,
+    /// Internal: file descriptor on which a background child reports readiness.
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+}
+
+impl StoreArgs {
+    pub fn dir(&self) -> PathBuf {
+        if let Some(d) = &self.store {
+            return d.clone();
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("ipfs-mount")
+    }
+}
+
+impl NetArgs {
+    /// The gateways to use, in order of preference.
+    pub fn gateway_urls(&self) -> Vec<String> {
+        if !self.gateways.is_empty() {
+            return self.gateways.clone();
+        }
+        if let Ok(g) = std::env::var("IPFS_GATEWAY") {
+            let list: Vec<String> =
+                g.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            if !list.is_empty() {
+                return list;
+            }
+        }
+        vec!["http://127.0.0.1:8080".to_string()]
+    }
+}
+
+/// Parses sizes such as `10GiB`, `512MiB`, `1G` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("invalid size {s:?}: {e}"))
+}
+
+pub fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,ipfs_mount=info",
+        2 => "info,ipfs_mount=debug,ipfs_mount_fetch=debug,ipfs_mount_store=debug",
+        _ => "debug,ipfs_mount=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let file = log_file.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    let _ = match file {
+        Some(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Some(Command::Unmount { mountpoint }) => mount::unmount(&mountpoint),
+        Some(Command::Import { store, verbose, cars }) => {
+            init_logging(verbose, None);
+            transfer::import(&store, &cars)
+        }
+        Some(Command::Export { store, net, verbose, cid, output }) => {
+            init_logging(verbose, None);
+            transfer::export(&store, &net, &cid, output.as_deref())
+        }
+        None => mount::run(cli.mount),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipfs-mount: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn command_line_shapes() {
+        let c = Cli::try_parse_from(["ipfs-mount", "/mnt/x", "--gateway", "http://127.0.0.1:1", "-f"]).unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.mount.mountpoint.as_deref(), Some(std::path::Path::new("/mnt/x")));
+        assert!(c.mount.foreground);
+        let c = Cli::try_parse_from(["ipfs-mount", "unmount", "/mnt/x"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Unmount { .. })));
+        let c = Cli::try_parse_from(["ipfs-mount", "import", "--store", "/s", "a.car", "b.car"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Import { ref cars, .. }) if cars.len() == 2));
+        assert!(Cli::try_parse_from(["ipfs-mount"]).is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! ipfs-mount: IPFS content as plain files, through FUSE.
+//!
+//! # Layout
+//! Dependencies point one way, from the kernel down to the network:
+//! - [`fs`]: the thin `fuser` adapter. Turns kernel requests into [`tree`] calls and
+//!   [`tree::Error`]s into errnos; nothing else.
+//! - [`tree`]: the namespace (`/ipfs`, `/ipns`, `/datasets`), the inode table, attributes,
+//!   directory listings and positional file reads with prefetch. Runs without the kernel.
+//! - [`blocks`]: the one door for blocks: memory cache, then the persistent store, then the
+//!   fetchers; every block from outside is verified against its CID on the way in.
+//! - [`transfer`]: CAR import (verified, roots pinned) and export.
+//! - [`mount`]: mount lifecycle: daemonizing, readiness, signals, stale mounts, unmount.
+//! - [`cli`]: command-line parsing and dispatch.
+//!
+//! Pure codecs live in the `ipfs-mount-ipld` crate, the block store in `ipfs-mount-store`
+//! and the gateway client in `ipfs-mount-fetch`.
+
+pub mod blocks;
+pub mod cli;
+pub mod fs;
+pub mod mount;
+pub mod transfer;
+pub mod tree;

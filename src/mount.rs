@@ -1,0 +1,275 @@
+//! Mount lifecycle: background serving with a readiness report, clean unmount on signals,
+//! stale mounts left by a crash, and `ipfs-mount unmount`.
+//!
+//! Without `--foreground`, the command re-executes itself as a detached child (a fresh process,
+//! not a `fork` of a multi-threaded one) and waits until the child reports over a pipe that the
+//! kernel has completed the FUSE handshake, or why it could not; so the exit status says whether
+//! the mount worked, as with `sshfs` and `mount-s3`.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::blocks::BlockService;
+use crate::cli::{init_logging, MountArgs, NetArgs, StoreArgs};
+use crate::fs::IpfsFs;
+use crate::tree::{Tree, TreeConfig};
+use ipfs_mount_fetch::{Fetcher, GatewayConfig, GatewayFetcher};
+use ipfs_mount_store::{BlockStore, DiskStore, StoreConfig};
+
+pub fn run(args: MountArgs) -> Result<()> {
+    let mountpoint = args.mountpoint.clone().ok_or_else(|| anyhow!("a mount point is required"))?;
+    if args.foreground {
+        serve(args, &mountpoint)
+    } else {
+        spawn_background(&args, &mountpoint)
+    }
+}
+
+/// Opens the store configured on the command line.
+pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
+    let dir = store.dir();
+    let s = DiskStore::open(StoreConfig { dir: dir.clone(), cache_capacity: store.cache_size, sync_writes: false })
+        .with_context(|| format!("cannot open the block store at {}", dir.display()))?;
+    Ok(Arc::new(s))
+}
+
+/// The fetchers the command line asks for (none when offline).
+pub fn fetchers(net: &NetArgs) -> Result<Vec<Arc<dyn Fetcher>>> {
+    if net.offline {
+        return Ok(Vec::new());
+    }
+    let mut urls = Vec::new();
+    for u in net.gateway_urls() {
+        let url = url::Url::parse(&u).with_context(|| format!("invalid gateway URL {u:?}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("gateway URL {u:?} must be http or https");
+        }
+        urls.push(url);
+    }
+    let config = GatewayConfig {
+        urls,
+        request_timeout: Duration::from_secs(net.timeout.max(1)),
+        ..GatewayConfig::default()
+    };
+    let gw = GatewayFetcher::new(config).map_err(|e| anyhow!("gateway set-up failed: {e}"))?;
+    Ok(vec![Arc::new(gw)])
+}
+
+fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
+    let store_dir = args.store.dir();
+    std::fs::create_dir_all(&store_dir).with_context(|| format!("cannot create {}", store_dir.display()))?;
+    let log_path = args.log_file.clone().unwrap_or_else(|| store_dir.join("ipfs-mount.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open log file {}", log_path.display()))?;
+    let (read_end, write_end) = pipe()?;
+    let write_fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
+    let exe = std::env::current_exe().context("cannot find our own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .arg("--ready-fd")
+        .arg(write_fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if args.log_file.is_none() {
+        cmd.arg("--log-file").arg(&log_path);
+    }
+    // Detach from the terminal's session so the shell's signals and hang-ups do not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the background process")?;
+    drop(write_end);
+    let mut report = String::new();
+    let mut reader = std::fs::File::from(read_end);
+    let _ = reader.read_to_string(&mut report);
+    if report.trim() == "ok" {
+        println!("mounted {} (pid {}, log {})", mountpoint.display(), child.id(), log_path.display());
+        return Ok(());
+    }
+    let status = child.try_wait().ok().flatten();
+    if report.trim().is_empty() {
+        bail!(
+            "the background process exited ({}) before mounting; see {}",
+            status.map(|s| s.to_string()).unwrap_or_else(|| "still running".into()),
+            log_path.display()
+        );
+    }
+    bail!("{}", report.trim())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // Plain pipe(2): the write end must survive exec in the child.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe");
+    }
+    unsafe {
+        // Our read end should not leak into the child.
+        libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Reports the outcome of mounting to a waiting parent, if there is one.
+struct Readiness(Option<std::fs::File>);
+
+impl Readiness {
+    fn from_fd(fd: Option<i32>) -> Self {
+        Readiness(fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) }))
+    }
+    fn report(&mut self, message: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(message.as_bytes());
+        }
+    }
+}
+
+fn serve(args: MountArgs, mountpoint: &Path) -> Result<()> {
+    let mut ready = Readiness::from_fd(args.ready_fd);
+    init_logging(args.verbose, args.log_file.as_deref());
+    match mount_and_serve(&args, mountpoint, &mut ready) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ready.report(&format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
+fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -> Result<()> {
+    prepare_mountpoint(mountpoint)?;
+    let store = open_store(&args.store)?;
+    let fetchers = fetchers(&args.net)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ipfs-mount")
+        .build()
+        .context("cannot start the async runtime")?;
+    let blocks = Arc::new(BlockService::new(
+        store.clone() as Arc<dyn BlockStore>,
+        fetchers,
+        args.net.offline,
+        args.memory_cache,
+    ));
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let tree = Tree::new(blocks, TreeConfig { uid, gid, ..TreeConfig::default() });
+    let fs = IpfsFs::new(tree, runtime.handle().clone());
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("ipfs-mount".into()),
+        fuser::MountOption::Subtype("ipfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if args.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(2);
+    let mut session = fuser::Session::new(fs, mountpoint, &config)
+        .with_context(|| format!("cannot mount at {}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.to_path_buf();
+    runtime.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("signal received, unmounting {}", mp.display());
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!("unmount of {} failed: {e}; trying lazy unmount", mp.display());
+            let _ = fusermount(&mp, true);
+        }
+    });
+    tracing::info!("mounted at {}", mountpoint.display());
+    ready.report("ok");
+    let result = session.run();
+    tracing::info!("unmounted {}", mountpoint.display());
+    if let Err(e) = store.flush() {
+        tracing::warn!("flushing the store failed: {e}");
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result.context("FUSE session failed")
+}
+
+/// Checks the mount point, replacing a stale mount left by a crashed process.
+fn prepare_mountpoint(mountpoint: &Path) -> Result<()> {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => {
+            if is_mounted(mountpoint) {
+                bail!("{} is already mounted", mountpoint.display());
+            }
+            Ok(())
+        }
+        Ok(_) => bail!("{} is not a directory", mountpoint.display()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!("{}: stale mount (its process is gone); replacing it", mountpoint.display());
+            fusermount(mountpoint, true)?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot use {} as a mount point", mountpoint.display())),
+    }
+}
+
+fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(canon) = mountpoint.canonicalize() else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().any(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(canon.as_path()))
+}
+
+fn unescape_mount_path(s: &str) -> PathBuf {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let mut cmd = Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(mountpoint).output().context("cannot run fusermount3 (install the fuse3 package)")?;
+    if !out.status.success() {
+        bail!("fusermount3 -u {}: {}", mountpoint.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+pub fn unmount(mountpoint: &Path) -> Result<()> {
+    fusermount(mountpoint, false)
+}

@@ -1,0 +1,158 @@
+//! Directory listings, from the directory's own blocks only.
+//!
+//! A plain UnixFS directory is one block. A HAMT-sharded directory is a tree of shards: for a
+//! listing all shards are needed, so they are first asked for in one CAR request
+//! (`dag-scope=entity` is exactly "the blocks needed to enumerate the directory") and any still
+//! missing are then fetched level by level, in parallel. A lookup hashes the name and walks
+//! only the shards on its path.
+
+use std::collections::HashMap;
+
+use cid::Cid;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use ipfs_mount_fetch::DagScope;
+use ipfs_mount_ipld::hamt::{self, HamtLink, HamtNode, Step};
+use ipfs_mount_ipld::unixfs::{self, DirNode, Node};
+
+use super::error::{Error, Result};
+use crate::blocks::BlockService;
+
+/// Deepest HAMT we walk: 64 hash bits / 1 bit per level is the theoretical maximum.
+const MAX_HAMT_DEPTH: u32 = 64;
+
+#[derive(Debug, Clone)]
+pub struct ListEntry {
+    pub name: Vec<u8>,
+    pub cid: Cid,
+}
+
+/// The entries of a directory, in the order the directory stores them, with unsafe names
+/// (`.`, `..`, containing `/` or NUL) and duplicates removed.
+#[derive(Debug, Default)]
+pub struct Listing {
+    entries: Vec<ListEntry>,
+    by_name: HashMap<Vec<u8>, usize>,
+}
+
+impl Listing {
+    fn push(&mut self, dir: &Cid, name: Vec<u8>, cid: Cid) {
+        if !unixfs::is_safe_name(&name) {
+            tracing::warn!(%dir, name = %String::from_utf8_lossy(&name), "hiding directory entry with an unsafe name");
+            return;
+        }
+        if self.by_name.contains_key(&name) {
+            tracing::warn!(%dir, name = %String::from_utf8_lossy(&name), "hiding duplicate directory entry");
+            return;
+        }
+        self.by_name.insert(name.clone(), self.entries.len());
+        self.entries.push(ListEntry { name, cid });
+    }
+
+    pub fn from_directory(cid: &Cid, dir: DirNode) -> Self {
+        let mut listing = Listing::default();
+        for e in dir.entries {
+            listing.push(cid, e.name, e.cid);
+        }
+        listing
+    }
+
+    pub fn entries(&self) -> &[ListEntry] {
+        &self.entries
+    }
+
+    pub fn find(&self, name: &[u8]) -> Option<&ListEntry> {
+        self.by_name.get(name).map(|&i| &self.entries[i])
+    }
+}
+
+async fn shard(blocks: &BlockService, cid: &Cid) -> Result<HamtNode> {
+    let block = blocks.get(cid).await?;
+    match unixfs::decode_node(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
+        Node::HamtShard(h) => Ok(h),
+        _ => Err(Error::Corrupt { cid: *cid, cause: "HAMT link points to a block that is not a shard".into() }),
+    }
+}
+
+async fn shard_with_cid(blocks: &BlockService, cid: Cid) -> Result<(Cid, HamtNode)> {
+    shard(blocks, &cid).await.map(|n| (cid, n))
+}
+
+/// Looks `name` up in a sharded directory, fetching only the shards on the name's hash path.
+pub async fn hamt_find(blocks: &BlockService, dir: &Cid, root: &HamtNode, name: &[u8]) -> Result<Option<Cid>> {
+    let mut current: Option<HamtNode> = None;
+    for depth in 0..MAX_HAMT_DEPTH {
+        let node = current.as_ref().unwrap_or(root);
+        match hamt::lookup_step(node, name, depth).map_err(|e| Error::corrupt(dir, e))? {
+            Step::Found { cid, .. } => return Ok(Some(cid)),
+            Step::NotFound => return Ok(None),
+            Step::Descend { cid } => current = Some(shard(blocks, &cid).await?),
+        }
+    }
+    Err(Error::Corrupt { cid: *dir, cause: "HAMT deeper than 64 levels".into() })
+}
+
+/// All entries of a sharded directory.
+pub async fn hamt_listing(blocks: &BlockService, dir: &Cid, root: &HamtNode) -> Result<Listing> {
+    let has_subshards = root.links.iter().any(|l| matches!(l, HamtLink::Shard { .. }));
+    if has_subshards && !blocks.is_offline() {
+        let missing = root.links.iter().any(|l| match l {
+            HamtLink::Shard { cid, .. } => !blocks.has_local(cid),
+            _ => false,
+        });
+        if missing {
+            // One request for the whole skeleton; what it misses is fetched below.
+            if let Err(e) = blocks.fetch_dag(dir, DagScope::Entity { bytes: None }).await {
+                tracing::debug!(%dir, "bulk fetch of HAMT shards failed, fetching them one by one: {e}");
+            }
+        }
+    }
+    // Breadth-first fetch of every shard, bounded parallelism, then a depth-first walk so the
+    // listing comes out in the directory's own order.
+    let mut shards: HashMap<Cid, HamtNode> = HashMap::new();
+    let mut frontier: Vec<Cid> = subshards(root);
+    let mut depth = 1;
+    while !frontier.is_empty() {
+        if depth > MAX_HAMT_DEPTH {
+            return Err(Error::Corrupt { cid: *dir, cause: "HAMT deeper than 64 levels".into() });
+        }
+        let pending: Vec<_> =
+            frontier.into_iter().filter(|c| !shards.contains_key(c)).map(|c| shard_with_cid(blocks, c)).collect();
+        let fetched: Vec<(Cid, HamtNode)> = stream::iter(pending)
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
+        frontier = fetched.iter().flat_map(|(_, n)| subshards(n)).collect();
+        shards.extend(fetched);
+        depth += 1;
+    }
+    let mut listing = Listing::default();
+    // Explicit stack of (node, next link index): iteration, not recursion.
+    let mut stack: Vec<(&HamtNode, usize)> = vec![(root, 0)];
+    while let Some((node, i)) = stack.pop() {
+        let Some(link) = node.links.get(i) else { continue };
+        stack.push((node, i + 1));
+        match link {
+            HamtLink::Entry { name, cid, .. } => listing.push(dir, name.clone(), *cid),
+            HamtLink::Shard { cid, .. } => {
+                if stack.len() > MAX_HAMT_DEPTH as usize {
+                    return Err(Error::Corrupt { cid: *dir, cause: "HAMT deeper than 64 levels".into() });
+                }
+                let child = shards
+                    .get(cid)
+                    .ok_or_else(|| Error::Corrupt { cid: *cid, cause: "HAMT shard missing after fetch".into() })?;
+                stack.push((child, 0));
+            }
+        }
+    }
+    Ok(listing)
+}
+
+fn subshards(node: &HamtNode) -> Vec<Cid> {
+    node.links
+        .iter()
+        .filter_map(|l| match l {
+            HamtLink::Shard { cid, .. } => Some(*cid),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,265 @@
+//! Positional reads of UnixFS files, and the sequential prefetcher.
+//!
+//! A file is a tree: each node holds some bytes of its own first, then children whose byte
+//! counts come from `blocksizes`. A read walks from the root down only the children that
+//! overlap the requested range (interior nodes are cached decoded), then fetches the leaves it
+//! needs in parallel and stitches the slices together. Every leaf's length is checked against
+//! what its parent declared, so a lying DAG gives EIO, never short or shifted data.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use cid::Cid;
+use futures::stream::{self, StreamExt};
+use ipfs_mount_ipld::codec;
+use ipfs_mount_ipld::unixfs::{self, FileNode, Node};
+
+use super::error::{Error, Result};
+use super::Tree;
+
+/// A part of the requested range, in file order.
+enum Piece {
+    /// Bytes held inside an interior node.
+    Inline(Bytes),
+    /// `[start, end)` of a leaf block whose whole content is `size` bytes.
+    Leaf { cid: Cid, size: u64, start: u64, end: u64 },
+}
+
+/// How deep a file tree may be before we call it malformed.
+const MAX_FILE_DEPTH: usize = 64;
+/// Leaves fetched at once for a single read.
+const READ_PARALLELISM: usize = 16;
+/// Leaves fetched at once by the prefetcher.
+const PREFETCH_PARALLELISM: usize = 8;
+
+impl Tree {
+    /// A decoded interior node, from the cache when possible.
+    async fn file_node(&self, cid: &Cid) -> Result<Arc<FileNode>> {
+        if let Some(n) = self.file_nodes.get(cid) {
+            return Ok(n);
+        }
+        let node = self.decode_file(cid).await?;
+        let node = Arc::new(node);
+        if !node.children.is_empty() {
+            self.file_nodes.insert(*cid, node.clone());
+        }
+        Ok(node)
+    }
+
+    async fn decode_file(&self, cid: &Cid) -> Result<FileNode> {
+        let block = self.blocks.get(cid).await?;
+        match unixfs::decode_node(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
+            Node::File(f) => Ok(f),
+            _ => Err(Error::Corrupt { cid: *cid, cause: "file links to a node that is not file data".into() }),
+        }
+    }
+
+    /// The pieces covering `[from, to)` of the file rooted at `root`.
+    async fn plan(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Vec<Piece>> {
+        let mut pieces = Vec::new();
+        // Stack of (node cid, byte offset of the node in the file, declared size, depth),
+        // pushed in reverse so that pieces come out in file order.
+        let mut stack: Vec<(Cid, u64, u64, usize)> = vec![(*root, 0, file_size, 0)];
+        while let Some((cid, node_start, declared, depth)) = stack.pop() {
+            if depth > MAX_FILE_DEPTH {
+                return Err(Error::Corrupt { cid: *root, cause: "file tree deeper than 64 levels".into() });
+            }
+            if cid.codec() == codec::RAW {
+                let start = from.max(node_start) - node_start;
+                let end = to.min(node_start + declared) - node_start;
+                pieces.push(Piece::Leaf { cid, size: declared, start, end });
+                continue;
+            }
+            let node = self.file_node(&cid).await?;
+            if node.size != declared {
+                return Err(Error::Corrupt {
+                    cid,
+                    cause: format!("node holds {} bytes but its parent declared {declared}", node.size),
+                });
+            }
+            let inline_end = node_start + node.inline.len() as u64;
+            if from < inline_end && to > node_start {
+                let s = (from.max(node_start) - node_start) as usize;
+                let e = (to.min(inline_end) - node_start) as usize;
+                pieces.push(Piece::Inline(node.inline.slice(s..e)));
+            }
+            let mut child_start = inline_end;
+            let mut overlapping = Vec::new();
+            for (child, child_size) in &node.children {
+                let child_end = child_start + child_size;
+                if child_end > from && child_start < to && *child_size > 0 {
+                    overlapping.push((*child, child_start, *child_size, depth + 1));
+                }
+                if child_start >= to {
+                    break;
+                }
+                child_start = child_end;
+            }
+            stack.extend(overlapping.into_iter().rev());
+        }
+        Ok(pieces)
+    }
+
+    /// Bytes `[from, to)` of a file; `to` is already clamped to the file size.
+    pub(super) async fn read_range(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Bytes> {
+        let pieces = self.plan(root, file_size, from, to).await?;
+        // The common case, a read inside one leaf, needs no copy.
+        if pieces.len() == 1 {
+            return self.piece_bytes(pieces.into_iter().next().unwrap()).await;
+        }
+        let parts: Vec<Result<Bytes>> =
+            stream::iter(pieces).map(|p| self.piece_bytes(p)).buffered(READ_PARALLELISM).collect().await;
+        let mut out = BytesMut::with_capacity((to - from) as usize);
+        for part in parts {
+            out.extend_from_slice(&part?);
+        }
+        if out.len() as u64 != to - from {
+            return Err(Error::Corrupt {
+                cid: *root,
+                cause: format!("read of {} bytes assembled {} bytes", to - from, out.len()),
+            });
+        }
+        Ok(out.freeze())
+    }
+
+    async fn piece_bytes(&self, piece: Piece) -> Result<Bytes> {
+        match piece {
+            Piece::Inline(b) => Ok(b),
+            Piece::Leaf { cid, size, start, end } => {
+                let data = self.leaf_data(&cid).await?;
+                if data.len() as u64 != size {
+                    tracing::warn!(%cid, "leaf holds {} bytes but its parent declared {size}", data.len());
+                    return Err(Error::Corrupt {
+                        cid,
+                        cause: format!("leaf holds {} bytes but its parent declared {size}", data.len()),
+                    });
+                }
+                Ok(data.slice(start as usize..end as usize))
+            }
+        }
+    }
+
+    /// The file bytes a leaf holds: a raw block is its own content.
+    async fn leaf_data(&self, cid: &Cid) -> Result<Bytes> {
+        let block = self.blocks.get(cid).await?;
+        if cid.codec() == codec::RAW {
+            return Ok(block);
+        }
+        Ok(self.decode_file(cid).await?.inline)
+    }
+
+    /// Brings the leaves of `[from, to)` into the local store ahead of the reader.
+    pub(super) async fn prefetch(self: Arc<Self>, root: &Cid, file_size: u64, from: u64, to: u64) {
+        let to = to.min(file_size);
+        if from >= to {
+            return;
+        }
+        let pieces = match self.plan(root, file_size, from, to).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%root, "prefetch planning stopped: {e}");
+                return;
+            }
+        };
+        let leaves = pieces.into_iter().filter_map(|p| match p {
+            Piece::Leaf { cid, .. } => Some(cid),
+            Piece::Inline(_) => None,
+        });
+        stream::iter(leaves)
+            .for_each_concurrent(PREFETCH_PARALLELISM, |cid| {
+                let tree = self.clone();
+                async move {
+                    if let Err(e) = tree.blocks.get(&cid).await {
+                        tracing::debug!(%cid, "prefetch failed: {e}");
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+/// Adaptive read-ahead for one open file, in the style of mountpoint-s3: the window starts
+/// small, doubles while the reader stays sequential (small jumps tolerated), and resets when it
+/// seeks away.
+#[derive(Debug)]
+pub struct Prefetcher {
+    next_expected: u64,
+    window: u64,
+    max_window: u64,
+    /// Everything before this offset has already been asked for.
+    requested_to: u64,
+}
+
+const INITIAL_WINDOW: u64 = 1 << 20;
+/// Forward or backward distance still counted as sequential (readers with several threads, or
+/// the kernel's readahead, reorder nearby requests).
+const SEQUENTIAL_SLACK: u64 = 2 << 20;
+
+impl Prefetcher {
+    pub fn new(max_window: u64) -> Self {
+        Prefetcher { next_expected: 0, window: INITIAL_WINDOW, max_window: max_window.max(INITIAL_WINDOW), requested_to: 0 }
+    }
+
+    /// Records a read of `[offset, end)`; returns a range to prefetch, if any.
+    pub fn on_read(&mut self, offset: u64, end: u64, file_size: u64) -> Option<(u64, u64)> {
+        let sequential = offset + SEQUENTIAL_SLACK >= self.next_expected && offset <= self.next_expected + SEQUENTIAL_SLACK;
+        if sequential {
+            if offset >= self.next_expected {
+                self.window = (self.window * 2).min(self.max_window);
+            }
+        } else {
+            self.window = INITIAL_WINDOW;
+            self.requested_to = end;
+        }
+        self.next_expected = self.next_expected.max(end);
+        if !sequential {
+            self.next_expected = end;
+        }
+        let target = (end + self.window).min(file_size);
+        // Ask again only when the reader has consumed half the window, so requests are batched.
+        let start = self.requested_to.max(end);
+        if target > start && target - start >= self.window / 2 {
+            self.requested_to = target;
+            return Some((start, target));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_grows_while_sequential_and_resets_on_seek() {
+        let mut p = Prefetcher::new(64 << 20);
+        let mut offset = 0;
+        let mut last_window = 0;
+        for _ in 0..64 {
+            let r = p.on_read(offset, offset + (128 << 10), 1 << 40);
+            if let Some((from, to)) = r {
+                assert!(from >= offset);
+                assert!(to - from <= 64 << 20);
+            }
+            offset += 128 << 10;
+            assert!(p.window >= last_window);
+            last_window = p.window;
+        }
+        assert_eq!(p.window, 64 << 20);
+        p.on_read(500 << 20, (500 << 20) + 4096, 1 << 40);
+        assert_eq!(p.window, INITIAL_WINDOW);
+    }
+
+    #[test]
+    fn never_prefetches_past_end_of_file() {
+        let mut p = Prefetcher::new(64 << 20);
+        let size = 3 << 20;
+        let mut offset = 0;
+        while offset < size {
+            if let Some((_, to)) = p.on_read(offset, (offset + (128 << 10)).min(size), size) {
+                assert!(to <= size);
+            }
+            offset += 128 << 10;
+        }
+    }
+}

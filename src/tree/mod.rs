@@ -1,0 +1,639 @@
+//! The namespace the mount shows, independent of the kernel.
+//!
+//! ```text
+//! /                 root
+//! ├── ipfs/         any CID as a child name (looked up on demand; readdir lists pinned roots)
+//! │   └── <cid>/…   UnixFS content, read-only
+//! ├── ipns/         names (empty until IPNS lands)
+//! └── datasets/     writable datasets (empty until datasets land)
+//! ```
+//!
+//! # Inodes
+//! Inode numbers are derived from (parent inode, name) with a fixed hash, so the same path gets
+//! the same number across remounts, and two paths to the same CID are distinct inodes (the
+//! kernel allows a directory only one parent). The table keeps an entry while the kernel holds
+//! a lookup reference on it (`forget` drops it); the fixed roots are never dropped.
+//!
+//! # Immutability
+//! Everything under `/ipfs` is immutable, so attributes and entries carry very long TTLs and
+//! open files keep the page cache across opens.
+
+mod dir;
+pub mod error;
+mod file;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cid::Cid;
+use ipfs_mount_ipld::unixfs::{self, Node};
+use ipfs_mount_ipld::{cids, codec};
+use parking_lot::{Mutex, RwLock};
+
+use crate::blocks::{BlockError, BlockService};
+pub use dir::Listing;
+pub use error::{Error, Result};
+use file::Prefetcher;
+
+pub type InodeNo = u64;
+pub const ROOT_INO: InodeNo = 1;
+pub const IPFS_INO: InodeNo = 2;
+pub const IPNS_INO: InodeNo = 3;
+pub const DATASETS_INO: InodeNo = 4;
+const FIRST_DYNAMIC_INO: InodeNo = 16;
+
+/// The extended attribute holding a node's CID.
+pub const XATTR_CID: &str = "user.ipfs.cid";
+
+/// TTL for immutable content: entries and attributes under /ipfs never change.
+const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// TTL for the fixed top-level directories, whose contents may change (datasets, pins).
+const MUTABLE_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Directory,
+    File,
+    Symlink,
+}
+
+/// Attributes in plain types; the fuser adapter turns them into `FileAttr`.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub ino: InodeNo,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub mtime: SystemTime,
+    pub nlink: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DirEntryOut {
+    pub ino: InodeNo,
+    /// The offset the kernel passes back to continue after this entry.
+    pub next_offset: u64,
+    pub kind: Kind,
+    pub name: OsString,
+}
+
+/// What an inode is.
+#[derive(Clone)]
+enum NodeKind {
+    Root,
+    IpfsRoot,
+    IpnsRoot,
+    DatasetsRoot,
+    Content(Arc<Content>),
+}
+
+/// A resolved piece of IPFS content.
+pub(crate) struct Content {
+    cid: Cid,
+    body: Body,
+}
+
+enum Body {
+    File { size: u64 },
+    /// dag-cbor/dag-json shown as its dag-json text.
+    Document { json: Bytes },
+    Directory { listing: Arc<Listing> },
+    /// A HAMT-sharded directory: the listing is built on first readdir only.
+    Sharded { root: Arc<ipfs_mount_ipld::hamt::HamtNode>, listing: tokio::sync::OnceCell<Arc<Listing>> },
+    Symlink { target: Vec<u8> },
+}
+
+struct Inode {
+    parent: InodeNo,
+    name: Vec<u8>,
+    node: NodeKind,
+    attr: Attr,
+    lookups: AtomicU64,
+}
+
+struct Handle {
+    ino: InodeNo,
+    prefetch: Mutex<Prefetcher>,
+}
+
+/// Settings for the tree.
+#[derive(Debug, Clone)]
+pub struct TreeConfig {
+    pub uid: u32,
+    pub gid: u32,
+    /// Upper bound of the sequential prefetch window, in bytes.
+    pub max_prefetch: u64,
+}
+
+impl Default for TreeConfig {
+    fn default() -> Self {
+        TreeConfig { uid: 0, gid: 0, max_prefetch: 64 << 20 }
+    }
+}
+
+pub struct Tree {
+    blocks: Arc<BlockService>,
+    config: TreeConfig,
+    inodes: RwLock<HashMap<InodeNo, Arc<Inode>>>,
+    children: RwLock<HashMap<(InodeNo, Vec<u8>), InodeNo>>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    next_handle: AtomicU64,
+    /// Decoded interior file nodes, so that reads do not decode the same nodes again.
+    file_nodes: quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>>,
+    mount_time: SystemTime,
+}
+
+impl Tree {
+    pub fn new(blocks: Arc<BlockService>, config: TreeConfig) -> Arc<Self> {
+        let mount_time = SystemTime::now();
+        let tree = Tree {
+            blocks,
+            config,
+            inodes: RwLock::new(HashMap::new()),
+            children: RwLock::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            file_nodes: quick_cache::sync::Cache::new(4096),
+            mount_time,
+        };
+        let fixed = [
+            (ROOT_INO, ROOT_INO, "", NodeKind::Root),
+            (IPFS_INO, ROOT_INO, "ipfs", NodeKind::IpfsRoot),
+            (IPNS_INO, ROOT_INO, "ipns", NodeKind::IpnsRoot),
+            (DATASETS_INO, ROOT_INO, "datasets", NodeKind::DatasetsRoot),
+        ];
+        {
+            let mut inodes = tree.inodes.write();
+            let mut children = tree.children.write();
+            for (ino, parent, name, node) in fixed {
+                let attr = tree.dir_attr(ino, if ino == ROOT_INO { 0o555 } else { 0o555 }, mount_time);
+                inodes.insert(
+                    ino,
+                    Arc::new(Inode { parent, name: name.as_bytes().to_vec(), node, attr, lookups: AtomicU64::new(1) }),
+                );
+                if ino != ROOT_INO {
+                    children.insert((parent, name.as_bytes().to_vec()), ino);
+                }
+            }
+        }
+        Arc::new(tree)
+    }
+
+    pub fn blocks(&self) -> &Arc<BlockService> {
+        &self.blocks
+    }
+
+    fn dir_attr(&self, ino: InodeNo, perm: u16, mtime: SystemTime) -> Attr {
+        Attr { ino, kind: Kind::Directory, size: 0, perm, mtime, nlink: 2 }
+    }
+
+    fn inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
+        self.inodes.read().get(&ino).cloned().ok_or(Error::StaleInode(ino))
+    }
+
+    fn ttl_for(node: &NodeKind) -> Duration {
+        match node {
+            NodeKind::Content(_) => IMMUTABLE_TTL,
+            _ => MUTABLE_TTL,
+        }
+    }
+
+    // ---- lookup / getattr / forget -------------------------------------------------------
+
+    pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Entry> {
+        let name_bytes = name.as_bytes();
+        // A kernel-cached child may still be in our table: answer without any work.
+        let known = self.children.read().get(&(parent, name_bytes.to_vec())).copied();
+        if let Some(ino) = known {
+            if let Some(inode) = self.inodes.read().get(&ino).cloned() {
+                inode.lookups.fetch_add(1, Ordering::Relaxed);
+                return Ok(Entry { attr: inode.attr.clone(), ttl: Self::ttl_for(&inode.node) });
+            }
+        }
+        let parent_inode = self.inode(parent)?;
+        let (node, mtime_mode) = match &parent_inode.node {
+            NodeKind::Root => return Err(Error::NotFound(format!("/{}", name.to_string_lossy()))),
+            NodeKind::IpnsRoot => return Err(Error::NotFound(format!("/ipns/{}", name.to_string_lossy()))),
+            NodeKind::DatasetsRoot => {
+                return Err(Error::NotFound(format!("/datasets/{}", name.to_string_lossy())))
+            }
+            NodeKind::IpfsRoot => {
+                let text = std::str::from_utf8(name_bytes)
+                    .map_err(|_| Error::NotFound(format!("/ipfs/{}: not UTF-8", name.to_string_lossy())))?;
+                // Malformed names are refused here, before any network traffic.
+                let cid = cids::parse(text)
+                    .map_err(|e| Error::NotFound(format!("/ipfs/{text}: not a CID ({e})")))?;
+                match self.resolve(&cid).await {
+                    Ok(r) => r,
+                    Err(Error::Block(BlockError::NotFound { .. } | BlockError::Offline { .. })) => {
+                        return Err(Error::NotFound(format!("/ipfs/{text}: no such content")))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            NodeKind::Content(content) => {
+                let child = self.find_child(content, name_bytes).await?;
+                self.resolve(&child).await?
+            }
+        };
+        Ok(self.insert_child(parent, name_bytes, node, mtime_mode))
+    }
+
+    /// Registers (or re-finds) the inode for `parent/name` and takes one lookup reference.
+    fn insert_child(&self, parent: InodeNo, name: &[u8], content: Arc<Content>, meta: Meta) -> Entry {
+        let key = (parent, name.to_vec());
+        let mut children = self.children.write();
+        let mut inodes = self.inodes.write();
+        if let Some(ino) = children.get(&key) {
+            if let Some(inode) = inodes.get(ino) {
+                inode.lookups.fetch_add(1, Ordering::Relaxed);
+                return Entry { attr: inode.attr.clone(), ttl: Self::ttl_for(&inode.node) };
+            }
+        }
+        let mut ino = stable_ino(parent, name);
+        while inodes.contains_key(&ino) {
+            ino = ino.wrapping_add(1).max(FIRST_DYNAMIC_INO);
+        }
+        let attr = self.content_attr(ino, &content, meta);
+        let node = NodeKind::Content(content);
+        let ttl = Self::ttl_for(&node);
+        inodes.insert(
+            ino,
+            Arc::new(Inode { parent, name: name.to_vec(), node, attr: attr.clone(), lookups: AtomicU64::new(1) }),
+        );
+        children.insert(key, ino);
+        Entry { attr, ttl }
+    }
+
+    fn content_attr(&self, ino: InodeNo, content: &Content, meta: Meta) -> Attr {
+        let mtime = meta
+            .mtime
+            .map(|t| {
+                if t.secs >= 0 {
+                    UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos.unwrap_or(0).min(999_999_999))
+                } else {
+                    UNIX_EPOCH
+                }
+            })
+            .unwrap_or(UNIX_EPOCH);
+        let (kind, size, default_perm, nlink) = match &content.body {
+            Body::File { size } => (Kind::File, *size, 0o444, 1),
+            Body::Document { json } => (Kind::File, json.len() as u64, 0o444, 1),
+            Body::Directory { .. } | Body::Sharded { .. } => (Kind::Directory, 0, 0o555, 2),
+            Body::Symlink { target } => (Kind::Symlink, target.len() as u64, 0o777, 1),
+        };
+        // Content is read-only whatever its recorded mode says: keep only read and execute bits.
+        let perm = meta.mode.map(|m| (m & 0o7555) as u16).unwrap_or(default_perm);
+        Attr { ino, kind, size, perm, mtime, nlink }
+    }
+
+    pub fn forget(&self, ino: InodeNo, nlookup: u64) {
+        if ino < FIRST_DYNAMIC_INO {
+            return;
+        }
+        let mut inodes = self.inodes.write();
+        let remove = match inodes.get(&ino) {
+            Some(inode) => {
+                let prev = inode.lookups.fetch_sub(nlookup.min(inode.lookups.load(Ordering::Relaxed)), Ordering::Relaxed);
+                prev <= nlookup
+            }
+            None => false,
+        };
+        if remove {
+            if let Some(inode) = inodes.remove(&ino) {
+                let mut children = self.children.write();
+                let key = (inode.parent, inode.name.clone());
+                if children.get(&key) == Some(&ino) {
+                    children.remove(&key);
+                }
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: InodeNo) -> Result<Entry> {
+        let inode = self.inode(ino)?;
+        Ok(Entry { attr: inode.attr.clone(), ttl: Self::ttl_for(&inode.node) })
+    }
+
+    /// Fetches and decodes a CID's root block into what the filesystem needs to show it.
+    async fn resolve(&self, cid: &Cid) -> Result<(Arc<Content>, Meta)> {
+        let block = self.blocks.get(cid).await?;
+        let node = unixfs::decode_node(cid, &block).map_err(|e| {
+            tracing::warn!(%cid, "cannot decode block: {e}");
+            Error::corrupt(cid, e)
+        })?;
+        let (body, meta) = match node {
+            Node::File(f) => {
+                let meta = Meta { mode: f.mode, mtime: f.mtime.clone() };
+                let size = f.size;
+                if !f.children.is_empty() {
+                    self.file_nodes.insert(*cid, Arc::new(f));
+                }
+                (Body::File { size }, meta)
+            }
+            Node::Document(d) => (Body::Document { json: d.json }, Meta::default()),
+            Node::Directory(d) => {
+                let meta = Meta { mode: d.mode, mtime: d.mtime.clone() };
+                (Body::Directory { listing: Arc::new(Listing::from_directory(cid, d)) }, meta)
+            }
+            Node::HamtShard(h) => {
+                let meta = Meta { mode: h.mode, mtime: h.mtime.clone() };
+                (Body::Sharded { root: Arc::new(h), listing: tokio::sync::OnceCell::new() }, meta)
+            }
+            Node::Symlink(s) => {
+                let meta = Meta { mode: s.mode, mtime: s.mtime.clone() };
+                (Body::Symlink { target: s.target }, meta)
+            }
+        };
+        Ok((Arc::new(Content { cid: *cid, body }), meta))
+    }
+
+    async fn find_child(&self, content: &Content, name: &[u8]) -> Result<Cid> {
+        let not_found = || Error::NotFound(format!("{}/{}", content.cid, String::from_utf8_lossy(name)));
+        if !unixfs::is_safe_name(name) {
+            return Err(not_found());
+        }
+        match &content.body {
+            Body::Directory { listing } => listing.find(name).map(|e| e.cid).ok_or_else(not_found),
+            Body::Sharded { root, listing } => {
+                if let Some(listing) = listing.get() {
+                    return listing.find(name).map(|e| e.cid).ok_or_else(not_found);
+                }
+                dir::hamt_find(&self.blocks, &content.cid, root, name).await?.ok_or_else(not_found)
+            }
+            _ => Err(Error::NotADirectory),
+        }
+    }
+
+    // ---- readdir ---------------------------------------------------------------------------
+
+    /// Entries after `offset` (0 = from the start), at most `max` of them.
+    pub async fn readdir(&self, ino: InodeNo, offset: u64, max: usize) -> Result<Vec<DirEntryOut>> {
+        let inode = self.inode(ino)?;
+        let mut out = Vec::new();
+        let mut index = offset;
+        let push_dot = |out: &mut Vec<DirEntryOut>, index: &mut u64, name: &str, ino: InodeNo| {
+            *index += 1;
+            out.push(DirEntryOut { ino, next_offset: *index, kind: Kind::Directory, name: name.into() });
+        };
+        if index == 0 {
+            push_dot(&mut out, &mut index, ".", ino);
+        }
+        if index == 1 {
+            push_dot(&mut out, &mut index, "..", inode.parent);
+        }
+        let skip = (index - 2) as usize;
+        let room = max.saturating_sub(out.len());
+        match &inode.node {
+            NodeKind::Root => {
+                for (i, (name, child)) in
+                    [("ipfs", IPFS_INO), ("ipns", IPNS_INO), ("datasets", DATASETS_INO)].iter().enumerate().skip(skip)
+                {
+                    out.push(DirEntryOut {
+                        ino: *child,
+                        next_offset: 2 + i as u64 + 1,
+                        kind: Kind::Directory,
+                        name: (*name).into(),
+                    });
+                }
+            }
+            NodeKind::IpfsRoot => {
+                // Pinned roots are the natural thing to show here; any other CID still works by name.
+                let pins = self.blocks.store().pins().unwrap_or_default();
+                let mut names: Vec<String> = pins.iter().map(|p| p.root.to_string()).collect();
+                names.sort();
+                names.dedup();
+                for (i, name) in names.into_iter().enumerate().skip(skip).take(room) {
+                    let cid = cids::parse(&name).ok();
+                    let kind = match cid {
+                        Some(c) => self.kind_hint(&c).await,
+                        None => Kind::File,
+                    };
+                    out.push(DirEntryOut {
+                        ino: stable_ino(IPFS_INO, name.as_bytes()),
+                        next_offset: 2 + i as u64 + 1,
+                        kind,
+                        name: name.into(),
+                    });
+                }
+            }
+            NodeKind::IpnsRoot | NodeKind::DatasetsRoot => {}
+            NodeKind::Content(content) => {
+                let listing = match &content.body {
+                    Body::Directory { listing } => listing.clone(),
+                    Body::Sharded { root, listing } => listing
+                        .get_or_try_init(|| async {
+                            dir::hamt_listing(&self.blocks, &content.cid, root).await.map(Arc::new)
+                        })
+                        .await?
+                        .clone(),
+                    _ => return Err(Error::NotADirectory),
+                };
+                let slice: Vec<_> = listing.entries().iter().enumerate().skip(skip).take(room).collect();
+                let kinds = self.kind_hints(slice.iter().map(|(_, e)| e.cid).collect()).await;
+                for ((i, e), kind) in slice.into_iter().zip(kinds) {
+                    out.push(DirEntryOut {
+                        ino: self.known_or_stable_ino(ino, &e.name),
+                        next_offset: 2 + i as u64 + 1,
+                        kind,
+                        name: OsString::from_vec(e.name.clone()),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn known_or_stable_ino(&self, parent: InodeNo, name: &[u8]) -> InodeNo {
+        self.children.read().get(&(parent, name.to_vec())).copied().unwrap_or_else(|| stable_ino(parent, name))
+    }
+
+    /// The file type of a child for readdir's `d_type`. fuser cannot say "unknown", and a wrong
+    /// type misleads `find` and other tree walkers, so a dag-pb child's root block is looked at;
+    /// `kind_hints` fetches those in parallel, never one after another.
+    async fn kind_hint(&self, cid: &Cid) -> Kind {
+        match cid.codec() {
+            codec::DAG_PB => {}
+            _ => return Kind::File,
+        }
+        match self.blocks.get(cid).await {
+            Ok(block) => match unixfs::decode_node(cid, &block) {
+                Ok(Node::Directory(_) | Node::HamtShard(_)) => Kind::Directory,
+                Ok(Node::Symlink(_)) => Kind::Symlink,
+                _ => Kind::File,
+            },
+            Err(e) => {
+                tracing::debug!(%cid, "type of directory entry unknown: {e}");
+                Kind::File
+            }
+        }
+    }
+
+    async fn kind_hints(&self, cids: Vec<Cid>) -> Vec<Kind> {
+        use futures::stream::{self, StreamExt};
+        let futures: Vec<_> = cids.into_iter().map(|c| self.kind_hint_owned(c)).collect();
+        stream::iter(futures).buffered(32).collect().await
+    }
+
+    async fn kind_hint_owned(&self, cid: Cid) -> Kind {
+        self.kind_hint(&cid).await
+    }
+
+    // ---- files -------------------------------------------------------------------------------
+
+    pub fn open(&self, ino: InodeNo, write: bool) -> Result<u64> {
+        let inode = self.inode(ino)?;
+        match &inode.node {
+            NodeKind::Content(c) => match c.body {
+                Body::File { .. } | Body::Document { .. } => {}
+                Body::Directory { .. } | Body::Sharded { .. } => return Err(Error::IsADirectory),
+                Body::Symlink { .. } => return Err(Error::NotSupported("open of a symlink")),
+            },
+            _ => return Err(Error::IsADirectory),
+        }
+        if write {
+            return Err(Error::ReadOnly("content under /ipfs is immutable"));
+        }
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .write()
+            .insert(fh, Arc::new(Handle { ino, prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)) }));
+        Ok(fh)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.write().remove(&fh);
+    }
+
+    pub async fn read(self: &Arc<Self>, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let inode = self.inode(ino)?;
+        let content = match &inode.node {
+            NodeKind::Content(c) => c.clone(),
+            _ => return Err(Error::IsADirectory),
+        };
+        match &content.body {
+            Body::Document { json } => {
+                let start = (offset as usize).min(json.len());
+                let end = (start + size as usize).min(json.len());
+                Ok(json.slice(start..end))
+            }
+            Body::File { size: file_size } => {
+                let file_size = *file_size;
+                if offset >= file_size || size == 0 {
+                    return Ok(Bytes::new());
+                }
+                let end = (offset + size as u64).min(file_size);
+                let handle = self.handles.read().get(&fh).cloned();
+                if let Some(handle) = &handle {
+                    debug_assert_eq!(handle.ino, ino);
+                    let plan = handle.prefetch.lock().on_read(offset, end, file_size);
+                    if let Some((from, to)) = plan {
+                        let tree = self.clone();
+                        let cid = content.cid;
+                        tokio::spawn(async move { tree.prefetch(&cid, file_size, from, to).await });
+                    }
+                }
+                self.read_range(&content.cid, file_size, offset, end).await
+            }
+            _ => Err(Error::IsADirectory),
+        }
+    }
+
+    pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        match &inode.node {
+            NodeKind::Content(c) => match &c.body {
+                Body::Symlink { target } => Ok(target.clone()),
+                _ => Err(Error::NotASymlink),
+            },
+            _ => Err(Error::NotASymlink),
+        }
+    }
+
+    // ---- xattrs ------------------------------------------------------------------------------
+
+    pub fn getxattr(&self, ino: InodeNo, name: &OsStr) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        match (&inode.node, name.as_bytes()) {
+            (NodeKind::Content(c), n) if n == XATTR_CID.as_bytes() => Ok(c.cid.to_string().into_bytes()),
+            _ => Err(Error::NoAttribute),
+        }
+    }
+
+    pub fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        Ok(match inode.node {
+            NodeKind::Content(_) => format!("{XATTR_CID}\0").into_bytes(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// Refuses a change below `ino` with the errno that says why.
+    pub fn refuse_write(&self, ino: InodeNo) -> Error {
+        match self.inodes.read().get(&ino).map(|i| i.node.clone()) {
+            Some(NodeKind::DatasetsRoot) => Error::NotSupported("datasets are not writable yet"),
+            _ => Error::ReadOnly("content under /ipfs and /ipns is immutable"),
+        }
+    }
+
+    pub fn mount_time(&self) -> SystemTime {
+        self.mount_time
+    }
+
+    pub fn owner(&self) -> (u32, u32) {
+        (self.config.uid, self.config.gid)
+    }
+}
+
+/// Mode and mtime recorded in UnixFS metadata, when present.
+#[derive(Debug, Default, Clone)]
+struct Meta {
+    mode: Option<u32>,
+    mtime: Option<unixfs::UnixTime>,
+}
+
+/// FNV-1a over (parent, name), kept away from the fixed inode numbers.
+fn stable_ino(parent: InodeNo, name: &[u8]) -> InodeNo {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parent.to_le_bytes().iter().chain(name) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Finalize (splitmix64) so that similar names spread out.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    if h < FIRST_DYNAMIC_INO {
+        h + FIRST_DYNAMIC_INO
+    } else {
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_ino_is_deterministic_and_avoids_fixed_numbers() {
+        assert_eq!(stable_ino(2, b"abc"), stable_ino(2, b"abc"));
+        assert_ne!(stable_ino(2, b"abc"), stable_ino(3, b"abc"));
+        assert_ne!(stable_ino(2, b"abc"), stable_ino(2, b"abd"));
+        for i in 0..10_000u64 {
+            assert!(stable_ino(i, &i.to_le_bytes()) >= FIRST_DYNAMIC_INO);
+        }
+    }
+}
