@@ -197,7 +197,7 @@ impl Fetcher for OfflineFetcher {
 
 /// Identity CIDs (multihash code 0x00) carry their data inline: no network needed.
 pub(crate) fn identity_data(cid: &Cid) -> Option<Bytes> {
-    (cid.hash().code() == 0x00).then(|| Bytes::copy_from_slice(cid.hash().digest()))
+    ipfs_mount_ipld::cids::identity_data(cid).map(Bytes::copy_from_slice)
 }
 
 #[cfg(test)]
