@@ -93,6 +93,8 @@ pub fn read_prefix(bytes: &[u8]) -> Result<(Cid, usize), CidError> {
 }
 
 /// Hash `data` with the CID's multihash function and compare with its digest.
+/// Supported: identity (digest must equal data), sha2-256, sha2-512 and blake3 (full-length
+/// digests only); anything else is [`VerifyError::UnsupportedHash`].
 pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), VerifyError> {
     let hash = cid.hash();
     let digest = hash.digest();
@@ -101,6 +103,10 @@ pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), VerifyError> {
         mh::SHA2_256 => {
             check_len(mh::SHA2_256, digest.len(), 32)?;
             sha2::Sha256::digest(data).as_slice() == digest
+        }
+        mh::SHA2_512 => {
+            check_len(mh::SHA2_512, digest.len(), 64)?;
+            sha2::Sha512::digest(data).as_slice() == digest
         }
         mh::BLAKE3 => {
             check_len(mh::BLAKE3, digest.len(), 32)?;
@@ -133,13 +139,14 @@ pub fn identity_data(cid: &Cid) -> Option<&[u8]> {
 }
 
 /// Build the CID of `data`: version 0 (only dag-pb + sha2-256) or 1, with `codec` and
-/// multihash `hash` (sha2-256, blake3, or identity for data of at most 64 bytes).
+/// multihash `hash` (sha2-256, sha2-512, blake3, or identity for data of at most 64 bytes).
 pub fn compute(version: Version, codec: u64, hash: u64, data: &[u8]) -> Result<Cid, VerifyError> {
     if version == Version::V0 && (codec != codec::DAG_PB || hash != mh::SHA2_256) {
         return Err(VerifyError::InvalidV0 { codec, hash });
     }
     let mh = match hash {
         mh::SHA2_256 => wrap(hash, sha2::Sha256::digest(data).as_slice())?,
+        mh::SHA2_512 => wrap(hash, sha2::Sha512::digest(data).as_slice())?,
         mh::BLAKE3 => wrap(hash, blake3::hash(data).as_bytes())?,
         mh::IDENTITY => {
             if data.len() > 64 {
@@ -217,7 +224,7 @@ mod tests {
     #[test]
     fn verify_and_compute() {
         let data = b"hello world";
-        for h in [mh::SHA2_256, mh::BLAKE3, mh::IDENTITY] {
+        for h in [mh::SHA2_256, mh::SHA2_512, mh::BLAKE3, mh::IDENTITY] {
             let c = compute(Version::V1, codec::RAW, h, data).unwrap();
             verify(&c, data).unwrap();
             assert!(matches!(verify(&c, b"hello worle"), Err(VerifyError::Mismatch(_))));
@@ -237,15 +244,15 @@ mod tests {
             Err(VerifyError::InvalidV0 { .. })
         ));
         assert!(matches!(
-            compute(Version::V1, codec::RAW, 0x13, data),
-            Err(VerifyError::UnsupportedHash(0x13))
+            compute(Version::V1, codec::RAW, 0x14, data),
+            Err(VerifyError::UnsupportedHash(0x14))
         ));
         let id = compute(Version::V1, codec::RAW, mh::IDENTITY, data).unwrap();
         assert_eq!(identity_data(&id), Some(&data[..]));
         assert_eq!(identity_data(&c), None);
         assert!(compute(Version::V1, codec::RAW, mh::IDENTITY, &[0; 65]).is_err());
-        let odd = Cid::new_v1(codec::RAW, Multihash::wrap(0x13, &[0; 64]).unwrap());
-        assert_eq!(verify(&odd, data), Err(VerifyError::UnsupportedHash(0x13)));
+        let odd = Cid::new_v1(codec::RAW, Multihash::wrap(0x14, &[0; 64]).unwrap());
+        assert_eq!(verify(&odd, data), Err(VerifyError::UnsupportedHash(0x14)));
         let short = Cid::new_v1(codec::RAW, Multihash::wrap(mh::SHA2_256, &[0; 20]).unwrap());
         assert!(matches!(verify(&short, data), Err(VerifyError::BadDigestLength { .. })));
     }

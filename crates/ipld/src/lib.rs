@@ -53,6 +53,8 @@ pub mod mh {
     pub const IDENTITY: u64 = 0x00;
     /// SHA2-256.
     pub const SHA2_256: u64 = 0x12;
+    /// SHA2-512.
+    pub const SHA2_512: u64 = 0x13;
     /// BLAKE3 (32-byte default output).
     pub const BLAKE3: u64 = 0x1e;
     /// murmur3-x64-64, the UnixFS HAMT hash function (not a CID hash).
