@@ -511,19 +511,20 @@ impl DiskStore {
                     placed.iter().filter_map(|s| s.path.parent().map(Path::to_path_buf)).collect();
                 self.sync_dirs(&dirs)?;
             }
-            let tick = self.tick();
+            // One tick per block, in batch order, so LRU order within a batch is well defined.
+            let first_tick = self.clock.fetch_add(placed.len() as u64, Ordering::Relaxed);
             let tx = idx.conn.transaction()?;
             {
                 let mut st =
                     tx.prepare_cached("INSERT OR REPLACE INTO blocks (mh, size, last_access) VALUES (?1, ?2, ?3)")?;
-                for s in &placed {
-                    st.execute(params![&s.key[..], s.size as i64, tick as i64])?;
+                for (i, s) in placed.iter().enumerate() {
+                    st.execute(params![&s.key[..], s.size as i64, (first_tick + i as u64) as i64])?;
                 }
             }
             tx.commit()?;
             let mut state = self.state.write();
-            for s in placed.drain(..) {
-                state.insert(s.key, s.size, tick);
+            for (i, s) in placed.drain(..).enumerate() {
+                state.insert(s.key, s.size, first_tick + i as u64);
             }
             Ok(())
         })();

@@ -137,10 +137,22 @@ impl BlockStore for MemoryStore {
 
     fn put_many(&self, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
+        // Same order as DiskStore: blocks already present are touched first, then new ones stored in batch order.
+        let mut seen = HashSet::new();
+        let mut new = Vec::new();
         for (cid, data) in blocks {
-            if let Some(key) = block_key(cid) {
-                inner.insert(key, data.clone());
+            let Some(key) = block_key(cid) else { continue };
+            if !seen.insert(key.clone()) {
+                continue;
             }
+            let t = inner.tick();
+            match inner.blocks.get_mut(&key) {
+                Some(e) => e.1 = t,
+                None => new.push((key, data.clone())),
+            }
+        }
+        for (key, data) in new {
+            inner.insert(key, data);
         }
         self.maybe_evict(&mut inner);
         Ok(())
