@@ -832,7 +832,9 @@ impl BlockStore for DiskStore {
         for k in &old {
             state.pin_dec(k);
         }
-        Ok(())
+        drop(state);
+        // Re-pinning may have released blocks.
+        self.after_write(&mut idx)
     }
 
     fn unpin(&self, root: &Cid) -> Result<bool> {
@@ -851,6 +853,9 @@ impl BlockStore for DiskStore {
         for k in &old {
             state.pin_dec(k);
         }
+        drop(state);
+        // Released blocks beyond the capacity go now rather than at the next put.
+        self.after_write(&mut idx)?;
         Ok(existed)
     }
 

@@ -159,8 +159,9 @@ pub trait BlockStore: Send + Sync {
     fn is_pinned(&self, cid: &Cid) -> Result<bool, StoreError>;
     /// Totals.
     fn stats(&self) -> Result<StoreStats, StoreError>;
-    /// Evicts least recently used unpinned blocks until unpinned bytes <= capacity. `put`/`put_many` do this
-    /// automatically when over capacity, evicting down to 90% of it in one go.
+    /// Evicts least recently used unpinned blocks until unpinned bytes <= capacity. `put`, `put_many`, `pin` (a
+    /// replaced block set) and `unpin` do this automatically when over capacity, evicting down to 90% of it in one
+    /// go, so unpinned bytes never stay above the capacity.
     fn evict(&self) -> Result<EvictStats, StoreError>;
     /// Persists pending LRU access times and checkpoints the index.
     fn flush(&self) -> Result<(), StoreError>;

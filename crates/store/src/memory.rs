@@ -169,11 +169,15 @@ impl BlockStore for MemoryStore {
         inner.drop_pin(&root_bytes);
         let seq = inner.tick();
         inner.pins.insert(root_bytes, Pin { root: *root, label: label.to_string(), blocks: set, seq });
+        self.maybe_evict(&mut inner);
         Ok(())
     }
 
     fn unpin(&self, root: &Cid) -> Result<bool, StoreError> {
-        Ok(self.inner.lock().drop_pin(&root.to_bytes()))
+        let mut inner = self.inner.lock();
+        let existed = inner.drop_pin(&root.to_bytes());
+        self.maybe_evict(&mut inner);
+        Ok(existed)
     }
 
     fn pins(&self) -> Result<Vec<PinInfo>, StoreError> {
