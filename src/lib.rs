@@ -8,7 +8,8 @@
 //!   directory listings and positional file reads with prefetch. Runs without the kernel.
 //! - [`blocks`]: the one door for blocks: memory cache, then the persistent store, then the
 //!   fetchers; every block from outside is verified against its CID on the way in.
-//! - [`transfer`]: CAR import (verified, roots pinned) and export.
+//! - [`transfer`]: CAR import (verified, roots pinned) and export; [`control`] lets them run
+//!   through a mount that holds the store.
 //! - [`mount`]: mount lifecycle: daemonizing, readiness, signals, stale mounts, unmount.
 //! - [`cli`]: command-line parsing and dispatch.
 //!
@@ -17,6 +18,7 @@
 
 pub mod blocks;
 pub mod cli;
+pub mod control;
 pub mod fs;
 pub mod mount;
 pub mod transfer;

@@ -36,6 +36,7 @@ pub fn run(args: MountArgs) -> Result<()> {
 pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
     let dir = store.dir();
     let s = DiskStore::open(StoreConfig { dir: dir.clone(), cache_capacity: store.cache_size, sync_writes: false })
+        .map_err(anyhow::Error::new)
         .with_context(|| format!("cannot open the block store at {}", dir.display()))?;
     Ok(Arc::new(s))
 }
@@ -168,6 +169,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         args.memory_cache,
     ));
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    crate::control::serve(&args.store.dir(), blocks.clone(), runtime.handle().clone())?;
     let tree = Tree::new(blocks, TreeConfig { uid, gid, ..TreeConfig::default() });
     let fs = IpfsFs::new(tree, runtime.handle().clone());
 

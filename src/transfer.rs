@@ -15,10 +15,11 @@ use bytes::Bytes;
 use cid::Cid;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipfs_mount_ipld::{car, cids, codec, dagpb};
-use ipfs_mount_store::BlockStore;
+use ipfs_mount_store::{BlockStore, StoreError};
 
 use crate::blocks::BlockService;
 use crate::cli::{NetArgs, StoreArgs};
+use crate::control;
 use crate::mount::{fetchers, open_store};
 
 const BATCH: usize = 256;
@@ -42,7 +43,20 @@ fn progress(len: Option<u64>, what: &str) -> ProgressBar {
 }
 
 pub fn import(store_args: &StoreArgs, cars: &[PathBuf]) -> Result<()> {
-    let store = open_store(store_args)?;
+    let store = match try_open_store(store_args)? {
+        Some(store) => store,
+        None => {
+            // A mount owns the store: it imports on our behalf.
+            for path in cars {
+                let roots = control::remote_import(&store_args.dir(), path)
+                    .with_context(|| format!("import of {} failed", path.display()))?;
+                for r in roots {
+                    println!("{r}");
+                }
+            }
+            return Ok(());
+        }
+    };
     for path in cars {
         let roots = import_one(store.as_ref(), path).with_context(|| format!("import of {} failed", path.display()))?;
         for r in roots {
@@ -51,6 +65,20 @@ pub fn import(store_args: &StoreArgs, cars: &[PathBuf]) -> Result<()> {
     }
     store.flush().context("flushing the store")?;
     Ok(())
+}
+
+/// The store, or None when another process (a mount) holds it.
+fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<ipfs_mount_store::DiskStore>>> {
+    match open_store(store_args) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) => {
+            if e.chain().any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::Locked { .. }))) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Imports one CAR; returns its roots.
@@ -96,10 +124,6 @@ pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
 
 pub fn export(store_args: &StoreArgs, net: &NetArgs, cid_text: &str, output: Option<&Path>) -> Result<()> {
     let root = cids::parse(cid_text).map_err(|e| anyhow!("{cid_text:?} is not a CID: {e}"))?;
-    let store = open_store(store_args)?;
-    let fetchers = fetchers(net)?;
-    let blocks = Arc::new(BlockService::new(store.clone(), fetchers, net.offline, 64 << 20));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let out: Box<dyn Write> = match output {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
         None => {
@@ -110,16 +134,39 @@ pub fn export(store_args: &StoreArgs, net: &NetArgs, cid_text: &str, output: Opt
         }
     };
     let mut out = BufWriter::with_capacity(1 << 20, out);
+    let Some(store) = try_open_store(store_args)? else {
+        control::remote_export(&store_args.dir(), &root.to_string(), &mut out)?;
+        out.flush()?;
+        return Ok(());
+    };
+    let fetchers = fetchers(net)?;
+    let blocks = Arc::new(BlockService::new(store.clone(), fetchers, net.offline, 64 << 20));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let pb = progress(None, "exporting");
-    out.write_all(&car::encode_header_v1(&[root]))?;
+    let result = write_car(&blocks, runtime.handle(), &root, &mut out, &pb);
+    pb.finish_and_clear();
+    store.flush().ok();
+    result?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes the whole DAG below `root` as a CARv1: depth-first, pre-order, each block once.
+pub fn write_car(
+    blocks: &BlockService,
+    rt: &tokio::runtime::Handle,
+    root: &Cid,
+    out: &mut dyn Write,
+    pb: &ProgressBar,
+) -> Result<()> {
+    out.write_all(&car::encode_header_v1(&[*root]))?;
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    // Depth-first, pre-order, iteratively; each block written once.
-    let mut stack = vec![root];
+    let mut stack = vec![*root];
     while let Some(cid) = stack.pop() {
         if !seen.insert(cid.to_bytes()) {
             continue;
         }
-        let data = runtime.block_on(blocks.get(&cid)).map_err(|e| anyhow!("{e}"))?;
+        let data = rt.block_on(blocks.get(&cid)).map_err(|e| anyhow!("{e}"))?;
         out.write_all(&car::encode_section(&cid, &data))?;
         pb.inc(1);
         pb.inc_length(data.len() as u64);
@@ -127,9 +174,6 @@ pub fn export(store_args: &StoreArgs, net: &NetArgs, cid_text: &str, output: Opt
         links.reverse();
         stack.extend(links);
     }
-    out.flush()?;
-    pb.finish_and_clear();
-    store.flush().ok();
     Ok(())
 }
 

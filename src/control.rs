@@ -1,0 +1,134 @@
+//! A small control socket, `<store>/control.sock`, so that `import` and `export` work while a
+//! mount holds the store.
+//!
+//! The store belongs to one process at a time (it keeps its LRU index in memory and takes an
+//! exclusive lock), so a second process asks the owner instead of opening the store itself.
+//! Protocol: one request line, tab-separated: `import\t<absolute CAR path>` or
+//! `export\t<cid>`. Import answers `root\t<cid>` lines then `ok` or `error\t<message>`.
+//! Export answers `ok\n` followed by the CAR bytes, or a single `error\t<message>` line.
+//! The socket file is created with mode 0600: only the store's owner may use it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipfs_mount_ipld::cids;
+
+use crate::blocks::BlockService;
+use crate::transfer;
+
+pub fn socket_path(store_dir: &Path) -> PathBuf {
+    store_dir.join("control.sock")
+}
+
+/// Serves control requests on a background thread until the process exits.
+pub fn serve(store_dir: &Path, blocks: Arc<BlockService>, rt: tokio::runtime::Handle) -> Result<()> {
+    let path = socket_path(store_dir);
+    // We hold the store lock, so a socket file left here belongs to a dead process.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new().name("ipfs-mount-control".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let blocks = blocks.clone();
+            let rt = rt.clone();
+            let _ = std::thread::Builder::new().name("ipfs-mount-control-conn".into()).spawn(move || {
+                if let Err(e) = handle(conn, &blocks, &rt) {
+                    tracing::warn!("control request failed: {e:#}");
+                }
+            });
+        }
+    })?;
+    Ok(())
+}
+
+fn handle(conn: UnixStream, blocks: &Arc<BlockService>, rt: &tokio::runtime::Handle) -> Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut out = conn;
+    let mut parts = line.trim_end_matches('\n').splitn(2, '\t');
+    match (parts.next(), parts.next()) {
+        (Some("import"), Some(path)) => {
+            match transfer::import_one(blocks.store().as_ref(), Path::new(path)) {
+                Ok(roots) => {
+                    for r in roots {
+                        writeln!(out, "root\t{r}")?;
+                    }
+                    writeln!(out, "ok")?;
+                }
+                Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,
+            }
+        }
+        (Some("export"), Some(cid)) => {
+            let root = match cids::parse(cid) {
+                Ok(c) => c,
+                Err(e) => {
+                    writeln!(out, "error\t{cid:?} is not a CID: {e}")?;
+                    return Ok(());
+                }
+            };
+            // Check the root first so that a missing CID gives a clean error line.
+            if let Err(e) = rt.block_on(blocks.get(&root)) {
+                writeln!(out, "error\t{e}")?;
+                return Ok(());
+            }
+            writeln!(out, "ok")?;
+            transfer::write_car(blocks, rt, &root, &mut out, &indicatif::ProgressBar::hidden())?;
+        }
+        _ => writeln!(out, "error\tunknown request")?,
+    }
+    Ok(())
+}
+
+/// Asks the process that owns the store to import a CAR; returns the roots.
+pub fn remote_import(store_dir: &Path, car: &Path) -> Result<Vec<String>> {
+    let car = car.canonicalize().with_context(|| format!("cannot open {}", car.display()))?;
+    let mut conn = connect(store_dir)?;
+    writeln!(conn, "import\t{}", car.display())?;
+    let mut roots = Vec::new();
+    for line in BufReader::new(conn).lines() {
+        let line = line?;
+        let mut parts = line.splitn(2, '\t');
+        match (parts.next(), parts.next()) {
+            (Some("root"), Some(r)) => roots.push(r.to_string()),
+            (Some("ok"), None) => return Ok(roots),
+            (Some("error"), Some(m)) => bail!("{m}"),
+            _ => bail!("unexpected answer from the mount: {line:?}"),
+        }
+    }
+    bail!("the mount closed the control connection early")
+}
+
+/// Asks the process that owns the store to export a DAG as a CAR into `out`.
+pub fn remote_export(store_dir: &Path, cid: &str, out: &mut dyn Write) -> Result<()> {
+    let mut conn = connect(store_dir)?;
+    writeln!(conn, "export\t{cid}")?;
+    let mut reader = BufReader::new(conn);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    match status.trim_end() {
+        "ok" => {}
+        s => bail!("{}", s.strip_prefix("error\t").unwrap_or(s)),
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+    }
+    Ok(())
+}
+
+fn connect(store_dir: &Path) -> Result<UnixStream> {
+    let path = socket_path(store_dir);
+    UnixStream::connect(&path).map_err(|e| {
+        anyhow!("the store {} is in use by another process and its control socket does not answer ({e})", store_dir.display())
+    })
+}
