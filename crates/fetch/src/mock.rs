@@ -249,3 +249,107 @@ impl Fetcher for MockFetcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cid::Version;
+    use ipfs_mount_ipld::cids::compute;
+
+    fn blk(s: &str) -> (Cid, Bytes) {
+        let d = Bytes::copy_from_slice(s.as_bytes());
+        (compute(Version::V1, 0x55, 0x12, &d).unwrap(), d)
+    }
+
+    #[tokio::test]
+    async fn blocks_counters_and_failures() {
+        let (a, b) = (blk("a"), blk("b"));
+        let m = MockFetcher::with_blocks([a.clone()]);
+        assert_eq!(m.fetch_block(&a.0).await.unwrap(), a.1);
+        assert_eq!(m.fetch_block(&b.0).await, Err(FetchError::NotFound));
+        m.fail_next(2, None);
+        assert!(matches!(m.fetch_block(&a.0).await, Err(FetchError::Transport(_))));
+        assert!(matches!(m.fetch_block(&a.0).await, Err(FetchError::Transport(_))));
+        assert_eq!(m.fetch_block(&a.0).await.unwrap(), a.1);
+        m.fail_next(1, Some(FetchError::Timeout));
+        assert_eq!(m.fetch_block(&a.0).await, Err(FetchError::Timeout));
+        m.set_wrong_bytes(a.0, true);
+        assert_ne!(m.fetch_block(&a.0).await.unwrap(), a.1);
+        m.set_wrong_bytes(a.0, false);
+        assert_eq!(m.block_calls(), 7);
+        assert_eq!(m.car_calls(), 0);
+        assert_eq!(m.blocks_served(), 3);
+        m.reset_counters();
+        assert_eq!(m.block_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn car_walk_stop_and_truncation() {
+        // root links to c1, c2 ("links" are the block's text after the first line).
+        let (c1, c2) = (blk("c1"), blk("c2"));
+        let root_text = format!("root\n{}\n{}", c1.0, c2.0);
+        let root = blk(&root_text);
+        let m = MockFetcher::with_blocks([root.clone(), c1.clone(), c2.clone()]);
+        m.set_links(|_, b| {
+            std::str::from_utf8(b).unwrap().lines().skip(1).map(|l| l.parse().unwrap()).collect()
+        });
+        let run = |scope| {
+            let m = &m;
+            let root = root.0;
+            async move {
+                let mut got = Vec::new();
+                let mut sink = |c: Cid, _b: Bytes| {
+                    got.push(c);
+                    SinkControl::Continue
+                };
+                let r = m.fetch_car(&root, scope, &mut sink).await;
+                (r, got)
+            }
+        };
+        assert_eq!(run(DagScope::All).await, (Ok(3), vec![root.0, c1.0, c2.0]));
+        assert_eq!(run(DagScope::Block).await, (Ok(1), vec![root.0]));
+        m.truncate_cars_after(Some(2));
+        let (r, got) = run(DagScope::All).await;
+        assert!(matches!(r, Err(FetchError::BadBody(_))));
+        assert_eq!(got, vec![root.0, c1.0]);
+        m.truncate_cars_after(None);
+        m.remove(&c2.0);
+        let (r, got) = run(DagScope::All).await;
+        assert!(r.is_err());
+        assert_eq!(got, vec![root.0, c1.0]);
+
+        let mut n = 0;
+        let mut stop = |_c: Cid, _b: Bytes| {
+            n += 1;
+            SinkControl::Stop
+        };
+        assert_eq!(m.fetch_car(&root.0, DagScope::All, &mut stop).await, Ok(1));
+        assert_eq!(n, 1);
+
+        m.set_car(c1.0, vec![c1.0, c1.0, root.0]);
+        assert_eq!(run_list(&m, c1.0).await, vec![c1.0, c1.0, root.0]);
+        assert_eq!(m.car_calls(), 6);
+        let missing = blk("missing").0;
+        assert_eq!(run_list(&m, missing).await, Vec::<Cid>::new());
+    }
+
+    async fn run_list(m: &MockFetcher, root: Cid) -> Vec<Cid> {
+        let mut got = Vec::new();
+        let mut sink = |c: Cid, _b: Bytes| {
+            got.push(c);
+            SinkControl::Continue
+        };
+        let _ = m.fetch_car(&root, DagScope::Entity { bytes: None }, &mut sink).await;
+        got
+    }
+
+    #[tokio::test]
+    async fn latency() {
+        let a = blk("slow");
+        let m = MockFetcher::with_blocks([a.clone()]);
+        m.set_latency(Some(Duration::from_millis(50)));
+        let t = std::time::Instant::now();
+        m.fetch_block(&a.0).await.unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(50));
+    }
+}

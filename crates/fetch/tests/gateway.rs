@@ -149,11 +149,9 @@ async fn handle(
     let mode = s.mode();
     match &mode {
         Mode::NotFound => return StatusCode::NOT_FOUND.into_response(),
-        Mode::Fail500(n) => {
-            if *n > 0 {
-                s.set_mode(Mode::Fail500(n - 1));
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            }
+        Mode::Fail500(n) if *n > 0 => {
+            s.set_mode(Mode::Fail500(n - 1));
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         Mode::SlowHeaders(d) => tokio::time::sleep(*d).await,
         Mode::Redirect(to) => {
