@@ -21,6 +21,7 @@
 pub use cid;
 pub use cid::Cid;
 
+pub mod builder;
 pub mod car;
 pub mod cids;
 pub mod dagpb;
