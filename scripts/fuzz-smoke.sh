@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Build and run every cargo-fuzz target of ./fuzz for a short time (default 15 s each).
+# Usage: scripts/fuzz-smoke.sh [seconds-per-target] [target...]
+# Installs cargo-fuzz if missing. Uses a nightly toolchain when one is installed,
+# otherwise RUSTC_BOOTSTRAP=1 on the default toolchain (cargo-fuzz needs -Z flags).
+set -euo pipefail
+
+SECS="${1:-15}"
+shift || true
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT/fuzz"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz-smoke: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
+
+TOOLCHAIN=()
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    TOOLCHAIN=(+nightly)
+else
+    export RUSTC_BOOTSTRAP=1
+fi
+
+if [ "$#" -gt 0 ]; then
+    TARGETS=("$@")
+else
+    mapfile -t TARGETS < <(cargo "${TOOLCHAIN[@]}" fuzz list)
+fi
+
+cargo "${TOOLCHAIN[@]}" fuzz build -O
+
+# Seed the CAR corpus from the conformance fixtures when they are around (the corpus
+# directory is git-ignored). The first input byte picks the chunk size.
+FIXTURES="${FIXTURES:-$ROOT/../shared/fixtures/gateway-conformance}"
+if [ -d "$FIXTURES" ] && [ ! -d corpus/car_decode ]; then
+    mkdir -p corpus/car_decode
+    i=0
+    while IFS= read -r -d '' f; do
+        [ "$(stat -c %s "$f")" -le 65536 ] || continue
+        { printf '\x07'; cat "$f"; } > "corpus/car_decode/seed-$i"
+        i=$((i + 1))
+    done < <(find "$FIXTURES" -name '*.car' -print0)
+fi
+for t in "${TARGETS[@]}"; do
+    echo "fuzz-smoke: $t for ${SECS}s" >&2
+    mkdir -p "corpus/$t"
+    cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "corpus/$t" -- \
+        -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+done
+echo "fuzz-smoke: all ${#TARGETS[@]} targets ran ${SECS}s without a crash" >&2
