@@ -107,14 +107,6 @@ fn every_node_has_cid(root: &Path) -> Vec<String> {
     bad
 }
 
-/// CIDv1 (raw codec, sha2-256) of `data`.
-fn raw_cid(data: &[u8]) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(data);
-    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
-    cid::Cid::new_v1(0x55, mh).to_string()
-}
-
 fn src_tree(tmp: &TempDir, spec: &TreeSpec) -> PathBuf {
     make_tree(&tmp.path().join("tree"), spec)
 }

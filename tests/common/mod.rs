@@ -1415,3 +1415,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
     let d = sha2::Sha256::digest(data);
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// CIDv1 (raw codec, sha2-256) of `data`, as a string.
+pub fn raw_cid(data: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(data);
+    let mh = multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
+    cid::Cid::new_v1(0x55, mh).to_string()
+}
