@@ -27,7 +27,9 @@ fn run(data: &[u8], chunk: usize) -> (Vec<(ipfs_mount_ipld::Cid, Vec<u8>)>, bool
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, car)) = data.split_first() else { return };
+    let Some((&sel, car)) = data.split_first() else {
+        return;
+    };
     let whole = run(car, car.len());
     let chunked = run(car, sel as usize + 1);
     assert_eq!(whole, chunked);

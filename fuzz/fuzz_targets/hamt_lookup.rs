@@ -6,14 +6,24 @@ use ipfs_mount_ipld::{cids, codec, hamt, unixfs, Cid};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, rest)) = data.split_first() else { return };
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
     let n = (n as usize).min(rest.len());
     let (name, block) = rest.split_at(n);
-    let Ok(cid) = cids::compute(ipfs_mount_ipld::cid::Version::V0, codec::DAG_PB, 0x12, block) else { return };
+    let Ok(cid) = cids::compute(
+        ipfs_mount_ipld::cid::Version::V0,
+        codec::DAG_PB,
+        0x12,
+        block,
+    ) else {
+        return;
+    };
     let cid: Cid = cid;
     if let Ok(unixfs::Node::HamtShard(node)) = unixfs::decode_node(&cid, block) {
         for depth in [0u32, 1, 2, 7, 8, 63, 64, u32::MAX] {
-            if let Ok(hamt::Step::Found { cid: found, .. }) = hamt::lookup_step(&node, name, depth) {
+            if let Ok(hamt::Step::Found { cid: found, .. }) = hamt::lookup_step(&node, name, depth)
+            {
                 assert!(node.links.iter().any(|l| l.cid() == &found));
             }
         }

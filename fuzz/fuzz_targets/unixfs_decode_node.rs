@@ -5,12 +5,27 @@ use bytes::Bytes;
 use ipfs_mount_ipld::{cid, cids, codec, unixfs, Cid};
 use libfuzzer_sys::fuzz_target;
 
-const CODECS: [u64; 7] = [codec::DAG_PB, codec::RAW, codec::DAG_CBOR, codec::DAG_JSON, codec::CBOR, codec::JSON, 0x300];
+const CODECS: [u64; 7] = [
+    codec::DAG_PB,
+    codec::RAW,
+    codec::DAG_CBOR,
+    codec::DAG_JSON,
+    codec::CBOR,
+    codec::JSON,
+    0x300,
+];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, block)) = data.split_first() else { return };
+    let Some((&sel, block)) = data.split_first() else {
+        return;
+    };
     let c = CODECS[sel as usize % CODECS.len()];
-    let cid = Cid::new_v1(c, *cids::compute(cid::Version::V1, codec::RAW, 0x12, b"").unwrap().hash());
+    let cid = Cid::new_v1(
+        c,
+        *cids::compute(cid::Version::V1, codec::RAW, 0x12, b"")
+            .unwrap()
+            .hash(),
+    );
     let a = unixfs::decode_node(&cid, block);
     let b = unixfs::decode_node_shared(&cid, &Bytes::copy_from_slice(block));
     assert_eq!(a, b);

@@ -18,7 +18,9 @@ use crate::pb::{self, PbErr};
 pub const MAX_SECTION_LEN: u64 = 4 * 1024 * 1024 + 4096;
 
 /// The CARv2 pragma: the v1-style header `{"version": 2}` with its length prefix.
-pub const CARV2_PRAGMA: [u8; 11] = [0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02];
+pub const CARV2_PRAGMA: [u8; 11] = [
+    0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02,
+];
 const V2_HEADER_LEN: usize = 40;
 
 /// A CAR header. For CARv2 streams `version` is 2 and `roots` come from the inner
@@ -163,14 +165,18 @@ impl CarDecoder {
 
     fn check_payload(&self, end: u64) -> Result<(), CarError> {
         match self.payload {
-            Some((_, pend)) if end > pend => Err(CarError::PastPayload { offset: self.offset }),
+            Some((_, pend)) if end > pend => Err(CarError::PastPayload {
+                offset: self.offset,
+            }),
             _ => Ok(()),
         }
     }
 
     /// Reads a length-prefixed header frame; Ok(None) if more input is needed.
     fn header_frame(&mut self) -> Result<Option<Bytes>, CarError> {
-        let Some((len, n)) = self.length()? else { return Ok(None) };
+        let Some((len, n)) = self.length()? else {
+            return Ok(None);
+        };
         if len > self.max_section {
             return Err(CarError::HeaderTooLarge(len));
         }
@@ -192,14 +198,21 @@ impl CarDecoder {
             match self.state {
                 State::Header => {
                     let start = self.offset;
-                    let Some(h) = self.header_frame()? else { return Ok(None) };
+                    let Some(h) = self.header_frame()? else {
+                        return Ok(None);
+                    };
                     let (version, roots) = parse_header(&h)?;
                     match version {
                         1 => {
-                            self.header = Some(CarHeader { version: 1, roots: roots.unwrap_or_default() });
+                            self.header = Some(CarHeader {
+                                version: 1,
+                                roots: roots.unwrap_or_default(),
+                            });
                             self.state = State::Sections;
                         }
-                        2 if start == 0 && &h[..] == &CARV2_PRAGMA[1..] => self.state = State::V2Header,
+                        2 if start == 0 && h[..] == CARV2_PRAGMA[1..] => {
+                            self.state = State::V2Header
+                        }
                         2 => return Err(CarError::InvalidHeader("malformed CARv2 pragma".into())),
                         v => return Err(CarError::UnsupportedVersion(v)),
                     }
@@ -216,11 +229,13 @@ impl CarDecoder {
                     };
                     let (data_offset, data_size) = (le(16), le(24));
                     if data_offset < self.offset {
-                        return Err(CarError::InvalidV2Header(format!("data offset {data_offset} overlaps the header")));
+                        return Err(CarError::InvalidV2Header(format!(
+                            "data offset {data_offset} overlaps the header"
+                        )));
                     }
-                    let end = data_offset
-                        .checked_add(data_size)
-                        .ok_or_else(|| CarError::InvalidV2Header("data offset + size overflows".into()))?;
+                    let end = data_offset.checked_add(data_size).ok_or_else(|| {
+                        CarError::InvalidV2Header("data offset + size overflows".into())
+                    })?;
                     self.payload = Some((data_offset, end));
                     self.state = State::Skip;
                 }
@@ -234,12 +249,19 @@ impl CarDecoder {
                     self.state = State::InnerHeader;
                 }
                 State::InnerHeader => {
-                    let Some(h) = self.header_frame()? else { return Ok(None) };
+                    let Some(h) = self.header_frame()? else {
+                        return Ok(None);
+                    };
                     let (version, roots) = parse_header(&h)?;
                     if version != 1 {
-                        return Err(CarError::InvalidV2Header(format!("inner CAR has version {version}")));
+                        return Err(CarError::InvalidV2Header(format!(
+                            "inner CAR has version {version}"
+                        )));
                     }
-                    self.header = Some(CarHeader { version: 2, roots: roots.unwrap_or_default() });
+                    self.header = Some(CarHeader {
+                        version: 2,
+                        roots: roots.unwrap_or_default(),
+                    });
                     self.state = State::Sections;
                 }
                 State::Sections => {
@@ -250,7 +272,9 @@ impl CarDecoder {
                             return Ok(None);
                         }
                     }
-                    let Some((len, n)) = self.length()? else { return Ok(None) };
+                    let Some((len, n)) = self.length()? else {
+                        return Ok(None);
+                    };
                     let at = self.offset;
                     if len == 0 {
                         return Err(CarError::Empty("section", at));
@@ -263,7 +287,10 @@ impl CarDecoder {
                         return Ok(None);
                     }
                     let (cid, used) = crate::cids::read_prefix(&self.buf[n..n + len as usize])
-                        .map_err(|e| CarError::InvalidCid { offset: at, reason: e.to_string() })?;
+                        .map_err(|e| CarError::InvalidCid {
+                            offset: at,
+                            reason: e.to_string(),
+                        })?;
                     self.consume(n + used);
                     let data = self.consume(len as usize - used);
                     return Ok(Some((cid, data)));
@@ -282,7 +309,10 @@ impl CarDecoder {
                 if let Some((_, end)) = self.payload {
                     // complete only if everything up to the payload end is buffered
                     if self.offset + (self.buf.len() as u64) < end {
-                        return Err(CarError::Truncated { what: "CARv2 payload", offset: self.offset + self.buf.len() as u64 });
+                        return Err(CarError::Truncated {
+                            what: "CARv2 payload",
+                            offset: self.offset + self.buf.len() as u64,
+                        });
                     }
                 }
                 // every buffered byte must belong to complete sections
@@ -297,14 +327,24 @@ impl CarDecoder {
                             rest = &rest[n + len as usize..];
                             at += (n as u64) + len;
                         }
-                        _ => return Err(CarError::Truncated { what: "section", offset: at }),
+                        _ => {
+                            return Err(CarError::Truncated {
+                                what: "section",
+                                offset: at,
+                            })
+                        }
                     }
                 }
                 Ok(())
             }
-            _ if self.header.is_none() && self.offset == 0 && self.buf.is_empty() => Err(CarError::NoHeader),
+            _ if self.header.is_none() && self.offset == 0 && self.buf.is_empty() => {
+                Err(CarError::NoHeader)
+            }
             State::Header | State::InnerHeader => Err(CarError::NoHeader),
-            State::V2Header | State::Skip => Err(CarError::Truncated { what: "CARv2 header", offset: self.offset + self.buf.len() as u64 }),
+            State::V2Header | State::Skip => Err(CarError::Truncated {
+                what: "CARv2 header",
+                offset: self.offset + self.buf.len() as u64,
+            }),
         }
     }
 }
@@ -397,7 +437,10 @@ mod tests {
 
     fn block(i: u32) -> (Cid, Vec<u8>) {
         let data = format!("block number {i}").into_bytes();
-        (cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, &data).unwrap(), data)
+        (
+            cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, &data).unwrap(),
+            data,
+        )
     }
 
     fn car(n: u32) -> (Vec<u8>, Vec<(Cid, Vec<u8>)>) {
@@ -472,7 +515,10 @@ mod tests {
         bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x0f]);
         let mut d = CarDecoder::new();
         d.push(&bytes);
-        assert!(matches!(d.next_block(), Err(CarError::SectionTooLarge { .. })));
+        assert!(matches!(
+            d.next_block(),
+            Err(CarError::SectionTooLarge { .. })
+        ));
         let mut bytes = encode_header_v1(&[c]);
         bytes.push(0);
         let mut d = CarDecoder::new();
@@ -485,7 +531,9 @@ mod tests {
         assert!(matches!(d.next_block(), Err(CarError::InvalidCid { .. })));
         // version 3
         let mut d = CarDecoder::new();
-        d.push(&[0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x03]);
+        d.push(&[
+            0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x03,
+        ]);
         assert_eq!(d.next_block(), Err(CarError::UnsupportedVersion(3)));
         let d = CarDecoder::new();
         assert_eq!(d.finish(), Err(CarError::NoHeader));

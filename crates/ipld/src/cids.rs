@@ -36,7 +36,11 @@ pub enum VerifyError {
     #[error("verify: unsupported multihash function 0x{0:x}")]
     UnsupportedHash(u64),
     #[error("verify: multihash 0x{code:x} has a {len}-byte digest, expected {expected}")]
-    BadDigestLength { code: u64, len: usize, expected: usize },
+    BadDigestLength {
+        code: u64,
+        len: usize,
+        expected: usize,
+    },
     #[error("verify: block does not match its CID {0}")]
     Mismatch(Cid),
     #[error("verify: CIDv0 requires dag-pb and sha2-256 (got codec 0x{codec:x}, hash 0x{hash:x})")]
@@ -125,7 +129,11 @@ fn check_len(code: u64, len: usize, expected: usize) -> Result<(), VerifyError> 
     if len == expected {
         Ok(())
     } else {
-        Err(VerifyError::BadDigestLength { code, len, expected })
+        Err(VerifyError::BadDigestLength {
+            code,
+            len,
+            expected,
+        })
     }
 }
 
@@ -201,7 +209,10 @@ mod tests {
     #[test]
     fn parse_rejects() {
         assert_eq!(parse(""), Err(CidError::Empty));
-        assert!(matches!(parse(&"b".repeat(600)), Err(CidError::TooLong(600))));
+        assert!(matches!(
+            parse(&"b".repeat(600)),
+            Err(CidError::TooLong(600))
+        ));
         assert!(parse("Qmfoo").is_err());
         assert!(parse(" bafy").is_err());
         assert!(parse("bafy!").is_err());
@@ -227,7 +238,10 @@ mod tests {
         for h in [mh::SHA2_256, mh::SHA2_512, mh::BLAKE3, mh::IDENTITY] {
             let c = compute(Version::V1, codec::RAW, h, data).unwrap();
             verify(&c, data).unwrap();
-            assert!(matches!(verify(&c, b"hello worle"), Err(VerifyError::Mismatch(_))));
+            assert!(matches!(
+                verify(&c, b"hello worle"),
+                Err(VerifyError::Mismatch(_))
+            ));
         }
         let c = compute(Version::V1, codec::RAW, mh::SHA2_256, data).unwrap();
         assert_eq!(
@@ -254,7 +268,10 @@ mod tests {
         let odd = Cid::new_v1(codec::RAW, Multihash::wrap(0x14, &[0; 64]).unwrap());
         assert_eq!(verify(&odd, data), Err(VerifyError::UnsupportedHash(0x14)));
         let short = Cid::new_v1(codec::RAW, Multihash::wrap(mh::SHA2_256, &[0; 20]).unwrap());
-        assert!(matches!(verify(&short, data), Err(VerifyError::BadDigestLength { .. })));
+        assert!(matches!(
+            verify(&short, data),
+            Err(VerifyError::BadDigestLength { .. })
+        ));
     }
 
     fn hex(b: &[u8]) -> String {

@@ -216,27 +216,60 @@ mod tests {
         assert_eq!(n, PbNode::default());
         assert_eq!(encode(&n), Vec::<u8>::new());
         // CID of the empty dag-pb node, a well-known constant
-        let c = cids::compute(cid::Version::V0, crate::codec::DAG_PB, crate::mh::SHA2_256, &[]).unwrap();
-        assert_eq!(c.to_string(), "QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n");
+        let c = cids::compute(
+            cid::Version::V0,
+            crate::codec::DAG_PB,
+            crate::mh::SHA2_256,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.to_string(),
+            "QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n"
+        );
     }
 
     #[test]
     fn empty_unixfs_dir_cid() {
         // PBNode{Data: UnixFS{Type: Directory}} => the well-known empty directory CID
-        let n = PbNode { links: vec![], data: Some(Bytes::from_static(&[0x08, 0x01])) };
+        let n = PbNode {
+            links: vec![],
+            data: Some(Bytes::from_static(&[0x08, 0x01])),
+        };
         let b = encode(&n);
         assert_eq!(b, vec![0x0a, 0x02, 0x08, 0x01]);
-        let c = cids::compute(cid::Version::V0, crate::codec::DAG_PB, crate::mh::SHA2_256, &b).unwrap();
-        assert_eq!(c.to_string(), "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
+        let c = cids::compute(
+            cid::Version::V0,
+            crate::codec::DAG_PB,
+            crate::mh::SHA2_256,
+            &b,
+        )
+        .unwrap();
+        assert_eq!(
+            c.to_string(),
+            "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+        );
     }
 
     #[test]
     fn roundtrip_links() {
         let n = PbNode {
             links: vec![
-                PbLink { cid: cid(), name: Some(b"a".to_vec()), tsize: Some(5) },
-                PbLink { cid: cid(), name: Some(vec![]), tsize: None },
-                PbLink { cid: cid(), name: None, tsize: Some(0) },
+                PbLink {
+                    cid: cid(),
+                    name: Some(b"a".to_vec()),
+                    tsize: Some(5),
+                },
+                PbLink {
+                    cid: cid(),
+                    name: Some(vec![]),
+                    tsize: None,
+                },
+                PbLink {
+                    cid: cid(),
+                    name: None,
+                    tsize: Some(0),
+                },
             ],
             data: Some(Bytes::from_static(b"xyz")),
         };
@@ -249,7 +282,11 @@ mod tests {
     #[test]
     fn strictness() {
         let n = PbNode {
-            links: vec![PbLink { cid: cid(), name: Some(b"a".to_vec()), tsize: Some(5) }],
+            links: vec![PbLink {
+                cid: cid(),
+                name: Some(b"a".to_vec()),
+                tsize: Some(5),
+            }],
             data: Some(Bytes::from_static(b"x")),
         };
         let good = encode(&n);
@@ -262,11 +299,20 @@ mod tests {
         bad.extend_from_slice(&[0x0a, 0x00]);
         assert_eq!(decode(&bad), Err(DagPbError::DuplicateData));
         // unknown field
-        assert!(matches!(decode(&[0x18, 0x01]), Err(DagPbError::UnexpectedField { field: 3, wire: 0 })));
+        assert!(matches!(
+            decode(&[0x18, 0x01]),
+            Err(DagPbError::UnexpectedField { field: 3, wire: 0 })
+        ));
         // wrong wire type for Data
-        assert!(matches!(decode(&[0x08, 0x01]), Err(DagPbError::UnexpectedField { field: 1, wire: 0 })));
+        assert!(matches!(
+            decode(&[0x08, 0x01]),
+            Err(DagPbError::UnexpectedField { field: 1, wire: 0 })
+        ));
         // link without Hash
-        assert_eq!(decode(&[0x12, 0x02, 0x18, 0x01]), Err(DagPbError::MissingHash(0)));
+        assert_eq!(
+            decode(&[0x12, 0x02, 0x18, 0x01]),
+            Err(DagPbError::MissingHash(0))
+        );
         assert_eq!(decode(&[0x12, 0x00]), Err(DagPbError::MissingHash(0)));
         assert_eq!(
             decode(&[0x12, 0x00, 0x12, 0x00]).unwrap_err().to_string(),
@@ -280,17 +326,35 @@ mod tests {
         bad.extend_from_slice(&link);
         assert!(matches!(decode(&bad), Err(DagPbError::MissingHash(0))));
         // invalid hash bytes
-        assert!(matches!(decode(&[0x12, 0x03, 0x0a, 0x01, 0x00]), Err(DagPbError::InvalidHash { link: 0, .. })));
+        assert!(matches!(
+            decode(&[0x12, 0x03, 0x0a, 0x01, 0x00]),
+            Err(DagPbError::InvalidHash { link: 0, .. })
+        ));
         // truncated
-        assert!(matches!(decode(&good[..good.len() - 1]), Err(DagPbError::Wire(_))));
+        assert!(matches!(
+            decode(&good[..good.len() - 1]),
+            Err(DagPbError::Wire(_))
+        ));
     }
 
     #[test]
     fn sort() {
         let mut v = vec![
-            PbLink { cid: cid(), name: Some(b"b".to_vec()), tsize: None },
-            PbLink { cid: cid(), name: Some(b"a".to_vec()), tsize: None },
-            PbLink { cid: cid(), name: None, tsize: None },
+            PbLink {
+                cid: cid(),
+                name: Some(b"b".to_vec()),
+                tsize: None,
+            },
+            PbLink {
+                cid: cid(),
+                name: Some(b"a".to_vec()),
+                tsize: None,
+            },
+            PbLink {
+                cid: cid(),
+                name: None,
+                tsize: None,
+            },
         ];
         sort_links(&mut v);
         assert_eq!(v[0].name, None);

@@ -14,7 +14,8 @@ pub const MAX_NESTING: usize = 64;
 /// Render a dag-cbor, dag-json, cbor or json block as dag-json text.
 pub fn render(cid: &Cid, block: &[u8]) -> Result<Vec<u8>, UnixFsError> {
     let ipld = decode(cid.codec(), block)?;
-    serde_ipld_dagjson::to_vec(&ipld).map_err(|e| UnixFsError::Document(format!("dag-json encoding: {e}")))
+    serde_ipld_dagjson::to_vec(&ipld)
+        .map_err(|e| UnixFsError::Document(format!("dag-json encoding: {e}")))
 }
 
 /// Decode a dag-cbor/cbor/dag-json/json block into the IPLD data model.
@@ -32,7 +33,10 @@ pub(crate) fn decode_cbor(block: &[u8]) -> Result<Ipld, String> {
     let mut pos = 0;
     check_item(block, &mut pos, 0).map_err(|e| format!("invalid dag-cbor: {e}"))?;
     if pos != block.len() {
-        return Err(format!("invalid dag-cbor: {} trailing bytes", block.len() - pos));
+        return Err(format!(
+            "invalid dag-cbor: {} trailing bytes",
+            block.len() - pos
+        ));
     }
     serde_ipld_dagcbor::from_slice(block).map_err(|e| format!("invalid dag-cbor: {e}"))
 }
@@ -94,7 +98,11 @@ fn check_item(b: &[u8], pos: &mut usize, depth: usize) -> Result<(), &'static st
             *pos += n as usize;
         },
         (4 | 5, Some(n)) => {
-            let items = if major == 5 { n.checked_mul(2).ok_or("length overflow")? } else { n };
+            let items = if major == 5 {
+                n.checked_mul(2).ok_or("length overflow")?
+            } else {
+                n
+            };
             for _ in 0..items {
                 check_item(b, pos, depth + 1)?;
             }
@@ -125,13 +133,25 @@ mod tests {
     fn renders_cbor_and_json() {
         // {"a": [1, "x"]}
         let cbor = [0xa1, 0x61, b'a', 0x82, 0x01, 0x61, b'x'];
-        assert_eq!(render(&cid(codec::DAG_CBOR), &cbor).unwrap(), br#"{"a":[1,"x"]}"#);
-        assert_eq!(render(&cid(codec::CBOR), &cbor).unwrap(), br#"{"a":[1,"x"]}"#);
-        assert_eq!(render(&cid(codec::JSON), br#" {"b" : true} "#).unwrap(), br#"{"b":true}"#);
+        assert_eq!(
+            render(&cid(codec::DAG_CBOR), &cbor).unwrap(),
+            br#"{"a":[1,"x"]}"#
+        );
+        assert_eq!(
+            render(&cid(codec::CBOR), &cbor).unwrap(),
+            br#"{"a":[1,"x"]}"#
+        );
+        assert_eq!(
+            render(&cid(codec::JSON), br#" {"b" : true} "#).unwrap(),
+            br#"{"b":true}"#
+        );
         assert!(render(&cid(codec::DAG_JSON), b"{").is_err());
         assert!(render(&cid(codec::DAG_CBOR), &[0xa1]).is_err());
         assert!(render(&cid(codec::DAG_CBOR), &[0x01, 0x02]).is_err());
-        assert!(matches!(render(&cid(codec::RAW), b""), Err(UnixFsError::UnsupportedCodec(0x55))));
+        assert!(matches!(
+            render(&cid(codec::RAW), b""),
+            Err(UnixFsError::UnsupportedCodec(0x55))
+        ));
     }
 
     #[test]

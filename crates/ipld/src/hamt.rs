@@ -41,7 +41,12 @@ pub enum HamtLink {
     Shard { index: u32, cid: Cid },
     /// A directory entry occupying bucket `index`; `name` is the real entry name (prefix
     /// removed).
-    Entry { index: u32, name: Vec<u8>, cid: Cid, tsize: Option<u64> },
+    Entry {
+        index: u32,
+        name: Vec<u8>,
+        cid: Cid,
+        tsize: Option<u64>,
+    },
 }
 
 impl HamtLink {
@@ -98,7 +103,10 @@ pub fn hash_name(name: &[u8]) -> [u8; 8] {
 /// Bucket index of `name` at `depth` for a shard of `fanout`.
 pub fn bucket_index(name: &[u8], depth: u32, fanout: u32) -> Result<u32, UnixFsError> {
     let bits = bits_per_level(fanout);
-    let start = depth.checked_mul(bits).filter(|s| s + bits <= 64).ok_or(UnixFsError::HamtTooDeep(depth))?;
+    let start = depth
+        .checked_mul(bits)
+        .filter(|s| s + bits <= 64)
+        .ok_or(UnixFsError::HamtTooDeep(depth))?;
     let h = u64::from_be_bytes(hash_name(name));
     Ok(((h << start) >> (64 - bits)) as u32)
 }
@@ -133,7 +141,9 @@ impl HamtNode {
             return Err(UnixFsError::HamtHashType(hash_type));
         }
         let fanout64 = d.fanout.ok_or(UnixFsError::MissingField("fanout"))?;
-        if !(u64::from(MIN_FANOUT)..=u64::from(MAX_FANOUT)).contains(&fanout64) || !fanout64.is_power_of_two() {
+        if !(u64::from(MIN_FANOUT)..=u64::from(MAX_FANOUT)).contains(&fanout64)
+            || !fanout64.is_power_of_two()
+        {
             return Err(UnixFsError::HamtFanout(fanout64));
         }
         let fanout = fanout64 as u32;
@@ -142,19 +152,28 @@ impl HamtNode {
         let max = (fanout / 8) as usize;
         let significant = bitfield.iter().skip_while(|&&b| b == 0).count();
         if significant > max {
-            return Err(UnixFsError::HamtBitfield { len: bitfield.len(), fanout });
+            return Err(UnixFsError::HamtBitfield {
+                len: bitfield.len(),
+                fanout,
+            });
         }
         let bitfield = bitfield[bitfield.len() - significant..].to_vec();
         let bits: usize = bitfield.iter().map(|b| b.count_ones() as usize).sum();
         if bits != links.len() {
-            return Err(UnixFsError::HamtLinkCount { bits, links: links.len() });
+            return Err(UnixFsError::HamtLinkCount {
+                bits,
+                links: links.len(),
+            });
         }
         let width = prefix_width(fanout);
         let mut out = Vec::with_capacity(links.len());
         let mut prev: Option<u32> = None;
         for (i, l) in links.iter().enumerate() {
             let name = l.name.as_deref().unwrap_or_default();
-            let bad = || UnixFsError::HamtPrefix { link: i, name: String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned() };
+            let bad = || UnixFsError::HamtPrefix {
+                link: i,
+                name: String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned(),
+            };
             if name.len() < width {
                 return Err(bad());
             }
@@ -166,10 +185,21 @@ impl HamtNode {
             out.push(if name.len() == width {
                 HamtLink::Shard { index, cid: l.cid }
             } else {
-                HamtLink::Entry { index, name: name[width..].to_vec(), cid: l.cid, tsize: l.tsize }
+                HamtLink::Entry {
+                    index,
+                    name: name[width..].to_vec(),
+                    cid: l.cid,
+                    tsize: l.tsize,
+                }
             });
         }
-        Ok(HamtNode { fanout, bitfield, links: out, mode: d.mode, mtime: d.mtime })
+        Ok(HamtNode {
+            fanout,
+            bitfield,
+            links: out,
+            mode: d.mode,
+            mtime: d.mtime,
+        })
     }
 
     /// Whether bucket `index` is marked occupied in the bitfield.
@@ -180,7 +210,9 @@ impl HamtNode {
     /// Directory entries held directly by this node (child shards are skipped).
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &Cid, Option<u64>)> {
         self.links.iter().filter_map(|l| match l {
-            HamtLink::Entry { name, cid, tsize, .. } => Some((name.as_slice(), cid, *tsize)),
+            HamtLink::Entry {
+                name, cid, tsize, ..
+            } => Some((name.as_slice(), cid, *tsize)),
             HamtLink::Shard { .. } => None,
         })
     }
@@ -205,9 +237,15 @@ pub fn lookup_step(node: &HamtNode, name: &[u8], depth: u32) -> Result<Step, Uni
     };
     Ok(match &node.links[pos] {
         HamtLink::Shard { cid, .. } => Step::Descend { cid: *cid },
-        HamtLink::Entry { name: n, cid, tsize, .. } if n.as_slice() == name => {
-            Step::Found { cid: *cid, tsize: *tsize }
-        }
+        HamtLink::Entry {
+            name: n,
+            cid,
+            tsize,
+            ..
+        } if n.as_slice() == name => Step::Found {
+            cid: *cid,
+            tsize: *tsize,
+        },
         HamtLink::Entry { .. } => Step::NotFound,
     })
 }
@@ -255,8 +293,23 @@ mod tests {
         let mut bf = vec![0u8; 32];
         bf[31 - (idx / 8) as usize] |= 1 << (idx % 8);
         let lname = format!("{idx:02X}hello.txt").into_bytes();
-        let node = shard(vec![PbLink { cid: cid(), name: Some(lname), tsize: Some(3) }], bf.clone(), 256).unwrap();
-        assert_eq!(lookup_step(&node, name, 0).unwrap(), Step::Found { cid: cid(), tsize: Some(3) });
+        let node = shard(
+            vec![PbLink {
+                cid: cid(),
+                name: Some(lname),
+                tsize: Some(3),
+            }],
+            bf.clone(),
+            256,
+        )
+        .unwrap();
+        assert_eq!(
+            lookup_step(&node, name, 0).unwrap(),
+            Step::Found {
+                cid: cid(),
+                tsize: Some(3)
+            }
+        );
         // a name in a different bucket or same bucket different name
         let mut other = None;
         for i in 0..1000 {
@@ -269,40 +322,95 @@ mod tests {
         if let Some(o) = other {
             assert_eq!(lookup_step(&node, o.as_bytes(), 0).unwrap(), Step::NotFound);
         }
-        assert_eq!(lookup_step(&node, b"zzz-not-here", 0).unwrap_or(Step::NotFound), Step::NotFound);
+        assert_eq!(
+            lookup_step(&node, b"zzz-not-here", 0).unwrap_or(Step::NotFound),
+            Step::NotFound
+        );
         // shard link
-        let node = shard(vec![PbLink { cid: cid(), name: Some(format!("{idx:02X}").into_bytes()), tsize: None }], bf.clone(), 256).unwrap();
-        assert_eq!(lookup_step(&node, name, 0).unwrap(), Step::Descend { cid: cid() });
+        let node = shard(
+            vec![PbLink {
+                cid: cid(),
+                name: Some(format!("{idx:02X}").into_bytes()),
+                tsize: None,
+            }],
+            bf.clone(),
+            256,
+        )
+        .unwrap();
+        assert_eq!(
+            lookup_step(&node, name, 0).unwrap(),
+            Step::Descend { cid: cid() }
+        );
         // lowercase prefix rejected
         let lname = format!("{idx:02x}hello.txt").into_bytes();
-        let lower = shard(vec![PbLink { cid: cid(), name: Some(lname), tsize: None }], bf.clone(), 256);
+        let lower = shard(
+            vec![PbLink {
+                cid: cid(),
+                name: Some(lname),
+                tsize: None,
+            }],
+            bf.clone(),
+            256,
+        );
         if format!("{idx:02x}") != format!("{idx:02X}") {
             assert!(matches!(lower, Err(UnixFsError::HamtPrefix { .. })));
         }
         // bit not set
         assert!(matches!(
-            shard(vec![PbLink { cid: cid(), name: Some(format!("{:02X}x", (idx + 1) % 256).into_bytes()), tsize: None }], bf.clone(), 256),
+            shard(
+                vec![PbLink {
+                    cid: cid(),
+                    name: Some(format!("{:02X}x", (idx + 1) % 256).into_bytes()),
+                    tsize: None
+                }],
+                bf.clone(),
+                256
+            ),
             Err(UnixFsError::HamtIndex { .. })
         ));
         // count mismatch
-        assert!(matches!(shard(vec![], bf, 256), Err(UnixFsError::HamtLinkCount { bits: 1, links: 0 })));
+        assert!(matches!(
+            shard(vec![], bf, 256),
+            Err(UnixFsError::HamtLinkCount { bits: 1, links: 0 })
+        ));
         // too deep: 64 bits / 8 = 8 levels
         let node = shard(vec![], vec![], 256).unwrap();
         assert!(lookup_step(&node, name, 7).is_ok());
-        assert_eq!(lookup_step(&node, name, 8), Err(UnixFsError::HamtTooDeep(8)));
-        assert_eq!(lookup_step(&node, name, u32::MAX), Err(UnixFsError::HamtTooDeep(u32::MAX)));
+        assert_eq!(
+            lookup_step(&node, name, 8),
+            Err(UnixFsError::HamtTooDeep(8))
+        );
+        assert_eq!(
+            lookup_step(&node, name, u32::MAX),
+            Err(UnixFsError::HamtTooDeep(u32::MAX))
+        );
     }
 
     #[test]
     fn params() {
-        assert!(matches!(shard(vec![], vec![], 100), Err(UnixFsError::HamtFanout(100))));
-        assert!(matches!(shard(vec![], vec![], 2048), Err(UnixFsError::HamtFanout(2048))));
-        assert!(matches!(shard(vec![], vec![], 4), Err(UnixFsError::HamtFanout(4))));
-        assert!(matches!(shard(vec![], vec![1; 33], 256), Err(UnixFsError::HamtBitfield { .. })));
+        assert!(matches!(
+            shard(vec![], vec![], 100),
+            Err(UnixFsError::HamtFanout(100))
+        ));
+        assert!(matches!(
+            shard(vec![], vec![], 2048),
+            Err(UnixFsError::HamtFanout(2048))
+        ));
+        assert!(matches!(
+            shard(vec![], vec![], 4),
+            Err(UnixFsError::HamtFanout(4))
+        ));
+        assert!(matches!(
+            shard(vec![], vec![1; 33], 256),
+            Err(UnixFsError::HamtBitfield { .. })
+        ));
         assert!(shard(vec![], vec![0; 40], 256).is_ok());
         let mut d = UnixFsData::new(DataType::HamtShard);
         d.hash_type = Some(0x12);
         d.fanout = Some(256);
-        assert_eq!(HamtNode::from_parts(&[], &d).unwrap_err().to_string(), "hamt: unsupported hash type 0x12");
+        assert_eq!(
+            HamtNode::from_parts(&[], &d).unwrap_err().to_string(),
+            "hamt: unsupported hash type 0x12"
+        );
     }
 }

@@ -148,7 +148,10 @@ pub enum UnixFsError {
 }
 
 fn wire(what: &'static str) -> impl Fn(PbErr) -> UnixFsError {
-    move |e| UnixFsError::Wire { what, err: e.to_string() }
+    move |e| UnixFsError::Wire {
+        what,
+        err: e.to_string(),
+    }
 }
 
 /// Decode a UnixFS `Data` message (the `Data` field of a dag-pb node). Copies `Data`
@@ -260,18 +263,24 @@ fn decode_time(b: &[u8]) -> Result<UnixTime, UnixFsError> {
                 nanos = Some(n);
             }
             (1 | 2, w) => {
-                return Err(UnixFsError::Mtime(format!("field {field} has wire type {w}")))
+                return Err(UnixFsError::Mtime(format!(
+                    "field {field} has wire type {w}"
+                )))
             }
             _ => r.skip(wt).map_err(wire("mtime"))?,
         }
     }
-    Ok(UnixTime { secs: secs.ok_or(UnixFsError::MissingField("mtime Seconds"))?, nanos })
+    Ok(UnixTime {
+        secs: secs.ok_or(UnixFsError::MissingField("mtime Seconds"))?,
+        nanos,
+    })
 }
 
 /// Encode a UnixFS `Data` message, fields in field-number order, blocksizes unpacked:
 /// byte-identical to go-unixfs / js-unixfs for the same fields.
 pub fn encode_data(d: &UnixFsData) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + d.data.as_ref().map_or(0, |b| b.len()) + d.blocksizes.len() * 5);
+    let mut out =
+        Vec::with_capacity(16 + d.data.as_ref().map_or(0, |b| b.len()) + d.blocksizes.len() * 5);
     pb::put_varint_field(&mut out, 1, d.data_type.code());
     if let Some(b) = &d.data {
         pb::put_bytes_field(&mut out, 2, b);
@@ -379,14 +388,22 @@ pub fn decode_node_shared(cid: &Cid, block: &Bytes) -> Result<Node, UnixFsError>
 }
 
 fn raw_file(b: Bytes) -> Node {
-    Node::File(FileNode { size: b.len() as u64, inline: b, children: Vec::new(), mode: None, mtime: None })
+    Node::File(FileNode {
+        size: b.len() as u64,
+        inline: b,
+        children: Vec::new(),
+        mode: None,
+        mtime: None,
+    })
 }
 
 fn decode_other(cid: &Cid, block: &[u8]) -> Result<Node, UnixFsError> {
     match cid.codec() {
         codec::DAG_CBOR | codec::DAG_JSON | codec::CBOR | codec::JSON => {
             let json = docjson::render(cid, block)?;
-            Ok(Node::Document(DocumentNode { json: Bytes::from(json) }))
+            Ok(Node::Document(DocumentNode {
+                json: Bytes::from(json),
+            }))
         }
         other => Err(UnixFsError::UnsupportedCodec(other)),
     }
@@ -413,18 +430,35 @@ pub fn from_pb(node: PbNode) -> Result<Node, UnixFsError> {
             }
             if let Some(fs) = d.filesize {
                 if fs != size {
-                    return Err(UnixFsError::FilesizeMismatch { filesize: fs, computed: size });
+                    return Err(UnixFsError::FilesizeMismatch {
+                        filesize: fs,
+                        computed: size,
+                    });
                 }
             }
-            Ok(Node::File(FileNode { inline, children, size, mode: d.mode, mtime: d.mtime }))
+            Ok(Node::File(FileNode {
+                inline,
+                children,
+                size,
+                mode: d.mode,
+                mtime: d.mtime,
+            }))
         }
         DataType::Directory => {
             let entries = node
                 .links
                 .into_iter()
-                .map(|l| DirEntry { name: l.name.unwrap_or_default(), cid: l.cid, tsize: l.tsize })
+                .map(|l| DirEntry {
+                    name: l.name.unwrap_or_default(),
+                    cid: l.cid,
+                    tsize: l.tsize,
+                })
                 .collect();
-            Ok(Node::Directory(DirNode { entries, mode: d.mode, mtime: d.mtime }))
+            Ok(Node::Directory(DirNode {
+                entries,
+                mode: d.mode,
+                mtime: d.mtime,
+            }))
         }
         DataType::Symlink => {
             if !node.links.is_empty() {
@@ -466,11 +500,17 @@ mod tests {
         d.filesize = Some(300);
         d.blocksizes = vec![256, 44];
         let b = encode_data(&d);
-        assert_eq!(b, vec![0x08, 0x02, 0x18, 0xac, 0x02, 0x20, 0x80, 0x02, 0x20, 0x2c]);
+        assert_eq!(
+            b,
+            vec![0x08, 0x02, 0x18, 0xac, 0x02, 0x20, 0x80, 0x02, 0x20, 0x2c]
+        );
         assert_eq!(decode_data(&b).unwrap(), d);
         let mut t = UnixFsData::new(DataType::Directory);
         t.mode = Some(0o755);
-        t.mtime = Some(UnixTime { secs: -1, nanos: Some(5) });
+        t.mtime = Some(UnixTime {
+            secs: -1,
+            nanos: Some(5),
+        });
         let b = encode_data(&t);
         assert_eq!(decode_data(&b).unwrap(), t);
     }
@@ -479,9 +519,18 @@ mod tests {
     fn data_errors() {
         assert_eq!(decode_data(&[]), Err(UnixFsError::MissingField("Type")));
         assert_eq!(decode_data(&[0x08, 0x09]), Err(UnixFsError::UnknownType(9)));
-        assert_eq!(decode_data(&[0x08, 0x01, 0x08, 0x01]), Err(UnixFsError::DuplicateField(1)));
-        assert!(matches!(decode_data(&[0x0a, 0x00]), Err(UnixFsError::WireType { field: 1, wire: 2 })));
-        assert!(matches!(decode_data(&[0x08, 0x02, 0x12, 0x05]), Err(UnixFsError::Wire { .. })));
+        assert_eq!(
+            decode_data(&[0x08, 0x01, 0x08, 0x01]),
+            Err(UnixFsError::DuplicateField(1))
+        );
+        assert!(matches!(
+            decode_data(&[0x0a, 0x00]),
+            Err(UnixFsError::WireType { field: 1, wire: 2 })
+        ));
+        assert!(matches!(
+            decode_data(&[0x08, 0x02, 0x12, 0x05]),
+            Err(UnixFsError::Wire { .. })
+        ));
         // mode > u32
         assert!(matches!(
             decode_data(&[0x08, 0x02, 0x38, 0x80, 0x80, 0x80, 0x80, 0x10]),
@@ -489,16 +538,30 @@ mod tests {
         ));
         // bad nanos
         let mut d = UnixFsData::new(DataType::File);
-        d.mtime = Some(UnixTime { secs: 1, nanos: Some(1_000_000_000) });
-        assert_eq!(decode_data(&encode_data(&d)), Err(UnixFsError::BadNanos(1_000_000_000)));
+        d.mtime = Some(UnixTime {
+            secs: 1,
+            nanos: Some(1_000_000_000),
+        });
+        assert_eq!(
+            decode_data(&encode_data(&d)),
+            Err(UnixFsError::BadNanos(1_000_000_000))
+        );
         // unknown field skipped
         assert!(decode_data(&[0x08, 0x02, 0x48, 0x01]).is_ok());
         // packed blocksizes accepted
-        assert_eq!(decode_data(&[0x08, 0x02, 0x22, 0x02, 0x01, 0x02]).unwrap().blocksizes, vec![1, 2]);
+        assert_eq!(
+            decode_data(&[0x08, 0x02, 0x22, 0x02, 0x01, 0x02])
+                .unwrap()
+                .blocksizes,
+            vec![1, 2]
+        );
     }
 
     fn pb_with(d: &UnixFsData, links: Vec<PbLink>) -> Vec<u8> {
-        dagpb::encode(&PbNode { links, data: Some(Bytes::from(encode_data(d))) })
+        dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(encode_data(d))),
+        })
     }
 
     #[test]
@@ -508,8 +571,16 @@ mod tests {
         d.blocksizes = vec![10, 20];
         d.filesize = Some(33);
         let links = vec![
-            PbLink { cid: cid(), name: Some(vec![]), tsize: Some(12) },
-            PbLink { cid: cid(), name: Some(vec![]), tsize: Some(22) },
+            PbLink {
+                cid: cid(),
+                name: Some(vec![]),
+                tsize: Some(12),
+            },
+            PbLink {
+                cid: cid(),
+                name: Some(vec![]),
+                tsize: Some(22),
+            },
         ];
         let b = pb_with(&d, links.clone());
         match decode_node(&pbcid(), &b).unwrap() {
@@ -522,7 +593,13 @@ mod tests {
         }
         d.filesize = Some(34);
         let e = decode_node(&pbcid(), &pb_with(&d, links.clone())).unwrap_err();
-        assert_eq!(e, UnixFsError::FilesizeMismatch { filesize: 34, computed: 33 });
+        assert_eq!(
+            e,
+            UnixFsError::FilesizeMismatch {
+                filesize: 34,
+                computed: 33
+            }
+        );
         d.filesize = None;
         d.blocksizes = vec![1, 2, 3];
         let e = decode_node(&pbcid(), &pb_with(&d, links)).unwrap_err();
@@ -537,17 +614,35 @@ mod tests {
         let mut d = UnixFsData::new(DataType::File);
         d.blocksizes = vec![u64::MAX, 1];
         let links = vec![
-            PbLink { cid: cid(), name: None, tsize: None },
-            PbLink { cid: cid(), name: None, tsize: None },
+            PbLink {
+                cid: cid(),
+                name: None,
+                tsize: None,
+            },
+            PbLink {
+                cid: cid(),
+                name: None,
+                tsize: None,
+            },
         ];
-        assert_eq!(decode_node(&pbcid(), &pb_with(&d, links)), Err(UnixFsError::SizeOverflow));
+        assert_eq!(
+            decode_node(&pbcid(), &pb_with(&d, links)),
+            Err(UnixFsError::SizeOverflow)
+        );
     }
 
     #[test]
     fn dir_symlink_other() {
         let mut d = UnixFsData::new(DataType::Directory);
         d.mode = Some(0o700);
-        let b = pb_with(&d, vec![PbLink { cid: cid(), name: Some(b"x".to_vec()), tsize: Some(1) }]);
+        let b = pb_with(
+            &d,
+            vec![PbLink {
+                cid: cid(),
+                name: Some(b"x".to_vec()),
+                tsize: Some(1),
+            }],
+        );
         match decode_node(&pbcid(), &b).unwrap() {
             Node::Directory(dir) => {
                 assert_eq!(dir.mode, Some(0o700));
@@ -562,10 +657,16 @@ mod tests {
             n => panic!("{n:?}"),
         }
         let m = UnixFsData::new(DataType::Metadata);
-        assert!(matches!(decode_node(&pbcid(), &pb_with(&m, vec![])), Err(UnixFsError::UnsupportedType(_))));
+        assert!(matches!(
+            decode_node(&pbcid(), &pb_with(&m, vec![])),
+            Err(UnixFsError::UnsupportedType(_))
+        ));
         assert_eq!(decode_node(&pbcid(), &[]), Err(UnixFsError::NoData));
         let other = Cid::new_v1(0x300, *cid().hash());
-        assert_eq!(decode_node(&other, &[]), Err(UnixFsError::UnsupportedCodec(0x300)));
+        assert_eq!(
+            decode_node(&other, &[]),
+            Err(UnixFsError::UnsupportedCodec(0x300))
+        );
         let dj = Cid::new_v1(codec::DAG_JSON, *cid().hash());
         match decode_node(&dj, br#"{"a":1}"#).unwrap() {
             Node::Document(doc) => assert_eq!(&doc.json[..], br#"{"a":1}"#),

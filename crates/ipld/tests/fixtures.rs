@@ -15,7 +15,9 @@ fn fixtures_dir() -> PathBuf {
 
 fn car_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -41,11 +43,17 @@ fn read_car(path: &Path) -> Car {
     let mut d = CarDecoder::new();
     d.push(&bytes);
     let mut blocks = Vec::new();
-    while let Some(b) = d.next_block().unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+    while let Some(b) = d
+        .next_block()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    {
         blocks.push(b);
     }
     d.finish().unwrap();
-    Car { roots: d.header().unwrap().roots.clone(), blocks }
+    Car {
+        roots: d.header().unwrap().roots.clone(),
+        blocks,
+    }
 }
 
 fn load(rel: &str) -> Car {
@@ -55,7 +63,10 @@ fn load(rel: &str) -> Car {
 fn have_fixtures() -> bool {
     let ok = fixtures_dir().join("INDEX.md").exists();
     if !ok {
-        eprintln!("fixtures not found at {}; skipping", fixtures_dir().display());
+        eprintln!(
+            "fixtures not found at {}; skipping",
+            fixtures_dir().display()
+        );
     }
     ok
 }
@@ -92,7 +103,8 @@ fn dagpb_blocks_reencode_identically() {
             if cid.codec() != codec::DAG_PB {
                 continue;
             }
-            let node = dagpb::decode(&data).unwrap_or_else(|e| panic!("{} {cid}: {e}", f.display()));
+            let node =
+                dagpb::decode(&data).unwrap_or_else(|e| panic!("{} {cid}: {e}", f.display()));
             assert_eq!(dagpb::encode(&node), data.to_vec(), "{} {cid}", f.display());
             if let Some(d) = &node.data {
                 let u = unixfs::decode_data(d).unwrap();
@@ -125,7 +137,10 @@ fn every_block_decodes_as_a_node() {
         }
     }
     for k in ["file", "dir", "hamt", "symlink", "doc"] {
-        assert!(kinds.get(k).copied().unwrap_or(0) > 0, "no {k} in fixtures: {kinds:?}");
+        assert!(
+            kinds.get(k).copied().unwrap_or(0) > 0,
+            "no {k} in fixtures: {kinds:?}"
+        );
     }
 }
 
@@ -140,12 +155,20 @@ fn known_cids() {
     assert_eq!(car.roots, vec![root]);
     let (_, data) = car.blocks.iter().find(|(c, _)| *c == root).unwrap();
     let c = cids::compute(cid::Version::V0, codec::DAG_PB, 0x12, data).unwrap();
-    assert_eq!(c.to_string(), "QmWvY6FaqFMS89YAQ9NAPjVP4WZKA1qbHbicc9HeSKQTgt");
+    assert_eq!(
+        c.to_string(),
+        "QmWvY6FaqFMS89YAQ9NAPjVP4WZKA1qbHbicc9HeSKQTgt"
+    );
     // the re-encoded decoded node has the same CID
     let re = dagpb::encode(&dagpb::decode(data).unwrap());
-    assert_eq!(cids::compute(cid::Version::V0, codec::DAG_PB, 0x12, &re).unwrap(), root);
+    assert_eq!(
+        cids::compute(cid::Version::V0, codec::DAG_PB, 0x12, &re).unwrap(),
+        root
+    );
     // and the directory contains a symlink
-    let Node::Directory(dir) = unixfs::decode_node(&root, data).unwrap() else { panic!() };
+    let Node::Directory(dir) = unixfs::decode_node(&root, data).unwrap() else {
+        panic!()
+    };
     let mut saw_symlink = false;
     for e in &dir.entries {
         assert!(unixfs::is_safe_name(&e.name));
@@ -158,7 +181,10 @@ fn known_cids() {
     assert!(saw_symlink);
     // CIDv1 root
     let car = load("path_gateway_unixfs/dir-with-files.car");
-    assert_eq!(car.roots[0].to_string(), "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy");
+    assert_eq!(
+        car.roots[0].to_string(),
+        "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy"
+    );
 }
 
 #[test]
@@ -177,7 +203,9 @@ fn multi_block_file_sizes_are_consistent() {
             let mut total = f.inline.len() as u64;
             for (c, sz) in &f.children {
                 if let Some(b) = blocks.get(c) {
-                    let Node::File(child) = unixfs::decode_node(c, b).unwrap() else { panic!() };
+                    let Node::File(child) = unixfs::decode_node(c, b).unwrap() else {
+                        panic!()
+                    };
                     assert_eq!(child.size, *sz);
                 }
                 total += sz;
@@ -205,7 +233,9 @@ fn documents_render() {
             if cid.codec() == codec::DAG_PB || cid.codec() == codec::RAW {
                 continue;
             }
-            let Node::Document(doc) = unixfs::decode_node(cid, data).unwrap() else { panic!() };
+            let Node::Document(doc) = unixfs::decode_node(cid, data).unwrap() else {
+                panic!()
+            };
             let s = std::str::from_utf8(&doc.json).unwrap();
             assert!(s.starts_with('{') || s.starts_with('['), "{rel}: {s}");
         }
@@ -229,12 +259,16 @@ fn hamt_fixture_lookup() {
     let mut stack = vec![(root, 0u32)];
     let mut shards = 0;
     while let Some((c, depth)) = stack.pop() {
-        let Node::HamtShard(n) = unixfs::decode_node(&c, &blocks[&c]).unwrap() else { panic!() };
+        let Node::HamtShard(n) = unixfs::decode_node(&c, &blocks[&c]).unwrap() else {
+            panic!()
+        };
         shards += 1;
         for l in &n.links {
             match l {
                 HamtLink::Shard { cid, .. } => stack.push((*cid, depth + 1)),
-                HamtLink::Entry { name, cid, index, .. } => {
+                HamtLink::Entry {
+                    name, cid, index, ..
+                } => {
                     // the entry sits in the bucket its name hashes to
                     assert_eq!(hamt::bucket_index(name, depth, n.fanout).unwrap(), *index);
                     entries.push((name.clone(), *cid, depth));
@@ -242,11 +276,17 @@ fn hamt_fixture_lookup() {
             }
         }
     }
-    assert!(entries.len() > 10, "{} entries in {shards} shards", entries.len());
+    assert!(
+        entries.len() > 10,
+        "{} entries in {shards} shards",
+        entries.len()
+    );
     let lookup = |name: &[u8]| -> Option<Cid> {
         let mut cur = root;
         for depth in 0.. {
-            let Node::HamtShard(n) = unixfs::decode_node(&cur, &blocks[&cur]).unwrap() else { panic!() };
+            let Node::HamtShard(n) = unixfs::decode_node(&cur, &blocks[&cur]).unwrap() else {
+                panic!()
+            };
             match hamt::lookup_step(&n, name, depth).unwrap() {
                 Step::Found { cid, .. } => return Some(cid),
                 Step::Descend { cid } => cur = cid,
@@ -256,7 +296,12 @@ fn hamt_fixture_lookup() {
         None
     };
     for (name, cid, _) in &entries {
-        assert_eq!(lookup(name), Some(*cid), "{}", String::from_utf8_lossy(name));
+        assert_eq!(
+            lookup(name),
+            Some(*cid),
+            "{}",
+            String::from_utf8_lossy(name)
+        );
         let mut missing = name.clone();
         missing.extend_from_slice(b".missing");
         assert_eq!(lookup(&missing), None);
@@ -271,8 +316,14 @@ fn chunked_feed_matches_whole() {
     if !have_fixtures() {
         return;
     }
-    let bytes = std::fs::read(fixtures_dir().join("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car")).unwrap();
-    let whole = read_car(&fixtures_dir().join("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car")).blocks;
+    let bytes = std::fs::read(
+        fixtures_dir().join("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car"),
+    )
+    .unwrap();
+    let whole = read_car(
+        &fixtures_dir().join("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car"),
+    )
+    .blocks;
     for chunk in [1usize, 7, 100, 4096] {
         let mut d = CarDecoder::new();
         let mut got = Vec::new();

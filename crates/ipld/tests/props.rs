@@ -8,7 +8,11 @@ use ipfs_mount_ipld::{cid, cids, codec, hamt, mh, Cid};
 use proptest::prelude::*;
 
 fn arb_cid() -> impl Strategy<Value = Cid> {
-    (any::<bool>(), prop::sample::select(vec![codec::RAW, codec::DAG_PB, codec::DAG_CBOR, 0x0129]), any::<[u8; 32]>())
+    (
+        any::<bool>(),
+        prop::sample::select(vec![codec::RAW, codec::DAG_PB, codec::DAG_CBOR, 0x0129]),
+        any::<[u8; 32]>(),
+    )
         .prop_map(|(v0, c, digest)| {
             let mh = cid::multihash::Multihash::<64>::wrap(mh::SHA2_256, &digest).unwrap();
             if v0 {
@@ -20,13 +24,23 @@ fn arb_cid() -> impl Strategy<Value = Cid> {
 }
 
 fn arb_link() -> impl Strategy<Value = PbLink> {
-    (arb_cid(), prop::option::of(prop::collection::vec(any::<u8>(), 0..20)), prop::option::of(any::<u64>()))
+    (
+        arb_cid(),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..20)),
+        prop::option::of(any::<u64>()),
+    )
         .prop_map(|(cid, name, tsize)| PbLink { cid, name, tsize })
 }
 
 fn arb_pbnode() -> impl Strategy<Value = PbNode> {
-    (prop::collection::vec(arb_link(), 0..6), prop::option::of(prop::collection::vec(any::<u8>(), 0..64)))
-        .prop_map(|(links, data)| PbNode { links, data: data.map(Bytes::from) })
+    (
+        prop::collection::vec(arb_link(), 0..6),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..64)),
+    )
+        .prop_map(|(links, data)| PbNode {
+            links,
+            data: data.map(Bytes::from),
+        })
 }
 
 fn arb_type() -> impl Strategy<Value = DataType> {
@@ -51,16 +65,18 @@ fn arb_unixfs() -> impl Strategy<Value = UnixFsData> {
         prop::option::of(any::<u32>()),
         prop::option::of((any::<i64>(), prop::option::of(0u32..1_000_000_000))),
     )
-        .prop_map(|(data_type, data, filesize, blocksizes, hash_type, fanout, mode, mtime)| UnixFsData {
-            data_type,
-            data: data.map(Bytes::from),
-            filesize,
-            blocksizes,
-            hash_type,
-            fanout,
-            mode,
-            mtime: mtime.map(|(secs, nanos)| UnixTime { secs, nanos }),
-        })
+        .prop_map(
+            |(data_type, data, filesize, blocksizes, hash_type, fanout, mode, mtime)| UnixFsData {
+                data_type,
+                data: data.map(Bytes::from),
+                filesize,
+                blocksizes,
+                hash_type,
+                fanout,
+                mode,
+                mtime: mtime.map(|(secs, nanos)| UnixTime { secs, nanos }),
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -99,7 +115,14 @@ fn mutate(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
     b
 }
 
-const CODECS: [u64; 6] = [codec::DAG_PB, codec::RAW, codec::DAG_CBOR, codec::DAG_JSON, codec::CBOR, codec::JSON];
+const CODECS: [u64; 6] = [
+    codec::DAG_PB,
+    codec::RAW,
+    codec::DAG_CBOR,
+    codec::DAG_JSON,
+    codec::CBOR,
+    codec::JSON,
+];
 
 fn exercise_block(block: &[u8]) {
     let _ = dagpb::decode(block);
@@ -121,7 +144,11 @@ fn run_car(data: &[u8], chunks: &[usize]) -> (Vec<(Cid, Bytes)>, Option<car::Car
     let mut pos = 0;
     let mut i = 0;
     loop {
-        let step = if chunks.is_empty() { data.len() } else { chunks[i % chunks.len()].max(1) };
+        let step = if chunks.is_empty() {
+            data.len()
+        } else {
+            chunks[i % chunks.len()].max(1)
+        };
         i += 1;
         let end = (pos + step).min(data.len());
         d.push(&data[pos..end]);
@@ -145,7 +172,10 @@ fn sample_car() -> Vec<u8> {
     let mut blocks = Vec::new();
     for i in 0..6u32 {
         let data = vec![i as u8; (i as usize) * 37];
-        blocks.push((cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, &data).unwrap(), data));
+        blocks.push((
+            cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, &data).unwrap(),
+            data,
+        ));
     }
     let mut out = car::encode_header_v1(&[blocks[0].0]);
     for (c, d) in &blocks {
@@ -155,7 +185,12 @@ fn sample_car() -> Vec<u8> {
 }
 
 fn fixture(rel: &str) -> Option<Vec<u8>> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/gateway-conformance").join(rel)).ok()
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/gateway-conformance")
+            .join(rel),
+    )
+    .ok()
 }
 
 fn fixture_blocks() -> Vec<(Cid, Bytes)> {
