@@ -6,7 +6,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cid::Cid;
@@ -24,9 +25,10 @@ use crate::{
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// Pending access records that trigger a (non-blocking) flush to the index.
-const FLUSH_BATCH: usize = 1024;
-/// A write path that holds the index lock anyway flushes pending access records older than this.
-const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Distinct pending access records that wake the flusher thread early.
+const FLUSH_BATCH: usize = 4096;
+/// The flusher thread persists pending access records at least this often.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Above this many distinct directories to fsync, one `syncfs` is cheaper than one fsync per directory.
 const MAX_DIR_FSYNCS: usize = 32;
 
@@ -138,7 +140,71 @@ impl State {
 
 struct Index {
     conn: Connection,
-    last_flush: Instant,
+}
+
+type Pending = Mutex<HashMap<Key, u64>>;
+
+/// Writes pending access times to the index in one transaction.
+fn flush_pending(pending: &Pending, idx: &mut Index) -> Result<()> {
+    let batch = std::mem::take(&mut *pending.lock());
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let tx = idx.conn.transaction()?;
+    {
+        let mut st = tx.prepare_cached("UPDATE blocks SET last_access = MAX(last_access, ?2) WHERE mh = ?1")?;
+        for (k, t) in &batch {
+            st.execute(params![&k[..], *t as i64])?;
+        }
+    }
+    tx.commit()?;
+    debug!(n = batch.len(), "persisted LRU access times");
+    Ok(())
+}
+
+/// Background thread that persists access records, so `get` never waits for SQLite.
+struct Flusher {
+    wake: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(index: Arc<Mutex<Index>>, pending: Arc<Pending>) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("store-lru-flush".into())
+            .spawn(move || loop {
+                match rx.recv_timeout(FLUSH_INTERVAL) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                if pending.lock().is_empty() {
+                    continue;
+                }
+                let mut idx = index.lock();
+                if let Err(e) = flush_pending(&pending, &mut idx) {
+                    warn!(error = %e, "could not persist LRU access times");
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            warn!("could not start the LRU flusher thread: access times are persisted on eviction and close only");
+        }
+        Flusher { wake: Some(tx), thread }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+
+    fn stop(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The persistent block store: one file per block, SQLite index. See the crate docs.
@@ -148,9 +214,10 @@ pub struct DiskStore {
     capacity: u64,
     sync_writes: bool,
     state: RwLock<State>,
-    index: Mutex<Index>,
+    index: Arc<Mutex<Index>>,
     /// Access records not yet written to the index: key -> logical time.
-    pending: Mutex<HashMap<Key, u64>>,
+    pending: Arc<Pending>,
+    flusher: Flusher,
     clock: AtomicU64,
     tmp_counter: AtomicU64,
     /// Set by [`DiskStore::abandon`]: drop without the orderly close.
@@ -274,10 +341,28 @@ fn read_block(path: &Path, size: u64) -> io::Result<ReadOutcome> {
     if len != size {
         return Ok(ReadOutcome::WrongSize);
     }
-    let mut buf = Vec::with_capacity(size as usize);
-    f.take(size).read_to_end(&mut buf)?;
-    if buf.len() as u64 != size {
-        return Ok(ReadOutcome::WrongSize);
+    // Read straight into uninitialized capacity with as few read(2) calls as the kernel allows (usually one), like
+    // std::fs::read does. `Read::read_to_end` on a `Take` would start with 8 KiB reads and double.
+    let size = usize::try_from(size).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "block too large"))?;
+    let mut buf: Vec<u8> = Vec::with_capacity(size);
+    while buf.len() < size {
+        let want = size - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        // SAFETY: the kernel writes at most `spare.len()` bytes into memory we own; `set_len` below only covers
+        // the bytes it reported as written.
+        let n = unsafe { libc::read(f.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(ReadOutcome::WrongSize); // shorter than its fstat said: truncated concurrently
+        }
+        // SAFETY: `n` bytes past the old length were initialized by read(2).
+        unsafe { buf.set_len(buf.len() + n as usize) };
     }
     Ok(ReadOutcome::Data(buf))
 }
@@ -337,14 +422,17 @@ impl DiskStore {
             }
         }
 
+        let index = Arc::new(Mutex::new(Index { conn }));
+        let pending: Arc<Pending> = Arc::default();
         let store = DiskStore {
             dir,
             blocks_dir,
             capacity: config.cache_capacity,
             sync_writes: config.sync_writes,
             state: RwLock::new(state),
-            index: Mutex::new(Index { conn, last_flush: Instant::now() }),
-            pending: Mutex::new(HashMap::new()),
+            flusher: Flusher::start(Arc::clone(&index), Arc::clone(&pending)),
+            index,
+            pending,
             clock: AtomicU64::new(max_access + 1),
             tmp_counter: AtomicU64::new(0),
             abandoned: false,
@@ -402,39 +490,13 @@ impl DiskStore {
             p.len()
         };
         if n >= FLUSH_BATCH {
-            // Never wait for the index on the read path: whoever holds it will flush later.
-            if let Some(mut idx) = self.index.try_lock() {
-                if let Err(e) = self.flush_pending(&mut idx) {
-                    warn!(error = %e, "could not persist LRU access times");
-                }
-            }
+            // Never touch the index on the read path: the flusher thread does it.
+            self.flusher.wake();
         }
     }
 
-    /// Writes pending access times to the index in one transaction.
-    fn flush_pending(&self, idx: &mut Index) -> Result<()> {
-        let batch = std::mem::take(&mut *self.pending.lock());
-        idx.last_flush = Instant::now();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let tx = idx.conn.transaction()?;
-        {
-            let mut st = tx.prepare_cached("UPDATE blocks SET last_access = MAX(last_access, ?2) WHERE mh = ?1")?;
-            for (k, t) in &batch {
-                st.execute(params![&k[..], *t as i64])?;
-            }
-        }
-        tx.commit()?;
-        debug!(n = batch.len(), "persisted LRU access times");
-        Ok(())
-    }
-
-    /// Housekeeping after a write under the index lock: periodic access flush, automatic eviction.
+    /// Housekeeping after a write under the index lock: automatic eviction.
     fn after_write(&self, idx: &mut Index) -> Result<()> {
-        if idx.last_flush.elapsed() >= FLUSH_INTERVAL {
-            self.flush_pending(idx)?;
-        }
         if self.state.read().unpinned_bytes() > self.capacity {
             let s = self.evict_locked(idx, low_water(self.capacity))?;
             debug!(blocks = s.blocks, bytes = s.bytes, "automatic eviction");
@@ -541,7 +603,7 @@ impl DiskStore {
     }
 
     fn evict_locked(&self, idx: &mut Index, target: u64) -> Result<EvictStats> {
-        self.flush_pending(idx)?;
+        flush_pending(&self.pending, idx)?;
         let victims: Vec<(u64, Key)> = {
             let st = self.state.read();
             let unpinned = st.unpinned_bytes();
@@ -612,7 +674,7 @@ impl DiskStore {
     /// after an unclean shutdown.
     pub fn recover(&self) -> Result<RecoveryStats> {
         let mut idx = self.index.lock();
-        self.flush_pending(&mut idx)?;
+        flush_pending(&self.pending, &mut idx)?;
         let mut stats = RecoveryStats::default();
         let own_tmp = format!(".{}.", std::process::id());
         let mut seen: HashSet<Key> = HashSet::new();
@@ -699,7 +761,7 @@ impl DiskStore {
 
     fn close(&self) -> Result<()> {
         let mut idx = self.index.lock();
-        self.flush_pending(&mut idx)?;
+        flush_pending(&self.pending, &mut idx)?;
         idx.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         idx.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 1)", [])?;
         Ok(())
@@ -708,6 +770,7 @@ impl DiskStore {
 
 impl Drop for DiskStore {
     fn drop(&mut self) {
+        self.flusher.stop();
         if self.abandoned {
             return;
         }
@@ -904,7 +967,7 @@ impl BlockStore for DiskStore {
 
     fn flush(&self) -> Result<()> {
         let mut idx = self.index.lock();
-        self.flush_pending(&mut idx)?;
+        flush_pending(&self.pending, &mut idx)?;
         idx.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }

@@ -41,8 +41,9 @@
 //! # Hot path
 //!
 //! Sizes, LRU times and pin counts are mirrored in memory at open, so `get` is: one hash-map lookup under a read
-//! lock, `open` + `fstat` + `read` of the block file, and an in-memory access record. Access times are written to the
-//! index in batches (every 1024 distinct accesses, on eviction, on [`BlockStore::flush`] and on drop).
+//! lock, `open` + `fstat` + one `read` into an uninitialized buffer, and an in-memory access record. Access times are
+//! written to the index in batches by a background thread (every 5 s, or sooner after 4096 distinct accesses), and on
+//! eviction, on [`BlockStore::flush`] and on drop: `get` itself never touches SQLite.
 //!
 //! # Crash consistency
 //!
