@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build and run every cargo-fuzz target of ./fuzz for a short time (default 15 s each).
 # Usage: scripts/fuzz-smoke.sh [seconds-per-target] [target...]
-# Installs cargo-fuzz if missing. Uses a nightly toolchain when one is installed,
-# otherwise RUSTC_BOOTSTRAP=1 on the default toolchain (cargo-fuzz needs -Z flags).
+# Installs cargo-fuzz if missing. cargo-fuzz needs -Z flags: by default this uses the
+# default (stable) toolchain with RUSTC_BOOTSTRAP=1; set FUZZ_TOOLCHAIN=nightly to use
+# `cargo +nightly` instead. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 SECS="${1:-15}"
@@ -16,8 +17,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 TOOLCHAIN=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-    TOOLCHAIN=(+nightly)
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
+    TOOLCHAIN=("+${FUZZ_TOOLCHAIN}")
 else
     export RUSTC_BOOTSTRAP=1
 fi
