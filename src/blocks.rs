@@ -169,6 +169,11 @@ impl BlockService {
         }
     }
 
+    /// [`BlockService::get`] taking the CID by value, for futures that must own their inputs.
+    pub async fn get_owned(&self, cid: Cid) -> Result<Bytes, BlockError> {
+        self.get(&cid).await
+    }
+
     async fn fetch_and_store(&self, cid: &Cid) -> Result<Bytes, BlockError> {
         // Another task may have stored it while we waited for the in-flight lock.
         if let Some(b) = self.get_local(cid)? {

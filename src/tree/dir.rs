@@ -67,7 +67,7 @@ impl Listing {
 
 async fn shard(blocks: &BlockService, cid: &Cid) -> Result<HamtNode> {
     let block = blocks.get(cid).await?;
-    match unixfs::decode_node(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
+    match unixfs::decode_node_shared(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
         Node::HamtShard(h) => Ok(h),
         _ => Err(Error::Corrupt { cid: *cid, cause: "HAMT link points to a block that is not a shard".into() }),
     }

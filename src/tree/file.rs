@@ -32,31 +32,29 @@ const READ_PARALLELISM: usize = 16;
 /// Leaves fetched at once by the prefetcher.
 const PREFETCH_PARALLELISM: usize = 8;
 
+/// Nodes the planner needs that are not local yet.
+struct Missing(Vec<Cid>);
+
 impl Tree {
-    /// A decoded interior node, from the cache when possible.
-    async fn file_node(&self, cid: &Cid) -> Result<Arc<FileNode>> {
+    /// A decoded file node from the cache or from a local block; `Ok(None)` if its block is not
+    /// local. Interior nodes are cached decoded; leaves are decoded on demand (zero-copy).
+    fn file_node_local(&self, cid: &Cid) -> Result<Option<Arc<FileNode>>> {
         if let Some(n) = self.file_nodes.get(cid) {
-            return Ok(n);
+            return Ok(Some(n));
         }
-        let node = self.decode_file(cid).await?;
-        let node = Arc::new(node);
+        let Some(block) = self.blocks.get_local(cid)? else { return Ok(None) };
+        let node = Arc::new(decode_file(cid, &block)?);
         if !node.children.is_empty() {
             self.file_nodes.insert(*cid, node.clone());
         }
-        Ok(node)
+        Ok(Some(node))
     }
 
-    async fn decode_file(&self, cid: &Cid) -> Result<FileNode> {
-        let block = self.blocks.get(cid).await?;
-        match unixfs::decode_node(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
-            Node::File(f) => Ok(f),
-            _ => Err(Error::Corrupt { cid: *cid, cause: "file links to a node that is not file data".into() }),
-        }
-    }
-
-    /// The pieces covering `[from, to)` of the file rooted at `root`.
-    async fn plan(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Vec<Piece>> {
+    /// Plans `[from, to)` of the file rooted at `root` from local nodes only; if that cannot be
+    /// completed, names every node reachable so far that has to be fetched.
+    fn plan_local(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Result<Vec<Piece>, Missing>> {
         let mut pieces = Vec::new();
+        let mut missing = Vec::new();
         // Stack of (node cid, byte offset of the node in the file, declared size, depth),
         // pushed in reverse so that pieces come out in file order.
         let mut stack: Vec<(Cid, u64, u64, usize)> = vec![(*root, 0, file_size, 0)];
@@ -70,7 +68,10 @@ impl Tree {
                 pieces.push(Piece::Leaf { cid, size: declared, start, end });
                 continue;
             }
-            let node = self.file_node(&cid).await?;
+            let Some(node) = self.file_node_local(&cid)? else {
+                missing.push(cid);
+                continue;
+            };
             if node.size != declared {
                 return Err(Error::Corrupt {
                     cid,
@@ -86,66 +87,79 @@ impl Tree {
             let mut child_start = inline_end;
             let mut overlapping = Vec::new();
             for (child, child_size) in &node.children {
-                let child_end = child_start + child_size;
-                if child_end > from && child_start < to && *child_size > 0 {
-                    overlapping.push((*child, child_start, *child_size, depth + 1));
-                }
                 if child_start >= to {
                     break;
+                }
+                let child_end = child_start + child_size;
+                if child_end > from && *child_size > 0 {
+                    overlapping.push((*child, child_start, *child_size, depth + 1));
                 }
                 child_start = child_end;
             }
             stack.extend(overlapping.into_iter().rev());
         }
-        Ok(pieces)
+        if !missing.is_empty() {
+            return Ok(Err(Missing(missing)));
+        }
+        Ok(Ok(pieces))
+    }
+
+    /// Plans a read, fetching the file nodes on its path (interior nodes are few and cached).
+    async fn plan(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Vec<Piece>> {
+        loop {
+            match self.plan_local(root, file_size, from, to)? {
+                Ok(pieces) => return Ok(pieces),
+                Err(Missing(cids)) => {
+                    let fetches: Vec<_> = cids.into_iter().map(|c| self.blocks.get_owned(c)).collect();
+                    let results: Vec<_> = stream::iter(fetches).buffer_unordered(READ_PARALLELISM).collect().await;
+                    for r in results {
+                        r?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes `[from, to)` if every block needed is local; `None` otherwise.
+    pub(super) fn read_range_local(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Option<Result<Bytes>> {
+        let pieces = match self.plan_local(root, file_size, from, to) {
+            Err(e) => return Some(Err(e)),
+            Ok(Err(Missing(_))) => return None,
+            Ok(Ok(p)) => p,
+        };
+        let mut parts = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            match piece {
+                Piece::Inline(b) => parts.push(b),
+                Piece::Leaf { cid, size, start, end } => match self.blocks.get_local(&cid) {
+                    Ok(Some(data)) => match check_leaf(&cid, data, size) {
+                        Ok(data) => parts.push(data.slice(start as usize..end as usize)),
+                        Err(e) => return Some(Err(e)),
+                    },
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(e.into())),
+                },
+            }
+        }
+        Some(assemble(root, parts, to - from))
     }
 
     /// Bytes `[from, to)` of a file; `to` is already clamped to the file size.
     pub(super) async fn read_range(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Bytes> {
         let pieces = self.plan(root, file_size, from, to).await?;
-        // The common case, a read inside one leaf, needs no copy.
-        if pieces.len() == 1 {
-            return self.piece_bytes(pieces.into_iter().next().unwrap()).await;
-        }
         let parts: Vec<Result<Bytes>> =
             stream::iter(pieces).map(|p| self.piece_bytes(p)).buffered(READ_PARALLELISM).collect().await;
-        let mut out = BytesMut::with_capacity((to - from) as usize);
-        for part in parts {
-            out.extend_from_slice(&part?);
-        }
-        if out.len() as u64 != to - from {
-            return Err(Error::Corrupt {
-                cid: *root,
-                cause: format!("read of {} bytes assembled {} bytes", to - from, out.len()),
-            });
-        }
-        Ok(out.freeze())
+        assemble(root, parts.into_iter().collect::<Result<Vec<_>>>()?, to - from)
     }
 
     async fn piece_bytes(&self, piece: Piece) -> Result<Bytes> {
         match piece {
             Piece::Inline(b) => Ok(b),
             Piece::Leaf { cid, size, start, end } => {
-                let data = self.leaf_data(&cid).await?;
-                if data.len() as u64 != size {
-                    tracing::warn!(%cid, "leaf holds {} bytes but its parent declared {size}", data.len());
-                    return Err(Error::Corrupt {
-                        cid,
-                        cause: format!("leaf holds {} bytes but its parent declared {size}", data.len()),
-                    });
-                }
+                let data = check_leaf(&cid, self.blocks.get(&cid).await?, size)?;
                 Ok(data.slice(start as usize..end as usize))
             }
         }
-    }
-
-    /// The file bytes a leaf holds: a raw block is its own content.
-    async fn leaf_data(&self, cid: &Cid) -> Result<Bytes> {
-        let block = self.blocks.get(cid).await?;
-        if cid.codec() == codec::RAW {
-            return Ok(block);
-        }
-        Ok(self.decode_file(cid).await?.inline)
     }
 
     /// Brings the leaves of `[from, to)` into the local store ahead of the reader.
@@ -176,6 +190,39 @@ impl Tree {
             })
             .await;
     }
+}
+
+fn decode_file(cid: &Cid, block: &Bytes) -> Result<FileNode> {
+    match unixfs::decode_node_shared(cid, block).map_err(|e| Error::corrupt(cid, e))? {
+        Node::File(f) => Ok(f),
+        _ => Err(Error::Corrupt { cid: *cid, cause: "file links to a node that is not file data".into() }),
+    }
+}
+
+/// A raw leaf must hold exactly the bytes its parent declared.
+fn check_leaf(cid: &Cid, data: Bytes, declared: u64) -> Result<Bytes> {
+    if data.len() as u64 != declared {
+        tracing::warn!(%cid, "leaf holds {} bytes but its parent declared {declared}", data.len());
+        return Err(Error::Corrupt { cid: *cid, cause: format!("leaf holds {} bytes but its parent declared {declared}", data.len()) });
+    }
+    Ok(data)
+}
+
+/// Joins the parts of a read (no copy when there is one part) and checks the total length.
+fn assemble(root: &Cid, parts: Vec<Bytes>, expected: u64) -> Result<Bytes> {
+    let out = if parts.len() == 1 {
+        parts.into_iter().next().unwrap_or_default()
+    } else {
+        let mut out = BytesMut::with_capacity(expected as usize);
+        for p in &parts {
+            out.extend_from_slice(p);
+        }
+        out.freeze()
+    };
+    if out.len() as u64 != expected {
+        return Err(Error::Corrupt { cid: *root, cause: format!("read of {expected} bytes assembled {} bytes", out.len()) });
+    }
+    Ok(out)
 }
 
 /// Adaptive read-ahead for one open file, in the style of mountpoint-s3: the window starts

@@ -329,7 +329,7 @@ impl Tree {
     /// Fetches and decodes a CID's root block into what the filesystem needs to show it.
     async fn resolve(&self, cid: &Cid) -> Result<(Arc<Content>, Meta)> {
         let block = self.blocks.get(cid).await?;
-        let node = unixfs::decode_node(cid, &block).map_err(|e| {
+        let node = unixfs::decode_node_shared(cid, &block).map_err(|e| {
             tracing::warn!(%cid, "cannot decode block: {e}");
             Error::corrupt(cid, e)
         })?;
@@ -468,7 +468,7 @@ impl Tree {
             _ => return Kind::File,
         }
         match self.blocks.get(cid).await {
-            Ok(block) => match unixfs::decode_node(cid, &block) {
+            Ok(block) => match unixfs::decode_node_shared(cid, &block) {
                 Ok(Node::Directory(_) | Node::HamtShard(_)) => Kind::Directory,
                 Ok(Node::Symlink(_)) => Kind::Symlink,
                 _ => Kind::File,
@@ -516,22 +516,28 @@ impl Tree {
         self.handles.write().remove(&fh);
     }
 
-    pub async fn read(self: &Arc<Self>, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
-        let inode = self.inode(ino)?;
+    /// Serves a read from local blocks only, without waiting: `None` means some block has to
+    /// be fetched and [`Tree::read_fetching`] must finish the job. Doing the common, cached case
+    /// right on the FUSE thread saves a hand-off to another thread per read.
+    pub fn read_cached(self: &Arc<Self>, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Option<Result<Bytes>> {
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return Some(Err(e)),
+        };
         let content = match &inode.node {
             NodeKind::Content(c) => c.clone(),
-            _ => return Err(Error::IsADirectory),
+            _ => return Some(Err(Error::IsADirectory)),
         };
         match &content.body {
             Body::Document { json } => {
                 let start = (offset as usize).min(json.len());
                 let end = (start + size as usize).min(json.len());
-                Ok(json.slice(start..end))
+                Some(Ok(json.slice(start..end)))
             }
             Body::File { size: file_size } => {
                 let file_size = *file_size;
                 if offset >= file_size || size == 0 {
-                    return Ok(Bytes::new());
+                    return Some(Ok(Bytes::new()));
                 }
                 let end = (offset + size as u64).min(file_size);
                 let handle = self.handles.read().get(&fh).cloned();
@@ -544,9 +550,33 @@ impl Tree {
                         tokio::spawn(async move { tree.prefetch(&cid, file_size, from, to).await });
                     }
                 }
-                self.read_range(&content.cid, file_size, offset, end).await
+                self.read_range_local(&content.cid, file_size, offset, end)
+            }
+            _ => Some(Err(Error::IsADirectory)),
+        }
+    }
+
+    /// The slow path of a read: fetches what is missing. Call after `read_cached` gave `None`.
+    pub async fn read_fetching(&self, ino: InodeNo, offset: u64, size: u32) -> Result<Bytes> {
+        let inode = self.inode(ino)?;
+        let NodeKind::Content(content) = &inode.node else { return Err(Error::IsADirectory) };
+        match &content.body {
+            Body::File { size: file_size } => {
+                let end = (offset + size as u64).min(*file_size);
+                if offset >= end {
+                    return Ok(Bytes::new());
+                }
+                self.read_range(&content.cid, *file_size, offset, end).await
             }
             _ => Err(Error::IsADirectory),
+        }
+    }
+
+    /// A whole read: the cached path, then fetching if needed.
+    pub async fn read(self: &Arc<Self>, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        match self.read_cached(ino, fh, offset, size) {
+            Some(r) => r,
+            None => self.read_fetching(ino, offset, size).await,
         }
     }
 
