@@ -127,7 +127,8 @@ fn every_fixture_reads_offline() {
         let mut stack = vec![p];
         while let Some(p) = stack.pop() {
             let md = fs::symlink_metadata(&p).unwrap_or_else(|e| m.fail(&format!("stat {}: {e}", p.display())));
-            let cid = getfattr_cid(&p).unwrap_or_else(|e| m.fail(&e));
+            // (user.* xattrs on symlinks are answered by the kernel itself: ENODATA.)
+            let cid = if md.file_type().is_symlink() { String::new() } else { getfattr_cid(&p).unwrap_or_else(|e| m.fail(&e)) };
             if md.is_dir() {
                 let entries = fs::read_dir(&p).unwrap_or_else(|e| m.fail(&format!("readdir {}: {e}", p.display())));
                 for e in entries {
@@ -274,7 +275,9 @@ fn symlink_fixture() {
     assert_eq!(fs::read_link(r.join("bar")).unwrap(), Path::new("foo"));
     assert_eq!(read(&m, &r.join("foo")), b"content\n");
     assert_eq!(read(&m, &r.join("bar")), b"content\n", "reading through the symlink");
-    assert_eq!(getfattr_cid(&r.join("bar")).unwrap(), "QmTB8BaCJdCH5H3k7GrxJsxgDNmNYGGR71C58ERkivXoj5");
+    // user.* xattrs on a symlink never reach the filesystem (the kernel answers ENODATA), so no CID check here.
+    assert_eq!(getfattr_cid(&r).unwrap(), SYMLINK);
+    assert_eq!(getfattr_cid(&r.join("foo")).unwrap(), "Qme2y5HA5kvo2jAx13UsnV5bQJVijiAJCPvaW3JGQWhvJZ");
     assert_errno(fs::read_link(r.join("foo")), libc::EINVAL, "readlink of a regular file");
     let out = run_ok(std::process::Command::new("readlink").arg(r.join("bar")));
     assert_eq!(out, b"foo\n");

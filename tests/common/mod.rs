@@ -1329,6 +1329,8 @@ pub fn cp_r_diff(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<(), S
         let head: String = s.lines().take(30).collect::<Vec<_>>().join("\n");
         return Err(format!("diff -r {} <copy of {}>: {}\n{head}\n{}", src.display(), mounted.display(), out.status, String::from_utf8_lossy(&out.stderr)));
     }
+    // The copy keeps the read-only modes; make it removable for non-root users.
+    let _ = run(Command::new("chmod").args(["-R", "u+w"]).arg(&dst));
     Ok(())
 }
 
