@@ -56,6 +56,11 @@ impl quick_cache::Weighter<Vec<u8>, Bytes> for BytesWeighter {
     }
 }
 
+/// Blocks parsed but not yet verified and stored, per bulk fetch.
+const INGEST_QUEUE: usize = 32;
+/// Blocks stored per index transaction during a bulk fetch.
+const INGEST_BATCH: usize = 16;
+
 type Waiter = watch::Receiver<Option<Result<Bytes, BlockError>>>;
 
 /// Counters a test or `-v` log can read.
@@ -225,48 +230,52 @@ impl BlockService {
     /// Fetch many blocks of a DAG in one request (a CAR stream), verifying and storing each as
     /// it arrives. Returns how many new blocks were stored. A broken stream is an error, but what
     /// arrived before the break is kept.
-    pub async fn fetch_dag(&self, root: &Cid, scope: DagScope) -> Result<u64, BlockError> {
+    pub async fn fetch_dag(self: &Arc<Self>, root: &Cid, scope: DagScope) -> Result<u64, BlockError> {
+        self.fetch_dag_notify(root, scope, None).await
+    }
+
+    /// [`BlockService::fetch_dag`], waking `progress` each time a block becomes readable.
+    ///
+    /// Two stages, so that receiving and hashing overlap: this task parses the CAR stream, a
+    /// blocking worker verifies, caches and stores; a bounded channel between them keeps memory
+    /// flat when the disk is slower than the network.
+    pub async fn fetch_dag_notify(
+        self: &Arc<Self>,
+        root: &Cid,
+        scope: DagScope,
+        progress: Option<Arc<tokio::sync::Notify>>,
+    ) -> Result<u64, BlockError> {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *root });
         }
         let mut last_error = None;
         for fetcher in &self.fetchers {
-            let mut batch: Vec<(Cid, Bytes)> = Vec::new();
-            let mut stored = 0u64;
-            let mut store_error = None;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Cid, Bytes)>(INGEST_QUEUE);
+            let worker = {
+                let service = self.clone();
+                let root = *root;
+                let progress = progress.clone();
+                let source = fetcher.name().to_string();
+                tokio::task::spawn_blocking(move || service.ingest(&root, &source, rx, progress.as_deref()))
+            };
             let result = {
                 let mut sink = |cid: Cid, data: Bytes| -> SinkControl {
-                    if verify(&cid, &data).is_err() {
-                        tracing::warn!(%cid, %root, source = fetcher.name(), "CAR block failed verification; ignored");
+                    // Gateways that ignore entity-bytes resend what we have: skip it unhashed.
+                    if self.has_local(&cid) {
                         return SinkControl::Continue;
                     }
-                    if cids::identity_data(&cid).is_some() {
-                        return SinkControl::Continue;
+                    match tx.send((cid, data)) {
+                        Ok(()) => SinkControl::Continue,
+                        Err(_) => SinkControl::Stop, // the worker stopped: the store failed
                     }
-                    batch.push((cid, data));
-                    if batch.len() >= 64 {
-                        match self.store.put_many(&batch) {
-                            Ok(()) => stored += batch.len() as u64,
-                            Err(e) => {
-                                store_error = Some(BlockError::store(root, e));
-                                return SinkControl::Stop;
-                            }
-                        }
-                        batch.clear();
-                    }
-                    SinkControl::Continue
                 };
                 fetcher.fetch_car(root, scope.clone(), &mut sink).await
             };
-            if !batch.is_empty() {
-                match self.store.put_many(&batch) {
-                    Ok(()) => stored += batch.len() as u64,
-                    Err(e) => store_error = Some(BlockError::store(root, e)),
-                }
-            }
-            if let Some(e) = store_error {
-                return Err(e);
-            }
+            drop(tx);
+            let stored = match worker.await {
+                Ok(r) => r?,
+                Err(e) => return Err(BlockError::Store { cid: *root, cause: format!("ingest worker failed: {e}") }),
+            };
             match result {
                 Ok(_) => return Ok(stored),
                 Err(e) => {
@@ -277,6 +286,43 @@ impl BlockService {
         }
         Err(last_error.unwrap_or(BlockError::NotFound { cid: *root }))
     }
+
+    /// The second stage of a bulk fetch: verify, make readable, store in small batches.
+    fn ingest(
+        &self,
+        root: &Cid,
+        source: &str,
+        rx: std::sync::mpsc::Receiver<(Cid, Bytes)>,
+        progress: Option<&tokio::sync::Notify>,
+    ) -> Result<u64, BlockError> {
+        let mut batch: Vec<(Cid, Bytes)> = Vec::with_capacity(INGEST_BATCH);
+        let mut stored = 0u64;
+        for (cid, data) in rx {
+            if let Err(e) = verify(&cid, &data) {
+                tracing::warn!(%cid, %root, source, "CAR block discarded: {e}");
+                continue;
+            }
+            self.stats.fetched_blocks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats.fetched_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            // Readable at once from memory; stored in small batches.
+            self.memory.insert(cids::multihash_key(&cid), data.clone());
+            if let Some(p) = progress {
+                p.notify_waiters();
+            }
+            batch.push((cid, data));
+            if batch.len() >= INGEST_BATCH {
+                self.store.put_many(&batch).map_err(|e| BlockError::store(root, e))?;
+                stored += batch.len() as u64;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            self.store.put_many(&batch).map_err(|e| BlockError::store(root, e))?;
+            stored += batch.len() as u64;
+        }
+        Ok(stored)
+    }
+
 }
 
 fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {

@@ -157,7 +157,9 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     prepare_mountpoint(mountpoint)?;
     let store = open_store(&args.store)?;
     let fetchers = fetchers(&args.net)?;
+    // More workers than cores: a bulk fetch may briefly block one while its ingest queue is full.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
         .enable_all()
         .thread_name("ipfs-mount")
         .build()

@@ -7,6 +7,7 @@
 //! only the shards on its path.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cid::Cid;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -24,6 +25,8 @@ const MAX_HAMT_DEPTH: u32 = 64;
 pub struct ListEntry {
     pub name: Vec<u8>,
     pub cid: Cid,
+    /// The link's cumulative DAG size; for a raw block it is the file size.
+    pub tsize: Option<u64>,
 }
 
 /// The entries of a directory, in the order the directory stores them, with unsafe names
@@ -35,7 +38,7 @@ pub struct Listing {
 }
 
 impl Listing {
-    fn push(&mut self, dir: &Cid, name: Vec<u8>, cid: Cid) {
+    fn push(&mut self, dir: &Cid, name: Vec<u8>, cid: Cid, tsize: Option<u64>) {
         if !unixfs::is_safe_name(&name) {
             tracing::warn!(%dir, name = %String::from_utf8_lossy(&name), "hiding directory entry with an unsafe name");
             return;
@@ -45,13 +48,13 @@ impl Listing {
             return;
         }
         self.by_name.insert(name.clone(), self.entries.len());
-        self.entries.push(ListEntry { name, cid });
+        self.entries.push(ListEntry { name, cid, tsize });
     }
 
     pub fn from_directory(cid: &Cid, dir: DirNode) -> Self {
         let mut listing = Listing::default();
         for e in dir.entries {
-            listing.push(cid, e.name, e.cid);
+            listing.push(cid, e.name, e.cid, e.tsize);
         }
         listing
     }
@@ -65,7 +68,7 @@ impl Listing {
     }
 }
 
-async fn shard(blocks: &BlockService, cid: &Cid) -> Result<HamtNode> {
+async fn shard(blocks: &Arc<BlockService>, cid: &Cid) -> Result<HamtNode> {
     let block = blocks.get(cid).await?;
     match unixfs::decode_node_shared(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
         Node::HamtShard(h) => Ok(h),
@@ -73,17 +76,22 @@ async fn shard(blocks: &BlockService, cid: &Cid) -> Result<HamtNode> {
     }
 }
 
-async fn shard_with_cid(blocks: &BlockService, cid: Cid) -> Result<(Cid, HamtNode)> {
+async fn shard_with_cid(blocks: &Arc<BlockService>, cid: Cid) -> Result<(Cid, HamtNode)> {
     shard(blocks, &cid).await.map(|n| (cid, n))
 }
 
 /// Looks `name` up in a sharded directory, fetching only the shards on the name's hash path.
-pub async fn hamt_find(blocks: &BlockService, dir: &Cid, root: &HamtNode, name: &[u8]) -> Result<Option<Cid>> {
+pub async fn hamt_find(
+    blocks: &Arc<BlockService>,
+    dir: &Cid,
+    root: &HamtNode,
+    name: &[u8],
+) -> Result<Option<(Cid, Option<u64>)>> {
     let mut current: Option<HamtNode> = None;
     for depth in 0..MAX_HAMT_DEPTH {
         let node = current.as_ref().unwrap_or(root);
         match hamt::lookup_step(node, name, depth).map_err(|e| Error::corrupt(dir, e))? {
-            Step::Found { cid, .. } => return Ok(Some(cid)),
+            Step::Found { cid, tsize } => return Ok(Some((cid, tsize))),
             Step::NotFound => return Ok(None),
             Step::Descend { cid } => current = Some(shard(blocks, &cid).await?),
         }
@@ -92,7 +100,7 @@ pub async fn hamt_find(blocks: &BlockService, dir: &Cid, root: &HamtNode, name: 
 }
 
 /// All entries of a sharded directory.
-pub async fn hamt_listing(blocks: &BlockService, dir: &Cid, root: &HamtNode) -> Result<Listing> {
+pub async fn hamt_listing(blocks: &Arc<BlockService>, dir: &Cid, root: &HamtNode) -> Result<Listing> {
     let has_subshards = root.links.iter().any(|l| matches!(l, HamtLink::Shard { .. }));
     if has_subshards && !blocks.is_offline() {
         let missing = root.links.iter().any(|l| match l {
@@ -132,7 +140,7 @@ pub async fn hamt_listing(blocks: &BlockService, dir: &Cid, root: &HamtNode) -> 
         let Some(link) = node.links.get(i) else { continue };
         stack.push((node, i + 1));
         match link {
-            HamtLink::Entry { name, cid, .. } => listing.push(dir, name.clone(), *cid),
+            HamtLink::Entry { name, cid, tsize, .. } => listing.push(dir, name.clone(), *cid, *tsize),
             HamtLink::Shard { cid, .. } => {
                 if stack.len() > MAX_HAMT_DEPTH as usize {
                     return Err(Error::Corrupt { cid: *dir, cause: "HAMT deeper than 64 levels".into() });

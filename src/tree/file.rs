@@ -235,7 +235,30 @@ pub struct Prefetcher {
     max_window: u64,
     /// Everything before this offset has already been asked for.
     requested_to: u64,
+    /// Bytes read in the current sequential run, and where it began.
+    sequential_run: u64,
+    run_start: u64,
+    /// A CAR stream of the rest of the file is running (or ran); block-wise prefetch stops.
+    streaming: bool,
 }
+
+/// What the prefetcher wants done after a read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Prefetch {
+    Nothing,
+    /// Fetch the leaves of `[from, to)` block by block.
+    Blocks(u64, u64),
+    /// Stream the rest of the file, from this offset, in one CAR request.
+    Stream(u64),
+}
+
+/// A reader that has read this much in order from its start gets the rest of the file in one
+/// stream: one request instead of one per block, which is what makes cold reads run near the
+/// speed of a plain download. Closing the file stops the stream, so `head` costs little.
+pub const STREAM_AFTER: u64 = 128 << 10;
+/// The same for a run that began after a seek (a Parquet reader jumping between column chunks
+/// should not pull the whole file).
+pub const STREAM_AFTER_SEEK: u64 = 16 << 20;
 
 const INITIAL_WINDOW: u64 = 1 << 20;
 /// Forward or backward distance still counted as sequential (readers with several threads, or
@@ -244,7 +267,46 @@ const SEQUENTIAL_SLACK: u64 = 2 << 20;
 
 impl Prefetcher {
     pub fn new(max_window: u64) -> Self {
-        Prefetcher { next_expected: 0, window: INITIAL_WINDOW, max_window: max_window.max(INITIAL_WINDOW), requested_to: 0 }
+        Prefetcher {
+            next_expected: 0,
+            window: INITIAL_WINDOW,
+            max_window: max_window.max(INITIAL_WINDOW),
+            requested_to: 0,
+            sequential_run: 0,
+            run_start: 0,
+            streaming: false,
+        }
+    }
+
+    /// Like [`Prefetcher::on_read`], also deciding when to switch to streaming.
+    pub fn after_read(&mut self, offset: u64, end: u64, file_size: u64, can_stream: bool) -> Prefetch {
+        let was_next = self.next_expected;
+        let blocks = self.on_read(offset, end, file_size);
+        let sequential = offset + SEQUENTIAL_SLACK >= was_next && offset <= was_next + SEQUENTIAL_SLACK;
+        if sequential {
+            self.sequential_run += end - offset;
+        } else {
+            self.sequential_run = end - offset;
+            self.run_start = offset;
+        }
+        if self.streaming {
+            return Prefetch::Nothing;
+        }
+        let long_run = if self.run_start == 0 { STREAM_AFTER } else { STREAM_AFTER_SEEK };
+        if can_stream && self.sequential_run >= long_run && end < file_size {
+            self.streaming = true;
+            return Prefetch::Stream(self.requested_to.max(end).min(file_size));
+        }
+        match blocks {
+            Some((from, to)) => Prefetch::Blocks(from, to),
+            None => Prefetch::Nothing,
+        }
+    }
+
+    /// The stream ended early (gateway error): go back to block-wise prefetch.
+    pub fn stream_failed(&mut self) {
+        self.streaming = false;
+        self.sequential_run = 0;
     }
 
     /// Records a read of `[offset, end)`; returns a range to prefetch, if any.

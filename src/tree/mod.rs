@@ -38,7 +38,8 @@ use parking_lot::{Mutex, RwLock};
 use crate::blocks::{BlockError, BlockService};
 pub use dir::Listing;
 pub use error::{Error, Result};
-use file::Prefetcher;
+use file::{Prefetch, Prefetcher};
+use ipfs_mount_fetch::DagScope;
 
 pub type InodeNo = u64;
 pub const ROOT_INO: InodeNo = 1;
@@ -54,6 +55,9 @@ pub const XATTR_CID: &str = "user.ipfs.cid";
 const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// TTL for the fixed top-level directories, whose contents may change (datasets, pins).
 const MUTABLE_TTL: Duration = Duration::from_secs(1);
+/// How long a reader waits for a file's stream to bring its next block before fetching it
+/// itself. Covers a gateway's time to first byte (some build the whole CAR first).
+const STREAM_STALL: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -125,6 +129,21 @@ struct Inode {
 struct Handle {
     ino: InodeNo,
     prefetch: Mutex<Prefetcher>,
+    /// The CAR stream bringing the rest of the file, if one runs; stopped when the file closes.
+    stream: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Where that stream started, and whether it is still running; readers past the start wait
+    /// for it rather than fetching the same blocks again.
+    stream_from: AtomicU64,
+    stream_running: std::sync::atomic::AtomicBool,
+    stream_progress: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.lock().take() {
+            stream.abort();
+        }
+    }
 }
 
 /// Settings for the tree.
@@ -243,8 +262,15 @@ impl Tree {
                 }
             }
             NodeKind::Content(content) => {
-                let child = self.find_child(content, name_bytes).await?;
-                self.resolve(&child).await?
+                let (child, tsize) = self.find_child(content, name_bytes).await?;
+                match tsize {
+                    // A raw block is a file whose size its link records: no fetch needed to stat
+                    // it (`ls -l` of a big directory), and every read checks that size.
+                    Some(size) if child.codec() == codec::RAW && !self.blocks.has_local(&child) => {
+                        (Arc::new(Content { cid: child, body: Body::File { size } }), Meta::default())
+                    }
+                    _ => self.resolve(&child).await?,
+                }
             }
         };
         Ok(self.insert_child(parent, name_bytes, node, mtime_mode))
@@ -359,16 +385,17 @@ impl Tree {
         Ok((Arc::new(Content { cid: *cid, body }), meta))
     }
 
-    async fn find_child(&self, content: &Content, name: &[u8]) -> Result<Cid> {
+    /// The CID of a directory entry and its link's Tsize.
+    async fn find_child(&self, content: &Content, name: &[u8]) -> Result<(Cid, Option<u64>)> {
         let not_found = || Error::NotFound(format!("{}/{}", content.cid, String::from_utf8_lossy(name)));
         if !unixfs::is_safe_name(name) {
             return Err(not_found());
         }
         match &content.body {
-            Body::Directory { listing } => listing.find(name).map(|e| e.cid).ok_or_else(not_found),
+            Body::Directory { listing } => listing.find(name).map(|e| (e.cid, e.tsize)).ok_or_else(not_found),
             Body::Sharded { root, listing } => {
                 if let Some(listing) = listing.get() {
-                    return listing.find(name).map(|e| e.cid).ok_or_else(not_found);
+                    return listing.find(name).map(|e| (e.cid, e.tsize)).ok_or_else(not_found);
                 }
                 dir::hamt_find(&self.blocks, &content.cid, root, name).await?.ok_or_else(not_found)
             }
@@ -508,7 +535,14 @@ impl Tree {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles
             .write()
-            .insert(fh, Arc::new(Handle { ino, prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)) }));
+            .insert(fh, Arc::new(Handle {
+                ino,
+                prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)),
+                stream: Mutex::new(None),
+                stream_from: AtomicU64::new(u64::MAX),
+                stream_running: std::sync::atomic::AtomicBool::new(false),
+                stream_progress: Arc::new(tokio::sync::Notify::new()),
+            }));
         Ok(fh)
     }
 
@@ -543,11 +577,35 @@ impl Tree {
                 let handle = self.handles.read().get(&fh).cloned();
                 if let Some(handle) = &handle {
                     debug_assert_eq!(handle.ino, ino);
-                    let plan = handle.prefetch.lock().on_read(offset, end, file_size);
-                    if let Some((from, to)) = plan {
-                        let tree = self.clone();
-                        let cid = content.cid;
-                        tokio::spawn(async move { tree.prefetch(&cid, file_size, from, to).await });
+                    let can_stream = !self.blocks.is_offline();
+                    let plan = handle.prefetch.lock().after_read(offset, end, file_size, can_stream);
+                    let cid = content.cid;
+                    match plan {
+                        Prefetch::Nothing => {}
+                        Prefetch::Blocks(from, to) => {
+                            let tree = self.clone();
+                            tokio::spawn(async move { tree.prefetch(&cid, file_size, from, to).await });
+                        }
+                        Prefetch::Stream(from) => {
+                            let blocks = self.blocks.clone();
+                            let weak = Arc::downgrade(handle);
+                            handle.stream_from.store(from, Ordering::Relaxed);
+                            handle.stream_running.store(true, Ordering::Release);
+                            let task = tokio::spawn(async move {
+                                let scope = DagScope::Entity { bytes: Some((from, None)) };
+                                let notify = weak.upgrade().map(|h| h.stream_progress.clone());
+                                let result = blocks.fetch_dag_notify(&cid, scope, notify).await;
+                                if let Some(h) = weak.upgrade() {
+                                    h.stream_running.store(false, Ordering::Release);
+                                    h.stream_progress.notify_waiters();
+                                    if let Err(e) = result {
+                                        tracing::debug!(%cid, "streaming the rest of the file stopped: {e}");
+                                        h.prefetch.lock().stream_failed();
+                                    }
+                                }
+                            });
+                            *handle.stream.lock() = Some(task.abort_handle());
+                        }
                     }
                 }
                 self.read_range_local(&content.cid, file_size, offset, end)
@@ -557,26 +615,42 @@ impl Tree {
     }
 
     /// The slow path of a read: fetches what is missing. Call after `read_cached` gave `None`.
-    pub async fn read_fetching(&self, ino: InodeNo, offset: u64, size: u32) -> Result<Bytes> {
+    /// If the file's rest is being streamed past this offset, waits for the stream first (as
+    /// long as it makes progress) instead of asking for the same blocks again.
+    pub async fn read_fetching(&self, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         let inode = self.inode(ino)?;
         let NodeKind::Content(content) = &inode.node else { return Err(Error::IsADirectory) };
-        match &content.body {
-            Body::File { size: file_size } => {
-                let end = (offset + size as u64).min(*file_size);
-                if offset >= end {
-                    return Ok(Bytes::new());
-                }
-                self.read_range(&content.cid, *file_size, offset, end).await
-            }
-            _ => Err(Error::IsADirectory),
+        let Body::File { size: file_size } = &content.body else { return Err(Error::IsADirectory) };
+        let end = (offset + size as u64).min(*file_size);
+        if offset >= end {
+            return Ok(Bytes::new());
         }
+        let handle = self.handles.read().get(&fh).cloned();
+        if let Some(h) = handle.filter(|h| h.stream_from.load(Ordering::Relaxed) <= offset) {
+            loop {
+                let progress = h.stream_progress.notified();
+                tokio::pin!(progress);
+                progress.as_mut().enable();
+                if let Some(r) = self.read_range_local(&content.cid, *file_size, offset, end) {
+                    return r;
+                }
+                if !h.stream_running.load(Ordering::Acquire) {
+                    break;
+                }
+                if tokio::time::timeout(STREAM_STALL, progress).await.is_err() {
+                    tracing::debug!(cid = %content.cid, offset, "stream stalled; fetching the range directly");
+                    break;
+                }
+            }
+        }
+        self.read_range(&content.cid, *file_size, offset, end).await
     }
 
     /// A whole read: the cached path, then fetching if needed.
     pub async fn read(self: &Arc<Self>, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         match self.read_cached(ino, fh, offset, size) {
             Some(r) => r,
-            None => self.read_fetching(ino, offset, size).await,
+            None => self.read_fetching(ino, fh, offset, size).await,
         }
     }
 
