@@ -42,7 +42,10 @@ pub enum BlockError {
 
 impl BlockError {
     fn store(cid: &Cid, e: StoreError) -> Self {
-        BlockError::Store { cid: *cid, cause: e.to_string() }
+        BlockError::Store {
+            cid: *cid,
+            cause: e.to_string(),
+        }
     }
 }
 
@@ -91,7 +94,11 @@ impl BlockService {
     ) -> Self {
         let estimated_items = (memory_bytes / (256 * 1024)).max(16) as usize;
         BlockService {
-            memory: quick_cache::sync::Cache::with_weighter(estimated_items, memory_bytes, BytesWeighter),
+            memory: quick_cache::sync::Cache::with_weighter(
+                estimated_items,
+                memory_bytes,
+                BytesWeighter,
+            ),
             store,
             fetchers,
             inflight: Mutex::new(HashMap::new()),
@@ -115,12 +122,16 @@ impl BlockService {
         }
         let key = cids::multihash_key(cid);
         if let Some(b) = self.memory.get(&key) {
-            self.stats.memory_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .memory_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Some(b));
         }
         match self.store.get(cid).map_err(|e| BlockError::store(cid, e))? {
             Some(b) => {
-                self.stats.store_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .store_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.memory.insert(key, b.clone());
                 Ok(Some(b))
             }
@@ -167,7 +178,10 @@ impl BlockService {
             }
             let tx = sender.expect("either a waiter or a sender");
             // The guard removes the in-flight entry even if this future is dropped midway.
-            let _guard = InflightGuard { service: self, key: &key };
+            let _guard = InflightGuard {
+                service: self,
+                key: &key,
+            };
             let result = self.fetch_and_store(cid).await;
             let _ = tx.send(Some(result.clone()));
             return result;
@@ -190,7 +204,9 @@ impl BlockService {
             match fetcher.fetch_block(cid).await {
                 Ok(data) => match verify(cid, &data) {
                     Ok(()) => {
-                        self.stats.fetched_blocks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats
+                            .fetched_blocks
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.stats
                             .fetched_bytes
                             .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -207,7 +223,10 @@ impl BlockService {
                 Err(e) => {
                     all_not_found = false;
                     tracing::warn!(%cid, source = fetcher.name(), "fetch failed: {e}");
-                    last_error = Some(BlockError::Unavailable { cid: *cid, cause: e.to_string() });
+                    last_error = Some(BlockError::Unavailable {
+                        cid: *cid,
+                        cause: e.to_string(),
+                    });
                 }
             }
         }
@@ -222,7 +241,9 @@ impl BlockService {
         if cids::identity_data(cid).is_some() {
             return Ok(());
         }
-        self.store.put(cid, &data).map_err(|e| BlockError::store(cid, e))?;
+        self.store
+            .put(cid, &data)
+            .map_err(|e| BlockError::store(cid, e))?;
         self.memory.insert(cids::multihash_key(cid), data);
         Ok(())
     }
@@ -230,7 +251,11 @@ impl BlockService {
     /// Fetch many blocks of a DAG in one request (a CAR stream), verifying and storing each as
     /// it arrives. Returns how many new blocks were stored. A broken stream is an error, but what
     /// arrived before the break is kept.
-    pub async fn fetch_dag(self: &Arc<Self>, root: &Cid, scope: DagScope) -> Result<u64, BlockError> {
+    pub async fn fetch_dag(
+        self: &Arc<Self>,
+        root: &Cid,
+        scope: DagScope,
+    ) -> Result<u64, BlockError> {
         self.fetch_dag_notify(root, scope, None).await
     }
 
@@ -256,7 +281,9 @@ impl BlockService {
                 let root = *root;
                 let progress = progress.clone();
                 let source = fetcher.name().to_string();
-                tokio::task::spawn_blocking(move || service.ingest(&root, &source, rx, progress.as_deref()))
+                tokio::task::spawn_blocking(move || {
+                    service.ingest(&root, &source, rx, progress.as_deref())
+                })
             };
             let result = {
                 let mut sink = |cid: Cid, data: Bytes| -> SinkControl {
@@ -269,18 +296,26 @@ impl BlockService {
                         Err(_) => SinkControl::Stop, // the worker stopped: the store failed
                     }
                 };
-                fetcher.fetch_car(root, scope.clone(), &mut sink).await
+                fetcher.fetch_car(root, scope, &mut sink).await
             };
             drop(tx);
             let stored = match worker.await {
                 Ok(r) => r?,
-                Err(e) => return Err(BlockError::Store { cid: *root, cause: format!("ingest worker failed: {e}") }),
+                Err(e) => {
+                    return Err(BlockError::Store {
+                        cid: *root,
+                        cause: format!("ingest worker failed: {e}"),
+                    })
+                }
             };
             match result {
                 Ok(_) => return Ok(stored),
                 Err(e) => {
                     tracing::debug!(%root, source = fetcher.name(), "CAR fetch failed: {e}");
-                    last_error = Some(BlockError::Unavailable { cid: *root, cause: e.to_string() });
+                    last_error = Some(BlockError::Unavailable {
+                        cid: *root,
+                        cause: e.to_string(),
+                    });
                 }
             }
         }
@@ -302,8 +337,12 @@ impl BlockService {
                 tracing::warn!(%cid, %root, source, "CAR block discarded: {e}");
                 continue;
             }
-            self.stats.fetched_blocks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.stats.fetched_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .fetched_blocks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .fetched_bytes
+                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
             // Readable at once from memory; stored in small batches.
             self.memory.insert(cids::multihash_key(&cid), data.clone());
             if let Some(p) = progress {
@@ -311,24 +350,33 @@ impl BlockService {
             }
             batch.push((cid, data));
             if batch.len() >= INGEST_BATCH {
-                self.store.put_many(&batch).map_err(|e| BlockError::store(root, e))?;
+                self.store
+                    .put_many(&batch)
+                    .map_err(|e| BlockError::store(root, e))?;
                 stored += batch.len() as u64;
                 batch.clear();
             }
         }
         if !batch.is_empty() {
-            self.store.put_many(&batch).map_err(|e| BlockError::store(root, e))?;
+            self.store
+                .put_many(&batch)
+                .map_err(|e| BlockError::store(root, e))?;
             stored += batch.len() as u64;
         }
         Ok(stored)
     }
-
 }
 
 fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
     cids::verify(cid, data).map_err(|e| match e {
-        cids::VerifyError::UnsupportedHash(_) => BlockError::Unsupported { cid: *cid, cause: e.to_string() },
-        other => BlockError::Invalid { cid: *cid, cause: other.to_string() },
+        cids::VerifyError::UnsupportedHash(_) => BlockError::Unsupported {
+            cid: *cid,
+            cause: e.to_string(),
+        },
+        other => BlockError::Invalid {
+            cid: *cid,
+            cause: other.to_string(),
+        },
     })
 }
 

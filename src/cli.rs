@@ -26,9 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Unmount a mounted ipfs-mount filesystem.
-    Unmount {
-        mountpoint: PathBuf,
-    },
+    Unmount { mountpoint: PathBuf },
     /// Import CAR files (v1 or v2) into the store: every block verified, roots pinned.
     Import {
         #[command(flatten)]
@@ -126,8 +124,12 @@ impl NetArgs {
             return self.gateways.clone();
         }
         if let Ok(g) = std::env::var("IPFS_GATEWAY") {
-            let list: Vec<String> =
-                g.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            let list: Vec<String> = g
+                .split([',', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
             if !list.is_empty() {
                 return list;
             }
@@ -138,7 +140,10 @@ impl NetArgs {
 
 /// Parses sizes such as `10GiB`, `512MiB`, `1G` or a plain number of bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    s.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("invalid size {s:?}: {e}"))
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("invalid size {s:?}: {e}"))
 }
 
 pub fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) {
@@ -150,10 +155,21 @@ pub fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) {
         _ => "debug,ipfs_mount=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let file = log_file.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let file = log_file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     let _ = match file {
-        Some(f) => builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init(),
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
 }
@@ -163,11 +179,21 @@ pub fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Some(Command::Unmount { mountpoint }) => mount::unmount(&mountpoint),
-        Some(Command::Import { store, verbose, cars }) => {
+        Some(Command::Import {
+            store,
+            verbose,
+            cars,
+        }) => {
             init_logging(verbose, None);
             transfer::import(&store, &cars)
         }
-        Some(Command::Export { store, net, verbose, cid, output }) => {
+        Some(Command::Export {
+            store,
+            net,
+            verbose,
+            cid,
+            output,
+        }) => {
             init_logging(verbose, None);
             transfer::export(&store, &net, &cid, output.as_deref())
         }
@@ -196,13 +222,24 @@ mod tests {
 
     #[test]
     fn command_line_shapes() {
-        let c = Cli::try_parse_from(["ipfs-mount", "/mnt/x", "--gateway", "http://127.0.0.1:1", "-f"]).unwrap();
+        let c = Cli::try_parse_from([
+            "ipfs-mount",
+            "/mnt/x",
+            "--gateway",
+            "http://127.0.0.1:1",
+            "-f",
+        ])
+        .unwrap();
         assert!(c.command.is_none());
-        assert_eq!(c.mount.mountpoint.as_deref(), Some(std::path::Path::new("/mnt/x")));
+        assert_eq!(
+            c.mount.mountpoint.as_deref(),
+            Some(std::path::Path::new("/mnt/x"))
+        );
         assert!(c.mount.foreground);
         let c = Cli::try_parse_from(["ipfs-mount", "unmount", "/mnt/x"]).unwrap();
         assert!(matches!(c.command, Some(Command::Unmount { .. })));
-        let c = Cli::try_parse_from(["ipfs-mount", "import", "--store", "/s", "a.car", "b.car"]).unwrap();
+        let c = Cli::try_parse_from(["ipfs-mount", "import", "--store", "/s", "a.car", "b.car"])
+            .unwrap();
         assert!(matches!(c.command, Some(Command::Import { ref cars, .. }) if cars.len() == 2));
         assert!(Cli::try_parse_from(["ipfs-mount"]).is_err());
     }

@@ -25,24 +25,33 @@ pub fn socket_path(store_dir: &Path) -> PathBuf {
 }
 
 /// Serves control requests on a background thread until the process exits.
-pub fn serve(store_dir: &Path, blocks: Arc<BlockService>, rt: tokio::runtime::Handle) -> Result<()> {
+pub fn serve(
+    store_dir: &Path,
+    blocks: Arc<BlockService>,
+    rt: tokio::runtime::Handle,
+) -> Result<()> {
     let path = socket_path(store_dir);
     // We hold the store lock, so a socket file left here belongs to a dead process.
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::Builder::new().name("ipfs-mount-control".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let blocks = blocks.clone();
-            let rt = rt.clone();
-            let _ = std::thread::Builder::new().name("ipfs-mount-control-conn".into()).spawn(move || {
-                if let Err(e) = handle(conn, &blocks, &rt) {
-                    tracing::warn!("control request failed: {e:#}");
-                }
-            });
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("ipfs-mount-control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let blocks = blocks.clone();
+                let rt = rt.clone();
+                let _ = std::thread::Builder::new()
+                    .name("ipfs-mount-control-conn".into())
+                    .spawn(move || {
+                        if let Err(e) = handle(conn, &blocks, &rt) {
+                            tracing::warn!("control request failed: {e:#}");
+                        }
+                    });
+            }
+        })?;
     Ok(())
 }
 
@@ -78,7 +87,13 @@ fn handle(conn: UnixStream, blocks: &Arc<BlockService>, rt: &tokio::runtime::Han
                 return Ok(());
             }
             writeln!(out, "ok")?;
-            transfer::write_car(blocks, rt, &root, &mut out, &indicatif::ProgressBar::hidden())?;
+            transfer::write_car(
+                blocks,
+                rt,
+                &root,
+                &mut out,
+                &indicatif::ProgressBar::hidden(),
+            )?;
         }
         _ => writeln!(out, "error\tunknown request")?,
     }
@@ -87,7 +102,9 @@ fn handle(conn: UnixStream, blocks: &Arc<BlockService>, rt: &tokio::runtime::Han
 
 /// Asks the process that owns the store to import a CAR; returns the roots.
 pub fn remote_import(store_dir: &Path, car: &Path) -> Result<Vec<String>> {
-    let car = car.canonicalize().with_context(|| format!("cannot open {}", car.display()))?;
+    let car = car
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", car.display()))?;
     let mut conn = connect(store_dir)?;
     writeln!(conn, "import\t{}", car.display())?;
     let mut roots = Vec::new();

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
@@ -132,11 +132,28 @@ impl Filesystem for IpfsFs {
         }
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno("mknod", &self.tree.refuse_write(parent.0)));
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno("mkdir", &self.tree.refuse_write(parent.0)));
     }
 
@@ -148,7 +165,14 @@ impl Filesystem for IpfsFs {
         reply.error(errno("rmdir", &self.tree.refuse_write(parent.0)));
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno("symlink", &self.tree.refuse_write(parent.0)));
     }
 
@@ -165,12 +189,20 @@ impl Filesystem for IpfsFs {
         reply.error(errno("rename", &self.tree.refuse_write(parent.0)));
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno("link", &self.tree.refuse_write(newparent.0)));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
+        let write =
+            !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
         match self.tree.open(ino.0, write) {
             // Content never changes: the page cache stays valid across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
@@ -215,7 +247,14 @@ impl Filesystem for IpfsFs {
         reply.error(errno("write", &self.tree.refuse_write(ino.0)));
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -233,7 +272,14 @@ impl Filesystem for IpfsFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // Nothing is ever dirty under /ipfs.
         reply.ok();
     }
@@ -254,7 +300,14 @@ impl Filesystem for IpfsFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let tree = self.tree.clone();
         self.rt.spawn(async move {
             match tree.readdir(ino.0, offset, READDIR_BATCH).await {
@@ -276,7 +329,14 @@ impl Filesystem for IpfsFs {
         });
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -284,7 +344,11 @@ impl Filesystem for IpfsFs {
         let stats = self.tree.blocks().store().stats().ok();
         let bsize = 4096u64;
         let used = stats.as_ref().map(|s| s.bytes).unwrap_or(0) / bsize;
-        let capacity = stats.as_ref().map(|s| s.cache_capacity + s.pinned_bytes).unwrap_or(0) / bsize;
+        let capacity = stats
+            .as_ref()
+            .map(|s| s.cache_capacity + s.pinned_bytes)
+            .unwrap_or(0)
+            / bsize;
         let total = capacity.max(used);
         let free = total - used;
         reply.statfs(total, free, free, 0, 0, bsize as u32, 255, bsize as u32);
@@ -300,7 +364,10 @@ impl Filesystem for IpfsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno("setxattr", &Error::NotSupported("extended attributes are read-only")));
+        reply.error(errno(
+            "setxattr",
+            &Error::NotSupported("extended attributes are read-only"),
+        ));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -318,7 +385,10 @@ impl Filesystem for IpfsFs {
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno("removexattr", &Error::NotSupported("extended attributes are read-only")));
+        reply.error(errno(
+            "removexattr",
+            &Error::NotSupported("extended attributes are read-only"),
+        ));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -24,7 +24,10 @@ use ipfs_mount_fetch::{Fetcher, GatewayConfig, GatewayFetcher};
 use ipfs_mount_store::{BlockStore, DiskStore, StoreConfig};
 
 pub fn run(args: MountArgs) -> Result<()> {
-    let mountpoint = args.mountpoint.clone().ok_or_else(|| anyhow!("a mount point is required"))?;
+    let mountpoint = args
+        .mountpoint
+        .clone()
+        .ok_or_else(|| anyhow!("a mount point is required"))?;
     if args.foreground {
         serve(args, &mountpoint)
     } else {
@@ -35,9 +38,13 @@ pub fn run(args: MountArgs) -> Result<()> {
 /// Opens the store configured on the command line.
 pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
     let dir = store.dir();
-    let s = DiskStore::open(StoreConfig { dir: dir.clone(), cache_capacity: store.cache_size, sync_writes: false })
-        .map_err(anyhow::Error::new)
-        .with_context(|| format!("cannot open the block store at {}", dir.display()))?;
+    let s = DiskStore::open(StoreConfig {
+        dir: dir.clone(),
+        cache_capacity: store.cache_size,
+        sync_writes: false,
+    })
+    .map_err(anyhow::Error::new)
+    .with_context(|| format!("cannot open the block store at {}", dir.display()))?;
     Ok(Arc::new(s))
 }
 
@@ -65,8 +72,12 @@ pub fn fetchers(net: &NetArgs) -> Result<Vec<Arc<dyn Fetcher>>> {
 
 fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let store_dir = args.store.dir();
-    std::fs::create_dir_all(&store_dir).with_context(|| format!("cannot create {}", store_dir.display()))?;
-    let log_path = args.log_file.clone().unwrap_or_else(|| store_dir.join("ipfs-mount.log"));
+    std::fs::create_dir_all(&store_dir)
+        .with_context(|| format!("cannot create {}", store_dir.display()))?;
+    let log_path = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| store_dir.join("ipfs-mount.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -99,14 +110,21 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let mut reader = std::fs::File::from(read_end);
     let _ = reader.read_to_string(&mut report);
     if report.trim() == "ok" {
-        println!("mounted {} (pid {}, log {})", mountpoint.display(), child.id(), log_path.display());
+        println!(
+            "mounted {} (pid {}, log {})",
+            mountpoint.display(),
+            child.id(),
+            log_path.display()
+        );
         return Ok(());
     }
     let status = child.try_wait().ok().flatten();
     if report.trim().is_empty() {
         bail!(
             "the background process exited ({}) before mounting; see {}",
-            status.map(|s| s.to_string()).unwrap_or_else(|| "still running".into()),
+            status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "still running".into()),
             log_path.display()
         );
     }
@@ -172,7 +190,14 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     ));
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     crate::control::serve(&args.store.dir(), blocks.clone(), runtime.handle().clone())?;
-    let tree = Tree::new(blocks, TreeConfig { uid, gid, ..TreeConfig::default() });
+    let tree = Tree::new(
+        blocks,
+        TreeConfig {
+            uid,
+            gid,
+            ..TreeConfig::default()
+        },
+    );
     let fs = IpfsFs::new(tree, runtime.handle().clone());
 
     let mut config = fuser::Config::default();
@@ -194,7 +219,10 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     let mp = mountpoint.to_path_buf();
     runtime.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         tokio::select! {
@@ -203,7 +231,10 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         }
         tracing::info!("signal received, unmounting {}", mp.display());
         if let Err(e) = unmounter.unmount() {
-            tracing::warn!("unmount of {} failed: {e}; trying lazy unmount", mp.display());
+            tracing::warn!(
+                "unmount of {} failed: {e}; trying lazy unmount",
+                mp.display()
+            );
             let _ = fusermount(&mp, true);
         }
     });
@@ -229,18 +260,28 @@ fn prepare_mountpoint(mountpoint: &Path) -> Result<()> {
         }
         Ok(_) => bail!("{} is not a directory", mountpoint.display()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!("{}: stale mount (its process is gone); replacing it", mountpoint.display());
+            tracing::warn!(
+                "{}: stale mount (its process is gone); replacing it",
+                mountpoint.display()
+            );
             fusermount(mountpoint, true)?;
             Ok(())
         }
-        Err(e) => Err(e).with_context(|| format!("cannot use {} as a mount point", mountpoint.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot use {} as a mount point", mountpoint.display()))
+        }
     }
 }
 
 fn is_mounted(mountpoint: &Path) -> bool {
-    let Ok(canon) = mountpoint.canonicalize() else { return false };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    info.lines().any(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(canon.as_path()))
+    let Ok(canon) = mountpoint.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines()
+        .any(|l| l.split(' ').nth(4).map(unescape_mount_path).as_deref() == Some(canon.as_path()))
 }
 
 fn unescape_mount_path(s: &str) -> PathBuf {
@@ -249,7 +290,10 @@ fn unescape_mount_path(s: &str) -> PathBuf {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -267,9 +311,16 @@ fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
     if lazy {
         cmd.arg("-z");
     }
-    let out = cmd.arg(mountpoint).output().context("cannot run fusermount3 (install the fuse3 package)")?;
+    let out = cmd
+        .arg(mountpoint)
+        .output()
+        .context("cannot run fusermount3 (install the fuse3 package)")?;
     if !out.status.success() {
-        bail!("fusermount3 -u {}: {}", mountpoint.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "fusermount3 -u {}: {}",
+            mountpoint.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -58,7 +58,8 @@ pub fn import(store_args: &StoreArgs, cars: &[PathBuf]) -> Result<()> {
         }
     };
     for path in cars {
-        let roots = import_one(store.as_ref(), path).with_context(|| format!("import of {} failed", path.display()))?;
+        let roots = import_one(store.as_ref(), path)
+            .with_context(|| format!("import of {} failed", path.display()))?;
         for r in roots {
             println!("{r}");
         }
@@ -72,7 +73,12 @@ fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<ipfs_mount_store:
     match open_store(store_args) {
         Ok(s) => Ok(Some(s)),
         Err(e) => {
-            if e.chain().any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::Locked { .. }))) {
+            if e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<StoreError>(),
+                    Some(StoreError::Locked { .. })
+                )
+            }) {
                 Ok(None)
             } else {
                 Err(e)
@@ -83,7 +89,8 @@ fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<ipfs_mount_store:
 
 /// Imports one CAR; returns its roots.
 pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().ok().map(|m| m.len());
     let pb = progress(len, &path.display().to_string());
     let mut decoder = car::CarDecoder::new();
@@ -91,14 +98,20 @@ pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
     let mut batch: Vec<(Cid, Bytes)> = Vec::with_capacity(BATCH);
     let mut seen: Vec<Cid> = Vec::new();
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         pb.inc(n as u64);
         decoder.push(&buf[..n]);
-        while let Some((cid, data)) = decoder.next_block().map_err(|e| anyhow!("malformed CAR: {e}"))? {
-            cids::verify(&cid, &data).map_err(|e| anyhow!("block {cid} failed verification: {e}"))?;
+        while let Some((cid, data)) = decoder
+            .next_block()
+            .map_err(|e| anyhow!("malformed CAR: {e}"))?
+        {
+            cids::verify(&cid, &data)
+                .map_err(|e| anyhow!("block {cid} failed verification: {e}"))?;
             seen.push(cid);
             if cids::identity_data(&cid).is_none() {
                 batch.push((cid, data));
@@ -109,23 +122,37 @@ pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
             }
         }
     }
-    decoder.finish().map_err(|e| anyhow!("malformed or truncated CAR: {e}"))?;
+    decoder
+        .finish()
+        .map_err(|e| anyhow!("malformed or truncated CAR: {e}"))?;
     if !batch.is_empty() {
         store.put_many(&batch).context("storing blocks")?;
     }
     pb.finish_and_clear();
-    let roots = decoder.header().map(|h| h.roots.clone()).unwrap_or_default();
+    let roots = decoder
+        .header()
+        .map(|h| h.roots.clone())
+        .unwrap_or_default();
     for root in &roots {
-        store.pin(root, "import", &mut seen.iter().copied()).with_context(|| format!("pinning {root}"))?;
+        store
+            .pin(root, "import", &mut seen.iter().copied())
+            .with_context(|| format!("pinning {root}"))?;
     }
     tracing::info!(blocks = seen.len(), "imported {}", path.display());
     Ok(roots)
 }
 
-pub fn export(store_args: &StoreArgs, net: &NetArgs, cid_text: &str, output: Option<&Path>) -> Result<()> {
+pub fn export(
+    store_args: &StoreArgs,
+    net: &NetArgs,
+    cid_text: &str,
+    output: Option<&Path>,
+) -> Result<()> {
     let root = cids::parse(cid_text).map_err(|e| anyhow!("{cid_text:?} is not a CID: {e}"))?;
     let out: Box<dyn Write> = match output {
-        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ),
         None => {
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write a CAR to a terminal; use -o FILE or a redirect");
@@ -140,8 +167,15 @@ pub fn export(store_args: &StoreArgs, net: &NetArgs, cid_text: &str, output: Opt
         return Ok(());
     };
     let fetchers = fetchers(net)?;
-    let blocks = Arc::new(BlockService::new(store.clone(), fetchers, net.offline, 64 << 20));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let blocks = Arc::new(BlockService::new(
+        store.clone(),
+        fetchers,
+        net.offline,
+        64 << 20,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let pb = progress(None, "exporting");
     let result = write_car(&blocks, runtime.handle(), &root, &mut out, &pb);
     pb.finish_and_clear();

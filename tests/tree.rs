@@ -38,7 +38,10 @@ fn fixture(blocks: &[(Cid, Bytes)], offline: bool) -> Fixture {
     let store = Arc::new(MemoryStore::new(1 << 30));
     let fetchers: Vec<Arc<dyn Fetcher>> = if offline { vec![] } else { vec![mock.clone()] };
     let service = Arc::new(BlockService::new(store, fetchers, offline, 8 << 20));
-    Fixture { tree: Tree::new(service, TreeConfig::default()), mock }
+    Fixture {
+        tree: Tree::new(service, TreeConfig::default()),
+        mock,
+    }
 }
 
 fn odd_profile() -> ImportProfile {
@@ -65,20 +68,41 @@ async fn read_all(tree: &Arc<Tree>, ino: u64, size: u64, step: u32) -> Vec<u8> {
 #[tokio::test]
 async fn files_read_back_exactly_for_several_layouts() {
     let content = data(3_000_017, 1);
-    for profile in [ImportProfile::unixfs_v0_2015(), ImportProfile::unixfs_v1_2025(), odd_profile()] {
+    for profile in [
+        ImportProfile::unixfs_v0_2015(),
+        ImportProfile::unixfs_v1_2025(),
+        odd_profile(),
+    ] {
         let built = build_file(&content, &profile);
         let f = fixture(&built.blocks, false);
-        let entry = f.tree.lookup(IPFS_INO, OsStr::new(&built.root.to_string())).await.unwrap();
+        let entry = f
+            .tree
+            .lookup(IPFS_INO, OsStr::new(&built.root.to_string()))
+            .await
+            .unwrap();
         assert_eq!(entry.attr.kind, Kind::File);
         assert_eq!(entry.attr.size, content.len() as u64);
-        assert_eq!(read_all(&f.tree, entry.attr.ino, entry.attr.size, 131_072).await, content);
+        assert_eq!(
+            read_all(&f.tree, entry.attr.ino, entry.attr.size, 131_072).await,
+            content
+        );
         // Positional reads at odd offsets and lengths, crossing leaves and levels.
         let fh = f.tree.open(entry.attr.ino, false).unwrap();
-        for (off, len) in [(0u64, 1u32), (99_999, 2), (700_000 - 3, 200_007), (2_999_000, 100_000), (5_000_000, 10)] {
+        for (off, len) in [
+            (0u64, 1u32),
+            (99_999, 2),
+            (700_000 - 3, 200_007),
+            (2_999_000, 100_000),
+            (5_000_000, 10),
+        ] {
             let got = f.tree.read(entry.attr.ino, fh, off, len).await.unwrap();
             let start = (off as usize).min(content.len());
             let end = (start + len as usize).min(content.len());
-            assert_eq!(&got[..], &content[start..end], "profile {profile:?} off {off} len {len}");
+            assert_eq!(
+                &got[..],
+                &content[start..end],
+                "profile {profile:?} off {off} len {len}"
+            );
         }
     }
 }
@@ -88,7 +112,11 @@ async fn concurrent_reads_share_fetches_and_warm_reads_fetch_nothing() {
     let content = data(2_000_000, 2);
     let built = build_file(&content, &odd_profile());
     let f = fixture(&built.blocks, false);
-    let entry = f.tree.lookup(IPFS_INO, OsStr::new(&built.root.to_string())).await.unwrap();
+    let entry = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&built.root.to_string()))
+        .await
+        .unwrap();
     let ino = entry.attr.ino;
     let fh = f.tree.open(ino, false).unwrap();
     let reads: Vec<_> = (0..8)
@@ -101,23 +129,43 @@ async fn concurrent_reads_share_fetches_and_warm_reads_fetch_nothing() {
         assert_eq!(&r.await.unwrap()[..], &content[..]);
     }
     // Each block fetched once, however many readers wanted it at the same moment.
-    assert!(f.mock.block_calls() <= built.blocks.len() as u64, "{} calls for {} blocks", f.mock.block_calls(), built.blocks.len());
+    assert!(
+        f.mock.block_calls() <= built.blocks.len() as u64,
+        "{} calls for {} blocks",
+        f.mock.block_calls(),
+        built.blocks.len()
+    );
     f.mock.reset_counters();
-    assert_eq!(read_all(&f.tree, ino, entry.attr.size, 65_536).await, content);
+    assert_eq!(
+        read_all(&f.tree, ino, entry.attr.size, 65_536).await,
+        content
+    );
     assert_eq!(f.mock.block_calls(), 0);
 }
 
 #[tokio::test]
 async fn malformed_names_fail_without_network() {
     let f = fixture(&[], false);
-    for name in ["not-a-cid", "Qm", "bafy", "", "zzzz", ".Trash", "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/x"] {
+    for name in [
+        "not-a-cid",
+        "Qm",
+        "bafy",
+        "",
+        "zzzz",
+        ".Trash",
+        "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/x",
+    ] {
         let e = f.tree.lookup(IPFS_INO, OsStr::new(name)).await.unwrap_err();
         assert_eq!(e.to_errno(), libc::ENOENT, "{name}");
     }
     assert_eq!(f.mock.block_calls(), 0);
     // A well-formed CID that no source has is ENOENT too, after asking.
     let missing = build_file(b"nobody has this", &ImportProfile::unixfs_v1_2025()).root;
-    let e = f.tree.lookup(IPFS_INO, OsStr::new(&missing.to_string())).await.unwrap_err();
+    let e = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&missing.to_string()))
+        .await
+        .unwrap_err();
     assert_eq!(e.to_errno(), libc::ENOENT);
 }
 
@@ -129,37 +177,81 @@ async fn wrong_bytes_and_missing_blocks_give_eio_never_bad_data() {
     let bad_leaf = built.blocks[3].0;
     let f = fixture(&built.blocks, false);
     f.mock.set_wrong_bytes(bad_leaf, true);
-    let entry = f.tree.lookup(IPFS_INO, OsStr::new(&built.root.to_string())).await.unwrap();
+    let entry = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&built.root.to_string()))
+        .await
+        .unwrap();
     let fh = f.tree.open(entry.attr.ino, false).unwrap();
-    assert_eq!(&f.tree.read(entry.attr.ino, fh, 0, 100_000).await.unwrap()[..], &content[..100_000]);
-    let e = f.tree.read(entry.attr.ino, fh, 300_000, 100_000).await.unwrap_err();
+    assert_eq!(
+        &f.tree.read(entry.attr.ino, fh, 0, 100_000).await.unwrap()[..],
+        &content[..100_000]
+    );
+    let e = f
+        .tree
+        .read(entry.attr.ino, fh, 300_000, 100_000)
+        .await
+        .unwrap_err();
     assert_eq!(e.to_errno(), libc::EIO);
     // The block never entered the store, and a good copy later is accepted.
     f.mock.set_wrong_bytes(bad_leaf, false);
-    assert_eq!(&f.tree.read(entry.attr.ino, fh, 300_000, 100_000).await.unwrap()[..], &content[300_000..400_000]);
+    assert_eq!(
+        &f.tree
+            .read(entry.attr.ino, fh, 300_000, 100_000)
+            .await
+            .unwrap()[..],
+        &content[300_000..400_000]
+    );
     // A block no source has: EIO for that range only.
     let missing_leaf = built.blocks[6].0;
     f.mock.remove(&missing_leaf);
-    let e = f.tree.read(entry.attr.ino, fh, 600_000, 1000).await.unwrap_err();
+    let e = f
+        .tree
+        .read(entry.attr.ino, fh, 600_000, 1000)
+        .await
+        .unwrap_err();
     assert_eq!(e.to_errno(), libc::EIO);
-    assert_eq!(&f.tree.read(entry.attr.ino, fh, 500_000, 1000).await.unwrap()[..], &content[500_000..501_000]);
+    assert_eq!(
+        &f.tree
+            .read(entry.attr.ino, fh, 500_000, 1000)
+            .await
+            .unwrap()[..],
+        &content[500_000..501_000]
+    );
 }
 
 #[tokio::test]
 async fn offline_serves_only_local_blocks() {
     let built = build_file(b"hello offline", &ImportProfile::unixfs_v1_2025());
     let f = fixture(&built.blocks, true);
-    let e = f.tree.lookup(IPFS_INO, OsStr::new(&built.root.to_string())).await.unwrap_err();
+    let e = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&built.root.to_string()))
+        .await
+        .unwrap_err();
     assert_eq!(e.to_errno(), libc::ENOENT);
     for (c, b) in &built.blocks {
         f.tree.blocks().put_verified(c, b.clone()).unwrap();
     }
-    let entry = f.tree.lookup(IPFS_INO, OsStr::new(&built.root.to_string())).await.unwrap();
-    assert_eq!(read_all(&f.tree, entry.attr.ino, entry.attr.size, 4096).await, b"hello offline");
+    let entry = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&built.root.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(&f.tree, entry.attr.ino, entry.attr.size, 4096).await,
+        b"hello offline"
+    );
 }
 
-fn directory_with(entries: Vec<(&[u8], &Built)>, profile: &ImportProfile) -> (Built, Vec<(Cid, Bytes)>) {
-    let list: Vec<(Vec<u8>, Cid, u64)> = entries.iter().map(|(n, b)| (n.to_vec(), b.root, b.tsize)).collect();
+fn directory_with(
+    entries: Vec<(&[u8], &Built)>,
+    profile: &ImportProfile,
+) -> (Built, Vec<(Cid, Bytes)>) {
+    let list: Vec<(Vec<u8>, Cid, u64)> = entries
+        .iter()
+        .map(|(n, b)| (n.to_vec(), b.root, b.tsize))
+        .collect();
     let dir = build_directory(&list, profile);
     let mut blocks = dir.blocks.clone();
     for (_, b) in entries {
@@ -177,39 +269,95 @@ async fn directories_list_safe_names_only_and_resolve_paths() {
     let mut blocks_inner = inner.blocks.clone();
     blocks_inner.extend(a.blocks.iter().cloned());
     let (dir, mut blocks) = directory_with(
-        vec![(b"a.txt", &a), (b"big.bin", &b), (b"..", &a), (b"x/y", &a), (b"sub", &inner), ("ünï cødé name".as_bytes(), &a)],
+        vec![
+            (b"a.txt", &a),
+            (b"big.bin", &b),
+            (b"..", &a),
+            (b"x/y", &a),
+            (b"sub", &inner),
+            ("ünï cødé name".as_bytes(), &a),
+        ],
         &p,
     );
     blocks.extend(blocks_inner);
     let f = fixture(&blocks, false);
-    let root = f.tree.lookup(IPFS_INO, OsStr::new(&dir.root.to_string())).await.unwrap();
+    let root = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&dir.root.to_string()))
+        .await
+        .unwrap();
     assert_eq!(root.attr.kind, Kind::Directory);
     let entries = f.tree.readdir(root.attr.ino, 0, 1000).await.unwrap();
-    let names: Vec<String> = entries.iter().map(|e| e.name.to_string_lossy().into_owned()).collect();
-    assert_eq!(names, vec![".", "..", "a.txt", "big.bin", "sub", "ünï cødé name"]);
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec![".", "..", "a.txt", "big.bin", "sub", "ünï cødé name"]
+    );
     let kinds: Vec<Kind> = entries.iter().map(|e| e.kind).collect();
     assert_eq!(kinds[4], Kind::Directory);
     assert_eq!(kinds[3], Kind::File);
     // Offsets continue where the kernel stopped.
-    let rest = f.tree.readdir(root.attr.ino, entries[3].next_offset, 1000).await.unwrap();
+    let rest = f
+        .tree
+        .readdir(root.attr.ino, entries[3].next_offset, 1000)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 2);
     // Escaping names are never reachable.
     for bad in ["..", "x/y", "x"] {
-        assert_eq!(f.tree.lookup(root.attr.ino, OsStr::new(bad)).await.unwrap_err().to_errno(), libc::ENOENT);
+        assert_eq!(
+            f.tree
+                .lookup(root.attr.ino, OsStr::new(bad))
+                .await
+                .unwrap_err()
+                .to_errno(),
+            libc::ENOENT
+        );
     }
-    let sub = f.tree.lookup(root.attr.ino, OsStr::new("sub")).await.unwrap();
-    let deep = f.tree.lookup(sub.attr.ino, OsStr::new("deep.txt")).await.unwrap();
-    assert_eq!(read_all(&f.tree, deep.attr.ino, deep.attr.size, 4096).await, b"aaa");
-    assert_eq!(f.tree.getxattr(deep.attr.ino, OsStr::new("user.ipfs.cid")).unwrap(), a.root.to_string().into_bytes());
+    let sub = f
+        .tree
+        .lookup(root.attr.ino, OsStr::new("sub"))
+        .await
+        .unwrap();
+    let deep = f
+        .tree
+        .lookup(sub.attr.ino, OsStr::new("deep.txt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(&f.tree, deep.attr.ino, deep.attr.size, 4096).await,
+        b"aaa"
+    );
+    assert_eq!(
+        f.tree
+            .getxattr(deep.attr.ino, OsStr::new("user.ipfs.cid"))
+            .unwrap(),
+        a.root.to_string().into_bytes()
+    );
     // The same path gives the same inode; a read-write open is refused.
-    let again = f.tree.lookup(root.attr.ino, OsStr::new("sub")).await.unwrap();
+    let again = f
+        .tree
+        .lookup(root.attr.ino, OsStr::new("sub"))
+        .await
+        .unwrap();
     assert_eq!(again.attr.ino, sub.attr.ino);
-    assert_eq!(f.tree.open(deep.attr.ino, true).unwrap_err().to_errno(), libc::EROFS);
+    assert_eq!(
+        f.tree.open(deep.attr.ino, true).unwrap_err().to_errno(),
+        libc::EROFS
+    );
 }
 
+/// Roots and blocks of a CAR.
+type CarContent = (Vec<Cid>, Vec<(Cid, Bytes)>);
+
 /// Reads the blocks of a conformance-fixture CAR, if the fixtures are beside the project.
-fn fixture_car(rel: &str) -> Option<(Vec<Cid>, Vec<(Cid, Bytes)>)> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gateway-conformance").join(rel);
+fn fixture_car(rel: &str) -> Option<CarContent> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/gateway-conformance")
+        .join(rel);
     let bytes = std::fs::read(&path).ok()?;
     let mut dec = ipfs_mount_ipld::car::CarDecoder::new();
     dec.push(&bytes);
@@ -223,19 +371,40 @@ fn fixture_car(rel: &str) -> Option<(Vec<Cid>, Vec<(Cid, Bytes)>)> {
 
 #[tokio::test]
 async fn hamt_lookup_walks_only_its_path_and_listing_is_complete() {
-    let Some((roots, blocks)) = fixture_car("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car") else {
+    let Some((roots, blocks)) =
+        fixture_car("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car")
+    else {
         eprintln!("skipping: ../shared/fixtures not present");
         return;
     };
     let f = fixture(&blocks, false);
-    let root = f.tree.lookup(IPFS_INO, OsStr::new(&roots[0].to_string())).await.unwrap();
+    let root = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&roots[0].to_string()))
+        .await
+        .unwrap();
     assert_eq!(root.attr.kind, Kind::Directory);
     f.mock.reset_counters();
     // A lookup hashes the name: root shard (cached) plus the child's root block, nothing else.
-    let e = f.tree.lookup(root.attr.ino, OsStr::new("1.txt")).await.unwrap();
+    let e = f
+        .tree
+        .lookup(root.attr.ino, OsStr::new("1.txt"))
+        .await
+        .unwrap();
     assert_eq!(e.attr.kind, Kind::File);
-    assert!(f.mock.block_calls() <= 2, "lookup fetched {} blocks", f.mock.block_calls());
-    assert_eq!(f.tree.lookup(root.attr.ino, OsStr::new("no-such-name")).await.unwrap_err().to_errno(), libc::ENOENT);
+    assert!(
+        f.mock.block_calls() <= 2,
+        "lookup fetched {} blocks",
+        f.mock.block_calls()
+    );
+    assert_eq!(
+        f.tree
+            .lookup(root.attr.ino, OsStr::new("no-such-name"))
+            .await
+            .unwrap_err()
+            .to_errno(),
+        libc::ENOENT
+    );
     let entries = f.tree.readdir(root.attr.ino, 0, 100_000).await.unwrap();
     assert_eq!(entries.len(), 2 + 1000);
 }
@@ -247,7 +416,11 @@ async fn documents_show_dag_json() {
         return;
     };
     let f = fixture(&blocks, false);
-    let e = f.tree.lookup(IPFS_INO, OsStr::new(&roots[0].to_string())).await.unwrap();
+    let e = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&roots[0].to_string()))
+        .await
+        .unwrap();
     assert_eq!(e.attr.kind, Kind::File);
     let text = read_all(&f.tree, e.attr.ino, e.attr.size, 4096).await;
     let v: serde_json::Value = serde_json::from_slice(&text).unwrap();

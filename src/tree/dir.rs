@@ -72,7 +72,10 @@ async fn shard(blocks: &Arc<BlockService>, cid: &Cid) -> Result<HamtNode> {
     let block = blocks.get(cid).await?;
     match unixfs::decode_node_shared(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
         Node::HamtShard(h) => Ok(h),
-        _ => Err(Error::Corrupt { cid: *cid, cause: "HAMT link points to a block that is not a shard".into() }),
+        _ => Err(Error::Corrupt {
+            cid: *cid,
+            cause: "HAMT link points to a block that is not a shard".into(),
+        }),
     }
 }
 
@@ -96,12 +99,22 @@ pub async fn hamt_find(
             Step::Descend { cid } => current = Some(shard(blocks, &cid).await?),
         }
     }
-    Err(Error::Corrupt { cid: *dir, cause: "HAMT deeper than 64 levels".into() })
+    Err(Error::Corrupt {
+        cid: *dir,
+        cause: "HAMT deeper than 64 levels".into(),
+    })
 }
 
 /// All entries of a sharded directory.
-pub async fn hamt_listing(blocks: &Arc<BlockService>, dir: &Cid, root: &HamtNode) -> Result<Listing> {
-    let has_subshards = root.links.iter().any(|l| matches!(l, HamtLink::Shard { .. }));
+pub async fn hamt_listing(
+    blocks: &Arc<BlockService>,
+    dir: &Cid,
+    root: &HamtNode,
+) -> Result<Listing> {
+    let has_subshards = root
+        .links
+        .iter()
+        .any(|l| matches!(l, HamtLink::Shard { .. }));
     if has_subshards && !blocks.is_offline() {
         let missing = root.links.iter().any(|l| match l {
             HamtLink::Shard { cid, .. } => !blocks.has_local(cid),
@@ -109,7 +122,10 @@ pub async fn hamt_listing(blocks: &Arc<BlockService>, dir: &Cid, root: &HamtNode
         });
         if missing {
             // One request for the whole skeleton; what it misses is fetched below.
-            if let Err(e) = blocks.fetch_dag(dir, DagScope::Entity { bytes: None }).await {
+            if let Err(e) = blocks
+                .fetch_dag(dir, DagScope::Entity { bytes: None })
+                .await
+            {
                 tracing::debug!(%dir, "bulk fetch of HAMT shards failed, fetching them one by one: {e}");
             }
         }
@@ -121,10 +137,16 @@ pub async fn hamt_listing(blocks: &Arc<BlockService>, dir: &Cid, root: &HamtNode
     let mut depth = 1;
     while !frontier.is_empty() {
         if depth > MAX_HAMT_DEPTH {
-            return Err(Error::Corrupt { cid: *dir, cause: "HAMT deeper than 64 levels".into() });
+            return Err(Error::Corrupt {
+                cid: *dir,
+                cause: "HAMT deeper than 64 levels".into(),
+            });
         }
-        let pending: Vec<_> =
-            frontier.into_iter().filter(|c| !shards.contains_key(c)).map(|c| shard_with_cid(blocks, c)).collect();
+        let pending: Vec<_> = frontier
+            .into_iter()
+            .filter(|c| !shards.contains_key(c))
+            .map(|c| shard_with_cid(blocks, c))
+            .collect();
         let fetched: Vec<(Cid, HamtNode)> = stream::iter(pending)
             .buffer_unordered(32)
             .try_collect()
@@ -137,17 +159,25 @@ pub async fn hamt_listing(blocks: &Arc<BlockService>, dir: &Cid, root: &HamtNode
     // Explicit stack of (node, next link index): iteration, not recursion.
     let mut stack: Vec<(&HamtNode, usize)> = vec![(root, 0)];
     while let Some((node, i)) = stack.pop() {
-        let Some(link) = node.links.get(i) else { continue };
+        let Some(link) = node.links.get(i) else {
+            continue;
+        };
         stack.push((node, i + 1));
         match link {
-            HamtLink::Entry { name, cid, tsize, .. } => listing.push(dir, name.clone(), *cid, *tsize),
+            HamtLink::Entry {
+                name, cid, tsize, ..
+            } => listing.push(dir, name.clone(), *cid, *tsize),
             HamtLink::Shard { cid, .. } => {
                 if stack.len() > MAX_HAMT_DEPTH as usize {
-                    return Err(Error::Corrupt { cid: *dir, cause: "HAMT deeper than 64 levels".into() });
+                    return Err(Error::Corrupt {
+                        cid: *dir,
+                        cause: "HAMT deeper than 64 levels".into(),
+                    });
                 }
-                let child = shards
-                    .get(cid)
-                    .ok_or_else(|| Error::Corrupt { cid: *cid, cause: "HAMT shard missing after fetch".into() })?;
+                let child = shards.get(cid).ok_or_else(|| Error::Corrupt {
+                    cid: *cid,
+                    cause: "HAMT shard missing after fetch".into(),
+                })?;
                 stack.push((child, 0));
             }
         }

@@ -37,7 +37,10 @@ pub enum Error {
 
 impl Error {
     pub fn corrupt(cid: &cid::Cid, e: UnixFsError) -> Self {
-        Error::Corrupt { cid: *cid, cause: e.to_string() }
+        Error::Corrupt {
+            cid: *cid,
+            cause: e.to_string(),
+        }
     }
 
     pub fn to_errno(&self) -> i32 {

@@ -22,7 +22,12 @@ enum Piece {
     /// Bytes held inside an interior node.
     Inline(Bytes),
     /// `[start, end)` of a leaf block whose whole content is `size` bytes.
-    Leaf { cid: Cid, size: u64, start: u64, end: u64 },
+    Leaf {
+        cid: Cid,
+        size: u64,
+        start: u64,
+        end: u64,
+    },
 }
 
 /// How deep a file tree may be before we call it malformed.
@@ -42,7 +47,9 @@ impl Tree {
         if let Some(n) = self.file_nodes.get(cid) {
             return Ok(Some(n));
         }
-        let Some(block) = self.blocks.get_local(cid)? else { return Ok(None) };
+        let Some(block) = self.blocks.get_local(cid)? else {
+            return Ok(None);
+        };
         let node = Arc::new(decode_file(cid, &block)?);
         if !node.children.is_empty() {
             self.file_nodes.insert(*cid, node.clone());
@@ -52,7 +59,13 @@ impl Tree {
 
     /// Plans `[from, to)` of the file rooted at `root` from local nodes only; if that cannot be
     /// completed, names every node reachable so far that has to be fetched.
-    fn plan_local(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Result<Vec<Piece>, Missing>> {
+    fn plan_local(
+        &self,
+        root: &Cid,
+        file_size: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<Result<Vec<Piece>, Missing>> {
         let mut pieces = Vec::new();
         let mut missing = Vec::new();
         // Stack of (node cid, byte offset of the node in the file, declared size, depth),
@@ -60,12 +73,20 @@ impl Tree {
         let mut stack: Vec<(Cid, u64, u64, usize)> = vec![(*root, 0, file_size, 0)];
         while let Some((cid, node_start, declared, depth)) = stack.pop() {
             if depth > MAX_FILE_DEPTH {
-                return Err(Error::Corrupt { cid: *root, cause: "file tree deeper than 64 levels".into() });
+                return Err(Error::Corrupt {
+                    cid: *root,
+                    cause: "file tree deeper than 64 levels".into(),
+                });
             }
             if cid.codec() == codec::RAW {
                 let start = from.max(node_start) - node_start;
                 let end = to.min(node_start + declared) - node_start;
-                pieces.push(Piece::Leaf { cid, size: declared, start, end });
+                pieces.push(Piece::Leaf {
+                    cid,
+                    size: declared,
+                    start,
+                    end,
+                });
                 continue;
             }
             let Some(node) = self.file_node_local(&cid)? else {
@@ -75,7 +96,10 @@ impl Tree {
             if node.size != declared {
                 return Err(Error::Corrupt {
                     cid,
-                    cause: format!("node holds {} bytes but its parent declared {declared}", node.size),
+                    cause: format!(
+                        "node holds {} bytes but its parent declared {declared}",
+                        node.size
+                    ),
                 });
             }
             let inline_end = node_start + node.inline.len() as u64;
@@ -110,8 +134,12 @@ impl Tree {
             match self.plan_local(root, file_size, from, to)? {
                 Ok(pieces) => return Ok(pieces),
                 Err(Missing(cids)) => {
-                    let fetches: Vec<_> = cids.into_iter().map(|c| self.blocks.get_owned(c)).collect();
-                    let results: Vec<_> = stream::iter(fetches).buffer_unordered(READ_PARALLELISM).collect().await;
+                    let fetches: Vec<_> =
+                        cids.into_iter().map(|c| self.blocks.get_owned(c)).collect();
+                    let results: Vec<_> = stream::iter(fetches)
+                        .buffer_unordered(READ_PARALLELISM)
+                        .collect()
+                        .await;
                     for r in results {
                         r?;
                     }
@@ -121,7 +149,13 @@ impl Tree {
     }
 
     /// Bytes `[from, to)` if every block needed is local; `None` otherwise.
-    pub(super) fn read_range_local(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Option<Result<Bytes>> {
+    pub(super) fn read_range_local(
+        &self,
+        root: &Cid,
+        file_size: u64,
+        from: u64,
+        to: u64,
+    ) -> Option<Result<Bytes>> {
         let pieces = match self.plan_local(root, file_size, from, to) {
             Err(e) => return Some(Err(e)),
             Ok(Err(Missing(_))) => return None,
@@ -131,7 +165,12 @@ impl Tree {
         for piece in pieces {
             match piece {
                 Piece::Inline(b) => parts.push(b),
-                Piece::Leaf { cid, size, start, end } => match self.blocks.get_local(&cid) {
+                Piece::Leaf {
+                    cid,
+                    size,
+                    start,
+                    end,
+                } => match self.blocks.get_local(&cid) {
                     Ok(Some(data)) => match check_leaf(&cid, data, size) {
                         Ok(data) => parts.push(data.slice(start as usize..end as usize)),
                         Err(e) => return Some(Err(e)),
@@ -145,17 +184,35 @@ impl Tree {
     }
 
     /// Bytes `[from, to)` of a file; `to` is already clamped to the file size.
-    pub(super) async fn read_range(&self, root: &Cid, file_size: u64, from: u64, to: u64) -> Result<Bytes> {
+    pub(super) async fn read_range(
+        &self,
+        root: &Cid,
+        file_size: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<Bytes> {
         let pieces = self.plan(root, file_size, from, to).await?;
-        let parts: Vec<Result<Bytes>> =
-            stream::iter(pieces).map(|p| self.piece_bytes(p)).buffered(READ_PARALLELISM).collect().await;
-        assemble(root, parts.into_iter().collect::<Result<Vec<_>>>()?, to - from)
+        let parts: Vec<Result<Bytes>> = stream::iter(pieces)
+            .map(|p| self.piece_bytes(p))
+            .buffered(READ_PARALLELISM)
+            .collect()
+            .await;
+        assemble(
+            root,
+            parts.into_iter().collect::<Result<Vec<_>>>()?,
+            to - from,
+        )
     }
 
     async fn piece_bytes(&self, piece: Piece) -> Result<Bytes> {
         match piece {
             Piece::Inline(b) => Ok(b),
-            Piece::Leaf { cid, size, start, end } => {
+            Piece::Leaf {
+                cid,
+                size,
+                start,
+                end,
+            } => {
                 let data = check_leaf(&cid, self.blocks.get(&cid).await?, size)?;
                 Ok(data.slice(start as usize..end as usize))
             }
@@ -195,7 +252,10 @@ impl Tree {
 fn decode_file(cid: &Cid, block: &Bytes) -> Result<FileNode> {
     match unixfs::decode_node_shared(cid, block).map_err(|e| Error::corrupt(cid, e))? {
         Node::File(f) => Ok(f),
-        _ => Err(Error::Corrupt { cid: *cid, cause: "file links to a node that is not file data".into() }),
+        _ => Err(Error::Corrupt {
+            cid: *cid,
+            cause: "file links to a node that is not file data".into(),
+        }),
     }
 }
 
@@ -203,7 +263,13 @@ fn decode_file(cid: &Cid, block: &Bytes) -> Result<FileNode> {
 fn check_leaf(cid: &Cid, data: Bytes, declared: u64) -> Result<Bytes> {
     if data.len() as u64 != declared {
         tracing::warn!(%cid, "leaf holds {} bytes but its parent declared {declared}", data.len());
-        return Err(Error::Corrupt { cid: *cid, cause: format!("leaf holds {} bytes but its parent declared {declared}", data.len()) });
+        return Err(Error::Corrupt {
+            cid: *cid,
+            cause: format!(
+                "leaf holds {} bytes but its parent declared {declared}",
+                data.len()
+            ),
+        });
     }
     Ok(data)
 }
@@ -220,7 +286,10 @@ fn assemble(root: &Cid, parts: Vec<Bytes>, expected: u64) -> Result<Bytes> {
         out.freeze()
     };
     if out.len() as u64 != expected {
-        return Err(Error::Corrupt { cid: *root, cause: format!("read of {expected} bytes assembled {} bytes", out.len()) });
+        return Err(Error::Corrupt {
+            cid: *root,
+            cause: format!("read of {expected} bytes assembled {} bytes", out.len()),
+        });
     }
     Ok(out)
 }
@@ -279,10 +348,17 @@ impl Prefetcher {
     }
 
     /// Like [`Prefetcher::on_read`], also deciding when to switch to streaming.
-    pub fn after_read(&mut self, offset: u64, end: u64, file_size: u64, can_stream: bool) -> Prefetch {
+    pub fn after_read(
+        &mut self,
+        offset: u64,
+        end: u64,
+        file_size: u64,
+        can_stream: bool,
+    ) -> Prefetch {
         let was_next = self.next_expected;
         let blocks = self.on_read(offset, end, file_size);
-        let sequential = offset + SEQUENTIAL_SLACK >= was_next && offset <= was_next + SEQUENTIAL_SLACK;
+        let sequential =
+            offset + SEQUENTIAL_SLACK >= was_next && offset <= was_next + SEQUENTIAL_SLACK;
         if sequential {
             self.sequential_run += end - offset;
         } else {
@@ -292,7 +368,11 @@ impl Prefetcher {
         if self.streaming {
             return Prefetch::Nothing;
         }
-        let long_run = if self.run_start == 0 { STREAM_AFTER } else { STREAM_AFTER_SEEK };
+        let long_run = if self.run_start == 0 {
+            STREAM_AFTER
+        } else {
+            STREAM_AFTER_SEEK
+        };
         if can_stream && self.sequential_run >= long_run && end < file_size {
             self.streaming = true;
             return Prefetch::Stream(self.requested_to.max(end).min(file_size));
@@ -311,7 +391,8 @@ impl Prefetcher {
 
     /// Records a read of `[offset, end)`; returns a range to prefetch, if any.
     pub fn on_read(&mut self, offset: u64, end: u64, file_size: u64) -> Option<(u64, u64)> {
-        let sequential = offset + SEQUENTIAL_SLACK >= self.next_expected && offset <= self.next_expected + SEQUENTIAL_SLACK;
+        let sequential = offset + SEQUENTIAL_SLACK >= self.next_expected
+            && offset <= self.next_expected + SEQUENTIAL_SLACK;
         if sequential {
             if offset >= self.next_expected {
                 self.window = (self.window * 2).min(self.max_window);

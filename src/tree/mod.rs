@@ -18,6 +18,10 @@
 //! Everything under `/ipfs` is immutable, so attributes and entries carry very long TTLs and
 //! open files keep the page cache across opens.
 
+// Errors carry the CID they concern (a CID is ~100 bytes); they are rare, so their size on the
+// stack costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
 mod dir;
 pub mod error;
 mod file;
@@ -109,13 +113,24 @@ pub(crate) struct Content {
 }
 
 enum Body {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     /// dag-cbor/dag-json shown as its dag-json text.
-    Document { json: Bytes },
-    Directory { listing: Arc<Listing> },
+    Document {
+        json: Bytes,
+    },
+    Directory {
+        listing: Arc<Listing>,
+    },
     /// A HAMT-sharded directory: the listing is built on first readdir only.
-    Sharded { root: Arc<ipfs_mount_ipld::hamt::HamtNode>, listing: tokio::sync::OnceCell<Arc<Listing>> },
-    Symlink { target: Vec<u8> },
+    Sharded {
+        root: Arc<ipfs_mount_ipld::hamt::HamtNode>,
+        listing: tokio::sync::OnceCell<Arc<Listing>>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 struct Inode {
@@ -157,7 +172,11 @@ pub struct TreeConfig {
 
 impl Default for TreeConfig {
     fn default() -> Self {
-        TreeConfig { uid: 0, gid: 0, max_prefetch: 64 << 20 }
+        TreeConfig {
+            uid: 0,
+            gid: 0,
+            max_prefetch: 64 << 20,
+        }
     }
 }
 
@@ -196,10 +215,16 @@ impl Tree {
             let mut inodes = tree.inodes.write();
             let mut children = tree.children.write();
             for (ino, parent, name, node) in fixed {
-                let attr = tree.dir_attr(ino, if ino == ROOT_INO { 0o555 } else { 0o555 }, mount_time);
+                let attr = tree.dir_attr(ino, 0o555, mount_time);
                 inodes.insert(
                     ino,
-                    Arc::new(Inode { parent, name: name.as_bytes().to_vec(), node, attr, lookups: AtomicU64::new(1) }),
+                    Arc::new(Inode {
+                        parent,
+                        name: name.as_bytes().to_vec(),
+                        node,
+                        attr,
+                        lookups: AtomicU64::new(1),
+                    }),
                 );
                 if ino != ROOT_INO {
                     children.insert((parent, name.as_bytes().to_vec()), ino);
@@ -214,11 +239,22 @@ impl Tree {
     }
 
     fn dir_attr(&self, ino: InodeNo, perm: u16, mtime: SystemTime) -> Attr {
-        Attr { ino, kind: Kind::Directory, size: 0, perm, mtime, nlink: 2 }
+        Attr {
+            ino,
+            kind: Kind::Directory,
+            size: 0,
+            perm,
+            mtime,
+            nlink: 2,
+        }
     }
 
     fn inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
-        self.inodes.read().get(&ino).cloned().ok_or(Error::StaleInode(ino))
+        self.inodes
+            .read()
+            .get(&ino)
+            .cloned()
+            .ok_or(Error::StaleInode(ino))
     }
 
     fn ttl_for(node: &NodeKind) -> Duration {
@@ -233,23 +269,36 @@ impl Tree {
     pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Entry> {
         let name_bytes = name.as_bytes();
         // A kernel-cached child may still be in our table: answer without any work.
-        let known = self.children.read().get(&(parent, name_bytes.to_vec())).copied();
+        let known = self
+            .children
+            .read()
+            .get(&(parent, name_bytes.to_vec()))
+            .copied();
         if let Some(ino) = known {
             if let Some(inode) = self.inodes.read().get(&ino).cloned() {
                 inode.lookups.fetch_add(1, Ordering::Relaxed);
-                return Ok(Entry { attr: inode.attr.clone(), ttl: Self::ttl_for(&inode.node) });
+                return Ok(Entry {
+                    attr: inode.attr.clone(),
+                    ttl: Self::ttl_for(&inode.node),
+                });
             }
         }
         let parent_inode = self.inode(parent)?;
         let (node, mtime_mode) = match &parent_inode.node {
             NodeKind::Root => return Err(Error::NotFound(format!("/{}", name.to_string_lossy()))),
-            NodeKind::IpnsRoot => return Err(Error::NotFound(format!("/ipns/{}", name.to_string_lossy()))),
+            NodeKind::IpnsRoot => {
+                return Err(Error::NotFound(format!("/ipns/{}", name.to_string_lossy())))
+            }
             NodeKind::DatasetsRoot => {
-                return Err(Error::NotFound(format!("/datasets/{}", name.to_string_lossy())))
+                return Err(Error::NotFound(format!(
+                    "/datasets/{}",
+                    name.to_string_lossy()
+                )))
             }
             NodeKind::IpfsRoot => {
-                let text = std::str::from_utf8(name_bytes)
-                    .map_err(|_| Error::NotFound(format!("/ipfs/{}: not UTF-8", name.to_string_lossy())))?;
+                let text = std::str::from_utf8(name_bytes).map_err(|_| {
+                    Error::NotFound(format!("/ipfs/{}: not UTF-8", name.to_string_lossy()))
+                })?;
                 // Malformed names are refused here, before any network traffic.
                 let cid = cids::parse(text)
                     .map_err(|e| Error::NotFound(format!("/ipfs/{text}: not a CID ({e})")))?;
@@ -267,7 +316,13 @@ impl Tree {
                     // A raw block is a file whose size its link records: no fetch needed to stat
                     // it (`ls -l` of a big directory), and every read checks that size.
                     Some(size) if child.codec() == codec::RAW && !self.blocks.has_local(&child) => {
-                        (Arc::new(Content { cid: child, body: Body::File { size } }), Meta::default())
+                        (
+                            Arc::new(Content {
+                                cid: child,
+                                body: Body::File { size },
+                            }),
+                            Meta::default(),
+                        )
                     }
                     _ => self.resolve(&child).await?,
                 }
@@ -277,14 +332,23 @@ impl Tree {
     }
 
     /// Registers (or re-finds) the inode for `parent/name` and takes one lookup reference.
-    fn insert_child(&self, parent: InodeNo, name: &[u8], content: Arc<Content>, meta: Meta) -> Entry {
+    fn insert_child(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        content: Arc<Content>,
+        meta: Meta,
+    ) -> Entry {
         let key = (parent, name.to_vec());
         let mut children = self.children.write();
         let mut inodes = self.inodes.write();
         if let Some(ino) = children.get(&key) {
             if let Some(inode) = inodes.get(ino) {
                 inode.lookups.fetch_add(1, Ordering::Relaxed);
-                return Entry { attr: inode.attr.clone(), ttl: Self::ttl_for(&inode.node) };
+                return Entry {
+                    attr: inode.attr.clone(),
+                    ttl: Self::ttl_for(&inode.node),
+                };
             }
         }
         let mut ino = stable_ino(parent, name);
@@ -296,7 +360,13 @@ impl Tree {
         let ttl = Self::ttl_for(&node);
         inodes.insert(
             ino,
-            Arc::new(Inode { parent, name: name.to_vec(), node, attr: attr.clone(), lookups: AtomicU64::new(1) }),
+            Arc::new(Inode {
+                parent,
+                name: name.to_vec(),
+                node,
+                attr: attr.clone(),
+                lookups: AtomicU64::new(1),
+            }),
         );
         children.insert(key, ino);
         Entry { attr, ttl }
@@ -320,8 +390,18 @@ impl Tree {
             Body::Symlink { target } => (Kind::Symlink, target.len() as u64, 0o777, 1),
         };
         // Content is read-only whatever its recorded mode says: keep only read and execute bits.
-        let perm = meta.mode.map(|m| (m & 0o7555) as u16).unwrap_or(default_perm);
-        Attr { ino, kind, size, perm, mtime, nlink }
+        let perm = meta
+            .mode
+            .map(|m| (m & 0o7555) as u16)
+            .unwrap_or(default_perm);
+        Attr {
+            ino,
+            kind,
+            size,
+            perm,
+            mtime,
+            nlink,
+        }
     }
 
     pub fn forget(&self, ino: InodeNo, nlookup: u64) {
@@ -331,7 +411,10 @@ impl Tree {
         let mut inodes = self.inodes.write();
         let remove = match inodes.get(&ino) {
             Some(inode) => {
-                let prev = inode.lookups.fetch_sub(nlookup.min(inode.lookups.load(Ordering::Relaxed)), Ordering::Relaxed);
+                let prev = inode.lookups.fetch_sub(
+                    nlookup.min(inode.lookups.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
                 prev <= nlookup
             }
             None => false,
@@ -349,7 +432,10 @@ impl Tree {
 
     pub fn getattr(&self, ino: InodeNo) -> Result<Entry> {
         let inode = self.inode(ino)?;
-        Ok(Entry { attr: inode.attr.clone(), ttl: Self::ttl_for(&inode.node) })
+        Ok(Entry {
+            attr: inode.attr.clone(),
+            ttl: Self::ttl_for(&inode.node),
+        })
     }
 
     /// Fetches and decodes a CID's root block into what the filesystem needs to show it.
@@ -361,7 +447,10 @@ impl Tree {
         })?;
         let (body, meta) = match node {
             Node::File(f) => {
-                let meta = Meta { mode: f.mode, mtime: f.mtime.clone() };
+                let meta = Meta {
+                    mode: f.mode,
+                    mtime: f.mtime,
+                };
                 let size = f.size;
                 if !f.children.is_empty() {
                     self.file_nodes.insert(*cid, Arc::new(f));
@@ -370,15 +459,35 @@ impl Tree {
             }
             Node::Document(d) => (Body::Document { json: d.json }, Meta::default()),
             Node::Directory(d) => {
-                let meta = Meta { mode: d.mode, mtime: d.mtime.clone() };
-                (Body::Directory { listing: Arc::new(Listing::from_directory(cid, d)) }, meta)
+                let meta = Meta {
+                    mode: d.mode,
+                    mtime: d.mtime,
+                };
+                (
+                    Body::Directory {
+                        listing: Arc::new(Listing::from_directory(cid, d)),
+                    },
+                    meta,
+                )
             }
             Node::HamtShard(h) => {
-                let meta = Meta { mode: h.mode, mtime: h.mtime.clone() };
-                (Body::Sharded { root: Arc::new(h), listing: tokio::sync::OnceCell::new() }, meta)
+                let meta = Meta {
+                    mode: h.mode,
+                    mtime: h.mtime,
+                };
+                (
+                    Body::Sharded {
+                        root: Arc::new(h),
+                        listing: tokio::sync::OnceCell::new(),
+                    },
+                    meta,
+                )
             }
             Node::Symlink(s) => {
-                let meta = Meta { mode: s.mode, mtime: s.mtime.clone() };
+                let meta = Meta {
+                    mode: s.mode,
+                    mtime: s.mtime,
+                };
                 (Body::Symlink { target: s.target }, meta)
             }
         };
@@ -387,17 +496,26 @@ impl Tree {
 
     /// The CID of a directory entry and its link's Tsize.
     async fn find_child(&self, content: &Content, name: &[u8]) -> Result<(Cid, Option<u64>)> {
-        let not_found = || Error::NotFound(format!("{}/{}", content.cid, String::from_utf8_lossy(name)));
+        let not_found =
+            || Error::NotFound(format!("{}/{}", content.cid, String::from_utf8_lossy(name)));
         if !unixfs::is_safe_name(name) {
             return Err(not_found());
         }
         match &content.body {
-            Body::Directory { listing } => listing.find(name).map(|e| (e.cid, e.tsize)).ok_or_else(not_found),
+            Body::Directory { listing } => listing
+                .find(name)
+                .map(|e| (e.cid, e.tsize))
+                .ok_or_else(not_found),
             Body::Sharded { root, listing } => {
                 if let Some(listing) = listing.get() {
-                    return listing.find(name).map(|e| (e.cid, e.tsize)).ok_or_else(not_found);
+                    return listing
+                        .find(name)
+                        .map(|e| (e.cid, e.tsize))
+                        .ok_or_else(not_found);
                 }
-                dir::hamt_find(&self.blocks, &content.cid, root, name).await?.ok_or_else(not_found)
+                dir::hamt_find(&self.blocks, &content.cid, root, name)
+                    .await?
+                    .ok_or_else(not_found)
             }
             _ => Err(Error::NotADirectory),
         }
@@ -412,7 +530,12 @@ impl Tree {
         let mut index = offset;
         let push_dot = |out: &mut Vec<DirEntryOut>, index: &mut u64, name: &str, ino: InodeNo| {
             *index += 1;
-            out.push(DirEntryOut { ino, next_offset: *index, kind: Kind::Directory, name: name.into() });
+            out.push(DirEntryOut {
+                ino,
+                next_offset: *index,
+                kind: Kind::Directory,
+                name: name.into(),
+            });
         };
         if index == 0 {
             push_dot(&mut out, &mut index, ".", ino);
@@ -424,8 +547,14 @@ impl Tree {
         let room = max.saturating_sub(out.len());
         match &inode.node {
             NodeKind::Root => {
-                for (i, (name, child)) in
-                    [("ipfs", IPFS_INO), ("ipns", IPNS_INO), ("datasets", DATASETS_INO)].iter().enumerate().skip(skip)
+                for (i, (name, child)) in [
+                    ("ipfs", IPFS_INO),
+                    ("ipns", IPNS_INO),
+                    ("datasets", DATASETS_INO),
+                ]
+                .iter()
+                .enumerate()
+                .skip(skip)
                 {
                     out.push(DirEntryOut {
                         ino: *child,
@@ -461,14 +590,24 @@ impl Tree {
                     Body::Directory { listing } => listing.clone(),
                     Body::Sharded { root, listing } => listing
                         .get_or_try_init(|| async {
-                            dir::hamt_listing(&self.blocks, &content.cid, root).await.map(Arc::new)
+                            dir::hamt_listing(&self.blocks, &content.cid, root)
+                                .await
+                                .map(Arc::new)
                         })
                         .await?
                         .clone(),
                     _ => return Err(Error::NotADirectory),
                 };
-                let slice: Vec<_> = listing.entries().iter().enumerate().skip(skip).take(room).collect();
-                let kinds = self.kind_hints(slice.iter().map(|(_, e)| e.cid).collect()).await;
+                let slice: Vec<_> = listing
+                    .entries()
+                    .iter()
+                    .enumerate()
+                    .skip(skip)
+                    .take(room)
+                    .collect();
+                let kinds = self
+                    .kind_hints(slice.iter().map(|(_, e)| e.cid).collect())
+                    .await;
                 for ((i, e), kind) in slice.into_iter().zip(kinds) {
                     out.push(DirEntryOut {
                         ino: self.known_or_stable_ino(ino, &e.name),
@@ -483,7 +622,11 @@ impl Tree {
     }
 
     fn known_or_stable_ino(&self, parent: InodeNo, name: &[u8]) -> InodeNo {
-        self.children.read().get(&(parent, name.to_vec())).copied().unwrap_or_else(|| stable_ino(parent, name))
+        self.children
+            .read()
+            .get(&(parent, name.to_vec()))
+            .copied()
+            .unwrap_or_else(|| stable_ino(parent, name))
     }
 
     /// The file type of a child for readdir's `d_type`. fuser cannot say "unknown", and a wrong
@@ -533,16 +676,17 @@ impl Tree {
             return Err(Error::ReadOnly("content under /ipfs is immutable"));
         }
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .write()
-            .insert(fh, Arc::new(Handle {
+        self.handles.write().insert(
+            fh,
+            Arc::new(Handle {
                 ino,
                 prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)),
                 stream: Mutex::new(None),
                 stream_from: AtomicU64::new(u64::MAX),
                 stream_running: std::sync::atomic::AtomicBool::new(false),
                 stream_progress: Arc::new(tokio::sync::Notify::new()),
-            }));
+            }),
+        );
         Ok(fh)
     }
 
@@ -553,7 +697,13 @@ impl Tree {
     /// Serves a read from local blocks only, without waiting: `None` means some block has to
     /// be fetched and [`Tree::read_fetching`] must finish the job. Doing the common, cached case
     /// right on the FUSE thread saves a hand-off to another thread per read.
-    pub fn read_cached(self: &Arc<Self>, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Option<Result<Bytes>> {
+    pub fn read_cached(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Option<Result<Bytes>> {
         let inode = match self.inode(ino) {
             Ok(i) => i,
             Err(e) => return Some(Err(e)),
@@ -578,13 +728,18 @@ impl Tree {
                 if let Some(handle) = &handle {
                     debug_assert_eq!(handle.ino, ino);
                     let can_stream = !self.blocks.is_offline();
-                    let plan = handle.prefetch.lock().after_read(offset, end, file_size, can_stream);
+                    let plan = handle
+                        .prefetch
+                        .lock()
+                        .after_read(offset, end, file_size, can_stream);
                     let cid = content.cid;
                     match plan {
                         Prefetch::Nothing => {}
                         Prefetch::Blocks(from, to) => {
                             let tree = self.clone();
-                            tokio::spawn(async move { tree.prefetch(&cid, file_size, from, to).await });
+                            tokio::spawn(
+                                async move { tree.prefetch(&cid, file_size, from, to).await },
+                            );
                         }
                         Prefetch::Stream(from) => {
                             let blocks = self.blocks.clone();
@@ -592,7 +747,9 @@ impl Tree {
                             handle.stream_from.store(from, Ordering::Relaxed);
                             handle.stream_running.store(true, Ordering::Release);
                             let task = tokio::spawn(async move {
-                                let scope = DagScope::Entity { bytes: Some((from, None)) };
+                                let scope = DagScope::Entity {
+                                    bytes: Some((from, None)),
+                                };
                                 let notify = weak.upgrade().map(|h| h.stream_progress.clone());
                                 let result = blocks.fetch_dag_notify(&cid, scope, notify).await;
                                 if let Some(h) = weak.upgrade() {
@@ -617,10 +774,20 @@ impl Tree {
     /// The slow path of a read: fetches what is missing. Call after `read_cached` gave `None`.
     /// If the file's rest is being streamed past this offset, waits for the stream first (as
     /// long as it makes progress) instead of asking for the same blocks again.
-    pub async fn read_fetching(&self, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+    pub async fn read_fetching(
+        &self,
+        ino: InodeNo,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes> {
         let inode = self.inode(ino)?;
-        let NodeKind::Content(content) = &inode.node else { return Err(Error::IsADirectory) };
-        let Body::File { size: file_size } = &content.body else { return Err(Error::IsADirectory) };
+        let NodeKind::Content(content) = &inode.node else {
+            return Err(Error::IsADirectory);
+        };
+        let Body::File { size: file_size } = &content.body else {
+            return Err(Error::IsADirectory);
+        };
         let end = (offset + size as u64).min(*file_size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -647,7 +814,13 @@ impl Tree {
     }
 
     /// A whole read: the cached path, then fetching if needed.
-    pub async fn read(self: &Arc<Self>, ino: InodeNo, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+    pub async fn read(
+        self: &Arc<Self>,
+        ino: InodeNo,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes> {
         match self.read_cached(ino, fh, offset, size) {
             Some(r) => r,
             None => self.read_fetching(ino, fh, offset, size).await,
@@ -670,7 +843,9 @@ impl Tree {
     pub fn getxattr(&self, ino: InodeNo, name: &OsStr) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
         match (&inode.node, name.as_bytes()) {
-            (NodeKind::Content(c), n) if n == XATTR_CID.as_bytes() => Ok(c.cid.to_string().into_bytes()),
+            (NodeKind::Content(c), n) if n == XATTR_CID.as_bytes() => {
+                Ok(c.cid.to_string().into_bytes())
+            }
             _ => Err(Error::NoAttribute),
         }
     }
