@@ -46,7 +46,11 @@ fn index(fixtures: &Path) -> Vec<(PathBuf, String)> {
             out.push((fixtures.join(cells[1]), cells[4].to_string()));
         }
     }
-    assert!(out.len() >= 20, "INDEX.md lists {} CARs; expected the full set", out.len());
+    assert!(
+        out.len() >= 20,
+        "INDEX.md lists {} CARs; expected the full set",
+        out.len()
+    );
     out
 }
 
@@ -63,7 +67,11 @@ fn mount_cars(fixtures: &Path, cars: &[(&str, &str)]) -> (TempDir, Mount) {
     fs::create_dir_all(&store).unwrap();
     for (rel, root) in cars {
         let roots = import_car(&store, &[&car(fixtures, rel)]);
-        assert_eq!(roots, vec![root.to_string()], "ipfs-mount import {rel} should print its root");
+        assert_eq!(
+            roots,
+            vec![root.to_string()],
+            "ipfs-mount import {rel} should print its root"
+        );
     }
     let m = Mount::start_with_store(&store, &["--offline"]);
     (tmp, m)
@@ -75,16 +83,23 @@ fn read(m: &Mount, p: &Path) -> Vec<u8> {
 
 fn raw_cid_digest_matches(cid: &str, data: &[u8]) -> bool {
     let c = cid::Cid::try_from(cid).unwrap();
-    c.codec() == 0x55 && c.hash().code() == 0x12 && c.hash().digest() == hex_decode(&sha256_hex(data))
+    c.codec() == 0x55
+        && c.hash().code() == 0x12
+        && c.hash().digest() == hex_decode(&sha256_hex(data))
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
 fn import_prints_roots_and_ipfs_lists_them() {
-    let Some(fx) = require_fixtures("import_prints_roots_and_ipfs_lists_them") else { return };
+    let Some(fx) = require_fixtures("import_prints_roots_and_ipfs_lists_them") else {
+        return;
+    };
     let tmp = tempdir("conformance-import");
     let store = tmp.path().join("store");
     fs::create_dir_all(&store).unwrap();
@@ -94,7 +109,12 @@ fn import_prints_roots_and_ipfs_lists_them() {
     let paths: Vec<&Path> = complete.iter().map(|(p, _)| p.as_path()).collect();
     let roots = import_car(&store, &paths);
     let want: Vec<String> = complete.iter().map(|(_, r)| r.clone()).collect();
-    assert_eq!(roots, want, "roots printed by `ipfs-mount import` for {} CARs", paths.len());
+    assert_eq!(
+        roots,
+        want,
+        "roots printed by `ipfs-mount import` for {} CARs",
+        paths.len()
+    );
     // Importing again is harmless.
     assert_eq!(import_car(&store, &paths[..1]), want[..1].to_vec());
 
@@ -104,18 +124,26 @@ fn import_prints_roots_and_ipfs_lists_them() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     for r in &want {
-        assert!(listed.contains(r), "/ipfs should list the pinned root {r}; it lists {listed:?}");
+        assert!(
+            listed.contains(r),
+            "/ipfs should list the pinned root {r}; it lists {listed:?}"
+        );
     }
 }
 
 /// Every complete UnixFS fixture can be walked and read entirely, offline; raw-leaf files match their CID's digest.
 #[test]
 fn every_fixture_reads_offline() {
-    let Some(fx) = require_fixtures("every_fixture_reads_offline") else { return };
+    let Some(fx) = require_fixtures("every_fixture_reads_offline") else {
+        return;
+    };
     let tmp = tempdir("conformance-all");
     let store = tmp.path().join("store");
     fs::create_dir_all(&store).unwrap();
-    let all: Vec<_> = index(&fx).into_iter().filter(|(_, r)| r != MISSING_BLOCK).collect();
+    let all: Vec<_> = index(&fx)
+        .into_iter()
+        .filter(|(_, r)| r != MISSING_BLOCK)
+        .collect();
     let paths: Vec<&Path> = all.iter().map(|(p, _)| p.as_path()).collect();
     import_car(&store, &paths);
     let m = Mount::start_with_store(&store, &["--offline"]);
@@ -123,57 +151,109 @@ fn every_fixture_reads_offline() {
     let mut raw_checked = 0;
     for (carp, root) in &all {
         let p = m.ipfs(root);
-        fs::symlink_metadata(&p).unwrap_or_else(|e| m.fail(&format!("stat {root} ({}): {e}", carp.display())));
+        fs::symlink_metadata(&p)
+            .unwrap_or_else(|e| m.fail(&format!("stat {root} ({}): {e}", carp.display())));
         let mut stack = vec![p];
         while let Some(p) = stack.pop() {
-            let md = fs::symlink_metadata(&p).unwrap_or_else(|e| m.fail(&format!("stat {}: {e}", p.display())));
+            let md = fs::symlink_metadata(&p)
+                .unwrap_or_else(|e| m.fail(&format!("stat {}: {e}", p.display())));
             // (user.* xattrs on symlinks are answered by the kernel itself: ENODATA.)
-            let cid = if md.file_type().is_symlink() { String::new() } else { getfattr_cid(&p).unwrap_or_else(|e| m.fail(&e)) };
+            let cid = if md.file_type().is_symlink() {
+                String::new()
+            } else {
+                getfattr_cid(&p).unwrap_or_else(|e| m.fail(&e))
+            };
             if md.is_dir() {
-                let entries = fs::read_dir(&p).unwrap_or_else(|e| m.fail(&format!("readdir {}: {e}", p.display())));
+                let entries = fs::read_dir(&p)
+                    .unwrap_or_else(|e| m.fail(&format!("readdir {}: {e}", p.display())));
                 for e in entries {
                     stack.push(e.unwrap().path());
                 }
             } else if md.file_type().is_symlink() {
-                fs::read_link(&p).unwrap_or_else(|e| m.fail(&format!("readlink {}: {e}", p.display())));
+                fs::read_link(&p)
+                    .unwrap_or_else(|e| m.fail(&format!("readlink {}: {e}", p.display())));
             } else {
                 let data = read(&m, &p);
-                assert_eq!(data.len() as u64, md.len(), "{}: st_size vs bytes read", p.display());
+                assert_eq!(
+                    data.len() as u64,
+                    md.len(),
+                    "{}: st_size vs bytes read",
+                    p.display()
+                );
                 files += 1;
                 if cid.starts_with("bafkrei") {
-                    assert!(raw_cid_digest_matches(&cid, &data), "{}: bytes do not hash to {cid}", p.display());
+                    assert!(
+                        raw_cid_digest_matches(&cid, &data),
+                        "{}: bytes do not hash to {cid}",
+                        p.display()
+                    );
                     raw_checked += 1;
                 }
             }
         }
     }
-    eprintln!("{} fixtures: {files} files read, {raw_checked} checked against their raw CID", all.len());
-    assert!(files > 1000 && raw_checked > 10, "files {files}, raw-checked {raw_checked}");
+    eprintln!(
+        "{} fixtures: {files} files read, {raw_checked} checked against their raw CID",
+        all.len()
+    );
+    assert!(
+        files > 1000 && raw_checked > 10,
+        "files {files}, raw-checked {raw_checked}"
+    );
 }
 
 #[test]
 fn dir_with_files() {
-    let Some(fx) = require_fixtures("dir_with_files") else { return };
-    let (_t, m) = mount_cars(&fx, &[("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES)]);
+    let Some(fx) = require_fixtures("dir_with_files") else {
+        return;
+    };
+    let (_t, m) = mount_cars(
+        &fx,
+        &[("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES)],
+    );
     let r = m.ipfs(DIR_WITH_FILES);
-    let names: BTreeSet<String> =
-        fs::read_dir(&r).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    let want: BTreeSet<String> =
-        ["ascii-copy.txt", "ascii.txt", "hello.txt", "multiblock.txt"].iter().map(|s| s.to_string()).collect();
+    let names: BTreeSet<String> = fs::read_dir(&r)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let want: BTreeSet<String> = ["ascii-copy.txt", "ascii.txt", "hello.txt", "multiblock.txt"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(names, want);
     assert_eq!(read(&m, &r.join("hello.txt")), b"hello world\n");
-    assert_eq!(read(&m, &r.join("ascii.txt")), b"hello application/vnd.ipld.car\n");
-    assert_eq!(read(&m, &r.join("ascii-copy.txt")), b"hello application/vnd.ipld.car\n");
+    assert_eq!(
+        read(&m, &r.join("ascii.txt")),
+        b"hello application/vnd.ipld.car\n"
+    );
+    assert_eq!(
+        read(&m, &r.join("ascii-copy.txt")),
+        b"hello application/vnd.ipld.car\n"
+    );
     let mb = read(&m, &r.join("multiblock.txt"));
     assert_eq!(mb.len(), MULTIBLOCK_LEN);
     assert!(mb.starts_with(b"Lorem ipsum dolor sit amet, consectetur adipiscing elit."));
     assert!(mb.ends_with(b"Pellentesque habitant amet."));
     assert_eq!(sha256_hex(&mb), MULTIBLOCK_SHA256);
     // Exact sizes, and positional reads across the 256-byte leaf boundaries.
-    assert_eq!(fs::metadata(r.join("multiblock.txt")).unwrap().len(), MULTIBLOCK_LEN as u64);
+    assert_eq!(
+        fs::metadata(r.join("multiblock.txt")).unwrap().len(),
+        MULTIBLOCK_LEN as u64
+    );
     assert_eq!(fs::metadata(r.join("hello.txt")).unwrap().len(), 12);
-    for (off, len) in [(0, 1), (255, 2), (256, 256), (500, 300), (1023, 3), (1024, 2), (1025, 10), (1026, 5), (2000, 5)] {
-        let got = pread(&r.join("multiblock.txt"), off, len).unwrap_or_else(|e| m.fail(&format!("pread {off}+{len}: {e}")));
+    for (off, len) in [
+        (0, 1),
+        (255, 2),
+        (256, 256),
+        (500, 300),
+        (1023, 3),
+        (1024, 2),
+        (1025, 10),
+        (1026, 5),
+        (2000, 5),
+    ] {
+        let got = pread(&r.join("multiblock.txt"), off, len)
+            .unwrap_or_else(|e| m.fail(&format!("pread {off}+{len}: {e}")));
         let end = (off as usize + len).min(MULTIBLOCK_LEN);
         let start = (off as usize).min(MULTIBLOCK_LEN);
         assert_eq!(got, &mb[start..end], "pread at {off}, {len} bytes");
@@ -181,48 +261,89 @@ fn dir_with_files() {
     // Directory and file kinds, read-only modes.
     let md = fs::metadata(&r).unwrap();
     assert!(md.is_dir());
-    assert_eq!(md.permissions().mode() & 0o222, 0, "no write bits on a directory under /ipfs");
+    assert_eq!(
+        md.permissions().mode() & 0o222,
+        0,
+        "no write bits on a directory under /ipfs"
+    );
     let fm = fs::metadata(r.join("hello.txt")).unwrap();
     assert!(fm.is_file());
-    assert_eq!(fm.permissions().mode() & 0o222, 0, "no write bits on a file under /ipfs");
+    assert_eq!(
+        fm.permissions().mode() & 0o222,
+        0,
+        "no write bits on a file under /ipfs"
+    );
     // CIDs.
     assert_eq!(getfattr_cid(&r).unwrap(), DIR_WITH_FILES);
-    assert_eq!(getfattr_cid(&r.join("hello.txt")).unwrap(), "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4");
-    assert_eq!(getfattr_cid(&r.join("multiblock.txt")).unwrap(), MULTIBLOCK_CID);
+    assert_eq!(
+        getfattr_cid(&r.join("hello.txt")).unwrap(),
+        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+    );
+    assert_eq!(
+        getfattr_cid(&r.join("multiblock.txt")).unwrap(),
+        MULTIBLOCK_CID
+    );
     // Tools.
     let out = run_ok(std::process::Command::new("cat").arg(r.join("multiblock.txt")));
     assert_eq!(out, mb);
     let ls = run(std::process::Command::new("ls").arg("-l").arg(&r));
-    assert!(ls.status.success() && ls.stderr.is_empty(), "ls -l: {}", String::from_utf8_lossy(&ls.stderr));
-    assert!(String::from_utf8_lossy(&ls.stdout).contains(" 1026 "), "ls -l shows multiblock.txt's size");
+    assert!(
+        ls.status.success() && ls.stderr.is_empty(),
+        "ls -l: {}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains(" 1026 "),
+        "ls -l shows multiblock.txt's size"
+    );
 }
 
 /// The same content under other spellings of the CID: CIDv1 in base36, base58btc, base16; CIDv0 as CIDv1.
 #[test]
 fn cid_spellings() {
-    let Some(fx) = require_fixtures("cid_spellings") else { return };
+    let Some(fx) = require_fixtures("cid_spellings") else {
+        return;
+    };
     let (_t, m) = mount_cars(
         &fx,
-        &[("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES), ("path_gateway_unixfs/symlink.car", SYMLINK)],
+        &[
+            ("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES),
+            ("path_gateway_unixfs/symlink.car", SYMLINK),
+        ],
     );
     use cid::multibase::Base;
     let c = cid::Cid::try_from(DIR_WITH_FILES).unwrap();
-    for base in [Base::Base36Lower, Base::Base58Btc, Base::Base16Lower, Base::Base32Upper] {
+    for base in [
+        Base::Base36Lower,
+        Base::Base58Btc,
+        Base::Base16Lower,
+        Base::Base32Upper,
+    ] {
         let s = c.to_string_of_base(base).unwrap();
         let p = m.ipfs(&s).join("hello.txt");
         assert_eq!(read(&m, &p), b"hello world\n", "via {s}");
         let x = getfattr_cid(&m.ipfs(&s)).unwrap();
-        assert_eq!(cid::Cid::try_from(x.as_str()).unwrap(), c, "user.ipfs.cid via {s}");
+        assert_eq!(
+            cid::Cid::try_from(x.as_str()).unwrap(),
+            c,
+            "user.ipfs.cid via {s}"
+        );
     }
     let v0 = cid::Cid::try_from(SYMLINK).unwrap();
     let v1 = cid::Cid::new_v1(v0.codec(), *v0.hash()).to_string();
-    assert_eq!(read(&m, &m.ipfs(&v1).join("foo")), b"content\n", "CIDv0 content via its CIDv1 {v1}");
+    assert_eq!(
+        read(&m, &m.ipfs(&v1).join("foo")),
+        b"content\n",
+        "CIDv0 content via its CIDv1 {v1}"
+    );
 }
 
 /// An identity CID carries its data: readable offline with nothing imported.
 #[test]
 fn identity_cid() {
-    let Some(_fx) = require_fixtures("identity_cid") else { return };
+    let Some(_fx) = require_fixtures("identity_cid") else {
+        return;
+    };
     let m = Mount::start(&["--offline"]);
     let data = b"hello from an identity multihash\n";
     let mh = multihash::Multihash::<64>::wrap(0x00, data).unwrap();
@@ -233,24 +354,50 @@ fn identity_cid() {
 
 #[test]
 fn hamt_single_layer_with_multiblock_files() {
-    let Some(fx) = require_fixtures("hamt_single_layer_with_multiblock_files") else { return };
-    let (_t, m) = mount_cars(&fx, &[("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car", HAMT)]);
+    let Some(fx) = require_fixtures("hamt_single_layer_with_multiblock_files") else {
+        return;
+    };
+    let (_t, m) = mount_cars(
+        &fx,
+        &[(
+            "trustless_gateway_car/single-layer-hamt-with-multi-block-files.car",
+            HAMT,
+        )],
+    );
     let r = m.ipfs(HAMT);
     // Lookups before any listing (the HAMT path of each name).
     for n in [1, 500, 1000] {
         let p = r.join(format!("{n}.txt"));
-        assert_eq!(fs::metadata(&p).unwrap_or_else(|e| m.fail(&format!("stat {n}.txt: {e}"))).len(), MULTIBLOCK_LEN as u64);
+        assert_eq!(
+            fs::metadata(&p)
+                .unwrap_or_else(|e| m.fail(&format!("stat {n}.txt: {e}")))
+                .len(),
+            MULTIBLOCK_LEN as u64
+        );
     }
-    assert_errno(fs::metadata(r.join("1001.txt")), libc::ENOENT, "lookup of 1001.txt");
-    assert_errno(fs::metadata(r.join("0.txt")), libc::ENOENT, "lookup of 0.txt");
+    assert_errno(
+        fs::metadata(r.join("1001.txt")),
+        libc::ENOENT,
+        "lookup of 1001.txt",
+    );
+    assert_errno(
+        fs::metadata(r.join("0.txt")),
+        libc::ENOENT,
+        "lookup of 0.txt",
+    );
     // The listing: exactly 1.txt..1000.txt (no shard-prefixed names).
-    let names: BTreeSet<String> =
-        fs::read_dir(&r).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: BTreeSet<String> = fs::read_dir(&r)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     let want: BTreeSet<String> = (1..=1000).map(|i| format!("{i}.txt")).collect();
     if names != want {
         let extra: Vec<_> = names.difference(&want).take(10).collect();
         let missing: Vec<_> = want.difference(&names).take(10).collect();
-        m.fail(&format!("HAMT listing: {} names; unexpected {extra:?}, missing {missing:?}", names.len()));
+        m.fail(&format!(
+            "HAMT listing: {} names; unexpected {extra:?}, missing {missing:?}",
+            names.len()
+        ));
     }
     // Every entry reads as the 1026-byte multi-block file.
     for n in &names {
@@ -260,13 +407,25 @@ fn hamt_single_layer_with_multiblock_files() {
     assert_eq!(getfattr_cid(&r.join("1.txt")).unwrap(), MULTIBLOCK_CID);
     assert_eq!(getfattr_cid(&r).unwrap(), HAMT);
     let ls = run(std::process::Command::new("ls").arg("-l").arg(&r));
-    assert!(ls.status.success() && ls.stderr.is_empty(), "ls -l: {}", String::from_utf8_lossy(&ls.stderr));
-    assert_eq!(String::from_utf8_lossy(&ls.stdout).lines().filter(|l| l.contains(".txt")).count(), 1000);
+    assert!(
+        ls.status.success() && ls.stderr.is_empty(),
+        "ls -l: {}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout)
+            .lines()
+            .filter(|l| l.contains(".txt"))
+            .count(),
+        1000
+    );
 }
 
 #[test]
 fn symlink_fixture() {
-    let Some(fx) = require_fixtures("symlink_fixture") else { return };
+    let Some(fx) = require_fixtures("symlink_fixture") else {
+        return;
+    };
     let (_t, m) = mount_cars(&fx, &[("path_gateway_unixfs/symlink.car", SYMLINK)]);
     let r = m.ipfs(SYMLINK);
     let md = fs::symlink_metadata(r.join("bar")).unwrap();
@@ -274,11 +433,22 @@ fn symlink_fixture() {
     assert_eq!(md.len(), 3, "a symlink's st_size is its target's length");
     assert_eq!(fs::read_link(r.join("bar")).unwrap(), Path::new("foo"));
     assert_eq!(read(&m, &r.join("foo")), b"content\n");
-    assert_eq!(read(&m, &r.join("bar")), b"content\n", "reading through the symlink");
+    assert_eq!(
+        read(&m, &r.join("bar")),
+        b"content\n",
+        "reading through the symlink"
+    );
     // user.* xattrs on a symlink never reach the filesystem (the kernel answers ENODATA), so no CID check here.
     assert_eq!(getfattr_cid(&r).unwrap(), SYMLINK);
-    assert_eq!(getfattr_cid(&r.join("foo")).unwrap(), "Qme2y5HA5kvo2jAx13UsnV5bQJVijiAJCPvaW3JGQWhvJZ");
-    assert_errno(fs::read_link(r.join("foo")), libc::EINVAL, "readlink of a regular file");
+    assert_eq!(
+        getfattr_cid(&r.join("foo")).unwrap(),
+        "Qme2y5HA5kvo2jAx13UsnV5bQJVijiAJCPvaW3JGQWhvJZ"
+    );
+    assert_errno(
+        fs::read_link(r.join("foo")),
+        libc::EINVAL,
+        "readlink of a regular file",
+    );
     let out = run_ok(std::process::Command::new("readlink").arg(r.join("bar")));
     assert_eq!(out, b"foo\n");
 }
@@ -288,15 +458,25 @@ fn json_file(m: &Mount, cid: &str) -> serde_json::Value {
     let md = fs::metadata(&p).unwrap_or_else(|e| m.fail(&format!("stat {cid}: {e}")));
     assert!(md.is_file(), "{cid} is shown as a regular file");
     let data = read(m, &p);
-    assert_eq!(md.len(), data.len() as u64, "{cid}: st_size must equal the length of the text");
+    assert_eq!(
+        md.len(),
+        data.len() as u64,
+        "{cid}: st_size must equal the length of the text"
+    );
     assert_eq!(getfattr_cid(&p).unwrap(), cid);
-    serde_json::from_slice(&data)
-        .unwrap_or_else(|e| m.fail(&format!("{cid}: not JSON ({e}): {}", String::from_utf8_lossy(&data))))
+    serde_json::from_slice(&data).unwrap_or_else(|e| {
+        m.fail(&format!(
+            "{cid}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&data)
+        ))
+    })
 }
 
 #[test]
 fn dag_cbor_and_dag_json_show_dag_json() {
-    let Some(fx) = require_fixtures("dag_cbor_and_dag_json_show_dag_json") else { return };
+    let Some(fx) = require_fixtures("dag_cbor_and_dag_json_show_dag_json") else {
+        return;
+    };
     let (_t, m) = mount_cars(
         &fx,
         &[
@@ -311,7 +491,10 @@ fn dag_cbor_and_dag_json_show_dag_json() {
         json!({"foo": {"link": {"/": "bafyreig5alecq2l2akgajxywgnv22kuxh6xcagsnelepylqovt4t5jxt6u"},
                        "object": {"banana": 10, "monkey": false}}})
     );
-    assert_eq!(json_file(&m, DAG_CBOR_LEAF), json!({"hello": "this is not a link"}));
+    assert_eq!(
+        json_file(&m, DAG_CBOR_LEAF),
+        json!({"hello": "this is not a link"})
+    );
     assert_eq!(
         json_file(&m, DAG_JSON),
         json!({"foo": {"link": {"/": "baguqeeraxpdqyfizawpb7zl5gnpg7jw3myuynb42ngzmeo7xn5kmm5pabt6q"},
@@ -326,34 +509,88 @@ fn dag_cbor_and_dag_json_show_dag_json() {
 /// right; any read touching the missing one is EIO (never zeros, never short).
 #[test]
 fn missing_block_is_eio_for_that_range() {
-    let Some(fx) = require_fixtures("missing_block_is_eio_for_that_range") else { return };
+    let Some(fx) = require_fixtures("missing_block_is_eio_for_that_range") else {
+        return;
+    };
     let tmp = tempdir("conformance-missing");
     let store = tmp.path().join("store");
     fs::create_dir_all(&store).unwrap();
-    let carp = car(&fx, "trustless_gateway_car/file-3k-and-3-blocks-missing-block.car");
-    assert_eq!(import_car(&store, &[&carp]), vec![MISSING_BLOCK.to_string()], "import of an incomplete DAG");
+    let carp = car(
+        &fx,
+        "trustless_gateway_car/file-3k-and-3-blocks-missing-block.car",
+    );
+    assert_eq!(
+        import_car(&store, &[&carp]),
+        vec![MISSING_BLOCK.to_string()],
+        "import of an incomplete DAG"
+    );
     let m = Mount::start_with_store(&store, &["--offline"]);
     let p = m.ipfs(MISSING_BLOCK);
-    assert_eq!(fs::metadata(&p).unwrap_or_else(|e| m.fail(&format!("stat: {e}"))).len(), 3072);
-    let first = pread(&p, 0, 1024).unwrap_or_else(|e| m.fail(&format!("pread 0..1024: {e}")));
-    assert_eq!(sha256_hex(&first), "243f568483c68466b4ff8cfa62748ead1294f4c0e23b0f3fecf480bb363f8f84");
-    let last = pread(&p, 2048, 1024).unwrap_or_else(|e| m.fail(&format!("pread 2048..3072: {e}")));
-    assert_eq!(sha256_hex(&last), "28687c2fe094478808dcd92bd5fb5f5a74c79446f91f10dff7d70583fcacc9ea");
-    assert_eq!(pread(&p, 100, 200).unwrap(), &first[100..300]);
-    assert_eq!(pread(&p, 3000, 100).unwrap(), &last[952..]);
-    for (off, len) in [(1024, 1024), (1500, 10), (1000, 100), (2000, 100), (0, 3072)] {
+    assert_eq!(
+        fs::metadata(&p)
+            .unwrap_or_else(|e| m.fail(&format!("stat: {e}")))
+            .len(),
+        3072
+    );
+    // The whole file lies in one 4 KiB page, and buffered reads go through the page cache a page at a time, so
+    // ranges are only distinguishable with O_DIRECT (FUSE then forwards each read's exact offset and size).
+    let first = pread_direct(&p, 0, 1024)
+        .unwrap_or_else(|e| m.fail(&format!("O_DIRECT pread 0..1024: {e}")));
+    assert_eq!(
+        sha256_hex(&first),
+        "243f568483c68466b4ff8cfa62748ead1294f4c0e23b0f3fecf480bb363f8f84"
+    );
+    let last = pread_direct(&p, 2048, 1024)
+        .unwrap_or_else(|e| m.fail(&format!("O_DIRECT pread 2048..3072: {e}")));
+    assert_eq!(
+        sha256_hex(&last),
+        "28687c2fe094478808dcd92bd5fb5f5a74c79446f91f10dff7d70583fcacc9ea"
+    );
+    assert_eq!(pread_direct(&p, 100, 200).unwrap(), &first[100..300]);
+    assert_eq!(pread_direct(&p, 3000, 100).unwrap(), &last[952..]);
+    for (off, len) in [
+        (1024, 1024),
+        (1500, 10),
+        (1000, 100),
+        (2000, 100),
+        (0, 3072),
+    ] {
         let t = Instant::now();
         let pp = p.clone();
-        let r = with_timeout(30, "pread of the missing range", move || pread(&pp, off, len));
-        assert_errno(r, libc::EIO, &format!("pread {off}+{len} (touches the missing block)"));
-        assert!(t.elapsed() < Duration::from_secs(10), "EIO took {:?} offline", t.elapsed());
+        let r = with_timeout(30, "pread of the missing range", move || {
+            pread_direct(&pp, off, len)
+        });
+        assert_errno(
+            r,
+            libc::EIO,
+            &format!("O_DIRECT pread {off}+{len} (touches the missing block)"),
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "EIO took {:?} offline",
+            t.elapsed()
+        );
     }
+    // Buffered: the one page holds the missing block, so any buffered read is EIO.
     let pp = p.clone();
-    assert_errno(with_timeout(30, "read all", move || fs::read(pp)), libc::EIO, "reading the whole file");
+    assert_errno(
+        with_timeout(30, "buffered pread", move || pread(&pp, 0, 1024)),
+        libc::EIO,
+        "buffered pread 0..1024",
+    );
+    let pp = p.clone();
+    assert_errno(
+        with_timeout(30, "read all", move || fs::read(pp)),
+        libc::EIO,
+        "reading the whole file",
+    );
     let cat = run(std::process::Command::new("cat").arg(&p));
-    assert!(!cat.status.success(), "cat of a file with a missing block must fail");
+    assert!(
+        !cat.status.success(),
+        "cat of a file with a missing block must fail"
+    );
     // Still fine afterwards.
-    assert_eq!(pread(&p, 0, 1024).unwrap(), first);
+    assert_eq!(pread_direct(&p, 0, 1024).unwrap(), first);
     fs::metadata(m.mnt.join("ipfs")).unwrap();
 }
 
@@ -361,14 +598,21 @@ fn missing_block_is_eio_for_that_range() {
 /// outside the tree (not through the mount, not through `cp -r`).
 #[test]
 fn escaping_names_are_hidden() {
-    let Some(fx) = require_fixtures("escaping_names_are_hidden") else { return };
+    let Some(fx) = require_fixtures("escaping_names_are_hidden") else {
+        return;
+    };
     let (_t, m) = mount_cars(
         &fx,
-        &[("path_gateway_tar/outside-root.car", OUTSIDE_ROOT), ("path_gateway_tar/inside-root.car", INSIDE_ROOT)],
+        &[
+            ("path_gateway_tar/outside-root.car", OUTSIDE_ROOT),
+            ("path_gateway_tar/inside-root.car", INSIDE_ROOT),
+        ],
     );
     let list = |p: &Path| -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         v.sort();
         v
     };
@@ -376,76 +620,149 @@ fn escaping_names_are_hidden() {
     let out = m.ipfs(OUTSIDE_ROOT);
     assert_eq!(list(&out), vec!["bar".to_string()]);
     assert_eq!(read(&m, &out.join("bar")), b"Hello, world!\n");
-    assert_errno(fs::metadata(m.mnt.join("ipfs").join("foo")), libc::ENOENT, "/ipfs/foo");
+    assert_errno(
+        fs::metadata(m.mnt.join("ipfs").join("foo")),
+        libc::ENOENT,
+        "/ipfs/foo",
+    );
     // inside-root: foobar/directory holds only "../file"; it must look empty.
     let ins = m.ipfs(INSIDE_ROOT);
     assert_eq!(list(&ins), vec!["foobar".to_string()]);
     assert_eq!(list(&ins.join("foobar")), vec!["directory".to_string()]);
     assert_eq!(list(&ins.join("foobar/directory")), Vec::<String>::new());
-    assert_errno(fs::metadata(ins.join("foobar/file")), libc::ENOENT, "foobar/file");
+    assert_errno(
+        fs::metadata(ins.join("foobar/file")),
+        libc::ENOENT,
+        "foobar/file",
+    );
     // Nothing but the copy appears where cp -r writes.
     for root in [OUTSIDE_ROOT, INSIDE_ROOT] {
         let t = tempdir("escape");
         let dst = t.path().join("sub").join("copy");
         fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        run_ok(std::process::Command::new("cp").arg("-r").arg(m.ipfs(root)).arg(&dst));
-        assert_eq!(list(t.path()), vec!["sub".to_string()], "cp -r wrote outside its target");
-        assert_eq!(list(&t.path().join("sub")), vec!["copy".to_string()], "cp -r wrote beside its target");
+        run_ok(
+            std::process::Command::new("cp")
+                .arg("-r")
+                .arg(m.ipfs(root))
+                .arg(&dst),
+        );
+        assert_eq!(
+            list(t.path()),
+            vec!["sub".to_string()],
+            "cp -r wrote outside its target"
+        );
+        assert_eq!(
+            list(&t.path().join("sub")),
+            vec!["copy".to_string()],
+            "cp -r wrote beside its target"
+        );
     }
 }
 
 #[test]
 fn odd_and_confusing_names() {
-    let Some(fx) = require_fixtures("odd_and_confusing_names") else { return };
+    let Some(fx) = require_fixtures("odd_and_confusing_names") else {
+        return;
+    };
     let (_t, m) = mount_cars(
         &fx,
         &[
-            ("path_gateway_unixfs/dir-with-percent-encoded-filename.car", PERCENT),
+            (
+                "path_gateway_unixfs/dir-with-percent-encoded-filename.car",
+                PERCENT,
+            ),
             ("path_gateway_tar/fixtures.car", TAR_FIXTURES),
         ],
     );
-    let p = m.ipfs(PERCENT).join("Portugal%2C+España=Peninsula Ibérica.txt");
+    let p = m
+        .ipfs(PERCENT)
+        .join("Portugal%2C+España=Peninsula Ibérica.txt");
     assert_eq!(read(&m, &p), b"hello from a percent encoded filename\n");
     let t = m.ipfs(TAR_FIXTURES);
-    assert_eq!(read(&m, &t.join("ą/ę/file-źł.txt")), b"I am a txt file on path with utf8\n");
-    assert_eq!(read(&m, &t.join("ipfs/file.txt")), b"I am a txt file in confusing /ipfs dir\n");
-    assert_eq!(read(&m, &t.join("ipns/file.txt")), b"I am a txt file in confusing /ipns dir\n");
-    assert_eq!(read(&m, &t.join("api/file.txt")), b"I am a txt file in confusing /api dir\n");
+    assert_eq!(
+        read(&m, &t.join("ą/ę/file-źł.txt")),
+        b"I am a txt file on path with utf8\n"
+    );
+    assert_eq!(
+        read(&m, &t.join("ipfs/file.txt")),
+        b"I am a txt file in confusing /ipfs dir\n"
+    );
+    assert_eq!(
+        read(&m, &t.join("ipns/file.txt")),
+        b"I am a txt file in confusing /ipns dir\n"
+    );
+    assert_eq!(
+        read(&m, &t.join("api/file.txt")),
+        b"I am a txt file in confusing /api dir\n"
+    );
 }
 
 /// Writes anywhere under /ipfs fail with EROFS.
 #[test]
 fn writes_are_erofs() {
-    let Some(fx) = require_fixtures("writes_are_erofs") else { return };
+    let Some(fx) = require_fixtures("writes_are_erofs") else {
+        return;
+    };
     let (_t, m) = mount_cars(
         &fx,
-        &[("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES), ("path_gateway_tar/fixtures.car", TAR_FIXTURES)],
+        &[
+            ("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES),
+            ("path_gateway_tar/fixtures.car", TAR_FIXTURES),
+        ],
     );
     let r = m.ipfs(DIR_WITH_FILES);
     let f = r.join("hello.txt");
     let e = libc::EROFS;
     assert_errno(fs::File::create(r.join("new.txt")), e, "create");
     assert_errno(OpenOptions::new().write(true).open(&f), e, "open O_WRONLY");
-    assert_errno(OpenOptions::new().read(true).write(true).open(&f), e, "open O_RDWR");
+    assert_errno(
+        OpenOptions::new().read(true).write(true).open(&f),
+        e,
+        "open O_RDWR",
+    );
     assert_errno(OpenOptions::new().append(true).open(&f), e, "open O_APPEND");
-    assert_errno(OpenOptions::new().write(true).truncate(true).open(&f), e, "open O_TRUNC");
+    assert_errno(
+        OpenOptions::new().write(true).truncate(true).open(&f),
+        e,
+        "open O_TRUNC",
+    );
     assert_errno(fs::create_dir(r.join("newdir")), e, "mkdir");
     assert_errno(fs::remove_file(&f), e, "unlink");
     assert_errno(fs::rename(&f, r.join("renamed.txt")), e, "rename");
     assert_errno(symlink("hello.txt", r.join("newlink")), e, "symlink");
     assert_errno(fs::hard_link(&f, r.join("hardlink")), e, "link");
-    assert_errno(fs::set_permissions(&f, fs::Permissions::from_mode(0o644)), e, "chmod");
+    assert_errno(
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)),
+        e,
+        "chmod",
+    );
     assert_errno(fs::remove_dir(m.ipfs(TAR_FIXTURES).join("api")), e, "rmdir");
     let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     let rc = unsafe { libc::truncate(c.as_ptr(), 0) };
-    assert_eq!((rc, std::io::Error::last_os_error().raw_os_error()), (-1, Some(e)), "truncate");
+    assert_eq!(
+        (rc, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(e)),
+        "truncate"
+    );
     // SAFETY: a valid path; NULL times means "now".
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
-    assert_eq!((rc, std::io::Error::last_os_error().raw_os_error()), (-1, Some(e)), "utimensat");
+    assert_eq!(
+        (rc, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(e)),
+        "utimensat"
+    );
     // In /ipfs itself.
-    assert_errno(fs::File::create(m.mnt.join("ipfs").join("newfile")), e, "create in /ipfs");
-    assert_errno(fs::create_dir(m.mnt.join("ipfs").join("newdir")), e, "mkdir in /ipfs");
+    assert_errno(
+        fs::File::create(m.mnt.join("ipfs").join("newfile")),
+        e,
+        "create in /ipfs",
+    );
+    assert_errno(
+        fs::create_dir(m.mnt.join("ipfs").join("newdir")),
+        e,
+        "mkdir in /ipfs",
+    );
     // Nothing changed.
     assert_eq!(read(&m, &f), b"hello world\n");
 }
@@ -453,45 +770,98 @@ fn writes_are_erofs() {
 /// Malformed names are ENOENT at once; a well-formed CID that is not stored is ENOENT offline.
 #[test]
 fn malformed_and_absent_cids_are_enoent() {
-    let Some(fx) = require_fixtures("malformed_and_absent_cids_are_enoent") else { return };
-    let (_t, m) = mount_cars(&fx, &[("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES)]);
-    let mut bad: Vec<String> = ["not-a-cid", "Qm123", "bafyINVALID", "zzzz", "QmQmQm", "f01", "bafy", "..."]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let Some(fx) = require_fixtures("malformed_and_absent_cids_are_enoent") else {
+        return;
+    };
+    let (_t, m) = mount_cars(
+        &fx,
+        &[("path_gateway_unixfs/dir-with-files.car", DIR_WITH_FILES)],
+    );
+    let mut bad: Vec<String> = [
+        "not-a-cid",
+        "Qm123",
+        "bafyINVALID",
+        "zzzz",
+        "QmQmQm",
+        "f01",
+        "bafy",
+        "...",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     // Truncated and corrupted spellings of a real CID.
     bad.push(DIR_WITH_FILES[..DIR_WITH_FILES.len() - 1].to_string());
     bad.push(format!("{DIR_WITH_FILES}x"));
     bad.push(format!("{DIR_WITH_FILES}!"));
     for b in &bad {
         let t = Instant::now();
-        assert_errno(fs::metadata(m.ipfs(b)), libc::ENOENT, &format!("stat /ipfs/{b}"));
-        assert!(t.elapsed() < Duration::from_secs(2), "{b}: {:?}", t.elapsed());
+        assert_errno(
+            fs::metadata(m.ipfs(b)),
+            libc::ENOENT,
+            &format!("stat /ipfs/{b}"),
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{b}: {:?}",
+            t.elapsed()
+        );
     }
     let absent = raw_cid(b"bytes that are in no fixture");
-    assert_errno(fs::metadata(m.ipfs(&absent)), libc::ENOENT, "a valid CID that is not stored, offline");
-    assert_errno(fs::metadata(m.ipfs(DIR_WITH_FILES).join("nope.txt")), libc::ENOENT, "absent name in a directory");
+    assert_errno(
+        fs::metadata(m.ipfs(&absent)),
+        libc::ENOENT,
+        "a valid CID that is not stored, offline",
+    );
+    assert_errno(
+        fs::metadata(m.ipfs(DIR_WITH_FILES).join("nope.txt")),
+        libc::ENOENT,
+        "absent name in a directory",
+    );
 }
 
 /// `export` writes a CARv1 of the whole DAG; importing it into a fresh store gives the same tree.
 #[test]
 fn export_import_round_trip() {
-    let Some(fx) = require_fixtures("export_import_round_trip") else { return };
+    let Some(fx) = require_fixtures("export_import_round_trip") else {
+        return;
+    };
     let tmp = tempdir("conformance-export");
     let (s1, s2) = (tmp.path().join("s1"), tmp.path().join("s2"));
     fs::create_dir_all(&s1).unwrap();
     fs::create_dir_all(&s2).unwrap();
     import_car(&s1, &[&car(&fx, "path_gateway_unixfs/dir-with-files.car")]);
-    import_car(&s1, &[&car(&fx, "trustless_gateway_car/single-layer-hamt-with-multi-block-files.car")]);
+    import_car(
+        &s1,
+        &[&car(
+            &fx,
+            "trustless_gateway_car/single-layer-hamt-with-multi-block-files.car",
+        )],
+    );
     for root in [DIR_WITH_FILES, HAMT] {
         let out = tmp.path().join(format!("{root}.car"));
-        run_ok(std::process::Command::new(BIN).arg("export").arg("--store").arg(&s1).arg(root).arg("-o").arg(&out));
+        run_ok(
+            std::process::Command::new(BIN)
+                .arg("export")
+                .arg("--offline")
+                .arg("--store")
+                .arg(&s1)
+                .arg(root)
+                .arg("-o")
+                .arg(&out),
+        );
         let bytes = fs::read(&out).unwrap();
         assert!(bytes.len() > 100, "exported CAR is {} bytes", bytes.len());
         assert_eq!(import_car(&s2, &[&out]), vec![root.to_string()]);
     }
     let m = Mount::start_with_store(&s2, &["--offline"]);
-    assert_eq!(sha256_hex(&read(&m, &m.ipfs(DIR_WITH_FILES).join("multiblock.txt"))), MULTIBLOCK_SHA256);
+    assert_eq!(
+        sha256_hex(&read(&m, &m.ipfs(DIR_WITH_FILES).join("multiblock.txt"))),
+        MULTIBLOCK_SHA256
+    );
     assert_eq!(fs::read_dir(m.ipfs(HAMT)).unwrap().count(), 1000);
-    assert_eq!(sha256_hex(&read(&m, &m.ipfs(HAMT).join("777.txt"))), MULTIBLOCK_SHA256);
+    assert_eq!(
+        sha256_hex(&read(&m, &m.ipfs(HAMT).join("777.txt"))),
+        MULTIBLOCK_SHA256
+    );
 }

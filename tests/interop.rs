@@ -27,14 +27,23 @@ fn check_tree(m: &Mount, cid: &str, src: &Path, peer_add: PeerAdd) {
     // 1. std::fs: names, types, sizes, bytes, symlink targets; all of it.
     let (s, r) = (src.to_path_buf(), root.clone());
     let t = Instant::now();
-    let res = with_timeout(TREE_TIMEOUT, "compare the whole tree", move || compare_trees(&s, &r, Symlinks::Preserve));
+    let res = with_timeout(TREE_TIMEOUT, "compare the whole tree", move || {
+        compare_trees(&s, &r, Symlinks::Preserve)
+    });
     match res {
         Ok(n) => eprintln!("{cid}: {n} entries equal to the source ({:?})", t.elapsed()),
         Err(e) => m.fail(&format!("tree {cid} differs from the source:\n{e}")),
     }
 
     // 2. cat
-    for rel in ["hello.txt", "big.bin", "sizes/262145.bin", "sizes/1048577.bin", "odd/ünïcødé-名前-🎉.txt", "empty.txt"] {
+    for rel in [
+        "hello.txt",
+        "big.bin",
+        "sizes/262145.bin",
+        "sizes/1048577.bin",
+        "odd/ünïcødé-名前-🎉.txt",
+        "empty.txt",
+    ] {
         if src.join(rel).exists() {
             if let Err(e) = cat_check(&src.join(rel), &root.join(rel)) {
                 m.fail(&e);
@@ -46,7 +55,9 @@ fn check_tree(m: &Mount, cid: &str, src: &Path, peer_add: PeerAdd) {
     for rel in ["", "sizes", "odd", "a/b", "many"] {
         if src.join(rel).is_dir() {
             let (s, r) = (src.join(rel), root.join(rel));
-            if let Err(e) = with_timeout(120, "ls -l", move || ls_l_check(&s, &r, Symlinks::Preserve)) {
+            if let Err(e) =
+                with_timeout(120, "ls -l", move || ls_l_check(&s, &r, Symlinks::Preserve))
+            {
                 m.fail(&e);
             }
         }
@@ -54,7 +65,9 @@ fn check_tree(m: &Mount, cid: &str, src: &Path, peer_add: PeerAdd) {
 
     // 4. cp -r out of the mount, then diff -r
     let (s, r) = (src.to_path_buf(), root.clone());
-    if let Err(e) = with_timeout(TREE_TIMEOUT, "cp -r + diff -r", move || cp_r_diff(&s, &r, Symlinks::Preserve)) {
+    if let Err(e) = with_timeout(TREE_TIMEOUT, "cp -r + diff -r", move || {
+        cp_r_diff(&s, &r, Symlinks::Preserve)
+    }) {
         m.fail(&e);
     }
 
@@ -62,14 +75,19 @@ fn check_tree(m: &Mount, cid: &str, src: &Path, peer_add: PeerAdd) {
     //    every node has a parseable CID.
     match getfattr_cid(&root) {
         Ok(v) if v == cid => {}
-        other => m.fail(&format!("getfattr user.ipfs.cid {}: {other:?}, expected {cid}", root.display())),
+        other => m.fail(&format!(
+            "getfattr user.ipfs.cid {}: {other:?}, expected {cid}",
+            root.display()
+        )),
     }
     for rel in ["hello.txt", "sizes/1048577.bin", "a", "dir with spaces"] {
         if src.join(rel).exists() {
             let want = peer_add(&src.join(rel));
             match getfattr_cid(&root.join(rel)) {
                 Ok(v) if v == want => {}
-                other => m.fail(&format!("user.ipfs.cid of {rel}: {other:?}, the peer says {want}")),
+                other => m.fail(&format!(
+                    "user.ipfs.cid of {rel}: {other:?}, the peer says {want}"
+                )),
             }
         }
     }
@@ -86,7 +104,10 @@ fn every_node_has_cid(root: &Path) -> Vec<String> {
     let mut bad = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
-        if fs::symlink_metadata(&p).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+        if fs::symlink_metadata(&p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+        {
             continue;
         }
         match lgetxattr(&p, "user.ipfs.cid") {
@@ -101,7 +122,10 @@ fn every_node_has_cid(root: &Path) -> Vec<String> {
         if bad.len() > 10 {
             break;
         }
-        if fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false) {
+        if fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             for e in fs::read_dir(&p).unwrap() {
                 stack.push(e.unwrap().path());
             }
@@ -116,7 +140,9 @@ fn src_tree(tmp: &TempDir, spec: &TreeSpec) -> PathBuf {
 
 /// One Helia import setting: import a tree, mount over Helia's gateway, check everything.
 fn helia_case(test: &str, spec: TreeSpec, opts: HeliaAdd) {
-    let Some(peers) = require_peers(test) else { return };
+    let Some(peers) = require_peers(test) else {
+        return;
+    };
     let tmp = tempdir(test);
     let src = src_tree(&tmp, &spec);
     let helia = Helia::start(&peers);
@@ -129,49 +155,87 @@ fn helia_case(test: &str, spec: TreeSpec, opts: HeliaAdd) {
 
 #[test]
 fn kubo_default_import() {
-    let Some(peers) = require_peers("kubo_default_import") else { return };
+    let Some(peers) = require_peers("kubo_default_import") else {
+        return;
+    };
     let tmp = tempdir("kubo-default");
     // 48 MiB > 174 links × 256 KiB: a two-level balanced DAG. Kubo keeps symlinks.
     let src = src_tree(&tmp, &TreeSpec::kubo(11, 48 * MIB));
     let kubo = Kubo::start(&peers);
     let helia = Helia::start(&peers);
     let cid = kubo.add_path(&src);
-    assert!(cid.starts_with("Qm"), "Kubo 0.22 defaults give CIDv0, got {cid}");
+    assert!(
+        cid.starts_with("Qm"),
+        "Kubo 0.22 defaults give CIDv0, got {cid}"
+    );
     // Both gateways configured; only Kubo has the content, whichever is asked first.
-    let m = Mount::start(&["--gateway", kubo.gateway_url(), "--gateway", helia.gateway_url()]);
+    let m = Mount::start(&[
+        "--gateway",
+        kubo.gateway_url(),
+        "--gateway",
+        helia.gateway_url(),
+    ]);
     let add = |p: &Path| kubo.add_path(p);
     check_tree(&m, &cid, &src, &add);
 }
 
 #[test]
 fn helia_unixfs_v1_2025() {
-    helia_case("helia_unixfs_v1_2025", TreeSpec::helia(21, 24 * MIB), HeliaAdd::profile("unixfs-v1-2025"));
+    helia_case(
+        "helia_unixfs_v1_2025",
+        TreeSpec::helia(21, 24 * MIB),
+        HeliaAdd::profile("unixfs-v1-2025"),
+    );
 }
 
 #[test]
 fn helia_unixfs_v0_2015() {
     // Two-level DAG (CIDv0, dag-pb leaves, 256 KiB chunks, 174 links).
-    helia_case("helia_unixfs_v0_2015", TreeSpec::helia(22, 48 * MIB), HeliaAdd::profile("unixfs-v0-2015"));
+    helia_case(
+        "helia_unixfs_v0_2015",
+        TreeSpec::helia(22, 48 * MIB),
+        HeliaAdd::profile("unixfs-v0-2015"),
+    );
 }
 
 #[test]
 fn helia_trickle() {
     // Small chunks so the trickle DAG gets several layers (more leaves than its 174 direct ones).
-    let opts = HeliaAdd { trickle: true, chunk_size: Some(65_536), ..Default::default() };
+    let opts = HeliaAdd {
+        trickle: true,
+        chunk_size: Some(65_536),
+        ..Default::default()
+    };
     helia_case("helia_trickle", TreeSpec::helia(23, 24 * MIB), opts);
 }
 
 #[test]
 fn helia_odd_chunks_and_fanout() {
     // 100000-byte chunks (not a power of two) and 11 links per node: a deep, lopsided tree.
-    let opts = HeliaAdd { chunk_size: Some(100_000), max_children: Some(11), ..Default::default() };
-    helia_case("helia_odd_chunks_and_fanout", TreeSpec::helia(24, 24 * MIB), opts);
+    let opts = HeliaAdd {
+        chunk_size: Some(100_000),
+        max_children: Some(11),
+        ..Default::default()
+    };
+    helia_case(
+        "helia_odd_chunks_and_fanout",
+        TreeSpec::helia(24, 24 * MIB),
+        opts,
+    );
 }
 
 #[test]
 fn helia_dagpb_leaves_cidv1() {
-    let opts = HeliaAdd { raw_leaves: Some(false), cid_version: Some(1), ..Default::default() };
-    helia_case("helia_dagpb_leaves_cidv1", TreeSpec::helia(25, 24 * MIB), opts);
+    let opts = HeliaAdd {
+        raw_leaves: Some(false),
+        cid_version: Some(1),
+        ..Default::default()
+    };
+    helia_case(
+        "helia_dagpb_leaves_cidv1",
+        TreeSpec::helia(25, 24 * MIB),
+        opts,
+    );
 }
 
 const HAMT_ENTRIES: usize = 3000;
@@ -179,10 +243,18 @@ const HAMT_ENTRIES: usize = 3000;
 /// Checks that `<root>/many` is a HAMT shard on the gateway (otherwise the test would prove nothing).
 fn assert_many_is_hamt(gateway: &str, root_cid: &str) -> String {
     let root = gateway_block(gateway, root_cid).expect("root block on the gateway");
-    let many = dagpb_links(&root).into_iter().find(|(n, _)| n == "many").expect("link 'many'").1;
+    let many = dagpb_links(&root)
+        .into_iter()
+        .find(|(n, _)| n == "many")
+        .expect("link 'many'")
+        .1;
     let block = gateway_block(gateway, &many).expect("'many' block on the gateway");
     let (ty, links) = dagpb_unixfs_type(&block);
-    assert_eq!(ty, Some(5), "'many' ({many}) should be a HAMT shard, UnixFS type is {ty:?} with {links} links");
+    assert_eq!(
+        ty,
+        Some(5),
+        "'many' ({many}) should be a HAMT shard, UnixFS type is {ty:?} with {links} links"
+    );
     many
 }
 
@@ -192,13 +264,18 @@ fn hamt_checks(m: &Mount, cid: &str, src: &Path, many_cid: &str) {
     let d = dir.clone();
     let t = Instant::now();
     let names: Vec<String> = with_timeout(300, "readdir of the HAMT", move || {
-        fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+        fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
     });
     eprintln!("HAMT listing: {} entries in {:?}", names.len(), t.elapsed());
     assert_eq!(names.len(), HAMT_ENTRIES, "entries listed");
     match getfattr_cid(&dir) {
         Ok(v) if v == many_cid => {}
-        other => m.fail(&format!("user.ipfs.cid of many/: {other:?}, expected {many_cid}")),
+        other => m.fail(&format!(
+            "user.ipfs.cid of many/: {other:?}, expected {many_cid}"
+        )),
     }
     // Every entry: names, sizes and bytes, ls -l, cp -r + diff -r, and a CID on every node.
     check_tree(m, cid, src, &|_p: &Path| String::new());
@@ -206,7 +283,9 @@ fn hamt_checks(m: &Mount, cid: &str, src: &Path, many_cid: &str) {
 
 #[test]
 fn kubo_hamt() {
-    let Some(peers) = require_peers("kubo_hamt") else { return };
+    let Some(peers) = require_peers("kubo_hamt") else {
+        return;
+    };
     let tmp = tempdir("kubo-hamt");
     let src = src_tree(&tmp, &TreeSpec::hamt(31, HAMT_ENTRIES));
     let kubo = Kubo::start_with(&peers, Some("64KiB"));
@@ -220,12 +299,20 @@ fn kubo_hamt() {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .find(|n| n.starts_with(&format!("entry-{i:05}-")))
             .unwrap();
-        let (s, p) = (src.join("many").join(&name), m.ipfs(&cid).join("many").join(&name));
-        let got = read_timeout(&p, 60).unwrap_or_else(|e| m.fail(&format!("read {}: {e}", p.display())));
+        let (s, p) = (
+            src.join("many").join(&name),
+            m.ipfs(&cid).join("many").join(&name),
+        );
+        let got =
+            read_timeout(&p, 60).unwrap_or_else(|e| m.fail(&format!("read {}: {e}", p.display())));
         assert_eq!(got, fs::read(&s).unwrap(), "{name}");
     }
     let missing = m.ipfs(&cid).join("many").join("entry-99999-not-there.txt");
-    assert_errno(fs::metadata(&missing), libc::ENOENT, "lookup of a name not in the HAMT");
+    assert_errno(
+        fs::metadata(&missing),
+        libc::ENOENT,
+        "lookup of a name not in the HAMT",
+    );
     hamt_checks(&m, &cid, &src, &many);
     let sub = kubo.add_path(&src.join("many"));
     assert_eq!(sub, many, "Kubo gives the same CID for the directory alone");
@@ -233,11 +320,16 @@ fn kubo_hamt() {
 
 #[test]
 fn helia_hamt() {
-    let Some(peers) = require_peers("helia_hamt") else { return };
+    let Some(peers) = require_peers("helia_hamt") else {
+        return;
+    };
     let tmp = tempdir("helia-hamt");
     let src = src_tree(&tmp, &TreeSpec::hamt(32, HAMT_ENTRIES));
     let helia = Helia::start(&peers);
-    let opts = HeliaAdd { shard_split_threshold: Some(65_536), ..Default::default() };
+    let opts = HeliaAdd {
+        shard_split_threshold: Some(65_536),
+        ..Default::default()
+    };
     let cid = helia.add_path(&src, &opts);
     let many = assert_many_is_hamt(helia.gateway_url(), &cid);
     let m = Mount::start(&["--gateway", helia.gateway_url()]);
@@ -247,7 +339,9 @@ fn helia_hamt() {
 /// Two gateways, each holding only part of the content: Kubo has tree A, Helia tree B; one mount reads both.
 #[test]
 fn two_gateways_each_with_part_of_the_content() {
-    let Some(peers) = require_peers("two_gateways_each_with_part_of_the_content") else { return };
+    let Some(peers) = require_peers("two_gateways_each_with_part_of_the_content") else {
+        return;
+    };
     let tmp = tempdir("two-gw");
     let a = make_tree(&tmp.path().join("A"), &TreeSpec::kubo(41, 8 * MIB));
     let b = make_tree(&tmp.path().join("B"), &TreeSpec::helia(42, 8 * MIB));
@@ -256,10 +350,19 @@ fn two_gateways_each_with_part_of_the_content() {
     let ca = kubo.add_path(&a);
     let cb = helia.add_path(&b, &HeliaAdd::profile("unixfs-v1-2025"));
     // The premise: neither gateway has the other's root.
-    assert!(gateway_block(helia.gateway_url(), &ca).is_none(), "helia must not have tree A");
-    assert!(gateway_block(kubo.gateway_url(), &cb).is_none(), "kubo must not have tree B");
+    assert!(
+        gateway_block(helia.gateway_url(), &ca).is_none(),
+        "helia must not have tree A"
+    );
+    assert!(
+        gateway_block(kubo.gateway_url(), &cb).is_none(),
+        "kubo must not have tree B"
+    );
 
-    for order in [[kubo.gateway_url(), helia.gateway_url()], [helia.gateway_url(), kubo.gateway_url()]] {
+    for order in [
+        [kubo.gateway_url(), helia.gateway_url()],
+        [helia.gateway_url(), kubo.gateway_url()],
+    ] {
         let m = Mount::start(&["--gateway", order[0], "--gateway", order[1]]);
         let (sa, ra) = (a.clone(), m.ipfs(&ca));
         let (sb, rb) = (b.clone(), m.ipfs(&cb));
@@ -268,7 +371,10 @@ fn two_gateways_each_with_part_of_the_content() {
         let tb = std::thread::spawn(move || compare_trees(&sb, &rb, Symlinks::Preserve));
         let deadline = Instant::now() + Duration::from_secs(TREE_TIMEOUT);
         while !(ta.is_finished() && tb.is_finished()) {
-            assert!(Instant::now() < deadline, "reading trees A and B timed out (gateways {order:?})");
+            assert!(
+                Instant::now() < deadline,
+                "reading trees A and B timed out (gateways {order:?})"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         if let Err(e) = ta.join().unwrap() {
@@ -286,7 +392,9 @@ fn two_gateways_each_with_part_of_the_content() {
 /// mount stays responsive, and reads work again once the gateway is back.
 #[test]
 fn gateway_stop_gives_eio_then_recovers() {
-    let Some(peers) = require_peers("gateway_stop_gives_eio_then_recovers") else { return };
+    let Some(peers) = require_peers("gateway_stop_gives_eio_then_recovers") else {
+        return;
+    };
     let tmp = tempdir("gw-stop");
     let src = tmp.path().join("tree");
     for i in 0..4 {
@@ -299,9 +407,13 @@ fn gateway_stop_gives_eio_then_recovers() {
     let root = m.ipfs(&cid);
 
     // Fetched while the gateway is up.
-    let f0 = read_timeout(&root.join("f0.bin"), 120).unwrap_or_else(|e| m.fail(&format!("read f0.bin: {e}")));
+    let f0 = read_timeout(&root.join("f0.bin"), 120)
+        .unwrap_or_else(|e| m.fail(&format!("read f0.bin: {e}")));
     assert_eq!(f0, fs::read(src.join("f0.bin")).unwrap());
-    let names: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 5);
     let big_want = fs::read(src.join("big.bin")).unwrap();
     // Start reading big.bin (the first MiB), then stop the gateway mid-read.
@@ -316,31 +428,56 @@ fn gateway_stop_gives_eio_then_recovers() {
 
     // Not fetched yet: EIO, within the timeout.
     let p = root.join("f1.bin");
-    let r = with_timeout(180, "read f1.bin with the gateway down", move || fs::read(p));
-    eprintln!("read of an unfetched file with the gateway down: {:?} after {:?}", r.as_ref().map(|v| v.len()), t.elapsed());
-    assert_errno(r, libc::EIO, "reading a not-yet-fetched file while the only gateway is down");
+    let r = with_timeout(180, "read f1.bin with the gateway down", move || {
+        fs::read(p)
+    });
+    eprintln!(
+        "read of an unfetched file with the gateway down: {:?} after {:?}",
+        r.as_ref().map(|v| v.len()),
+        t.elapsed()
+    );
+    assert_errno(
+        r,
+        libc::EIO,
+        "reading a not-yet-fetched file while the only gateway is down",
+    );
 
     // The rest of big.bin: whatever was prefetched must be right; the rest must be EIO, never EOF or wrong bytes.
     let mut off = n;
-    let rest = with_timeout(180, "finish reading big.bin with the gateway down", move || {
-        let mut buf = vec![0u8; MIB as usize];
-        let mut got = Vec::new();
-        loop {
-            match std::io::Read::read(&mut big, &mut buf) {
-                Ok(0) => return (got, None),
-                Ok(k) => got.extend_from_slice(&buf[..k]),
-                Err(e) => return (got, Some(e)),
+    let rest = with_timeout(
+        180,
+        "finish reading big.bin with the gateway down",
+        move || {
+            let mut buf = vec![0u8; MIB as usize];
+            let mut got = Vec::new();
+            loop {
+                match std::io::Read::read(&mut big, &mut buf) {
+                    Ok(0) => return (got, None),
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                    Err(e) => return (got, Some(e)),
+                }
             }
-        }
-    });
+        },
+    );
     let (got, err) = rest;
-    assert_eq!(&got[..], &big_want[off..off + got.len()], "bytes read after the gateway went down");
+    assert_eq!(
+        &got[..],
+        &big_want[off..off + got.len()],
+        "bytes read after the gateway went down"
+    );
     off += got.len();
     match err {
-        None => assert_eq!(off, big_want.len(), "big.bin ended early (short read instead of EIO)"),
+        None => assert_eq!(
+            off,
+            big_want.len(),
+            "big.bin ended early (short read instead of EIO)"
+        ),
         Some(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "big.bin: {e}"),
     }
-    eprintln!("big.bin: {off} of {} bytes were readable with the gateway down", big_want.len());
+    eprintln!(
+        "big.bin: {off} of {} bytes were readable with the gateway down",
+        big_want.len()
+    );
 
     // Still responsive: stat of the root and the mount root, a listing, and the cached file.
     let r2 = root.clone();
@@ -349,7 +486,8 @@ fn gateway_stop_gives_eio_then_recovers() {
         fs::metadata(r2.parent().unwrap().parent().unwrap()).unwrap();
         assert_eq!(fs::read_dir(&r2).unwrap().count(), 5);
     });
-    let again = read_timeout(&root.join("f0.bin"), 10).unwrap_or_else(|e| m.fail(&format!("cached f0.bin: {e}")));
+    let again = read_timeout(&root.join("f0.bin"), 10)
+        .unwrap_or_else(|e| m.fail(&format!("cached f0.bin: {e}")));
     assert_eq!(again, f0);
 
     // Back up (same DIR and ports): reads work again, within a minute (allowing for backoff or negative caching).
@@ -357,20 +495,30 @@ fn gateway_stop_gives_eio_then_recovers() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let p = root.join("f1.bin");
-        match with_timeout(120, "read f1.bin after the gateway came back", move || fs::read(p)) {
+        match with_timeout(120, "read f1.bin after the gateway came back", move || {
+            fs::read(p)
+        }) {
             Ok(v) => {
-                assert_eq!(v, fs::read(src.join("f1.bin")).unwrap(), "f1.bin after recovery");
+                assert_eq!(
+                    v,
+                    fs::read(src.join("f1.bin")).unwrap(),
+                    "f1.bin after recovery"
+                );
                 break;
             }
             Err(e) if Instant::now() < deadline => {
                 eprintln!("not yet recovered: {e}");
                 std::thread::sleep(Duration::from_secs(1));
             }
-            Err(e) => m.fail(&format!("f1.bin still fails 60 s after the gateway came back: {e}")),
+            Err(e) => m.fail(&format!(
+                "f1.bin still fails 60 s after the gateway came back: {e}"
+            )),
         }
     }
     let (s, r) = (src.clone(), root.clone());
-    if let Err(e) = with_timeout(TREE_TIMEOUT, "whole tree after recovery", move || compare_trees(&s, &r, Symlinks::Preserve)) {
+    if let Err(e) = with_timeout(TREE_TIMEOUT, "whole tree after recovery", move || {
+        compare_trees(&s, &r, Symlinks::Preserve)
+    }) {
         m.fail(&e);
     }
 }
@@ -379,43 +527,67 @@ fn gateway_stop_gives_eio_then_recovers() {
 /// page cache) and fails what was not.
 #[test]
 fn offline_remount_serves_what_was_fetched() {
-    let Some(peers) = require_peers("offline_remount_serves_what_was_fetched") else { return };
+    let Some(peers) = require_peers("offline_remount_serves_what_was_fetched") else {
+        return;
+    };
     let tmp = tempdir("offline");
     let src = src_tree(&tmp, &TreeSpec::kubo(71, 16 * MIB));
     let kubo = Kubo::start(&peers);
     let cid = kubo.add_path(&src);
     let mut m = Mount::start(&["--gateway", kubo.gateway_url()]);
     let root = m.ipfs(&cid);
-    let fetched = ["hello.txt", "big.bin", "a/b/c/d/deep.bin", "sizes/1048577.bin"];
+    let fetched = [
+        "hello.txt",
+        "big.bin",
+        "a/b/c/d/deep.bin",
+        "sizes/1048577.bin",
+    ];
     for rel in fetched {
         cat_check(&src.join(rel), &root.join(rel)).unwrap_or_else(|e| m.fail(&e));
     }
-    let listed: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let listed: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
 
     // The gateway stays up and configured: --offline alone must keep the mount from fetching.
     m.restart_with(&["--offline", "--gateway", kubo.gateway_url()]);
     let root = m.ipfs(&cid);
     for rel in fetched {
         let (s, p) = (src.join(rel), root.join(rel));
-        let got = read_timeout(&p, 60).unwrap_or_else(|e| m.fail(&format!("offline read of {rel}: {e}")));
-        assert!(got == fs::read(&s).unwrap(), "offline read of {rel}: wrong bytes");
+        let got =
+            read_timeout(&p, 60).unwrap_or_else(|e| m.fail(&format!("offline read of {rel}: {e}")));
+        assert!(
+            got == fs::read(&s).unwrap(),
+            "offline read of {rel}: wrong bytes"
+        );
     }
-    let again: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let again: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(again.len(), listed.len(), "offline listing of the root");
     assert_eq!(getfattr_cid(&root).unwrap(), cid);
     // Never fetched: must fail (EIO, or ENOENT as for an absent CID offline), not hang and not fetch.
     let p = root.join("sizes/2500000.bin");
     let r = with_timeout(60, "offline read of an unfetched file", move || fs::read(p));
     match &r {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ENOENT)) => eprintln!("unfetched, offline: {e}"),
-        other => m.fail(&format!("offline read of a never-fetched file: {:?}, expected EIO", other.as_ref().map(|v| v.len()))),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::ENOENT)) => {
+            eprintln!("unfetched, offline: {e}")
+        }
+        other => m.fail(&format!(
+            "offline read of a never-fetched file: {:?}, expected EIO",
+            other.as_ref().map(|v| v.len())
+        )),
     }
 }
 
 /// A CID no gateway has: a quick error (ENOENT or EIO), not a hang; a malformed name: ENOENT.
 #[test]
 fn unknown_and_malformed_cids() {
-    let Some(peers) = require_peers("unknown_and_malformed_cids") else { return };
+    let Some(peers) = require_peers("unknown_and_malformed_cids") else {
+        return;
+    };
     let kubo = Kubo::start(&peers);
     let m = Mount::start(&["--gateway", kubo.gateway_url()]);
     // A raw-leaf CIDv1 of bytes nobody stored.
@@ -429,10 +601,22 @@ fn unknown_and_malformed_cids() {
         "stat of a CID no gateway has: {:?}, expected ENOENT or EIO",
         r.map(|_| ())
     );
-    eprintln!("absent CID: {} after {:?}", errno_name(e.unwrap()), t.elapsed());
+    eprintln!(
+        "absent CID: {} after {:?}",
+        errno_name(e.unwrap()),
+        t.elapsed()
+    );
     for bad in ["not-a-cid", "Qm123", "bafyINVALID", "zzzz"] {
         let t = Instant::now();
-        assert_errno(fs::metadata(m.ipfs(bad)), libc::ENOENT, &format!("stat /ipfs/{bad}"));
-        assert!(t.elapsed() < Duration::from_secs(2), "malformed name {bad} took {:?}", t.elapsed());
+        assert_errno(
+            fs::metadata(m.ipfs(bad)),
+            libc::ENOENT,
+            &format!("stat /ipfs/{bad}"),
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "malformed name {bad} took {:?}",
+            t.elapsed()
+        );
     }
 }

@@ -48,7 +48,10 @@ pub fn shared_dir() -> PathBuf {
 
 /// True when missing prerequisites must fail the test instead of skipping it (CI).
 pub fn strict() -> bool {
-    matches!(std::env::var("IPFS_MOUNT_REQUIRE_PEERS").as_deref(), Ok("1") | Ok("true") | Ok("yes"))
+    matches!(
+        std::env::var("IPFS_MOUNT_REQUIRE_PEERS").as_deref(),
+        Ok("1") | Ok("true") | Ok("yes")
+    )
 }
 
 fn skip_or_fail(test: &str, why: &str) {
@@ -85,7 +88,13 @@ pub fn require_fuse(test: &str) -> bool {
 pub fn require_peers(test: &str) -> Option<PathBuf> {
     let dir = shared_dir().join("peers");
     if !dir.join("kubo-up.sh").exists() || !dir.join("helia-up.sh").exists() {
-        skip_or_fail(test, &format!("reference peers not found at {} (set IPFS_MOUNT_SHARED)", dir.display()));
+        skip_or_fail(
+            test,
+            &format!(
+                "reference peers not found at {} (set IPFS_MOUNT_SHARED)",
+                dir.display()
+            ),
+        );
         return None;
     }
     if !require_fuse(test) {
@@ -98,7 +107,10 @@ pub fn require_peers(test: &str) -> Option<PathBuf> {
 pub fn require_fixtures(test: &str) -> Option<PathBuf> {
     let dir = shared_dir().join("fixtures").join("gateway-conformance");
     if !dir.join("INDEX.md").exists() {
-        skip_or_fail(test, &format!("conformance fixtures not found at {}", dir.display()));
+        skip_or_fail(
+            test,
+            &format!("conformance fixtures not found at {}", dir.display()),
+        );
         return None;
     }
     if !require_fuse(test) {
@@ -109,7 +121,9 @@ pub fn require_fixtures(test: &str) -> Option<PathBuf> {
 
 pub fn which(prog: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for d in std::env::split_paths(&path).chain(["/usr/bin".into(), "/bin".into(), "/usr/sbin".into()]) {
+    for d in
+        std::env::split_paths(&path).chain(["/usr/bin".into(), "/bin".into(), "/usr/sbin".into()])
+    {
         let p = d.join(prog);
         if p.is_file() {
             return Some(p);
@@ -120,7 +134,10 @@ pub fn which(prog: &str) -> Option<PathBuf> {
 
 /// A fresh temporary directory (removed on drop unless `IPFS_MOUNT_KEEP_TMP=1`).
 pub fn tempdir(prefix: &str) -> TempDir {
-    let t = tempfile::Builder::new().prefix(&format!("ipfs-mount-{prefix}-")).tempdir().expect("create temp dir");
+    let t = tempfile::Builder::new()
+        .prefix(&format!("ipfs-mount-{prefix}-"))
+        .tempdir()
+        .expect("create temp dir");
     if std::env::var_os("IPFS_MOUNT_KEEP_TMP").is_some() {
         eprintln!("keeping temp dir {}", t.path().display());
     }
@@ -150,6 +167,8 @@ pub fn free_port() -> u16 {
 /// Environment variables that could send traffic off loopback or change the binary's defaults.
 const SCRUB_ENV: &[&str] = &[
     "IPFS_GATEWAY",
+    "IPFS_MOUNT_STORE",
+    "RUST_LOG",
     "http_proxy",
     "https_proxy",
     "HTTP_PROXY",
@@ -167,7 +186,11 @@ fn scrubbed(cmd: &mut Command) -> &mut Command {
 
 /// Runs `f` on a helper thread and panics with `what` if it takes longer than `secs` (a hung FUSE request must fail
 /// the test, not the whole CI run). The helper thread is left behind on timeout.
-pub fn with_timeout<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn with_timeout<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name(format!("timeout:{what}"))
@@ -184,7 +207,9 @@ pub fn with_timeout<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -
 
 /// Runs a command, returning its output; panics with stderr if it cannot be started.
 pub fn run(cmd: &mut Command) -> Output {
-    scrubbed(cmd).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    scrubbed(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Runs a command that must succeed; returns stdout.
@@ -219,7 +244,9 @@ pub fn urlencode(s: &[u8]) -> String {
 }
 
 fn assert_loopback(url: &str) {
-    let rest = url.strip_prefix("http://").unwrap_or_else(|| panic!("only http:// loopback URLs: {url}"));
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("only http:// loopback URLs: {url}"));
     assert!(
         rest.starts_with("127.") || rest.starts_with("localhost:") || rest.starts_with("[::1]"),
         "refusing a non-loopback URL: {url}"
@@ -231,10 +258,22 @@ pub fn http(method: &str, url: &str, timeout_secs: u64) -> (u16, Vec<u8>) {
     assert_loopback(url);
     let tmp = tempfile::NamedTempFile::new().unwrap();
     let out = run(Command::new("curl")
-        .args(["-sS", "--noproxy", "*", "-X", method, "--max-time", &timeout_secs.to_string(), "-o"])
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "-X",
+            method,
+            "--max-time",
+            &timeout_secs.to_string(),
+            "-o",
+        ])
         .arg(tmp.path())
         .args(["-w", "%{http_code}", url]));
-    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let code: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     let body = fs::read(tmp.path()).unwrap_or_default();
     if code == 0 {
         return (0, out.stderr);
@@ -245,9 +284,13 @@ pub fn http(method: &str, url: &str, timeout_secs: u64) -> (u16, Vec<u8>) {
 fn http_json(method: &str, url: &str, timeout_secs: u64) -> serde_json::Value {
     let (code, body) = http(method, url, timeout_secs);
     if code != 200 {
-        panic!("{method} {url}: HTTP {code}: {}", String::from_utf8_lossy(&body));
+        panic!(
+            "{method} {url}: HTTP {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
-    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: bad JSON ({e}): {}", String::from_utf8_lossy(&body)))
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{url}: bad JSON ({e}): {}", String::from_utf8_lossy(&body)))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -269,14 +312,22 @@ fn read_node_json(dir: &Path) -> serde_json::Value {
 }
 
 fn tail(path: &Path, n: usize) -> String {
-    let s = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let s = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Runs an up-script; retries with fresh ports when it fails (a port picked by [`free_port`] can be taken by
 /// someone else before the peer binds it).
-fn start_peer(what: &str, script: &Path, dir: &Path, mut args: impl FnMut() -> Vec<String>, log: &str) -> Vec<String> {
+fn start_peer(
+    what: &str,
+    script: &Path,
+    dir: &Path,
+    mut args: impl FnMut() -> Vec<String>,
+    log: &str,
+) -> Vec<String> {
     let mut last = String::new();
     for attempt in 0..3 {
         let a = args();
@@ -340,11 +391,19 @@ impl Kubo {
             "daemon.log",
         );
         let info = read_node_json(&dir);
-        let s = |k: &str| info[k].as_str().unwrap_or_else(|| panic!("kubo node.json lacks {k}: {info}")).to_string();
+        let s = |k: &str| {
+            info[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("kubo node.json lacks {k}: {info}"))
+                .to_string()
+        };
         Kubo {
             ctl_url: s("ctl_url"),
             gateway_url: s("gateway_url"),
-            multiaddr: info["multiaddrs"][0].as_str().unwrap_or_default().to_string(),
+            multiaddr: info["multiaddrs"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             info,
             dir,
             tmp: Some(tmp),
@@ -361,9 +420,16 @@ impl Kubo {
     /// Imports a file or directory (recursively, like `ipfs add -r`); returns the root CID.
     pub fn add_path(&self, path: &Path) -> String {
         let path = fs::canonicalize(path).unwrap();
-        let url = format!("{}/add?path={}", self.ctl_url, urlencode(path.as_os_str().as_bytes()));
+        let url = format!(
+            "{}/add?path={}",
+            self.ctl_url,
+            urlencode(path.as_os_str().as_bytes())
+        );
         let v = http_json("POST", &url, 900);
-        v["Hash"].as_str().unwrap_or_else(|| panic!("kubo add: no Hash in {v}")).to_string()
+        v["Hash"]
+            .as_str()
+            .unwrap_or_else(|| panic!("kubo add: no Hash in {v}"))
+            .to_string()
     }
 
     /// Imports bytes as one file; returns its CID.
@@ -386,8 +452,16 @@ impl Kubo {
     /// Starts the same node again (same DIR, same ports).
     pub fn restart(&mut self) {
         self.stop();
-        let out = run(peers_cache_env(Command::new(self.peers.join("kubo-up.sh")).arg(&self.dir).args(&self.args)));
-        assert!(out.status.success(), "kubo restart failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run(peers_cache_env(
+            Command::new(self.peers.join("kubo-up.sh"))
+                .arg(&self.dir)
+                .args(&self.args),
+        ));
+        assert!(
+            out.status.success(),
+            "kubo restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.info = read_node_json(&self.dir);
         self.running = true;
     }
@@ -417,7 +491,10 @@ pub struct HeliaAdd {
 
 impl HeliaAdd {
     pub fn profile(p: &'static str) -> Self {
-        HeliaAdd { profile: Some(p), ..Default::default() }
+        HeliaAdd {
+            profile: Some(p),
+            ..Default::default()
+        }
     }
 
     pub fn query(&self) -> String {
@@ -470,15 +547,30 @@ impl Helia {
             "helia",
             &peers.join("helia-up.sh"),
             &dir,
-            || vec!["--port".into(), free_port().to_string(), "--http-port".into(), free_port().to_string()],
+            || {
+                vec![
+                    "--port".into(),
+                    free_port().to_string(),
+                    "--http-port".into(),
+                    free_port().to_string(),
+                ]
+            },
             "daemon.log",
         );
         let info = read_node_json(&dir);
-        let s = |k: &str| info[k].as_str().unwrap_or_else(|| panic!("helia node.json lacks {k}: {info}")).to_string();
+        let s = |k: &str| {
+            info[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("helia node.json lacks {k}: {info}"))
+                .to_string()
+        };
         Helia {
             http_url: s("http_url"),
             gateway_url: s("gateway_url"),
-            multiaddr: info["multiaddrs"][0].as_str().unwrap_or_default().to_string(),
+            multiaddr: info["multiaddrs"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             info,
             dir,
             tmp: Some(tmp),
@@ -496,9 +588,17 @@ impl Helia {
     /// NB: Helia follows symlinks and treats `\` in names as a path separator.
     pub fn add_path(&self, path: &Path, opts: &HeliaAdd) -> String {
         let path = fs::canonicalize(path).unwrap();
-        let url = format!("{}/add?path={}{}", self.http_url, urlencode(path.as_os_str().as_bytes()), opts.query());
+        let url = format!(
+            "{}/add?path={}{}",
+            self.http_url,
+            urlencode(path.as_os_str().as_bytes()),
+            opts.query()
+        );
         let v = http_json("POST", &url, 900);
-        v["Hash"].as_str().unwrap_or_else(|| panic!("helia add: no Hash in {v}")).to_string()
+        v["Hash"]
+            .as_str()
+            .unwrap_or_else(|| panic!("helia add: no Hash in {v}"))
+            .to_string()
     }
 
     pub fn stop(&mut self) {
@@ -517,14 +617,21 @@ impl Helia {
         let mut last = String::new();
         // The HTTP port may linger briefly after the old process exits.
         for _ in 0..20 {
-            let out =
-                run(peers_cache_env(Command::new(self.peers.join("helia-up.sh")).arg(&self.dir).args(&self.args)));
+            let out = run(peers_cache_env(
+                Command::new(self.peers.join("helia-up.sh"))
+                    .arg(&self.dir)
+                    .args(&self.args),
+            ));
             if out.status.success() {
                 self.info = read_node_json(&self.dir);
                 self.running = true;
                 return;
             }
-            last = format!("{}\n{}", String::from_utf8_lossy(&out.stderr), tail(&self.dir.join("daemon.log"), 20));
+            last = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                tail(&self.dir.join("daemon.log"), 20)
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         panic!("helia restart failed: {last}");
@@ -546,7 +653,10 @@ pub fn gateway_block(gateway: &str, cid: &str) -> Option<Vec<u8>> {
     match code {
         200 => Some(body),
         404 => None,
-        _ => panic!("{gateway}/ipfs/{cid}?format=raw: HTTP {code}: {}", String::from_utf8_lossy(&body)),
+        _ => panic!(
+            "{gateway}/ipfs/{cid}?format=raw: HTTP {code}: {}",
+            String::from_utf8_lossy(&body)
+        ),
     }
 }
 
@@ -568,14 +678,18 @@ fn pb_fields(b: &[u8]) -> Vec<(u64, Result<u64, &[u8]>)> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
-        let Some(key) = pb_varint(b, &mut pos) else { break };
+        let Some(key) = pb_varint(b, &mut pos) else {
+            break;
+        };
         match key & 7 {
             0 => match pb_varint(b, &mut pos) {
                 Some(v) => out.push((key >> 3, Ok(v))),
                 None => break,
             },
             2 => {
-                let Some(len) = pb_varint(b, &mut pos) else { break };
+                let Some(len) = pb_varint(b, &mut pos) else {
+                    break;
+                };
                 let end = pos.saturating_add(len as usize);
                 if end > b.len() {
                     break;
@@ -596,8 +710,14 @@ fn pb_fields(b: &[u8]) -> Vec<(u64, Result<u64, &[u8]>)> {
 pub fn dagpb_unixfs_type(block: &[u8]) -> (Option<u64>, usize) {
     let top = pb_fields(block);
     let links = top.iter().filter(|(f, _)| *f == 2).count();
-    let data = top.iter().find_map(|(f, v)| if *f == 1 { v.err() } else { None });
-    let ty = data.and_then(|d| pb_fields(d).into_iter().find_map(|(f, v)| if f == 1 { v.ok() } else { None }));
+    let data = top
+        .iter()
+        .find_map(|(f, v)| if *f == 1 { v.err() } else { None });
+    let ty = data.and_then(|d| {
+        pb_fields(d)
+            .into_iter()
+            .find_map(|(f, v)| if f == 1 { v.ok() } else { None })
+    });
     (ty, links)
 }
 
@@ -610,7 +730,11 @@ pub fn dagpb_links(block: &[u8]) -> Vec<(String, String)> {
         let mut cid = String::new();
         for (lf, lv) in pb_fields(link) {
             match (lf, lv) {
-                (1, Err(h)) => cid = cid::Cid::try_from(h).map(|c| c.to_string()).unwrap_or_default(),
+                (1, Err(h)) => {
+                    cid = cid::Cid::try_from(h)
+                        .map(|c| c.to_string())
+                        .unwrap_or_default()
+                }
                 (2, Err(n)) => name = String::from_utf8_lossy(n).into_owned(),
                 _ => {}
             }
@@ -630,7 +754,10 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -656,6 +783,21 @@ pub fn mount_fstype(path: &Path) -> Option<String> {
     found
 }
 
+/// Mount IDs (first field of /proc/self/mountinfo) of everything mounted at `path`, oldest first.
+pub fn mount_ids(path: &Path) -> Vec<u64> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut ids = Vec::new();
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() >= 5 && unescape_mountinfo(f[4]) == path {
+            if let Ok(id) = f[0].parse() {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     mount_fstype(path).is_some()
 }
@@ -665,7 +807,11 @@ pub fn fusermount_u(path: &Path) {
     if is_mounted(path) {
         let out = run(Command::new("fusermount3").args(["-u", "-z"]).arg(path));
         if !out.status.success() {
-            eprintln!("fusermount3 -u -z {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "fusermount3 -u -z {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -685,7 +831,10 @@ fn stop_child(child: &mut Child, grace: Duration) -> Option<std::process::ExitSt
             Ok(Some(st)) => return Some(st),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             _ => {
-                eprintln!("pid {} did not exit within {grace:?}; sending SIGKILL", child.id());
+                eprintln!(
+                    "pid {} did not exit within {grace:?}; sending SIGKILL",
+                    child.id()
+                );
                 let _ = child.kill();
                 return child.wait().ok();
             }
@@ -745,7 +894,10 @@ impl Mount {
             a.push("--store".into());
             a.push(self.store.clone().into());
         }
-        let v: usize = std::env::var("IPFS_MOUNT_TEST_VERBOSITY").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+        let v: usize = std::env::var("IPFS_MOUNT_TEST_VERBOSITY")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
         if v > 0 && !self.args.iter().any(|x| x.as_bytes().starts_with(b"-v")) {
             a.push(format!("-{}", "v".repeat(v)).into());
         }
@@ -757,8 +909,20 @@ impl Mount {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
         let args = self.full_args();
-        let mut log = OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        writeln!(log, "=== start #{}: {} {:?} {}", self.starts, BIN, args, self.mnt.display()).unwrap();
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        writeln!(
+            log,
+            "=== start #{}: {} {:?} {}",
+            self.starts,
+            BIN,
+            args,
+            self.mnt.display()
+        )
+        .unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(&args)
             .arg(&self.mnt)
@@ -766,22 +930,30 @@ impl Mount {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .env("RUST_BACKTRACE", "1");
-        let child = scrubbed(&mut cmd).spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let before = mount_ids(&self.mnt);
+        let child = scrubbed(&mut cmd)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(&before);
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, before: &[u64]) {
         let timeout = Duration::from_secs(30);
         let t0 = Instant::now();
         let mut last = String::from("not mounted");
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
-                panic!("ipfs-mount exited before the mount was ready ({st}); log:\n{}", self.log());
+                panic!(
+                    "ipfs-mount exited before the mount was ready ({st}); log:\n{}",
+                    self.log()
+                );
             }
-            if is_mounted(&self.mnt) {
-                // The kernel mount exists (it may be a stale one being replaced); the root must answer too.
+            // A mount that was not there before we started (not a stale one left behind), ...
+            let fresh = mount_ids(&self.mnt).iter().any(|id| !before.contains(id));
+            if fresh {
+                // ... and its root answers.
                 let ipfs = self.mnt.join("ipfs");
                 match run_with_timeout(20, move || fs::metadata(&ipfs).map(|m| m.is_dir())) {
                     Some(Ok(true)) => return,
@@ -861,7 +1033,11 @@ impl Mount {
 
     /// Panics with the log attached.
     pub fn fail(&self, msg: &str) -> ! {
-        panic!("{msg}\n--- ipfs-mount log ({}):\n{}", self.log_path.display(), tail(&self.log_path, 200));
+        panic!(
+            "{msg}\n--- ipfs-mount log ({}):\n{}",
+            self.log_path.display(),
+            tail(&self.log_path, 200)
+        );
     }
 }
 
@@ -869,7 +1045,11 @@ impl Drop for Mount {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("--- ipfs-mount log ({}), last lines:\n{}", self.log_path.display(), tail(&self.log_path, 80));
+            eprintln!(
+                "--- ipfs-mount log ({}), last lines:\n{}",
+                self.log_path.display(),
+                tail(&self.log_path, 80)
+            );
         }
         if let Some(t) = self.tmp.take() {
             keep_tmp(t);
@@ -878,7 +1058,10 @@ impl Drop for Mount {
 }
 
 /// Like [`with_timeout`] but returns None instead of panicking.
-pub fn run_with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub fn run_with_timeout<T: Send + 'static>(
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -888,7 +1071,11 @@ pub fn run_with_timeout<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Se
 
 /// `ipfs-mount import --store <store> <cars>...`: returns the root CIDs it printed.
 pub fn import_car(store: &Path, cars: &[&Path]) -> Vec<String> {
-    let out = run(Command::new(BIN).arg("import").arg("--store").arg(store).args(cars));
+    let out = run(Command::new(BIN)
+        .arg("import")
+        .arg("--store")
+        .arg(store)
+        .args(cars));
     if !out.status.success() {
         panic!(
             "ipfs-mount import {:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -898,7 +1085,12 @@ pub fn import_car(store: &Path, cars: &[&Path]) -> Vec<String> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -975,22 +1167,40 @@ pub struct TreeSpec {
 impl TreeSpec {
     /// Everything Kubo preserves.
     pub fn kubo(seed: u64, big_file: u64) -> Self {
-        TreeSpec { seed, big_file, symlinks: true, backslash: true, hamt_entries: 0 }
+        TreeSpec {
+            seed,
+            big_file,
+            symlinks: true,
+            backslash: true,
+            hamt_entries: 0,
+        }
     }
     /// Everything Helia preserves (no symlinks, no backslashes).
     pub fn helia(seed: u64, big_file: u64) -> Self {
-        TreeSpec { seed, big_file, symlinks: false, backslash: false, hamt_entries: 0 }
+        TreeSpec {
+            seed,
+            big_file,
+            symlinks: false,
+            backslash: false,
+            hamt_entries: 0,
+        }
     }
     /// Only a directory `many/` with `n` small files (for HAMT tests).
     pub fn hamt(seed: u64, n: usize) -> Self {
-        TreeSpec { seed, big_file: 0, symlinks: false, backslash: false, hamt_entries: n }
+        TreeSpec {
+            seed,
+            big_file: 0,
+            symlinks: false,
+            backslash: false,
+            hamt_entries: n,
+        }
     }
 }
 
 /// Sizes around the chunk sizes in use (256 KiB, 1 MiB, 100000) and page boundaries.
 pub const EDGE_SIZES: &[u64] = &[
-    1, 2, 1023, 1024, 4095, 4096, 4097, 65_536, 99_999, 100_000, 100_001, 262_143, 262_144, 262_145, 1_048_575,
-    1_048_576, 1_048_577, 2_500_000,
+    1, 2, 1023, 1024, 4095, 4096, 4097, 65_536, 99_999, 100_000, 100_001, 262_143, 262_144,
+    262_145, 1_048_575, 1_048_576, 1_048_577, 2_500_000,
 ];
 
 /// Odd but portable names (no `/`, NUL; backslash separately).
@@ -1110,15 +1320,26 @@ pub fn compare_file_bytes(a: &Path, b: &Path) -> Result<u64, String> {
     let mut bb = vec![0u8; 1 << 20];
     let mut off = 0u64;
     loop {
-        let na = read_full(&mut fa, &mut ba).map_err(|e| format!("read {} at {off}: {e}", a.display()))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(|e| format!("read {} at {off}: {e}", b.display()))?;
+        let na = read_full(&mut fa, &mut ba)
+            .map_err(|e| format!("read {} at {off}: {e}", a.display()))?;
+        let nb = read_full(&mut fb, &mut bb)
+            .map_err(|e| format!("read {} at {off}: {e}", b.display()))?;
         let n = na.min(nb);
         if ba[..n] != bb[..n] {
             let i = (0..n).find(|&i| ba[i] != bb[i]).unwrap();
-            return Err(format!("{}: content differs at byte {}", b.display(), off + i as u64));
+            return Err(format!(
+                "{}: content differs at byte {}",
+                b.display(),
+                off + i as u64
+            ));
         }
         if na != nb {
-            return Err(format!("{}: length differs: {} vs {} bytes", b.display(), off + na as u64, off + nb as u64));
+            return Err(format!(
+                "{}: length differs: {} vs {} bytes",
+                b.display(),
+                off + na as u64,
+                off + nb as u64
+            ));
         }
         if na == 0 {
             return Ok(off);
@@ -1156,13 +1377,23 @@ pub fn compare_trees(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<u
     let mut errs = Vec::new();
     let mut count = 0usize;
     let mut stack = vec![PathBuf::new()];
-    let meta = |p: &Path, follow: bool| if follow { fs::metadata(p) } else { fs::symlink_metadata(p) };
+    let meta = |p: &Path, follow: bool| {
+        if follow {
+            fs::metadata(p)
+        } else {
+            fs::symlink_metadata(p)
+        }
+    };
     while let Some(rel) = stack.pop() {
         if errs.len() >= 20 {
             break;
         }
         let s = src.join(&rel);
-        let m = if rel.as_os_str().is_empty() { mounted.to_path_buf() } else { mounted.join(&rel) };
+        let m = if rel.as_os_str().is_empty() {
+            mounted.to_path_buf()
+        } else {
+            mounted.join(&rel)
+        };
         count += 1;
         let sm = match meta(&s, symlinks == Symlinks::Follow) {
             Ok(x) => x,
@@ -1186,7 +1417,12 @@ pub fn compare_trees(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<u
         match sk {
             Kind::File => {
                 if sm.len() != mm.len() {
-                    errs.push(format!("{}: st_size {}, expected {}", m.display(), mm.len(), sm.len()));
+                    errs.push(format!(
+                        "{}: st_size {}, expected {}",
+                        m.display(),
+                        mm.len(),
+                        sm.len()
+                    ));
                     continue;
                 }
                 if let Err(e) = compare_file_bytes(&s, &m) {
@@ -1240,11 +1476,21 @@ pub fn compare_trees(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<u
 pub fn cat_check(src: &Path, mounted: &Path) -> Result<(), String> {
     let out = run(Command::new("cat").arg(mounted));
     if !out.status.success() {
-        return Err(format!("cat {}: {}: {}", mounted.display(), out.status, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "cat {}: {}: {}",
+            mounted.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let want = fs::read(src).unwrap();
     if out.stdout != want {
-        return Err(format!("cat {}: {} bytes, differs from the source ({} bytes)", mounted.display(), out.stdout.len(), want.len()));
+        return Err(format!(
+            "cat {}: {} bytes, differs from the source ({} bytes)",
+            mounted.display(),
+            out.stdout.len(),
+            want.len()
+        ));
     }
     Ok(())
 }
@@ -1268,7 +1514,11 @@ fn ls_entries(out: &str) -> BTreeMap<String, (char, Option<u64>)> {
         }
         parts.push(rest.strip_prefix(' ').unwrap_or(rest));
         let ty = parts[0].chars().next().unwrap_or('?');
-        let size = if ty == '-' { parts[4].parse().ok() } else { None };
+        let size = if ty == '-' {
+            parts[4].parse().ok()
+        } else {
+            None
+        };
         let mut name = parts[6].to_string();
         if ty == 'l' {
             if let Some(i) = name.find(" -> ") {
@@ -1285,7 +1535,8 @@ fn ls_entries(out: &str) -> BTreeMap<String, (char, Option<u64>)> {
 pub fn ls_l_check(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<(), String> {
     let ls = |d: &Path, deref: bool| {
         let mut c = Command::new("ls");
-        c.args(["-lAn", "--quoting-style=literal", "--time-style=+T"]).env("LC_ALL", "C.UTF-8");
+        c.args(["-lAn", "--quoting-style=literal", "--time-style=+T"])
+            .env("LC_ALL", "C.UTF-8");
         if deref {
             c.arg("-L");
         }
@@ -1294,7 +1545,12 @@ pub fn ls_l_check(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<(), 
     let so = ls(src, symlinks == Symlinks::Follow);
     let mo = ls(mounted, false);
     if !mo.status.success() || !mo.stderr.is_empty() {
-        return Err(format!("ls -l {}: {}: {}", mounted.display(), mo.status, String::from_utf8_lossy(&mo.stderr)));
+        return Err(format!(
+            "ls -l {}: {}: {}",
+            mounted.display(),
+            mo.status,
+            String::from_utf8_lossy(&mo.stderr)
+        ));
     }
     let se = ls_entries(&String::from_utf8_lossy(&so.stdout));
     let me = ls_entries(&String::from_utf8_lossy(&mo.stdout));
@@ -1316,7 +1572,12 @@ pub fn cp_r_diff(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<(), S
     let dst = tmp.path().join("copy");
     let out = run(Command::new("cp").arg("-r").arg(mounted).arg(&dst));
     if !out.status.success() {
-        return Err(format!("cp -r {}: {}: {}", mounted.display(), out.status, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "cp -r {}: {}: {}",
+            mounted.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let mut diff = Command::new("diff");
     diff.arg("-r");
@@ -1327,7 +1588,13 @@ pub fn cp_r_diff(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<(), S
     if !out.status.success() {
         let s = String::from_utf8_lossy(&out.stdout);
         let head: String = s.lines().take(30).collect::<Vec<_>>().join("\n");
-        return Err(format!("diff -r {} <copy of {}>: {}\n{head}\n{}", src.display(), mounted.display(), out.status, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "diff -r {} <copy of {}>: {}\n{head}\n{}",
+            src.display(),
+            mounted.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     // The copy keeps the read-only modes; make it removable for non-root users.
     let _ = run(Command::new("chmod").args(["-R", "u+w"]).arg(&dst));
@@ -1336,11 +1603,19 @@ pub fn cp_r_diff(src: &Path, mounted: &Path, symlinks: Symlinks) -> Result<(), S
 
 /// The `user.ipfs.cid` xattr through `getfattr` (the tool users run).
 pub fn getfattr_cid(path: &Path) -> Result<String, String> {
-    let out = run(Command::new("getfattr").args(["--absolute-names", "--only-values", "-n", "user.ipfs.cid"]).arg(path));
+    let out = run(Command::new("getfattr")
+        .args(["--absolute-names", "--only-values", "-n", "user.ipfs.cid"])
+        .arg(path));
     if !out.status.success() {
-        return Err(format!("getfattr -n user.ipfs.cid {}: {}", path.display(), String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "getfattr -n user.ipfs.cid {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches(['\n', '\0']).to_string())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches(['\n', '\0'])
+        .to_string())
 }
 
 /// lgetxattr(2) directly: the value, or the errno.
@@ -1390,7 +1665,13 @@ pub fn assert_errno<T: std::fmt::Debug>(r: io::Result<T>, want: i32, what: &str)
         Ok(v) => panic!("{what}: succeeded ({v:?}), expected {}", errno_name(want)),
         Err(e) => {
             let got = e.raw_os_error().unwrap_or(-1);
-            assert_eq!(got, want, "{what}: got {} ({e}), expected {}", errno_name(got), errno_name(want));
+            assert_eq!(
+                got,
+                want,
+                "{what}: got {} ({e}), expected {}",
+                errno_name(got),
+                errno_name(want)
+            );
         }
     }
 }
@@ -1398,7 +1679,9 @@ pub fn assert_errno<T: std::fmt::Debug>(r: io::Result<T>, want: i32, what: &str)
 /// Reads a whole file on a helper thread, failing the test if it takes longer than `secs`.
 pub fn read_timeout(path: &Path, secs: u64) -> io::Result<Vec<u8>> {
     let p = path.to_path_buf();
-    with_timeout(secs, &format!("read {}", path.display()), move || fs::read(p))
+    with_timeout(secs, &format!("read {}", path.display()), move || {
+        fs::read(p)
+    })
 }
 
 /// `pread` of `len` bytes at `off` (short only at EOF).
@@ -1473,7 +1756,10 @@ pub mod car {
 
     /// A raw block (codec 0x55).
     pub fn raw(data: &[u8]) -> Block {
-        Block { cid: cid_of(0x55, data), data: data.to_vec() }
+        Block {
+            cid: cid_of(0x55, data),
+            data: data.to_vec(),
+        }
     }
 
     /// A dag-pb node: links (cid, name, tsize), then the UnixFS Data. Fields in canonical order (Links, Data).
@@ -1487,7 +1773,10 @@ pub mod car {
             field_bytes(2, &l, &mut out);
         }
         field_bytes(1, unixfs, &mut out);
-        Block { cid: cid_of(0x70, &out), data: out }
+        Block {
+            cid: cid_of(0x70, &out),
+            data: out,
+        }
     }
 
     /// UnixFS Data for a file with these leaf sizes (no inline data).
@@ -1508,7 +1797,10 @@ pub mod car {
             return vec![raw(data)];
         }
         let leaves: Vec<Block> = data.chunks(chunk).map(raw).collect();
-        let links: Vec<_> = leaves.iter().map(|b| (b.cid, "", b.data.len() as u64)).collect();
+        let links: Vec<_> = leaves
+            .iter()
+            .map(|b| (b.cid, "", b.data.len() as u64))
+            .collect();
         let sizes: Vec<u64> = leaves.iter().map(|b| b.data.len() as u64).collect();
         let root = dagpb(&links, &unixfs_file(&sizes));
         let mut v = vec![root];
@@ -1532,7 +1824,11 @@ pub mod car {
     }
 
     /// A CARv1 with one root.
-    pub fn write(root: &cid::Cid, blocks: &[Block], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    pub fn write(
+        root: &cid::Cid,
+        blocks: &[Block],
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
         // dag-cbor header {"roots": [CID], "version": 1}; keys in length-first order.
         let cb = root.to_bytes();
         let mut h = vec![0xa2, 0x65];
@@ -1582,4 +1878,25 @@ pub mod car {
         std::io::Write::flush(&mut f).unwrap();
         root.to_string()
     }
+}
+
+/// `pread` through an `O_DIRECT` descriptor: bypasses the page cache, so FUSE sees this exact offset and length.
+pub fn pread_direct(path: &Path, off: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    let mut buf = vec![0u8; len];
+    let mut n = 0;
+    while n < len {
+        match f.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
 }
