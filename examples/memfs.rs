@@ -8,8 +8,9 @@ use std::ffi::OsStr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
+    ReplyOpen, Request,
 };
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -22,7 +23,11 @@ struct MemFs {
 
 impl MemFs {
     fn attr(&self, ino: u64) -> FileAttr {
-        let (kind, size, perm) = if ino == 1 { (FileType::Directory, 0, 0o555) } else { (FileType::RegularFile, self.size, 0o444) };
+        let (kind, size, perm) = if ino == 1 {
+            (FileType::Directory, 0, 0o555)
+        } else {
+            (FileType::RegularFile, self.size, 0o444)
+        };
         FileAttr {
             ino: INodeNo(ino),
             size,
@@ -87,11 +92,22 @@ impl Filesystem for MemFs {
         reply.data(&self.pattern[start..start + len]);
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         if ino.0 != 1 {
             return reply.error(Errno::from_i32(libc::ENOTDIR));
         }
-        let entries = [(1, FileType::Directory, "."), (1, FileType::Directory, ".."), (2, FileType::RegularFile, "file")];
+        let entries = [
+            (1, FileType::Directory, "."),
+            (1, FileType::Directory, ".."),
+            (2, FileType::RegularFile, "file"),
+        ];
         for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(*ino), i as u64 + 1, *kind, name) {
                 break;
@@ -118,7 +134,10 @@ fn main() {
         })
         .collect();
     let mut config = fuser::Config::default();
-    config.mount_options = vec![fuser::MountOption::FSName("memfs".into()), fuser::MountOption::RO];
+    config.mount_options = vec![
+        fuser::MountOption::FSName("memfs".into()),
+        fuser::MountOption::RO,
+    ];
     config.n_threads = Some(2);
     fuser::mount(MemFs { size, pattern }, &args[1], &config).expect("mount");
 }
