@@ -14,13 +14,43 @@
 //! Leaves are grouped `max_links` at a time into interior nodes, level after level, until one
 //! node remains; that is the shape go-unixfs's balanced builder produces (it fills the leftmost
 //! subtrees completely before starting the next). A file of a single chunk is the leaf itself.
+//!
+//! Directories ([`build_directory_auto`]) are plain UnixFS directories while their size
+//! estimate stays under the profile's threshold, and HAMT-sharded directories above it:
+//!
+//! ```text
+//!          root shard (HAMTShard: bitfield, fanout 256, hashType murmur3-x64-64)
+//!      ┌────────────┼─────────────────────┐
+//!  "0Ahello.txt"  "3F" (sub-shard)     "F1photos"      names: 2 hex digits (bucket) + entry name,
+//!    entry      ┌────┴─────┐             entry         or just the 2 digits for a sub-shard
+//!           "07a.txt"  "C2b.txt"
+//! ```
+//!
+//! Facts this follows (boxo v0.11 `ipld/unixfs/hamt` and `io/directory.go` as used by Kubo
+//! 0.22; ipfs-unixfs-importer 17.1 `dir-flat`/`dir-sharded`/`flat-to-shard` as used by
+//! Helia; both agree on the block bytes):
+//! - A shard node's `Data` is a UnixFS message with Type HAMTShard, `Data` = the occupancy
+//!   bitfield as a big-endian integer with leading zero bytes dropped (Go's
+//!   `bitfield.Bytes()`, js's `bitField()` with trailing zeros popped then reversed), and
+//!   `hashType` 0x22 and `fanout` set on every shard, root or not; no `filesize`, no
+//!   `blocksizes`, no mode/mtime (neither peer sets them when importing paths).
+//! - Links are in ascending bucket order. An entry's link name is the bucket index as
+//!   uppercase hex zero-padded to the width of `fanout - 1`, then the entry name; its Tsize
+//!   is the entry's own. A bucket holding two or more names becomes a sub-shard one level
+//!   down (recursively, until the names part); its link name is the padded index alone and
+//!   its Tsize is the sub-shard's block length plus its links' Tsizes.
+//! - Whether to shard: Kubo 0.22 (boxo ≤ v0.2x) estimates Σ(len(name) + len(CID bytes)) over
+//!   the links and shards when the estimate is **≥** the threshold (256 KiB by default);
+//!   js `links-bytes` is the same sum compared with **>**; js `block-bytes` (what Helia's
+//!   `unixfs-v1-2025` profile selects, as IPIP-499 does) estimates the exact encoded size of
+//!   the plain directory block, compared with **>**. See [`ShardEstimate`].
 
 use bytes::Bytes;
 use cid::{Cid, Version};
 
 use crate::dagpb::{self, PbLink, PbNode};
 use crate::unixfs::{DataType, UnixFsData};
-use crate::{cids, codec, mh};
+use crate::{cids, codec, hamt, mh};
 
 /// The settings that decide a file's CID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +62,34 @@ pub struct ImportProfile {
     pub max_links: usize,
     /// Multihash code for block CIDs.
     pub hash: u64,
+    /// Directories whose size estimate passes this many bytes become HAMT-sharded (see
+    /// [`ImportProfile::needs_sharding`]); `None` = never shard.
+    pub shard_threshold: Option<u64>,
+    /// How the size of a would-be plain directory is estimated for that decision.
+    pub shard_estimate: ShardEstimate,
+    /// Shard also when the estimate *equals* the threshold (`>=`, Kubo 0.22 / boxo v0.11);
+    /// false = only when it is larger (`>`, js importer, IPIP-499, current boxo).
+    pub shard_at_threshold: bool,
+    /// HAMT fanout: a power of two in `8..=1024` (256 in both profiles).
+    pub fanout: u32,
+}
+
+/// How a directory's size is estimated when deciding whether to shard it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShardEstimate {
+    /// Σ over the links of (name bytes + CID bytes): a CIDv0 link counts 34 + name, a
+    /// sha2-256 CIDv1 link 36 + name. Kubo/boxo's only estimate before IPIP-499, and js's
+    /// `links-bytes` (Helia's default and its `unixfs-v0-2015` profile).
+    LinksBytes,
+    /// The exact encoded length of the plain directory block (links with names and Tsizes
+    /// plus the 4-byte `Data` field): js `block-bytes`, IPIP-499's `unixfs-v1-2025`.
+    BlockBytes,
 }
 
 impl ImportProfile {
-    /// Kubo 0.22's defaults: CIDv0, dag-pb leaves, 256 KiB chunks, 174 links.
+    /// Kubo 0.22's defaults: CIDv0, dag-pb leaves, 256 KiB chunks, 174 links; directories
+    /// shard at a links-bytes estimate ≥ 256 KiB, fanout 256. (Helia's `unixfs-v0-2015`
+    /// profile differs only in sharding at > 256 KiB: set `shard_at_threshold = false`.)
     pub fn unixfs_v0_2015() -> Self {
         ImportProfile {
             cid_version: Version::V0,
@@ -43,10 +97,15 @@ impl ImportProfile {
             chunk_size: 256 * 1024,
             max_links: 174,
             hash: mh::SHA2_256,
+            shard_threshold: Some(256 * 1024),
+            shard_estimate: ShardEstimate::LinksBytes,
+            shard_at_threshold: true,
+            fanout: 256,
         }
     }
 
-    /// IPIP-499's modern profile: CIDv1, raw leaves, 1 MiB chunks, 1024 links.
+    /// IPIP-499's modern profile: CIDv1, raw leaves, 1 MiB chunks, 1024 links; directories
+    /// shard when the plain directory block would exceed 256 KiB (block-bytes), fanout 256.
     pub fn unixfs_v1_2025() -> Self {
         ImportProfile {
             cid_version: Version::V1,
@@ -54,6 +113,44 @@ impl ImportProfile {
             chunk_size: 1024 * 1024,
             max_links: 1024,
             hash: mh::SHA2_256,
+            shard_threshold: Some(256 * 1024),
+            shard_estimate: ShardEstimate::BlockBytes,
+            shard_at_threshold: false,
+            fanout: 256,
+        }
+    }
+
+    /// The size estimate of a plain directory holding `entries` (`(name, cid, tsize)`), by
+    /// this profile's [`ShardEstimate`].
+    pub fn directory_estimate(&self, entries: &[(Vec<u8>, Cid, u64)]) -> u64 {
+        match self.shard_estimate {
+            ShardEstimate::LinksBytes => entries
+                .iter()
+                .map(|(name, cid, _)| (name.len() + cid.encoded_len()) as u64)
+                .sum(),
+            ShardEstimate::BlockBytes => {
+                let node = plain_directory_node(entries.iter());
+                dagpb::encoded_len(&node) as u64
+            }
+        }
+    }
+
+    /// Whether a directory of `entries` is built as a HAMT under this profile: its
+    /// [estimate](Self::directory_estimate) is above the threshold (or equal to it, when
+    /// `shard_at_threshold`). An empty directory is never sharded.
+    pub fn needs_sharding(&self, entries: &[(Vec<u8>, Cid, u64)]) -> bool {
+        let Some(threshold) = self.shard_threshold else {
+            return false;
+        };
+        if entries.is_empty() {
+            // both peers decide when an entry is added: an empty directory stays plain
+            return false;
+        }
+        let estimate = self.directory_estimate(entries);
+        if self.shard_at_threshold {
+            estimate >= threshold
+        } else {
+            estimate > threshold
         }
     }
 
@@ -169,19 +266,7 @@ fn interior(children: &[Child], profile: &ImportProfile, blocks: &mut Vec<(Cid, 
 pub fn build_directory(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> Built {
     let mut sorted: Vec<&(Vec<u8>, Cid, u64)> = entries.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let links = sorted
-        .iter()
-        .map(|(name, cid, tsize)| PbLink {
-            cid: *cid,
-            name: Some(name.clone()),
-            tsize: Some(*tsize),
-        })
-        .collect();
-    let meta = UnixFsData::new(DataType::Directory);
-    let block = dagpb::encode(&PbNode {
-        links,
-        data: Some(crate::unixfs::encode_data(&meta).into()),
-    });
+    let block = dagpb::encode(&plain_directory_node(sorted.iter().copied()));
     let cid = profile.pb_cid(&block);
     let tsize = block.len() as u64 + sorted.iter().map(|e| e.2).sum::<u64>();
     Built {
@@ -190,6 +275,167 @@ pub fn build_directory(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile)
         tsize,
         blocks: vec![(cid, block.into())],
     }
+}
+
+/// The dag-pb node of a plain directory with these links, in the given order.
+fn plain_directory_node<'a>(entries: impl Iterator<Item = &'a (Vec<u8>, Cid, u64)>) -> PbNode {
+    let links = entries
+        .map(|(name, cid, tsize)| PbLink {
+            cid: *cid,
+            name: Some(name.clone()),
+            tsize: Some(*tsize),
+        })
+        .collect();
+    let meta = UnixFsData::new(DataType::Directory);
+    PbNode {
+        links,
+        data: Some(crate::unixfs::encode_data(&meta).into()),
+    }
+}
+
+/// Entries by name, duplicates resolved as Kubo and Helia resolve a second `put` of the same
+/// name: the later entry replaces the earlier one.
+fn dedup_entries(entries: &[(Vec<u8>, Cid, u64)]) -> Vec<(Vec<u8>, Cid, u64)> {
+    let mut map = std::collections::BTreeMap::new();
+    for (name, cid, tsize) in entries {
+        map.insert(name.clone(), (*cid, *tsize));
+    }
+    map.into_iter()
+        .map(|(name, (cid, tsize))| (name, cid, tsize))
+        .collect()
+}
+
+/// A directory of `(name, cid, tsize)` entries as Kubo 0.22 and Helia build it for this
+/// profile: a plain directory ([`build_directory`]) unless
+/// [`ImportProfile::needs_sharding`] says so, else a HAMT ([`build_hamt`]). A name given
+/// twice keeps its last entry.
+///
+/// `blocks` holds every block of the directory itself (one, or every shard node), never the
+/// entries' blocks; the **root is last**, each sub-shard comes before its parent.
+///
+/// The decision counts every entry. Kubo does the same; Helia's importer counts a
+/// subdirectory's link only while the subdirectory is still empty (it counts entries whose
+/// CID is known at the moment a path is added), so for a directory with non-empty
+/// subdirectories and an estimate within a few links of the threshold, Helia's choice can
+/// differ; [`build_directory_auto_counting`] lets the caller pick the counted entries.
+pub fn build_directory_auto(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> Built {
+    let entries = dedup_entries(entries);
+    if profile.needs_sharding(&entries) {
+        build_hamt_sorted(&entries, profile)
+    } else {
+        build_directory(&entries, profile)
+    }
+}
+
+/// Like [`build_directory_auto`], but only the entries for which `counted` is true enter
+/// the sharding estimate (all entries are in the directory either way).
+pub fn build_directory_auto_counting(
+    entries: &[(Vec<u8>, Cid, u64)],
+    profile: &ImportProfile,
+    counted: impl Fn(&(Vec<u8>, Cid, u64)) -> bool,
+) -> Built {
+    let entries = dedup_entries(entries);
+    let in_estimate: Vec<(Vec<u8>, Cid, u64)> =
+        entries.iter().filter(|e| counted(e)).cloned().collect();
+    if profile.needs_sharding(&in_estimate) {
+        build_hamt_sorted(&entries, profile)
+    } else {
+        build_directory(&entries, profile)
+    }
+}
+
+/// A HAMT-sharded directory of these entries, whatever their number (an empty list gives
+/// a root shard with no links). Blocks: sub-shards before their parents, root last.
+/// Names must be non-empty (an empty name would read back as a sub-shard link).
+///
+/// # Panics
+/// If `profile.fanout` is not a power of two in `8..=1024`, or if two different names share
+/// all 64 bits of their murmur3 hash (the HAMT cannot separate them; neither can Kubo).
+pub fn build_hamt(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> Built {
+    build_hamt_sorted(&dedup_entries(entries), profile)
+}
+
+fn build_hamt_sorted(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> Built {
+    let fanout = profile.fanout;
+    assert!(
+        fanout.is_power_of_two() && (hamt::MIN_FANOUT..=hamt::MAX_FANOUT).contains(&fanout),
+        "HAMT fanout {fanout} must be a power of two in {}..={}",
+        hamt::MIN_FANOUT,
+        hamt::MAX_FANOUT
+    );
+    let items: Vec<&(Vec<u8>, Cid, u64)> = entries.iter().collect();
+    let mut blocks = Vec::new();
+    let (root, tsize) = shard_node(&items, 0, profile, &mut blocks);
+    Built {
+        root,
+        size: 0,
+        tsize,
+        blocks,
+    }
+}
+
+/// Builds the shard at `depth` holding `items`; returns its CID and Tsize.
+fn shard_node(
+    items: &[&(Vec<u8>, Cid, u64)],
+    depth: u32,
+    profile: &ImportProfile,
+    blocks: &mut Vec<(Cid, Bytes)>,
+) -> (Cid, u64) {
+    let fanout = profile.fanout;
+    let mut buckets: Vec<(u32, &(Vec<u8>, Cid, u64))> = items
+        .iter()
+        .map(|e| {
+            let index = hamt::bucket_index(&e.0, depth, fanout)
+                .expect("two names with the same 64-bit murmur3 hash cannot be sharded");
+            (index, *e)
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1 .0.cmp(&b.1 .0)));
+
+    let width = hamt::prefix_width(fanout);
+    let mut bitfield = vec![0u8; (fanout / 8) as usize];
+    let mut links = Vec::new();
+    let mut children_tsize = 0u64;
+    for group in buckets.chunk_by(|a, b| a.0 == b.0) {
+        let index = group[0].0;
+        let last = bitfield.len() - 1;
+        bitfield[last - (index / 8) as usize] |= 1 << (index % 8);
+        let mut name = format!("{index:0width$X}").into_bytes();
+        if let [(_, (entry_name, cid, tsize))] = group {
+            name.extend_from_slice(entry_name);
+            links.push(PbLink {
+                cid: *cid,
+                name: Some(name),
+                tsize: Some(*tsize),
+            });
+            children_tsize += tsize;
+        } else {
+            let sub: Vec<&(Vec<u8>, Cid, u64)> = group.iter().map(|(_, e)| *e).collect();
+            let (cid, tsize) = shard_node(&sub, depth + 1, profile, blocks);
+            links.push(PbLink {
+                cid,
+                name: Some(name),
+                tsize: Some(tsize),
+            });
+            children_tsize += tsize;
+        }
+    }
+    // big-endian integer without leading zero bytes (an empty shard has no Data bytes)
+    let first = bitfield.iter().position(|&b| b != 0).unwrap_or(bitfield.len());
+    let mut meta = UnixFsData::new(DataType::HamtShard);
+    if first < bitfield.len() {
+        meta.data = Some(Bytes::copy_from_slice(&bitfield[first..]));
+    }
+    meta.hash_type = Some(mh::MURMUR3_X64_64);
+    meta.fanout = Some(u64::from(fanout));
+    let block = dagpb::encode(&PbNode {
+        links,
+        data: Some(crate::unixfs::encode_data(&meta).into()),
+    });
+    let cid = profile.pb_cid(&block);
+    let tsize = block.len() as u64 + children_tsize;
+    blocks.push((cid, block.into()));
+    (cid, tsize)
 }
 
 #[cfg(test)]
@@ -259,5 +505,235 @@ mod tests {
             build_directory(&[], &v0).root.to_string(),
             "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
         );
+    }
+
+    fn entry(name: &str, seed: u64) -> (Vec<u8>, Cid, u64) {
+        let f = build_file(&seed.to_le_bytes(), &ImportProfile::unixfs_v0_2015());
+        (name.as_bytes().to_vec(), f.root, f.tsize)
+    }
+
+    /// Looks every name up from the root and walks the whole HAMT; returns the listing.
+    fn check_hamt(built: &Built, names: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let get = |cid: &Cid| -> crate::hamt::HamtNode {
+            let block = &built.blocks.iter().find(|(c, _)| c == cid).expect("shard block").1;
+            cids::verify(cid, block).unwrap();
+            match decode_node(cid, block).unwrap() {
+                Node::HamtShard(h) => h,
+                other => panic!("not a shard: {other:?}"),
+            }
+        };
+        assert_eq!(built.blocks.last().unwrap().0, built.root, "root is last");
+        for name in names {
+            let mut cid = built.root;
+            let mut depth = 0;
+            loop {
+                match hamt::lookup_step(&get(&cid), name, depth).unwrap() {
+                    hamt::Step::Found { .. } => break,
+                    hamt::Step::Descend { cid: c } => {
+                        cid = c;
+                        depth += 1;
+                    }
+                    hamt::Step::NotFound => {
+                        panic!("{:?} not found", String::from_utf8_lossy(name))
+                    }
+                }
+            }
+        }
+        let mut listing = Vec::new();
+        let mut stack = vec![built.root];
+        let mut visited = 0;
+        while let Some(cid) = stack.pop() {
+            visited += 1;
+            let node = get(&cid);
+            // every shard carries fanout and hash type; the bitfield has no leading zero byte
+            assert_eq!(node.bitfield.first().map(|&b| b != 0), Some(true));
+            let block = &built.blocks.iter().find(|(c, _)| *c == cid).unwrap().1;
+            let d = crate::unixfs::decode_data(
+                dagpb::decode(block).unwrap().data.as_deref().unwrap(),
+            )
+            .unwrap();
+            assert_eq!(d.hash_type, Some(0x22));
+            assert_eq!(d.fanout, Some(u64::from(node.fanout)));
+            assert_eq!(d.filesize, None);
+            listing.extend(node.entries().map(|(n, _, _)| n.to_vec()));
+            stack.extend(node.shards().copied());
+        }
+        assert_eq!(visited, built.blocks.len(), "every block is a reachable shard");
+        listing.sort();
+        listing
+    }
+
+    #[test]
+    fn hamt_lookups_and_listing() {
+        let mut p = ImportProfile::unixfs_v1_2025();
+        p.shard_threshold = Some(0);
+        let entries: Vec<_> = (0..3000)
+            .map(|i| entry(&format!("file-{i:05}-ünï.txt"), i))
+            .collect();
+        let built = build_directory_auto(&entries, &p);
+        assert!(built.blocks.len() > 1, "3000 names at fanout 256 need sub-shards");
+        let mut names: Vec<Vec<u8>> = entries.iter().map(|e| e.0.clone()).collect();
+        assert_eq!(check_hamt(&built, &names), {
+            names.sort();
+            names.clone()
+        });
+        // Tsize = blocks + entries
+        let blocks: u64 = built.blocks.iter().map(|(_, b)| b.len() as u64).sum();
+        let entries_tsize: u64 = entries.iter().map(|e| e.2).sum();
+        assert_eq!(built.tsize, blocks + entries_tsize);
+        // a small fanout gives deeper trees and stays readable
+        p.fanout = 8;
+        let built = build_directory_auto(&entries[..200], &p);
+        check_hamt(&built, &names[..0]);
+        let mut some: Vec<_> = entries[..200].iter().map(|e| e.0.clone()).collect();
+        some.sort();
+        assert_eq!(check_hamt(&built, &some), some);
+        // names not present are not found
+        let root = match decode_node(&built.root, &built.blocks.last().unwrap().1).unwrap() {
+            Node::HamtShard(h) => h,
+            _ => unreachable!(),
+        };
+        let step = hamt::lookup_step(&root, b"absent", 0).unwrap();
+        assert_ne!(
+            std::mem::discriminant(&step),
+            std::mem::discriminant(&hamt::Step::Found {
+                cid: built.root,
+                tsize: None
+            })
+        );
+    }
+
+    #[test]
+    fn link_layout() {
+        let mut p = ImportProfile::unixfs_v0_2015();
+        p.shard_threshold = Some(1);
+        let entries = vec![entry("a", 1), entry("b", 2), entry("c", 3)];
+        let built = build_directory_auto(&entries, &p);
+        let node = dagpb::decode(&built.blocks.last().unwrap().1).unwrap();
+        for (l, e) in node.links.iter().zip({
+            let mut e = entries.clone();
+            e.sort_by_key(|e| hamt::bucket_index(&e.0, 0, 256).unwrap());
+            e
+        }) {
+            let idx = hamt::bucket_index(&e.0, 0, 256).unwrap();
+            let mut want = format!("{idx:02X}").into_bytes();
+            want.extend_from_slice(&e.0);
+            assert_eq!(l.name.as_deref(), Some(&want[..]));
+            assert_eq!(l.tsize, Some(e.2));
+        }
+        // Data: Type 5, Data = bitfield, hashType 0x22, fanout 256 (field order 1, 2, 5, 6)
+        let data = node.data.unwrap();
+        assert_eq!(&data[..2], &[0x08, 0x05]);
+        assert_eq!(&data[data.len() - 5..], &[0x28, 0x22, 0x30, 0x80, 0x02]);
+    }
+
+    #[test]
+    fn threshold_boundary() {
+        // v0: each link counts name + 34
+        let entries: Vec<_> = (0..10).map(|i| entry(&format!("n{i}"), i)).collect();
+        let v0 = ImportProfile::unixfs_v0_2015();
+        let est = v0.directory_estimate(&entries);
+        assert_eq!(est, 10 * (2 + 34));
+        let mut kubo = v0.clone();
+        kubo.shard_threshold = Some(est);
+        assert!(kubo.needs_sharding(&entries), "Kubo 0.22 shards at >=");
+        let mut js = kubo.clone();
+        js.shard_at_threshold = false;
+        assert!(!js.needs_sharding(&entries), "js shards at >");
+        js.shard_threshold = Some(est - 1);
+        assert!(js.needs_sharding(&entries));
+        kubo.shard_threshold = Some(est + 1);
+        assert!(!kubo.needs_sharding(&entries));
+        kubo.shard_threshold = None;
+        assert!(!kubo.needs_sharding(&entries));
+        // the plain/HAMT choice follows the decision
+        kubo.shard_threshold = Some(est);
+        let hamt_dir = build_directory_auto(&entries, &kubo);
+        assert!(matches!(
+            decode_node(&hamt_dir.root, &hamt_dir.blocks.last().unwrap().1).unwrap(),
+            Node::HamtShard(_)
+        ));
+        kubo.shard_threshold = Some(est + 1);
+        let plain = build_directory_auto(&entries, &kubo);
+        assert_eq!(plain.root, build_directory(&entries, &kubo).root);
+        // an empty directory never shards
+        kubo.shard_threshold = Some(0);
+        assert_eq!(
+            build_directory_auto(&[], &kubo).root.to_string(),
+            "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+        );
+
+        // block-bytes: the exact encoded size of the plain directory block
+        let v1 = ImportProfile::unixfs_v1_2025();
+        let v1_entries: Vec<_> = (0..10u64)
+            .map(|i| {
+                let f = build_file(&i.to_le_bytes(), &v1);
+                (format!("n{i}").into_bytes(), f.root, f.tsize)
+            })
+            .collect();
+        let plain = build_directory(&v1_entries, &v1);
+        let est = v1.directory_estimate(&v1_entries);
+        assert_eq!(est, plain.blocks[0].1.len() as u64);
+        let mut p = v1.clone();
+        p.shard_threshold = Some(est);
+        assert!(!p.needs_sharding(&v1_entries));
+        p.shard_threshold = Some(est - 1);
+        assert!(p.needs_sharding(&v1_entries));
+        // links-bytes with CIDv1: 36 bytes per CID
+        p.shard_estimate = ShardEstimate::LinksBytes;
+        assert_eq!(p.directory_estimate(&v1_entries), 10 * (2 + 36));
+    }
+
+    #[test]
+    fn duplicates_keep_the_last_entry() {
+        let mut p = ImportProfile::unixfs_v1_2025();
+        p.shard_threshold = Some(0);
+        let a = entry("same", 1);
+        let b = entry("same", 2);
+        let built = build_directory_auto(&[a, b.clone()], &p);
+        assert_eq!(check_hamt(&built, &[b.0.clone()]), vec![b.0.clone()]);
+        let node = dagpb::decode(&built.blocks[0].1).unwrap();
+        assert_eq!(node.links.len(), 1);
+        assert_eq!(node.links[0].cid, b.1);
+    }
+
+    #[test]
+    fn counting_only_some_entries() {
+        let entries: Vec<_> = (0..10).map(|i| entry(&format!("n{i}"), i)).collect();
+        let mut p = ImportProfile::unixfs_v0_2015();
+        p.shard_threshold = Some(5 * 36);
+        let all = build_directory_auto(&entries, &p);
+        let few = build_directory_auto_counting(&entries, &p, |e| e.0 < b"n3".to_vec());
+        assert_eq!(all.root, build_hamt(&entries, &p).root);
+        assert_eq!(few.root, build_directory(&entries, &p).root);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn any_names_are_all_found(
+                names in proptest::collection::btree_set(
+                    proptest::collection::vec(any::<u8>(), 1..12), 0..300),
+                fanout_bits in 3u32..=10,
+            ) {
+                let mut p = ImportProfile::unixfs_v0_2015();
+                p.shard_threshold = Some(0);
+                p.fanout = 1 << fanout_bits;
+                let file = build_file(b"x", &p);
+                let entries: Vec<_> =
+                    names.iter().map(|n| (n.clone(), file.root, file.tsize)).collect();
+                let built = build_hamt(&entries, &p);
+                let names: Vec<Vec<u8>> = names.into_iter().collect();
+                if names.is_empty() {
+                    prop_assert_eq!(built.blocks.len(), 1);
+                } else {
+                    prop_assert_eq!(check_hamt(&built, &names), names);
+                }
+            }
+        }
     }
 }
