@@ -219,33 +219,83 @@ impl Tree {
         }
     }
 
-    /// Brings the leaves of `[from, to)` into the local store ahead of the reader.
+    /// Brings the blocks of `[from, to)` into the local store ahead of the reader. Only what is
+    /// missing is fetched: local leaves are not even read (the page cache already holds them).
     pub(super) async fn prefetch(self: Arc<Self>, root: &Cid, file_size: u64, from: u64, to: u64) {
         let to = to.min(file_size);
         if from >= to {
             return;
         }
-        let pieces = match self.plan(root, file_size, from, to).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(%root, "prefetch planning stopped: {e}");
+        // Each round fetches the missing nodes one level further down.
+        for _ in 0..MAX_FILE_DEPTH {
+            let missing = match self.missing_in_range(root, from, to) {
+                Ok(m) if m.is_empty() => return,
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(%root, "prefetch stopped: {e}");
+                    return;
+                }
+            };
+            let fetches: Vec<_> = missing
+                .into_iter()
+                .map(|c| self.fetch_file_node(c))
+                .collect();
+            let results: Vec<Result<()>> = stream::iter(fetches)
+                .buffer_unordered(PREFETCH_PARALLELISM)
+                .collect()
+                .await;
+            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+                tracing::debug!(%root, "prefetch stopped: {e}");
                 return;
             }
-        };
-        let leaves = pieces.into_iter().filter_map(|p| match p {
-            Piece::Leaf { cid, .. } => Some(cid),
-            Piece::Inline(_) => None,
-        });
-        stream::iter(leaves)
-            .for_each_concurrent(PREFETCH_PARALLELISM, |cid| {
-                let tree = self.clone();
-                async move {
-                    if let Err(e) = tree.blocks.get(&cid).await {
-                        tracing::debug!(%cid, "prefetch failed: {e}");
-                    }
+        }
+    }
+
+    /// Fetches a node; interior nodes are decoded into the cache so the next round descends.
+    async fn fetch_file_node(&self, cid: Cid) -> Result<()> {
+        self.blocks.get(&cid).await?;
+        if cid.codec() != codec::RAW {
+            self.file_node_local(&cid)?;
+        }
+        Ok(())
+    }
+
+    /// The nodes of `[from, to)` that are not local, walking only cached interior nodes. A local
+    /// node that is not a cached interior node is taken for a leaf and not read.
+    fn missing_in_range(&self, root: &Cid, from: u64, to: u64) -> Result<Vec<Cid>> {
+        let mut missing = Vec::new();
+        let mut stack: Vec<(Cid, u64, usize)> = vec![(*root, 0, 0)];
+        while let Some((cid, node_start, depth)) = stack.pop() {
+            if depth > MAX_FILE_DEPTH {
+                return Err(Error::Corrupt {
+                    cid: *root,
+                    cause: "file tree deeper than 64 levels".into(),
+                });
+            }
+            let node = match self.file_nodes.get(&cid) {
+                Some(n) => n,
+                None if !self.blocks.has_local(&cid) => {
+                    missing.push(cid);
+                    continue;
                 }
-            })
-            .await;
+                None if cid == *root => match self.file_node_local(&cid)? {
+                    Some(n) => n,
+                    None => continue,
+                },
+                None => continue,
+            };
+            let mut child_start = node_start + node.inline.len() as u64;
+            for (child, child_size) in &node.children {
+                if child_start >= to {
+                    break;
+                }
+                if child_start + child_size > from && *child_size > 0 {
+                    stack.push((*child, child_start, depth + 1));
+                }
+                child_start += child_size;
+            }
+        }
+        Ok(missing)
     }
 }
 
@@ -348,13 +398,7 @@ impl Prefetcher {
     }
 
     /// Like [`Prefetcher::on_read`], also deciding when to switch to streaming.
-    pub fn after_read(
-        &mut self,
-        offset: u64,
-        end: u64,
-        file_size: u64,
-        can_stream: bool,
-    ) -> Prefetch {
+    pub fn after_read(&mut self, offset: u64, end: u64, file_size: u64, online: bool) -> Prefetch {
         let was_next = self.next_expected;
         let blocks = self.on_read(offset, end, file_size);
         let sequential =
@@ -365,7 +409,8 @@ impl Prefetcher {
             self.sequential_run = end - offset;
             self.run_start = offset;
         }
-        if self.streaming {
+        if self.streaming || !online {
+            // Offline, every block is local: read-ahead would only copy page cache into memory.
             return Prefetch::Nothing;
         }
         let long_run = if self.run_start == 0 {
@@ -373,7 +418,7 @@ impl Prefetcher {
         } else {
             STREAM_AFTER_SEEK
         };
-        if can_stream && self.sequential_run >= long_run && end < file_size {
+        if self.sequential_run >= long_run && end < file_size {
             self.streaming = true;
             return Prefetch::Stream(self.requested_to.max(end).min(file_size));
         }

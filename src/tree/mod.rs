@@ -727,11 +727,11 @@ impl Tree {
                 let handle = self.handles.read().get(&fh).cloned();
                 if let Some(handle) = &handle {
                     debug_assert_eq!(handle.ino, ino);
-                    let can_stream = !self.blocks.is_offline();
+                    let online = !self.blocks.is_offline();
                     let plan = handle
                         .prefetch
                         .lock()
-                        .after_read(offset, end, file_size, can_stream);
+                        .after_read(offset, end, file_size, online);
                     let cid = content.cid;
                     match plan {
                         Prefetch::Nothing => {}
