@@ -16,29 +16,29 @@ export PATH="$HOME/.cargo/bin:$PATH"
 echo "==> cargo build --release --workspace"
 cargo build --release --workspace
 
-TEST=(cargo test --release --workspace)
+TEST=(cargo test --release --workspace --no-fail-fast)
+RC=0
 if [ "${IPFS_MOUNT_TEST_NETNS:-0}" = 1 ]; then
   if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null && command -v ip >/dev/null; then
     # Everything was built above; inside the namespace cargo must not touch the network.
     echo "==> ${TEST[*]} $* (in a loopback-only network namespace)"
     CMD="ip link set lo up && CARGO_NET_OFFLINE=true exec $(printf '%q ' "${TEST[@]}" "$@")"
-    timeout --kill-after=60 "${TEST_TIMEOUT:-40m}" unshare -n bash -c "$CMD"
+    timeout --kill-after=60 "${TEST_TIMEOUT:-40m}" unshare -n bash -c "$CMD" || RC=$?
   else
     echo "warning: cannot create a network namespace here; running tests in the host namespace" >&2
-    timeout --kill-after=60 "${TEST_TIMEOUT:-40m}" "${TEST[@]}" "$@"
+    timeout --kill-after=60 "${TEST_TIMEOUT:-40m}" "${TEST[@]}" "$@" || RC=$?
   fi
 else
   echo "==> ${TEST[*]} $*"
-  timeout --kill-after=60 "${TEST_TIMEOUT:-40m}" "${TEST[@]}" "$@"
+  timeout --kill-after=60 "${TEST_TIMEOUT:-40m}" "${TEST[@]}" "$@" || RC=$?
 fi
+[ "$RC" = 0 ] || echo "==> cargo test failed (exit $RC); running the fuzz smoke test anyway" >&2
 
-if [ -x scripts/fuzz-smoke.sh ]; then
+if [ -f scripts/fuzz-smoke.sh ]; then
   echo "==> scripts/fuzz-smoke.sh 10"
-  scripts/fuzz-smoke.sh 10
-elif [ -f scripts/fuzz-smoke.sh ]; then
-  echo "==> bash scripts/fuzz-smoke.sh 10"
-  bash scripts/fuzz-smoke.sh 10
+  bash scripts/fuzz-smoke.sh 10 || RC=$?
 else
   echo "(scripts/fuzz-smoke.sh not present: skipping the fuzz smoke run)"
 fi
+if [ "$RC" != 0 ]; then echo "==> FAILED (exit $RC)" >&2; exit "$RC"; fi
 echo "==> all tests passed"
