@@ -19,6 +19,7 @@
 pub mod blocks;
 pub mod cli;
 pub mod control;
+pub mod datasets;
 pub mod fs;
 pub mod mount;
 pub mod transfer;

@@ -5,6 +5,7 @@
 //! at WARN with the CID and the cause.
 
 use crate::blocks::BlockError;
+use crate::datasets::DsError;
 use ipfs_mount_ipld::unixfs::UnixFsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,12 @@ pub enum Error {
     Block(#[from] BlockError),
     #[error("block {cid} is malformed: {cause}")]
     Corrupt { cid: cid::Cid, cause: String },
+    #[error("dataset: {0}")]
+    Dataset(#[from] DsError),
+    #[error("rename across datasets")]
+    CrossDevice,
+    #[error("not permitted: {0}")]
+    NotPermitted(&'static str),
 }
 
 impl Error {
@@ -57,6 +64,18 @@ impl Error {
             Error::NotSupported(_) => libc::ENOTSUP,
             // Whatever went wrong with a block, the reader gets EIO: never wrong or short data.
             Error::Block(_) | Error::Corrupt { .. } => libc::EIO,
+            Error::CrossDevice => libc::EXDEV,
+            Error::NotPermitted(_) => libc::EPERM,
+            Error::Dataset(e) => match e {
+                DsError::NotFound => libc::ENOENT,
+                DsError::Exists => libc::EEXIST,
+                DsError::NotEmpty => libc::ENOTEMPTY,
+                DsError::NotADirectory => libc::ENOTDIR,
+                DsError::IsADirectory => libc::EISDIR,
+                DsError::Invalid(_) => libc::EINVAL,
+                DsError::NoSpace => libc::ENOSPC,
+                DsError::Io(_) | DsError::Block(_) => libc::EIO,
+            },
         }
     }
 
@@ -72,6 +91,16 @@ impl Error {
                 | Error::IsADirectory
                 | Error::NotASymlink
                 | Error::NotSupported(_)
+                | Error::CrossDevice
+                | Error::NotPermitted(_)
+                | Error::Dataset(
+                    DsError::NotFound
+                        | DsError::Exists
+                        | DsError::NotEmpty
+                        | DsError::NotADirectory
+                        | DsError::IsADirectory
+                        | DsError::Invalid(_)
+                )
         )
     }
 }

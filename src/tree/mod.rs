@@ -22,6 +22,7 @@
 // stack costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
+mod dataset;
 mod dir;
 pub mod error;
 mod file;
@@ -40,6 +41,8 @@ use ipfs_mount_ipld::{cids, codec};
 use parking_lot::{Mutex, RwLock};
 
 use crate::blocks::{BlockError, BlockService};
+use crate::datasets::{Dataset, Datasets, NodeId, ROOT_NODE};
+use dataset::dataset_kind;
 pub use dir::Listing;
 pub use error::{Error, Result};
 use file::{Prefetch, Prefetcher};
@@ -51,14 +54,21 @@ pub const IPFS_INO: InodeNo = 2;
 pub const IPNS_INO: InodeNo = 3;
 pub const DATASETS_INO: InodeNo = 4;
 const FIRST_DYNAMIC_INO: InodeNo = 16;
+/// Dataset nodes get numbers from a counter above this (their paths change with renames).
+const FIRST_DATASET_INO: InodeNo = 1 << 62;
 
 /// The extended attribute holding a node's CID.
 pub const XATTR_CID: &str = "user.ipfs.cid";
+/// On a dataset's root: the CID of its head commit record.
+pub const XATTR_COMMIT: &str = "user.ipfs.commit";
 
 /// TTL for immutable content: entries and attributes under /ipfs never change.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// TTL for the fixed top-level directories, whose contents may change (datasets, pins).
 const MUTABLE_TTL: Duration = Duration::from_secs(1);
+/// TTL for dataset entries and attributes: every change goes through us, but other processes
+/// may look at the same dataset through another path.
+const DATASET_TTL: Duration = Duration::from_secs(1);
 /// How long a reader waits for a file's stream to bring its next block before fetching it
 /// itself. Covers a gateway's time to first byte (some build the whole CAR first).
 const STREAM_STALL: Duration = Duration::from_secs(3);
@@ -104,6 +114,8 @@ enum NodeKind {
     IpnsRoot,
     DatasetsRoot,
     Content(Arc<Content>),
+    /// A node of a writable dataset (its root directory is `ROOT_NODE`).
+    Dataset(Arc<Dataset>, NodeId),
 }
 
 /// A resolved piece of IPFS content.
@@ -143,6 +155,8 @@ struct Inode {
 
 struct Handle {
     ino: InodeNo,
+    /// Set when the handle may write a dataset file.
+    writer: Option<(Arc<Dataset>, NodeId)>,
     prefetch: Mutex<Prefetcher>,
     /// The CAR stream bringing the rest of the file, if one runs; stopped when the file closes.
     stream: Mutex<Option<tokio::task::AbortHandle>>,
@@ -190,14 +204,25 @@ pub struct Tree {
     /// Decoded interior file nodes, so that reads do not decode the same nodes again.
     file_nodes: quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>>,
     mount_time: SystemTime,
+    datasets: Option<Arc<Datasets>>,
+    /// Inode numbers of dataset nodes, which keep theirs across renames.
+    dataset_inos: RwLock<HashMap<(String, NodeId), InodeNo>>,
+    next_dataset_ino: AtomicU64,
 }
 
 impl Tree {
     pub fn new(blocks: Arc<BlockService>, config: TreeConfig) -> Arc<Self> {
+        Self::with_datasets(blocks, config, None)
+    }
+
+    pub fn with_datasets(blocks: Arc<BlockService>, config: TreeConfig, datasets: Option<Arc<Datasets>>) -> Arc<Self> {
         let mount_time = SystemTime::now();
         let tree = Tree {
             blocks,
             config,
+            datasets,
+            dataset_inos: RwLock::new(HashMap::new()),
+            next_dataset_ino: AtomicU64::new(FIRST_DATASET_INO),
             inodes: RwLock::new(HashMap::new()),
             children: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
@@ -260,6 +285,7 @@ impl Tree {
     fn ttl_for(node: &NodeKind) -> Duration {
         match node {
             NodeKind::Content(_) => IMMUTABLE_TTL,
+            NodeKind::Dataset(..) => DATASET_TTL,
             _ => MUTABLE_TTL,
         }
     }
@@ -290,10 +316,16 @@ impl Tree {
                 return Err(Error::NotFound(format!("/ipns/{}", name.to_string_lossy())))
             }
             NodeKind::DatasetsRoot => {
-                return Err(Error::NotFound(format!(
-                    "/datasets/{}",
-                    name.to_string_lossy()
-                )))
+                let ds = self
+                    .datasets
+                    .as_ref()
+                    .and_then(|d| d.get(&name.to_string_lossy()))
+                    .ok_or_else(|| Error::NotFound(format!("/datasets/{}", name.to_string_lossy())))?;
+                return self.dataset_entry(parent, name_bytes, ds, ROOT_NODE);
+            }
+            NodeKind::Dataset(ds, node) => {
+                let child = ds.lookup(*node, name_bytes)?;
+                return self.dataset_entry(parent, name_bytes, ds.clone(), child);
             }
             NodeKind::IpfsRoot => {
                 let text = std::str::from_utf8(name_bytes).map_err(|_| {
@@ -432,6 +464,9 @@ impl Tree {
 
     pub fn getattr(&self, ino: InodeNo) -> Result<Entry> {
         let inode = self.inode(ino)?;
+        if let NodeKind::Dataset(ds, node) = &inode.node {
+            return Ok(Entry { attr: self.dataset_attr(ino, ds, *node)?, ttl: DATASET_TTL });
+        }
         Ok(Entry {
             attr: inode.attr.clone(),
             ttl: Self::ttl_for(&inode.node),
@@ -584,7 +619,24 @@ impl Tree {
                     });
                 }
             }
-            NodeKind::IpnsRoot | NodeKind::DatasetsRoot => {}
+            NodeKind::IpnsRoot => {}
+            NodeKind::DatasetsRoot => {
+                let names = self.datasets.as_ref().map(|d| d.names()).unwrap_or_default();
+                for (i, name) in names.into_iter().enumerate().skip(skip).take(room) {
+                    let ino = self.dataset_ino_of(&name, ROOT_NODE);
+                    out.push(DirEntryOut { ino, next_offset: 2 + i as u64 + 1, kind: Kind::Directory, name: name.into() });
+                }
+            }
+            NodeKind::Dataset(ds, node) => {
+                for (i, (name, child, kind)) in ds.children(*node)?.into_iter().enumerate().skip(skip).take(room) {
+                    out.push(DirEntryOut {
+                        ino: self.dataset_ino_of(&ds.name, child),
+                        next_offset: 2 + i as u64 + 1,
+                        kind: dataset_kind(kind),
+                        name: OsString::from_vec(name),
+                    });
+                }
+            }
             NodeKind::Content(content) => {
                 let listing = match &content.body {
                     Body::Directory { listing } => listing.clone(),
@@ -663,7 +715,24 @@ impl Tree {
     // ---- files -------------------------------------------------------------------------------
 
     pub fn open(&self, ino: InodeNo, write: bool) -> Result<u64> {
+        self.open_with(ino, write, false)
+    }
+
+    /// Opens a file; in a dataset, `write` stages it for writing and `truncate` empties it.
+    pub fn open_with(&self, ino: InodeNo, write: bool, truncate: bool) -> Result<u64> {
         let inode = self.inode(ino)?;
+        if let NodeKind::Dataset(ds, node) = &inode.node {
+            let writer = if write || truncate {
+                ds.open_write(*node, truncate)?;
+                Some((ds.clone(), *node))
+            } else {
+                if ds.attr(*node)?.kind == crate::datasets::NodeKind::Directory {
+                    return Err(Error::IsADirectory);
+                }
+                None
+            };
+            return Ok(self.new_handle(ino, writer));
+        }
         match &inode.node {
             NodeKind::Content(c) => match c.body {
                 Body::File { .. } | Body::Document { .. } => {}
@@ -675,11 +744,16 @@ impl Tree {
         if write {
             return Err(Error::ReadOnly("content under /ipfs is immutable"));
         }
+        Ok(self.new_handle(ino, None))
+    }
+
+    fn new_handle(&self, ino: InodeNo, writer: Option<(Arc<Dataset>, NodeId)>) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.write().insert(
             fh,
             Arc::new(Handle {
                 ino,
+                writer,
                 prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)),
                 stream: Mutex::new(None),
                 stream_from: AtomicU64::new(u64::MAX),
@@ -687,11 +761,17 @@ impl Tree {
                 stream_progress: Arc::new(tokio::sync::Notify::new()),
             }),
         );
-        Ok(fh)
+        fh
     }
 
-    pub fn release(&self, fh: u64) {
-        self.handles.write().remove(&fh);
+    /// The last close of a handle. A dataset writer's last close seals and commits; the error,
+    /// if any, was already reported by `flush`.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let handle = self.handles.write().remove(&fh);
+        if let Some((ds, node)) = handle.and_then(|h| h.writer.clone()) {
+            ds.release_write(node)?;
+        }
+        Ok(())
     }
 
     /// Serves a read from local blocks only, without waiting: `None` means some block has to
@@ -710,6 +790,7 @@ impl Tree {
         };
         let content = match &inode.node {
             NodeKind::Content(c) => c.clone(),
+            NodeKind::Dataset(ds, node) => return Some(self.read_dataset(ds, *node, offset, size)),
             _ => return Some(Err(Error::IsADirectory)),
         };
         match &content.body {
@@ -846,6 +927,13 @@ impl Tree {
             (NodeKind::Content(c), n) if n == XATTR_CID.as_bytes() => {
                 Ok(c.cid.to_string().into_bytes())
             }
+            (NodeKind::Dataset(ds, node), n) if n == XATTR_CID.as_bytes() => {
+                let cid = if *node == ROOT_NODE { ds.root_cid() } else { ds.attr(*node)?.cid };
+                cid.map(|c| c.to_string().into_bytes()).ok_or(Error::NoAttribute)
+            }
+            (NodeKind::Dataset(ds, ROOT_NODE), n) if n == XATTR_COMMIT.as_bytes() => {
+                ds.head().map(|c| c.to_string().into_bytes()).ok_or(Error::NoAttribute)
+            }
             _ => Err(Error::NoAttribute),
         }
     }
@@ -854,6 +942,8 @@ impl Tree {
         let inode = self.inode(ino)?;
         Ok(match inode.node {
             NodeKind::Content(_) => format!("{XATTR_CID}\0").into_bytes(),
+            NodeKind::Dataset(_, ROOT_NODE) => format!("{XATTR_CID}\0{XATTR_COMMIT}\0").into_bytes(),
+            NodeKind::Dataset(..) => format!("{XATTR_CID}\0").into_bytes(),
             _ => Vec::new(),
         })
     }
@@ -861,7 +951,8 @@ impl Tree {
     /// Refuses a change below `ino` with the errno that says why.
     pub fn refuse_write(&self, ino: InodeNo) -> Error {
         match self.inodes.read().get(&ino).map(|i| i.node.clone()) {
-            Some(NodeKind::DatasetsRoot) => Error::NotSupported("datasets are not writable yet"),
+            Some(NodeKind::DatasetsRoot | NodeKind::Dataset(..)) => Error::NotSupported("not supported in datasets"),
+            Some(NodeKind::Root) => Error::NotPermitted("the top level is fixed"),
             _ => Error::ReadOnly("content under /ipfs and /ipns is immutable"),
         }
     }
@@ -880,6 +971,11 @@ impl Tree {
 struct Meta {
     mode: Option<u32>,
     mtime: Option<unixfs::UnixTime>,
+}
+
+/// True for the inode numbers of dataset nodes (mutable content).
+pub fn is_dataset_ino(ino: InodeNo) -> bool {
+    ino >= FIRST_DATASET_INO
 }
 
 /// FNV-1a over (parent, name), kept away from the fixed inode numbers.
