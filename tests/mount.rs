@@ -588,3 +588,40 @@ fn duckdb_over_the_mount() {
     );
     eprintln!("duckdb: {}", got.trim());
 }
+
+/// `--allow-other` lets other users read; without it they are refused (FUSE's default).
+#[test]
+fn allow_other() {
+    if !require_fuse("allow_other") {
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 || which("runuser").is_none() {
+        eprintln!("SKIPPED allow_other: needs root and runuser");
+        return;
+    }
+    let fx = fixture(MIB);
+    for (args, other_can_read) in [
+        (vec!["--offline"], false),
+        (vec!["--offline", "--allow-other"], true),
+    ] {
+        let m = Mount::start_with_store(&fx.store, &args);
+        // The temp dirs are 0700; let others reach the mountpoint.
+        let parent = m.mnt.parent().unwrap();
+        fs::set_permissions(parent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let p = m.ipfs(&fx.root).join("small.txt");
+        let out = run(Command::new("runuser")
+            .args(["-u", "nobody", "--", "cat"])
+            .arg(&p));
+        assert_eq!(
+            out.status.success(),
+            other_can_read,
+            "{args:?}: user nobody reading {}: {} {}",
+            p.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if other_can_read {
+            assert_eq!(out.stdout, b"small file\n");
+        }
+    }
+}

@@ -984,10 +984,18 @@ impl Mount {
         self.mnt.join("ipfs").join(cid)
     }
 
-    /// Unmounts (lazily) and stops the daemon: SIGTERM, SIGKILL after 5 s.
+    /// Unmounts (lazily) and stops the daemon: it should exit by itself once unmounted; SIGTERM if it has not
+    /// after 2 s, SIGKILL 5 s later.
     pub fn stop(&mut self) {
         fusermount_u(&self.mnt);
         if let Some(mut child) = self.child.take() {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(2) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             if child.try_wait().ok().flatten().is_none() {
                 signal(child.id(), libc::SIGTERM);
             }
