@@ -301,7 +301,7 @@ fn cp_files_cids_equal_helia() {
     let src = tmp.path().join("src");
     let files = cid_files(&src);
     let helia = Helia::start(&peers);
-    let m = ds_mount();
+    let mut m = ds_mount();
     let mut failures = Vec::new();
 
     // unixfs-v1-2025 (the default profile)
@@ -349,27 +349,25 @@ fn cp_files_cids_equal_helia() {
     if has_dataset_cli() {
         let kubo = Kubo::start(&peers);
         let out = run(Command::new(BIN)
-            .args(["dataset", "create", "v0files", "--profile", "unixfs-v0-2015", "--store"])
-            .arg(&m.store));
+            .args(["dataset", "--store"])
+            .arg(&m.store)
+            .args(["create", "v0files", "--profile", "unixfs-v0-2015"]));
         if !out.status.success() {
             failures.push(format!(
-                "ipfs-mount dataset create v0files --profile unixfs-v0-2015: {}: {}",
+                "ipfs-mount dataset --store <store> create v0files --profile unixfs-v0-2015: {}: {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             ));
         } else {
             let ds0 = m.mnt.join("datasets/v0files");
-            let mut m_restarted = None;
             if !ds0.is_dir() {
-                // created offline in the store: a remount picks it up
-                let mut m2 = Mount::start_with_store(&m.store, &["--offline"]);
-                m2.stop();
-                m_restarted = Some(Mount::start_with_store(&m.store, &["--offline"]));
+                failures.push(
+                    "`ipfs-mount dataset create v0files` while mounted: datasets/v0files does not appear in the \
+                     mount (remounting to go on)"
+                        .into(),
+                );
+                m.restart();
             }
-            let ds0 = m_restarted
-                .as_ref()
-                .map(|mm| mm.mnt.join("datasets/v0files"))
-                .unwrap_or(ds0);
             let k = |p: &Path| kubo.add_path(p);
             cp_and_check_cids(&ds0, &src, &files, "v0 files (Kubo 0.22)", &k, &mut failures);
             let h0 = helia.add_path(&src, &HeliaAdd::profile("unixfs-v0-2015"));
@@ -377,6 +375,30 @@ fn cp_files_cids_equal_helia() {
                 Ok(got) if got == h0 => {}
                 Ok(got) => failures.push(format!("v0 files: root {got}, Helia v0 {h0}")),
                 Err(e) => failures.push(e),
+            }
+            // a v0 tree with symlinks (Kubo keeps them) by cp -r
+            let ktree = make_tree(&tmp.path().join("ktree"), &TreeSpec::kubo(8, 0));
+            let out = run(Command::new(BIN)
+                .args(["dataset", "--store"])
+                .arg(&m.store)
+                .args(["create", "v0tree", "--profile", "unixfs-v0-2015"]));
+            let kds = m.mnt.join("datasets/v0tree");
+            if !out.status.success() || !kds.is_dir() {
+                failures.push(format!("dataset create v0tree: {}", String::from_utf8_lossy(&out.stderr)));
+            } else {
+                match bash(tmp.path(), &format!("cp -r ktree/. '{}'", kds.display()), NOENV, 300) {
+                    Ok(_) => {
+                        let want = kubo.add_path(&ktree);
+                        match xattr(&kds, "user.ipfs.cid") {
+                            Ok(got) if got == want => {}
+                            Ok(got) => failures.push(format!(
+                                "v0 tree (with symlinks, backslash name): dataset root {got}, Kubo 0.22 {want}"
+                            )),
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    Err(e) => failures.push(format!("v0 tree: {e}")),
+                }
             }
         }
     } else {
@@ -751,6 +773,25 @@ fn versions_and_commit_chain() {
         Err(e) => failures.push(format!("<store>/datasets/v/HEAD: {e}")),
     }
     eprintln!("commit chain: {n} commits");
+    // the CLI shows the same history (while mounted)
+    let log = run(Command::new(BIN).args(["dataset", "--store"]).arg(&m.store).args(["log", "v"]));
+    if !log.status.success() {
+        failures.push(format!("ipfs-mount dataset log v: {}: {}", log.status, String::from_utf8_lossy(&log.stderr)));
+    } else {
+        let text = String::from_utf8_lossy(&log.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.len() != n {
+            failures.push(format!("ipfs-mount dataset log v: {} lines, the chain has {n} commits", lines.len()));
+        }
+        if !lines.first().is_some_and(|l| l.contains(commits.last().unwrap().as_str()) && l.contains(roots.last().unwrap().as_str())) {
+            failures.push(format!("ipfs-mount dataset log v: first line {:?} does not name the head commit and root", lines.first()));
+        }
+    }
+    let list = run(Command::new(BIN).args(["dataset", "--store"]).arg(&m.store).arg("list"));
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    if !list.status.success() || !text.lines().any(|l| l.split_whitespace().next() == Some("v") && l.contains(roots.last().unwrap().as_str())) {
+        failures.push(format!("ipfs-mount dataset list: {} {text:?} {}, expected a line for v with its root", list.status, String::from_utf8_lossy(&list.stderr)));
+    }
     finish(&m, test, &failures);
 }
 
