@@ -36,6 +36,13 @@ pub enum Command {
         #[arg(required = true)]
         cars: Vec<PathBuf>,
     },
+    /// Writable datasets: list, create, show history.
+    Dataset {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        action: DatasetAction,
+    },
     /// Export the whole DAG below a CID as a CARv1.
     Export {
         #[command(flatten)]
@@ -49,6 +56,48 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DatasetAction {
+    /// Every dataset with its version, root CID and head commit.
+    List,
+    /// Create a dataset (as `mkdir <mnt>/datasets/<name>` does, but with a choice of profile).
+    Create {
+        name: String,
+        /// Import profile: unixfs-v1-2025 (CIDv1, raw leaves, 1 MiB chunks) or unixfs-v0-2015 (Kubo's classic CIDv0).
+        #[arg(long, default_value = crate::datasets::DEFAULT_PROFILE)]
+        profile: String,
+    },
+    /// The versions of a dataset, newest first.
+    Log { name: String },
+}
+
+impl DatasetAction {
+    /// The request line sent over a mount's control socket.
+    pub fn to_request(&self) -> String {
+        match self {
+            DatasetAction::List => "dataset\tlist".into(),
+            DatasetAction::Create { name, profile } => {
+                format!("dataset\tcreate\t{name}\t{profile}")
+            }
+            DatasetAction::Log { name } => format!("dataset\tlog\t{name}"),
+        }
+    }
+
+    pub fn from_request(parts: &[&str]) -> Option<Self> {
+        match parts {
+            ["list"] => Some(DatasetAction::List),
+            ["create", name, profile] => Some(DatasetAction::Create {
+                name: name.to_string(),
+                profile: profile.to_string(),
+            }),
+            ["log", name] => Some(DatasetAction::Log {
+                name: name.to_string(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -196,6 +245,10 @@ pub fn main() -> ExitCode {
         }) => {
             init_logging(verbose, None);
             transfer::export(&store, &net, &cid, output.as_deref())
+        }
+        Some(Command::Dataset { store, action }) => {
+            init_logging(0, None);
+            crate::datasets::cli::run(&store, &action)
         }
         None => mount::run(cli.mount),
     };

@@ -18,6 +18,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use ipfs_mount_ipld::cids;
 
 use crate::blocks::BlockService;
+use crate::cli::DatasetAction;
+use crate::datasets::Datasets;
 use crate::transfer;
 
 pub fn socket_path(store_dir: &Path) -> PathBuf {
@@ -28,6 +30,7 @@ pub fn socket_path(store_dir: &Path) -> PathBuf {
 pub fn serve(
     store_dir: &Path,
     blocks: Arc<BlockService>,
+    datasets: Arc<Datasets>,
     rt: tokio::runtime::Handle,
 ) -> Result<()> {
     let path = socket_path(store_dir);
@@ -42,11 +45,12 @@ pub fn serve(
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let blocks = blocks.clone();
+                let datasets = datasets.clone();
                 let rt = rt.clone();
                 let _ = std::thread::Builder::new()
                     .name("ipfs-mount-control-conn".into())
                     .spawn(move || {
-                        if let Err(e) = handle(conn, &blocks, &rt) {
+                        if let Err(e) = handle(conn, &blocks, &datasets, &rt) {
                             tracing::warn!("control request failed: {e:#}");
                         }
                     });
@@ -55,12 +59,29 @@ pub fn serve(
     Ok(())
 }
 
-fn handle(conn: UnixStream, blocks: &Arc<BlockService>, rt: &tokio::runtime::Handle) -> Result<()> {
+fn handle(
+    conn: UnixStream,
+    blocks: &Arc<BlockService>,
+    datasets: &Datasets,
+    rt: &tokio::runtime::Handle,
+) -> Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut out = conn;
-    let mut parts = line.trim_end_matches('\n').splitn(2, '\t');
+    let request = line.trim_end_matches('\n');
+    if let Some(rest) = request.strip_prefix("dataset\t") {
+        let parts: Vec<&str> = rest.split('\t').collect();
+        let result = DatasetAction::from_request(&parts)
+            .ok_or_else(|| anyhow!("unknown dataset request"))
+            .and_then(|a| crate::datasets::cli::execute(datasets, blocks, &a));
+        match result {
+            Ok(text) => write!(out, "ok\n{text}")?,
+            Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,
+        }
+        return Ok(());
+    }
+    let mut parts = request.splitn(2, '\t');
     match (parts.next(), parts.next()) {
         (Some("import"), Some(path)) => {
             match transfer::import_one(blocks.store().as_ref(), Path::new(path)) {
@@ -141,6 +162,23 @@ pub fn remote_export(store_dir: &Path, cid: &str, out: &mut dyn Write) -> Result
         out.write_all(&buf[..n])?;
     }
     Ok(())
+}
+
+/// Sends one request line; returns the text after `ok`.
+pub fn remote_request(store_dir: &Path, request: &str) -> Result<String> {
+    let mut conn = connect(store_dir)?;
+    writeln!(conn, "{request}")?;
+    let mut reader = BufReader::new(conn);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    match status.trim_end() {
+        "ok" => {
+            let mut text = String::new();
+            reader.read_to_string(&mut text)?;
+            Ok(text)
+        }
+        s => bail!("{}", s.strip_prefix("error\t").unwrap_or(s)),
+    }
 }
 
 fn connect(store_dir: &Path) -> Result<UnixStream> {

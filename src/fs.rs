@@ -127,7 +127,10 @@ impl Filesystem for IpfsFs {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        match self.tree.setattr(ino.0, mode, size, mtime, uid.is_some() || gid.is_some()) {
+        match self
+            .tree
+            .setattr(ino.0, mode, size, mtime, uid.is_some() || gid.is_some())
+        {
             Ok(entry) => reply.attr(&entry.ttl, &file_attr(&entry.attr, self.tree.owner())),
             Err(e) => reply.error(errno("setattr", &e)),
         }
@@ -140,11 +143,28 @@ impl Filesystem for IpfsFs {
         }
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(errno("mknod", &self.tree.refuse_write(parent.0)));
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         match self.tree.mkdir(parent.0, name, mode & !umask) {
             Ok(entry) => reply_entry(reply, &entry, self.tree.owner()),
             Err(e) => reply.error(errno("mkdir", &e)),
@@ -165,8 +185,18 @@ impl Filesystem for IpfsFs {
         }
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
-        match self.tree.symlink(parent.0, name, target.as_os_str().as_bytes()) {
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        match self
+            .tree
+            .symlink(parent.0, name, target.as_os_str().as_bytes())
+        {
             Ok(entry) => reply_entry(reply, &entry, self.tree.owner()),
             Err(e) => reply.error(errno("symlink", &e)),
         }
@@ -182,13 +212,23 @@ impl Filesystem for IpfsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.tree.rename(parent.0, name, newparent.0, newname, flags.bits()) {
+        match self
+            .tree
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rename", &e)),
         }
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         // Content-addressed trees have no hard links.
         reply.error(Errno::from_i32(libc::EPERM));
     }
@@ -198,7 +238,9 @@ impl Filesystem for IpfsFs {
         let truncate = flags.0 & libc::O_TRUNC != 0;
         match self.tree.open_with(ino.0, write, truncate) {
             // Immutable content keeps the page cache across opens; dataset files may change.
-            Ok(fh) if !crate::tree::is_dataset_ino(ino.0) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) if !crate::tree::is_dataset_ino(ino.0) => {
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("open", &e)),
         }
@@ -251,7 +293,14 @@ impl Filesystem for IpfsFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // close(2) of a written dataset file: seal and commit here, so the writer sees errors.
         match self.tree.flush(fh.0) {
             Ok(()) => reply.ok(),
@@ -275,7 +324,14 @@ impl Filesystem for IpfsFs {
         }
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.tree.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
@@ -390,7 +446,10 @@ impl Filesystem for IpfsFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) && !crate::tree::is_dataset_ino(ino.0) && ino.0 != crate::tree::DATASETS_INO {
+        if mask.contains(AccessFlags::W_OK)
+            && !crate::tree::is_dataset_ino(ino.0)
+            && ino.0 != crate::tree::DATASETS_INO
+        {
             reply.error(errno("access", &self.tree.refuse_write(ino.0)));
         } else {
             reply.ok();

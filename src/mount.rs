@@ -189,9 +189,22 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         args.memory_cache,
     ));
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    crate::control::serve(&args.store.dir(), blocks.clone(), runtime.handle().clone())?;
     let datasets = crate::datasets::Datasets::open(&args.store.dir(), blocks.clone())?;
-    let tree = Tree::with_datasets(blocks, TreeConfig { uid, gid, ..TreeConfig::default() }, Some(datasets));
+    crate::control::serve(
+        &args.store.dir(),
+        blocks.clone(),
+        datasets.clone(),
+        runtime.handle().clone(),
+    )?;
+    let tree = Tree::with_datasets(
+        blocks,
+        TreeConfig {
+            uid,
+            gid,
+            ..TreeConfig::default()
+        },
+        Some(datasets),
+    );
     let fs = IpfsFs::new(tree, runtime.handle().clone());
 
     let mut config = fuser::Config::default();

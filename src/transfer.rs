@@ -68,6 +68,16 @@ pub fn import(store_args: &StoreArgs, cars: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// True when opening the store failed because another process (a mount) holds it.
+pub fn is_locked(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<StoreError>(),
+            Some(StoreError::Locked { .. })
+        )
+    })
+}
+
 /// The store, or None when another process (a mount) holds it.
 fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<ipfs_mount_store::DiskStore>>> {
     match open_store(store_args) {

@@ -33,7 +33,12 @@ pub struct FileWriter<'p> {
 
 impl<'p> FileWriter<'p> {
     pub fn new(profile: &'p ImportProfile) -> Self {
-        FileWriter { profile, pending: Vec::with_capacity(profile.chunk_size), leaves: Vec::new(), blocks: Vec::new() }
+        FileWriter {
+            profile,
+            pending: Vec::with_capacity(profile.chunk_size),
+            leaves: Vec::new(),
+            blocks: Vec::new(),
+        }
     }
 
     /// Reuses a full-chunk leaf of an earlier version. Only valid before any bytes were written.
@@ -64,20 +69,32 @@ impl<'p> FileWriter<'p> {
     fn emit_leaf(&mut self, chunk: &[u8]) {
         let p = self.profile;
         let leaf = if p.raw_leaves {
-            let cid = cids::compute(cid::Version::V1, codec::RAW, p.hash, chunk).expect("profile hash is supported");
+            let cid = cids::compute(cid::Version::V1, codec::RAW, p.hash, chunk)
+                .expect("profile hash is supported");
             self.blocks.push((cid, Bytes::copy_from_slice(chunk)));
-            Leaf { cid, size: chunk.len() as u64, tsize: chunk.len() as u64 }
+            Leaf {
+                cid,
+                size: chunk.len() as u64,
+                tsize: chunk.len() as u64,
+            }
         } else {
             let mut meta = UnixFsData::new(DataType::File);
             meta.filesize = Some(chunk.len() as u64);
             if !chunk.is_empty() {
                 meta.data = Some(Bytes::copy_from_slice(chunk));
             }
-            let block = dagpb::encode(&PbNode { links: Vec::new(), data: Some(unixfs::encode_data(&meta).into()) });
+            let block = dagpb::encode(&PbNode {
+                links: Vec::new(),
+                data: Some(unixfs::encode_data(&meta).into()),
+            });
             let cid = pb_cid(p, &block);
             let tsize = block.len() as u64;
             self.blocks.push((cid, block.into()));
-            Leaf { cid, size: chunk.len() as u64, tsize }
+            Leaf {
+                cid,
+                size: chunk.len() as u64,
+                tsize,
+            }
         };
         self.leaves.push(leaf);
     }
@@ -90,7 +107,10 @@ impl<'p> FileWriter<'p> {
         }
         let mut level = std::mem::take(&mut self.leaves);
         while level.len() > 1 {
-            let groups: Vec<Vec<Leaf>> = level.chunks(self.profile.max_links.max(2)).map(|g| g.to_vec()).collect();
+            let groups: Vec<Vec<Leaf>> = level
+                .chunks(self.profile.max_links.max(2))
+                .map(|g| g.to_vec())
+                .collect();
             level = groups.iter().map(|g| self.interior(g)).collect();
         }
         level[0]
@@ -101,8 +121,18 @@ impl<'p> FileWriter<'p> {
         let size: u64 = children.iter().map(|c| c.size).sum();
         meta.filesize = Some(size);
         meta.blocksizes = children.iter().map(|c| c.size).collect();
-        let links = children.iter().map(|c| PbLink { cid: c.cid, name: Some(Vec::new()), tsize: Some(c.tsize) }).collect();
-        let block = dagpb::encode(&PbNode { links, data: Some(unixfs::encode_data(&meta).into()) });
+        let links = children
+            .iter()
+            .map(|c| PbLink {
+                cid: c.cid,
+                name: Some(Vec::new()),
+                tsize: Some(c.tsize),
+            })
+            .collect();
+        let block = dagpb::encode(&PbNode {
+            links,
+            data: Some(unixfs::encode_data(&meta).into()),
+        });
         let cid = pb_cid(self.profile, &block);
         let tsize = block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
         self.blocks.push((cid, block.into()));
@@ -121,11 +151,17 @@ mod tests {
 
     #[test]
     fn streaming_matches_whole_file_builder() {
-        let data: Vec<u8> = (0..3_333_333u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..3_333_333u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let mut odd = ImportProfile::unixfs_v0_2015();
         odd.chunk_size = 100_000;
         odd.max_links = 7;
-        for p in [ImportProfile::unixfs_v0_2015(), ImportProfile::unixfs_v1_2025(), odd] {
+        for p in [
+            ImportProfile::unixfs_v0_2015(),
+            ImportProfile::unixfs_v1_2025(),
+            odd,
+        ] {
             for len in [0usize, 1, 100_000, 262_144, 3_333_333] {
                 let mut w = FileWriter::new(&p);
                 for piece in data[..len].chunks(77_777) {

@@ -33,7 +33,10 @@ pub struct Commit {
 impl Commit {
     pub fn encode(&self) -> Result<(Cid, Bytes)> {
         let mut map = BTreeMap::new();
-        map.insert("prev".to_string(), self.prev.map(Ipld::Link).unwrap_or(Ipld::Null));
+        map.insert(
+            "prev".to_string(),
+            self.prev.map(Ipld::Link).unwrap_or(Ipld::Null),
+        );
         map.insert("root".to_string(), Ipld::Link(self.root));
         map.insert("seq".to_string(), Ipld::Integer(self.seq as i128));
         map.insert("time".to_string(), Ipld::Integer(self.time_ms as i128));
@@ -48,14 +51,18 @@ impl Commit {
             })
             .collect();
         map.insert("meta".to_string(), Ipld::Map(meta));
-        let bytes = serde_ipld_dagcbor::to_vec(&Ipld::Map(map)).context("encoding a commit record")?;
+        let bytes =
+            serde_ipld_dagcbor::to_vec(&Ipld::Map(map)).context("encoding a commit record")?;
         let cid = cids::compute(cid::Version::V1, codec::DAG_CBOR, mh::SHA2_256, &bytes)?;
         Ok((cid, bytes.into()))
     }
 
     pub fn decode(cid: &Cid, bytes: &[u8]) -> Result<Self> {
-        let ipld: Ipld = serde_ipld_dagcbor::from_slice(bytes).with_context(|| format!("commit {cid} is not dag-cbor"))?;
-        let Ipld::Map(map) = ipld else { return Err(anyhow!("commit {cid} is not a map")) };
+        let ipld: Ipld = serde_ipld_dagcbor::from_slice(bytes)
+            .with_context(|| format!("commit {cid} is not dag-cbor"))?;
+        let Ipld::Map(map) = ipld else {
+            return Err(anyhow!("commit {cid} is not a map"));
+        };
         let int = |k: &str| match map.get(k) {
             Some(Ipld::Integer(i)) => Ok(*i),
             _ => Err(anyhow!("commit {cid}: field {k} missing")),
@@ -72,13 +79,27 @@ impl Commit {
         if let Some(Ipld::Map(m)) = map.get("meta") {
             for (path, v) in m {
                 if let Ipld::Map(e) = v {
-                    if let (Some(Ipld::Integer(mode)), Some(Ipld::Integer(mtime))) = (e.get("mode"), e.get("mtime")) {
-                        meta.insert(path.clone(), Meta { mode: *mode as u32, mtime: *mtime as i64 });
+                    if let (Some(Ipld::Integer(mode)), Some(Ipld::Integer(mtime))) =
+                        (e.get("mode"), e.get("mtime"))
+                    {
+                        meta.insert(
+                            path.clone(),
+                            Meta {
+                                mode: *mode as u32,
+                                mtime: *mtime as i64,
+                            },
+                        );
                     }
                 }
             }
         }
-        Ok(Commit { prev, root, seq: int("seq")? as u64, time_ms: int("time")? as i64, meta })
+        Ok(Commit {
+            prev,
+            root,
+            seq: int("seq")? as u64,
+            time_ms: int("time")? as i64,
+            meta,
+        })
     }
 }
 
@@ -90,8 +111,20 @@ mod tests {
     fn round_trip() {
         let root = cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, b"x").unwrap();
         let mut meta = BTreeMap::new();
-        meta.insert("a/b.txt".to_string(), Meta { mode: 0o640, mtime: 1_700_000_000 });
-        let c = Commit { prev: Some(root), root, seq: 3, time_ms: 5, meta };
+        meta.insert(
+            "a/b.txt".to_string(),
+            Meta {
+                mode: 0o640,
+                mtime: 1_700_000_000,
+            },
+        );
+        let c = Commit {
+            prev: Some(root),
+            root,
+            seq: 3,
+            time_ms: 5,
+            meta,
+        };
         let (cid, bytes) = c.encode().unwrap();
         cids::verify(&cid, &bytes).unwrap();
         assert_eq!(Commit::decode(&cid, &bytes).unwrap(), c);

@@ -48,7 +48,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// All datasets of a store.
@@ -64,10 +66,12 @@ impl Datasets {
     pub fn open(store_dir: &Path, blocks: Arc<BlockService>) -> Result<Arc<Self>> {
         let dir = store_dir.join("datasets");
         let staging = store_dir.join("staging");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         // Staged files of a previous run belong to writers that are gone: never committed.
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("cannot create {}", staging.display()))?;
         let mut sets = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
@@ -82,7 +86,12 @@ impl Datasets {
                 Err(e) => tracing::error!(dataset = %name, "cannot load dataset: {e:#}"),
             }
         }
-        Ok(Arc::new(Datasets { dir, staging, blocks, sets: RwLock::new(sets) }))
+        Ok(Arc::new(Datasets {
+            dir,
+            staging,
+            blocks,
+            sets: RwLock::new(sets),
+        }))
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -95,7 +104,9 @@ impl Datasets {
 
     pub fn create(&self, name: &str, profile_name: &str) -> Result<Arc<Dataset>, DsError> {
         if !valid_name(name) {
-            return Err(DsError::Invalid(format!("{name:?} is not a valid dataset name")));
+            return Err(DsError::Invalid(format!(
+                "{name:?} is not a valid dataset name"
+            )));
         }
         let profile = profile_by_name(profile_name)
             .ok_or_else(|| DsError::Invalid(format!("unknown import profile {profile_name:?}")))?;
@@ -107,7 +118,14 @@ impl Datasets {
         let io = |e: std::io::Error| DsError::Io(format!("creating dataset {name}: {e}"));
         std::fs::create_dir_all(&dir).map_err(io)?;
         write_atomic(&dir.join("PROFILE"), profile_name.as_bytes()).map_err(io)?;
-        let ds = Dataset::new_empty(name, profile_name, profile, dir, self.staging.clone(), self.blocks.clone())?;
+        let ds = Dataset::new_empty(
+            name,
+            profile_name,
+            profile,
+            dir,
+            self.staging.clone(),
+            self.blocks.clone(),
+        )?;
         sets.insert(name.to_string(), ds.clone());
         Ok(ds)
     }
@@ -121,28 +139,61 @@ impl Datasets {
         }
         let dir = self.dir.join(name);
         // Keep the history file for `dataset log`, but take the name away.
-        let gone = self.dir.join(format!(".removed-{name}-{}", std::process::id()));
-        std::fs::rename(&dir, &gone).map_err(|e| DsError::Io(format!("removing dataset {name}: {e}")))?;
+        let gone = self
+            .dir
+            .join(format!(".removed-{name}-{}", std::process::id()));
+        std::fs::rename(&dir, &gone)
+            .map_err(|e| DsError::Io(format!("removing dataset {name}: {e}")))?;
         sets.remove(name);
         Ok(())
     }
 }
 
-fn load(dir: &Path, name: &str, blocks: &Arc<BlockService>, staging: &Path) -> Result<Arc<Dataset>> {
-    let profile_name = std::fs::read_to_string(dir.join("PROFILE"))?.trim().to_string();
-    let profile = profile_by_name(&profile_name).ok_or_else(|| anyhow!("unknown profile {profile_name:?}"))?;
+fn load(
+    dir: &Path,
+    name: &str,
+    blocks: &Arc<BlockService>,
+    staging: &Path,
+) -> Result<Arc<Dataset>> {
+    let profile_name = std::fs::read_to_string(dir.join("PROFILE"))?
+        .trim()
+        .to_string();
+    let profile = profile_by_name(&profile_name)
+        .ok_or_else(|| anyhow!("unknown profile {profile_name:?}"))?;
     let head = match std::fs::read_to_string(dir.join("HEAD")) {
-        Ok(s) => Some(s.trim().parse::<Cid>().with_context(|| format!("bad HEAD {s:?}"))?),
+        Ok(s) => Some(
+            s.trim()
+                .parse::<Cid>()
+                .with_context(|| format!("bad HEAD {s:?}"))?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
     let ds = match head {
-        None => Dataset::new_empty(name, &profile_name, profile, dir.to_path_buf(), staging.to_path_buf(), blocks.clone())
-            .map_err(|e| anyhow!("{e}"))?,
+        None => Dataset::new_empty(
+            name,
+            &profile_name,
+            profile,
+            dir.to_path_buf(),
+            staging.to_path_buf(),
+            blocks.clone(),
+        )
+        .map_err(|e| anyhow!("{e}"))?,
         Some(head) => {
-            let bytes = blocks.get_local(&head)?.ok_or_else(|| anyhow!("head commit {head} is not in the store"))?;
+            let bytes = blocks
+                .get_local(&head)?
+                .ok_or_else(|| anyhow!("head commit {head} is not in the store"))?;
             let commit = Commit::decode(&head, &bytes)?;
-            Dataset::load(name, &profile_name, profile, dir.to_path_buf(), staging.to_path_buf(), blocks.clone(), head, commit)?
+            Dataset::load(
+                name,
+                &profile_name,
+                profile,
+                dir.to_path_buf(),
+                staging.to_path_buf(),
+                blocks.clone(),
+                head,
+                commit,
+            )?
         }
     };
     Ok(ds)
@@ -168,7 +219,9 @@ pub fn history(blocks: &BlockService, head: Option<Cid>) -> Result<Vec<(Cid, Com
     let mut out = Vec::new();
     let mut next = head;
     while let Some(cid) = next {
-        let bytes = blocks.get_local(&cid)?.ok_or_else(|| anyhow!("commit {cid} is not in the store"))?;
+        let bytes = blocks
+            .get_local(&cid)?
+            .ok_or_else(|| anyhow!("commit {cid} is not in the store"))?;
         let c = Commit::decode(&cid, &bytes)?;
         next = c.prev;
         out.push((cid, c));
@@ -177,4 +230,79 @@ pub fn history(blocks: &BlockService, head: Option<Cid>) -> Result<Vec<(Cid, Com
         }
     }
     Ok(out)
+}
+
+/// `ipfs-mount dataset …`, on an unmounted store or through a mount's control socket.
+pub mod cli {
+    use std::fmt::Write as _;
+    use std::sync::Arc;
+
+    use anyhow::{anyhow, Result};
+    use ipfs_mount_store::BlockStore;
+
+    use super::{history, Datasets};
+    use crate::blocks::BlockService;
+    use crate::cli::{DatasetAction, StoreArgs};
+
+    pub fn run(store_args: &StoreArgs, action: &DatasetAction) -> Result<()> {
+        let text = match crate::mount::open_store(store_args) {
+            Ok(store) => {
+                let blocks = Arc::new(BlockService::new(store.clone(), Vec::new(), true, 16 << 20));
+                let sets = Datasets::open(&store_args.dir(), blocks.clone())?;
+                let out = execute(&sets, &blocks, action);
+                store.flush().ok();
+                out?
+            }
+            Err(e) if crate::transfer::is_locked(&e) => {
+                crate::control::remote_request(&store_args.dir(), &action.to_request())?
+            }
+            Err(e) => return Err(e),
+        };
+        print!("{text}");
+        Ok(())
+    }
+
+    /// Runs an action and returns what it prints.
+    pub fn execute(
+        sets: &Datasets,
+        blocks: &BlockService,
+        action: &DatasetAction,
+    ) -> Result<String> {
+        let mut out = String::new();
+        match action {
+            DatasetAction::List => {
+                for name in sets.names() {
+                    if let Some(ds) = sets.get(&name) {
+                        let root = ds.root_cid().map(|c| c.to_string()).unwrap_or_default();
+                        let head = ds.head().map(|c| c.to_string()).unwrap_or_default();
+                        writeln!(
+                            out,
+                            "{name}\tv{}\t{root}\t{head}\t{}",
+                            ds.version(),
+                            ds.profile_name
+                        )?;
+                    }
+                }
+            }
+            DatasetAction::Create { name, profile } => {
+                let ds = sets
+                    .create(name, profile)
+                    .map_err(|e| anyhow!("cannot create dataset {name}: {e}"))?;
+                writeln!(
+                    out,
+                    "{}",
+                    ds.root_cid().map(|c| c.to_string()).unwrap_or_default()
+                )?;
+            }
+            DatasetAction::Log { name } => {
+                let ds = sets
+                    .get(name)
+                    .ok_or_else(|| anyhow!("no dataset named {name:?}"))?;
+                for (cid, c) in history(blocks, ds.head())? {
+                    writeln!(out, "v{}\t{}\t{}\t{}", c.seq, c.root, cid, c.time_ms)?;
+                }
+            }
+        }
+        Ok(out)
+    }
 }

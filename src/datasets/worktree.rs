@@ -93,9 +93,19 @@ struct Staged {
 }
 
 enum Body {
-    Dir { children: BTreeMap<Vec<u8>, NodeId>, built: Option<Sealed> },
-    File { sealed: Sealed, staged: Option<Staged>, writers: u32 },
-    Symlink { target: Vec<u8>, built: Sealed },
+    Dir {
+        children: BTreeMap<Vec<u8>, NodeId>,
+        built: Option<Sealed>,
+    },
+    File {
+        sealed: Sealed,
+        staged: Option<Staged>,
+        writers: u32,
+    },
+    Symlink {
+        target: Vec<u8>,
+        built: Sealed,
+    },
 }
 
 struct WNode {
@@ -135,7 +145,9 @@ fn now() -> SystemTime {
 }
 
 fn secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Dataset {
@@ -153,7 +165,10 @@ impl Dataset {
             WNode {
                 parent: ROOT_NODE,
                 name: Vec::new(),
-                body: Body::Dir { children: BTreeMap::new(), built: None },
+                body: Body::Dir {
+                    children: BTreeMap::new(),
+                    built: None,
+                },
                 mode: 0o755,
                 mtime: now(),
                 explicit_meta: false,
@@ -166,7 +181,14 @@ impl Dataset {
             dir,
             staging,
             blocks,
-            state: Mutex::new(State { nodes, next_id: ROOT_NODE + 1, head: None, root: None, seq: 0, unpinned: Vec::new() }),
+            state: Mutex::new(State {
+                nodes,
+                next_id: ROOT_NODE + 1,
+                head: None,
+                root: None,
+                seq: 0,
+                unpinned: Vec::new(),
+            }),
             tmp_counter: AtomicU64::new(0),
         });
         // Version 0: the empty directory, so that a new dataset has a root CID at once.
@@ -187,7 +209,14 @@ impl Dataset {
         commit: Commit,
     ) -> anyhow::Result<Arc<Self>> {
         let time = UNIX_EPOCH + std::time::Duration::from_millis(commit.time_ms.max(0) as u64);
-        let mut st = State { nodes: HashMap::new(), next_id: ROOT_NODE + 1, head: Some(head), root: None, seq: commit.seq, unpinned: Vec::new() };
+        let mut st = State {
+            nodes: HashMap::new(),
+            next_id: ROOT_NODE + 1,
+            head: Some(head),
+            root: None,
+            seq: commit.seq,
+            unpinned: Vec::new(),
+        };
         // Iterative walk: (node id, cid, tsize) of directories still to read.
         let root_tsize = 0;
         st.nodes.insert(
@@ -195,7 +224,14 @@ impl Dataset {
             WNode {
                 parent: ROOT_NODE,
                 name: Vec::new(),
-                body: Body::Dir { children: BTreeMap::new(), built: Some(Sealed { cid: commit.root, size: 0, tsize: root_tsize }) },
+                body: Body::Dir {
+                    children: BTreeMap::new(),
+                    built: Some(Sealed {
+                        cid: commit.root,
+                        size: 0,
+                        tsize: root_tsize,
+                    }),
+                },
                 mode: 0o755,
                 mtime: time,
                 explicit_meta: false,
@@ -204,35 +240,86 @@ impl Dataset {
         let mut pending = vec![(ROOT_NODE, commit.root)];
         while let Some((id, cid)) = pending.pop() {
             for (child_name, child_cid, tsize) in dir_entries(&blocks, &cid)? {
-                let block = blocks.get_local(&child_cid)?.ok_or_else(|| anyhow::anyhow!("block {child_cid} missing"))?;
+                let block = blocks
+                    .get_local(&child_cid)?
+                    .ok_or_else(|| anyhow::anyhow!("block {child_cid} missing"))?;
                 let node = unixfs::decode_node_shared(&child_cid, &block)?;
                 let child_id = st.next_id;
                 st.next_id += 1;
                 let (body, mode) = match node {
                     Node::File(f) => (
-                        Body::File { sealed: Sealed { cid: child_cid, size: f.size, tsize }, staged: None, writers: 0 },
+                        Body::File {
+                            sealed: Sealed {
+                                cid: child_cid,
+                                size: f.size,
+                                tsize,
+                            },
+                            staged: None,
+                            writers: 0,
+                        },
                         0o644,
                     ),
                     Node::Document(d) => (
-                        Body::File { sealed: Sealed { cid: child_cid, size: d.json.len() as u64, tsize }, staged: None, writers: 0 },
+                        Body::File {
+                            sealed: Sealed {
+                                cid: child_cid,
+                                size: d.json.len() as u64,
+                                tsize,
+                            },
+                            staged: None,
+                            writers: 0,
+                        },
                         0o444,
                     ),
-                    Node::Symlink(s) => {
-                        (Body::Symlink { target: s.target, built: Sealed { cid: child_cid, size: 0, tsize } }, 0o777)
-                    }
+                    Node::Symlink(s) => (
+                        Body::Symlink {
+                            target: s.target,
+                            built: Sealed {
+                                cid: child_cid,
+                                size: 0,
+                                tsize,
+                            },
+                        },
+                        0o777,
+                    ),
                     Node::Directory(_) | Node::HamtShard(_) => {
                         pending.push((child_id, child_cid));
-                        (Body::Dir { children: BTreeMap::new(), built: Some(Sealed { cid: child_cid, size: 0, tsize }) }, 0o755)
+                        (
+                            Body::Dir {
+                                children: BTreeMap::new(),
+                                built: Some(Sealed {
+                                    cid: child_cid,
+                                    size: 0,
+                                    tsize,
+                                }),
+                            },
+                            0o755,
+                        )
                     }
                 };
-                st.nodes.insert(child_id, WNode { parent: id, name: child_name.clone(), body, mode, mtime: time, explicit_meta: false });
-                if let Some(WNode { body: Body::Dir { children, .. }, .. }) = st.nodes.get_mut(&id) {
+                st.nodes.insert(
+                    child_id,
+                    WNode {
+                        parent: id,
+                        name: child_name.clone(),
+                        body,
+                        mode,
+                        mtime: time,
+                        explicit_meta: false,
+                    },
+                );
+                if let Some(WNode {
+                    body: Body::Dir { children, .. },
+                    ..
+                }) = st.nodes.get_mut(&id)
+                {
                     children.insert(child_name, child_id);
                 }
             }
         }
         // Modes and times set by users, kept beside the DAG.
-        let paths: Vec<(NodeId, String)> = st.nodes.keys().map(|&id| (id, path_of(&st, id))).collect();
+        let paths: Vec<(NodeId, String)> =
+            st.nodes.keys().map(|&id| (id, path_of(&st, id))).collect();
         for (id, path) in paths {
             if let Some(m) = commit.meta.get(&path) {
                 if let Some(n) = st.nodes.get_mut(&id) {
@@ -289,7 +376,13 @@ impl Dataset {
         let st = self.state.lock();
         let n = st.nodes.get(&id).ok_or(DsError::NotFound)?;
         Ok(match &n.body {
-            Body::Dir { built, .. } => NodeAttr { kind: NodeKind::Directory, size: 0, mode: n.mode, mtime: n.mtime, cid: built.map(|b| b.cid) },
+            Body::Dir { built, .. } => NodeAttr {
+                kind: NodeKind::Directory,
+                size: 0,
+                mode: n.mode,
+                mtime: n.mtime,
+                cid: built.map(|b| b.cid),
+            },
             Body::File { sealed, staged, .. } => NodeAttr {
                 kind: NodeKind::File,
                 size: staged.as_ref().map(|s| s.size).unwrap_or(sealed.size),
@@ -297,9 +390,13 @@ impl Dataset {
                 mtime: n.mtime,
                 cid: Some(sealed.cid),
             },
-            Body::Symlink { target, built } => {
-                NodeAttr { kind: NodeKind::Symlink, size: target.len() as u64, mode: 0o777, mtime: n.mtime, cid: Some(built.cid) }
-            }
+            Body::Symlink { target, built } => NodeAttr {
+                kind: NodeKind::Symlink,
+                size: target.len() as u64,
+                mode: 0o777,
+                mtime: n.mtime,
+                cid: Some(built.cid),
+            },
         })
     }
 
@@ -322,7 +419,14 @@ impl Dataset {
     }
 
     pub fn readlink(&self, id: NodeId) -> Result<Vec<u8>, DsError> {
-        match &self.state.lock().nodes.get(&id).ok_or(DsError::NotFound)?.body {
+        match &self
+            .state
+            .lock()
+            .nodes
+            .get(&id)
+            .ok_or(DsError::NotFound)?
+            .body
+        {
             Body::Symlink { target, .. } => Ok(target.clone()),
             _ => Err(DsError::Invalid("not a symlink".into())),
         }
@@ -332,8 +436,19 @@ impl Dataset {
     pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<ReadFrom, DsError> {
         let st = self.state.lock();
         match &st.nodes.get(&id).ok_or(DsError::NotFound)?.body {
-            Body::File { sealed, staged: None, .. } => Ok(ReadFrom::Sealed { cid: sealed.cid, size: sealed.size }),
-            Body::File { staged: Some(s), sealed, .. } => {
+            Body::File {
+                sealed,
+                staged: None,
+                ..
+            } => Ok(ReadFrom::Sealed {
+                cid: sealed.cid,
+                size: sealed.size,
+            }),
+            Body::File {
+                staged: Some(s),
+                sealed,
+                ..
+            } => {
                 let end = (offset + size as u64).min(s.size);
                 if offset >= end {
                     return Ok(ReadFrom::Bytes(Bytes::new()));
@@ -346,7 +461,8 @@ impl Dataset {
                 let from = offset.max(s.base_len);
                 if from < end {
                     let mut buf = vec![0u8; (end - from) as usize];
-                    let n = read_at_full(&s.file, &mut buf, from - s.base_len).map_err(DsError::io)?;
+                    let n =
+                        read_at_full(&s.file, &mut buf, from - s.base_len).map_err(DsError::io)?;
                     buf.truncate(n);
                     buf.resize((end - from) as usize, 0); // holes read as zeros
                     out.extend_from_slice(&buf);
@@ -360,7 +476,14 @@ impl Dataset {
 
     // ---- changes ----------------------------------------------------------------------------
 
-    fn new_node(st: &mut State, parent: NodeId, name: &[u8], body: Body, mode: u32, explicit: bool) -> Result<NodeId, DsError> {
+    fn new_node(
+        st: &mut State,
+        parent: NodeId,
+        name: &[u8],
+        body: Body,
+        mode: u32,
+        explicit: bool,
+    ) -> Result<NodeId, DsError> {
         if !unixfs::is_safe_name(name) {
             return Err(DsError::Invalid("bad name".into()));
         }
@@ -375,7 +498,17 @@ impl Dataset {
             }
             _ => return Err(DsError::NotADirectory),
         }
-        st.nodes.insert(id, WNode { parent, name: name.to_vec(), body, mode, mtime: now(), explicit_meta: explicit });
+        st.nodes.insert(
+            id,
+            WNode {
+                parent,
+                name: name.to_vec(),
+                body,
+                mode,
+                mtime: now(),
+                explicit_meta: explicit,
+            },
+        );
         invalidate(st, parent);
         Ok(id)
     }
@@ -390,7 +523,14 @@ impl Dataset {
             &mut st,
             parent,
             name,
-            Body::File { sealed: empty, staged: Some(Staged { dirty: true, ..staged }), writers: 1 },
+            Body::File {
+                sealed: empty,
+                staged: Some(Staged {
+                    dirty: true,
+                    ..staged
+                }),
+                writers: 1,
+            },
             mode,
             mode != 0o644,
         )?;
@@ -400,7 +540,17 @@ impl Dataset {
     pub fn mkdir(&self, parent: NodeId, name: &[u8], mode: u32) -> Result<NodeId, DsError> {
         let mut st = self.state.lock();
         let mode = mode & 0o7777;
-        let id = Self::new_node(&mut st, parent, name, Body::Dir { children: BTreeMap::new(), built: None }, mode, mode != 0o755)?;
+        let id = Self::new_node(
+            &mut st,
+            parent,
+            name,
+            Body::Dir {
+                children: BTreeMap::new(),
+                built: None,
+            },
+            mode,
+            mode != 0o755,
+        )?;
         self.commit(&mut st)?;
         Ok(id)
     }
@@ -409,15 +559,31 @@ impl Dataset {
         let mut st = self.state.lock();
         let mut meta = UnixFsData::new(DataType::Symlink);
         meta.data = Some(Bytes::copy_from_slice(target));
-        let block = dagpb::encode(&PbNode { links: Vec::new(), data: Some(unixfs::encode_data(&meta).into()) });
-        let cid = cids::compute(self.profile.cid_version, codec::DAG_PB, self.profile.hash, &block).map_err(|e| DsError::Block(e.to_string()))?;
+        let block = dagpb::encode(&PbNode {
+            links: Vec::new(),
+            data: Some(unixfs::encode_data(&meta).into()),
+        });
+        let cid = cids::compute(
+            self.profile.cid_version,
+            codec::DAG_PB,
+            self.profile.hash,
+            &block,
+        )
+        .map_err(|e| DsError::Block(e.to_string()))?;
         let tsize = block.len() as u64;
         self.store_new(&mut st, vec![(cid, block.into())])?;
         let id = Self::new_node(
             &mut st,
             parent,
             name,
-            Body::Symlink { target: target.to_vec(), built: Sealed { cid, size: 0, tsize } },
+            Body::Symlink {
+                target: target.to_vec(),
+                built: Sealed {
+                    cid,
+                    size: 0,
+                    tsize,
+                },
+            },
             0o777,
             false,
         )?;
@@ -432,7 +598,9 @@ impl Dataset {
             _ => return Err(DsError::NotADirectory),
         };
         match (&st.nodes[&id].body, want_dir) {
-            (Body::Dir { children, .. }, true) if !children.is_empty() => return Err(DsError::NotEmpty),
+            (Body::Dir { children, .. }, true) if !children.is_empty() => {
+                return Err(DsError::NotEmpty)
+            }
             (Body::Dir { .. }, false) => return Err(DsError::IsADirectory),
             (Body::Dir { .. }, true) => {}
             (_, true) => return Err(DsError::NotADirectory),
@@ -453,7 +621,14 @@ impl Dataset {
         Ok(())
     }
 
-    pub fn rename(&self, parent: NodeId, name: &[u8], new_parent: NodeId, new_name: &[u8], noreplace: bool) -> Result<(), DsError> {
+    pub fn rename(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        new_parent: NodeId,
+        new_name: &[u8],
+        noreplace: bool,
+    ) -> Result<(), DsError> {
         if !unixfs::is_safe_name(new_name) {
             return Err(DsError::Invalid("bad name".into()));
         }
@@ -466,12 +641,18 @@ impl Dataset {
         let mut up = new_parent;
         loop {
             if up == id {
-                return Err(DsError::Invalid("cannot move a directory into itself".into()));
+                return Err(DsError::Invalid(
+                    "cannot move a directory into itself".into(),
+                ));
             }
             if up == ROOT_NODE || up == 0 {
                 break;
             }
-            up = st.nodes.get(&up).map(|n| n.parent).ok_or(DsError::NotFound)?;
+            up = st
+                .nodes
+                .get(&up)
+                .map(|n| n.parent)
+                .ok_or(DsError::NotFound)?;
         }
         let existing = match &st.nodes.get(&new_parent).ok_or(DsError::NotFound)?.body {
             Body::Dir { children, .. } => children.get(new_name).copied(),
@@ -507,7 +688,9 @@ impl Dataset {
         if let Body::Dir { children, .. } = &mut st.nodes.get_mut(&parent).expect("parent").body {
             children.remove(name);
         }
-        if let Body::Dir { children, .. } = &mut st.nodes.get_mut(&new_parent).expect("new parent").body {
+        if let Body::Dir { children, .. } =
+            &mut st.nodes.get_mut(&new_parent).expect("new parent").body
+        {
             children.insert(new_name.to_vec(), id);
         }
         let n = st.nodes.get_mut(&id).expect("node");
@@ -520,7 +703,13 @@ impl Dataset {
     }
 
     /// chmod, utimens and truncate. Metadata changes of a closed file commit at once.
-    pub fn setattr(&self, id: NodeId, mode: Option<u32>, mtime: Option<SystemTime>, size: Option<u64>) -> Result<(), DsError> {
+    pub fn setattr(
+        &self,
+        id: NodeId,
+        mode: Option<u32>,
+        mtime: Option<SystemTime>,
+        size: Option<u64>,
+    ) -> Result<(), DsError> {
         let mut st = self.state.lock();
         let open = {
             let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
@@ -540,7 +729,12 @@ impl Dataset {
             }
             self.ensure_staged(&mut st, id)?;
             let n = st.nodes.get_mut(&id).expect("node");
-            if let Body::File { staged: Some(s), sealed, .. } = &mut n.body {
+            if let Body::File {
+                staged: Some(s),
+                sealed,
+                ..
+            } = &mut n.body
+            {
                 if size < s.base_len {
                     materialize(&self.blocks, sealed, s)?;
                 }
@@ -572,7 +766,10 @@ impl Dataset {
         if truncate {
             let staged = self.new_staged(Vec::new(), 0)?;
             if let Body::File { staged: s, .. } = &mut st.nodes.get_mut(&id).expect("node").body {
-                *s = Some(Staged { dirty: true, ..staged });
+                *s = Some(Staged {
+                    dirty: true,
+                    ..staged
+                });
             }
         }
         if let Body::File { writers, .. } = &mut st.nodes.get_mut(&id).expect("node").body {
@@ -585,11 +782,18 @@ impl Dataset {
         let mut st = self.state.lock();
         self.ensure_staged(&mut st, id)?;
         let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
-        if let Body::File { staged: Some(s), sealed, .. } = &mut n.body {
+        if let Body::File {
+            staged: Some(s),
+            sealed,
+            ..
+        } = &mut n.body
+        {
             if offset < s.base_len {
                 materialize(&self.blocks, sealed, s)?;
             }
-            s.file.write_all_at(data, offset - s.base_len).map_err(DsError::io)?;
+            s.file
+                .write_all_at(data, offset - s.base_len)
+                .map_err(DsError::io)?;
             s.size = s.size.max(offset + data.len() as u64);
             s.dirty = true;
             n.mtime = now();
@@ -620,7 +824,10 @@ impl Dataset {
         let mut st = self.state.lock();
         let mut remove = false;
         if let Some(n) = st.nodes.get_mut(&id) {
-            if let Body::File { writers, staged, .. } = &mut n.body {
+            if let Body::File {
+                writers, staged, ..
+            } = &mut n.body
+            {
                 *writers = writers.saturating_sub(1);
                 if *writers == 0 {
                     *staged = None;
@@ -641,7 +848,10 @@ impl Dataset {
         if blocks.is_empty() {
             return Ok(());
         }
-        self.blocks.store().put_many(&blocks).map_err(|e| DsError::Block(e.to_string()))?;
+        self.blocks
+            .store()
+            .put_many(&blocks)
+            .map_err(|e| DsError::Block(e.to_string()))?;
         st.unpinned.extend(blocks.into_iter().map(|(c, _)| c));
         Ok(())
     }
@@ -650,23 +860,42 @@ impl Dataset {
         let mut w = FileWriter::new(&self.profile);
         let leaf = w.finish();
         self.store_new(st, w.take_blocks())?;
-        Ok(Sealed { cid: leaf.cid, size: 0, tsize: leaf.tsize })
+        Ok(Sealed {
+            cid: leaf.cid,
+            size: 0,
+            tsize: leaf.tsize,
+        })
     }
 
     fn new_staged(&self, base: Vec<Leaf>, base_len: u64) -> Result<Staged, DsError> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let path = self.staging.join(format!("{}-{}-{n}", self.name, std::process::id()));
-        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(DsError::io)?;
+        let path = self
+            .staging
+            .join(format!("{}-{}-{n}", self.name, std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(DsError::io)?;
         // Nobody else needs the name; the file lives as long as the handle.
         let _ = std::fs::remove_file(&path);
-        Ok(Staged { file, size: base_len, base, base_len, dirty: false })
+        Ok(Staged {
+            file,
+            size: base_len,
+            base,
+            base_len,
+            dirty: false,
+        })
     }
 
     /// Makes a closed file writable without copying it: its full leaves stay where they are and
     /// only the last partial chunk is copied into the staging file.
     fn ensure_staged(&self, st: &mut State, id: NodeId) -> Result<(), DsError> {
         let sealed = match &st.nodes.get(&id).ok_or(DsError::NotFound)?.body {
-            Body::File { staged: Some(_), .. } => return Ok(()),
+            Body::File {
+                staged: Some(_), ..
+            } => return Ok(()),
             Body::File { sealed, .. } => *sealed,
             Body::Dir { .. } => return Err(DsError::IsADirectory),
             Body::Symlink { .. } => return Err(DsError::Invalid("symlink".into())),
@@ -700,7 +929,14 @@ impl Dataset {
 
     fn seal_inner(&self, st: &mut State, id: NodeId, stored: &mut Vec<Cid>) -> Result<(), DsError> {
         let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
-        let Body::File { sealed, staged: Some(s), .. } = &mut n.body else { return Ok(()) };
+        let Body::File {
+            sealed,
+            staged: Some(s),
+            ..
+        } = &mut n.body
+        else {
+            return Ok(());
+        };
         let mut w = FileWriter::new(&self.profile);
         for leaf in &s.base {
             w.push_leaf(*leaf);
@@ -717,19 +953,33 @@ impl Dataset {
             remaining -= want as u64;
             let blocks = w.take_blocks();
             if !blocks.is_empty() {
-                self.blocks.store().put_many(&blocks).map_err(|e| DsError::Block(e.to_string()))?;
+                self.blocks
+                    .store()
+                    .put_many(&blocks)
+                    .map_err(|e| DsError::Block(e.to_string()))?;
                 stored.extend(blocks.iter().map(|(c, _)| *c));
             }
         }
         let root = w.finish();
         let blocks = w.take_blocks();
-        self.blocks.store().put_many(&blocks).map_err(|e| DsError::Block(e.to_string()))?;
+        self.blocks
+            .store()
+            .put_many(&blocks)
+            .map_err(|e| DsError::Block(e.to_string()))?;
         stored.extend(blocks.iter().map(|(c, _)| *c));
-        *sealed = Sealed { cid: root.cid, size: root.size, tsize: root.tsize };
+        *sealed = Sealed {
+            cid: root.cid,
+            size: root.size,
+            tsize: root.tsize,
+        };
         // The staged bytes now equal the sealed ones: later appends start from the new leaves.
         let leaves = reusable_leaves(&self.blocks, &self.profile, sealed).unwrap_or_default();
         let base_len: u64 = leaves.iter().map(|l| l.size).sum();
-        let tail = if sealed.size > base_len { read_sealed(&self.blocks, &sealed.cid, base_len, sealed.size)? } else { Vec::new() };
+        let tail = if sealed.size > base_len {
+            read_sealed(&self.blocks, &sealed.cid, base_len, sealed.size)?
+        } else {
+            Vec::new()
+        };
         s.file.set_len(0).map_err(DsError::io)?;
         s.file.write_all_at(&tail, 0).map_err(DsError::io)?;
         s.base = leaves;
@@ -747,26 +997,45 @@ impl Dataset {
             .nodes
             .iter()
             .filter(|(_, n)| n.explicit_meta && n.parent != 0)
-            .map(|(id, n)| (path_of(st, *id), Meta { mode: n.mode, mtime: secs(n.mtime) }))
+            .map(|(id, n)| {
+                (
+                    path_of(st, *id),
+                    Meta {
+                        mode: n.mode,
+                        mtime: secs(n.mtime),
+                    },
+                )
+            })
             .collect();
         let commit = Commit {
             prev: st.head,
             root: root.cid,
             seq: if st.head.is_some() { st.seq + 1 } else { 0 },
-            time_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
             meta,
         };
-        let (commit_cid, commit_bytes) = commit.encode().map_err(|e| DsError::Block(e.to_string()))?;
-        self.blocks.put_verified(&commit_cid, commit_bytes).map_err(|e| DsError::Block(e.to_string()))?;
+        let (commit_cid, commit_bytes) =
+            commit.encode().map_err(|e| DsError::Block(e.to_string()))?;
+        self.blocks
+            .put_verified(&commit_cid, commit_bytes)
+            .map_err(|e| DsError::Block(e.to_string()))?;
         // This version's new blocks; everything it shares with older versions is pinned by them.
         let mut pinned = std::mem::take(&mut st.unpinned);
         pinned.push(commit_cid);
         pinned.push(root.cid);
         self.blocks
             .store()
-            .pin(&commit_cid, &format!("dataset:{}", self.name), &mut pinned.into_iter())
+            .pin(
+                &commit_cid,
+                &format!("dataset:{}", self.name),
+                &mut pinned.into_iter(),
+            )
             .map_err(|e| DsError::Block(e.to_string()))?;
-        super::write_atomic(&self.dir.join("HEAD"), commit_cid.to_string().as_bytes()).map_err(DsError::io)?;
+        super::write_atomic(&self.dir.join("HEAD"), commit_cid.to_string().as_bytes())
+            .map_err(DsError::io)?;
         tracing::info!(dataset = %self.name, seq = commit.seq, root = %root.cid, commit = %commit_cid, "new version");
         st.head = Some(commit_cid);
         st.root = Some(root);
@@ -798,7 +1067,9 @@ fn path_of(st: &State, mut id: NodeId) -> String {
 /// Marks a directory and its ancestors as needing a rebuild.
 fn invalidate(st: &mut State, mut id: NodeId) {
     loop {
-        let Some(n) = st.nodes.get_mut(&id) else { return };
+        let Some(n) = st.nodes.get_mut(&id) else {
+            return;
+        };
         if let Body::Dir { built, .. } = &mut n.body {
             *built = None;
         }
@@ -810,10 +1081,17 @@ fn invalidate(st: &mut State, mut id: NodeId) {
 }
 
 /// Builds `id` and every unbuilt directory below it, children first (explicit stack).
-fn build_dir(st: &mut State, id: NodeId, profile: &ImportProfile, out: &mut Vec<(Cid, Bytes)>) -> Result<Sealed, DsError> {
+fn build_dir(
+    st: &mut State,
+    id: NodeId,
+    profile: &ImportProfile,
+    out: &mut Vec<(Cid, Bytes)>,
+) -> Result<Sealed, DsError> {
     let mut stack = vec![(id, false)];
     while let Some((dir, expanded)) = stack.pop() {
-        let Body::Dir { children, built } = &st.nodes[&dir].body else { continue };
+        let Body::Dir { children, built } = &st.nodes[&dir].body else {
+            continue;
+        };
         if built.is_some() {
             continue;
         }
@@ -840,7 +1118,11 @@ fn build_dir(st: &mut State, id: NodeId, profile: &ImportProfile, out: &mut Vec<
         let b = build_directory_auto(&entries, profile);
         out.extend(b.blocks);
         if let Body::Dir { built, .. } = &mut st.nodes.get_mut(&dir).expect("dir").body {
-            *built = Some(Sealed { cid: b.root, size: 0, tsize: b.tsize });
+            *built = Some(Sealed {
+                cid: b.root,
+                size: 0,
+                tsize: b.tsize,
+            });
         }
     }
     match &st.nodes[&id].body {
@@ -854,15 +1136,23 @@ fn dir_entries(blocks: &BlockService, cid: &Cid) -> anyhow::Result<Vec<(Vec<u8>,
     let mut out = Vec::new();
     let mut stack = vec![*cid];
     while let Some(c) = stack.pop() {
-        let block = blocks.get_local(&c)?.ok_or_else(|| anyhow::anyhow!("block {c} missing"))?;
+        let block = blocks
+            .get_local(&c)?
+            .ok_or_else(|| anyhow::anyhow!("block {c} missing"))?;
         match unixfs::decode_node_shared(&c, &block)? {
             Node::Directory(d) => {
-                out.extend(d.entries.into_iter().map(|e| (e.name, e.cid, e.tsize.unwrap_or(0))));
+                out.extend(
+                    d.entries
+                        .into_iter()
+                        .map(|e| (e.name, e.cid, e.tsize.unwrap_or(0))),
+                );
             }
             Node::HamtShard(h) => {
                 for l in h.links {
                     match l {
-                        HamtLink::Entry { name, cid, tsize, .. } => out.push((name, cid, tsize.unwrap_or(0))),
+                        HamtLink::Entry {
+                            name, cid, tsize, ..
+                        } => out.push((name, cid, tsize.unwrap_or(0))),
                         HamtLink::Shard { cid, .. } => stack.push(cid),
                     }
                 }
@@ -875,16 +1165,28 @@ fn dir_entries(blocks: &BlockService, cid: &Cid) -> anyhow::Result<Vec<(Vec<u8>,
 
 /// The leaves of a sealed file that an append can keep: every leading full chunk, when the file
 /// was built with this profile's chunker (same leaf codec, full-size leaves).
-fn reusable_leaves(blocks: &BlockService, profile: &ImportProfile, sealed: &Sealed) -> Option<Vec<Leaf>> {
+fn reusable_leaves(
+    blocks: &BlockService,
+    profile: &ImportProfile,
+    sealed: &Sealed,
+) -> Option<Vec<Leaf>> {
     let chunk = profile.chunk_size as u64;
     if sealed.size < chunk {
         return Some(Vec::new());
     }
     // Walk interior nodes (cached or local) down to the leaves, in order.
     let mut leaves = Vec::new();
-    let mut stack = vec![Leaf { cid: sealed.cid, size: sealed.size, tsize: sealed.tsize }];
+    let mut stack = vec![Leaf {
+        cid: sealed.cid,
+        size: sealed.size,
+        tsize: sealed.tsize,
+    }];
     while let Some(node) = stack.pop() {
-        let leaf_codec = if profile.raw_leaves { codec::RAW } else { codec::DAG_PB };
+        let leaf_codec = if profile.raw_leaves {
+            codec::RAW
+        } else {
+            codec::DAG_PB
+        };
         if node.cid.codec() == codec::RAW {
             leaves.push(node);
             continue;
@@ -904,14 +1206,30 @@ fn reusable_leaves(blocks: &BlockService, profile: &ImportProfile, sealed: &Seal
         let links = dagpb::decode_shared(&block).ok()?.links;
         for (i, (c, size)) in f.children.iter().enumerate().rev() {
             let tsize = links.get(i).and_then(|l| l.tsize).unwrap_or(0);
-            stack.push(Leaf { cid: *c, size: *size, tsize });
+            stack.push(Leaf {
+                cid: *c,
+                size: *size,
+                tsize,
+            });
         }
     }
     // Keep the leading full chunks (all but a partial last one).
     let full = leaves.iter().take_while(|l| l.size == chunk).count();
-    let keep = if full == leaves.len() { full } else { full.min(leaves.len() - 1) };
-    let expected_codec = if profile.raw_leaves { codec::RAW } else { codec::DAG_PB };
-    if leaves.iter().take(keep).any(|l| l.cid.codec() != expected_codec) {
+    let keep = if full == leaves.len() {
+        full
+    } else {
+        full.min(leaves.len() - 1)
+    };
+    let expected_codec = if profile.raw_leaves {
+        codec::RAW
+    } else {
+        codec::DAG_PB
+    };
+    if leaves
+        .iter()
+        .take(keep)
+        .any(|l| l.cid.codec() != expected_codec)
+    {
         return None;
     }
     leaves.truncate(keep);
@@ -927,7 +1245,9 @@ fn read_sealed(blocks: &BlockService, root: &Cid, from: u64, to: u64) -> Result<
             .get_local(&cid)
             .map_err(|e| DsError::Block(e.to_string()))?
             .ok_or_else(|| DsError::Block(format!("block {cid} missing")))?;
-        let f = match unixfs::decode_node_shared(&cid, &block).map_err(|e| DsError::Block(e.to_string()))? {
+        let f = match unixfs::decode_node_shared(&cid, &block)
+            .map_err(|e| DsError::Block(e.to_string()))?
+        {
             Node::File(f) => f,
             _ => return Err(DsError::Block(format!("{cid} is not a file"))),
         };
@@ -964,7 +1284,9 @@ fn materialize(blocks: &BlockService, sealed: &Sealed, s: &mut Staged) -> Result
     s.file.read_to_end(&mut tail).map_err(DsError::io)?;
     s.file.set_len(0).map_err(DsError::io)?;
     s.file.write_all_at(&head, 0).map_err(DsError::io)?;
-    s.file.write_all_at(&tail, head.len() as u64).map_err(DsError::io)?;
+    s.file
+        .write_all_at(&tail, head.len() as u64)
+        .map_err(DsError::io)?;
     s.base.clear();
     s.base_len = 0;
     Ok(())

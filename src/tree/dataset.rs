@@ -34,7 +34,11 @@ impl Tree {
         if let Some(ino) = self.dataset_inos.read().get(&key) {
             return *ino;
         }
-        *self.dataset_inos.write().entry(key).or_insert_with(|| self.next_dataset_ino.fetch_add(1, Ordering::Relaxed))
+        *self
+            .dataset_inos
+            .write()
+            .entry(key)
+            .or_insert_with(|| self.next_dataset_ino.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(super) fn dataset_attr(&self, ino: InodeNo, ds: &Dataset, node: NodeId) -> Result<Attr> {
@@ -45,12 +49,22 @@ impl Tree {
             size: a.size,
             perm: (a.mode & 0o7777) as u16,
             mtime: a.mtime,
-            nlink: if a.kind == datasets::NodeKind::Directory { 2 } else { 1 },
+            nlink: if a.kind == datasets::NodeKind::Directory {
+                2
+            } else {
+                1
+            },
         })
     }
 
     /// Registers a dataset node as an inode (one lookup reference) and returns its entry.
-    pub(super) fn dataset_entry(&self, parent: InodeNo, name: &[u8], ds: Arc<Dataset>, node: NodeId) -> Result<Entry> {
+    pub(super) fn dataset_entry(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        ds: Arc<Dataset>,
+        node: NodeId,
+    ) -> Result<Entry> {
         let ino = self.dataset_ino_of(&ds.name, node);
         let attr = self.dataset_attr(ino, &ds, node)?;
         let mut inodes = self.inodes.write();
@@ -71,7 +85,10 @@ impl Tree {
                 );
             }
         }
-        Ok(Entry { attr, ttl: DATASET_TTL })
+        Ok(Entry {
+            attr,
+            ttl: DATASET_TTL,
+        })
     }
 
     fn target(&self, dir: InodeNo) -> Result<Target> {
@@ -82,10 +99,19 @@ impl Tree {
         }
     }
 
-    pub(super) fn read_dataset(&self, ds: &Dataset, node: NodeId, offset: u64, size: u32) -> Result<Bytes> {
+    pub(super) fn read_dataset(
+        &self,
+        ds: &Dataset,
+        node: NodeId,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes> {
         match ds.read(node, offset, size)? {
             ReadFrom::Bytes(b) => Ok(b),
-            ReadFrom::Sealed { cid, size: file_size } => {
+            ReadFrom::Sealed {
+                cid,
+                size: file_size,
+            } => {
                 let end = (offset + size as u64).min(file_size);
                 if offset >= end {
                     return Ok(Bytes::new());
@@ -97,9 +123,17 @@ impl Tree {
         }
     }
 
-    pub fn create(&self, parent: InodeNo, name: &OsStr, mode: u32, flags: i32) -> Result<(Entry, u64)> {
+    pub fn create(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Entry, u64)> {
         let Target::Dataset(ds, dir) = self.target(parent)? else {
-            return Err(Error::NotPermitted("only directories can be made here (datasets)"));
+            return Err(Error::NotPermitted(
+                "only directories can be made here (datasets)",
+            ));
         };
         let exclusive = flags & libc::O_EXCL != 0;
         let node = match ds.create_file(dir, name.as_bytes(), mode) {
@@ -121,7 +155,12 @@ impl Tree {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
-        let handle = self.handles.read().get(&fh).cloned().ok_or(Error::BadHandle(fh))?;
+        let handle = self
+            .handles
+            .read()
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::BadHandle(fh))?;
         let (ds, node) = handle.writer.clone().ok_or(Error::BadHandle(fh))?;
         let offset = if append { ds.attr(node)?.size } else { offset };
         Ok(ds.write(node, offset, data)? as u32)
@@ -185,12 +224,23 @@ impl Tree {
 
     pub fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<()> {
         match self.target(parent)? {
-            Target::DatasetsRoot => Ok(self.datasets.as_ref().expect("datasets").remove(&name.to_string_lossy())?),
+            Target::DatasetsRoot => Ok(self
+                .datasets
+                .as_ref()
+                .expect("datasets")
+                .remove(&name.to_string_lossy())?),
             Target::Dataset(ds, dir) => Ok(ds.unlink(dir, name.as_bytes(), true)?),
         }
     }
 
-    pub fn rename(&self, parent: InodeNo, name: &OsStr, new_parent: InodeNo, new_name: &OsStr, flags: u32) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: InodeNo,
+        name: &OsStr,
+        new_parent: InodeNo,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
         if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
             return Err(Error::NotSupported("rename exchange/whiteout"));
         }
@@ -204,7 +254,9 @@ impl Tree {
                 let noreplace = flags & libc::RENAME_NOREPLACE != 0;
                 Ok(a.rename(da, name.as_bytes(), db, new_name.as_bytes(), noreplace)?)
             }
-            (Target::DatasetsRoot, _) | (_, Target::DatasetsRoot) => Err(Error::NotSupported("renaming datasets")),
+            (Target::DatasetsRoot, _) | (_, Target::DatasetsRoot) => {
+                Err(Error::NotSupported("renaming datasets"))
+            }
         }
     }
 }

@@ -215,7 +215,11 @@ impl Tree {
         Self::with_datasets(blocks, config, None)
     }
 
-    pub fn with_datasets(blocks: Arc<BlockService>, config: TreeConfig, datasets: Option<Arc<Datasets>>) -> Arc<Self> {
+    pub fn with_datasets(
+        blocks: Arc<BlockService>,
+        config: TreeConfig,
+        datasets: Option<Arc<Datasets>>,
+    ) -> Arc<Self> {
         let mount_time = SystemTime::now();
         let tree = Tree {
             blocks,
@@ -320,7 +324,9 @@ impl Tree {
                     .datasets
                     .as_ref()
                     .and_then(|d| d.get(&name.to_string_lossy()))
-                    .ok_or_else(|| Error::NotFound(format!("/datasets/{}", name.to_string_lossy())))?;
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("/datasets/{}", name.to_string_lossy()))
+                    })?;
                 return self.dataset_entry(parent, name_bytes, ds, ROOT_NODE);
             }
             NodeKind::Dataset(ds, node) => {
@@ -465,7 +471,10 @@ impl Tree {
     pub fn getattr(&self, ino: InodeNo) -> Result<Entry> {
         let inode = self.inode(ino)?;
         if let NodeKind::Dataset(ds, node) = &inode.node {
-            return Ok(Entry { attr: self.dataset_attr(ino, ds, *node)?, ttl: DATASET_TTL });
+            return Ok(Entry {
+                attr: self.dataset_attr(ino, ds, *node)?,
+                ttl: DATASET_TTL,
+            });
         }
         Ok(Entry {
             attr: inode.attr.clone(),
@@ -621,14 +630,29 @@ impl Tree {
             }
             NodeKind::IpnsRoot => {}
             NodeKind::DatasetsRoot => {
-                let names = self.datasets.as_ref().map(|d| d.names()).unwrap_or_default();
+                let names = self
+                    .datasets
+                    .as_ref()
+                    .map(|d| d.names())
+                    .unwrap_or_default();
                 for (i, name) in names.into_iter().enumerate().skip(skip).take(room) {
                     let ino = self.dataset_ino_of(&name, ROOT_NODE);
-                    out.push(DirEntryOut { ino, next_offset: 2 + i as u64 + 1, kind: Kind::Directory, name: name.into() });
+                    out.push(DirEntryOut {
+                        ino,
+                        next_offset: 2 + i as u64 + 1,
+                        kind: Kind::Directory,
+                        name: name.into(),
+                    });
                 }
             }
             NodeKind::Dataset(ds, node) => {
-                for (i, (name, child, kind)) in ds.children(*node)?.into_iter().enumerate().skip(skip).take(room) {
+                for (i, (name, child, kind)) in ds
+                    .children(*node)?
+                    .into_iter()
+                    .enumerate()
+                    .skip(skip)
+                    .take(room)
+                {
                     out.push(DirEntryOut {
                         ino: self.dataset_ino_of(&ds.name, child),
                         next_offset: 2 + i as u64 + 1,
@@ -928,12 +952,18 @@ impl Tree {
                 Ok(c.cid.to_string().into_bytes())
             }
             (NodeKind::Dataset(ds, node), n) if n == XATTR_CID.as_bytes() => {
-                let cid = if *node == ROOT_NODE { ds.root_cid() } else { ds.attr(*node)?.cid };
-                cid.map(|c| c.to_string().into_bytes()).ok_or(Error::NoAttribute)
+                let cid = if *node == ROOT_NODE {
+                    ds.root_cid()
+                } else {
+                    ds.attr(*node)?.cid
+                };
+                cid.map(|c| c.to_string().into_bytes())
+                    .ok_or(Error::NoAttribute)
             }
-            (NodeKind::Dataset(ds, ROOT_NODE), n) if n == XATTR_COMMIT.as_bytes() => {
-                ds.head().map(|c| c.to_string().into_bytes()).ok_or(Error::NoAttribute)
-            }
+            (NodeKind::Dataset(ds, ROOT_NODE), n) if n == XATTR_COMMIT.as_bytes() => ds
+                .head()
+                .map(|c| c.to_string().into_bytes())
+                .ok_or(Error::NoAttribute),
             _ => Err(Error::NoAttribute),
         }
     }
@@ -942,7 +972,9 @@ impl Tree {
         let inode = self.inode(ino)?;
         Ok(match inode.node {
             NodeKind::Content(_) => format!("{XATTR_CID}\0").into_bytes(),
-            NodeKind::Dataset(_, ROOT_NODE) => format!("{XATTR_CID}\0{XATTR_COMMIT}\0").into_bytes(),
+            NodeKind::Dataset(_, ROOT_NODE) => {
+                format!("{XATTR_CID}\0{XATTR_COMMIT}\0").into_bytes()
+            }
             NodeKind::Dataset(..) => format!("{XATTR_CID}\0").into_bytes(),
             _ => Vec::new(),
         })
@@ -951,7 +983,9 @@ impl Tree {
     /// Refuses a change below `ino` with the errno that says why.
     pub fn refuse_write(&self, ino: InodeNo) -> Error {
         match self.inodes.read().get(&ino).map(|i| i.node.clone()) {
-            Some(NodeKind::DatasetsRoot | NodeKind::Dataset(..)) => Error::NotSupported("not supported in datasets"),
+            Some(NodeKind::DatasetsRoot | NodeKind::Dataset(..)) => {
+                Error::NotSupported("not supported in datasets")
+            }
             Some(NodeKind::Root) => Error::NotPermitted("the top level is fixed"),
             _ => Error::ReadOnly("content under /ipfs and /ipns is immutable"),
         }
