@@ -258,26 +258,28 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
 
 /// Checks the mount point, replacing a stale mount left by a crashed process.
 fn prepare_mountpoint(mountpoint: &Path) -> Result<()> {
-    match std::fs::metadata(mountpoint) {
-        Ok(m) if m.is_dir() => {
-            if is_mounted(mountpoint) {
-                bail!("{} is already mounted", mountpoint.display());
-            }
-            Ok(())
-        }
-        Ok(_) => bail!("{} is not a directory", mountpoint.display()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!(
-                "{}: stale mount (its process is gone); replacing it",
-                mountpoint.display()
-            );
-            fusermount(mountpoint, true)?;
-            Ok(())
-        }
+    // statfs always reaches a FUSE daemon (stat may be answered from the kernel's cache), so a
+    // mount whose process died shows up as ENOTCONN here.
+    let stale = match nix::sys::statfs::statfs(mountpoint) {
+        Err(nix::errno::Errno::ENOTCONN) => true,
         Err(e) => {
-            Err(e).with_context(|| format!("cannot use {} as a mount point", mountpoint.display()))
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("cannot use {} as a mount point", mountpoint.display()))
         }
+        Ok(_) => false,
+    };
+    if stale {
+        tracing::warn!("{}: stale mount (its process is gone); replacing it", mountpoint.display());
+        fusermount(mountpoint, true)?;
+    } else if is_mounted(mountpoint) {
+        bail!("{} is already mounted", mountpoint.display());
     }
+    let m = std::fs::metadata(mountpoint)
+        .with_context(|| format!("cannot use {} as a mount point", mountpoint.display()))?;
+    if !m.is_dir() {
+        bail!("{} is not a directory", mountpoint.display());
+    }
+    Ok(())
 }
 
 fn is_mounted(mountpoint: &Path) -> bool {
