@@ -198,9 +198,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
-        1 => "info,ipfs_mount=info",
-        2 => "info,ipfs_mount=debug,ipfs_mount_fetch=debug,ipfs_mount_store=debug",
+        // fuser warns about requests we leave to its defaults and about unmounts done by
+        // fusermount3; neither is news to the user.
+        0 => "warn,fuser=error",
+        1 => "info,ipfs_mount=info,fuser=error",
+        2 => "info,ipfs_mount=debug,ipfs_mount_fetch=debug,ipfs_mount_store=debug,fuser=error",
         _ => "debug,ipfs_mount=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

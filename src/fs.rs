@@ -478,6 +478,21 @@ impl Filesystem for IpfsFs {
         }
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls (cp tries FICLONE first and falls back).
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn fallocate(
         &self,
         _req: &Request,

@@ -90,6 +90,8 @@ struct Staged {
     base: Vec<Leaf>,
     base_len: u64,
     dirty: bool,
+    /// Bumped by every change, so a seal done without the lock knows if it is still current.
+    generation: u64,
 }
 
 enum Body {
@@ -741,6 +743,8 @@ impl Dataset {
                 s.file.set_len(size - s.base_len).map_err(DsError::io)?;
                 s.size = size;
                 s.dirty = true;
+                s.generation += 1;
+                s.generation += 1;
             }
             n.mtime = mtime.unwrap_or_else(now);
             if !open {
@@ -796,6 +800,7 @@ impl Dataset {
                 .map_err(DsError::io)?;
             s.size = s.size.max(offset + data.len() as u64);
             s.dirty = true;
+            s.generation += 1;
             n.mtime = now();
             return Ok(data.len());
         }
@@ -803,13 +808,24 @@ impl Dataset {
     }
 
     /// Seals the file if it changed and commits a version: what `fsync` and `close` promise.
+    /// Hashing runs without the dataset's lock, so other files stay usable meanwhile.
     pub fn flush(&self, id: NodeId) -> Result<(), DsError> {
+        let snapshot = {
+            let st = self.state.lock();
+            match &st.nodes.get(&id).map(|n| &n.body) {
+                Some(Body::File {
+                    staged: Some(s), ..
+                }) if s.dirty => Snapshot::of(s)?,
+                _ => return Ok(()),
+            }
+        };
+        let (sealed, stored) = self.hash_snapshot(&snapshot)?;
         let mut st = self.state.lock();
-        let dirty = matches!(&st.nodes.get(&id).map(|n| &n.body), Some(Body::File { staged: Some(s), .. }) if s.dirty);
-        if !dirty {
+        st.unpinned.extend(stored);
+        if !self.install(&mut st, id, sealed, snapshot.generation)? {
+            // Written again meanwhile: the next flush or close seals the newer bytes.
             return Ok(());
         }
-        self.seal(&mut st, id)?;
         if st.nodes.get(&id).map(|n| n.parent) != Some(0) {
             let parent = st.nodes[&id].parent;
             invalidate(&mut st, parent);
@@ -886,6 +902,7 @@ impl Dataset {
             base,
             base_len,
             dirty: false,
+            generation: 0,
         })
     }
 
@@ -919,38 +936,37 @@ impl Dataset {
         Ok(())
     }
 
-    /// Chunks, hashes and stores a staged file: its new content CID.
+    /// Seals a staged file while holding the lock (truncate of a closed file).
     fn seal(&self, st: &mut State, id: NodeId) -> Result<(), DsError> {
-        let mut stored = Vec::new();
-        let result = self.seal_inner(st, id, &mut stored);
+        let snapshot = match &st.nodes.get(&id).map(|n| &n.body) {
+            Some(Body::File {
+                staged: Some(s), ..
+            }) => Snapshot::of(s)?,
+            _ => return Ok(()),
+        };
+        let (sealed, stored) = self.hash_snapshot(&snapshot)?;
         st.unpinned.extend(stored);
-        result
+        self.install(st, id, sealed, snapshot.generation)?;
+        Ok(())
     }
 
-    fn seal_inner(&self, st: &mut State, id: NodeId, stored: &mut Vec<Cid>) -> Result<(), DsError> {
-        let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
-        let Body::File {
-            sealed,
-            staged: Some(s),
-            ..
-        } = &mut n.body
-        else {
-            return Ok(());
-        };
+    /// Chunks, hashes and stores a staged file's bytes: the new content and the blocks stored.
+    fn hash_snapshot(&self, snap: &Snapshot) -> Result<(Sealed, Vec<Cid>), DsError> {
+        let mut stored = Vec::new();
         let mut w = FileWriter::new(&self.profile);
-        for leaf in &s.base {
+        for leaf in &snap.base {
             w.push_leaf(*leaf);
         }
-        let mut remaining = s.size - s.base_len;
-        s.file.seek(SeekFrom::Start(0)).map_err(DsError::io)?;
+        let total = snap.size - snap.base_len;
+        let mut pos = 0u64;
         let mut buf = vec![0u8; self.profile.chunk_size.max(64 << 10)];
-        while remaining > 0 {
-            let want = (buf.len() as u64).min(remaining) as usize;
-            let got = read_full(&mut s.file, &mut buf[..want]).map_err(DsError::io)?;
+        while pos < total {
+            let want = (buf.len() as u64).min(total - pos) as usize;
+            let got = read_at_full(&snap.file, &mut buf[..want], pos).map_err(DsError::io)?;
             // Bytes past the staging file's end (a truncate that grew the file) are zeros.
             buf[got..want].fill(0);
             w.write(&buf[..want]);
-            remaining -= want as u64;
+            pos += want as u64;
             let blocks = w.take_blocks();
             if !blocks.is_empty() {
                 self.blocks
@@ -967,12 +983,40 @@ impl Dataset {
             .put_many(&blocks)
             .map_err(|e| DsError::Block(e.to_string()))?;
         stored.extend(blocks.iter().map(|(c, _)| *c));
-        *sealed = Sealed {
-            cid: root.cid,
-            size: root.size,
-            tsize: root.tsize,
+        Ok((
+            Sealed {
+                cid: root.cid,
+                size: root.size,
+                tsize: root.tsize,
+            },
+            stored,
+        ))
+    }
+
+    /// Makes `sealed` the file's content if nothing was written since the snapshot; the staging
+    /// file then keeps only the last partial chunk, so the next append reuses every full leaf.
+    fn install(
+        &self,
+        st: &mut State,
+        id: NodeId,
+        new: Sealed,
+        generation: u64,
+    ) -> Result<bool, DsError> {
+        let Some(n) = st.nodes.get_mut(&id) else {
+            return Ok(false);
         };
-        // The staged bytes now equal the sealed ones: later appends start from the new leaves.
+        let Body::File {
+            sealed,
+            staged: Some(s),
+            ..
+        } = &mut n.body
+        else {
+            return Ok(false);
+        };
+        if s.generation != generation {
+            return Ok(false);
+        }
+        *sealed = new;
         let leaves = reusable_leaves(&self.blocks, &self.profile, sealed).unwrap_or_default();
         let base_len: u64 = leaves.iter().map(|l| l.size).sum();
         let tail = if sealed.size > base_len {
@@ -985,7 +1029,7 @@ impl Dataset {
         s.base = leaves;
         s.base_len = base_len;
         s.dirty = false;
-        Ok(())
+        Ok(true)
     }
 
     /// Builds the changed directories and records a new version.
@@ -1041,6 +1085,27 @@ impl Dataset {
         st.root = Some(root);
         st.seq = commit.seq;
         Ok(())
+    }
+}
+
+/// A staged file's state at the start of a seal.
+struct Snapshot {
+    file: std::fs::File,
+    size: u64,
+    base: Vec<Leaf>,
+    base_len: u64,
+    generation: u64,
+}
+
+impl Snapshot {
+    fn of(s: &Staged) -> Result<Self, DsError> {
+        Ok(Snapshot {
+            file: s.file.try_clone().map_err(DsError::io)?,
+            size: s.size,
+            base: s.base.clone(),
+            base_len: s.base_len,
+            generation: s.generation,
+        })
     }
 }
 
@@ -1290,18 +1355,6 @@ fn materialize(blocks: &BlockService, sealed: &Sealed, s: &mut Staged) -> Result
     s.base.clear();
     s.base_len = 0;
     Ok(())
-}
-
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = f.read(&mut buf[got..])?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    Ok(got)
 }
 
 fn read_at_full(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
