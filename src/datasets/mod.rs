@@ -139,9 +139,7 @@ impl Datasets {
         }
         let dir = self.dir.join(name);
         // Keep the history file for `dataset log`, but take the name away.
-        let gone = self
-            .dir
-            .join(format!(".removed-{name}-{}", std::process::id()));
+        let gone = self.dir.join(format!(".removed-{name}-{}", unique_stamp()));
         std::fs::rename(&dir, &gone)
             .map_err(|e| DsError::Io(format!("removing dataset {name}: {e}")))?;
         sets.remove(name);
