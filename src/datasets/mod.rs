@@ -304,3 +304,11 @@ pub mod cli {
         Ok(out)
     }
 }
+
+/// Nanoseconds since the epoch: distinct names for removed datasets' history directories.
+fn unique_stamp() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
