@@ -939,6 +939,7 @@ impl Tree {
                 Body::Symlink { target } => Ok(target.clone()),
                 _ => Err(Error::NotASymlink),
             },
+            NodeKind::Dataset(ds, node) => ds.readlink(*node).map_err(|_| Error::NotASymlink),
             _ => Err(Error::NotASymlink),
         }
     }
