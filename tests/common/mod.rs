@@ -798,6 +798,20 @@ pub fn mount_ids(path: &Path) -> Vec<u64> {
     ids
 }
 
+/// True when a live FUSE filesystem answers at `path`: statfs(2) always reaches the daemon (never cached), so a
+/// stale mount gives ENOTCONN, and an unmounted directory reports its parent's filesystem type.
+pub fn fuse_answers(path: &Path) -> Result<bool, i32> {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid path and a zeroed statfs buffer for the kernel to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+    }
+    Ok(st.f_type as i64 == FUSE_SUPER_MAGIC)
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     mount_fstype(path).is_some()
 }
@@ -930,18 +944,17 @@ impl Mount {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .env("RUST_BACKTRACE", "1");
-        let before = mount_ids(&self.mnt);
         let child = scrubbed(&mut cmd)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
         self.child = Some(child);
-        self.wait_ready(&before);
+        self.wait_ready();
     }
 
-    fn wait_ready(&mut self, before: &[u64]) {
+    fn wait_ready(&mut self) {
         let timeout = Duration::from_secs(30);
         let t0 = Instant::now();
-        let mut last = String::from("not mounted");
+        let mut last;
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
@@ -950,15 +963,22 @@ impl Mount {
                     self.log()
                 );
             }
-            // A mount that was not there before we started (not a stale one left behind), ...
-            let fresh = mount_ids(&self.mnt).iter().any(|id| !before.contains(id));
-            if fresh {
-                // ... and its root answers.
+            // A live FUSE mount (not a stale one left behind by a killed daemon), ...
+            let mnt = self.mnt.clone();
+            let live = is_mounted(&self.mnt)
+                && matches!(
+                    run_with_timeout(20, move || fuse_answers(&mnt)),
+                    Some(Ok(true))
+                );
+            if live {
+                // ... whose root answers.
                 let ipfs = self.mnt.join("ipfs");
                 match run_with_timeout(20, move || fs::metadata(&ipfs).map(|m| m.is_dir())) {
                     Some(Ok(true)) => return,
                     other => last = format!("<mnt>/ipfs: {other:?}"),
                 }
+            } else {
+                last = format!("statfs: {:?}", fuse_answers(&self.mnt));
             }
             if t0.elapsed() > timeout {
                 let log = self.log();
