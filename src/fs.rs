@@ -332,7 +332,7 @@ impl Filesystem for IpfsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.flush(fh.0) {
+        match self.tree.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
         }

@@ -269,7 +269,10 @@ fn prepare_mountpoint(mountpoint: &Path) -> Result<()> {
         Ok(_) => false,
     };
     if stale {
-        tracing::warn!("{}: stale mount (its process is gone); replacing it", mountpoint.display());
+        tracing::warn!(
+            "{}: stale mount (its process is gone); replacing it",
+            mountpoint.display()
+        );
         fusermount(mountpoint, true)?;
     } else if is_mounted(mountpoint) {
         bail!("{} is already mounted", mountpoint.display());

@@ -16,6 +16,7 @@
 
 mod chunker;
 mod commit;
+mod stagebuf;
 mod worktree;
 
 use std::collections::BTreeMap;
@@ -117,7 +118,7 @@ impl Datasets {
         let dir = self.dir.join(name);
         let io = |e: std::io::Error| DsError::Io(format!("creating dataset {name}: {e}"));
         std::fs::create_dir_all(&dir).map_err(io)?;
-        write_atomic(&dir.join("PROFILE"), profile_name.as_bytes()).map_err(io)?;
+        write_atomic(&dir.join("PROFILE"), profile_name.as_bytes(), true).map_err(io)?;
         let ds = Dataset::new_empty(
             name,
             profile_name,
@@ -197,16 +198,19 @@ fn load(
     Ok(ds)
 }
 
-/// Writes a small file so that readers see either the old or the new content, durably.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes a small file so that readers see either the old or the new content (atomic against
+/// a crashed process); `durable` also survives power loss.
+pub(crate) fn write_atomic(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
+    if let (true, Some(parent)) = (durable, path.parent()) {
         std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())

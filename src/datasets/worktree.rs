@@ -1,8 +1,6 @@
 //! One dataset's working tree: nodes, staged files, sealing and commits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +17,7 @@ use parking_lot::Mutex;
 
 use super::chunker::{FileWriter, Leaf};
 use super::commit::{Commit, Meta};
+use super::stagebuf::StageBuf;
 use crate::blocks::BlockService;
 
 pub type NodeId = u64;
@@ -85,7 +84,7 @@ struct Sealed {
 /// The bytes of an open, written file. Bytes before `base_len` are still those of the sealed
 /// version's first leaves (full chunks, reused as they are when sealing); `file` holds the rest.
 struct Staged {
-    file: std::fs::File,
+    file: StageBuf,
     size: u64,
     base: Vec<Leaf>,
     base_len: u64,
@@ -463,8 +462,10 @@ impl Dataset {
                 let from = offset.max(s.base_len);
                 if from < end {
                     let mut buf = vec![0u8; (end - from) as usize];
-                    let n =
-                        read_at_full(&s.file, &mut buf, from - s.base_len).map_err(DsError::io)?;
+                    let n = s
+                        .file
+                        .read_at(&mut buf, from - s.base_len)
+                        .map_err(DsError::io)?;
                     buf.truncate(n);
                     buf.resize((end - from) as usize, 0); // holes read as zeros
                     out.extend_from_slice(&buf);
@@ -738,12 +739,13 @@ impl Dataset {
             } = &mut n.body
             {
                 if size < s.base_len {
-                    materialize(&self.blocks, sealed, s)?;
+                    materialize(&self.blocks, sealed, s, &|| self.spill_file())?;
                 }
-                s.file.set_len(size - s.base_len).map_err(DsError::io)?;
+                s.file
+                    .resize(size - s.base_len, &|| self.spill_file())
+                    .map_err(DsError::io)?;
                 s.size = size;
                 s.dirty = true;
-                s.generation += 1;
                 s.generation += 1;
             }
             n.mtime = mtime.unwrap_or_else(now);
@@ -793,10 +795,10 @@ impl Dataset {
         } = &mut n.body
         {
             if offset < s.base_len {
-                materialize(&self.blocks, sealed, s)?;
+                materialize(&self.blocks, sealed, s, &|| self.spill_file())?;
             }
             s.file
-                .write_all_at(data, offset - s.base_len)
+                .write_all_at(data, offset - s.base_len, &|| self.spill_file())
                 .map_err(DsError::io)?;
             s.size = s.size.max(offset + data.len() as u64);
             s.dirty = true;
@@ -830,6 +832,18 @@ impl Dataset {
             let parent = st.nodes[&id].parent;
             invalidate(&mut st, parent);
             self.commit(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// `fsync`: the flush, then everything written so far (blocks, index, HEAD) made durable
+    /// against power loss, not only against a crash of this process.
+    pub fn sync(&self, id: NodeId) -> Result<(), DsError> {
+        self.flush(id)?;
+        let dir = std::fs::File::open(&self.dir).map_err(DsError::io)?;
+        // One syncfs covers the store's block files, its index and HEAD (one filesystem).
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+            return Err(DsError::io(std::io::Error::last_os_error()));
         }
         Ok(())
     }
@@ -884,6 +898,18 @@ impl Dataset {
     }
 
     fn new_staged(&self, base: Vec<Leaf>, base_len: u64) -> Result<Staged, DsError> {
+        Ok(Staged {
+            file: StageBuf::new(),
+            size: base_len,
+            base,
+            base_len,
+            dirty: false,
+            generation: 0,
+        })
+    }
+
+    /// An unlinked temporary file in the staging directory, for staged bytes that outgrow memory.
+    fn spill_file(&self) -> std::io::Result<std::fs::File> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let path = self
             .staging
@@ -892,18 +918,10 @@ impl Dataset {
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)
-            .map_err(DsError::io)?;
+            .open(&path)?;
         // Nobody else needs the name; the file lives as long as the handle.
         let _ = std::fs::remove_file(&path);
-        Ok(Staged {
-            file,
-            size: base_len,
-            base,
-            base_len,
-            dirty: false,
-            generation: 0,
-        })
+        Ok(file)
     }
 
     /// Makes a closed file writable without copying it: its full leaves stay where they are and
@@ -927,7 +945,10 @@ impl Dataset {
         let mut staged = self.new_staged(base, base_len)?;
         if sealed.size > base_len {
             let tail = read_sealed(&self.blocks, &sealed.cid, base_len, sealed.size)?;
-            staged.file.write_all_at(&tail, 0).map_err(DsError::io)?;
+            staged
+                .file
+                .write_all_at(&tail, 0, &|| self.spill_file())
+                .map_err(DsError::io)?;
         }
         staged.size = sealed.size;
         if let Body::File { staged: s, .. } = &mut st.nodes.get_mut(&id).expect("node").body {
@@ -962,7 +983,10 @@ impl Dataset {
         let mut buf = vec![0u8; self.profile.chunk_size.max(64 << 10)];
         while pos < total {
             let want = (buf.len() as u64).min(total - pos) as usize;
-            let got = read_at_full(&snap.file, &mut buf[..want], pos).map_err(DsError::io)?;
+            let got = snap
+                .file
+                .read_at(&mut buf[..want], pos)
+                .map_err(DsError::io)?;
             // Bytes past the staging file's end (a truncate that grew the file) are zeros.
             buf[got..want].fill(0);
             w.write(&buf[..want]);
@@ -1024,12 +1048,30 @@ impl Dataset {
         } else {
             Vec::new()
         };
-        s.file.set_len(0).map_err(DsError::io)?;
-        s.file.write_all_at(&tail, 0).map_err(DsError::io)?;
+        s.file = StageBuf::new();
+        s.file
+            .write_all_at(&tail, 0, &|| self.spill_file())
+            .map_err(DsError::io)?;
         s.base = leaves;
         s.base_len = base_len;
         s.dirty = false;
         Ok(true)
+    }
+
+    /// Moves HEAD. A commit CID has a fixed length, so the new one overwrites the old in one
+    /// `pwrite` (atomic for a crashing process, and no new inode per commit); anything else
+    /// goes through a temporary file and a rename.
+    fn write_head(&self, commit: &Cid) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join("HEAD");
+        let text = commit.to_string();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == text.len() as u64 => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .write_all_at(text.as_bytes(), 0),
+            _ => super::write_atomic(&path, text.as_bytes(), false),
+        }
     }
 
     /// Builds the changed directories and records a new version.
@@ -1078,8 +1120,7 @@ impl Dataset {
                 &mut pinned.into_iter(),
             )
             .map_err(|e| DsError::Block(e.to_string()))?;
-        super::write_atomic(&self.dir.join("HEAD"), commit_cid.to_string().as_bytes())
-            .map_err(DsError::io)?;
+        self.write_head(&commit_cid).map_err(DsError::io)?;
         tracing::info!(dataset = %self.name, seq = commit.seq, root = %root.cid, commit = %commit_cid, "new version");
         st.head = Some(commit_cid);
         st.root = Some(root);
@@ -1090,7 +1131,7 @@ impl Dataset {
 
 /// A staged file's state at the start of a seal.
 struct Snapshot {
-    file: std::fs::File,
+    file: StageBuf,
     size: u64,
     base: Vec<Leaf>,
     base_len: u64,
@@ -1100,7 +1141,7 @@ struct Snapshot {
 impl Snapshot {
     fn of(s: &Staged) -> Result<Self, DsError> {
         Ok(Snapshot {
-            file: s.file.try_clone().map_err(DsError::io)?,
+            file: s.file.snapshot().map_err(DsError::io)?,
             size: s.size,
             base: s.base.clone(),
             base_len: s.base_len,
@@ -1339,32 +1380,23 @@ fn read_sealed(blocks: &BlockService, root: &Cid, from: u64, to: u64) -> Result<
 }
 
 /// Turns a tail-only staged file into a whole one (a write or truncate before the tail).
-fn materialize(blocks: &BlockService, sealed: &Sealed, s: &mut Staged) -> Result<(), DsError> {
+fn materialize(
+    blocks: &BlockService,
+    sealed: &Sealed,
+    s: &mut Staged,
+    spill: &dyn Fn() -> std::io::Result<std::fs::File>,
+) -> Result<(), DsError> {
     if s.base_len == 0 {
         return Ok(());
     }
     let head = read_sealed(blocks, &sealed.cid, 0, s.base_len)?;
-    let mut tail = Vec::new();
-    s.file.seek(SeekFrom::Start(0)).map_err(DsError::io)?;
-    s.file.read_to_end(&mut tail).map_err(DsError::io)?;
-    s.file.set_len(0).map_err(DsError::io)?;
-    s.file.write_all_at(&head, 0).map_err(DsError::io)?;
+    let tail = s.file.read_all().map_err(DsError::io)?;
+    s.file = StageBuf::new();
+    s.file.write_all_at(&head, 0, spill).map_err(DsError::io)?;
     s.file
-        .write_all_at(&tail, head.len() as u64)
+        .write_all_at(&tail, head.len() as u64, spill)
         .map_err(DsError::io)?;
     s.base.clear();
     s.base_len = 0;
     Ok(())
-}
-
-fn read_at_full(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = f.read_at(&mut buf[got..], offset + got as u64)?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    Ok(got)
 }

@@ -175,6 +175,14 @@ impl Tree {
         Ok(())
     }
 
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        let handle = self.handles.read().get(&fh).cloned();
+        if let Some((ds, node)) = handle.and_then(|h| h.writer.clone()) {
+            ds.sync(node)?;
+        }
+        Ok(())
+    }
+
     pub fn setattr(
         &self,
         ino: InodeNo,
