@@ -79,7 +79,9 @@ impl Filesystem for IpfsFs {
         // need not ask for security.capability before every write.
         let wanted = InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            // The kernel then caches "no ACL" per inode instead of asking on every `ls -l`.
+            | InitFlags::FUSE_POSIX_ACL;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_readahead(1 << 20);
         // Large writes: fewer round trips when tools copy into a dataset.
