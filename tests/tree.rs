@@ -61,7 +61,7 @@ async fn read_all(tree: &Arc<Tree>, ino: u64, size: u64, step: u32) -> Vec<u8> {
         off += chunk.len() as u64;
         out.extend_from_slice(&chunk);
     }
-    tree.release(fh);
+    tree.release(fh).unwrap();
     out
 }
 
