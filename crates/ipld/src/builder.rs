@@ -171,93 +171,151 @@ pub struct Built {
     pub blocks: Vec<(Cid, Bytes)>,
 }
 
-struct Child {
-    cid: Cid,
-    file_bytes: u64,
-    tsize: u64,
+/// A leaf or subtree as its parent links to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    pub cid: Cid,
+    /// File bytes it holds.
+    pub size: u64,
+    /// Cumulative DAG size (the parent link's Tsize).
+    pub tsize: u64,
 }
 
 /// Builds a file with the profile's chunker and the balanced layout.
 pub fn build_file(data: &[u8], profile: &ImportProfile) -> Built {
-    let mut blocks = Vec::new();
-    let chunk = profile.chunk_size.max(1);
-    let mut level: Vec<Child> = if data.is_empty() {
-        vec![leaf(&[], profile, &mut blocks)]
-    } else {
-        data.chunks(chunk)
-            .map(|c| leaf(c, profile, &mut blocks))
-            .collect()
-    };
-    while level.len() > 1 {
-        level = level
-            .chunks(profile.max_links.max(2))
-            .map(|group| interior(group, profile, &mut blocks))
-            .collect();
-    }
-    let top = level.pop().expect("at least one leaf");
+    let mut w = FileWriter::new(profile);
+    w.write(data);
+    let root = w.finish();
     Built {
-        root: top.cid,
-        size: data.len() as u64,
-        tsize: top.tsize,
-        blocks,
+        root: root.cid,
+        size: root.size,
+        tsize: root.tsize,
+        blocks: w.take_blocks(),
     }
 }
 
-fn leaf(chunk: &[u8], profile: &ImportProfile, blocks: &mut Vec<(Cid, Bytes)>) -> Child {
-    if profile.raw_leaves {
-        let version = Version::V1;
-        let cid = cids::compute(version, codec::RAW, profile.hash, chunk)
-            .expect("profile hash is supported");
-        blocks.push((cid, Bytes::copy_from_slice(chunk)));
-        return Child {
-            cid,
-            file_bytes: chunk.len() as u64,
-            tsize: chunk.len() as u64,
+/// Streaming file import: bytes in as they come, fixed-size chunks, balanced DAG out, without
+/// holding the file in memory. Full-chunk leaves of an earlier version can be pushed as they
+/// are (an append reuses them); the root CID is the same as importing all the bytes anew.
+pub struct FileWriter<'p> {
+    profile: &'p ImportProfile,
+    pending: Vec<u8>,
+    leaves: Vec<Leaf>,
+    /// New blocks not yet handed out by [`FileWriter::take_blocks`].
+    blocks: Vec<(Cid, Bytes)>,
+}
+
+impl<'p> FileWriter<'p> {
+    pub fn new(profile: &'p ImportProfile) -> Self {
+        FileWriter {
+            profile,
+            pending: Vec::with_capacity(profile.chunk_size),
+            leaves: Vec::new(),
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Reuses a full-chunk leaf of an earlier version. Only valid before any bytes were written.
+    pub fn push_leaf(&mut self, leaf: Leaf) {
+        debug_assert!(self.pending.is_empty());
+        self.leaves.push(leaf);
+    }
+
+    pub fn write(&mut self, mut data: &[u8]) {
+        let chunk = self.profile.chunk_size.max(1);
+        while !data.is_empty() {
+            let n = (chunk - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.pending.len() == chunk {
+                let full = std::mem::replace(&mut self.pending, Vec::with_capacity(chunk));
+                self.emit_leaf(&full);
+            }
+        }
+    }
+
+    /// Blocks made so far, to be stored while the import continues (keeps memory flat).
+    pub fn take_blocks(&mut self) -> Vec<(Cid, Bytes)> {
+        std::mem::take(&mut self.blocks)
+    }
+
+    /// The leaves so far, in file order.
+    pub fn leaves(&self) -> &[Leaf] {
+        &self.leaves
+    }
+
+    fn emit_leaf(&mut self, chunk: &[u8]) {
+        let p = self.profile;
+        let leaf = if p.raw_leaves {
+            let cid = cids::compute(Version::V1, codec::RAW, p.hash, chunk)
+                .expect("profile hash is supported");
+            self.blocks.push((cid, Bytes::copy_from_slice(chunk)));
+            Leaf {
+                cid,
+                size: chunk.len() as u64,
+                tsize: chunk.len() as u64,
+            }
+        } else {
+            let mut meta = UnixFsData::new(DataType::File);
+            meta.filesize = Some(chunk.len() as u64);
+            if !chunk.is_empty() {
+                meta.data = Some(Bytes::copy_from_slice(chunk));
+            }
+            let block = dagpb::encode(&PbNode {
+                links: Vec::new(),
+                data: Some(crate::unixfs::encode_data(&meta).into()),
+            });
+            let cid = p.pb_cid(&block);
+            let tsize = block.len() as u64;
+            self.blocks.push((cid, block.into()));
+            Leaf {
+                cid,
+                size: chunk.len() as u64,
+                tsize,
+            }
         };
+        self.leaves.push(leaf);
     }
-    let mut meta = UnixFsData::new(DataType::File);
-    meta.filesize = Some(chunk.len() as u64);
-    if !chunk.is_empty() {
-        meta.data = Some(Bytes::copy_from_slice(chunk));
-    }
-    let block = dagpb::encode(&PbNode {
-        links: Vec::new(),
-        data: Some(crate::unixfs::encode_data(&meta).into()),
-    });
-    let cid = profile.pb_cid(&block);
-    let tsize = block.len() as u64;
-    blocks.push((cid, block.into()));
-    Child {
-        cid,
-        file_bytes: chunk.len() as u64,
-        tsize,
-    }
-}
 
-fn interior(children: &[Child], profile: &ImportProfile, blocks: &mut Vec<(Cid, Bytes)>) -> Child {
-    let mut meta = UnixFsData::new(DataType::File);
-    let file_bytes: u64 = children.iter().map(|c| c.file_bytes).sum();
-    meta.filesize = Some(file_bytes);
-    meta.blocksizes = children.iter().map(|c| c.file_bytes).collect();
-    let links = children
-        .iter()
-        .map(|c| PbLink {
-            cid: c.cid,
-            name: Some(Vec::new()),
-            tsize: Some(c.tsize),
-        })
-        .collect();
-    let block = dagpb::encode(&PbNode {
-        links,
-        data: Some(crate::unixfs::encode_data(&meta).into()),
-    });
-    let cid = profile.pb_cid(&block);
-    let tsize = block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
-    blocks.push((cid, block.into()));
-    Child {
-        cid,
-        file_bytes,
-        tsize,
+    /// Ends the file: the root (the remaining new blocks come from `take_blocks`). A file of one
+    /// chunk is that leaf itself.
+    pub fn finish(&mut self) -> Leaf {
+        if !self.pending.is_empty() || self.leaves.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.emit_leaf(&rest);
+        }
+        let mut level = std::mem::take(&mut self.leaves);
+        while level.len() > 1 {
+            let groups: Vec<Vec<Leaf>> = level
+                .chunks(self.profile.max_links.max(2))
+                .map(|g| g.to_vec())
+                .collect();
+            level = groups.iter().map(|g| self.interior(g)).collect();
+        }
+        level[0]
+    }
+
+    fn interior(&mut self, children: &[Leaf]) -> Leaf {
+        let mut meta = UnixFsData::new(DataType::File);
+        let size: u64 = children.iter().map(|c| c.size).sum();
+        meta.filesize = Some(size);
+        meta.blocksizes = children.iter().map(|c| c.size).collect();
+        let links = children
+            .iter()
+            .map(|c| PbLink {
+                cid: c.cid,
+                name: Some(Vec::new()),
+                tsize: Some(c.tsize),
+            })
+            .collect();
+        let block = dagpb::encode(&PbNode {
+            links,
+            data: Some(crate::unixfs::encode_data(&meta).into()),
+        });
+        let cid = self.profile.pb_cid(&block);
+        let tsize = block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
+        self.blocks.push((cid, block.into()));
+        Leaf { cid, size, tsize }
     }
 }
 
