@@ -973,48 +973,58 @@ impl Dataset {
 
     /// Chunks, hashes and stores a staged file's bytes: the new content and the blocks stored.
     fn hash_snapshot(&self, snap: &Snapshot) -> Result<(Sealed, Vec<Cid>), DsError> {
-        let mut stored = Vec::new();
-        let mut w = FileWriter::new(&self.profile);
-        for leaf in &snap.base {
-            w.push_leaf(*leaf);
-        }
-        let total = snap.size - snap.base_len;
-        let mut pos = 0u64;
-        let mut buf = vec![0u8; self.profile.chunk_size.max(64 << 10)];
-        while pos < total {
-            let want = (buf.len() as u64).min(total - pos) as usize;
-            let got = snap
-                .file
-                .read_at(&mut buf[..want], pos)
-                .map_err(DsError::io)?;
-            // Bytes past the staging file's end (a truncate that grew the file) are zeros.
-            buf[got..want].fill(0);
-            w.write(&buf[..want]);
-            pos += want as u64;
-            let blocks = w.take_blocks();
-            if !blocks.is_empty() {
-                self.blocks
-                    .store()
-                    .put_many(&blocks)
-                    .map_err(|e| DsError::Block(e.to_string()))?;
-                stored.extend(blocks.iter().map(|(c, _)| *c));
-            }
-        }
-        let root = w.finish();
-        let blocks = w.take_blocks();
-        self.blocks
-            .store()
-            .put_many(&blocks)
-            .map_err(|e| DsError::Block(e.to_string()))?;
-        stored.extend(blocks.iter().map(|(c, _)| *c));
-        Ok((
-            Sealed {
-                cid: root.cid,
-                size: root.size,
-                tsize: root.tsize,
-            },
-            stored,
-        ))
+        // Two stages on two threads: this one reads, chunks and hashes; the other stores the
+        // blocks, so hashing and disk writes overlap.
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Cid, Bytes)>>(4);
+            let store = scope.spawn(move || -> Result<Vec<Cid>, DsError> {
+                let mut stored = Vec::new();
+                for blocks in rx {
+                    self.blocks
+                        .store()
+                        .put_many(&blocks)
+                        .map_err(|e| DsError::Block(e.to_string()))?;
+                    stored.extend(blocks.iter().map(|(c, _)| *c));
+                }
+                Ok(stored)
+            });
+            let hashed = (|| -> Result<Sealed, DsError> {
+                let mut w = FileWriter::new(&self.profile);
+                for leaf in &snap.base {
+                    w.push_leaf(*leaf);
+                }
+                let total = snap.size - snap.base_len;
+                let mut pos = 0u64;
+                let mut buf = vec![0u8; self.profile.chunk_size.max(1 << 20)];
+                while pos < total {
+                    let want = (buf.len() as u64).min(total - pos) as usize;
+                    let got = snap
+                        .file
+                        .read_at(&mut buf[..want], pos)
+                        .map_err(DsError::io)?;
+                    // Bytes past the staging file's end (a truncate that grew the file) are zeros.
+                    buf[got..want].fill(0);
+                    w.write(&buf[..want]);
+                    pos += want as u64;
+                    let blocks = w.take_blocks();
+                    if !blocks.is_empty() && tx.send(blocks).is_err() {
+                        break; // the store stage failed; its error is reported below
+                    }
+                }
+                let root = w.finish();
+                let _ = tx.send(w.take_blocks());
+                Ok(Sealed {
+                    cid: root.cid,
+                    size: root.size,
+                    tsize: root.tsize,
+                })
+            })();
+            drop(tx);
+            let stored = store
+                .join()
+                .map_err(|_| DsError::Io("block store thread panicked".into()))??;
+            Ok((hashed?, stored))
+        })
     }
 
     /// Makes `sealed` the file's content if nothing was written since the snapshot; the staging
