@@ -15,7 +15,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 SHARED="${IPFS_MOUNT_SHARED:-$(dirname "$ROOT")/shared}"
 export PEERS_CACHE="${PEERS_CACHE:-/var/tmp/ipfs-mount-peers}"
 RUNS="${BENCH_RUNS:-3}"
-SIZE_MIB=1024; ROWS=60000000
+SIZE_MIB=1024; ROWS=27000000
 if [ "${1:-}" = quick ]; then SIZE_MIB=256; ROWS=15000000; RUNS=1; fi
 for v in http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy IPFS_GATEWAY; do unset "$v"; done
 
