@@ -117,8 +117,10 @@ impl Tree {
                     return Ok(Bytes::new());
                 }
                 // Dataset blocks are local (pinned): the local path always completes.
-                self.read_range_local(&cid, file_size, offset, end)
-                    .unwrap_or_else(|| Err(Error::NotFound(format!("block of {cid} missing"))))
+                self.read_range_local(&cid, file_size, offset, end).unwrap_or_else(|| {
+                    tracing::warn!(%cid, dataset = %ds.name, "a block of a dataset file is missing from the store");
+                    Err(Error::Block(crate::blocks::BlockError::NotFound { cid }))
+                })
             }
         }
     }
