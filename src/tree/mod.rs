@@ -391,7 +391,8 @@ impl Tree {
         }
         let mut ino = stable_ino(parent, name);
         while inodes.contains_key(&ino) {
-            ino = ino.wrapping_add(1).max(FIRST_DYNAMIC_INO);
+            ino = (ino + 1) % FIRST_DATASET_INO;
+            ino = ino.max(FIRST_DYNAMIC_INO);
         }
         let attr = self.content_attr(ino, &content, meta);
         let node = NodeKind::Content(content);
@@ -1026,6 +1027,8 @@ fn stable_ino(parent: InodeNo, name: &[u8]) -> InodeNo {
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
+    // Below the dataset range, so content and dataset inodes can never collide.
+    h &= FIRST_DATASET_INO - 1;
     if h < FIRST_DYNAMIC_INO {
         h + FIRST_DYNAMIC_INO
     } else {
@@ -1043,7 +1046,9 @@ mod tests {
         assert_ne!(stable_ino(2, b"abc"), stable_ino(3, b"abc"));
         assert_ne!(stable_ino(2, b"abc"), stable_ino(2, b"abd"));
         for i in 0..10_000u64 {
-            assert!(stable_ino(i, &i.to_le_bytes()) >= FIRST_DYNAMIC_INO);
+            let ino = stable_ino(i, &i.to_le_bytes());
+            assert!(ino >= FIRST_DYNAMIC_INO);
+            assert!(!is_dataset_ino(ino), "content inode {ino:#x} in the dataset range");
         }
     }
 }
