@@ -92,6 +92,11 @@ impl Filesystem for IpfsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.tree.lookup_cached(parent.0, name) {
+            Some(Ok(entry)) => return reply_entry(reply, &entry, self.tree.owner()),
+            Some(Err(e)) => return reply.error(errno("lookup", &e)),
+            None => {}
+        }
         let tree = self.tree.clone();
         let name = name.to_owned();
         self.rt.spawn(async move {
