@@ -7,6 +7,7 @@
 #      and the same `ls -l` warm                                                                target < 0.1 s
 #   4. random 4 KiB preads on a cached file: IOPS (and the same against memfs)
 #   5. the daemon's peak RSS (VmHWM) while streaming a 4 GiB file                               target < 256 MiB
+#   6. bitswap (issue 4): scripts/bench-bitswap.sh, with its own table (BENCH_SKIP="6" to leave it out)
 # Each figure is the median of BENCH_RUNS runs (ours and baseline interleaved). The machine's speed swings a lot
 # (DESIGN.md), so only the ratios mean anything.
 #
@@ -243,4 +244,10 @@ echo
 echo "ipfs-mount benchmarks ($(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ), median of $RUNS)"
 printf '%-44s %12s %-6s %-34s %8s %-10s %s\n' "measure" "value" "unit" "baseline (same run)" "ratio" "target" ""
 for r in "${RESULTS[@]}"; do echo "$r"; done
+
+# ---------------------------------------------------------------------------------------------------------
+if [[ "$SKIP" != *" 6 "* ]] && [ -f scripts/bench-bitswap.sh ]; then
+  echo
+  BENCH_DIR="${BENCH_DIR:+$W/bitswap}" bash scripts/bench-bitswap.sh "${1:-}" || MISSED=$((MISSED + 1))
+fi
 if [ "${BENCH_STRICT:-0}" = 1 ] && [ "$MISSED" -gt 0 ]; then exit 1; fi
