@@ -202,7 +202,7 @@ impl BlockService {
         let mut all_not_found = true;
         for fetcher in &self.fetchers {
             match fetcher.fetch_block(cid).await {
-                Ok(data) => match verify(cid, &data) {
+                Ok(data) => match verify_from(fetcher.as_ref(), cid, &data) {
                     Ok(()) => {
                         self.stats
                             .fetched_blocks
@@ -281,8 +281,9 @@ impl BlockService {
                 let root = *root;
                 let progress = progress.clone();
                 let source = fetcher.name().to_string();
+                let verified = fetcher.verifies_blocks();
                 tokio::task::spawn_blocking(move || {
-                    service.ingest(&root, &source, rx, progress.as_deref())
+                    service.ingest(&root, &source, verified, rx, progress.as_deref())
                 })
             };
             let result = {
@@ -327,13 +328,14 @@ impl BlockService {
         &self,
         root: &Cid,
         source: &str,
+        verified: bool,
         rx: std::sync::mpsc::Receiver<(Cid, Bytes)>,
         progress: Option<&tokio::sync::Notify>,
     ) -> Result<u64, BlockError> {
         let mut batch: Vec<(Cid, Bytes)> = Vec::with_capacity(INGEST_BATCH);
         let mut stored = 0u64;
         for (cid, data) in rx {
-            if let Err(e) = verify(&cid, &data) {
+            if let Err(e) = if verified { Ok(()) } else { verify(&cid, &data) } {
                 tracing::warn!(%cid, %root, source, "CAR block discarded: {e}");
                 continue;
             }
@@ -365,6 +367,14 @@ impl BlockService {
         }
         Ok(stored)
     }
+}
+
+/// Checks bytes from `fetcher` unless that fetcher already matched them to the CID.
+fn verify_from(fetcher: &dyn Fetcher, cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
+    if fetcher.verifies_blocks() {
+        return Ok(());
+    }
+    verify(cid, data)
 }
 
 fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {

@@ -43,6 +43,14 @@ pub enum Command {
         #[command(subcommand)]
         action: DatasetAction,
     },
+    /// This node's peer id and the addresses peers can dial (from the running mount if any).
+    Id {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON: {"ID": ..., "Addresses": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Export the whole DAG below a CID as a CARv1.
     Export {
         #[command(flatten)]
@@ -118,10 +126,39 @@ pub struct NetArgs {
     /// Never fetch: serve only what is in the store.
     #[arg(long)]
     pub offline: bool,
-    /// Seconds without progress before a gateway request counts as failed.
+    /// Seconds without progress before a gateway request or a bitswap want counts as failed.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// Use no HTTP gateway (not even the default one): fetch from peers only.
+    #[arg(long, conflicts_with = "gateways")]
+    pub no_gateway: bool,
 }
+
+/// The IPFS peer: libp2p listening, peers, provider discovery.
+#[derive(Debug, Clone, Args)]
+pub struct P2pArgs {
+    /// Address to listen on for IPFS peers (repeatable; listening beyond loopback is your
+    /// explicit choice) [default: /ip4/127.0.0.1/tcp/4021]
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// Peer to connect at start, keep connected and ask first (repeatable):
+    /// /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
+    /// Delegated routing server to find providers with (repeatable): GET /routing/v1/providers/{cid}.
+    #[arg(long = "routing", value_name = "URL")]
+    pub routers: Vec<String>,
+    /// Kademlia DHT: off, client (query only) or server (also answer and store records);
+    /// bootstrap peers are the --peer list.
+    #[arg(long, default_value = "client")]
+    pub dht: ipfs_mount_p2p::DhtMode,
+    /// Do not run the IPFS peer at all (no bitswap, no listening).
+    #[arg(long)]
+    pub no_p2p: bool,
+}
+
+/// Where the node listens when no --listen is given: loopback only.
+pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/4021";
 
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
@@ -132,6 +169,8 @@ pub struct MountArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub net: NetArgs,
+    #[command(flatten)]
+    pub p2p: P2pArgs,
     /// Stay in the foreground instead of serving from a background process.
     #[arg(short, long)]
     pub foreground: bool,
@@ -169,8 +208,14 @@ impl StoreArgs {
 impl NetArgs {
     /// The gateways to use, in order of preference.
     pub fn gateway_urls(&self) -> Vec<String> {
+        self.named_gateway_urls()
+            .unwrap_or_else(|| vec!["http://127.0.0.1:8080".to_string()])
+    }
+
+    /// Gateways the user named (--gateway, else $IPFS_GATEWAY), if any.
+    pub fn named_gateway_urls(&self) -> Option<Vec<String>> {
         if !self.gateways.is_empty() {
-            return self.gateways.clone();
+            return Some(self.gateways.clone());
         }
         if let Ok(g) = std::env::var("IPFS_GATEWAY") {
             let list: Vec<String> = g
@@ -180,10 +225,10 @@ impl NetArgs {
                 .map(String::from)
                 .collect();
             if !list.is_empty() {
-                return list;
+                return Some(list);
             }
         }
-        vec!["http://127.0.0.1:8080".to_string()]
+        None
     }
 }
 
@@ -247,6 +292,10 @@ pub fn main() -> ExitCode {
         }) => {
             init_logging(verbose, None);
             transfer::export(&store, &net, &cid, output.as_deref())
+        }
+        Some(Command::Id { store, json }) => {
+            init_logging(0, None);
+            crate::peer::print_id(&store, json)
         }
         Some(Command::Dataset { store, action }) => {
             init_logging(0, None);

@@ -14,7 +14,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use ipfs_mount_ipld::cids;
 
 use crate::blocks::BlockService;
@@ -31,9 +31,11 @@ pub fn serve(
     store_dir: &Path,
     blocks: Arc<BlockService>,
     datasets: Arc<Datasets>,
+    node: Option<Arc<ipfs_mount_p2p::Node>>,
     rt: tokio::runtime::Handle,
 ) -> Result<()> {
     let path = socket_path(store_dir);
+    let store_dir = store_dir.to_path_buf();
     // We hold the store lock, so a socket file left here belongs to a dead process.
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -47,10 +49,13 @@ pub fn serve(
                 let blocks = blocks.clone();
                 let datasets = datasets.clone();
                 let rt = rt.clone();
+                let node = node.clone();
+                let store_dir = store_dir.clone();
                 let _ = std::thread::Builder::new()
                     .name("ipfs-mount-control-conn".into())
                     .spawn(move || {
-                        if let Err(e) = handle(conn, &blocks, &datasets, &rt) {
+                        let ctx = Context { blocks: &blocks, datasets: &datasets, node: node.as_deref(), store_dir: &store_dir, rt: &rt };
+                        if let Err(e) = handle(conn, &ctx) {
                             tracing::warn!("control request failed: {e:#}");
                         }
                     });
@@ -59,12 +64,16 @@ pub fn serve(
     Ok(())
 }
 
-fn handle(
-    conn: UnixStream,
-    blocks: &Arc<BlockService>,
-    datasets: &Datasets,
-    rt: &tokio::runtime::Handle,
-) -> Result<()> {
+struct Context<'a> {
+    blocks: &'a Arc<BlockService>,
+    datasets: &'a Datasets,
+    node: Option<&'a ipfs_mount_p2p::Node>,
+    store_dir: &'a Path,
+    rt: &'a tokio::runtime::Handle,
+}
+
+fn handle(conn: UnixStream, ctx: &Context) -> Result<()> {
+    let Context { blocks, datasets, rt, .. } = *ctx;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -79,6 +88,17 @@ fn handle(
             Ok(text) => write!(out, "ok\n{text}")?,
             Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,
         }
+        return Ok(());
+    }
+    if request == "id" {
+        let peer_id = match ctx.node {
+            Some(n) => n.peer_id().to_string(),
+            None => ipfs_mount_p2p::identity::load_or_create(ctx.store_dir)?
+                .public()
+                .to_peer_id()
+                .to_string(),
+        };
+        write!(out, "ok\n{}", crate::peer::id_json(ctx.node, &peer_id))?;
         return Ok(());
     }
     let mut parts = request.splitn(2, '\t');

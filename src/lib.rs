@@ -10,6 +10,8 @@
 //!   fetchers; every block from outside is verified against its CID on the way in.
 //! - [`transfer`]: CAR import (verified, roots pinned) and export; [`control`] lets them run
 //!   through a mount that holds the store.
+//! - [`peer`]: the IPFS peer beside the mount (crate `ipfs-mount-p2p`): bitswap client as
+//!   one more fetcher, bitswap server over the store, provider discovery.
 //! - [`mount`]: mount lifecycle: daemonizing, readiness, signals, stale mounts, unmount.
 //! - [`cli`]: command-line parsing and dispatch.
 //!
@@ -22,5 +24,6 @@ pub mod control;
 pub mod datasets;
 pub mod fs;
 pub mod mount;
+pub mod peer;
 pub mod transfer;
 pub mod tree;

@@ -48,13 +48,24 @@ pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
     Ok(Arc::new(s))
 }
 
-/// The fetchers the command line asks for (none when offline).
+/// The gateway fetchers the command line asks for (none when offline).
 pub fn fetchers(net: &NetArgs) -> Result<Vec<Arc<dyn Fetcher>>> {
-    if net.offline {
+    gateway_fetchers(net, true)
+}
+
+/// Gateways: those named (--gateway, $IPFS_GATEWAY), else the local default when
+/// `allow_default` (it is not when the user named peers or routers as sources instead).
+fn gateway_fetchers(net: &NetArgs, allow_default: bool) -> Result<Vec<Arc<dyn Fetcher>>> {
+    if net.offline || net.no_gateway {
         return Ok(Vec::new());
     }
+    let list = match net.named_gateway_urls() {
+        Some(l) => l,
+        None if allow_default => net.gateway_urls(),
+        None => return Ok(Vec::new()),
+    };
     let mut urls = Vec::new();
-    for u in net.gateway_urls() {
+    for u in list {
         let url = url::Url::parse(&u).with_context(|| format!("invalid gateway URL {u:?}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             bail!("gateway URL {u:?} must be http or https");
@@ -174,7 +185,6 @@ fn serve(args: MountArgs, mountpoint: &Path) -> Result<()> {
 fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -> Result<()> {
     prepare_mountpoint(mountpoint)?;
     let store = open_store(&args.store)?;
-    let fetchers = fetchers(&args.net)?;
     // More workers than cores: a bulk fetch may briefly block one while its ingest queue is full.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -182,6 +192,29 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         .thread_name("ipfs-mount")
         .build()
         .context("cannot start the async runtime")?;
+    let node = crate::peer::start(
+        &args.p2p,
+        &args.net,
+        &args.store.dir(),
+        store.clone() as Arc<dyn BlockStore>,
+        &runtime,
+    )?;
+    let gateways = gateway_fetchers(&args.net, !crate::peer::has_peer_sources(&args.p2p))?;
+    let bitswap: Option<Arc<dyn Fetcher>> = match &node {
+        Some(n) if !args.net.offline => Some(Arc::new(
+            ipfs_mount_p2p::bitswap::dag::BitswapFetcher::new(n.bitswap().clone()),
+        )),
+        _ => None,
+    };
+    // Peers the user named are asked first; otherwise gateways first, peers as fallback.
+    let mut fetchers = Vec::new();
+    if !args.p2p.peers.is_empty() {
+        fetchers.extend(bitswap.clone());
+        fetchers.extend(gateways);
+    } else {
+        fetchers.extend(gateways);
+        fetchers.extend(bitswap);
+    }
     let blocks = Arc::new(BlockService::new(
         store.clone() as Arc<dyn BlockStore>,
         fetchers,
@@ -194,6 +227,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         &args.store.dir(),
         blocks.clone(),
         datasets.clone(),
+        node.clone(),
         runtime.handle().clone(),
     )?;
     let tree = Tree::with_datasets(

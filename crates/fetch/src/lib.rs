@@ -114,6 +114,12 @@ pub trait Fetcher: Send + Sync + 'static {
     /// A short name for logs.
     fn name(&self) -> &str;
 
+    /// True when every block this fetcher returns was already checked against its CID (as
+    /// bitswap does when it matches bytes to wants), so the caller need not hash it again.
+    fn verifies_blocks(&self) -> bool {
+        false
+    }
+
     /// One block by CID. The bytes are not necessarily verified: the caller verifies.
     async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, FetchError>;
 
