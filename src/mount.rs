@@ -215,8 +215,12 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         fetchers.extend(gateways);
         fetchers.extend(bitswap);
     }
+    let block_store: Arc<dyn BlockStore> = match &node {
+        Some(n) => crate::peer::AnnouncingStore::wrap(store.clone(), n.clone(), args.p2p.dht),
+        None => store.clone(),
+    };
     let blocks = Arc::new(BlockService::new(
-        store.clone() as Arc<dyn BlockStore>,
+        block_store,
         fetchers,
         args.net.offline,
         args.memory_cache,

@@ -129,9 +129,77 @@ pub fn print_id(store: &StoreArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Keeps DHT provider records for every block of new dataset versions.
-pub fn provide(node: &Node, dht: DhtMode, cids: impl IntoIterator<Item = Cid>) {
-    if dht != DhtMode::Off {
-        node.provide(cids);
+
+/// Blocks announced per pin at most (the root first): enough for any dataset version a user
+/// writes by hand, bounded for a huge import.
+const MAX_ANNOUNCED_PER_PIN: usize = 100_000;
+
+/// The store as the rest of the mount sees it when the DHT is on: every pin (a dataset
+/// version, an imported CAR) also announces its blocks as provider records.
+pub struct AnnouncingStore {
+    inner: Arc<dyn BlockStore>,
+    node: Arc<Node>,
+}
+
+impl AnnouncingStore {
+    /// Wraps `inner`, and announces the roots already pinned.
+    pub fn wrap(inner: Arc<dyn BlockStore>, node: Arc<Node>, dht: DhtMode) -> Arc<dyn BlockStore> {
+        if dht == DhtMode::Off {
+            return inner;
+        }
+        match inner.pins() {
+            Ok(pins) => node.provide(pins.into_iter().map(|p| p.root)),
+            Err(e) => tracing::warn!("cannot list pins to announce them: {e}"),
+        }
+        Arc::new(AnnouncingStore { inner, node })
+    }
+}
+
+impl BlockStore for AnnouncingStore {
+    fn get(&self, cid: &Cid) -> Result<Option<Bytes>, ipfs_mount_store::StoreError> {
+        self.inner.get(cid)
+    }
+    fn has(&self, cid: &Cid) -> Result<bool, ipfs_mount_store::StoreError> {
+        self.inner.has(cid)
+    }
+    fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), ipfs_mount_store::StoreError> {
+        self.inner.put(cid, data)
+    }
+    fn put_many(&self, blocks: &[(Cid, Bytes)]) -> Result<(), ipfs_mount_store::StoreError> {
+        self.inner.put_many(blocks)
+    }
+    fn pin(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), ipfs_mount_store::StoreError> {
+        let mut announced = vec![*root];
+        let mut tee = blocks.inspect(|c| {
+            if announced.len() < MAX_ANNOUNCED_PER_PIN && c != root {
+                announced.push(*c);
+            }
+        });
+        self.inner.pin(root, label, &mut tee)?;
+        self.node.provide(announced);
+        Ok(())
+    }
+    fn unpin(&self, root: &Cid) -> Result<bool, ipfs_mount_store::StoreError> {
+        self.inner.unpin(root)
+    }
+    fn pins(&self) -> Result<Vec<ipfs_mount_store::PinInfo>, ipfs_mount_store::StoreError> {
+        self.inner.pins()
+    }
+    fn is_pinned(&self, cid: &Cid) -> Result<bool, ipfs_mount_store::StoreError> {
+        self.inner.is_pinned(cid)
+    }
+    fn stats(&self) -> Result<ipfs_mount_store::StoreStats, ipfs_mount_store::StoreError> {
+        self.inner.stats()
+    }
+    fn evict(&self) -> Result<ipfs_mount_store::EvictStats, ipfs_mount_store::StoreError> {
+        self.inner.evict()
+    }
+    fn flush(&self) -> Result<(), ipfs_mount_store::StoreError> {
+        self.inner.flush()
     }
 }
