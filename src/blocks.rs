@@ -61,6 +61,9 @@ impl quick_cache::Weighter<Vec<u8>, Bytes> for BytesWeighter {
 
 /// Blocks parsed but not yet verified and stored, per bulk fetch.
 const INGEST_QUEUE: usize = 32;
+/// A block source that has not answered within this time gets company: the next source is
+/// asked too (gateways and peers are hedged, not only tried in turn).
+const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
 /// Blocks stored per index transaction during a bulk fetch.
 const INGEST_BATCH: usize = 16;
 
@@ -200,8 +203,31 @@ impl BlockService {
         }
         let mut last_error: Option<BlockError> = None;
         let mut all_not_found = true;
-        for fetcher in &self.fetchers {
-            match fetcher.fetch_block(cid).await {
+        // Sources are tried in order, but hedged: when one has not answered within
+        // HEDGE_AFTER the next starts too, and the first verified block wins.
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut next = 0usize;
+        let start = |i: usize| {
+            let fetcher = &self.fetchers[i];
+            async move { (i, fetcher.fetch_block(cid).await) }
+        };
+        if let Some(first) = self.fetchers.first().map(|_| start(0)) {
+            running.push(first);
+            next = 1;
+        }
+        while !running.is_empty() {
+            let hedge = tokio::time::sleep(HEDGE_AFTER);
+            let outcome = tokio::select! {
+                r = futures::StreamExt::next(&mut running) => r,
+                _ = hedge, if next < self.fetchers.len() => {
+                    running.push(start(next));
+                    next += 1;
+                    continue;
+                }
+            };
+            let Some((i, result)) = outcome else { break };
+            let fetcher = &self.fetchers[i];
+            match result {
                 Ok(data) => match verify_from(fetcher.as_ref(), cid, &data) {
                     Ok(()) => {
                         self.stats
@@ -228,6 +254,11 @@ impl BlockService {
                         cause: e.to_string(),
                     });
                 }
+            }
+            // A source gave up: the next one starts at once.
+            if running.is_empty() && next < self.fetchers.len() {
+                running.push(start(next));
+                next += 1;
             }
         }
         if all_not_found {
