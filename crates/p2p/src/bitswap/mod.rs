@@ -121,8 +121,13 @@ pub struct Bitswap {
     /// Peers that sent bytes we did not ask for under any CID we wanted from them.
     banned: Mutex<HashSet<PeerId>>,
     discovery: OnceLock<Arc<dyn Discovery>>,
+    /// Inbound streams being read, per peer.
+    inbound_streams: Mutex<HashMap<PeerId, usize>>,
     pub stats: BitswapStats,
 }
+
+/// Inbound bitswap streams read at once from one peer.
+const MAX_INBOUND_STREAMS_PER_PEER: usize = 16;
 
 impl Bitswap {
     /// The protocols bitswap streams are accepted on (see [`crate::inbound`]).
@@ -146,6 +151,7 @@ impl Bitswap {
             recent: Mutex::new(RecentSet::new(4096)),
             banned: Mutex::new(HashSet::new()),
             discovery: OnceLock::new(),
+            inbound_streams: Mutex::new(HashMap::new()),
             stats: BitswapStats::default(),
         });
         let weak = Arc::downgrade(&this);
@@ -156,6 +162,22 @@ impl Bitswap {
                     continue; // dropping the stream resets it
                 }
                 bs.ensure_peer(peer);
+                // Each open stream may hold one message (up to max_message_bytes) in memory:
+                // a peer gets a few at a time, as Kubo never needs more.
+                let open = {
+                    let mut counts = bs.inbound_streams.lock();
+                    let n = counts.entry(peer).or_insert(0);
+                    if *n >= MAX_INBOUND_STREAMS_PER_PEER {
+                        None
+                    } else {
+                        *n += 1;
+                        Some(())
+                    }
+                };
+                if open.is_none() {
+                    tracing::debug!(%peer, "too many bitswap streams from one peer; resetting one");
+                    continue;
+                }
                 tokio::spawn(bs.clone().read_stream(peer, stream));
             }
         });
@@ -351,6 +373,13 @@ impl Bitswap {
                     tracing::debug!(%peer, "bitswap stream closed: {e}");
                     break;
                 }
+            }
+        }
+        let mut counts = self.inbound_streams.lock();
+        if let Some(n) = counts.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&peer);
             }
         }
     }
