@@ -93,13 +93,17 @@ impl Fetcher for BitswapFetcher {
                 inflight_bytes += visit.estimate;
                 let bitswap = self.bitswap.clone();
                 inflight.push_back(async move {
-                    let local = {
+                    // `has` is an index lookup; only a block we hold costs a disk read
+                    // (off the async workers), so a cold walk makes no thread hops.
+                    let local = if bitswap.source.has(&visit.cid) {
                         let source = bitswap.source.clone();
                         let cid = visit.cid;
                         tokio::task::spawn_blocking(move || source.get(&cid))
                             .await
                             .ok()
                             .flatten()
+                    } else {
+                        None
                     };
                     let result = match local {
                         Some(b) => Ok((b, true)),
