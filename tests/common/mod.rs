@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+pub mod p2p;
+
 /// The release (or debug) binary cargo built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ipfs-mount");
 
