@@ -108,8 +108,15 @@ print(next((a for a in v.get("Addresses",[]) if a.startswith("/ip4/127.0.0.1/tcp
   done
   echo "no listen address from '$BIN id --store $1 --json'" >&2; exit 1
 }
-seq_read() { # FILE -> seconds
-  local t; t="$(now)"; dd if="$1" of=/dev/null bs=1M status=none; elapsed "$t"
+seq_read() { # FILE -> seconds (exits with the daemon's log on a failed read)
+  local t; t="$(now)"
+  if ! dd if="$1" of=/dev/null bs=1M status=none; then
+    echo "reading $1 failed; ipfs-mount log:" >&2; tail -40 "$W/ipfs-mount.log" >&2; exit 1
+  fi
+  elapsed "$t"
+}
+same_as_source() { # FILE (read again, untimed: the content must equal the source)
+  cmp -s "$1" "$W/data.bin" || { echo "$1 differs from the source" >&2; tail -40 "$W/ipfs-mount.log" >&2; exit 1; }
 }
 
 N_KUBO=0
@@ -142,16 +149,18 @@ if [[ "$SKIP" != *" 1 "* ]]; then
   OURS=(); HEL=(); GWP=()
   for i in $(seq 1 "$RUNS"); do
     mount_ours "$W/m1" "$W/s1-$i" --no-gateway --peer "$SRC_MADDR"
-    OURS+=("$(seq_read "$W/m1/ipfs/$CID")"); HWMS+=("$(hwm_mib "$OUR_PID")")
+    T="$(seq_read "$W/m1/ipfs/$CID")"; OURS+=("$T"); HWMS+=("$(hwm_mib "$OUR_PID")")
+    same_as_source "$W/m1/ipfs/$CID"
     umount_ours "$W/m1"; rm -rf "$W/s1-$i"
 
     helia_up
     post "$HELIA_HTTP/connect?addr=$SRC_MADDR" >/dev/null
-    t="$(now)"; post "$HELIA_HTTP/fetch?cid=$CID&timeout-ms=600000" >/dev/null; HEL+=("$(elapsed "$t")")
+    t="$(now)"; post "$HELIA_HTTP/fetch?cid=$CID&timeout-ms=600000" >/dev/null; T="$(elapsed "$t")"; HEL+=("$T")
     helia_down "$HELIA"
 
     mount_ours "$W/m1" "$W/s1g-$i" --gateway "$SRC_GW" --dht off
-    GWP+=("$(seq_read "$W/m1/ipfs/$CID")")
+    T="$(seq_read "$W/m1/ipfs/$CID")"; GWP+=("$T")
+    same_as_source "$W/m1/ipfs/$CID"
     umount_ours "$W/m1"; rm -rf "$W/s1g-$i"
   done
   O="$(median "${OURS[@]}")"; H="$(median "${HEL[@]}")"; G="$(median "${GWP[@]}")"
@@ -176,13 +185,14 @@ if [[ "$SKIP" != *" 2 "* ]]; then
   for i in $(seq 1 "$RUNS"); do
     kubo_up
     post "$KUBO_CTL/connect?addr=$OUR_MADDR" >/dev/null
-    t="$(now)"; post "$KUBO_CTL/download?cid=$CID&dest=$W/dl-ours" >/dev/null; OURS+=("$(elapsed "$t")")
+    t="$(now)"; post "$KUBO_CTL/download?cid=$CID&dest=$W/dl-ours" >/dev/null; T="$(elapsed "$t")"; OURS+=("$T")
     cmp -s "$W/dl-ours" "$W/data.bin" || { echo "Kubo's download from our mount differs from the source" >&2; exit 1; }
     rm -f "$W/dl-ours"; kubo_down "$KUBO"
 
     kubo_up
     post "$KUBO_CTL/connect?addr=$SRV_HELIA_MADDR" >/dev/null
-    t="$(now)"; post "$KUBO_CTL/download?cid=$CID&dest=$W/dl-helia" >/dev/null; HEL+=("$(elapsed "$t")")
+    t="$(now)"; post "$KUBO_CTL/download?cid=$CID&dest=$W/dl-helia" >/dev/null; T="$(elapsed "$t")"; HEL+=("$T")
+    cmp -s "$W/dl-helia" "$W/data.bin" || { echo "Kubo's download from Helia differs from the source" >&2; exit 1; }
     rm -f "$W/dl-helia"; kubo_down "$KUBO"
   done
   HWMS+=("$(hwm_mib "$OUR_PID")")
