@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cid::Cid;
 use futures::StreamExt;
-use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryResult, RecordKey};
+use libp2p::kad::{self, store::MemoryStore, store::RecordStore, GetProvidersOk, QueryResult, RecordKey};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{behaviour::toggle::Toggle, dial_opts::DialOpts, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
@@ -85,6 +85,14 @@ enum Command {
     Provide {
         keys: Vec<RecordKey>,
     },
+    GetRecords {
+        key: RecordKey,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+    PutRecord {
+        key: RecordKey,
+        value: Vec<u8>,
+    },
 }
 
 pub struct Node {
@@ -106,6 +114,19 @@ pub enum NodeError {
     PeerWithoutId(Multiaddr),
     #[error("delegated routing: {0}")]
     Routing(String),
+}
+
+/// Yamux with stream receive windows that never grow past 256 KiB.
+///
+/// rust-yamux doubles a busy stream's window (up to the connection budget), and js-libp2p's
+/// yamux then sends data frames as large as the window; frames over 1 MiB are a protocol
+/// error for rust-yamux, which closed Helia connections mid-transfer. Reserving the whole
+/// connection budget for the streams' minimum windows (4096 × 256 KiB = the 1 GiB default)
+/// leaves nothing for growth. On loopback and LANs 256 KiB per stream is plenty.
+fn yamux_config() -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_max_num_streams(4096);
+    c
 }
 
 impl Node {
@@ -131,7 +152,7 @@ impl Node {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                yamux_config,
             )
             .map_err(|e| NodeError::Transport(e.to_string()))?
             .with_quic()
@@ -211,6 +232,7 @@ impl Node {
             backoff: HashMap::new(),
             dials: HashMap::new(),
             provider_queries: HashMap::new(),
+            record_queries: HashMap::new(),
             addr_book: HashMap::new(),
             expected_listeners: config.listen.len(),
             ready: Some(ready_tx),
@@ -249,6 +271,33 @@ impl Node {
             .collect();
         if !keys.is_empty() {
             let _ = self.commands.send(Command::Provide { keys });
+        }
+    }
+
+    /// Values stored in the DHT under `key` (unvalidated: the caller validates), DHT on only.
+    pub async fn get_records(&self, key: Vec<u8>) -> Vec<Vec<u8>> {
+        if self.dht == DhtMode::Off {
+            return Vec::new();
+        }
+        let (reply, rx) = oneshot::channel();
+        let key = RecordKey::new(&key);
+        if self.commands.send(Command::GetRecords { key, reply }).is_err() {
+            return Vec::new();
+        }
+        tokio::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Stores `value` under `key` in the DHT (ours and the closest peers'), DHT on only.
+    pub fn put_record(&self, key: Vec<u8>, value: Vec<u8>) {
+        if self.dht != DhtMode::Off {
+            let _ = self.commands.send(Command::PutRecord {
+                key: RecordKey::new(&key),
+                value,
+            });
         }
     }
 
@@ -331,6 +380,7 @@ struct EventLoop {
     backoff: HashMap<PeerId, (tokio::time::Instant, Duration)>,
     dials: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
     provider_queries: HashMap<kad::QueryId, (oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>, Vec<PeerId>)>,
+    record_queries: HashMap<kad::QueryId, (oneshot::Sender<Vec<Vec<u8>>>, Vec<Vec<u8>>)>,
     /// Addresses the DHT told us, for dialing providers it returns.
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
     expected_listeners: usize,
@@ -398,6 +448,11 @@ impl EventLoop {
                 let opts = DialOpts::peer_id(peer).addresses(addrs).build();
                 match self.swarm.dial(opts) {
                     Ok(()) => self.dials.entry(peer).or_default().push(reply),
+                    // A dial is under way (often one we started when the DHT named the
+                    // provider): wait for its outcome.
+                    Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                        self.dials.entry(peer).or_default().push(reply)
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, "dial failed: {e}");
                         let _ = reply.send(false);
@@ -413,6 +468,28 @@ impl EventLoop {
                     let _ = reply.send(Vec::new());
                 }
             },
+            Command::GetRecords { key, reply } => match self.swarm.behaviour_mut().kad.as_mut() {
+                Some(kad) => {
+                    // Our own store first (records we published or hold for others).
+                    let mut local = Vec::new();
+                    if let Some(r) = kad.store_mut().get(&key) {
+                        local.push(r.value.clone());
+                    }
+                    let id = kad.get_record(key);
+                    self.record_queries.insert(id, (reply, local));
+                }
+                None => {
+                    let _ = reply.send(Vec::new());
+                }
+            },
+            Command::PutRecord { key, value } => {
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    let record = kad::Record::new(key, value);
+                    if let Err(e) = kad.put_record(record, kad::Quorum::One) {
+                        tracing::debug!("cannot store a DHT record: {e}");
+                    }
+                }
+            }
             Command::Provide { keys } => {
                 if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                     for k in keys {
@@ -511,11 +588,43 @@ impl EventLoop {
             kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             } => {
+                if let QueryResult::GetRecord(r) = &result {
+                    let mut finished = step.last;
+                    if let Some((_, found)) = self.record_queries.get_mut(&id) {
+                        match r {
+                            Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
+                                found.push(peer_record.record.value.clone());
+                            }
+                            Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
+                            Err(e) => {
+                                tracing::debug!("record lookup ended: {e}");
+                                finished = true;
+                            }
+                        }
+                    }
+                    if finished {
+                        if let Some((reply, found)) = self.record_queries.remove(&id) {
+                            let _ = reply.send(found);
+                        }
+                    }
+                    return;
+                }
+                if let QueryResult::PutRecord(Err(e)) = &result {
+                    tracing::debug!("storing a DHT record: {e}");
+                }
                 if let QueryResult::GetProviders(r) = result {
                     let mut finished = step.last;
                     if let Some((_, found)) = self.provider_queries.get_mut(&id) {
                         match r {
                             Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
+                                // Dial now: the addresses the DHT gave for these providers
+                                // live in the running query, which the swarm asks when dialing.
+                                for p in &providers {
+                                    if *p != *self.swarm.local_peer_id() && !self.swarm.is_connected(p) {
+                                        let known = self.addr_book.get(p).cloned().unwrap_or_default();
+                                        let _ = self.swarm.dial(DialOpts::peer_id(*p).addresses(known).build());
+                                    }
+                                }
                                 found.extend(providers);
                                 // The first answer is enough to start fetching.
                                 finished = true;
@@ -534,11 +643,6 @@ impl EventLoop {
                                 .map(|p| (p, self.addr_book.get(&p).cloned().unwrap_or_default()))
                                 .collect();
                             let _ = reply.send(list);
-                            if let Some(mut q) =
-                                self.swarm.behaviour_mut().kad.as_mut().and_then(|k| k.query_mut(&id))
-                            {
-                                q.finish();
-                            }
                         }
                     }
                 }

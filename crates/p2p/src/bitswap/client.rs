@@ -26,6 +26,8 @@ pub(crate) enum WantEvent {
     DontHave(PeerId),
     PeerConnected(PeerId),
     PeerGone(PeerId),
+    /// The peer sent bytes matching none of the CIDs we asked it for.
+    PeerBanned(PeerId),
     DiscoveryDone,
 }
 
@@ -51,6 +53,8 @@ struct WantRun {
     dont_haves: HashSet<PeerId>,
     last_block_ask: Option<Instant>,
     discovery: Discovery,
+    /// A peer answered this want with bytes that were not the block.
+    saw_bad_bytes: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -58,6 +62,20 @@ enum Discovery {
     NotStarted,
     Running,
     Done,
+}
+
+impl WantRun {
+    /// The error when nobody can give the block: bad bytes seen make it a verification failure.
+    fn gave_up(&self) -> FetchError {
+        if self.saw_bad_bytes {
+            FetchError::BadBody(format!(
+                "a peer sent bytes that do not hash to {}; it was dropped",
+                self.cid
+            ))
+        } else {
+            FetchError::NotFound
+        }
+    }
 }
 
 impl Bitswap {
@@ -101,6 +119,7 @@ impl Bitswap {
             dont_haves: HashSet::new(),
             last_block_ask: None,
             discovery: Discovery::NotStarted,
+            saw_bad_bytes: false,
         };
         let guard = WantGuard {
             bitswap: self.clone(),
@@ -159,17 +178,21 @@ impl Bitswap {
                             }
                         }
                         WantEvent::PeerConnected(p) => {
-                            if !run.asked_block.contains(&p) && !run.asked_have.contains(&p) {
-                                // A new peer (often a provider discovery just found): ask it
-                                // for the block outright if nobody else is being asked.
-                                if run.last_block_ask.is_none() {
-                                    self.ask_block(run, &mut guard, p);
-                                } else {
-                                    self.ask_have(run, &mut guard, p);
-                                }
+                            // A new peer, one discovery found, or one back after a reconnect:
+                            // whatever it said before its connection dropped no longer counts.
+                            run.dont_haves.remove(&p);
+                            run.asked_block.remove(&p);
+                            run.asked_have.remove(&p);
+                            if run.last_block_ask.is_none() || self.all_asked_block_refused(run) {
+                                self.ask_block(run, &mut guard, p);
+                            } else {
+                                self.ask_have(run, &mut guard, p);
                             }
                         }
-                        WantEvent::PeerGone(p) => {
+                        WantEvent::PeerBanned(p) | WantEvent::PeerGone(p) => {
+                            if matches!(ev, WantEvent::PeerBanned(_)) && run.asked_block.contains(&p) {
+                                run.saw_bad_bytes = true;
+                            }
                             run.haves.retain(|h| *h != p);
                             run.dont_haves.insert(p);
                             if run.asked_block.contains(&p) && self.all_asked_block_refused(run) {
@@ -186,13 +209,13 @@ impl Bitswap {
                     }
                     if self.hopeless(run) {
                         tracing::debug!(cid = %run.cid, "no peer has the block");
-                        return Err(FetchError::NotFound);
+                        return Err(run.gave_up());
                     }
                 }
                 _ = tokio::time::sleep_until(hedge_at) => {
                     if tokio::time::Instant::now() >= deadline {
                         tracing::debug!(cid = %run.cid, "bitswap want timed out");
-                        return Err(FetchError::Timeout);
+                        return Err(if run.saw_bad_bytes { run.gave_up() } else { FetchError::Timeout });
                     }
                     // The chosen peer is slow: ask another one too (first block wins).
                     run.last_block_ask = None;
@@ -216,7 +239,7 @@ impl Bitswap {
                             && started.elapsed() >= 2 * self.config.hedge_after
                         {
                             tracing::debug!(cid = %run.cid, "no bitswap peer to ask");
-                            return Err(FetchError::NotFound);
+                            return Err(run.gave_up());
                         }
                         // Nobody left to ask now: look again later (or on an event).
                         run.last_block_ask = Some(Instant::now());
@@ -235,9 +258,9 @@ impl Bitswap {
         if run.discovery != Discovery::Done && self.discovery.get().is_some() {
             return false;
         }
+        // No peer at all is not hopeless yet: a peer may be reconnecting (the timer decides).
         let candidates = self.candidates();
         !candidates.is_empty() && candidates.iter().all(|p| run.dont_haves.contains(p))
-            || candidates.is_empty() && run.discovery == Discovery::Done
     }
 
     /// Connected peers worth asking, best first: those that delivered most, least loaded.

@@ -449,7 +449,7 @@ impl Bitswap {
         if let Some(state) = self.peers.lock().remove(&peer) {
             state.ledger.close();
         }
-        self.notify_wants(client::WantEvent::PeerGone(peer));
+        self.notify_wants(client::WantEvent::PeerBanned(peer));
     }
 
     pub fn is_banned(&self, peer: &PeerId) -> bool {
