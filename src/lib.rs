@@ -24,6 +24,7 @@ pub mod control;
 pub mod datasets;
 pub mod fs;
 pub mod mount;
+pub mod names;
 pub mod peer;
 pub mod transfer;
 pub mod tree;
