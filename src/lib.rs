@@ -26,5 +26,6 @@ pub mod fs;
 pub mod mount;
 pub mod names;
 pub mod peer;
+pub mod serve;
 pub mod transfer;
 pub mod tree;

@@ -1,0 +1,1114 @@
+//! The local HTTP gateway (`src/serve`) over an in-memory store: trustless raw and CAR
+//! responses (checked by verifying every block and rebuilding what was asked for from the CAR
+//! alone), plain path requests with ranges, directories (plain and HAMT), IPNS through a fake
+//! name source, errors, and our own gateway client reading from it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cid::{Cid, Version};
+use ipfs_mount::blocks::BlockService;
+use ipfs_mount::serve::{start, NameSource, ServeConfig};
+use ipfs_mount_fetch::mock::MockFetcher;
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl};
+use ipfs_mount_ipld::builder::{build_directory, build_file, build_hamt, Built, ImportProfile};
+use ipfs_mount_ipld::car::CarDecoder;
+use ipfs_mount_ipld::dagpb::{self, PbNode};
+use ipfs_mount_ipld::hamt::{self, Step};
+use ipfs_mount_ipld::unixfs::{self, DataType, Node, UnixFsData};
+use ipfs_mount_ipld::{cids, codec, mh};
+use ipfs_mount_store::MemoryStore;
+
+fn data(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Kubo's classic layout with small chunks and few links: a three-level file DAG.
+fn odd_profile() -> ImportProfile {
+    let mut p = ImportProfile::unixfs_v0_2015();
+    p.chunk_size = 100_000;
+    p.max_links = 7;
+    p
+}
+
+fn small_v1(chunk: usize, links: usize) -> ImportProfile {
+    let mut p = ImportProfile::unixfs_v1_2025();
+    p.chunk_size = chunk;
+    p.max_links = links;
+    p
+}
+
+struct Fixture {
+    blocks: Vec<(Cid, Bytes)>,
+    /// `{dir, hamt}`
+    outer: Cid,
+    /// `{a.txt, big.bin, raw.bin, sub/{index.html}, link -> a.txt, zeros.bin, "sp ace é.txt"}`
+    dir: Cid,
+    /// 1500 small files `f{i}.txt` and `big.bin`, HAMT-sharded
+    hamt: Cid,
+    big: Vec<u8>,
+    big_cid: Cid,
+    raw: Vec<u8>,
+    raw_cid: Cid,
+    zeros_cid: Cid,
+    small_cid: Cid,
+    sym: Cid,
+}
+
+fn fixture() -> Fixture {
+    let mut blocks = Vec::new();
+    let mut sym_data = UnixFsData::new(DataType::Symlink);
+    sym_data.data = Some(Bytes::from_static(b"a.txt"));
+    let sym_block = Bytes::from(dagpb::encode(&PbNode {
+        links: vec![],
+        data: Some(unixfs::encode_data(&sym_data).into()),
+    }));
+    let sym = cids::compute(Version::V1, codec::DAG_PB, mh::SHA2_256, &sym_block).unwrap();
+    blocks.push((sym, sym_block.clone()));
+    let mut add = |b: &Built| blocks.extend(b.blocks.iter().cloned());
+    let v1 = ImportProfile::unixfs_v1_2025();
+    let small = build_file(b"hello gateway\n", &v1);
+    add(&small);
+    let big = data(1_234_567, 7);
+    let big_b = build_file(&big, &odd_profile());
+    add(&big_b);
+    let raw = data(300_000, 9);
+    let raw_b = build_file(&raw, &small_v1(65_536, 4));
+    add(&raw_b);
+    let zeros_b = build_file(&vec![0u8; 800_000], &small_v1(100_000, 7));
+    add(&zeros_b);
+    let index = build_file(b"<h1>hi</h1>", &v1);
+    add(&index);
+    let sub = build_directory(&[(b"index.html".to_vec(), index.root, index.tsize)], &v1);
+    add(&sub);
+    let dir = build_directory(
+        &[
+            (b"a.txt".to_vec(), small.root, small.tsize),
+            (b"big.bin".to_vec(), big_b.root, big_b.tsize),
+            (b"raw.bin".to_vec(), raw_b.root, raw_b.tsize),
+            (b"sub".to_vec(), sub.root, sub.tsize),
+            (b"link".to_vec(), sym, sym_block.len() as u64),
+            (b"zeros.bin".to_vec(), zeros_b.root, zeros_b.tsize),
+            ("sp ace é.txt".as_bytes().to_vec(), small.root, small.tsize),
+        ],
+        &v1,
+    );
+    add(&dir);
+    let mut entries = Vec::new();
+    for i in 0..1500 {
+        let f = build_file(format!("file {i}\n").as_bytes(), &v1);
+        add(&f);
+        entries.push((format!("f{i}.txt").into_bytes(), f.root, f.tsize));
+    }
+    entries.push((b"big.bin".to_vec(), big_b.root, big_b.tsize));
+    let hamt = build_hamt(&entries, &v1);
+    add(&hamt);
+    let outer = build_directory(
+        &[
+            (b"dir".to_vec(), dir.root, dir.tsize),
+            (b"hamt".to_vec(), hamt.root, hamt.tsize),
+        ],
+        &v1,
+    );
+    add(&outer);
+    Fixture {
+        blocks,
+        outer: outer.root,
+        dir: dir.root,
+        hamt: hamt.root,
+        big,
+        big_cid: big_b.root,
+        raw,
+        raw_cid: raw_b.root,
+        zeros_cid: zeros_b.root,
+        small_cid: small.root,
+        sym,
+    }
+}
+
+fn service(blocks: &[(Cid, Bytes)], skip: &[Cid]) -> Arc<BlockService> {
+    let store = Arc::new(MemoryStore::new(1 << 30));
+    let service = Arc::new(BlockService::new(store, vec![], true, 8 << 20));
+    for (c, b) in blocks {
+        if !skip.contains(c) {
+            service.put_verified(c, b.clone()).unwrap();
+        }
+    }
+    service
+}
+
+async fn serve(service: Arc<BlockService>, names: Option<Arc<dyn NameSource>>) -> SocketAddr {
+    let cfg = ServeConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        allow_fetch: false,
+    };
+    start(cfg, service, names).await.unwrap()
+}
+
+fn client() -> reqwest::Client {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Got {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
+}
+
+impl Got {
+    fn h(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = client().get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.unwrap();
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The CAR's roots and blocks; every block is checked against its CID.
+fn parse_car(body: &[u8]) -> (Vec<Cid>, Vec<(Cid, Bytes)>) {
+    let mut d = CarDecoder::new();
+    d.push(body);
+    let mut blocks = Vec::new();
+    while let Some((cid, data)) = d.next_block().unwrap() {
+        cids::verify(&cid, &data).unwrap_or_else(|e| panic!("{cid}: {e}"));
+        blocks.push((cid, data));
+    }
+    d.finish().unwrap();
+    let roots = d.header().unwrap().roots.clone();
+    (roots, blocks)
+}
+
+/// Bytes `first..=last` of the file `root`, using only `blocks` (as a trustless client would).
+fn read_range(blocks: &HashMap<Cid, Bytes>, root: &Cid, first: u64, last: u64) -> Vec<u8> {
+    fn walk(
+        blocks: &HashMap<Cid, Bytes>,
+        cid: &Cid,
+        offset: u64,
+        first: u64,
+        last: u64,
+        out: &mut Vec<u8>,
+    ) {
+        let b = blocks
+            .get(cid)
+            .unwrap_or_else(|| panic!("block {cid} needed for the range is not in the CAR"));
+        let Node::File(f) = unixfs::decode_node(cid, b).unwrap() else {
+            panic!("{cid} is not a file")
+        };
+        let inline_end = offset + f.inline.len() as u64;
+        let (lo, hi) = (first.max(offset), (last + 1).min(inline_end));
+        if lo < hi {
+            out.extend_from_slice(&f.inline[(lo - offset) as usize..(hi - offset) as usize]);
+        }
+        let mut off = inline_end;
+        for (c, s) in &f.children {
+            if off <= last && off + s > first {
+                walk(blocks, c, off, first, last, out);
+            }
+            off += s;
+        }
+    }
+    let mut out = Vec::new();
+    walk(blocks, root, 0, first, last, &mut out);
+    out
+}
+
+/// Follows `path` from `root` through plain and HAMT directories using only `blocks`.
+fn resolve_in(blocks: &HashMap<Cid, Bytes>, root: &Cid, path: &[&str]) -> Cid {
+    let mut cur = *root;
+    for seg in path {
+        let node = unixfs::decode_node(&cur, &blocks[&cur]).unwrap();
+        cur = match node {
+            Node::Directory(d) => {
+                d.entries
+                    .iter()
+                    .find(|e| e.name == seg.as_bytes())
+                    .unwrap()
+                    .cid
+            }
+            Node::HamtShard(mut h) => {
+                let mut depth = 0;
+                loop {
+                    match hamt::lookup_step(&h, seg.as_bytes(), depth).unwrap() {
+                        Step::Found { cid, .. } => break cid,
+                        Step::Descend { cid } => {
+                            let b = blocks
+                                .get(&cid)
+                                .unwrap_or_else(|| panic!("shard {cid} not in the CAR"));
+                            let Node::HamtShard(next) = unixfs::decode_node(&cid, b).unwrap()
+                            else {
+                                panic!()
+                            };
+                            h = next;
+                            depth += 1;
+                        }
+                        Step::NotFound => panic!("{seg} not found"),
+                    }
+                }
+            }
+            n => panic!("{n:?}"),
+        };
+    }
+    cur
+}
+
+/// Every block reachable from `root` (dag-pb links), each once.
+fn reachable(all: &HashMap<Cid, Bytes>, root: &Cid) -> HashSet<Cid> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![*root];
+    while let Some(c) = stack.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        if c.codec() == codec::DAG_PB {
+            for l in dagpb::decode(&all[&c]).unwrap().links {
+                stack.push(l.cid);
+            }
+        }
+    }
+    seen
+}
+
+fn no_dups(blocks: &[(Cid, Bytes)]) {
+    let mut seen = HashSet::new();
+    for (c, _) in blocks {
+        assert!(seen.insert(*c), "{c} sent twice with dups=n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_blocks_and_probe() {
+    let f = fixture();
+    let addr = serve(service(&f.blocks, &[]), None).await;
+    let all: HashMap<Cid, Bytes> = f.blocks.iter().cloned().collect();
+
+    let r = get(addr, &format!("/ipfs/{}?format=raw", f.dir), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, all[&f.dir]);
+    assert_eq!(r.h("content-type"), "application/vnd.ipld.raw");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    assert_eq!(r.h("cache-control"), "public, max-age=29030400, immutable");
+    assert_eq!(r.h("etag"), format!("\"{}.raw\"", f.dir));
+    assert_eq!(r.h("content-length"), all[&f.dir].len().to_string());
+    assert!(r.h("content-disposition").starts_with("attachment"));
+
+    // by Accept, with Content-Location naming the format
+    let r = get(
+        addr,
+        &format!("/ipfs/{}", f.big_cid),
+        &[("accept", "application/vnd.ipld.raw")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, all[&f.big_cid]);
+    assert_eq!(
+        r.h("content-location"),
+        format!("/ipfs/{}?format=raw", f.big_cid)
+    );
+
+    // with a path: the block the path ends at (through a HAMT)
+    let r = get(
+        addr,
+        &format!("/ipfs/{}/hamt/f77.txt?format=raw", f.outer),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let want = build_file(b"file 77\n", &ImportProfile::unixfs_v1_2025()).root;
+    cids::verify(&want, &r.body).unwrap();
+    assert_eq!(r.h("x-ipfs-roots").split(',').count(), 3);
+
+    // a range of a raw block
+    let r = get(
+        addr,
+        &format!("/ipfs/{}?format=raw", f.small_cid),
+        &[("range", "bytes=6-12")],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..], b"gateway");
+
+    // the identity probe
+    let r = get(addr, "/ipfs/bafkqaaa?format=raw", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    let r = get(addr, "/ipfs/bafkqaaa?format=car", &[]).await;
+    assert_eq!(r.status, 200);
+    let (roots, blocks) = parse_car(&r.body);
+    assert_eq!(roots, vec![cids::parse("bafkqaaa").unwrap()]);
+    assert!(blocks.is_empty(), "identity blocks are never written");
+
+    // HEAD: headers, no body
+    let resp = client()
+        .head(format!("http://{addr}/ipfs/{}?format=raw", f.dir))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"].to_str().unwrap(),
+        all[&f.dir].len().to_string()
+    );
+    assert!(resp.bytes().await.unwrap().is_empty());
+
+    // If-None-Match
+    let etag = format!("\"{}.raw\"", f.dir);
+    let r = get(
+        addr,
+        &format!("/ipfs/{}?format=raw", f.dir),
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn car_scopes() {
+    let f = fixture();
+    let addr = serve(service(&f.blocks, &[]), None).await;
+    let all: HashMap<Cid, Bytes> = f.blocks.iter().cloned().collect();
+
+    // dag-scope=all (the default): the whole DAG, root first, each block once
+    let r = get(addr, &format!("/ipfs/{}?format=car", f.outer), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.h("content-type"),
+        "application/vnd.ipld.car; version=1; order=dfs; dups=n"
+    );
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    assert!(r.h("etag").contains(".car."));
+    let (roots, blocks) = parse_car(&r.body);
+    assert_eq!(roots, vec![f.outer]);
+    assert_eq!(blocks[0].0, f.outer);
+    no_dups(&blocks);
+    let got: HashSet<Cid> = blocks.iter().map(|b| b.0).collect();
+    assert_eq!(got, reachable(&all, &f.outer));
+    let got_map: HashMap<Cid, Bytes> = blocks.into_iter().collect();
+    let big = resolve_in(&got_map, &f.outer, &["hamt", "big.bin"]);
+    assert_eq!(read_range(&got_map, &big, 0, f.big.len() as u64 - 1), f.big);
+
+    // dfs order: a file's blocks come in file order (leaves left to right)
+    let r = get(addr, &format!("/ipfs/{}?format=car", f.big_cid), &[]).await;
+    let (_, blocks) = parse_car(&r.body);
+    let mut leaves = Vec::new();
+    for (c, b) in &blocks {
+        if let Node::File(n) = unixfs::decode_node(c, b).unwrap() {
+            if n.children.is_empty() {
+                leaves.extend_from_slice(&n.inline);
+            }
+        }
+    }
+    assert_eq!(leaves, f.big);
+
+    // dag-scope=entity on a file behind a HAMT: the path's blocks, then the whole file
+    let path = format!("/ipfs/{}/hamt/big.bin?format=car&dag-scope=entity", f.outer);
+    let (roots, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    assert_eq!(roots, vec![f.outer]);
+    assert_eq!(blocks[0].0, f.outer);
+    assert_eq!(blocks[1].0, f.hamt);
+    no_dups(&blocks);
+    let got_map: HashMap<Cid, Bytes> = blocks.iter().cloned().collect();
+    assert_eq!(
+        resolve_in(&got_map, &f.outer, &["hamt", "big.bin"]),
+        f.big_cid
+    );
+    assert_eq!(
+        read_range(&got_map, &f.big_cid, 0, f.big.len() as u64 - 1),
+        f.big
+    );
+    // no other HAMT entries than the one on the path
+    let file_blocks = reachable(&all, &f.big_cid);
+    let extra = blocks
+        .iter()
+        .filter(|(c, _)| !file_blocks.contains(c) && *c != f.outer)
+        .count();
+    assert!(
+        extra <= 3,
+        "path blocks: outer, root shard, a sub-shard or two ({extra})"
+    );
+
+    // dag-scope=entity on a HAMT directory: every shard, no entries
+    let path = format!("/ipfs/{}?format=car&dag-scope=entity", f.hamt);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    assert!(blocks.len() > 1);
+    for (c, b) in &blocks {
+        assert!(matches!(
+            unixfs::decode_node(c, b).unwrap(),
+            Node::HamtShard(_)
+        ));
+    }
+    // ...which is enough to list it
+    let got_map: HashMap<Cid, Bytes> = blocks.iter().cloned().collect();
+    let mut names = 0;
+    for (c, b) in &got_map {
+        if let Node::HamtShard(h) = unixfs::decode_node(c, b).unwrap() {
+            names += h.entries().count();
+        }
+    }
+    assert_eq!(names, 1501);
+
+    // dag-scope=entity on a plain directory: the block alone
+    let path = format!("/ipfs/{}?format=car&dag-scope=entity", f.dir);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    assert_eq!(blocks.iter().map(|b| b.0).collect::<Vec<_>>(), vec![f.dir]);
+
+    // dag-scope=block through a path: the path blocks and the terminal block
+    let path = format!("/ipfs/{}/dir/big.bin?format=car&dag-scope=block", f.outer);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    assert_eq!(
+        blocks.iter().map(|b| b.0).collect::<Vec<_>>(),
+        vec![f.outer, f.dir, f.big_cid]
+    );
+
+    // by Accept, with the parameters our client sends
+    let r = get(
+        addr,
+        &format!("/ipfs/{}", f.raw_cid),
+        &[(
+            "accept",
+            "application/vnd.ipld.car; version=1; order=dfs; dups=y",
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.h("content-type"),
+        "application/vnd.ipld.car; version=1; order=dfs; dups=y"
+    );
+    let (_, blocks) = parse_car(&r.body);
+    let got_map: HashMap<Cid, Bytes> = blocks.into_iter().collect();
+    assert_eq!(
+        read_range(&got_map, &f.raw_cid, 0, f.raw.len() as u64 - 1),
+        f.raw
+    );
+
+    // HEAD: headers only
+    let resp = client()
+        .head(format!("http://{addr}/ipfs/{}?format=car", f.outer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn car_entity_bytes_and_dups() {
+    let f = fixture();
+    let addr = serve(service(&f.blocks, &[]), None).await;
+    let all: HashMap<Cid, Bytes> = f.blocks.iter().cloned().collect();
+    let size = f.big.len() as u64;
+    let full = reachable(&all, &f.big_cid).len();
+    for (spec, first, last) in [
+        ("0:*", 0, size - 1),
+        ("0:0", 0, 0),
+        ("150000:450000", 150_000, 450_000),
+        ("99999:100000", 99_999, 100_000),
+        ("-1000:*", size - 1000, size - 1),
+        ("2000:-100", 2000, size - 100),
+        ("1200000:99999999", 1_200_000, size - 1),
+    ] {
+        let path = format!(
+            "/ipfs/{}?format=car&dag-scope=entity&entity-bytes={spec}",
+            f.big_cid
+        );
+        let r = get(addr, &path, &[]).await;
+        assert_eq!(r.status, 200, "{spec}");
+        let (roots, blocks) = parse_car(&r.body);
+        assert_eq!(roots, vec![f.big_cid]);
+        assert_eq!(blocks[0].0, f.big_cid);
+        no_dups(&blocks);
+        let got_map: HashMap<Cid, Bytes> = blocks.iter().cloned().collect();
+        let bytes = read_range(&got_map, &f.big_cid, first, last);
+        assert_eq!(bytes, &f.big[first as usize..=last as usize], "{spec}");
+        if !matches!(spec, "0:*" | "2000:-100") {
+            assert!(
+                blocks.len() < full,
+                "{spec}: {} of {full} blocks",
+                blocks.len()
+            );
+        }
+    }
+    // a small range needs the root, one interior node and one or two leaves
+    let path = format!("/ipfs/{}?format=car&entity-bytes=150000:150010", f.big_cid);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    assert_eq!(blocks.len(), 3);
+
+    // entirely outside, or empty: the root block alone
+    for spec in ["5000000:*", "1000:-1234000"] {
+        let path = format!("/ipfs/{}?format=car&entity-bytes={spec}", f.big_cid);
+        let r = get(addr, &path, &[]).await;
+        assert_eq!(r.status, 200, "{spec}");
+        let (_, blocks) = parse_car(&r.body);
+        assert_eq!(blocks.len(), 1, "{spec}");
+    }
+    // ignored for directories
+    let path = format!("/ipfs/{}?format=car&entity-bytes=0:10", f.dir);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    assert_eq!(blocks.len(), 1);
+    // raw leaves too
+    let path = format!("/ipfs/{}?format=car&entity-bytes=70000:140000", f.raw_cid);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    let got_map: HashMap<Cid, Bytes> = blocks.iter().cloned().collect();
+    assert_eq!(
+        read_range(&got_map, &f.raw_cid, 70_000, 140_000),
+        &f.raw[70_000..=140_000]
+    );
+    assert!(blocks.len() < reachable(&all, &f.raw_cid).len());
+    // bad values
+    for spec in ["x", "5:2", "1", "1:2:3"] {
+        let path = format!("/ipfs/{}?format=car&entity-bytes={spec}", f.big_cid);
+        assert_eq!(get(addr, &path, &[]).await.status, 400, "{spec}");
+    }
+
+    // a file of zeros: the same leaf eight times
+    let path = format!("/ipfs/{}?format=car", f.zeros_cid);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    no_dups(&blocks);
+    assert_eq!(blocks.len(), 4, "root, two interior nodes, one leaf");
+    let path = format!("/ipfs/{}?format=car&car-dups=y", f.zeros_cid);
+    let r = get(addr, &path, &[]).await;
+    assert!(r.h("content-type").ends_with("dups=y"));
+    let (_, blocks) = parse_car(&r.body);
+    assert_eq!(blocks.len(), 11, "root, two interior nodes, eight leaves");
+    let got_map: HashMap<Cid, Bytes> = blocks.into_iter().collect();
+    assert_eq!(
+        read_range(&got_map, &f.zeros_cid, 0, 799_999),
+        vec![0u8; 800_000]
+    );
+    // a range within the zeros: each leaf once with dups=n, still enough to read
+    let path = format!("/ipfs/{}?format=car&entity-bytes=50000:750000", f.zeros_cid);
+    let (_, blocks) = parse_car(&get(addr, &path, &[]).await.body);
+    no_dups(&blocks);
+    let got_map: HashMap<Cid, Bytes> = blocks.into_iter().collect();
+    assert_eq!(
+        read_range(&got_map, &f.zeros_cid, 50_000, 750_000),
+        vec![0u8; 700_001]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_files_directories_and_ranges() {
+    let f = fixture();
+    let addr = serve(service(&f.blocks, &[]), None).await;
+
+    let r = get(addr, &format!("/ipfs/{}/dir/a.txt", f.outer), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"hello gateway\n");
+    assert_eq!(r.h("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(r.h("etag"), format!("\"{}\"", f.small_cid));
+    assert_eq!(r.h("x-ipfs-path"), format!("/ipfs/{}/dir/a.txt", f.outer));
+    assert_eq!(
+        r.h("x-ipfs-roots"),
+        format!("{},{},{}", f.outer, f.dir, f.small_cid)
+    );
+    let r = get(addr, &format!("/ipfs/{}/sp%20ace%20%C3%A9.txt", f.dir), &[]).await;
+    assert_eq!(&r.body[..], b"hello gateway\n");
+
+    // a multi-level file, whole and in ranges
+    let r = get(addr, &format!("/ipfs/{}/dir/big.bin", f.outer), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("content-type"), "application/octet-stream");
+    assert_eq!(r.h("accept-ranges"), "bytes");
+    assert_eq!(r.h("content-length"), f.big.len().to_string());
+    assert_eq!(r.body, f.big);
+    let size = f.big.len();
+    for (range, a, b) in [
+        ("bytes=0-0", 0, 0),
+        ("bytes=100-199", 100, 199),
+        ("bytes=99990-300010", 99_990, 300_010),
+        ("bytes=1200000-", 1_200_000, size - 1),
+        ("bytes=-10", size - 10, size - 1),
+        ("bytes=5-99999999", 5, size - 1),
+    ] {
+        let r = get(
+            addr,
+            &format!("/ipfs/{}/big.bin", f.dir),
+            &[("range", range)],
+        )
+        .await;
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(r.h("content-range"), format!("bytes {a}-{b}/{size}"));
+        assert_eq!(r.h("content-length"), (b - a + 1).to_string());
+        assert_eq!(&r.body[..], &f.big[a..=b], "{range}");
+    }
+    for range in ["bytes=5000000-", "bytes=-0"] {
+        let r = get(
+            addr,
+            &format!("/ipfs/{}/big.bin", f.dir),
+            &[("range", range)],
+        )
+        .await;
+        assert_eq!(r.status, 416, "{range}");
+        assert_eq!(r.h("content-range"), format!("bytes */{size}"));
+    }
+    // several ranges: ignored, the whole file
+    let r = get(
+        addr,
+        &format!("/ipfs/{}", f.big_cid),
+        &[("range", "bytes=0-1,5-6")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, f.big);
+    // raw leaves
+    let r = get(
+        addr,
+        &format!("/ipfs/{}", f.raw_cid),
+        &[("range", "bytes=65530-65545")],
+    )
+    .await;
+    assert_eq!(&r.body[..], &f.raw[65_530..=65_545]);
+    let r = get(addr, &format!("/ipfs/{}?filename=x.json", f.raw_cid), &[]).await;
+    assert_eq!(r.body, f.raw);
+    assert_eq!(r.h("content-type"), "application/json");
+    assert_eq!(r.h("content-disposition"), "inline; filename=\"x.json\"");
+
+    // HEAD of a file: the length, no body
+    let resp = client()
+        .head(format!("http://{addr}/ipfs/{}/big.bin", f.dir))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"].to_str().unwrap(),
+        size.to_string()
+    );
+    assert!(resp.bytes().await.unwrap().is_empty());
+
+    // through a HAMT
+    for i in [0, 42, 777, 1499] {
+        let r = get(addr, &format!("/ipfs/{}/hamt/f{i}.txt", f.outer), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, format!("file {i}\n").as_bytes());
+    }
+    let r = get(
+        addr,
+        &format!("/ipfs/{}/big.bin", f.hamt),
+        &[("range", "bytes=10-20")],
+    )
+    .await;
+    assert_eq!(&r.body[..], &f.big[10..=20]);
+    assert_eq!(
+        get(addr, &format!("/ipfs/{}/f1500.txt", f.hamt), &[])
+            .await
+            .status,
+        404
+    );
+
+    // directories: redirect to the slash, then index.html or a listing
+    let r = get(addr, &format!("/ipfs/{}/dir?x=1", f.outer), &[]).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.h("location"), format!("/ipfs/{}/dir/?x=1", f.outer));
+    let r = get(addr, &format!("/ipfs/{}/", f.dir), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("content-type"), "text/html; charset=utf-8");
+    let html = String::from_utf8(r.body.to_vec()).unwrap();
+    for name in [
+        "a.txt",
+        "big.bin",
+        "sub",
+        "zeros.bin",
+        "./sp%20ace%20%C3%A9.txt",
+    ] {
+        assert!(html.contains(name), "{name} in listing");
+    }
+    let r = get(addr, &format!("/ipfs/{}/sub/", f.dir), &[]).await;
+    assert_eq!(&r.body[..], b"<h1>hi</h1>");
+    assert_eq!(r.h("content-type"), "text/html; charset=utf-8");
+    let r = get(addr, &format!("/ipfs/{}/", f.hamt), &[]).await;
+    let html = String::from_utf8(r.body.to_vec()).unwrap();
+    for i in [0, 1, 999, 1499] {
+        assert!(
+            html.contains(&format!("\"./f{i}.txt\"")),
+            "f{i}.txt in HAMT listing"
+        );
+    }
+    assert_eq!(html.matches("<tr><td>").count(), 1501);
+
+    // a symlink answers its target as text
+    let r = get(addr, &format!("/ipfs/{}/link", f.dir), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"a.txt");
+    assert_eq!(r.h("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(
+        get(addr, &format!("/ipfs/{}", f.sym), &[]).await.body,
+        "a.txt"
+    );
+    // ...and is never followed
+    assert_eq!(
+        get(addr, &format!("/ipfs/{}/link/x", f.dir), &[])
+            .await
+            .status,
+        501
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors() {
+    let f = fixture();
+    let all: HashMap<Cid, Bytes> = f.blocks.iter().cloned().collect();
+    // a store without one leaf of big.bin (the second leaf: bytes 100000..200000)
+    let mut leaves = Vec::new();
+    for c in reachable(&all, &f.big_cid) {
+        if let Node::File(n) = unixfs::decode_node(&c, &all[&c]).unwrap() {
+            if n.children.is_empty() {
+                leaves.push((c, n.inline.to_vec()));
+            }
+        }
+    }
+    let missing = leaves
+        .iter()
+        .find(|(_, d)| d[..] == f.big[100_000..200_000])
+        .unwrap()
+        .0;
+    let addr = serve(service(&f.blocks, &[missing]), None).await;
+    let absent = cids::compute(Version::V1, codec::RAW, mh::SHA2_256, b"nowhere").unwrap();
+
+    for (path, status) in [
+        ("/ipfs/notacid".to_string(), 400),
+        ("/ipfs/Qmfoo/a".to_string(), 400),
+        ("/ipfs/".to_string(), 400),
+        ("/".to_string(), 404),
+        ("/other/thing".to_string(), 404),
+        (format!("/ipfs/{absent}"), 404),
+        (format!("/ipfs/{absent}?format=raw"), 404),
+        (format!("/ipfs/{absent}?format=car"), 404),
+        (format!("/ipfs/{}/nothing", f.dir), 404),
+        (format!("/ipfs/{}/a.txt/x", f.dir), 404),
+        (format!("/ipfs/{}/%2e%2e/x", f.dir), 400),
+        (format!("/ipfs/{}/a%2Fb", f.dir), 400),
+        (format!("/ipfs/{}/a%zz", f.dir), 400),
+        (format!("/ipfs/{}?format=tar", f.dir), 501),
+        (format!("/ipfs/{}?format=dag-json", f.dir), 501),
+        (format!("/ipfs/{}?format=bogus", f.dir), 400),
+        (format!("/ipfs/{}?format=car&car-version=2", f.dir), 400),
+        (format!("/ipfs/{}?format=car&dag-scope=some", f.dir), 400),
+        (format!("/ipfs/{}?format=ipns-record", f.dir), 400),
+        ("/ipns/anything".to_string(), 501),
+    ] {
+        let r = get(addr, &path, &[]).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = get(
+        addr,
+        &format!("/ipfs/{absent}"),
+        &[("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(r.status, 412);
+    let r = get(
+        addr,
+        &format!("/ipfs/{}", f.dir),
+        &[("service-worker", "script")],
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let resp = client()
+        .post(format!("http://{addr}/ipfs/{}", f.dir))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+
+    // a DAG with a hole: the CAR starts (200) and is cut off, never completed
+    let resp = client()
+        .get(format!("http://{addr}/ipfs/{}?format=car", f.big_cid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.is_err(),
+        "a broken CAR must not end cleanly"
+    );
+    // the same for file bytes
+    let resp = client()
+        .get(format!("http://{addr}/ipfs/{}", f.big_cid))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.is_err(),
+        "a broken file must not end cleanly"
+    );
+    // ranges that avoid the hole still work, as trustless CARs and as bytes
+    let r = get(
+        addr,
+        &format!("/ipfs/{}", f.big_cid),
+        &[("range", "bytes=300000-400000")],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..], &f.big[300_000..=400_000]);
+    let path = format!("/ipfs/{}?format=car&entity-bytes=0:99999", f.big_cid);
+    let r = get(addr, &path, &[]).await;
+    let (_, blocks) = parse_car(&r.body);
+    let got_map: HashMap<Cid, Bytes> = blocks.into_iter().collect();
+    assert_eq!(
+        read_range(&got_map, &f.big_cid, 0, 99_999),
+        &f.big[..100_000]
+    );
+    // the server is still fine
+    assert_eq!(
+        get(addr, &format!("/ipfs/{}/a.txt", f.dir), &[])
+            .await
+            .status,
+        200
+    );
+}
+
+struct FakeNames {
+    map: HashMap<String, String>,
+    records: HashMap<String, Bytes>,
+}
+
+#[async_trait]
+impl NameSource for FakeNames {
+    async fn resolve(&self, name: &str) -> Result<String, String> {
+        self.map
+            .get(name)
+            .cloned()
+            .ok_or_else(|| "no record".to_string())
+    }
+    async fn record(&self, name: &str) -> Option<Bytes> {
+        self.records.get(name).cloned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipns_names_and_records() {
+    let f = fixture();
+    let names = FakeNames {
+        map: HashMap::from([
+            ("k51test".to_string(), format!("/ipfs/{}", f.outer)),
+            ("k51sub".to_string(), format!("/ipfs/{}/dir", f.outer)),
+            ("example.com".to_string(), "/ipns/k51sub".to_string()),
+            ("loop.example".to_string(), "/ipns/loop.example".to_string()),
+            ("broken".to_string(), "/ipfs/notacid".to_string()),
+        ]),
+        records: HashMap::from([("k51test".to_string(), Bytes::from_static(b"\x0a\x03rec"))]),
+    };
+    let addr = serve(service(&f.blocks, &[]), Some(Arc::new(names))).await;
+
+    let r = get(addr, "/ipns/k51test/dir/a.txt", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"hello gateway\n");
+    assert_eq!(r.h("cache-control"), "public, max-age=60");
+    assert_eq!(r.h("x-ipfs-path"), "/ipns/k51test/dir/a.txt");
+    // the record's own path, then ours; and a name pointing at a name
+    let r = get(addr, "/ipns/k51sub/big.bin", &[("range", "bytes=0-9")]).await;
+    assert_eq!(&r.body[..], &f.big[..10]);
+    let r = get(addr, "/ipns/example.com/a.txt", &[]).await;
+    assert_eq!(&r.body[..], b"hello gateway\n");
+    assert_eq!(get(addr, "/ipns/example.com", &[]).await.status, 301);
+    // CAR through a name
+    let r = get(
+        addr,
+        "/ipns/k51test/hamt/f5.txt?format=car&dag-scope=block",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("cache-control"), "public, max-age=60");
+    let (roots, _) = parse_car(&r.body);
+    assert_eq!(roots, vec![f.outer]);
+
+    let r = get(addr, "/ipns/k51test?format=ipns-record", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"\x0a\x03rec");
+    assert_eq!(r.h("content-type"), "application/vnd.ipfs.ipns-record");
+    let r = get(
+        addr,
+        "/ipns/k51test",
+        &[("accept", "application/vnd.ipfs.ipns-record")],
+    )
+    .await;
+    assert_eq!(&r.body[..], b"\x0a\x03rec");
+    assert_eq!(
+        get(addr, "/ipns/k51sub?format=ipns-record", &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(addr, "/ipns/k51test/dir?format=ipns-record", &[])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(get(addr, "/ipns/nobody/x", &[]).await.status, 404);
+    assert_eq!(get(addr, "/ipns/loop.example/x", &[]).await.status, 404);
+    assert_eq!(get(addr, "/ipns/broken", &[]).await.status, 502);
+}
+
+/// Another ipfs-mount reading from us: our own gateway client, and a block service using it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_gateway_client_reads_from_us() {
+    let f = fixture();
+    let all: HashMap<Cid, Bytes> = f.blocks.iter().cloned().collect();
+    let addr = serve(service(&f.blocks, &[]), None).await;
+    let mut cfg = GatewayConfig::new(vec![url::Url::parse(&format!("http://{addr}")).unwrap()]);
+    cfg.retries = 0;
+    cfg.request_timeout = Duration::from_secs(10);
+    let gw = GatewayFetcher::new(cfg).unwrap();
+
+    assert_eq!(gw.fetch_block(&f.dir).await.unwrap(), all[&f.dir]);
+    assert_eq!(gw.fetch_block(&f.hamt).await.unwrap(), all[&f.hamt]);
+    let absent = cids::compute(Version::V1, codec::RAW, mh::SHA2_256, b"nowhere").unwrap();
+    assert_eq!(gw.fetch_block(&absent).await, Err(FetchError::NotFound));
+
+    for (scope, want) in [
+        (DagScope::All, reachable(&all, &f.dir)),
+        (DagScope::Block, HashSet::from([f.big_cid])),
+        (
+            DagScope::Entity { bytes: None },
+            reachable(&all, &f.big_cid),
+        ),
+    ] {
+        let root = if scope == DagScope::All {
+            f.dir
+        } else {
+            f.big_cid
+        };
+        let mut got = HashSet::new();
+        let mut sink = |cid: Cid, data: Bytes| {
+            cids::verify(&cid, &data).unwrap();
+            got.insert(cid);
+            SinkControl::Continue
+        };
+        gw.fetch_car(&root, scope, &mut sink).await.unwrap();
+        assert_eq!(got, want, "{scope:?}");
+    }
+    let mut got = HashMap::new();
+    let mut sink = |cid: Cid, data: Bytes| {
+        got.insert(cid, data);
+        SinkControl::Continue
+    };
+    let scope = DagScope::Entity {
+        bytes: Some((250_000, Some(520_000))),
+    };
+    gw.fetch_car(&f.big_cid, scope, &mut sink).await.unwrap();
+    assert_eq!(
+        read_range(&got, &f.big_cid, 250_000, 520_000),
+        &f.big[250_000..=520_000]
+    );
+
+    // a block service whose only source is our gateway: bulk and single fetches
+    let store = Arc::new(MemoryStore::new(1 << 30));
+    let other = Arc::new(BlockService::new(
+        store,
+        vec![Arc::new(gw) as Arc<dyn Fetcher>],
+        false,
+        8 << 20,
+    ));
+    let stored = other.fetch_dag(&f.big_cid, DagScope::All).await.unwrap();
+    assert_eq!(stored as usize, reachable(&all, &f.big_cid).len());
+    for c in reachable(&all, &f.big_cid) {
+        assert!(other.has_local(&c));
+    }
+    assert_eq!(other.get(&f.hamt).await.unwrap(), all[&f.hamt]);
+
+    // and a gateway of that second service, fetching through (allow_fetch)
+    let cfg = ServeConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        allow_fetch: true,
+    };
+    let addr2 = start(cfg, other, None).await.unwrap();
+    let r = get(addr2, &format!("/ipfs/{}/hamt/f9.txt", f.outer), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"file 9\n");
+    let r = get(addr2, &format!("/ipfs/{}/raw.bin", f.dir), &[]).await;
+    assert_eq!(r.body, f.raw);
+    assert_eq!(
+        get(addr2, &format!("/ipfs/{absent}"), &[]).await.status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_through_is_opt_in() {
+    let f = fixture();
+    let mock = Arc::new(MockFetcher::with_blocks(f.blocks.iter().cloned()));
+    let make = |allow_fetch| {
+        let store = Arc::new(MemoryStore::new(1 << 30));
+        let service = Arc::new(BlockService::new(
+            store,
+            vec![mock.clone() as Arc<dyn Fetcher>],
+            false,
+            8 << 20,
+        ));
+        let cfg = ServeConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            allow_fetch,
+        };
+        start(cfg, service, None)
+    };
+    let local_only = make(false).await.unwrap();
+    let path = format!("/ipfs/{}/big.bin", f.dir);
+    assert_eq!(get(local_only, &path, &[]).await.status, 404);
+    assert_eq!(mock.block_calls(), 0, "allow_fetch=false never fetches");
+
+    let through = make(true).await.unwrap();
+    let r = get(through, &path, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, f.big);
+    assert!(mock.block_calls() > 0);
+    // only-if-cached: what is local now answers, what is not is 412
+    let r = get(through, &path, &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(r.status, 200);
+    let r = get(
+        through,
+        &format!("/ipfs/{}/raw.bin", f.dir),
+        &[("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(r.status, 412);
+    // sources failing: 504
+    mock.fail_next(1000, None);
+    let r = get(through, &format!("/ipfs/{}/raw.bin", f.dir), &[]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.h("retry-after"), "30");
+}
