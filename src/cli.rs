@@ -43,6 +43,13 @@ pub enum Command {
         #[command(subcommand)]
         action: DatasetAction,
     },
+    /// The IPNS keys of datasets: list, export, import (to move a dataset's name to another machine).
+    Key {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// This node's peer id and the addresses peers can dial (from the running mount if any).
     Id {
         #[command(flatten)]
@@ -67,6 +74,20 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Subcommand)]
+pub enum KeyAction {
+    /// Every dataset with its IPNS name.
+    List,
+    /// Write a dataset's private key (libp2p protobuf encoding) to a file (mode 0600) or stdout.
+    Export {
+        dataset: String,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Give a dataset the key from a file: it is then published under that key's name.
+    Import { dataset: String, file: PathBuf },
+}
+
+#[derive(Debug, Clone, Subcommand)]
 pub enum DatasetAction {
     /// Every dataset with its version, root CID and head commit.
     List,
@@ -79,6 +100,8 @@ pub enum DatasetAction {
     },
     /// The versions of a dataset, newest first.
     Log { name: String },
+    /// Sign and send a new IPNS record for the dataset now (the mount also does it on every version).
+    Publish { name: String },
 }
 
 impl DatasetAction {
@@ -90,6 +113,7 @@ impl DatasetAction {
                 format!("dataset\tcreate\t{name}\t{profile}")
             }
             DatasetAction::Log { name } => format!("dataset\tlog\t{name}"),
+            DatasetAction::Publish { name } => format!("dataset\tpublish\t{name}"),
         }
     }
 
@@ -101,6 +125,9 @@ impl DatasetAction {
                 profile: profile.to_string(),
             }),
             ["log", name] => Some(DatasetAction::Log {
+                name: name.to_string(),
+            }),
+            ["publish", name] => Some(DatasetAction::Publish {
                 name: name.to_string(),
             }),
             _ => None,
@@ -157,6 +184,45 @@ pub struct P2pArgs {
     pub no_p2p: bool,
 }
 
+/// Names (IPNS, DNSLink) and the local gateway.
+#[derive(Debug, Clone, Args)]
+pub struct NameArgs {
+    /// DNS server for DNSLink names (/ipns/<domain>), e.g. 127.0.0.1:5353; without it DNSLink is off.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns: Option<std::net::SocketAddr>,
+    /// Validity of the IPNS records published for datasets.
+    #[arg(long, default_value = "48h", value_parser = parse_duration)]
+    pub ipns_lifetime: std::time::Duration,
+    /// TTL written in the IPNS records published for datasets (how long resolvers may cache them).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub ipns_ttl: std::time::Duration,
+    /// Serve a trustless + path HTTP gateway over the store at this address, e.g. 127.0.0.1:8090.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Let the --serve gateway fetch blocks the store lacks (default: only what is local).
+    #[arg(long, requires = "serve")]
+    pub serve_fetch: bool,
+}
+
+/// Parses durations such as `48h`, `5m`, `30s`, `500ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h, d)")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// Where the node listens when no --listen is given: loopback only.
 pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/4021";
 
@@ -171,6 +237,8 @@ pub struct MountArgs {
     pub net: NetArgs,
     #[command(flatten)]
     pub p2p: P2pArgs,
+    #[command(flatten)]
+    pub names: NameArgs,
     /// Stay in the foreground instead of serving from a background process.
     #[arg(short, long)]
     pub foreground: bool,
@@ -292,6 +360,10 @@ pub fn main() -> ExitCode {
         }) => {
             init_logging(verbose, None);
             transfer::export(&store, &net, &cid, output.as_deref())
+        }
+        Some(Command::Key { store, action }) => {
+            init_logging(0, None);
+            crate::names::keys::run(&store, &action)
         }
         Some(Command::Id { store, json }) => {
             init_logging(0, None);

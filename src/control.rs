@@ -32,6 +32,7 @@ pub fn serve(
     blocks: Arc<BlockService>,
     datasets: Arc<Datasets>,
     node: Option<Arc<ipfs_mount_p2p::Node>>,
+    names: Option<Arc<crate::names::Names>>,
     rt: tokio::runtime::Handle,
 ) -> Result<()> {
     let path = socket_path(store_dir);
@@ -50,11 +51,12 @@ pub fn serve(
                 let datasets = datasets.clone();
                 let rt = rt.clone();
                 let node = node.clone();
+                let names = names.clone();
                 let store_dir = store_dir.clone();
                 let _ = std::thread::Builder::new()
                     .name("ipfs-mount-control-conn".into())
                     .spawn(move || {
-                        let ctx = Context { blocks: &blocks, datasets: &datasets, node: node.as_deref(), store_dir: &store_dir, rt: &rt };
+                        let ctx = Context { blocks: &blocks, datasets: &datasets, node: node.as_deref(), names: names.as_ref(), store_dir: &store_dir, rt: &rt };
                         if let Err(e) = handle(conn, &ctx) {
                             tracing::warn!("control request failed: {e:#}");
                         }
@@ -68,6 +70,7 @@ struct Context<'a> {
     blocks: &'a Arc<BlockService>,
     datasets: &'a Datasets,
     node: Option<&'a ipfs_mount_p2p::Node>,
+    names: Option<&'a Arc<crate::names::Names>>,
     store_dir: &'a Path,
     rt: &'a tokio::runtime::Handle,
 }
@@ -79,6 +82,17 @@ fn handle(conn: UnixStream, ctx: &Context) -> Result<()> {
     reader.read_line(&mut line)?;
     let mut out = conn;
     let request = line.trim_end_matches('\n');
+    if let Some(name) = request.strip_prefix("dataset\tpublish\t") {
+        let result = match ctx.names {
+            Some(names) => rt.block_on(names.publish_now(name)),
+            None => Err(anyhow!("names are off in this mount")),
+        };
+        match result {
+            Ok(n) => write!(out, "ok\n{name}\t{n}\n")?,
+            Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,
+        }
+        return Ok(());
+    }
     if let Some(rest) = request.strip_prefix("dataset\t") {
         let parts: Vec<&str> = rest.split('\t').collect();
         let result = DatasetAction::from_request(&parts)

@@ -227,11 +227,25 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     ));
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let datasets = crate::datasets::Datasets::open(&args.store.dir(), blocks.clone())?;
+    let names = start_names(args, &datasets, node.clone(), &runtime)?;
+    if let Some(addr) = args.names.serve {
+        let config = crate::serve::ServeConfig {
+            addr,
+            allow_fetch: args.names.serve_fetch,
+        };
+        let source: Arc<dyn crate::serve::NameSource> =
+            Arc::new(crate::names::GatewayNames(names.clone()));
+        let bound = runtime
+            .block_on(crate::serve::start(config, blocks.clone(), Some(source)))
+            .with_context(|| format!("cannot serve the gateway on {addr}"))?;
+        tracing::info!("gateway serving the store on http://{bound}");
+    }
     crate::control::serve(
         &args.store.dir(),
         blocks.clone(),
         datasets.clone(),
         node.clone(),
+        Some(names.clone()),
         runtime.handle().clone(),
     )?;
     let tree = Tree::with_datasets(
@@ -243,6 +257,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         },
         Some(datasets),
     );
+    tree.set_names(Arc::new(crate::names::TreeNames(names)));
     let fs = IpfsFs::new(tree, runtime.handle().clone());
 
     let mut config = fuser::Config::default();
@@ -292,6 +307,54 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
     result.context("FUSE session failed")
+}
+
+/// Names: resolution sources are the named gateways (else the default one, unless peers or
+/// routers were named instead), the routers and the DHT; datasets are published at once.
+fn start_names(
+    args: &MountArgs,
+    datasets: &Arc<crate::datasets::Datasets>,
+    node: Option<Arc<ipfs_mount_p2p::Node>>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Arc<crate::names::Names>> {
+    let net = &args.net;
+    let mut gateways = Vec::new();
+    if !net.offline && !net.no_gateway {
+        let list = match net.named_gateway_urls() {
+            Some(l) => l,
+            None if !crate::peer::has_peer_sources(&args.p2p) => net.gateway_urls(),
+            None => Vec::new(),
+        };
+        for g in list {
+            let mut u = url::Url::parse(&g).with_context(|| format!("invalid gateway URL {g:?}"))?;
+            if !u.path().ends_with('/') {
+                let p = format!("{}/", u.path());
+                u.set_path(&p);
+            }
+            gateways.push(u);
+        }
+    }
+    let mut routers = Vec::new();
+    for r in &args.p2p.routers {
+        let mut u = url::Url::parse(r).with_context(|| format!("invalid --routing URL {r:?}"))?;
+        if !u.path().ends_with('/') {
+            let p = format!("{}/", u.path());
+            u.set_path(&p);
+        }
+        routers.push(u);
+    }
+    let config = crate::names::NamesConfig {
+        gateways,
+        routers,
+        dns: args.names.dns,
+        lifetime: args.names.ipns_lifetime,
+        ttl: args.names.ipns_ttl,
+        timeout: Duration::from_secs(net.timeout.clamp(1, 10)),
+        offline: net.offline,
+    };
+    let names = crate::names::Names::new(config, &args.store.dir(), datasets.clone(), node)?;
+    names.start_publisher(runtime.handle());
+    Ok(names)
 }
 
 /// Checks the mount point, replacing a stale mount left by a crashed process.

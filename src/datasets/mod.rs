@@ -304,6 +304,10 @@ pub mod cli {
                     writeln!(out, "v{}\t{}\t{}\t{}", c.seq, c.root, cid, c.time_ms)?;
                 }
             }
+            // Records go out through a running mount (its DHT node, routers and gateway).
+            DatasetAction::Publish { name } => {
+                anyhow::bail!("publishing {name} needs a running mount of this store (it signs and sends the records)")
+            }
         }
         Ok(out)
     }

@@ -40,6 +40,9 @@ pub enum Error {
     CrossDevice,
     #[error("not permitted: {0}")]
     NotPermitted(&'static str),
+    /// A name could not be resolved because its sources failed (not because it has no record).
+    #[error("name resolution failed: {0}")]
+    Names(String),
 }
 
 impl Error {
@@ -66,6 +69,7 @@ impl Error {
             Error::Block(_) | Error::Corrupt { .. } => libc::EIO,
             Error::CrossDevice => libc::EXDEV,
             Error::NotPermitted(_) => libc::EPERM,
+            Error::Names(_) => libc::EIO,
             Error::Dataset(e) => match e {
                 DsError::NotFound => libc::ENOENT,
                 DsError::Exists => libc::EEXIST,

@@ -61,6 +61,8 @@ const FIRST_DATASET_INO: InodeNo = 1 << 62;
 pub const XATTR_CID: &str = "user.ipfs.cid";
 /// On a dataset's root: the CID of its head commit record.
 pub const XATTR_COMMIT: &str = "user.ipfs.commit";
+/// The IPNS name a dataset is published under.
+pub const XATTR_NAME: &str = "user.ipfs.name";
 
 /// TTL for immutable content: entries and attributes under /ipfs never change.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -175,6 +177,21 @@ impl Drop for Handle {
     }
 }
 
+/// What the tree needs from the names layer (`crate::names`), kept as a trait so that the
+/// tree runs without it (and tests can fake it).
+#[async_trait::async_trait]
+pub trait NameResolver: Send + Sync + 'static {
+    /// `/ipfs/<cid>[/path]` for an IPNS name or DNSLink domain, and how long it may be cached.
+    async fn resolve(&self, name: &str) -> std::result::Result<(String, Duration), Error>;
+    /// The IPNS name a dataset is published under.
+    fn dataset_name(&self, dataset: &str) -> Option<String>;
+    /// Names we publish (listed in `/ipns`).
+    fn own_names(&self) -> Vec<String>;
+}
+
+/// Entry TTL under `/ipns` when the record says nothing shorter.
+const IPNS_MAX_TTL: Duration = Duration::from_secs(60);
+
 /// Settings for the tree.
 #[derive(Debug, Clone)]
 pub struct TreeConfig {
@@ -208,6 +225,7 @@ pub struct Tree {
     /// Inode numbers of dataset nodes, which keep theirs across renames.
     dataset_inos: RwLock<HashMap<(String, NodeId), InodeNo>>,
     next_dataset_ino: AtomicU64,
+    names: std::sync::OnceLock<Arc<dyn NameResolver>>,
 }
 
 impl Tree {
@@ -227,6 +245,7 @@ impl Tree {
             datasets,
             dataset_inos: RwLock::new(HashMap::new()),
             next_dataset_ino: AtomicU64::new(FIRST_DATASET_INO),
+            names: std::sync::OnceLock::new(),
             inodes: RwLock::new(HashMap::new()),
             children: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
@@ -261,6 +280,11 @@ impl Tree {
             }
         }
         Arc::new(tree)
+    }
+
+    /// Turns on `/ipns` (and the `user.ipfs.name` attribute of datasets).
+    pub fn set_names(&self, names: Arc<dyn NameResolver>) {
+        let _ = self.names.set(names);
     }
 
     pub fn blocks(&self) -> &Arc<BlockService> {
@@ -300,6 +324,9 @@ impl Tree {
     /// async [`Tree::lookup`] has to fetch something. `ls -l` of a big directory is thousands of
     /// lookups in a row: answering them on the FUSE thread saves a thread hand-off each.
     pub fn lookup_cached(&self, parent: InodeNo, name: &OsStr) -> Option<Result<Entry>> {
+        if parent == IPNS_INO {
+            return None; // names move: always resolve (the resolver caches by TTL)
+        }
         let name_bytes = name.as_bytes();
         let known = self
             .children
@@ -351,6 +378,9 @@ impl Tree {
 
     pub async fn lookup(&self, parent: InodeNo, name: &OsStr) -> Result<Entry> {
         let name_bytes = name.as_bytes();
+        if parent == IPNS_INO {
+            return self.lookup_ipns(name_bytes).await;
+        }
         // A kernel-cached child may still be in our table: answer without any work.
         let known = self
             .children
@@ -420,6 +450,74 @@ impl Tree {
             }
         };
         Ok(self.insert_child(parent, name_bytes, node, mtime_mode))
+    }
+
+    /// `/ipns/<name>`: the node the name points to now, with an entry TTL no longer than the
+    /// record's. When the name moves to other content, the entry gets a new inode.
+    async fn lookup_ipns(&self, name: &[u8]) -> Result<Entry> {
+        let text = std::str::from_utf8(name)
+            .map_err(|_| Error::NotFound(format!("/ipns/{}: not UTF-8", String::from_utf8_lossy(name))))?;
+        let Some(names) = self.names.get() else {
+            return Err(Error::NotFound(format!("/ipns/{text}: names are off")));
+        };
+        let (path, ttl) = names.resolve(text).await?;
+        let rest = path
+            .strip_prefix("/ipfs/")
+            .ok_or_else(|| Error::NotFound(format!("/ipns/{text} -> {path}: not an /ipfs path")))?;
+        let mut parts = rest.split('/').filter(|p| !p.is_empty());
+        let cid_text = parts.next().unwrap_or_default();
+        let cid = cids::parse(cid_text)
+            .map_err(|e| Error::NotFound(format!("/ipns/{text} -> {path}: bad CID ({e})")))?;
+        let (mut content, mut meta) = match self.resolve(&cid).await {
+            Ok(r) => r,
+            // The name is valid; its content cannot be had: EIO, not ENOENT.
+            Err(Error::Block(e @ BlockError::NotFound { .. })) => {
+                return Err(Error::Block(BlockError::Unavailable {
+                    cid,
+                    cause: format!("/ipns/{text} points to content no source has ({e})"),
+                }))
+            }
+            Err(e) => return Err(e),
+        };
+        for part in parts {
+            let (child, _) = self.find_child(&content, part.as_bytes()).await?;
+            (content, meta) = self.resolve(&child).await?;
+        }
+        let ttl = ttl.clamp(Duration::from_secs(1), IPNS_MAX_TTL);
+        let key = (IPNS_INO, name.to_vec());
+        let mut children = self.children.write();
+        let mut inodes = self.inodes.write();
+        if let Some(inode) = children.get(&key).and_then(|ino| inodes.get(ino)) {
+            if let NodeKind::Content(c) = &inode.node {
+                if c.cid == content.cid {
+                    inode.lookups.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Entry {
+                        attr: inode.attr.clone(),
+                        ttl,
+                    });
+                }
+            }
+        }
+        // A new target: a new inode (the old one lives until the kernel forgets it).
+        let mut ino = stable_ino(IPNS_INO, name) ^ stable_ino(IPNS_INO, content.cid.to_bytes().as_slice());
+        ino %= FIRST_DATASET_INO;
+        ino = ino.max(FIRST_DYNAMIC_INO);
+        while inodes.contains_key(&ino) {
+            ino = ((ino + 1) % FIRST_DATASET_INO).max(FIRST_DYNAMIC_INO);
+        }
+        let attr = self.content_attr(ino, &content, meta);
+        inodes.insert(
+            ino,
+            Arc::new(Inode {
+                parent: IPNS_INO,
+                name: name.to_vec(),
+                node: NodeKind::Content(content),
+                attr: attr.clone(),
+                lookups: AtomicU64::new(1),
+            }),
+        );
+        children.insert(key, ino);
+        Ok(Entry { attr, ttl })
     }
 
     /// Registers (or re-finds) the inode for `parent/name` and takes one lookup reference.
@@ -687,7 +785,19 @@ impl Tree {
                     });
                 }
             }
-            NodeKind::IpnsRoot => {}
+            NodeKind::IpnsRoot => {
+                // Our own names (one per dataset); any other name is found by lookup.
+                let mut names = self.names.get().map(|n| n.own_names()).unwrap_or_default();
+                names.sort();
+                for (i, name) in names.into_iter().enumerate().skip(skip).take(room) {
+                    out.push(DirEntryOut {
+                        ino: stable_ino(IPNS_INO, name.as_bytes()),
+                        next_offset: 2 + i as u64 + 1,
+                        kind: Kind::Directory,
+                        name: name.into(),
+                    });
+                }
+            }
             NodeKind::DatasetsRoot => {
                 let names = self
                     .datasets
@@ -1024,6 +1134,12 @@ impl Tree {
                 .head()
                 .map(|c| c.to_string().into_bytes())
                 .ok_or(Error::NoAttribute),
+            (NodeKind::Dataset(ds, ROOT_NODE), n) if n == XATTR_NAME.as_bytes() => self
+                .names
+                .get()
+                .and_then(|names| names.dataset_name(&ds.name))
+                .map(String::into_bytes)
+                .ok_or(Error::NoAttribute),
             _ => Err(Error::NoAttribute),
         }
     }
@@ -1032,6 +1148,9 @@ impl Tree {
         let inode = self.inode(ino)?;
         Ok(match inode.node {
             NodeKind::Content(_) => format!("{XATTR_CID}\0").into_bytes(),
+            NodeKind::Dataset(_, ROOT_NODE) if self.names.get().is_some() => {
+                format!("{XATTR_CID}\0{XATTR_COMMIT}\0{XATTR_NAME}\0").into_bytes()
+            }
             NodeKind::Dataset(_, ROOT_NODE) => {
                 format!("{XATTR_CID}\0{XATTR_COMMIT}\0").into_bytes()
             }
