@@ -112,7 +112,8 @@ impl Names {
             .timeout(config.timeout)
             .build()?;
         let dnslink = match config.dns {
-            Some(server) => Some(dnslink::DnsLinkResolver::new(server, config.timeout)?),
+            // Per query attempt (one retry): a dead DNS server must not stall a lookup for long.
+            Some(server) => Some(dnslink::DnsLinkResolver::new(server, config.timeout.min(Duration::from_secs(3)))?),
             None => None,
         };
         Ok(Arc::new(Names {
