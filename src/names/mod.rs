@@ -339,8 +339,9 @@ impl Names {
         // Our own keys: no network.
         for o in self.own.read().values() {
             if Name::from_public_key(&o.key.public()) == name {
+                // A local map lookup: answer with no caching, so a new version shows at once.
                 return match &o.record {
-                    Some((r, _, _)) => Ok((r.value.clone(), r.ttl)),
+                    Some((r, _, _)) => Ok((r.value.clone(), Duration::ZERO)),
                     None => Err(NameError::NotFound(format!("/ipns/{name}: dataset {} has no version yet", o.dataset))),
                 };
             }
@@ -350,33 +351,40 @@ impl Names {
             let cache = self.cache.lock();
             match cache.get(&name) {
                 Some(c) if c.record.validity > now => {
-                    Some((c.record.value.clone(), c.record.ttl, c.fetched.elapsed() < c.record.ttl))
+                    Some((c.record.value.clone(), c.record.ttl, c.fetched.elapsed() < c.record.ttl, c.record.validity))
                 }
                 _ => None,
             }
         };
-        if let Some((value, ttl, fresh)) = cached {
+        if let Some((value, ttl, fresh, eol)) = cached {
+            // Never let anyone cache a record past its EOL.
+            let left = eol.duration_since(now).unwrap_or_default();
             if fresh {
-                return Ok((value, ttl));
+                return Ok((value, ttl.min(left)));
             }
+            let stale_ttl = STALE_TTL.min(ttl).min(left);
             // Past its TTL: ask again, briefly; if the sources fail, the last valid record
             // keeps answering until its EOL (re-checked at most every few seconds).
             return match tokio::time::timeout(REVALIDATE_TIMEOUT, self.fetch_record(name)).await {
-                Ok(Ok(rec)) => Ok((rec.value, rec.ttl)),
+                Ok(Ok(rec)) => {
+                    let left = rec.validity.duration_since(SystemTime::now()).unwrap_or_default();
+                    Ok((rec.value, rec.ttl.min(left)))
+                }
                 Ok(Err(e)) => {
                     tracing::info!(%name, "re-resolving failed ({e}); serving the last valid record");
                     self.touch(&name);
-                    Ok((value, STALE_TTL))
+                    Ok((value, stale_ttl))
                 }
                 Err(_) => {
                     tracing::info!(%name, "re-resolving timed out; serving the last valid record");
                     self.touch(&name);
-                    Ok((value, STALE_TTL))
+                    Ok((value, stale_ttl))
                 }
             };
         }
         let record = self.fetch_record(name).await?;
-        Ok((record.value, record.ttl))
+        let left = record.validity.duration_since(SystemTime::now()).unwrap_or_default();
+        Ok((record.value, record.ttl.min(left)))
     }
 
     /// Counts a failed re-resolution as a fetch, so a dead source is asked again only after

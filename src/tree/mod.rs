@@ -483,7 +483,8 @@ impl Tree {
             let (child, _) = self.find_child(&content, part.as_bytes()).await?;
             (content, meta) = self.resolve(&child).await?;
         }
-        let ttl = ttl.clamp(Duration::from_secs(1), IPNS_MAX_TTL);
+        // Never longer than the record allows (its TTL, and the time left to its EOL).
+        let ttl = ttl.min(IPNS_MAX_TTL);
         let key = (IPNS_INO, name.to_vec());
         let mut children = self.children.write();
         let mut inodes = self.inodes.write();
