@@ -8,6 +8,7 @@
 #   4. random 4 KiB preads on a cached file: IOPS (and the same against memfs)
 #   5. the daemon's peak RSS (VmHWM) while streaming a 4 GiB file                               target < 256 MiB
 #   6. bitswap (issue 4): scripts/bench-bitswap.sh, with its own table (BENCH_SKIP="6" to leave it out)
+#   7. names (issue 5): scripts/bench-names.sh (commit -> record served, cold and cached /ipns lookups)
 # Each figure is the median of BENCH_RUNS runs (ours and baseline interleaved). The machine's speed swings a lot
 # (DESIGN.md), so only the ratios mean anything.
 #
@@ -249,5 +250,8 @@ for r in "${RESULTS[@]}"; do echo "$r"; done
 if [[ "$SKIP" != *" 6 "* ]] && [ -f scripts/bench-bitswap.sh ]; then
   echo
   BENCH_DIR="${BENCH_DIR:+$W/bitswap}" bash scripts/bench-bitswap.sh "${1:-}" || MISSED=$((MISSED + 1))
+fi
+if [[ "$SKIP" != *" 7 "* ]] && [ -f scripts/bench-names.sh ]; then
+  bash scripts/bench-names.sh "${1:-}" || MISSED=$((MISSED + 1))
 fi
 if [ "${BENCH_STRICT:-0}" = 1 ] && [ "$MISSED" -gt 0 ]; then exit 1; fi

@@ -54,6 +54,10 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Woken on every new dataset version (the IPNS publisher waits on it: a new record is
+/// signed right after the commit, not on its next periodic pass).
+pub static COMMITTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// All datasets of a store.
 pub struct Datasets {
     dir: PathBuf,

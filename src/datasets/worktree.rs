@@ -1135,6 +1135,7 @@ impl Dataset {
         st.head = Some(commit_cid);
         st.root = Some(root);
         st.seq = commit.seq;
+        super::COMMITTED.notify_one();
         Ok(())
     }
 }

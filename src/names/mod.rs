@@ -128,14 +128,17 @@ impl Names {
         }))
     }
 
-    /// Starts the publisher: checks the datasets every second.
+    /// Starts the publisher: signs right after each commit, and checks every second (EOLs).
     pub fn start_publisher(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         let this = self.clone();
         rt.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = crate::datasets::COMMITTED.notified() => {}
+                }
                 let me = this.clone();
                 let pushes = tokio::task::spawn_blocking(move || me.publish_changed(false))
                     .await
