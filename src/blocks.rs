@@ -431,3 +431,69 @@ impl Drop for InflightGuard<'_> {
         self.service.inflight.lock().remove(self.key);
     }
 }
+
+// TEMPORARY stand-in for the store's temporary pins (replaced when they land in crates/store):
+// kept in memory only, so that the dataset write path compiles and runs meanwhile.
+static STANDIN_TEMPS: std::sync::LazyLock<Mutex<HashMap<u64, (String, Vec<Cid>)>>> =
+    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+static STANDIN_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl BlockService {
+    pub fn temp_pin(&self, owner: &str) -> Result<u64, BlockError> {
+        let id = STANDIN_NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        STANDIN_TEMPS.lock().insert(id, (owner.to_string(), Vec::new()));
+        Ok(id)
+    }
+
+    pub fn put_temp(&self, pin: u64, blocks: &[(Cid, Bytes)]) -> Result<(), BlockError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .put_many(blocks)
+            .map_err(|e| BlockError::store(&blocks[0].0, e))?;
+        if let Some(t) = STANDIN_TEMPS.lock().get_mut(&pin) {
+            t.1.extend(blocks.iter().map(|b| b.0));
+        }
+        Ok(())
+    }
+
+    pub fn temp_pin_add(&self, pin: u64, blocks: &mut dyn Iterator<Item = Cid>) -> Result<(), BlockError> {
+        if let Some(t) = STANDIN_TEMPS.lock().get_mut(&pin) {
+            t.1.extend(blocks);
+        }
+        Ok(())
+    }
+
+    pub fn release_temp(&self, pin: u64) -> Result<bool, BlockError> {
+        Ok(STANDIN_TEMPS.lock().remove(&pin).is_some())
+    }
+
+    pub fn release_temp_owner(&self, owner: &str) -> Result<u64, BlockError> {
+        let mut t = STANDIN_TEMPS.lock();
+        let before = t.len();
+        t.retain(|_, v| v.0 != owner);
+        Ok((before - t.len()) as u64)
+    }
+
+    pub fn pin_with_temps(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+        temps: &[u64],
+    ) -> Result<(), BlockError> {
+        let mut all: Vec<Cid> = blocks.collect();
+        {
+            let mut t = STANDIN_TEMPS.lock();
+            for id in temps {
+                if let Some((_, b)) = t.remove(id) {
+                    all.extend(b);
+                }
+            }
+        }
+        self.store
+            .pin(root, label, &mut all.into_iter())
+            .map_err(|e| BlockError::store(root, e))
+    }
+}

@@ -36,10 +36,10 @@ pub enum Command {
         #[arg(required = true)]
         cars: Vec<PathBuf>,
     },
-    /// Writable datasets: list, create, show history.
+    /// Writable datasets: list, create, show history, commit.
     Dataset {
         #[command(flatten)]
-        store: StoreArgs,
+        store: GlobalStoreArgs,
         #[command(subcommand)]
         action: DatasetAction,
     },
@@ -89,8 +89,12 @@ pub enum KeyAction {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DatasetAction {
-    /// Every dataset with its version, root CID and head commit.
-    List,
+    /// Every dataset with its version, root CID, head commit, profile and state.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a dataset (as `mkdir <mnt>/datasets/<name>` does, but with a choice of profile).
     Create {
         name: String,
@@ -99,38 +103,100 @@ pub enum DatasetAction {
         profile: String,
     },
     /// The versions of a dataset, newest first.
-    Log { name: String },
+    Log {
+        name: String,
+        /// One JSON object per line: version, root, commit, time (RFC 3339), message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Commit the dataset's pending changes now as one version (with a message, also when
+    /// nothing changed).
+    Commit {
+        name: String,
+        /// Text kept in the commit record.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
     /// Sign and send a new IPNS record for the dataset now (the mount also does it on every version).
     Publish { name: String },
 }
 
 impl DatasetAction {
-    /// The request line sent over a mount's control socket.
+    /// The request line sent over a mount's control socket (fields are tab-separated; a
+    /// message is sent hex-encoded, so it may hold tabs and newlines).
     pub fn to_request(&self) -> String {
+        let flag = |b: bool| if b { "json" } else { "text" };
         match self {
-            DatasetAction::List => "dataset\tlist".into(),
+            DatasetAction::List { json } => format!("dataset\tlist\t{}", flag(*json)),
             DatasetAction::Create { name, profile } => {
                 format!("dataset\tcreate\t{name}\t{profile}")
             }
-            DatasetAction::Log { name } => format!("dataset\tlog\t{name}"),
+            DatasetAction::Log { name, json } => format!("dataset\tlog\t{name}\t{}", flag(*json)),
+            DatasetAction::Commit { name, message } => match message {
+                Some(m) => format!("dataset\tcommit\t{name}\t{}", hex_encode(m.as_bytes())),
+                None => format!("dataset\tcommit\t{name}"),
+            },
             DatasetAction::Publish { name } => format!("dataset\tpublish\t{name}"),
         }
     }
 
     pub fn from_request(parts: &[&str]) -> Option<Self> {
         match parts {
-            ["list"] => Some(DatasetAction::List),
+            ["list", f] => Some(DatasetAction::List { json: *f == "json" }),
             ["create", name, profile] => Some(DatasetAction::Create {
                 name: name.to_string(),
                 profile: profile.to_string(),
             }),
-            ["log", name] => Some(DatasetAction::Log {
+            ["log", name, f] => Some(DatasetAction::Log {
                 name: name.to_string(),
+                json: *f == "json",
+            }),
+            ["commit", name] => Some(DatasetAction::Commit {
+                name: name.to_string(),
+                message: None,
+            }),
+            ["commit", name, m] => Some(DatasetAction::Commit {
+                name: name.to_string(),
+                message: Some(String::from_utf8(hex_decode(m)?).ok()?),
             }),
             ["publish", name] => Some(DatasetAction::Publish {
                 name: name.to_string(),
             }),
             _ => None,
+        }
+    }
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// [`StoreArgs`] accepted anywhere after the subcommand (`ipfs-mount dataset log x --store S`).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalStoreArgs {
+    /// Block store directory [default: $XDG_DATA_HOME/ipfs-mount, else ~/.local/share/ipfs-mount]
+    #[arg(long, env = "IPFS_MOUNT_STORE", global = true)]
+    pub store: Option<PathBuf>,
+    /// Bytes of fetched (unpinned) blocks kept before least-recently-used ones are evicted.
+    #[arg(long, default_value = "10GiB", value_parser = parse_size, global = true)]
+    pub cache_size: u64,
+}
+
+impl From<GlobalStoreArgs> for StoreArgs {
+    fn from(g: GlobalStoreArgs) -> Self {
+        StoreArgs {
+            store: g.store,
+            cache_size: g.cache_size,
         }
     }
 }
@@ -254,6 +320,12 @@ pub struct MountArgs {
     /// Memory for the in-process block cache.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub memory_cache: u64,
+    /// Datasets: commit a version once a dataset has had no change for this long.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub commit_delay: std::time::Duration,
+    /// Datasets: under continuous changes, commit a version at least this often.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub commit_interval: std::time::Duration,
     /// Internal: file descriptor on which a background child reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -371,7 +443,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Dataset { store, action }) => {
             init_logging(0, None);
-            crate::datasets::cli::run(&store, &action)
+            crate::datasets::cli::run(&store.into(), &action)
         }
         None => mount::run(cli.mount),
     };

@@ -24,14 +24,34 @@ use crate::tree::{Attr, Entry, Error, Kind, Tree};
 /// Entries asked of the tree per readdir call; the kernel's buffer usually holds fewer.
 const READDIR_BATCH: usize = 256;
 
+/// Dataset requests that may hash or commit (close, fsync, truncate, the CID of a directory)
+/// run at most this many at a time, off the FUSE threads: those keep answering `stat`,
+/// `readdir` and reads while a big file seals.
+const HEAVY_AT_ONCE: usize = 4;
+
 pub struct IpfsFs {
     tree: Arc<Tree>,
     rt: Handle,
+    heavy: Arc<tokio::sync::Semaphore>,
 }
 
 impl IpfsFs {
     pub fn new(tree: Arc<Tree>, rt: Handle) -> Self {
-        IpfsFs { tree, rt }
+        IpfsFs {
+            tree,
+            rt,
+            heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_AT_ONCE)),
+        }
+    }
+
+    /// Runs `work` on the blocking pool, bounded by [`HEAVY_AT_ONCE`]; it replies itself.
+    fn offload(&self, work: impl FnOnce(&Tree) + Send + 'static) {
+        let tree = self.tree.clone();
+        let permits = self.heavy.clone();
+        self.rt.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let _ = tokio::task::spawn_blocking(move || work(&tree)).await;
+        });
     }
 }
 
@@ -140,13 +160,13 @@ impl Filesystem for IpfsFs {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => SystemTime::now(),
         });
-        match self
-            .tree
-            .setattr(ino.0, mode, size, mtime, uid.is_some() || gid.is_some())
-        {
-            Ok(entry) => reply.attr(&entry.ttl, &file_attr(&entry.attr, self.tree.owner())),
-            Err(e) => reply.error(errno("setattr", &e)),
-        }
+        let owner_change = uid.is_some() || gid.is_some();
+        self.offload(move |tree| {
+            match tree.setattr(ino.0, mode, size, mtime, owner_change) {
+                Ok(entry) => reply.attr(&entry.ttl, &file_attr(&entry.attr, tree.owner())),
+                Err(e) => reply.error(errno("setattr", &e)),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -314,11 +334,14 @@ impl Filesystem for IpfsFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // close(2) of a written dataset file: seal and commit here, so the writer sees errors.
-        match self.tree.flush(fh.0) {
+        // close(2) of a written dataset file: seal and journal here, so the writer sees errors.
+        if !self.tree.is_writer(fh.0) {
+            return reply.ok();
+        }
+        self.offload(move |tree| match tree.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
-        }
+        });
     }
 
     fn release(
@@ -331,10 +354,16 @@ impl Filesystem for IpfsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.release(fh.0) {
+        if !self.tree.is_writer(fh.0) {
+            return match self.tree.release(fh.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("release", &e)),
+            };
+        }
+        self.offload(move |tree| match tree.release(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("release", &e)),
-        }
+        });
     }
 
     fn fsync(
@@ -345,10 +374,10 @@ impl Filesystem for IpfsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.tree.fsync(fh.0) {
+        self.offload(move |tree| match tree.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
-        }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -438,6 +467,14 @@ impl Filesystem for IpfsFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if crate::tree::is_dataset_ino(ino.0) {
+            // The CID of a dataset directory may need a commit first.
+            let name = name.to_owned();
+            return self.offload(move |tree| match tree.getxattr(ino.0, &name) {
+                Ok(value) => reply_xattr(reply, &value, size),
+                Err(e) => reply.error(errno("getxattr", &e)),
+            });
+        }
         match self.tree.getxattr(ino.0, name) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(errno("getxattr", &e)),

@@ -226,7 +226,12 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         args.memory_cache,
     ));
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let datasets = crate::datasets::Datasets::open(&args.store.dir(), blocks.clone())?;
+    let policy = crate::datasets::CommitPolicy {
+        quiet: args.commit_delay,
+        interval: args.commit_interval.max(args.commit_delay),
+    };
+    let datasets = crate::datasets::Datasets::open_with(&args.store.dir(), blocks.clone(), policy)?;
+    datasets.start_committer();
     let names = start_names(args, &datasets, node.clone(), &runtime)?;
     if let Some(addr) = args.names.serve {
         let config = crate::serve::ServeConfig {
@@ -255,7 +260,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
             gid,
             ..TreeConfig::default()
         },
-        Some(datasets),
+        Some(datasets.clone()),
     );
     tree.set_names(Arc::new(crate::names::TreeNames(names)));
     let fs = IpfsFs::new(tree, runtime.handle().clone());
@@ -302,6 +307,8 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     ready.report("ok");
     let result = session.run();
     tracing::info!("unmounted {}", mountpoint.display());
+    // Everything acknowledged becomes a version before the store is released.
+    datasets.shutdown();
     if let Err(e) = store.flush() {
         tracing::warn!("flushing the store failed: {e}");
     }

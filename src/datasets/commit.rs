@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! { "prev": <commit CID> | null, "root": <UnixFS directory CID>, "seq": 7, "time": <ms since epoch>,
-//!   "meta": { "<path>": { "mode": 0o644, "mtime": <s> } } }
+//!   "meta": { "<path>": { "mode": 0o644, "mtime": <s> } }, "message": "…" (optional) }
 //! ```
 //! `meta` keeps what users set with chmod and utimens beside the DAG, so that file and directory
 //! CIDs stay exactly those of the import profile.
@@ -28,6 +28,8 @@ pub struct Commit {
     pub seq: u64,
     pub time_ms: i64,
     pub meta: BTreeMap<String, Meta>,
+    /// Free text given with `ipfs-mount dataset commit -m`.
+    pub message: Option<String>,
 }
 
 impl Commit {
@@ -51,6 +53,9 @@ impl Commit {
             })
             .collect();
         map.insert("meta".to_string(), Ipld::Map(meta));
+        if let Some(m) = &self.message {
+            map.insert("message".to_string(), Ipld::String(m.clone()));
+        }
         let bytes =
             serde_ipld_dagcbor::to_vec(&Ipld::Map(map)).context("encoding a commit record")?;
         let cid = cids::compute(cid::Version::V1, codec::DAG_CBOR, mh::SHA2_256, &bytes)?;
@@ -93,12 +98,17 @@ impl Commit {
                 }
             }
         }
+        let message = match map.get("message") {
+            Some(Ipld::String(m)) => Some(m.clone()),
+            _ => None,
+        };
         Ok(Commit {
             prev,
             root,
             seq: int("seq")? as u64,
             time_ms: int("time")? as i64,
             meta,
+            message,
         })
     }
 }
@@ -124,6 +134,7 @@ mod tests {
             seq: 3,
             time_ms: 5,
             meta,
+            message: Some("first".into()),
         };
         let (cid, bytes) = c.encode().unwrap();
         cids::verify(&cid, &bytes).unwrap();

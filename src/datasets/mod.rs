@@ -1,33 +1,40 @@
 //! Writable datasets: a mutable working tree over immutable, content-addressed versions.
 //!
-//! Each dataset is a UnixFS directory whose every change (a file closed after writing, a
-//! rename, an unlink, a chmod) becomes a new version: changed directories are rebuilt bottom-up
-//! with the dataset's import profile, a commit record (dag-cbor) chains the new root to the
-//! previous commit, the new blocks are pinned, and `HEAD` moves atomically. History is never
-//! lost: every version's blocks stay pinned and `/ipfs/<root>` of any version reads back.
+//! Each dataset is a UnixFS directory built with the dataset's import profile; a version is a
+//! commit record (dag-cbor) that links its root and the previous commit. History is never lost:
+//! every version's blocks stay pinned and `/ipfs/<root>` of any version reads back.
 //!
-//! Open files are staged in a local temporary file with ordinary random-write semantics, and
-//! sealed (chunked, hashed, stored) when they are flushed, fsynced or closed. Appending to a
-//! sealed file reuses its full leaves: only the last partial chunk and the new bytes are
-//! hashed.
+//! Writes go through three states (see `worktree.rs`): the **live** tree that readers of the
+//! mount see at once; the **closed** tree of what writers acknowledged (a file enters it when
+//! closed or fsynced, by one record in the dataset's journal, its blocks under a temporary pin
+//! from their first byte); and the **committed** versions, group commits of the closed tree
+//! made by the committer thread beside the FUSE threads: when the dataset has been quiet for
+//! [`CommitPolicy::quiet`], at least every [`CommitPolicy::interval`] under continuous writes,
+//! soon after an `fsync`, on `ipfs-mount dataset commit`, on reading `user.ipfs.cid` of a
+//! directory, and at unmount. A commit rebuilds only the directories on changed paths.
 //!
-//! On disk, under the store: `datasets/<name>/HEAD` (the head commit CID) and
-//! `datasets/<name>/PROFILE`; `staging/` holds the temporary files of open writers.
+//! On disk, under the store: `datasets/<name>/HEAD` (the head commit CID, then the last journal
+//! record it includes), `datasets/<name>/PROFILE`, `datasets/<name>/JOURNAL`; `staging/` holds
+//! the temporary files of open writers (gone with them: an unclosed file is in no version).
 
 mod chunker;
+mod closed;
 mod commit;
+mod journal;
 mod stagebuf;
 mod worktree;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use cid::Cid;
 use ipfs_mount_ipld::builder::ImportProfile;
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::blocks::BlockService;
 pub use commit::{Commit, Meta};
@@ -54,9 +61,64 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Woken on every new dataset version (the IPNS publisher waits on it: a new record is
-/// signed right after the commit, not on its next periodic pass).
-pub static COMMITTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// When the committer folds acknowledged changes into a version.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitPolicy {
+    /// Commit once a dataset has had no change for this long.
+    pub quiet: Duration,
+    /// Under continuous changes, commit at least this often.
+    pub interval: Duration,
+}
+
+impl Default for CommitPolicy {
+    /// 500 ms of quiet: a `cp -r` or a DuckDB `COPY` becomes one version, not thousands, while
+    /// an interactive change is committed before its author looks for it. 5 s under continuous
+    /// writes bounds how far the newest version (and a follower at `/ipns`) lags behind.
+    fn default() -> Self {
+        CommitPolicy {
+            quiet: Duration::from_millis(500),
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What datasets tell the rest of the mount: the committer's wake-up and new versions.
+pub struct Hooks {
+    kick: (Mutex<bool>, Condvar),
+    commits: tokio::sync::watch::Sender<u64>,
+}
+
+impl Hooks {
+    fn new() -> Self {
+        Hooks {
+            kick: (Mutex::new(false), Condvar::new()),
+            commits: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Wakes the committer (an fsync asked for a commit).
+    pub fn kick(&self) {
+        *self.kick.0.lock() = true;
+        self.kick.1.notify_all();
+    }
+
+    fn committed(&self) {
+        self.commits.send_modify(|n| *n += 1);
+    }
+}
+
+/// One row of `dataset list`.
+#[derive(Debug, Clone)]
+pub struct DatasetInfo {
+    pub name: String,
+    pub version: Option<u64>,
+    pub root: Option<Cid>,
+    pub head: Option<Cid>,
+    pub profile: String,
+    /// `None` when loaded; else why the dataset cannot be used (its files are left untouched).
+    pub damaged: Option<String>,
+    pub pending: bool,
+}
 
 /// All datasets of a store.
 pub struct Datasets {
@@ -64,31 +126,54 @@ pub struct Datasets {
     staging: PathBuf,
     blocks: Arc<BlockService>,
     sets: RwLock<BTreeMap<String, Arc<Dataset>>>,
+    /// Datasets that failed to load, with the reason: listed, never overwritten.
+    damaged: RwLock<BTreeMap<String, (String, String)>>,
+    hooks: Arc<Hooks>,
+    policy: CommitPolicy,
+    stop: AtomicBool,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Datasets {
-    /// Loads every dataset's head from `<store>/datasets`.
+    /// Loads every dataset of `<store>/datasets` (replaying what crashed runs journaled). No
+    /// committer runs until [`Datasets::start_committer`].
     pub fn open(store_dir: &Path, blocks: Arc<BlockService>) -> Result<Arc<Self>> {
+        Self::open_with(store_dir, blocks, CommitPolicy::default())
+    }
+
+    pub fn open_with(
+        store_dir: &Path,
+        blocks: Arc<BlockService>,
+        policy: CommitPolicy,
+    ) -> Result<Arc<Self>> {
         let dir = store_dir.join("datasets");
         let staging = store_dir.join("staging");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        // Staged files of a previous run belong to writers that are gone: never committed.
+        // Staged files of a previous run belong to writers that are gone: never acknowledged.
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)
             .with_context(|| format!("cannot create {}", staging.display()))?;
+        let hooks = Arc::new(Hooks::new());
         let mut sets = BTreeMap::new();
+        let mut damaged = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !valid_name(&name) || !entry.path().join("PROFILE").exists() {
                 continue;
             }
-            match load(&entry.path(), &name, &blocks, &staging) {
+            match load(&entry.path(), &name, &blocks, &staging, &hooks) {
                 Ok(ds) => {
                     sets.insert(name, ds);
                 }
-                Err(e) => tracing::error!(dataset = %name, "cannot load dataset: {e:#}"),
+                Err(e) => {
+                    let profile = std::fs::read_to_string(entry.path().join("PROFILE"))
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_default();
+                    tracing::error!(dataset = %name, "cannot load dataset (left untouched; listed as damaged): {e:#}");
+                    damaged.insert(name, (profile, format!("{e:#}")));
+                }
             }
         }
         Ok(Arc::new(Datasets {
@@ -96,7 +181,74 @@ impl Datasets {
             staging,
             blocks,
             sets: RwLock::new(sets),
+            damaged: RwLock::new(damaged),
+            hooks,
+            policy,
+            stop: AtomicBool::new(false),
+            committer: Mutex::new(None),
         }))
+    }
+
+    /// Starts the committer thread (a mount does; one-shot commands commit explicitly).
+    pub fn start_committer(self: &Arc<Self>) {
+        let weak: Weak<Datasets> = Arc::downgrade(self);
+        let hooks = self.hooks.clone();
+        let policy = self.policy;
+        let tick = (policy.quiet / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
+        let handle = std::thread::Builder::new()
+            .name("ds-committer".into())
+            // Directory builds recurse along paths: room for deep trees.
+            .stack_size(32 << 20)
+            .spawn(move || loop {
+                {
+                    let mut kicked = hooks.kick.0.lock();
+                    if !*kicked {
+                        hooks.kick.1.wait_for(&mut kicked, tick);
+                    }
+                    *kicked = false;
+                }
+                let Some(sets) = weak.upgrade() else { return };
+                if sets.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let now = Instant::now();
+                for ds in sets.all() {
+                    if ds.commit_due(now, policy.quiet, policy.interval) {
+                        // Errors are logged by commit and retried at the next due time.
+                        let _ = ds.commit(None);
+                    }
+                }
+            })
+            .expect("spawning the committer thread");
+        *self.committer.lock() = Some(handle);
+    }
+
+    /// Stops the committer and commits everything pending (unmount).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.hooks.kick();
+        if let Some(h) = self.committer.lock().take() {
+            let _ = h.join();
+        }
+        self.commit_all();
+    }
+
+    /// Commits every dataset with pending changes now.
+    pub fn commit_all(&self) {
+        for ds in self.all() {
+            if let Err(e) = ds.commit(None) {
+                tracing::error!(dataset = %ds.name, "final commit failed (the journal keeps the changes for the next mount): {e}");
+            }
+        }
+    }
+
+    /// Woken after every new version (the IPNS publisher signs a record right after it).
+    pub fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.hooks.commits.subscribe()
+    }
+
+    fn all(&self) -> Vec<Arc<Dataset>> {
+        self.sets.read().values().cloned().collect()
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -105,6 +257,41 @@ impl Datasets {
 
     pub fn get(&self, name: &str) -> Option<Arc<Dataset>> {
         self.sets.read().get(name).cloned()
+    }
+
+    /// Why a dataset of that name exists on disk but cannot be used, if so.
+    pub fn damaged(&self, name: &str) -> Option<String> {
+        self.damaged.read().get(name).map(|d| d.1.clone())
+    }
+
+    /// Every dataset, loaded or damaged, by name.
+    pub fn list(&self) -> Vec<DatasetInfo> {
+        let mut out: Vec<DatasetInfo> = self
+            .all()
+            .into_iter()
+            .map(|ds| DatasetInfo {
+                name: ds.name.clone(),
+                version: Some(ds.version()),
+                root: ds.root_cid(),
+                head: ds.head(),
+                profile: ds.profile_name.clone(),
+                damaged: None,
+                pending: ds.has_pending(),
+            })
+            .collect();
+        for (name, (profile, reason)) in self.damaged.read().iter() {
+            out.push(DatasetInfo {
+                name: name.clone(),
+                version: None,
+                root: None,
+                head: None,
+                profile: profile.clone(),
+                damaged: Some(reason.clone()),
+                pending: false,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     pub fn create(&self, name: &str, profile_name: &str) -> Result<Arc<Dataset>, DsError> {
@@ -116,10 +303,15 @@ impl Datasets {
         let profile = profile_by_name(profile_name)
             .ok_or_else(|| DsError::Invalid(format!("unknown import profile {profile_name:?}")))?;
         let mut sets = self.sets.write();
-        if sets.contains_key(name) {
+        let dir = self.dir.join(name);
+        // A dataset that failed to load keeps its name: its history stays reachable.
+        if sets.contains_key(name)
+            || self.damaged.read().contains_key(name)
+            || dir.join("HEAD").exists()
+            || dir.join("PROFILE").exists()
+        {
             return Err(DsError::Exists);
         }
-        let dir = self.dir.join(name);
         let io = |e: std::io::Error| DsError::Io(format!("creating dataset {name}: {e}"));
         std::fs::create_dir_all(&dir).map_err(io)?;
         write_atomic(&dir.join("PROFILE"), profile_name.as_bytes(), true).map_err(io)?;
@@ -130,6 +322,7 @@ impl Datasets {
             dir,
             self.staging.clone(),
             self.blocks.clone(),
+            self.hooks.clone(),
         )?;
         sets.insert(name.to_string(), ds.clone());
         Ok(ds)
@@ -142,6 +335,8 @@ impl Datasets {
         if !ds.is_empty() {
             return Err(DsError::NotEmpty);
         }
+        // The removal itself is a version (the empty tree), so nothing acknowledged is lost.
+        ds.commit(None)?;
         let dir = self.dir.join(name);
         // Keep the history file for `dataset log`, but take the name away.
         let gone = self.dir.join(format!(".removed-{name}-{}", unique_stamp()));
@@ -152,11 +347,19 @@ impl Datasets {
     }
 }
 
+impl Drop for Datasets {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.hooks.kick();
+    }
+}
+
 fn load(
     dir: &Path,
     name: &str,
     blocks: &Arc<BlockService>,
     staging: &Path,
+    hooks: &Arc<Hooks>,
 ) -> Result<Arc<Dataset>> {
     let profile_name = std::fs::read_to_string(dir.join("PROFILE"))?
         .trim()
@@ -164,11 +367,7 @@ fn load(
     let profile = profile_by_name(&profile_name)
         .ok_or_else(|| anyhow!("unknown profile {profile_name:?}"))?;
     let head = match std::fs::read_to_string(dir.join("HEAD")) {
-        Ok(s) => Some(
-            s.trim()
-                .parse::<Cid>()
-                .with_context(|| format!("bad HEAD {s:?}"))?,
-        ),
+        Ok(s) => Some(worktree::parse_head(&s).map_err(|e| anyhow!("{e}"))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
@@ -180,9 +379,10 @@ fn load(
             dir.to_path_buf(),
             staging.to_path_buf(),
             blocks.clone(),
+            hooks.clone(),
         )
         .map_err(|e| anyhow!("{e}"))?,
-        Some(head) => {
+        Some((head, jseq)) => {
             let bytes = blocks
                 .get_local(&head)?
                 .ok_or_else(|| anyhow!("head commit {head} is not in the store"))?;
@@ -194,7 +394,9 @@ fn load(
                 dir.to_path_buf(),
                 staging.to_path_buf(),
                 blocks.clone(),
+                hooks.clone(),
                 head,
+                jseq,
                 commit,
             )?
         }
@@ -268,6 +470,15 @@ pub mod cli {
         Ok(())
     }
 
+    fn opt<T: ToString>(v: &Option<T>) -> String {
+        v.as_ref().map(|c| c.to_string()).unwrap_or_default()
+    }
+
+    fn time_text(ms: i64) -> String {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        ipfs_mount_ipns::format_rfc3339(t).unwrap_or_else(|| ms.to_string())
+    }
+
     /// Runs an action and returns what it prints.
     pub fn execute(
         sets: &Datasets,
@@ -276,17 +487,28 @@ pub mod cli {
     ) -> Result<String> {
         let mut out = String::new();
         match action {
-            DatasetAction::List => {
-                for name in sets.names() {
-                    if let Some(ds) = sets.get(&name) {
-                        let root = ds.root_cid().map(|c| c.to_string()).unwrap_or_default();
-                        let head = ds.head().map(|c| c.to_string()).unwrap_or_default();
-                        writeln!(
-                            out,
-                            "{name}\tv{}\t{root}\t{head}\t{}",
-                            ds.version(),
-                            ds.profile_name
-                        )?;
+            DatasetAction::List { json } => {
+                for d in sets.list() {
+                    let state = if d.damaged.is_some() { "damaged" } else { "ok" };
+                    if *json {
+                        let v = serde_json::json!({
+                            "name": d.name,
+                            "version": d.version,
+                            "root": d.root.map(|c| c.to_string()),
+                            "head": d.head.map(|c| c.to_string()),
+                            "profile": d.profile,
+                            "state": state,
+                            "reason": d.damaged,
+                            "pending": d.pending,
+                        });
+                        writeln!(out, "{v}")?;
+                    } else {
+                        let version = d.version.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into());
+                        write!(out, "{}\t{version}\t{}\t{}\t{}\t{state}", d.name, opt(&d.root), opt(&d.head), d.profile)?;
+                        match &d.damaged {
+                            Some(reason) => writeln!(out, "\t{reason}")?,
+                            None => writeln!(out)?,
+                        }
                     }
                 }
             }
@@ -294,18 +516,43 @@ pub mod cli {
                 let ds = sets
                     .create(name, profile)
                     .map_err(|e| anyhow!("cannot create dataset {name}: {e}"))?;
-                writeln!(
-                    out,
-                    "{}",
-                    ds.root_cid().map(|c| c.to_string()).unwrap_or_default()
-                )?;
+                writeln!(out, "{}", opt(&ds.root_cid()))?;
             }
-            DatasetAction::Log { name } => {
+            DatasetAction::Log { name, json } => {
+                let ds = sets.get(name).ok_or_else(|| match sets.damaged(name) {
+                    Some(reason) => anyhow!("dataset {name:?} is damaged: {reason}"),
+                    None => anyhow!("no dataset named {name:?}"),
+                })?;
+                for (cid, c) in history(blocks, ds.head())? {
+                    let time = time_text(c.time_ms);
+                    let message = c.message.clone().unwrap_or_default();
+                    if *json {
+                        let v = serde_json::json!({
+                            "version": c.seq,
+                            "root": c.root.to_string(),
+                            "commit": cid.to_string(),
+                            "prev": c.prev.map(|p| p.to_string()),
+                            "time": time,
+                            "message": message,
+                        });
+                        writeln!(out, "{v}")?;
+                    } else {
+                        // One line per version: a message's own line breaks are shown as spaces.
+                        let message = message.replace(['\n', '\t', '\r'], " ");
+                        writeln!(out, "v{}\t{}\t{}\t{time}\t{message}", c.seq, c.root, cid)?;
+                    }
+                }
+            }
+            DatasetAction::Commit { name, message } => {
                 let ds = sets
                     .get(name)
                     .ok_or_else(|| anyhow!("no dataset named {name:?}"))?;
-                for (cid, c) in history(blocks, ds.head())? {
-                    writeln!(out, "v{}\t{}\t{}\t{}", c.seq, c.root, cid, c.time_ms)?;
+                let made = ds
+                    .commit(message.as_deref())
+                    .map_err(|e| anyhow!("cannot commit {name}: {e}"))?;
+                match made {
+                    Some(_) => writeln!(out, "v{}\t{}\t{}", ds.version(), opt(&ds.root_cid()), opt(&ds.head()))?,
+                    None => writeln!(out, "v{}\t{}\t{}\t(nothing to commit)", ds.version(), opt(&ds.root_cid()), opt(&ds.head()))?,
                 }
             }
             // Records go out through a running mount (its DHT node, routers and gateway).

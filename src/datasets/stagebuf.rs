@@ -104,6 +104,65 @@ impl StageBuf {
         })
     }
 
+    /// The ranges `(start, end, is_data)` covering `[0, len)`: holes of a sparse staging file
+    /// (found with `SEEK_DATA`/`SEEK_HOLE`) and anything past its end read as zeros and need no
+    /// reading or hashing byte by byte.
+    pub fn extents(&self, len: u64) -> io::Result<Vec<(u64, u64, bool)>> {
+        let mut out = Vec::new();
+        let data_end = match self {
+            StageBuf::Memory(v) => {
+                let end = (v.len() as u64).min(len);
+                if end > 0 {
+                    out.push((0, end, true));
+                }
+                end
+            }
+            StageBuf::File(f) => {
+                use std::os::fd::AsRawFd;
+                let fd = f.as_raw_fd();
+                let file_len = f.metadata()?.len().min(len);
+                let mut pos = 0u64;
+                while pos < file_len {
+                    let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+                    if data < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.raw_os_error() == Some(libc::ENXIO) {
+                            out.push((pos, file_len, false)); // only a hole up to the end
+                            break;
+                        }
+                        // No SEEK_DATA on this filesystem: all data.
+                        out.push((pos, file_len, true));
+                        break;
+                    }
+                    let data = (data as u64).min(file_len);
+                    if data > pos {
+                        out.push((pos, data, false));
+                    }
+                    if data >= file_len {
+                        break;
+                    }
+                    let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+                    let hole = if hole < 0 { file_len } else { (hole as u64).min(file_len) };
+                    out.push((data, hole, true));
+                    pos = hole;
+                }
+                file_len
+            }
+        };
+        // Merge a trailing hole inside the file with the zeros past its end.
+        let mut start = data_end;
+        if let Some(&(s, e, false)) = out.last() {
+            if e == data_end {
+                out.pop();
+                start = s;
+            }
+        }
+        if len > start {
+            out.push((start, len, false));
+        }
+        Ok(out)
+    }
+
     /// Everything, from offset 0 to the end.
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
         match self {
@@ -149,6 +208,36 @@ mod tests {
         assert_eq!(&all[..5], &[0u8; 5]);
         assert!(all[5..].iter().all(|&x| x == 7));
         b.resize(3, &spill).unwrap();
+        assert_eq!(b.extents(10).unwrap(), vec![(0, 3, true), (3, 10, false)]);
         assert_eq!(b.read_all().unwrap(), vec![0u8; 3]);
+    }
+}
+
+#[cfg(test)]
+mod extent_tests {
+    use super::*;
+
+    #[test]
+    fn holes_of_a_sparse_file_are_found() {
+        let f = tempfile::tempfile().unwrap();
+        let mb = 1u64 << 20;
+        f.write_all_at(b"x", 4 * mb).unwrap();
+        f.write_all_at(b"y", 9 * mb + 5).unwrap();
+        let b = StageBuf::File(f);
+        let ext = b.extents(20 * mb).unwrap();
+        // The extents tile [0, len) in order, and every byte written is inside a data extent.
+        let mut pos = 0;
+        for &(s, e, _) in &ext {
+            assert_eq!(s, pos);
+            assert!(e > s);
+            pos = e;
+        }
+        assert_eq!(pos, 20 * mb);
+        for off in [4 * mb, 9 * mb + 5] {
+            assert!(ext.iter().any(|&(s, e, d)| d && s <= off && off < e), "{off} in {ext:?}");
+        }
+        // tmpfs and ext4 report holes: most of the 20 MiB is not data.
+        let data: u64 = ext.iter().filter(|x| x.2).map(|x| x.1 - x.0).sum();
+        assert!(data < 20 * mb, "{ext:?}");
     }
 }

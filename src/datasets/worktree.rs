@@ -1,14 +1,28 @@
-//! One dataset's working tree: nodes, staged files, sealing and commits.
+//! One dataset's working tree: the live tree every FUSE request sees, staged files, sealing,
+//! the journal and group commits.
+//!
+//! Three states of one dataset, from the newest to the oldest:
+//!
+//! * **live** (`State::nodes`): every write as it happens, open files included (their bytes
+//!   in a staging buffer). This is what `/datasets/<name>` shows.
+//! * **closed** (`State::closed`, see `closed.rs`): what writers have acknowledged: files as
+//!   they were last closed or fsynced, made durable by one journal record each (`journal.rs`).
+//!   Blocks of a sealed file are under a temporary pin from their first byte.
+//! * **committed** (`HEAD`): the last version, a commit record over a UnixFS root. The
+//!   committer folds the closed tree into a new version when the dataset has been quiet for a
+//!   short while, at least every few seconds under continuous writes, on `fsync`, on demand
+//!   and at unmount: rebuilding only the directories on changed paths, pinning the new blocks
+//!   (absorbing the temporary pins), then moving HEAD and trimming the journal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cid::Cid;
-use ipfs_mount_ipld::builder::{build_directory_auto, ImportProfile};
+use ipfs_mount_ipld::builder::ImportProfile;
 use ipfs_mount_ipld::dagpb::{self, PbNode};
 use ipfs_mount_ipld::hamt::HamtLink;
 use ipfs_mount_ipld::unixfs::{self, DataType, Node, UnixFsData};
@@ -16,8 +30,11 @@ use ipfs_mount_ipld::{cids, codec};
 use parking_lot::Mutex;
 
 use super::chunker::{FileWriter, Leaf};
-use super::commit::{Commit, Meta};
+use super::closed::{self, ClosedDir, ClosedLeaf, ClosedTree};
+use super::commit::Commit;
+use super::journal::{DsPath, Journal, LeafKind, Op};
 use super::stagebuf::StageBuf;
+use super::Hooks;
 use crate::blocks::BlockService;
 
 pub type NodeId = u64;
@@ -38,7 +55,7 @@ pub enum DsError {
     IsADirectory,
     #[error("invalid: {0}")]
     Invalid(String),
-    #[error("no space left on the staging disk")]
+    #[error("no space left on the store's disk")]
     NoSpace,
     #[error("I/O error: {0}")]
     Io(String),
@@ -47,11 +64,20 @@ pub enum DsError {
 }
 
 impl DsError {
-    fn io(e: std::io::Error) -> Self {
+    pub(super) fn io(e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
             DsError::NoSpace
         } else {
             DsError::Io(e.to_string())
+        }
+    }
+
+    fn block(e: crate::blocks::BlockError) -> Self {
+        let text = e.to_string();
+        if text.contains("No space left") || text.contains("ENOSPC") || text.contains("no space") {
+            DsError::NoSpace
+        } else {
+            DsError::Block(text)
         }
     }
 }
@@ -69,7 +95,8 @@ pub struct NodeAttr {
     pub size: u64,
     pub mode: u32,
     pub mtime: SystemTime,
-    /// The node's CID in the last built version (files: last sealed content).
+    /// Files: the CID of the last closed content; symlinks: theirs; directories: none (see
+    /// [`Dataset::cid_of`]).
     pub cid: Option<Cid>,
 }
 
@@ -96,20 +123,21 @@ struct Staged {
 enum Body {
     Dir {
         children: BTreeMap<Vec<u8>, NodeId>,
-        built: Option<Sealed>,
     },
     File {
-        sealed: Sealed,
+        /// `None` until the file is first closed: it is not in any version before.
+        sealed: Option<Sealed>,
         staged: Option<Staged>,
         writers: u32,
     },
     Symlink {
         target: Vec<u8>,
-        built: Sealed,
+        cid: Cid,
     },
 }
 
 struct WNode {
+    /// 0 once unlinked (an open file lives on until its last close).
     parent: NodeId,
     name: Vec<u8>,
     body: Body,
@@ -123,11 +151,25 @@ struct State {
     nodes: HashMap<NodeId, WNode>,
     next_id: NodeId,
     head: Option<Cid>,
-    root: Option<Sealed>,
+    root: Option<Cid>,
     seq: u64,
-    /// Blocks stored since the last commit; the next commit pins them. Older versions' pins
-    /// cover everything else, so each commit pins only what is new.
-    unpinned: Vec<Cid>,
+    closed: ClosedTree,
+    journal: Journal,
+    /// When the first change since the last commit arrived, and the latest one.
+    pending_since: Option<Instant>,
+    last_change: Instant,
+    /// Commit at the committer's next look (fsync).
+    urgent: bool,
+    /// A commit that failed after its build: its blocks and pins go into the next attempt.
+    stash: Option<closed::Built>,
+}
+
+impl State {
+    fn touched(&mut self) {
+        let now = Instant::now();
+        self.pending_since.get_or_insert(now);
+        self.last_change = now;
+    }
 }
 
 pub struct Dataset {
@@ -138,7 +180,10 @@ pub struct Dataset {
     staging: PathBuf,
     blocks: Arc<BlockService>,
     state: Mutex<State>,
+    /// Commits run one at a time (the committer, `dataset commit`, fsync, unmount).
+    commit_lock: Mutex<()>,
     tmp_counter: AtomicU64,
+    hooks: Arc<Hooks>,
 }
 
 fn now() -> SystemTime {
@@ -151,7 +196,29 @@ fn secs(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// The owner name of a dataset's temporary pins in the store.
+fn temp_owner(name: &str) -> String {
+    format!("dataset:{name}")
+}
+
+/// `HEAD`: the head commit CID, then the last journal record that version includes.
+pub(super) fn parse_head(text: &str) -> Result<(Cid, u64), String> {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("").trim();
+    let cid = first
+        .parse::<Cid>()
+        .map_err(|e| format!("HEAD does not start with a CID ({first:?}: {e})"))?;
+    let jseq = match lines.next().map(str::trim) {
+        None | Some("") => 0,
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| format!("HEAD's journal position {s:?} is not a number"))?,
+    };
+    Ok((cid, jseq))
+}
+
 impl Dataset {
+    /// A new dataset: version 0 is the empty directory, so that it has a root CID at once.
     pub(super) fn new_empty(
         name: &str,
         profile_name: &str,
@@ -159,45 +226,74 @@ impl Dataset {
         dir: PathBuf,
         staging: PathBuf,
         blocks: Arc<BlockService>,
+        hooks: Arc<Hooks>,
     ) -> Result<Arc<Self>, DsError> {
-        let mut nodes = HashMap::new();
-        nodes.insert(
-            ROOT_NODE,
-            WNode {
-                parent: ROOT_NODE,
-                name: Vec::new(),
-                body: Body::Dir {
-                    children: BTreeMap::new(),
-                    built: None,
-                },
-                mode: 0o755,
-                mtime: now(),
-                explicit_meta: false,
-            },
+        let (journal, _) = Journal::open(&dir.join("JOURNAL"), 0).map_err(DsError::io)?;
+        let mut closed = ClosedTree::new(ClosedDir::default());
+        closed.dirty = true;
+        let ds = Self::assemble(
+            name,
+            profile_name,
+            profile,
+            dir,
+            staging,
+            blocks,
+            hooks,
+            None,
+            0,
+            closed,
+            journal,
+            now(),
         );
-        let ds = Arc::new(Dataset {
+        ds.commit(None)?;
+        Ok(ds)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        name: &str,
+        profile_name: &str,
+        profile: ImportProfile,
+        dir: PathBuf,
+        staging: PathBuf,
+        blocks: Arc<BlockService>,
+        hooks: Arc<Hooks>,
+        head: Option<(Cid, Cid)>,
+        seq: u64,
+        closed: ClosedTree,
+        journal: Journal,
+        time: SystemTime,
+    ) -> Arc<Self> {
+        let mut st = State {
+            nodes: HashMap::new(),
+            next_id: ROOT_NODE + 1,
+            head: head.map(|h| h.0),
+            root: head.map(|h| h.1),
+            seq,
+            closed,
+            journal,
+            pending_since: None,
+            last_change: Instant::now(),
+            urgent: false,
+            stash: None,
+        };
+        live_from_closed(&mut st, time);
+        Arc::new(Dataset {
             name: name.to_string(),
             profile_name: profile_name.to_string(),
             profile,
             dir,
             staging,
             blocks,
-            state: Mutex::new(State {
-                nodes,
-                next_id: ROOT_NODE + 1,
-                head: None,
-                root: None,
-                seq: 0,
-                unpinned: Vec::new(),
-            }),
+            state: Mutex::new(st),
+            commit_lock: Mutex::new(()),
             tmp_counter: AtomicU64::new(0),
-        });
-        // Version 0: the empty directory, so that a new dataset has a root CID at once.
-        ds.commit(&mut ds.state.lock())?;
-        Ok(ds)
+            hooks,
+        })
     }
 
-    /// Rebuilds the working tree of a committed version from its (local, pinned) blocks.
+    /// Loads a dataset from its HEAD and its (local, pinned) blocks, then replays what the
+    /// journal holds beyond HEAD and commits it: what a crashed run acknowledged is kept.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn load(
         name: &str,
@@ -206,145 +302,47 @@ impl Dataset {
         dir: PathBuf,
         staging: PathBuf,
         blocks: Arc<BlockService>,
+        hooks: Arc<Hooks>,
         head: Cid,
+        jseq: u64,
         commit: Commit,
     ) -> anyhow::Result<Arc<Self>> {
-        let time = UNIX_EPOCH + std::time::Duration::from_millis(commit.time_ms.max(0) as u64);
-        let mut st = State {
-            nodes: HashMap::new(),
-            next_id: ROOT_NODE + 1,
-            head: Some(head),
-            root: None,
-            seq: commit.seq,
-            unpinned: Vec::new(),
-        };
-        // Iterative walk: (node id, cid, tsize) of directories still to read.
-        let root_tsize = 0;
-        st.nodes.insert(
-            ROOT_NODE,
-            WNode {
-                parent: ROOT_NODE,
-                name: Vec::new(),
-                body: Body::Dir {
-                    children: BTreeMap::new(),
-                    built: Some(Sealed {
-                        cid: commit.root,
-                        size: 0,
-                        tsize: root_tsize,
-                    }),
-                },
-                mode: 0o755,
-                mtime: time,
-                explicit_meta: false,
-            },
-        );
-        let mut pending = vec![(ROOT_NODE, commit.root)];
-        while let Some((id, cid)) = pending.pop() {
-            for (child_name, child_cid, tsize) in dir_entries(&blocks, &cid)? {
-                let block = blocks
-                    .get_local(&child_cid)?
-                    .ok_or_else(|| anyhow::anyhow!("block {child_cid} missing"))?;
-                let node = unixfs::decode_node_shared(&child_cid, &block)?;
-                let child_id = st.next_id;
-                st.next_id += 1;
-                let (body, mode) = match node {
-                    Node::File(f) => (
-                        Body::File {
-                            sealed: Sealed {
-                                cid: child_cid,
-                                size: f.size,
-                                tsize,
-                            },
-                            staged: None,
-                            writers: 0,
-                        },
-                        0o644,
-                    ),
-                    Node::Document(d) => (
-                        Body::File {
-                            sealed: Sealed {
-                                cid: child_cid,
-                                size: d.json.len() as u64,
-                                tsize,
-                            },
-                            staged: None,
-                            writers: 0,
-                        },
-                        0o444,
-                    ),
-                    Node::Symlink(s) => (
-                        Body::Symlink {
-                            target: s.target,
-                            built: Sealed {
-                                cid: child_cid,
-                                size: 0,
-                                tsize,
-                            },
-                        },
-                        0o777,
-                    ),
-                    Node::Directory(_) | Node::HamtShard(_) => {
-                        pending.push((child_id, child_cid));
-                        (
-                            Body::Dir {
-                                children: BTreeMap::new(),
-                                built: Some(Sealed {
-                                    cid: child_cid,
-                                    size: 0,
-                                    tsize,
-                                }),
-                            },
-                            0o755,
-                        )
-                    }
-                };
-                st.nodes.insert(
-                    child_id,
-                    WNode {
-                        parent: id,
-                        name: child_name.clone(),
-                        body,
-                        mode,
-                        mtime: time,
-                        explicit_meta: false,
-                    },
-                );
-                if let Some(WNode {
-                    body: Body::Dir { children, .. },
-                    ..
-                }) = st.nodes.get_mut(&id)
-                {
-                    children.insert(child_name, child_id);
-                }
-            }
+        let time = UNIX_EPOCH + Duration::from_millis(commit.time_ms.max(0) as u64);
+        let root = load_closed(&blocks, &commit.root)?;
+        let mut closed = ClosedTree::new(root);
+        closed.meta = commit.meta.clone();
+        let (journal, records) = Journal::open(&dir.join("JOURNAL"), jseq)?;
+        for (_, op) in &records {
+            closed.apply(op);
         }
-        // Modes and times set by users, kept beside the DAG.
-        let paths: Vec<(NodeId, String)> =
-            st.nodes.keys().map(|&id| (id, path_of(&st, id))).collect();
-        for (id, path) in paths {
-            if let Some(m) = commit.meta.get(&path) {
-                if let Some(n) = st.nodes.get_mut(&id) {
-                    n.mode = m.mode;
-                    n.mtime = UNIX_EPOCH + std::time::Duration::from_secs(m.mtime.max(0) as u64);
-                    n.explicit_meta = true;
-                }
-            }
-        }
-        let root_built = match &st.nodes[&ROOT_NODE].body {
-            Body::Dir { built, .. } => *built,
-            _ => None,
-        };
-        st.root = root_built;
-        Ok(Arc::new(Dataset {
-            name: name.to_string(),
-            profile_name: profile_name.to_string(),
+        let replayed = !records.is_empty();
+        closed.dirty = replayed;
+        let ds = Self::assemble(
+            name,
+            profile_name,
             profile,
             dir,
             staging,
             blocks,
-            state: Mutex::new(st),
-            tmp_counter: AtomicU64::new(0),
-        }))
+            hooks,
+            Some((head, commit.root)),
+            commit.seq,
+            closed,
+            journal,
+            time,
+        );
+        if replayed {
+            tracing::info!(dataset = %name, records = records.len(), "replaying the journal of an unclean stop");
+            ds.commit(Some("recovered after an unclean stop"))
+                .map_err(|e| anyhow::anyhow!("committing the replayed journal: {e}"))?;
+        }
+        // Temporary pins of seals that never reached the journal (or were absorbed above).
+        match ds.blocks.release_temp_owner(&temp_owner(name)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(dataset = %name, "released {n} temporary pins of a previous run"),
+            Err(e) => tracing::warn!(dataset = %name, "cannot release old temporary pins: {e}"),
+        }
+        Ok(ds)
     }
 
     pub fn head(&self) -> Option<Cid> {
@@ -352,7 +350,7 @@ impl Dataset {
     }
 
     pub fn root_cid(&self) -> Option<Cid> {
-        self.state.lock().root.map(|r| r.cid)
+        self.state.lock().root
     }
 
     pub fn version(&self) -> u64 {
@@ -360,7 +358,27 @@ impl Dataset {
     }
 
     pub fn is_empty(&self) -> bool {
-        matches!(&self.state.lock().nodes[&ROOT_NODE].body, Body::Dir { children, .. } if children.is_empty())
+        matches!(&self.state.lock().nodes[&ROOT_NODE].body, Body::Dir { children } if children.is_empty())
+    }
+
+    /// Whether acknowledged changes wait for a commit.
+    pub fn has_pending(&self) -> bool {
+        let st = self.state.lock();
+        st.closed.dirty || st.stash.is_some()
+    }
+
+    /// Whether the committer should commit now: quiet for `quiet`, or pending for `interval`,
+    /// or asked to by an fsync.
+    pub(super) fn commit_due(&self, now: Instant, quiet: Duration, interval: Duration) -> bool {
+        let st = self.state.lock();
+        if !(st.closed.dirty || st.stash.is_some()) {
+            return false;
+        }
+        st.urgent
+            || now.duration_since(st.last_change) >= quiet
+            || st
+                .pending_since
+                .is_some_and(|t| now.duration_since(t) >= interval)
     }
 
     // ---- queries ----------------------------------------------------------------------------
@@ -368,7 +386,7 @@ impl Dataset {
     pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<NodeId, DsError> {
         let st = self.state.lock();
         match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, .. } => children.get(name).copied().ok_or(DsError::NotFound),
+            Body::Dir { children } => children.get(name).copied().ok_or(DsError::NotFound),
             _ => Err(DsError::NotADirectory),
         }
     }
@@ -377,34 +395,61 @@ impl Dataset {
         let st = self.state.lock();
         let n = st.nodes.get(&id).ok_or(DsError::NotFound)?;
         Ok(match &n.body {
-            Body::Dir { built, .. } => NodeAttr {
+            Body::Dir { .. } => NodeAttr {
                 kind: NodeKind::Directory,
                 size: 0,
                 mode: n.mode,
                 mtime: n.mtime,
-                cid: built.map(|b| b.cid),
+                cid: None,
             },
             Body::File { sealed, staged, .. } => NodeAttr {
                 kind: NodeKind::File,
-                size: staged.as_ref().map(|s| s.size).unwrap_or(sealed.size),
+                size: staged
+                    .as_ref()
+                    .map(|s| s.size)
+                    .or(sealed.map(|s| s.size))
+                    .unwrap_or(0),
                 mode: n.mode,
                 mtime: n.mtime,
-                cid: Some(sealed.cid),
+                cid: sealed.map(|s| s.cid),
             },
-            Body::Symlink { target, built } => NodeAttr {
+            Body::Symlink { target, cid } => NodeAttr {
                 kind: NodeKind::Symlink,
                 size: target.len() as u64,
                 mode: 0o777,
                 mtime: n.mtime,
-                cid: Some(built.cid),
+                cid: Some(*cid),
             },
+        })
+    }
+
+    /// The CID of a node as a version holds it: pending changes are committed first, so a
+    /// directory's CID is that of what its reader sees (open files: as last closed).
+    pub fn cid_of(&self, id: NodeId) -> Result<Option<Cid>, DsError> {
+        let a = self.attr(id)?;
+        if a.kind != NodeKind::Directory {
+            return Ok(a.cid);
+        }
+        if self.has_pending() {
+            self.commit(None)?;
+        }
+        let st = self.state.lock();
+        if id == ROOT_NODE {
+            return Ok(st.root);
+        }
+        let Some(path) = path_components(&st, id) else {
+            return Ok(None);
+        };
+        Ok(match st.closed.get(&path) {
+            Some(closed::Entry::Dir(d)) => d.built().map(|b| b.0),
+            _ => None,
         })
     }
 
     pub fn children(&self, id: NodeId) -> Result<Vec<(Vec<u8>, NodeId, NodeKind)>, DsError> {
         let st = self.state.lock();
         match &st.nodes.get(&id).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, .. } => Ok(children
+            Body::Dir { children } => Ok(children
                 .iter()
                 .map(|(name, &child)| {
                     let kind = match st.nodes.get(&child).map(|n| &n.body) {
@@ -441,9 +486,12 @@ impl Dataset {
                 sealed,
                 staged: None,
                 ..
-            } => Ok(ReadFrom::Sealed {
-                cid: sealed.cid,
-                size: sealed.size,
+            } => Ok(match sealed {
+                Some(s) => ReadFrom::Sealed {
+                    cid: s.cid,
+                    size: s.size,
+                },
+                None => ReadFrom::Bytes(Bytes::new()),
             }),
             Body::File {
                 staged: Some(s),
@@ -457,7 +505,8 @@ impl Dataset {
                 let mut out = Vec::with_capacity((end - offset) as usize);
                 if offset < s.base_len {
                     let upto = end.min(s.base_len);
-                    out.extend_from_slice(&read_sealed(&self.blocks, &sealed.cid, offset, upto)?);
+                    let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
+                    out.extend_from_slice(&read_sealed(&self.blocks, &base.cid, offset, upto)?);
                 }
                 let from = offset.max(s.base_len);
                 if from < end {
@@ -479,6 +528,15 @@ impl Dataset {
 
     // ---- changes ----------------------------------------------------------------------------
 
+    /// Appends an op to the journal and applies it to the closed tree: once this returns, the
+    /// change survives a crash of this process.
+    fn log(&self, st: &mut State, op: Op) -> Result<(), DsError> {
+        st.journal.append(&op).map_err(DsError::io)?;
+        st.closed.apply(&op);
+        st.touched();
+        Ok(())
+    }
+
     fn new_node(
         st: &mut State,
         parent: NodeId,
@@ -491,9 +549,8 @@ impl Dataset {
             return Err(DsError::Invalid("bad name".into()));
         }
         let id = st.next_id;
-        st.next_id += 1;
         match &mut st.nodes.get_mut(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, .. } => {
+            Body::Dir { children } => {
                 if children.contains_key(name) {
                     return Err(DsError::Exists);
                 }
@@ -501,6 +558,7 @@ impl Dataset {
             }
             _ => return Err(DsError::NotADirectory),
         }
+        st.next_id += 1;
         st.nodes.insert(
             id,
             WNode {
@@ -512,32 +570,29 @@ impl Dataset {
                 explicit_meta: explicit,
             },
         );
-        invalidate(st, parent);
         Ok(id)
     }
 
-    /// Creates an empty file (staged, so that the creator's writes need no copy) and opens it.
+    /// Creates an empty file and opens it for writing. It enters a version only once closed.
     pub fn create_file(&self, parent: NodeId, name: &[u8], mode: u32) -> Result<NodeId, DsError> {
         let mut st = self.state.lock();
-        let empty = self.empty_file(&mut st)?;
-        let staged = self.new_staged(Vec::new(), 0)?;
         let mode = mode & 0o7777;
-        let id = Self::new_node(
+        let staged = Staged {
+            dirty: true,
+            ..new_staged(Vec::new(), 0)
+        };
+        Self::new_node(
             &mut st,
             parent,
             name,
             Body::File {
-                sealed: empty,
-                staged: Some(Staged {
-                    dirty: true,
-                    ..staged
-                }),
+                sealed: None,
+                staged: Some(staged),
                 writers: 1,
             },
             mode,
             mode != 0o644,
-        )?;
-        Ok(id)
+        )
     }
 
     pub fn mkdir(&self, parent: NodeId, name: &[u8], mode: u32) -> Result<NodeId, DsError> {
@@ -549,17 +604,27 @@ impl Dataset {
             name,
             Body::Dir {
                 children: BTreeMap::new(),
-                built: None,
             },
             mode,
             mode != 0o755,
         )?;
-        self.commit(&mut st)?;
+        let path = path_components(&st, id).expect("just linked");
+        let logged = self.log(&mut st, Op::Mkdir { path: path.clone() }).and_then(|()| {
+            if mode != 0o755 {
+                let mtime = secs(st.nodes[&id].mtime);
+                self.log(&mut st, Op::Meta { path, mode, mtime })
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = logged {
+            unlink_live(&mut st, parent, name);
+            return Err(e);
+        }
         Ok(id)
     }
 
     pub fn symlink(&self, parent: NodeId, name: &[u8], target: &[u8]) -> Result<NodeId, DsError> {
-        let mut st = self.state.lock();
         let mut meta = UnixFsData::new(DataType::Symlink);
         meta.data = Some(Bytes::copy_from_slice(target));
         let block = dagpb::encode(&PbNode {
@@ -574,34 +639,57 @@ impl Dataset {
         )
         .map_err(|e| DsError::Block(e.to_string()))?;
         let tsize = block.len() as u64;
-        self.store_new(&mut st, vec![(cid, block.into())])?;
-        let id = Self::new_node(
+        let temp = self.new_temp()?;
+        if let Err(e) = self.blocks.put_temp(temp, &[(cid, block.into())]) {
+            self.release_temp(temp);
+            return Err(DsError::block(e));
+        }
+        let mut st = self.state.lock();
+        let id = match Self::new_node(
             &mut st,
             parent,
             name,
             Body::Symlink {
                 target: target.to_vec(),
-                built: Sealed {
-                    cid,
-                    size: 0,
-                    tsize,
-                },
+                cid,
             },
             0o777,
             false,
-        )?;
-        self.commit(&mut st)?;
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                drop(st);
+                self.release_temp(temp);
+                return Err(e);
+            }
+        };
+        let path = path_components(&st, id).expect("just linked");
+        let op = Op::Put {
+            path,
+            kind: LeafKind::Symlink,
+            cid,
+            size: 0,
+            tsize,
+            temp: Some(temp),
+            target: target.to_vec(),
+        };
+        if let Err(e) = self.log(&mut st, op) {
+            unlink_live(&mut st, parent, name);
+            drop(st);
+            self.release_temp(temp);
+            return Err(e);
+        }
         Ok(id)
     }
 
     pub fn unlink(&self, parent: NodeId, name: &[u8], want_dir: bool) -> Result<(), DsError> {
         let mut st = self.state.lock();
         let id = match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, .. } => *children.get(name).ok_or(DsError::NotFound)?,
+            Body::Dir { children } => *children.get(name).ok_or(DsError::NotFound)?,
             _ => return Err(DsError::NotADirectory),
         };
         match (&st.nodes[&id].body, want_dir) {
-            (Body::Dir { children, .. }, true) if !children.is_empty() => {
+            (Body::Dir { children }, true) if !children.is_empty() => {
                 return Err(DsError::NotEmpty)
             }
             (Body::Dir { .. }, false) => return Err(DsError::IsADirectory),
@@ -609,18 +697,9 @@ impl Dataset {
             (_, true) => return Err(DsError::NotADirectory),
             _ => {}
         }
-        if let Body::Dir { children, .. } = &mut st.nodes.get_mut(&parent).expect("parent").body {
-            children.remove(name);
-        }
-        // An open file lives on (unnamed) until its last close, as on any filesystem.
-        let open = matches!(st.nodes[&id].body, Body::File { writers, .. } if writers > 0);
-        if open {
-            st.nodes.get_mut(&id).expect("node").parent = 0;
-        } else {
-            st.nodes.remove(&id);
-        }
-        invalidate(&mut st, parent);
-        self.commit(&mut st)?;
+        let path = path_components(&st, id).expect("linked");
+        self.log(&mut st, Op::Remove { path })?;
+        unlink_live(&mut st, parent, name);
         Ok(())
     }
 
@@ -637,7 +716,7 @@ impl Dataset {
         }
         let mut st = self.state.lock();
         let id = match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, .. } => *children.get(name).ok_or(DsError::NotFound)?,
+            Body::Dir { children } => *children.get(name).ok_or(DsError::NotFound)?,
             _ => return Err(DsError::NotADirectory),
         };
         // A directory cannot move below itself.
@@ -658,7 +737,7 @@ impl Dataset {
                 .ok_or(DsError::NotFound)?;
         }
         let existing = match &st.nodes.get(&new_parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, .. } => children.get(new_name).copied(),
+            Body::Dir { children } => children.get(new_name).copied(),
             _ => return Err(DsError::NotADirectory),
         };
         if let Some(target) = existing {
@@ -670,7 +749,7 @@ impl Dataset {
             }
             let src_is_dir = matches!(st.nodes[&id].body, Body::Dir { .. });
             match &st.nodes[&target].body {
-                Body::Dir { children, .. } => {
+                Body::Dir { children } => {
                     if !src_is_dir {
                         return Err(DsError::IsADirectory);
                     }
@@ -681,17 +760,18 @@ impl Dataset {
                 _ if src_is_dir => return Err(DsError::NotADirectory),
                 _ => {}
             }
-            let open = matches!(st.nodes[&target].body, Body::File { writers, .. } if writers > 0);
-            if open {
-                st.nodes.get_mut(&target).expect("node").parent = 0;
-            } else {
-                st.nodes.remove(&target);
-            }
         }
-        if let Body::Dir { children, .. } = &mut st.nodes.get_mut(&parent).expect("parent").body {
+        let from = path_components(&st, id).expect("linked");
+        let mut to = path_components_dir(&st, new_parent).ok_or(DsError::NotFound)?;
+        to.push(new_name.to_vec());
+        self.log(&mut st, Op::Rename { from, to })?;
+        if existing.is_some() {
+            unlink_live(&mut st, new_parent, new_name);
+        }
+        if let Body::Dir { children } = &mut st.nodes.get_mut(&parent).expect("parent").body {
             children.remove(name);
         }
-        if let Body::Dir { children, .. } =
+        if let Body::Dir { children } =
             &mut st.nodes.get_mut(&new_parent).expect("new parent").body
         {
             children.insert(new_name.to_vec(), id);
@@ -699,13 +779,11 @@ impl Dataset {
         let n = st.nodes.get_mut(&id).expect("node");
         n.parent = new_parent;
         n.name = new_name.to_vec();
-        invalidate(&mut st, parent);
-        invalidate(&mut st, new_parent);
-        self.commit(&mut st)?;
         Ok(())
     }
 
-    /// chmod, utimens and truncate. Metadata changes of a closed file commit at once.
+    /// chmod, utimens and truncate. A truncate of a closed file seals it at once (holes cost
+    /// nothing to hash).
     pub fn setattr(
         &self,
         id: NodeId,
@@ -714,7 +792,7 @@ impl Dataset {
         size: Option<u64>,
     ) -> Result<(), DsError> {
         let mut st = self.state.lock();
-        let open = {
+        let (open, has_closed_state) = {
             let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
             if let Some(m) = mode {
                 n.mode = m & 0o7777;
@@ -724,7 +802,9 @@ impl Dataset {
                 n.mtime = t;
                 n.explicit_meta = true;
             }
-            matches!(n.body, Body::File { writers, .. } if writers > 0)
+            let open = matches!(n.body, Body::File { writers, .. } if writers > 0);
+            let closed_state = !matches!(n.body, Body::File { sealed: None, .. });
+            (open, closed_state)
         };
         if let Some(size) = size {
             if !matches!(st.nodes[&id].body, Body::File { .. }) {
@@ -739,7 +819,8 @@ impl Dataset {
             } = &mut n.body
             {
                 if size < s.base_len {
-                    materialize(&self.blocks, sealed, s, &|| self.spill_file())?;
+                    let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
+                    materialize(&self.blocks, &base, s, &|| self.spill_file(), size)?;
                 }
                 s.file
                     .resize(size - s.base_len, &|| self.spill_file())
@@ -750,18 +831,27 @@ impl Dataset {
             }
             n.mtime = mtime.unwrap_or_else(now);
             if !open {
-                self.seal(&mut st, id)?;
+                drop(st);
+                self.seal(id)?;
+                st = self.state.lock();
             }
         }
-        if !open {
-            let parent = st.nodes[&id].parent;
-            invalidate(&mut st, parent);
-            self.commit(&mut st)?;
+        if (mode.is_some() || mtime.is_some()) && has_closed_state {
+            if let Some(path) = path_components(&st, id) {
+                let n = &st.nodes[&id];
+                let op = Op::Meta {
+                    path,
+                    mode: n.mode,
+                    mtime: secs(n.mtime),
+                };
+                self.log(&mut st, op)?;
+            }
         }
         Ok(())
     }
 
-    /// Opens a file for writing; `truncate` drops its content first.
+    /// Opens a file for writing; `truncate` drops its content first (in the live tree; the
+    /// closed content stays until the file is closed again).
     pub fn open_write(&self, id: NodeId, truncate: bool) -> Result<(), DsError> {
         let mut st = self.state.lock();
         match &st.nodes.get(&id).ok_or(DsError::NotFound)?.body {
@@ -769,16 +859,18 @@ impl Dataset {
             Body::Dir { .. } => return Err(DsError::IsADirectory),
             Body::Symlink { .. } => return Err(DsError::Invalid("symlink".into())),
         }
-        if truncate {
-            let staged = self.new_staged(Vec::new(), 0)?;
-            if let Body::File { staged: s, .. } = &mut st.nodes.get_mut(&id).expect("node").body {
-                *s = Some(Staged {
+        if let Body::File {
+            staged, writers, ..
+        } = &mut st.nodes.get_mut(&id).expect("node").body
+        {
+            if truncate {
+                let generation = staged.as_ref().map(|s| s.generation + 1).unwrap_or(0);
+                *staged = Some(Staged {
                     dirty: true,
-                    ..staged
+                    generation,
+                    ..new_staged(Vec::new(), 0)
                 });
             }
-        }
-        if let Body::File { writers, .. } = &mut st.nodes.get_mut(&id).expect("node").body {
             *writers += 1;
         }
         Ok(())
@@ -795,7 +887,8 @@ impl Dataset {
         } = &mut n.body
         {
             if offset < s.base_len {
-                materialize(&self.blocks, sealed, s, &|| self.spill_file())?;
+                let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
+                materialize(&self.blocks, &base, s, &|| self.spill_file(), u64::MAX)?;
             }
             s.file
                 .write_all_at(data, offset - s.base_len, &|| self.spill_file())
@@ -809,46 +902,32 @@ impl Dataset {
         Err(DsError::IsADirectory)
     }
 
-    /// Seals the file if it changed and commits a version: what `fsync` and `close` promise.
-    /// Hashing runs without the dataset's lock, so other files stay usable meanwhile.
+    /// `close`: seals the file if it changed and journals its new content. When this returns
+    /// Ok, the bytes survive a crash and enter the next version.
     pub fn flush(&self, id: NodeId) -> Result<(), DsError> {
-        let snapshot = {
-            let st = self.state.lock();
-            match &st.nodes.get(&id).map(|n| &n.body) {
-                Some(Body::File {
-                    staged: Some(s), ..
-                }) if s.dirty => Snapshot::of(s)?,
-                _ => return Ok(()),
-            }
-        };
-        let (sealed, stored) = self.hash_snapshot(&snapshot)?;
-        let mut st = self.state.lock();
-        st.unpinned.extend(stored);
-        if !self.install(&mut st, id, sealed, snapshot.generation)? {
-            // Written again meanwhile: the next flush or close seals the newer bytes.
-            return Ok(());
-        }
-        if st.nodes.get(&id).map(|n| n.parent) != Some(0) {
-            let parent = st.nodes[&id].parent;
-            invalidate(&mut st, parent);
-            self.commit(&mut st)?;
-        }
+        self.seal(id)
+    }
+
+    /// `fsync`: the flush, then everything acknowledged so far made durable against power loss
+    /// (blocks, index, journal: one `syncfs`), and a commit soon.
+    pub fn sync(&self, id: NodeId) -> Result<(), DsError> {
+        self.flush(id)?;
+        self.sync_store()?;
+        self.state.lock().urgent = true;
+        self.hooks.kick();
         Ok(())
     }
 
-    /// `fsync`: the flush, then everything written so far (blocks, index, HEAD) made durable
-    /// against power loss, not only against a crash of this process.
-    pub fn sync(&self, id: NodeId) -> Result<(), DsError> {
-        self.flush(id)?;
+    fn sync_store(&self) -> Result<(), DsError> {
         let dir = std::fs::File::open(&self.dir).map_err(DsError::io)?;
-        // One syncfs covers the store's block files, its index and HEAD (one filesystem).
+        // One syncfs covers the store's block files, its index and the journal (one filesystem).
         if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
             return Err(DsError::io(std::io::Error::last_os_error()));
         }
         Ok(())
     }
 
-    /// The last close of a writer: seal, commit, drop the staging file.
+    /// The last close of a writer: seal, then drop the staging buffer.
     pub fn release_write(&self, id: NodeId) -> Result<(), DsError> {
         let result = self.flush(id);
         let mut st = self.state.lock();
@@ -859,10 +938,10 @@ impl Dataset {
             } = &mut n.body
             {
                 *writers = writers.saturating_sub(1);
-                if *writers == 0 {
+                if *writers == 0 && result.is_ok() {
                     *staged = None;
-                    remove = n.parent == 0;
                 }
+                remove = *writers == 0 && n.parent == 0;
             }
         }
         if remove {
@@ -871,41 +950,201 @@ impl Dataset {
         result
     }
 
-    // ---- internals ----------------------------------------------------------------------------
+    // ---- sealing ------------------------------------------------------------------------------
 
-    /// Stores new blocks and remembers them for the next commit's pin.
-    fn store_new(&self, st: &mut State, blocks: Vec<(Cid, Bytes)>) -> Result<(), DsError> {
-        if blocks.is_empty() {
+    fn new_temp(&self) -> Result<u64, DsError> {
+        self.blocks
+            .temp_pin(&temp_owner(&self.name))
+            .map_err(DsError::block)
+    }
+
+    fn release_temp(&self, temp: u64) {
+        if let Err(e) = self.blocks.release_temp(temp) {
+            tracing::warn!(dataset = %self.name, "cannot release a temporary pin: {e}");
+        }
+    }
+
+    /// Seals a staged file: hashes its bytes without the dataset's lock (other files stay
+    /// usable meanwhile), then journals the new content.
+    fn seal(&self, id: NodeId) -> Result<(), DsError> {
+        for attempt in 0..4 {
+            let mut guard = Some(self.state.lock());
+            let snapshot = match guard.as_ref().and_then(|st| st.nodes.get(&id)).map(|n| &n.body) {
+                Some(Body::File {
+                    staged: Some(s), ..
+                }) if s.dirty => Snapshot::of(s)?,
+                _ => return Ok(()),
+            };
+            // A file-backed snapshot shares the staging file: if writes go on while it is
+            // hashed, hash again; the last attempt holds the lock, so it always completes.
+            if attempt < 3 {
+                guard = None;
+            }
+            let temp = self.new_temp()?;
+            let sealed = match self.hash_snapshot(&snapshot, temp) {
+                Ok(s) => s,
+                Err(e) => {
+                    drop(guard);
+                    self.release_temp(temp);
+                    return Err(e);
+                }
+            };
+            let st = match guard {
+                Some(st) => st,
+                None => self.state.lock(),
+            };
+            let current = matches!(
+                st.nodes.get(&id).map(|n| &n.body),
+                Some(Body::File { staged: Some(s), .. }) if s.generation == snapshot.generation
+            );
+            if !current && snapshot.shares_file() && attempt < 3 {
+                drop(st);
+                self.release_temp(temp);
+                continue;
+            }
+            return self.install(st, id, sealed, snapshot.generation, temp);
+        }
+        unreachable!("the last attempt holds the lock")
+    }
+
+    /// Chunks, hashes and stores a staged file's bytes under the temporary pin `temp`.
+    fn hash_snapshot(&self, snap: &Snapshot, temp: u64) -> Result<Sealed, DsError> {
+        if !snap.base.is_empty() {
+            self.blocks
+                .temp_pin_add(temp, &mut snap.base.iter().map(|l| l.cid))
+                .map_err(DsError::block)?;
+        }
+        // Two stages on two threads: this one reads, chunks and hashes; the other stores the
+        // blocks, so hashing and disk writes overlap.
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Cid, Bytes)>>(4);
+            let store = scope.spawn(move || -> Result<(), DsError> {
+                for blocks in rx {
+                    self.blocks.put_temp(temp, &blocks).map_err(DsError::block)?;
+                }
+                Ok(())
+            });
+            let hashed = (|| -> Result<Sealed, DsError> {
+                let mut w = FileWriter::new(&self.profile);
+                for leaf in &snap.base {
+                    w.push_leaf(*leaf);
+                }
+                let total = snap.size - snap.base_len;
+                let mut buf = vec![0u8; self.profile.chunk_size.max(1 << 20)];
+                for (start, end, is_data) in snap.file.extents(total).map_err(DsError::io)? {
+                    if !is_data {
+                        write_zeros(&mut w, end - start);
+                    } else {
+                        let mut pos = start;
+                        while pos < end {
+                            let want = (buf.len() as u64).min(end - pos) as usize;
+                            let got = snap
+                                .file
+                                .read_at(&mut buf[..want], pos)
+                                .map_err(DsError::io)?;
+                            // Bytes past the staging file's end (a truncate that grew it) are zeros.
+                            buf[got..want].fill(0);
+                            w.write(&buf[..want]);
+                            pos += want as u64;
+                        }
+                    }
+                    let blocks = w.take_blocks();
+                    if !blocks.is_empty() && tx.send(blocks).is_err() {
+                        break; // the store stage failed; its error is reported below
+                    }
+                }
+                let root = w.finish();
+                let _ = tx.send(w.take_blocks());
+                Ok(Sealed {
+                    cid: root.cid,
+                    size: root.size,
+                    tsize: root.tsize,
+                })
+            })();
+            drop(tx);
+            store
+                .join()
+                .map_err(|_| DsError::Io("block store thread panicked".into()))??;
+            hashed
+        })
+    }
+
+    /// Makes `new` the file's closed content: journaled (so it survives a crash) and in the
+    /// closed tree; the live staging buffer then keeps only the last partial chunk, so the next
+    /// append reuses every full leaf.
+    fn install(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, State>,
+        id: NodeId,
+        new: Sealed,
+        generation: u64,
+        temp: u64,
+    ) -> Result<(), DsError> {
+        let Some(n) = st.nodes.get(&id) else {
+            drop(st);
+            self.release_temp(temp);
+            return Ok(());
+        };
+        let (explicit, mode, mtime) = (n.explicit_meta, n.mode, secs(n.mtime));
+        let path = path_components(&st, id);
+        if let Some(path) = &path {
+            let put = Op::Put {
+                path: path.clone(),
+                kind: LeafKind::File,
+                cid: new.cid,
+                size: new.size,
+                tsize: new.tsize,
+                temp: Some(temp),
+                target: Vec::new(),
+            };
+            if let Err(e) = self.log(&mut st, put) {
+                drop(st);
+                self.release_temp(temp);
+                return Err(e);
+            }
+            if explicit {
+                let path = path.clone();
+                self.log(&mut st, Op::Meta { path, mode, mtime })?;
+            }
+        }
+        let result = self.rebase(&mut st, id, new, generation);
+        drop(st);
+        if path.is_none() {
+            // Unlinked while open: its content is in no version.
+            self.release_temp(temp);
+        }
+        result
+    }
+
+    /// After a seal: the staging buffer keeps only the last partial chunk (if nothing was
+    /// written since the snapshot), so the next append reuses every full leaf.
+    fn rebase(&self, st: &mut State, id: NodeId, new: Sealed, generation: u64) -> Result<(), DsError> {
+        let Some(n) = st.nodes.get_mut(&id) else {
+            return Ok(());
+        };
+        let Body::File { sealed, staged, .. } = &mut n.body else {
+            return Ok(());
+        };
+        *sealed = Some(new);
+        let Some(s) = staged else { return Ok(()) };
+        if s.generation != generation {
             return Ok(());
         }
-        self.blocks
-            .store()
-            .put_many(&blocks)
-            .map_err(|e| DsError::Block(e.to_string()))?;
-        st.unpinned.extend(blocks.into_iter().map(|(c, _)| c));
+        let leaves = reusable_leaves(&self.blocks, &self.profile, &new).unwrap_or_default();
+        let base_len: u64 = leaves.iter().map(|l| l.size).sum();
+        let tail = if new.size > base_len {
+            read_sealed(&self.blocks, &new.cid, base_len, new.size)?
+        } else {
+            Vec::new()
+        };
+        s.file = StageBuf::new();
+        s.file
+            .write_all_at(&tail, 0, &|| self.spill_file())
+            .map_err(DsError::io)?;
+        s.base = leaves;
+        s.base_len = base_len;
+        s.dirty = false;
         Ok(())
-    }
-
-    fn empty_file(&self, st: &mut State) -> Result<Sealed, DsError> {
-        let mut w = FileWriter::new(&self.profile);
-        let leaf = w.finish();
-        self.store_new(st, w.take_blocks())?;
-        Ok(Sealed {
-            cid: leaf.cid,
-            size: 0,
-            tsize: leaf.tsize,
-        })
-    }
-
-    fn new_staged(&self, base: Vec<Leaf>, base_len: u64) -> Result<Staged, DsError> {
-        Ok(Staged {
-            file: StageBuf::new(),
-            size: base_len,
-            base,
-            base_len,
-            dirty: false,
-            generation: 0,
-        })
     }
 
     /// An unlinked temporary file in the staging directory, for staged bytes that outgrow memory.
@@ -925,7 +1164,7 @@ impl Dataset {
     }
 
     /// Makes a closed file writable without copying it: its full leaves stay where they are and
-    /// only the last partial chunk is copied into the staging file.
+    /// only the last partial chunk is copied into the staging buffer.
     fn ensure_staged(&self, st: &mut State, id: NodeId) -> Result<(), DsError> {
         let sealed = match &st.nodes.get(&id).ok_or(DsError::NotFound)?.body {
             Body::File {
@@ -935,209 +1174,344 @@ impl Dataset {
             Body::Dir { .. } => return Err(DsError::IsADirectory),
             Body::Symlink { .. } => return Err(DsError::Invalid("symlink".into())),
         };
-        let (base, base_len) = match reusable_leaves(&self.blocks, &self.profile, &sealed) {
-            Some(leaves) => {
-                let len = leaves.iter().map(|l| l.size).sum();
-                (leaves, len)
+        let mut staged = new_staged(Vec::new(), 0);
+        if let Some(sealed) = sealed {
+            let (base, base_len) = match reusable_leaves(&self.blocks, &self.profile, &sealed) {
+                Some(leaves) => {
+                    let len = leaves.iter().map(|l| l.size).sum();
+                    (leaves, len)
+                }
+                None => (Vec::new(), 0),
+            };
+            staged = new_staged(base, base_len);
+            if sealed.size > base_len {
+                let tail = read_sealed(&self.blocks, &sealed.cid, base_len, sealed.size)?;
+                staged
+                    .file
+                    .write_all_at(&tail, 0, &|| self.spill_file())
+                    .map_err(DsError::io)?;
             }
-            None => (Vec::new(), 0),
-        };
-        let mut staged = self.new_staged(base, base_len)?;
-        if sealed.size > base_len {
-            let tail = read_sealed(&self.blocks, &sealed.cid, base_len, sealed.size)?;
-            staged
-                .file
-                .write_all_at(&tail, 0, &|| self.spill_file())
-                .map_err(DsError::io)?;
+            staged.size = sealed.size;
         }
-        staged.size = sealed.size;
         if let Body::File { staged: s, .. } = &mut st.nodes.get_mut(&id).expect("node").body {
             *s = Some(staged);
         }
         Ok(())
     }
 
-    /// Seals a staged file while holding the lock (truncate of a closed file).
-    fn seal(&self, st: &mut State, id: NodeId) -> Result<(), DsError> {
-        let snapshot = match &st.nodes.get(&id).map(|n| &n.body) {
-            Some(Body::File {
-                staged: Some(s), ..
-            }) => Snapshot::of(s)?,
-            _ => return Ok(()),
-        };
-        let (sealed, stored) = self.hash_snapshot(&snapshot)?;
-        st.unpinned.extend(stored);
-        self.install(st, id, sealed, snapshot.generation)?;
-        Ok(())
-    }
+    // ---- commits ------------------------------------------------------------------------------
 
-    /// Chunks, hashes and stores a staged file's bytes: the new content and the blocks stored.
-    fn hash_snapshot(&self, snap: &Snapshot) -> Result<(Sealed, Vec<Cid>), DsError> {
-        // Two stages on two threads: this one reads, chunks and hashes; the other stores the
-        // blocks, so hashing and disk writes overlap.
-        std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Cid, Bytes)>>(4);
-            let store = scope.spawn(move || -> Result<Vec<Cid>, DsError> {
-                let mut stored = Vec::new();
-                for blocks in rx {
-                    self.blocks
-                        .store()
-                        .put_many(&blocks)
-                        .map_err(|e| DsError::Block(e.to_string()))?;
-                    stored.extend(blocks.iter().map(|(c, _)| *c));
-                }
-                Ok(stored)
-            });
-            let hashed = (|| -> Result<Sealed, DsError> {
-                let mut w = FileWriter::new(&self.profile);
-                for leaf in &snap.base {
-                    w.push_leaf(*leaf);
-                }
-                let total = snap.size - snap.base_len;
-                let mut pos = 0u64;
-                let mut buf = vec![0u8; self.profile.chunk_size.max(1 << 20)];
-                while pos < total {
-                    let want = (buf.len() as u64).min(total - pos) as usize;
-                    let got = snap
-                        .file
-                        .read_at(&mut buf[..want], pos)
-                        .map_err(DsError::io)?;
-                    // Bytes past the staging file's end (a truncate that grew the file) are zeros.
-                    buf[got..want].fill(0);
-                    w.write(&buf[..want]);
-                    pos += want as u64;
-                    let blocks = w.take_blocks();
-                    if !blocks.is_empty() && tx.send(blocks).is_err() {
-                        break; // the store stage failed; its error is reported below
-                    }
-                }
-                let root = w.finish();
-                let _ = tx.send(w.take_blocks());
-                Ok(Sealed {
-                    cid: root.cid,
-                    size: root.size,
-                    tsize: root.tsize,
-                })
-            })();
-            drop(tx);
-            let stored = store
-                .join()
-                .map_err(|_| DsError::Io("block store thread panicked".into()))??;
-            Ok((hashed?, stored))
-        })
-    }
-
-    /// Makes `sealed` the file's content if nothing was written since the snapshot; the staging
-    /// file then keeps only the last partial chunk, so the next append reuses every full leaf.
-    fn install(
-        &self,
-        st: &mut State,
-        id: NodeId,
-        new: Sealed,
-        generation: u64,
-    ) -> Result<bool, DsError> {
-        let Some(n) = st.nodes.get_mut(&id) else {
-            return Ok(false);
+    /// Folds the closed tree into a new version if anything is pending (or `message` asks for
+    /// one anyway). Returns the new head commit, if one was made.
+    pub fn commit(&self, message: Option<&str>) -> Result<Option<Cid>, DsError> {
+        let _one_at_a_time = self.commit_lock.lock();
+        let (built, meta, jseq, prev, seq, dropped) = {
+            let mut st = self.state.lock();
+            let stash = st.stash.take();
+            if !st.closed.dirty && stash.is_none() && message.is_none() {
+                st.pending_since = None;
+                st.urgent = false;
+                return Ok(None);
+            }
+            let mut built = st
+                .closed
+                .build(&self.profile)
+                .map_err(|e| DsError::Invalid(e.to_string()))?;
+            if let Some(old) = stash {
+                built.blocks.extend(old.blocks);
+                built.temps.extend(old.temps);
+            }
+            let dropped = std::mem::take(&mut st.closed.dropped_temps);
+            st.pending_since = None;
+            st.urgent = false;
+            (
+                built,
+                st.closed.meta.clone(),
+                st.journal.last_seq(),
+                st.head,
+                st.seq,
+                dropped,
+            )
         };
-        let Body::File {
-            sealed,
-            staged: Some(s),
-            ..
-        } = &mut n.body
-        else {
-            return Ok(false);
-        };
-        if s.generation != generation {
-            return Ok(false);
-        }
-        *sealed = new;
-        let leaves = reusable_leaves(&self.blocks, &self.profile, sealed).unwrap_or_default();
-        let base_len: u64 = leaves.iter().map(|l| l.size).sum();
-        let tail = if sealed.size > base_len {
-            read_sealed(&self.blocks, &sealed.cid, base_len, sealed.size)?
-        } else {
-            Vec::new()
-        };
-        s.file = StageBuf::new();
-        s.file
-            .write_all_at(&tail, 0, &|| self.spill_file())
-            .map_err(DsError::io)?;
-        s.base = leaves;
-        s.base_len = base_len;
-        s.dirty = false;
-        Ok(true)
-    }
-
-    /// Moves HEAD. A commit CID has a fixed length, so the new one overwrites the old in one
-    /// `pwrite` (atomic for a crashing process, and no new inode per commit); anything else
-    /// goes through a temporary file and a rename.
-    fn write_head(&self, commit: &Cid) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let path = self.dir.join("HEAD");
-        let text = commit.to_string();
-        match std::fs::metadata(&path) {
-            Ok(m) if m.len() == text.len() as u64 => std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .write_all_at(text.as_bytes(), 0),
-            _ => super::write_atomic(&path, text.as_bytes(), false),
-        }
-    }
-
-    /// Builds the changed directories and records a new version.
-    fn commit(&self, st: &mut State) -> Result<(), DsError> {
-        let mut new_blocks: Vec<(Cid, Bytes)> = Vec::new();
-        let root = build_dir(st, ROOT_NODE, &self.profile, &mut new_blocks)?;
-        self.store_new(st, new_blocks)?;
-        let meta: BTreeMap<String, Meta> = st
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.explicit_meta && n.parent != 0)
-            .map(|(id, n)| {
-                (
-                    path_of(st, *id),
-                    Meta {
-                        mode: n.mode,
-                        mtime: secs(n.mtime),
-                    },
-                )
-            })
-            .collect();
+        let seq = if prev.is_some() { seq + 1 } else { 0 };
         let commit = Commit {
-            prev: st.head,
-            root: root.cid,
-            seq: if st.head.is_some() { st.seq + 1 } else { 0 },
+            prev,
+            root: built.root,
+            seq,
             time_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             meta,
+            message: message.map(str::to_string),
         };
+        match self.publish(&commit, &built, jseq) {
+            Ok(commit_cid) => {
+                {
+                    let mut st = self.state.lock();
+                    st.head = Some(commit_cid);
+                    st.root = Some(built.root);
+                    st.seq = seq;
+                    if let Err(e) = st.journal.trim(jseq) {
+                        // Harmless: a replay skips records HEAD already includes.
+                        tracing::warn!(dataset = %self.name, "cannot trim the journal: {e}");
+                    }
+                }
+                for t in dropped {
+                    self.release_temp(t);
+                }
+                tracing::info!(dataset = %self.name, seq, root = %built.root, commit = %commit_cid, "new version");
+                self.hooks.committed();
+                Ok(Some(commit_cid))
+            }
+            Err(e) => {
+                tracing::error!(dataset = %self.name, "commit failed (retried at the next one): {e}");
+                let mut st = self.state.lock();
+                st.closed.dropped_temps.extend(dropped);
+                st.closed.dirty = true;
+                st.stash = Some(built);
+                st.touched();
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores and pins a version's blocks, makes them durable, then moves HEAD.
+    fn publish(&self, commit: &Commit, built: &closed::Built, jseq: u64) -> Result<Cid, DsError> {
         let (commit_cid, commit_bytes) =
             commit.encode().map_err(|e| DsError::Block(e.to_string()))?;
-        self.blocks
-            .put_verified(&commit_cid, commit_bytes)
-            .map_err(|e| DsError::Block(e.to_string()))?;
-        // This version's new blocks; everything it shares with older versions is pinned by them.
-        let mut pinned = std::mem::take(&mut st.unpinned);
-        pinned.push(commit_cid);
-        pinned.push(root.cid);
-        self.blocks
-            .store()
-            .pin(
-                &commit_cid,
-                &format!("dataset:{}", self.name),
-                &mut pinned.into_iter(),
-            )
-            .map_err(|e| DsError::Block(e.to_string()))?;
-        self.write_head(&commit_cid).map_err(DsError::io)?;
-        tracing::info!(dataset = %self.name, seq = commit.seq, root = %root.cid, commit = %commit_cid, "new version");
-        st.head = Some(commit_cid);
-        st.root = Some(root);
-        st.seq = commit.seq;
-        super::COMMITTED.notify_one();
-        Ok(())
+        let temp = self.new_temp()?;
+        let stored = self
+            .blocks
+            .put_temp(temp, &built.blocks)
+            .and_then(|()| self.blocks.put_temp(temp, &[(commit_cid, commit_bytes)]));
+        if let Err(e) = stored {
+            self.release_temp(temp);
+            return Err(DsError::block(e));
+        }
+        // This version's new blocks (the directories just built, the files it takes in);
+        // everything it shares with older versions is pinned by them.
+        let mut temps = built.temps.clone();
+        temps.push(temp);
+        if let Err(e) = self.blocks.pin_with_temps(
+            &commit_cid,
+            &format!("dataset:{}", self.name),
+            &mut [commit_cid, built.root].into_iter(),
+            &temps,
+        ) {
+            self.release_temp(temp);
+            return Err(DsError::block(e));
+        }
+        // Blocks, pins and journal durable before HEAD names them.
+        self.sync_store()?;
+        let text = format!("{commit_cid}\n{jseq}\n");
+        super::write_atomic(&self.dir.join("HEAD"), text.as_bytes(), true).map_err(DsError::io)?;
+        Ok(commit_cid)
     }
+}
+
+/// Zeros: a run of whole zero chunks is one leaf.
+fn write_zeros(w: &mut FileWriter, mut n: u64) {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        w.write(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+fn new_staged(base: Vec<Leaf>, base_len: u64) -> Staged {
+    Staged {
+        file: StageBuf::new(),
+        size: base_len,
+        base,
+        base_len,
+        dirty: false,
+        generation: 0,
+    }
+}
+
+/// Takes `name` out of the live directory `parent`; an open file lives on unnamed until its
+/// last close, as on any filesystem.
+fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) {
+    let Some(id) = (match &mut st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+        Some(Body::Dir { children }) => children.remove(name),
+        _ => None,
+    }) else {
+        return;
+    };
+    let open = matches!(st.nodes[&id].body, Body::File { writers, .. } if writers > 0);
+    if open {
+        st.nodes.get_mut(&id).expect("node").parent = 0;
+    } else {
+        // A directory is empty here (rmdir checked); drop the node.
+        st.nodes.remove(&id);
+    }
+}
+
+/// The path of a linked node, as components; `None` once unlinked.
+fn path_components(st: &State, mut id: NodeId) -> Option<DsPath> {
+    let mut parts = Vec::new();
+    while id != ROOT_NODE {
+        let n = st.nodes.get(&id)?;
+        if n.parent == 0 {
+            return None;
+        }
+        parts.push(n.name.clone());
+        id = n.parent;
+    }
+    parts.reverse();
+    Some(parts)
+}
+
+fn path_components_dir(st: &State, id: NodeId) -> Option<DsPath> {
+    path_components(st, id)
+}
+
+/// Builds the live nodes from the closed tree (at load, after a replay).
+fn live_from_closed(st: &mut State, time: SystemTime) {
+    st.nodes.clear();
+    st.nodes.insert(
+        ROOT_NODE,
+        WNode {
+            parent: ROOT_NODE,
+            name: Vec::new(),
+            body: Body::Dir {
+                children: BTreeMap::new(),
+            },
+            mode: 0o755,
+            mtime: time,
+            explicit_meta: false,
+        },
+    );
+    let mut next = ROOT_NODE + 1;
+    let mut stack: Vec<(NodeId, &ClosedDir, String)> = vec![(ROOT_NODE, &st.closed.root, String::new())];
+    let mut made: Vec<(NodeId, NodeId, Vec<u8>, Body, u32, String)> = Vec::new();
+    while let Some((id, dir, prefix)) = stack.pop() {
+        for (name, e) in &dir.entries {
+            let child = next;
+            next += 1;
+            let key = if prefix.is_empty() {
+                String::from_utf8_lossy(name).into_owned()
+            } else {
+                format!("{prefix}/{}", String::from_utf8_lossy(name))
+            };
+            let (body, mode) = match e {
+                closed::Entry::Dir(d) => {
+                    stack.push((child, d, key.clone()));
+                    (
+                        Body::Dir {
+                            children: BTreeMap::new(),
+                        },
+                        0o755,
+                    )
+                }
+                closed::Entry::Leaf(ClosedLeaf {
+                    kind: LeafKind::File,
+                    cid,
+                    size,
+                    tsize,
+                    ..
+                }) => (
+                    Body::File {
+                        sealed: Some(Sealed {
+                            cid: *cid,
+                            size: *size,
+                            tsize: *tsize,
+                        }),
+                        staged: None,
+                        writers: 0,
+                    },
+                    0o644,
+                ),
+                closed::Entry::Leaf(l) => (
+                    Body::Symlink {
+                        target: l.target.clone(),
+                        cid: l.cid,
+                    },
+                    0o777,
+                ),
+            };
+            made.push((id, child, name.clone(), body, mode, key));
+        }
+    }
+    for (parent, id, name, body, mode, key) in made {
+        let meta = st.closed.meta.get(&key).copied();
+        if let Some(Body::Dir { children }) = st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+            children.insert(name.clone(), id);
+        }
+        st.nodes.insert(
+            id,
+            WNode {
+                parent,
+                name,
+                body,
+                mode: meta.map(|m| m.mode).unwrap_or(mode),
+                mtime: meta
+                    .map(|m| UNIX_EPOCH + Duration::from_secs(m.mtime.max(0) as u64))
+                    .unwrap_or(time),
+                explicit_meta: meta.is_some(),
+            },
+        );
+    }
+    st.next_id = next;
+}
+
+/// The closed tree of a committed root, from local blocks.
+fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
+    let mut top = ClosedDir::loaded((*root, 0));
+    // Explicit stack of (path from the top, cid) of directories still to read.
+    let mut pending: Vec<(Vec<Vec<u8>>, Cid)> = vec![(Vec::new(), *root)];
+    while let Some((path, cid)) = pending.pop() {
+        let mut entries = BTreeMap::new();
+        for (name, child, tsize) in dir_entries(blocks, &cid)? {
+            let block = blocks
+                .get_local(&child)?
+                .ok_or_else(|| anyhow::anyhow!("block {child} missing"))?;
+            let entry = match unixfs::decode_node_shared(&child, &block)? {
+                Node::Directory(_) | Node::HamtShard(_) => {
+                    let mut p = path.clone();
+                    p.push(name.clone());
+                    pending.push((p, child));
+                    closed::Entry::Dir(ClosedDir::loaded((child, tsize)))
+                }
+                Node::Symlink(s) => closed::Entry::Leaf(ClosedLeaf {
+                    kind: LeafKind::Symlink,
+                    cid: child,
+                    size: 0,
+                    tsize,
+                    target: s.target,
+                    temp: None,
+                }),
+                Node::File(f) => closed::Entry::Leaf(ClosedLeaf {
+                    kind: LeafKind::File,
+                    cid: child,
+                    size: f.size,
+                    tsize,
+                    target: Vec::new(),
+                    temp: None,
+                }),
+                Node::Document(d) => closed::Entry::Leaf(ClosedLeaf {
+                    kind: LeafKind::File,
+                    cid: child,
+                    size: d.json.len() as u64,
+                    tsize,
+                    target: Vec::new(),
+                    temp: None,
+                }),
+            };
+            entries.insert(name, entry);
+        }
+        let mut dir = &mut top;
+        for c in &path {
+            match dir.entries.get_mut(c) {
+                Some(closed::Entry::Dir(d)) => dir = d,
+                _ => anyhow::bail!("directory walk lost its way"),
+            }
+        }
+        dir.entries = entries;
+    }
+    Ok(top)
 }
 
 /// A staged file's state at the start of a seal.
@@ -1159,6 +1533,11 @@ impl Snapshot {
             generation: s.generation,
         })
     }
+
+    /// Whether the snapshot reads the live staging file (writes during a seal show through).
+    fn shares_file(&self) -> bool {
+        matches!(self.file, StageBuf::File(_))
+    }
 }
 
 /// What a read of a dataset file should serve.
@@ -1167,85 +1546,41 @@ pub enum ReadFrom {
     Sealed { cid: Cid, size: u64 },
 }
 
-fn path_of(st: &State, mut id: NodeId) -> String {
-    let mut parts = Vec::new();
-    while id != ROOT_NODE {
-        let Some(n) = st.nodes.get(&id) else { break };
-        parts.push(String::from_utf8_lossy(&n.name).into_owned());
-        if n.parent == id || n.parent == 0 {
-            break;
-        }
-        id = n.parent;
+/// Turns a tail-only staged file into a whole one (a write or truncate before the tail); only
+/// the bytes below `keep` are needed (a truncate drops the rest).
+fn materialize(
+    blocks: &BlockService,
+    sealed: &Sealed,
+    s: &mut Staged,
+    spill: &dyn Fn() -> std::io::Result<std::fs::File>,
+    keep: u64,
+) -> Result<(), DsError> {
+    if s.base_len == 0 {
+        return Ok(());
     }
-    parts.reverse();
-    parts.join("/")
-}
-
-/// Marks a directory and its ancestors as needing a rebuild.
-fn invalidate(st: &mut State, mut id: NodeId) {
-    loop {
-        let Some(n) = st.nodes.get_mut(&id) else {
-            return;
-        };
-        if let Body::Dir { built, .. } = &mut n.body {
-            *built = None;
-        }
-        if id == ROOT_NODE || n.parent == 0 {
-            return;
-        }
-        id = n.parent;
+    let head_len = s.base_len.min(keep);
+    let tail = if keep > s.base_len {
+        s.file.read_all().map_err(DsError::io)?
+    } else {
+        Vec::new()
+    };
+    let mut file = StageBuf::new();
+    // The reused leaves' bytes, a chunk at a time (a file may be far larger than memory).
+    let step = 16u64 << 20;
+    let mut pos = 0;
+    while pos < head_len {
+        let end = (pos + step).min(head_len);
+        let bytes = read_sealed(blocks, &sealed.cid, pos, end)?;
+        file.write_all_at(&bytes, pos, spill).map_err(DsError::io)?;
+        pos = end;
     }
-}
-
-/// Builds `id` and every unbuilt directory below it, children first (explicit stack).
-fn build_dir(
-    st: &mut State,
-    id: NodeId,
-    profile: &ImportProfile,
-    out: &mut Vec<(Cid, Bytes)>,
-) -> Result<Sealed, DsError> {
-    let mut stack = vec![(id, false)];
-    while let Some((dir, expanded)) = stack.pop() {
-        let Body::Dir { children, built } = &st.nodes[&dir].body else {
-            continue;
-        };
-        if built.is_some() {
-            continue;
-        }
-        if !expanded {
-            stack.push((dir, true));
-            for child in children.values() {
-                if matches!(st.nodes[child].body, Body::Dir { built: None, .. }) {
-                    stack.push((*child, false));
-                }
-            }
-            continue;
-        }
-        let entries: Vec<(Vec<u8>, Cid, u64)> = children
-            .iter()
-            .map(|(name, child)| {
-                let s = match &st.nodes[child].body {
-                    Body::Dir { built, .. } => built.expect("children built first"),
-                    Body::File { sealed, .. } => *sealed,
-                    Body::Symlink { built, .. } => *built,
-                };
-                (name.clone(), s.cid, s.tsize)
-            })
-            .collect();
-        let b = build_directory_auto(&entries, profile);
-        out.extend(b.blocks);
-        if let Body::Dir { built, .. } = &mut st.nodes.get_mut(&dir).expect("dir").body {
-            *built = Some(Sealed {
-                cid: b.root,
-                size: 0,
-                tsize: b.tsize,
-            });
-        }
+    if !tail.is_empty() {
+        file.write_all_at(&tail, s.base_len, spill).map_err(DsError::io)?;
     }
-    match &st.nodes[&id].body {
-        Body::Dir { built: Some(b), .. } => Ok(*b),
-        _ => Err(DsError::Io("directory build failed".into())),
-    }
+    s.file = file;
+    s.base.clear();
+    s.base_len = 0;
+    Ok(())
 }
 
 /// The entries (name, cid, tsize) of a UnixFS directory or HAMT whose blocks are local.
@@ -1390,24 +1725,3 @@ fn read_sealed(blocks: &BlockService, root: &Cid, from: u64, to: u64) -> Result<
     Ok(out)
 }
 
-/// Turns a tail-only staged file into a whole one (a write or truncate before the tail).
-fn materialize(
-    blocks: &BlockService,
-    sealed: &Sealed,
-    s: &mut Staged,
-    spill: &dyn Fn() -> std::io::Result<std::fs::File>,
-) -> Result<(), DsError> {
-    if s.base_len == 0 {
-        return Ok(());
-    }
-    let head = read_sealed(blocks, &sealed.cid, 0, s.base_len)?;
-    let tail = s.file.read_all().map_err(DsError::io)?;
-    s.file = StageBuf::new();
-    s.file.write_all_at(&head, 0, spill).map_err(DsError::io)?;
-    s.file
-        .write_all_at(&tail, head.len() as u64, spill)
-        .map_err(DsError::io)?;
-    s.base.clear();
-    s.base_len = 0;
-    Ok(())
-}

@@ -132,12 +132,13 @@ impl Names {
     pub fn start_publisher(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
         let this = self.clone();
         rt.spawn(async move {
+            let mut commits = this.datasets.subscribe_commits();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = crate::datasets::COMMITTED.notified() => {}
+                    _ = commits.changed() => {}
                 }
                 let me = this.clone();
                 let pushes = tokio::task::spawn_blocking(move || me.publish_changed(false))

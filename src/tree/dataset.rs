@@ -168,7 +168,15 @@ impl Tree {
         Ok(ds.write(node, offset, data)? as u32)
     }
 
-    /// `close` (flush) and `fsync`: seal and commit, reporting errors to the caller.
+    /// Whether the handle may write a dataset file (its close seals).
+    pub fn is_writer(&self, fh: u64) -> bool {
+        self.handles
+            .read()
+            .get(&fh)
+            .is_some_and(|h| h.writer.is_some())
+    }
+
+    /// `close` (flush) and `fsync`: seal and journal, reporting errors to the caller.
     pub fn flush(&self, fh: u64) -> Result<()> {
         let handle = self.handles.read().get(&fh).cloned();
         if let Some((ds, node)) = handle.and_then(|h| h.writer.clone()) {

@@ -403,13 +403,17 @@ impl Tree {
                 return Err(Error::NotFound(format!("/ipns/{}", name.to_string_lossy())))
             }
             NodeKind::DatasetsRoot => {
-                let ds = self
-                    .datasets
-                    .as_ref()
-                    .and_then(|d| d.get(&name.to_string_lossy()))
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("/datasets/{}", name.to_string_lossy()))
-                    })?;
+                let text = name.to_string_lossy();
+                let sets = self.datasets.as_ref();
+                if let Some(reason) = sets.and_then(|d| d.damaged(&text)) {
+                    // It exists, but cannot be read: EIO (and mkdir gives EEXIST).
+                    return Err(Error::Dataset(crate::datasets::DsError::Io(format!(
+                        "dataset {text} is damaged: {reason}"
+                    ))));
+                }
+                let ds = sets
+                    .and_then(|d| d.get(&text))
+                    .ok_or_else(|| Error::NotFound(format!("/datasets/{text}")))?;
                 return self.dataset_entry(parent, name_bytes, ds, ROOT_NODE);
             }
             NodeKind::Dataset(ds, node) => {
@@ -1122,19 +1126,17 @@ impl Tree {
             (NodeKind::Content(c), n) if n == XATTR_CID.as_bytes() => {
                 Ok(c.cid.to_string().into_bytes())
             }
-            (NodeKind::Dataset(ds, node), n) if n == XATTR_CID.as_bytes() => {
-                let cid = if *node == ROOT_NODE {
-                    ds.root_cid()
-                } else {
-                    ds.attr(*node)?.cid
-                };
-                cid.map(|c| c.to_string().into_bytes())
-                    .ok_or(Error::NoAttribute)
-            }
-            (NodeKind::Dataset(ds, ROOT_NODE), n) if n == XATTR_COMMIT.as_bytes() => ds
-                .head()
+            // A directory's CID is that of what its reader sees: pending changes commit first.
+            (NodeKind::Dataset(ds, node), n) if n == XATTR_CID.as_bytes() => ds
+                .cid_of(*node)?
                 .map(|c| c.to_string().into_bytes())
                 .ok_or(Error::NoAttribute),
+            (NodeKind::Dataset(ds, ROOT_NODE), n) if n == XATTR_COMMIT.as_bytes() => {
+                ds.cid_of(ROOT_NODE)?;
+                ds.head()
+                    .map(|c| c.to_string().into_bytes())
+                    .ok_or(Error::NoAttribute)
+            }
             (NodeKind::Dataset(ds, ROOT_NODE), n) if n == XATTR_NAME.as_bytes() => self
                 .names
                 .get()

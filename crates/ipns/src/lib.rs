@@ -21,6 +21,12 @@ mod record;
 mod rfc3339;
 
 pub use name::{Name, LIBP2P_KEY_CODEC, ROUTING_KEY_PREFIX};
+/// A time as RFC 3339 text in UTC (`2026-12-05T20:01:36.5Z`), as IPNS records write it; `None`
+/// before 1970 or past year 9999.
+pub fn format_rfc3339(t: std::time::SystemTime) -> Option<String> {
+    rfc3339::format(rfc3339::from_system_time(t)?)
+}
+
 pub use record::{
     better, compare, create, validate, Record, MAX_RECORD_BYTES, SIGNATURE_V2_PREFIX,
 };
