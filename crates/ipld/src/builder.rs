@@ -14,6 +14,10 @@
 //! Leaves are grouped `max_links` at a time into interior nodes, level after level, until one
 //! node remains; that is the shape go-unixfs's balanced builder produces (it fills the leftmost
 //! subtrees completely before starting the next). A file of a single chunk is the leaf itself.
+//! [`FileWriter`] streams bytes into this layout. It keeps the leaves run-length encoded and
+//! builds every level over runs: a run of identical chunks (a hole, see
+//! [`FileWriter::write_zeros`]) is one leaf hashed once, and `max_links` identical children are
+//! one interior node hashed once, so a sparse file costs its distinct blocks, not its size.
 //!
 //! Directories ([`build_directory_auto`]) are plain UnixFS directories while their size
 //! estimate stays under the profile's threshold, and HAMT-sharded directories above it:
