@@ -797,6 +797,9 @@ mod tests {
             let start = Instant::now();
             let mut w = FileWriter::new(&p);
             w.write_zeros(1 << 40);
+            // one run, whatever the size
+            assert_eq!(w.runs().len(), 1);
+            assert_eq!(w.len(), 1 << 40);
             let root = w.finish();
             let blocks = w.take_blocks();
             let took = start.elapsed();
