@@ -48,7 +48,7 @@ mod tests {
         // The old version's 20 full leaves, then the appended bytes.
         let mut old = FileWriter::new(&p);
         old.write(&data[..20_000]);
-        let leaves: Vec<Leaf> = old.leaves().to_vec();
+        let leaves: Vec<Leaf> = old.leaves().collect();
         let mut again = FileWriter::new(&p);
         for l in leaves {
             again.push_leaf(l);

@@ -14,6 +14,10 @@
 //! Leaves are grouped `max_links` at a time into interior nodes, level after level, until one
 //! node remains; that is the shape go-unixfs's balanced builder produces (it fills the leftmost
 //! subtrees completely before starting the next). A file of a single chunk is the leaf itself.
+//! [`FileWriter`] streams bytes into this layout. It keeps the leaves run-length encoded and
+//! builds every level over runs: a run of identical chunks (a hole, see
+//! [`FileWriter::write_zeros`]) is one leaf hashed once, and `max_links` identical children are
+//! one interior node hashed once, so a sparse file costs its distinct blocks, not its size.
 //!
 //! Directories ([`build_directory_auto`]) are plain UnixFS directories while their size
 //! estimate stays under the profile's threshold, and HAMT-sharded directories above it:
@@ -172,7 +176,7 @@ pub struct Built {
 }
 
 /// A leaf or subtree as its parent links to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Leaf {
     pub cid: Cid,
     /// File bytes it holds.
@@ -181,7 +185,9 @@ pub struct Leaf {
     pub tsize: u64,
 }
 
-/// Builds a file with the profile's chunker and the balanced layout.
+/// Builds a file with the profile's chunker and the balanced layout. `blocks` holds every
+/// block of the DAG once (a block used several times, like a chunk of zeros, appears once),
+/// in the order they were made: leaves first, the root last.
 pub fn build_file(data: &[u8], profile: &ImportProfile) -> Built {
     let mut w = FileWriter::new(profile);
     w.write(data);
@@ -194,130 +200,10 @@ pub fn build_file(data: &[u8], profile: &ImportProfile) -> Built {
     }
 }
 
-/// Streaming file import: bytes in as they come, fixed-size chunks, balanced DAG out, without
-/// holding the file in memory. Full-chunk leaves of an earlier version can be pushed as they
-/// are (an append reuses them); the root CID is the same as importing all the bytes anew.
-pub struct FileWriter<'p> {
-    profile: &'p ImportProfile,
-    pending: Vec<u8>,
-    leaves: Vec<Leaf>,
-    /// New blocks not yet handed out by [`FileWriter::take_blocks`].
-    blocks: Vec<(Cid, Bytes)>,
-}
-
-impl<'p> FileWriter<'p> {
-    pub fn new(profile: &'p ImportProfile) -> Self {
-        FileWriter {
-            profile,
-            pending: Vec::with_capacity(profile.chunk_size),
-            leaves: Vec::new(),
-            blocks: Vec::new(),
-        }
-    }
-
-    /// Reuses a full-chunk leaf of an earlier version. Only valid before any bytes were written.
-    pub fn push_leaf(&mut self, leaf: Leaf) {
-        debug_assert!(self.pending.is_empty());
-        self.leaves.push(leaf);
-    }
-
-    pub fn write(&mut self, mut data: &[u8]) {
-        let chunk = self.profile.chunk_size.max(1);
-        while !data.is_empty() {
-            let n = (chunk - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.pending.len() == chunk {
-                let full = std::mem::replace(&mut self.pending, Vec::with_capacity(chunk));
-                self.emit_leaf(&full);
-            }
-        }
-    }
-
-    /// Blocks made so far, to be stored while the import continues (keeps memory flat).
-    pub fn take_blocks(&mut self) -> Vec<(Cid, Bytes)> {
-        std::mem::take(&mut self.blocks)
-    }
-
-    /// The leaves so far, in file order.
-    pub fn leaves(&self) -> &[Leaf] {
-        &self.leaves
-    }
-
-    fn emit_leaf(&mut self, chunk: &[u8]) {
-        let p = self.profile;
-        let leaf = if p.raw_leaves {
-            let cid = cids::compute(Version::V1, codec::RAW, p.hash, chunk)
-                .expect("profile hash is supported");
-            self.blocks.push((cid, Bytes::copy_from_slice(chunk)));
-            Leaf {
-                cid,
-                size: chunk.len() as u64,
-                tsize: chunk.len() as u64,
-            }
-        } else {
-            let mut meta = UnixFsData::new(DataType::File);
-            meta.filesize = Some(chunk.len() as u64);
-            if !chunk.is_empty() {
-                meta.data = Some(Bytes::copy_from_slice(chunk));
-            }
-            let block = dagpb::encode(&PbNode {
-                links: Vec::new(),
-                data: Some(crate::unixfs::encode_data(&meta).into()),
-            });
-            let cid = p.pb_cid(&block);
-            let tsize = block.len() as u64;
-            self.blocks.push((cid, block.into()));
-            Leaf {
-                cid,
-                size: chunk.len() as u64,
-                tsize,
-            }
-        };
-        self.leaves.push(leaf);
-    }
-
-    /// Ends the file: the root (the remaining new blocks come from `take_blocks`). A file of one
-    /// chunk is that leaf itself.
-    pub fn finish(&mut self) -> Leaf {
-        if !self.pending.is_empty() || self.leaves.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            self.emit_leaf(&rest);
-        }
-        let mut level = std::mem::take(&mut self.leaves);
-        while level.len() > 1 {
-            let groups: Vec<Vec<Leaf>> = level
-                .chunks(self.profile.max_links.max(2))
-                .map(|g| g.to_vec())
-                .collect();
-            level = groups.iter().map(|g| self.interior(g)).collect();
-        }
-        level[0]
-    }
-
-    fn interior(&mut self, children: &[Leaf]) -> Leaf {
-        let mut meta = UnixFsData::new(DataType::File);
-        let size: u64 = children.iter().map(|c| c.size).sum();
-        meta.filesize = Some(size);
-        meta.blocksizes = children.iter().map(|c| c.size).collect();
-        let links = children
-            .iter()
-            .map(|c| PbLink {
-                cid: c.cid,
-                name: Some(Vec::new()),
-                tsize: Some(c.tsize),
-            })
-            .collect();
-        let block = dagpb::encode(&PbNode {
-            links,
-            data: Some(crate::unixfs::encode_data(&meta).into()),
-        });
-        let cid = self.profile.pb_cid(&block);
-        let tsize = block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>();
-        self.blocks.push((cid, block.into()));
-        Leaf { cid, size, tsize }
-    }
-}
+// The streaming writer lives in its own file (src/filewriter.rs), as a child of this module.
+#[path = "filewriter.rs"]
+mod filewriter;
+pub use filewriter::FileWriter;
 
 /// A plain (unsharded) directory of `(name, cid, tsize)` entries, sorted by name bytes as
 /// go-unixfs and js-unixfs sort them.
