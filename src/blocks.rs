@@ -13,7 +13,7 @@ use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
 use ipfs_mount_ipld::cids;
-use ipfs_mount_store::{BlockStore, StoreError};
+use ipfs_mount_store::{BlockStore, StoreError, StoreStats, TempPinId};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -277,6 +277,83 @@ impl BlockService {
             .map_err(|e| BlockError::store(cid, e))?;
         self.memory.insert(cids::multihash_key(cid), data);
         Ok(())
+    }
+
+    /// A new temporary pin owned by `owner` (e.g. `"dataset:sales"`, `"import"`): blocks put
+    /// through it with [`BlockService::put_temp`] are protected from eviction from their first byte
+    /// until it is released or turned into a pin ([`BlockService::pin_with_temps`]). It survives a
+    /// crash; [`BlockService::release_temp_owner`] frees what a crashed run left.
+    pub fn temp_pin(&self, owner: &str) -> Result<TempPinId, StoreError> {
+        self.store.temp_pin(owner)
+    }
+
+    /// Stores blocks whose bytes the caller has already verified (or computed) against their CIDs
+    /// and adds them to the temporary pin `pin`, with no moment at which they are evictable. Also
+    /// makes them readable from the memory cache, like [`BlockService::put_verified`].
+    pub fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError> {
+        self.store.put_temp(pin, blocks)?;
+        for (cid, data) in blocks {
+            if cids::identity_data(cid).is_none() {
+                self.memory.insert(cids::multihash_key(cid), data.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds blocks (present or not, e.g. reused leaves) to the temporary pin `pin`.
+    pub fn temp_pin_add(
+        &self,
+        pin: TempPinId,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError> {
+        self.store.temp_pin_add(pin, blocks)
+    }
+
+    /// Releases a temporary pin (its blocks become ordinary cache); `false` if it was unknown.
+    pub fn release_temp(&self, pin: TempPinId) -> Result<bool, StoreError> {
+        self.store.release_temp(pin)
+    }
+
+    /// Releases every temporary pin of `owner`; returns how many.
+    pub fn release_temp_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.store.release_temp_owner(owner)
+    }
+
+    /// The temporary pins of `owner` still held.
+    pub fn temp_pins(&self, owner: &str) -> Result<Vec<TempPinId>, StoreError> {
+        self.store.temp_pins(owner)
+    }
+
+    /// Pins `root` with `blocks` plus the blocks of the temporary pins `temps`, and releases
+    /// them, in one store transaction.
+    pub fn pin_with_temps(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+        temps: &[TempPinId],
+    ) -> Result<(), StoreError> {
+        self.store.pin_with_temps(root, label, blocks, temps)
+    }
+
+    /// Pins `root` and `blocks` (its DAG, computed by the caller).
+    pub fn pin(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError> {
+        self.store.pin(root, label, blocks)
+    }
+
+    /// Removes the pin of `root`; `false` if there was none.
+    pub fn unpin(&self, root: &Cid) -> Result<bool, StoreError> {
+        self.store.unpin(root)
+    }
+
+    /// The store's totals.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.store.stats()
     }
 
     /// Fetch many blocks of a DAG in one request (a CAR stream), verifying and storing each as
