@@ -1,8 +1,13 @@
 //! `ipfs-mount import` and `ipfs-mount export`: CAR files in and out of the store.
 //!
 //! Import streams each CAR through the incremental decoder, verifies every block against its
-//! CID, stores blocks in batches and pins each root with the blocks the CAR brought. A block
-//! that fails verification stops that CAR's import and nothing of it is pinned.
+//! CID, stores blocks in batches and pins each root with the blocks the CAR brought. Every
+//! block is stored through one temporary pin (owner [`IMPORT_TEMP_OWNER`]), so nothing of the
+//! import can be evicted before the roots are pinned, even for a CAR far larger than the cache;
+//! the last root's pin takes over the temporary pin in the same store transaction. A block
+//! that fails verification stops that CAR's import, nothing of it is pinned and the temporary
+//! pin is released (its blocks become ordinary cache). The temporary pins of an import that
+//! crashed are released the next time the store is opened ([`release_leftovers`]).
 //! Export walks the DAG depth-first from the root and writes a CARv1 with each block once.
 
 use std::collections::HashSet;
@@ -15,7 +20,7 @@ use bytes::Bytes;
 use cid::Cid;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipfs_mount_ipld::{car, cids, codec, dagpb};
-use ipfs_mount_store::{BlockStore, StoreError};
+use ipfs_mount_store::{BlockStore, StoreError, TempPinId};
 
 use crate::blocks::BlockService;
 use crate::cli::{NetArgs, StoreArgs};
@@ -23,6 +28,22 @@ use crate::control;
 use crate::mount::{fetchers, open_store};
 
 const BATCH: usize = 256;
+
+/// Owner of the temporary pins of imports.
+pub const IMPORT_TEMP_OWNER: &str = "import";
+
+/// Releases the temporary pins that an import which did not finish (a crash, a kill) left in the
+/// store. Call right after opening the store, before any import of this process starts.
+pub fn release_leftovers(store: &dyn BlockStore) -> Result<u64, StoreError> {
+    let n = store.release_temp_owner(IMPORT_TEMP_OWNER)?;
+    if n > 0 {
+        tracing::info!(
+            temp_pins = n,
+            "released the temporary pins of an unfinished import"
+        );
+    }
+    Ok(n)
+}
 
 fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
@@ -99,6 +120,22 @@ fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<ipfs_mount_store:
 
 /// Imports one CAR; returns its roots.
 pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
+    let temp = store
+        .temp_pin(IMPORT_TEMP_OWNER)
+        .context("creating the import's temporary pin")?;
+    let result = import_into(store, path, temp);
+    if result.is_err() {
+        // Nothing is pinned: what was stored becomes ordinary cache.
+        if let Err(e) = store.release_temp(temp) {
+            tracing::warn!("cannot release the temporary pin of a failed import: {e}");
+        }
+    }
+    result
+}
+
+/// [`import_one`] with every block stored through the temporary pin `temp`, which the last
+/// root's pin takes over.
+fn import_into(store: &dyn BlockStore, path: &Path, temp: TempPinId) -> Result<Vec<Cid>> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().ok().map(|m| m.len());
@@ -127,7 +164,7 @@ pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
                 batch.push((cid, data));
             }
             if batch.len() >= BATCH {
-                store.put_many(&batch).context("storing blocks")?;
+                store.put_temp(temp, &batch).context("storing blocks")?;
                 batch.clear();
             }
         }
@@ -136,17 +173,32 @@ pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
         .finish()
         .map_err(|e| anyhow!("malformed or truncated CAR: {e}"))?;
     if !batch.is_empty() {
-        store.put_many(&batch).context("storing blocks")?;
+        store.put_temp(temp, &batch).context("storing blocks")?;
     }
     pb.finish_and_clear();
     let roots = decoder
         .header()
         .map(|h| h.roots.clone())
         .unwrap_or_default();
-    for root in &roots {
-        store
-            .pin(root, "import", &mut seen.iter().copied())
-            .with_context(|| format!("pinning {root}"))?;
+    // Every root is pinned with the blocks the CAR brought, while the temporary pin still holds
+    // them; the last pin takes the temporary pin over in one transaction.
+    match roots.split_last() {
+        Some((last, rest)) => {
+            for root in rest {
+                store
+                    .pin(root, "import", &mut seen.iter().copied())
+                    .with_context(|| format!("pinning {root}"))?;
+            }
+            store
+                .pin_with_temps(last, "import", &mut seen.iter().copied(), &[temp])
+                .with_context(|| format!("pinning {last}"))?;
+        }
+        None => {
+            // A CAR without roots pins nothing: its blocks are ordinary cache, as before.
+            store
+                .release_temp(temp)
+                .context("releasing the import's temporary pin")?;
+        }
     }
     tracing::info!(blocks = seen.len(), "imported {}", path.display());
     Ok(roots)
