@@ -1101,6 +1101,10 @@ impl BlockStore for DiskStore {
     }
 
     fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<()> {
+        // Refuse an unknown id before touching or writing anything (checked again under the lock at commit).
+        if !temp_exists(&self.index.lock().conn, pin)? {
+            return Err(StoreError::UnknownTempPin(pin));
+        }
         let mut seen: HashSet<Key> = HashSet::new();
         let mut items: Vec<(Key, &Bytes)> = Vec::new();
         for (cid, data) in blocks {
