@@ -71,3 +71,28 @@ impl From<rusqlite::Error> for StoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disk_errors_become_no_space() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = StoreError::io("/s/blocks/AB/X.data.tmp", io::Error::from_raw_os_error(errno));
+            assert!(e.is_no_space(), "{e:?}");
+            assert_eq!(e.errno(), libc::ENOSPC);
+            assert!(e.to_string().contains("/s/blocks/AB/X.data.tmp"), "{e}");
+        }
+        let e = StoreError::io("/s/x", io::Error::from_raw_os_error(libc::EACCES));
+        assert!(!e.is_no_space());
+        assert_eq!(e.errno(), libc::EACCES);
+        let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        let e = StoreError::from(full);
+        assert!(e.is_no_space(), "{e:?}");
+        assert_eq!(e.errno(), libc::ENOSPC);
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        assert!(matches!(StoreError::from(busy), StoreError::Sqlite(_)));
+        assert_eq!(StoreError::UnknownTempPin(3).errno(), libc::EIO);
+    }
+}
