@@ -508,3 +508,57 @@ impl Drop for InflightGuard<'_> {
         self.service.inflight.lock().remove(self.key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipfs_mount_store::MemoryStore;
+
+    fn raw(i: u8, len: usize) -> (Cid, Bytes) {
+        let data = Bytes::from(vec![i; len]);
+        let mh = cid::multihash::Multihash::wrap(0x12, &sha2_256(&data)).unwrap();
+        (Cid::new_v1(0x55, mh), data)
+    }
+
+    fn sha2_256(data: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(data).into()
+    }
+
+    /// The thin temporary-pin methods reach the store and keep the memory cache in step.
+    #[test]
+    fn temp_pins_through_the_service() {
+        let store: Arc<dyn BlockStore> = Arc::new(MemoryStore::new(1000));
+        let service = BlockService::new(store.clone(), Vec::new(), true, 1 << 20);
+        let blocks: Vec<(Cid, Bytes)> = (0..8).map(|i| raw(i, 400)).collect();
+        let t = service.temp_pin("dataset:t").unwrap();
+        service.put_temp(t, &blocks[..4]).unwrap();
+        service
+            .temp_pin_add(t, &mut blocks[4..6].iter().map(|b| b.0))
+            .unwrap();
+        assert_eq!(service.temp_pins("dataset:t").unwrap(), vec![t]);
+        // readable from memory at once, protected in the store
+        for (c, d) in &blocks[..4] {
+            assert_eq!(service.get_local(c).unwrap().as_ref(), Some(d));
+            assert!(store.is_pinned(c).unwrap());
+        }
+        let st = service.stats().unwrap();
+        assert_eq!((st.temp_pinned_bytes, st.pinned_bytes), (1600, 1600));
+        let root = blocks[7].0;
+        service
+            .pin_with_temps(&root, "v1", &mut std::iter::once(blocks[6].0), &[t])
+            .unwrap();
+        assert!(service.temp_pins("dataset:t").unwrap().is_empty());
+        assert_eq!(store.pins().unwrap()[0].blocks, 8);
+        assert!(service.unpin(&root).unwrap());
+        service
+            .pin(&root, "v2", &mut std::iter::once(blocks[0].0))
+            .unwrap();
+        assert!(store.is_pinned(&blocks[0].0).unwrap());
+        let t2 = service.temp_pin("dataset:t").unwrap();
+        assert!(service.release_temp(t2).unwrap());
+        assert!(!service.release_temp(t2).unwrap());
+        service.temp_pin("dataset:t").unwrap();
+        assert_eq!(service.release_temp_owner("dataset:t").unwrap(), 1);
+    }
+}
