@@ -265,24 +265,24 @@ impl BlockStore for AnnouncingStore {
         blocks: &mut dyn Iterator<Item = Cid>,
         temps: &[ipfs_mount_store::TempPinId],
     ) -> Result<(), ipfs_mount_store::StoreError> {
-        // Announced like a pin: the root, the blocks given, then those put into the temporary pins.
+        // Announced like a pin: the root, the blocks given, then those put into the temporary
+        // pins, each multihash once.
         let mut announced = vec![*root];
-        let mut tee = blocks.inspect(|c| {
-            if announced.len() < MAX_ANNOUNCED_PER_PIN && c != root {
-                announced.push(*c);
+        let mut keys: std::collections::HashSet<Vec<u8>> =
+            std::iter::once(root.hash().to_bytes()).collect();
+        let mut add = |c: Cid| {
+            if announced.len() < MAX_ANNOUNCED_PER_PIN && keys.insert(c.hash().to_bytes()) {
+                announced.push(c);
             }
-        });
+        };
+        let mut tee = blocks.inspect(|c| add(*c));
         self.inner.pin_with_temps(root, label, &mut tee, temps)?;
-        {
+        let remembered: Vec<Vec<Cid>> = {
             let mut map = self.temp_cids.lock();
-            for id in temps {
-                for c in map.remove(id).unwrap_or_default() {
-                    if announced.len() >= MAX_ANNOUNCED_PER_PIN {
-                        break;
-                    }
-                    announced.push(c);
-                }
-            }
+            temps.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for c in remembered.into_iter().flatten() {
+            add(c);
         }
         self.node.provide(announced);
         Ok(())
