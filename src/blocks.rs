@@ -13,7 +13,7 @@ use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
 use ipfs_mount_ipld::cids;
-use ipfs_mount_store::{BlockStore, StoreError};
+use ipfs_mount_store::{BlockStore, StoreError, StoreStats, TempPinId};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -279,6 +279,83 @@ impl BlockService {
         Ok(())
     }
 
+    /// A new temporary pin owned by `owner` (e.g. `"dataset:sales"`, `"import"`): blocks put
+    /// through it with [`BlockService::put_temp`] are protected from eviction from their first byte
+    /// until it is released or turned into a pin ([`BlockService::pin_with_temps`]). It survives a
+    /// crash; [`BlockService::release_temp_owner`] frees what a crashed run left.
+    pub fn temp_pin(&self, owner: &str) -> Result<TempPinId, StoreError> {
+        self.store.temp_pin(owner)
+    }
+
+    /// Stores blocks whose bytes the caller has already verified (or computed) against their CIDs
+    /// and adds them to the temporary pin `pin`, with no moment at which they are evictable. Also
+    /// makes them readable from the memory cache, like [`BlockService::put_verified`].
+    pub fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError> {
+        self.store.put_temp(pin, blocks)?;
+        for (cid, data) in blocks {
+            if cids::identity_data(cid).is_none() {
+                self.memory.insert(cids::multihash_key(cid), data.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds blocks (present or not, e.g. reused leaves) to the temporary pin `pin`.
+    pub fn temp_pin_add(
+        &self,
+        pin: TempPinId,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError> {
+        self.store.temp_pin_add(pin, blocks)
+    }
+
+    /// Releases a temporary pin (its blocks become ordinary cache); `false` if it was unknown.
+    pub fn release_temp(&self, pin: TempPinId) -> Result<bool, StoreError> {
+        self.store.release_temp(pin)
+    }
+
+    /// Releases every temporary pin of `owner`; returns how many.
+    pub fn release_temp_owner(&self, owner: &str) -> Result<u64, StoreError> {
+        self.store.release_temp_owner(owner)
+    }
+
+    /// The temporary pins of `owner` still held.
+    pub fn temp_pins(&self, owner: &str) -> Result<Vec<TempPinId>, StoreError> {
+        self.store.temp_pins(owner)
+    }
+
+    /// Pins `root` with `blocks` plus the blocks of the temporary pins `temps`, and releases
+    /// them, in one store transaction.
+    pub fn pin_with_temps(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+        temps: &[TempPinId],
+    ) -> Result<(), StoreError> {
+        self.store.pin_with_temps(root, label, blocks, temps)
+    }
+
+    /// Pins `root` and `blocks` (its DAG, computed by the caller).
+    pub fn pin(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError> {
+        self.store.pin(root, label, blocks)
+    }
+
+    /// Removes the pin of `root`; `false` if there was none.
+    pub fn unpin(&self, root: &Cid) -> Result<bool, StoreError> {
+        self.store.unpin(root)
+    }
+
+    /// The store's totals.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.store.stats()
+    }
+
     /// Fetch many blocks of a DAG in one request (a CAR stream), verifying and storing each as
     /// it arrives. Returns how many new blocks were stored. A broken stream is an error, but what
     /// arrived before the break is kept.
@@ -432,68 +509,56 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-// TEMPORARY stand-in for the store's temporary pins (replaced when they land in crates/store):
-// kept in memory only, so that the dataset write path compiles and runs meanwhile.
-static STANDIN_TEMPS: std::sync::LazyLock<Mutex<HashMap<u64, (String, Vec<Cid>)>>> =
-    std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
-static STANDIN_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipfs_mount_store::MemoryStore;
 
-impl BlockService {
-    pub fn temp_pin(&self, owner: &str) -> Result<u64, BlockError> {
-        let id = STANDIN_NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        STANDIN_TEMPS.lock().insert(id, (owner.to_string(), Vec::new()));
-        Ok(id)
+    fn raw(i: u8, len: usize) -> (Cid, Bytes) {
+        let data = Bytes::from(vec![i; len]);
+        let mh = cid::multihash::Multihash::wrap(0x12, &sha2_256(&data)).unwrap();
+        (Cid::new_v1(0x55, mh), data)
     }
 
-    pub fn put_temp(&self, pin: u64, blocks: &[(Cid, Bytes)]) -> Result<(), BlockError> {
-        if blocks.is_empty() {
-            return Ok(());
+    fn sha2_256(data: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(data).into()
+    }
+
+    /// The thin temporary-pin methods reach the store and keep the memory cache in step.
+    #[test]
+    fn temp_pins_through_the_service() {
+        let store: Arc<dyn BlockStore> = Arc::new(MemoryStore::new(1000));
+        let service = BlockService::new(store.clone(), Vec::new(), true, 1 << 20);
+        let blocks: Vec<(Cid, Bytes)> = (0..8).map(|i| raw(i, 400)).collect();
+        let t = service.temp_pin("dataset:t").unwrap();
+        service.put_temp(t, &blocks[..4]).unwrap();
+        service
+            .temp_pin_add(t, &mut blocks[4..6].iter().map(|b| b.0))
+            .unwrap();
+        assert_eq!(service.temp_pins("dataset:t").unwrap(), vec![t]);
+        // readable from memory at once, protected in the store
+        for (c, d) in &blocks[..4] {
+            assert_eq!(service.get_local(c).unwrap().as_ref(), Some(d));
+            assert!(store.is_pinned(c).unwrap());
         }
-        self.store
-            .put_many(blocks)
-            .map_err(|e| BlockError::store(&blocks[0].0, e))?;
-        if let Some(t) = STANDIN_TEMPS.lock().get_mut(&pin) {
-            t.1.extend(blocks.iter().map(|b| b.0));
-        }
-        Ok(())
-    }
-
-    pub fn temp_pin_add(&self, pin: u64, blocks: &mut dyn Iterator<Item = Cid>) -> Result<(), BlockError> {
-        if let Some(t) = STANDIN_TEMPS.lock().get_mut(&pin) {
-            t.1.extend(blocks);
-        }
-        Ok(())
-    }
-
-    pub fn release_temp(&self, pin: u64) -> Result<bool, BlockError> {
-        Ok(STANDIN_TEMPS.lock().remove(&pin).is_some())
-    }
-
-    pub fn release_temp_owner(&self, owner: &str) -> Result<u64, BlockError> {
-        let mut t = STANDIN_TEMPS.lock();
-        let before = t.len();
-        t.retain(|_, v| v.0 != owner);
-        Ok((before - t.len()) as u64)
-    }
-
-    pub fn pin_with_temps(
-        &self,
-        root: &Cid,
-        label: &str,
-        blocks: &mut dyn Iterator<Item = Cid>,
-        temps: &[u64],
-    ) -> Result<(), BlockError> {
-        let mut all: Vec<Cid> = blocks.collect();
-        {
-            let mut t = STANDIN_TEMPS.lock();
-            for id in temps {
-                if let Some((_, b)) = t.remove(id) {
-                    all.extend(b);
-                }
-            }
-        }
-        self.store
-            .pin(root, label, &mut all.into_iter())
-            .map_err(|e| BlockError::store(root, e))
+        let st = service.stats().unwrap();
+        assert_eq!((st.temp_pinned_bytes, st.pinned_bytes), (1600, 1600));
+        let root = blocks[7].0;
+        service
+            .pin_with_temps(&root, "v1", &mut std::iter::once(blocks[6].0), &[t])
+            .unwrap();
+        assert!(service.temp_pins("dataset:t").unwrap().is_empty());
+        assert_eq!(store.pins().unwrap()[0].blocks, 8);
+        assert!(service.unpin(&root).unwrap());
+        service
+            .pin(&root, "v2", &mut std::iter::once(blocks[0].0))
+            .unwrap();
+        assert!(store.is_pinned(&blocks[0].0).unwrap());
+        let t2 = service.temp_pin("dataset:t").unwrap();
+        assert!(service.release_temp(t2).unwrap());
+        assert!(!service.release_temp(t2).unwrap());
+        service.temp_pin("dataset:t").unwrap();
+        assert_eq!(service.release_temp_owner("dataset:t").unwrap(), 1);
     }
 }

@@ -45,6 +45,11 @@ pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
     })
     .map_err(anyhow::Error::new)
     .with_context(|| format!("cannot open the block store at {}", dir.display()))?;
+    // We hold the store's lock and no import of ours has started: any import temporary pin is a
+    // leftover of an import that did not finish.
+    if let Err(e) = crate::transfer::release_leftovers(&s) {
+        tracing::warn!("cannot release the temporary pins of unfinished imports: {e}");
+    }
     Ok(Arc::new(s))
 }
 

@@ -139,6 +139,22 @@ const MAX_ANNOUNCED_PER_PIN: usize = 100_000;
 pub struct AnnouncingStore {
     inner: Arc<dyn BlockStore>,
     node: Arc<Node>,
+    /// Blocks put into (or added to) each temporary pin since this process started, announced when
+    /// the temporary pin becomes a pin (`pin_with_temps`); at most MAX_ANNOUNCED_PER_PIN each.
+    temp_cids: parking_lot::Mutex<std::collections::HashMap<ipfs_mount_store::TempPinId, Vec<Cid>>>,
+}
+
+impl AnnouncingStore {
+    fn note_temp(&self, pin: ipfs_mount_store::TempPinId, cids: impl Iterator<Item = Cid>) {
+        let mut map = self.temp_cids.lock();
+        let list = map.entry(pin).or_default();
+        for c in cids {
+            if list.len() >= MAX_ANNOUNCED_PER_PIN {
+                break;
+            }
+            list.push(c);
+        }
+    }
 }
 
 impl AnnouncingStore {
@@ -151,7 +167,11 @@ impl AnnouncingStore {
             Ok(pins) => node.provide(pins.into_iter().map(|p| p.root)),
             Err(e) => tracing::warn!("cannot list pins to announce them: {e}"),
         }
-        Arc::new(AnnouncingStore { inner, node })
+        Arc::new(AnnouncingStore {
+            inner,
+            node,
+            temp_cids: Default::default(),
+        })
     }
 }
 
@@ -192,6 +212,80 @@ impl BlockStore for AnnouncingStore {
     }
     fn is_pinned(&self, cid: &Cid) -> Result<bool, ipfs_mount_store::StoreError> {
         self.inner.is_pinned(cid)
+    }
+    fn temp_pin(
+        &self,
+        owner: &str,
+    ) -> Result<ipfs_mount_store::TempPinId, ipfs_mount_store::StoreError> {
+        self.inner.temp_pin(owner)
+    }
+    fn put_temp(
+        &self,
+        pin: ipfs_mount_store::TempPinId,
+        blocks: &[(Cid, Bytes)],
+    ) -> Result<(), ipfs_mount_store::StoreError> {
+        self.inner.put_temp(pin, blocks)?;
+        self.note_temp(pin, blocks.iter().map(|(c, _)| *c));
+        Ok(())
+    }
+    fn temp_pin_add(
+        &self,
+        pin: ipfs_mount_store::TempPinId,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), ipfs_mount_store::StoreError> {
+        let mut added = Vec::new();
+        let mut tee = blocks.inspect(|c| added.push(*c));
+        self.inner.temp_pin_add(pin, &mut tee)?;
+        self.note_temp(pin, added.into_iter());
+        Ok(())
+    }
+    fn release_temp(
+        &self,
+        pin: ipfs_mount_store::TempPinId,
+    ) -> Result<bool, ipfs_mount_store::StoreError> {
+        self.temp_cids.lock().remove(&pin);
+        self.inner.release_temp(pin)
+    }
+    fn release_temp_owner(&self, owner: &str) -> Result<u64, ipfs_mount_store::StoreError> {
+        for id in self.inner.temp_pins(owner)? {
+            self.temp_cids.lock().remove(&id);
+        }
+        self.inner.release_temp_owner(owner)
+    }
+    fn temp_pins(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<ipfs_mount_store::TempPinId>, ipfs_mount_store::StoreError> {
+        self.inner.temp_pins(owner)
+    }
+    fn pin_with_temps(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+        temps: &[ipfs_mount_store::TempPinId],
+    ) -> Result<(), ipfs_mount_store::StoreError> {
+        // Announced like a pin: the root, the blocks given, then those put into the temporary
+        // pins, each multihash once.
+        let mut announced = vec![*root];
+        let mut keys: std::collections::HashSet<Vec<u8>> =
+            std::iter::once(root.hash().to_bytes()).collect();
+        let mut add = |c: Cid| {
+            if announced.len() < MAX_ANNOUNCED_PER_PIN && keys.insert(c.hash().to_bytes()) {
+                announced.push(c);
+            }
+        };
+        let mut tee = blocks.inspect(|c| add(*c));
+        self.inner.pin_with_temps(root, label, &mut tee, temps)?;
+        let remembered: Vec<Vec<Cid>> = {
+            let mut map = self.temp_cids.lock();
+            temps.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for c in remembered.into_iter().flatten() {
+            add(c);
+        }
+        self.node.provide(announced);
+        Ok(())
     }
     fn stats(&self) -> Result<ipfs_mount_store::StoreStats, ipfs_mount_store::StoreError> {
         self.inner.stats()

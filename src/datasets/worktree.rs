@@ -72,12 +72,11 @@ impl DsError {
         }
     }
 
-    fn block(e: crate::blocks::BlockError) -> Self {
-        let text = e.to_string();
-        if text.contains("No space left") || text.contains("ENOSPC") || text.contains("no space") {
+    fn block(e: ipfs_mount_store::StoreError) -> Self {
+        if e.is_no_space() {
             DsError::NoSpace
         } else {
-            DsError::Block(text)
+            DsError::Block(e.to_string())
         }
     }
 }
@@ -113,7 +112,7 @@ struct Sealed {
 struct Staged {
     file: StageBuf,
     size: u64,
-    base: Vec<Leaf>,
+    base: LeafRuns,
     base_len: u64,
     dirty: bool,
     /// Bumped by every change, so a seal done without the lock knows if it is still current.
@@ -1011,7 +1010,7 @@ impl Dataset {
     fn hash_snapshot(&self, snap: &Snapshot, temp: u64) -> Result<Sealed, DsError> {
         if !snap.base.is_empty() {
             self.blocks
-                .temp_pin_add(temp, &mut snap.base.iter().map(|l| l.cid))
+                .temp_pin_add(temp, &mut snap.base.iter().map(|r| r.0.cid))
                 .map_err(DsError::block)?;
         }
         // Two stages on two threads: this one reads, chunks and hashes; the other stores the
@@ -1026,8 +1025,8 @@ impl Dataset {
             });
             let hashed = (|| -> Result<Sealed, DsError> {
                 let mut w = FileWriter::new(&self.profile);
-                for leaf in &snap.base {
-                    w.push_leaf(*leaf);
+                for (leaf, n) in &snap.base {
+                    w.push_leaf_run(*leaf, *n);
                 }
                 let total = snap.size - snap.base_len;
                 let mut buf = vec![0u8; self.profile.chunk_size.max(1 << 20)];
@@ -1131,7 +1130,7 @@ impl Dataset {
             return Ok(());
         }
         let leaves = reusable_leaves(&self.blocks, &self.profile, &new).unwrap_or_default();
-        let base_len: u64 = leaves.iter().map(|l| l.size).sum();
+        let base_len = runs_len(&leaves);
         let tail = if new.size > base_len {
             read_sealed(&self.blocks, &new.cid, base_len, new.size)?
         } else {
@@ -1178,7 +1177,7 @@ impl Dataset {
         if let Some(sealed) = sealed {
             let (base, base_len) = match reusable_leaves(&self.blocks, &self.profile, &sealed) {
                 Some(leaves) => {
-                    let len = leaves.iter().map(|l| l.size).sum();
+                    let len = runs_len(&leaves);
                     (leaves, len)
                 }
                 None => (Vec::new(), 0),
@@ -1310,17 +1309,12 @@ impl Dataset {
     }
 }
 
-/// Zeros: a run of whole zero chunks is one leaf.
-fn write_zeros(w: &mut FileWriter, mut n: u64) {
-    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-    while n > 0 {
-        let k = n.min(ZEROS.len() as u64) as usize;
-        w.write(&ZEROS[..k]);
-        n -= k as u64;
-    }
+/// Zeros: a run of whole zero chunks is one leaf, hashed once.
+fn write_zeros(w: &mut FileWriter, n: u64) {
+    w.write_zeros(n);
 }
 
-fn new_staged(base: Vec<Leaf>, base_len: u64) -> Staged {
+fn new_staged(base: LeafRuns, base_len: u64) -> Staged {
     Staged {
         file: StageBuf::new(),
         size: base_len,
@@ -1518,7 +1512,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
 struct Snapshot {
     file: StageBuf,
     size: u64,
-    base: Vec<Leaf>,
+    base: LeafRuns,
     base_len: u64,
     generation: u64,
 }
@@ -1615,77 +1609,116 @@ fn dir_entries(blocks: &BlockService, cid: &Cid) -> anyhow::Result<Vec<(Vec<u8>,
     Ok(out)
 }
 
+/// Runs of equal leaves, in file order: a sparse file's holes are one run.
+type LeafRuns = Vec<(Leaf, u64)>;
+
+fn runs_len(runs: &LeafRuns) -> u64 {
+    runs.iter().map(|(l, n)| l.size * n).sum()
+}
+
+fn push_run(runs: &mut LeafRuns, leaf: Leaf, n: u64) {
+    match runs.last_mut() {
+        Some((l, k)) if *l == leaf => *k += n,
+        _ => runs.push((leaf, n)),
+    }
+}
+
 /// The leaves of a sealed file that an append can keep: every leading full chunk, when the file
-/// was built with this profile's chunker (same leaf codec, full-size leaves).
+/// was built with this profile's chunker (same leaf codec, full-size leaves). Identical subtrees
+/// (the holes of a sparse file) are expanded once, so this costs the distinct blocks.
 fn reusable_leaves(
     blocks: &BlockService,
     profile: &ImportProfile,
     sealed: &Sealed,
-) -> Option<Vec<Leaf>> {
+) -> Option<LeafRuns> {
     let chunk = profile.chunk_size as u64;
     if sealed.size < chunk {
         return Some(Vec::new());
     }
-    // Walk interior nodes (cached or local) down to the leaves, in order.
-    let mut leaves = Vec::new();
-    let mut stack = vec![Leaf {
-        cid: sealed.cid,
-        size: sealed.size,
-        tsize: sealed.tsize,
-    }];
-    while let Some(node) = stack.pop() {
-        let leaf_codec = if profile.raw_leaves {
-            codec::RAW
-        } else {
-            codec::DAG_PB
-        };
-        if node.cid.codec() == codec::RAW {
-            leaves.push(node);
-            continue;
-        }
-        let block = blocks.get_local(&node.cid).ok()??;
-        let f = match unixfs::decode_node_shared(&node.cid, &block).ok()? {
-            Node::File(f) => f,
-            _ => return None,
-        };
-        if f.children.is_empty() {
-            if leaf_codec != codec::DAG_PB {
-                return None;
-            }
-            leaves.push(node);
-            continue;
-        }
-        let links = dagpb::decode_shared(&block).ok()?.links;
-        for (i, (c, size)) in f.children.iter().enumerate().rev() {
-            let tsize = links.get(i).and_then(|l| l.tsize).unwrap_or(0);
-            stack.push(Leaf {
-                cid: *c,
-                size: *size,
-                tsize,
-            });
-        }
-    }
-    // Keep the leading full chunks (all but a partial last one).
-    let full = leaves.iter().take_while(|l| l.size == chunk).count();
-    let keep = if full == leaves.len() {
-        full
-    } else {
-        full.min(leaves.len() - 1)
-    };
-    let expected_codec = if profile.raw_leaves {
+    let leaf_codec = if profile.raw_leaves {
         codec::RAW
     } else {
         codec::DAG_PB
     };
-    if leaves
-        .iter()
-        .take(keep)
-        .any(|l| l.cid.codec() != expected_codec)
-    {
-        return None;
+    // Post-order walk with a memo of expanded subtrees (by CID).
+    let mut memo: HashMap<Cid, LeafRuns> = HashMap::new();
+    enum Step {
+        Enter(Leaf),
+        Leave(Cid, Vec<Leaf>),
     }
-    leaves.truncate(keep);
-    Some(leaves)
+    let root = Leaf {
+        cid: sealed.cid,
+        size: sealed.size,
+        tsize: sealed.tsize,
+    };
+    let mut stack = vec![Step::Enter(root)];
+    let mut depth_guard = 0usize;
+    while let Some(step) = stack.pop() {
+        depth_guard += 1;
+        if depth_guard > 50_000_000 {
+            return None;
+        }
+        match step {
+            Step::Enter(node) => {
+                if memo.contains_key(&node.cid) {
+                    continue;
+                }
+                if node.cid.codec() == codec::RAW {
+                    memo.insert(node.cid, vec![(node, 1)]);
+                    continue;
+                }
+                let block = blocks.get_local(&node.cid).ok()??;
+                let f = match unixfs::decode_node_shared(&node.cid, &block).ok()? {
+                    Node::File(f) => f,
+                    _ => return None,
+                };
+                if f.children.is_empty() {
+                    if leaf_codec != codec::DAG_PB {
+                        return None;
+                    }
+                    memo.insert(node.cid, vec![(node, 1)]);
+                    continue;
+                }
+                if !f.inline.is_empty() {
+                    return None; // data in an interior node: not this chunker's layout
+                }
+                let links = dagpb::decode_shared(&block).ok()?.links;
+                let children: Vec<Leaf> = f
+                    .children
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, size))| Leaf {
+                        cid: *c,
+                        size: *size,
+                        tsize: links.get(i).and_then(|l| l.tsize).unwrap_or(0),
+                    })
+                    .collect();
+                stack.push(Step::Leave(node.cid, children.clone()));
+                for c in children.into_iter().rev() {
+                    stack.push(Step::Enter(c));
+                }
+            }
+            Step::Leave(cid, children) => {
+                let mut runs = Vec::new();
+                for c in &children {
+                    for (l, n) in memo.get(&c.cid)? {
+                        push_run(&mut runs, *l, *n);
+                    }
+                }
+                memo.insert(cid, runs);
+            }
+        }
+    }
+    let all = memo.remove(&sealed.cid)?;
+    // Keep the leading full chunks (all but a partial last one).
+    let mut keep: LeafRuns = Vec::new();
+    for (l, n) in all {
+        if l.size != chunk || l.cid.codec() != leaf_codec {
+            break;
+        }
+        push_run(&mut keep, l, n);
+    }
+    Some(keep)
 }
 
 /// Bytes `[from, to)` of a sealed file from local blocks.

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     block_key, low_water, select_victims, BlockStore, EvictStats, PinInfo, StoreConfig, StoreError, StoreStats,
-    IDENTITY_CODE,
+    TempPinId, IDENTITY_CODE,
 };
 
 /// Version of the on-disk layout written to `dir/VERSION`.
@@ -56,6 +56,17 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY NOT NULL,
     value
 );
+CREATE TABLE IF NOT EXISTS temp_pins (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS temp_pins_owner ON temp_pins (owner);
+CREATE TABLE IF NOT EXISTS temp_pin_blocks (
+    id INTEGER NOT NULL,
+    mh BLOB NOT NULL,
+    PRIMARY KEY (id, mh)
+) WITHOUT ROWID;
 ";
 
 /// What a recovery scan of `blocks/` did (see [`DiskStore::recover`]).
@@ -78,11 +89,16 @@ struct Entry {
 #[derive(Default)]
 struct State {
     blocks: HashMap<Key, Entry>,
-    /// Number of pins listing each block (present or not).
+    /// Number of pins and temporary pins listing each block (present or not): a block is protected while it has an
+    /// entry here.
     pin_counts: HashMap<Key, u32>,
+    /// Number of temporary pins listing each block (a subset of what `pin_counts` counts).
+    temp_counts: HashMap<Key, u32>,
     bytes: u64,
     pinned_bytes: u64,
     pinned_blocks: u64,
+    temp_pinned_bytes: u64,
+    temp_pinned_blocks: u64,
 }
 
 impl State {
@@ -93,6 +109,10 @@ impl State {
         if self.pin_counts.contains_key(&key) {
             self.pinned_bytes += size;
             self.pinned_blocks += 1;
+        }
+        if self.temp_counts.contains_key(&key) {
+            self.temp_pinned_bytes += size;
+            self.temp_pinned_blocks += 1;
         }
         self.bytes += size;
         self.blocks.insert(key, Entry { size, last_access: AtomicU64::new(access) });
@@ -106,7 +126,38 @@ impl State {
             self.pinned_bytes -= e.size;
             self.pinned_blocks -= 1;
         }
+        if self.temp_counts.contains_key(key) {
+            self.temp_pinned_bytes -= e.size;
+            self.temp_pinned_blocks -= 1;
+        }
         Some(e.size)
+    }
+
+    /// One more temporary pin lists `key` (which also counts as one more protection in `pin_counts`).
+    fn temp_inc(&mut self, key: &[u8]) {
+        self.pin_inc(key);
+        if let Some(c) = self.temp_counts.get_mut(key) {
+            *c += 1;
+            return;
+        }
+        self.temp_counts.insert(key.into(), 1);
+        if let Some(e) = self.blocks.get(key) {
+            self.temp_pinned_bytes += e.size;
+            self.temp_pinned_blocks += 1;
+        }
+    }
+
+    fn temp_dec(&mut self, key: &[u8]) {
+        let Some(c) = self.temp_counts.get_mut(key) else { return };
+        *c -= 1;
+        if *c == 0 {
+            self.temp_counts.remove(key);
+            if let Some(e) = self.blocks.get(key) {
+                self.temp_pinned_bytes -= e.size;
+                self.temp_pinned_blocks -= 1;
+            }
+        }
+        self.pin_dec(key);
     }
 
     fn pin_inc(&mut self, key: &[u8]) {
@@ -160,6 +211,80 @@ fn flush_pending(pending: &Pending, idx: &mut Index) -> Result<()> {
     tx.commit()?;
     debug!(n = batch.len(), "persisted LRU access times");
     Ok(())
+}
+
+/// Whether the temporary pin `id` exists.
+fn temp_exists(conn: &Connection, id: TempPinId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM temp_pins WHERE id = ?1")?
+        .query_row(params![id as i64], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Adds `keys` to the temporary pin `id`; returns those it did not list yet.
+fn temp_add_rows<'k>(conn: &Connection, id: TempPinId, keys: &'k [Key]) -> Result<Vec<&'k Key>> {
+    let mut st = conn.prepare_cached("INSERT OR IGNORE INTO temp_pin_blocks (id, mh) VALUES (?1, ?2)")?;
+    let mut added = Vec::new();
+    for k in keys {
+        if st.execute(params![id as i64, &k[..]])? > 0 {
+            added.push(k);
+        }
+    }
+    Ok(added)
+}
+
+/// Deletes the temporary pin `id` and its block list; returns its blocks, or `None` if it did not exist.
+fn temp_delete(conn: &Connection, id: TempPinId) -> Result<Option<Vec<Vec<u8>>>> {
+    let keys: Vec<Vec<u8>> = {
+        let mut st = conn.prepare_cached("SELECT mh FROM temp_pin_blocks WHERE id = ?1")?;
+        let rows = st.query_map(params![id as i64], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    conn.prepare_cached("DELETE FROM temp_pin_blocks WHERE id = ?1")?.execute(params![id as i64])?;
+    let existed = conn.prepare_cached("DELETE FROM temp_pins WHERE id = ?1")?.execute(params![id as i64])? > 0;
+    Ok(existed.then_some(keys))
+}
+
+/// Writes the pin of `root_bytes` with the block set `set`, replacing an earlier pin of the same root; returns the
+/// earlier block set (empty if there was none).
+fn pin_write(conn: &Connection, root_bytes: &[u8], label: &str, set: &HashSet<Key>) -> Result<Vec<Vec<u8>>> {
+    let old: Vec<Vec<u8>> = {
+        let mut st = conn.prepare_cached("SELECT mh FROM pin_blocks WHERE root = ?1")?;
+        let rows = st.query_map(params![root_bytes], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    conn.execute("DELETE FROM pin_blocks WHERE root = ?1", params![root_bytes])?;
+    conn.execute(
+        "INSERT OR REPLACE INTO pins (root, label, created) VALUES (?1, ?2, ?3)",
+        params![root_bytes, label, now_secs()],
+    )?;
+    let mut st = conn.prepare_cached("INSERT INTO pin_blocks (root, mh) VALUES (?1, ?2)")?;
+    for k in set {
+        st.execute(params![root_bytes, &k[..]])?;
+    }
+    Ok(old)
+}
+
+/// The ids of the temporary pins of `owner`, oldest first.
+fn temp_ids_of(conn: &Connection, owner: &str) -> Result<Vec<TempPinId>> {
+    let mut st = conn.prepare_cached("SELECT id FROM temp_pins WHERE owner = ?1 ORDER BY id")?;
+    let rows = st.query_map(params![owner], |r| r.get::<_, i64>(0))?;
+    Ok(rows.map(|r| r.map(|id| id as TempPinId)).collect::<rusqlite::Result<_>>()?)
+}
+
+/// The distinct store keys of `root` (if given) and `blocks` (identity CIDs left out).
+fn key_set(root: Option<&Cid>, blocks: &mut dyn Iterator<Item = Cid>) -> HashSet<Key> {
+    let mut set: HashSet<Key> = HashSet::new();
+    if let Some(k) = root.and_then(block_key) {
+        set.insert(k.into_boxed_slice());
+    }
+    for c in blocks {
+        if let Some(k) = block_key(&c) {
+            set.insert(k.into_boxed_slice());
+        }
+    }
+    set
 }
 
 /// Background thread that persists access records, so `get` never waits for SQLite.
@@ -420,6 +545,15 @@ impl DiskStore {
                     state.pin_inc(&key);
                 }
             }
+            let mut st = conn.prepare("SELECT mh, COUNT(*) FROM temp_pin_blocks GROUP BY mh")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let key: Vec<u8> = r.get(0)?;
+                let n: i64 = r.get(1)?;
+                for _ in 0..n {
+                    state.temp_inc(&key);
+                }
+            }
         }
 
         let index = Arc::new(Mutex::new(Index { conn }));
@@ -548,8 +682,10 @@ impl DiskStore {
         Ok(())
     }
 
-    /// Renames staged files into place and indexes them, all under the index lock, in one transaction.
-    fn commit_staged(&self, idx: &mut Index, staged: Vec<Staged>) -> Result<()> {
+    /// Renames staged files into place and indexes them, all under the index lock, in one transaction. With
+    /// `temp = Some((id, keys))` the same transaction adds `keys` to the temporary pin `id` (which the caller checked
+    /// exists), and the memory mirror protects them in the same state update that makes the new blocks present.
+    fn commit_staged(&self, idx: &mut Index, staged: Vec<Staged>, temp: Option<(TempPinId, &[Key])>) -> Result<()> {
         let mut placed: Vec<Staged> = Vec::with_capacity(staged.len());
         let mut rest = staged.into_iter();
         let res = (|| -> Result<()> {
@@ -565,10 +701,10 @@ impl DiskStore {
                 }
                 placed.push(s);
             }
-            if placed.is_empty() {
+            if placed.is_empty() && temp.is_none() {
                 return Ok(());
             }
-            if self.sync_writes {
+            if self.sync_writes && !placed.is_empty() {
                 let dirs: HashSet<PathBuf> =
                     placed.iter().filter_map(|s| s.path.parent().map(Path::to_path_buf)).collect();
                 self.sync_dirs(&dirs)?;
@@ -583,10 +719,17 @@ impl DiskStore {
                     st.execute(params![&s.key[..], s.size as i64, (first_tick + i as u64) as i64])?;
                 }
             }
+            let added = match temp {
+                Some((id, keys)) => temp_add_rows(&tx, id, keys)?,
+                None => Vec::new(),
+            };
             tx.commit()?;
             let mut state = self.state.write();
             for (i, s) in placed.drain(..).enumerate() {
                 state.insert(s.key, s.size, first_tick + i as u64);
+            }
+            for k in added {
+                state.temp_inc(k);
             }
             Ok(())
         })();
@@ -752,6 +895,28 @@ impl DiskStore {
         Ok(stats)
     }
 
+    /// Releases the temporary pins `ids` in one transaction (unknown ids are skipped); returns how many existed.
+    fn release_temps_locked(&self, idx: &mut Index, ids: &[TempPinId]) -> Result<u64> {
+        let tx = idx.conn.transaction()?;
+        let mut released: Vec<Vec<u8>> = Vec::new();
+        let mut n = 0;
+        for &id in ids {
+            if let Some(keys) = temp_delete(&tx, id)? {
+                n += 1;
+                released.extend(keys);
+            }
+        }
+        tx.commit()?;
+        let mut state = self.state.write();
+        for k in &released {
+            state.temp_dec(k);
+        }
+        drop(state);
+        // Released blocks beyond the capacity go now rather than at the next put.
+        self.after_write(idx)?;
+        Ok(n)
+    }
+
     /// Drops the store without the orderly close (no access flush, no clean flag), as a crash would: the next open
     /// runs recovery. For tests.
     #[doc(hidden)]
@@ -827,7 +992,7 @@ impl BlockStore for DiskStore {
         let tmp = self.write_temp(&path, data)?;
         let mut idx = self.index.lock();
         let staged = Staged { key: key.into_boxed_slice(), tmp, path, size: data.len() as u64 };
-        self.commit_staged(&mut idx, vec![staged])?;
+        self.commit_staged(&mut idx, vec![staged], None)?;
         self.after_write(&mut idx)
     }
 
@@ -854,39 +1019,16 @@ impl BlockStore for DiskStore {
             return Ok(());
         }
         let mut idx = self.index.lock();
-        self.commit_staged(&mut idx, staged)?;
+        self.commit_staged(&mut idx, staged, None)?;
         self.after_write(&mut idx)
     }
 
     fn pin(&self, root: &Cid, label: &str, blocks: &mut dyn Iterator<Item = Cid>) -> Result<()> {
         let root_bytes = root.to_bytes();
-        let mut set: HashSet<Key> = HashSet::new();
-        if let Some(k) = block_key(root) {
-            set.insert(k.into_boxed_slice());
-        }
-        for c in blocks {
-            if let Some(k) = block_key(&c) {
-                set.insert(k.into_boxed_slice());
-            }
-        }
+        let set = key_set(Some(root), blocks);
         let mut idx = self.index.lock();
         let tx = idx.conn.transaction()?;
-        let old: Vec<Vec<u8>> = {
-            let mut st = tx.prepare_cached("SELECT mh FROM pin_blocks WHERE root = ?1")?;
-            let rows = st.query_map(params![&root_bytes], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        tx.execute("DELETE FROM pin_blocks WHERE root = ?1", params![&root_bytes])?;
-        tx.execute(
-            "INSERT OR REPLACE INTO pins (root, label, created) VALUES (?1, ?2, ?3)",
-            params![&root_bytes, label, now_secs()],
-        )?;
-        {
-            let mut st = tx.prepare_cached("INSERT INTO pin_blocks (root, mh) VALUES (?1, ?2)")?;
-            for k in &set {
-                st.execute(params![&root_bytes, &k[..]])?;
-            }
-        }
+        let old = pin_write(&tx, &root_bytes, label, &set)?;
         tx.commit()?;
         let mut state = self.state.write();
         for k in &set {
@@ -949,6 +1091,149 @@ impl BlockStore for DiskStore {
         })
     }
 
+    fn temp_pin(&self, owner: &str) -> Result<TempPinId> {
+        let idx = self.index.lock();
+        // AUTOINCREMENT: an id is never handed out twice, even after the newest temporary pin was released.
+        idx.conn
+            .prepare_cached("INSERT INTO temp_pins (owner, created) VALUES (?1, ?2)")?
+            .execute(params![owner, now_secs()])?;
+        Ok(idx.conn.last_insert_rowid() as TempPinId)
+    }
+
+    fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<()> {
+        // Refuse an unknown id before touching or writing anything (checked again under the lock at commit).
+        if !temp_exists(&self.index.lock().conn, pin)? {
+            return Err(StoreError::UnknownTempPin(pin));
+        }
+        let mut seen: HashSet<Key> = HashSet::new();
+        let mut items: Vec<(Key, &Bytes)> = Vec::new();
+        for (cid, data) in blocks {
+            if let Some(key) = block_key(cid) {
+                let key = key.into_boxed_slice();
+                if seen.insert(key.clone()) {
+                    items.push((key, data));
+                }
+            }
+        }
+        // Data is written outside the index lock. A block that is present now may be evicted before the lock is
+        // taken; then it is written too (second pass) so that under the lock every block is present or staged,
+        // and one transaction makes the new ones present and all of them protected.
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut staged_keys: HashSet<Key> = HashSet::new();
+        let mut first_pass = true;
+        let mut idx = loop {
+            for (key, data) in &items {
+                if staged_keys.contains(key) || (first_pass && self.touch(key)) {
+                    continue;
+                }
+                let path = self.path_for_name(&key_name(key));
+                match self.write_temp(&path, data) {
+                    Ok(tmp) => {
+                        staged_keys.insert(key.clone());
+                        staged.push(Staged { key: key.clone(), tmp, path, size: data.len() as u64 });
+                    }
+                    Err(e) => {
+                        for s in &staged {
+                            remove_file_quiet(&s.tmp);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            let idx = self.index.lock();
+            let complete = {
+                let st = self.state.read();
+                items.iter().all(|(k, _)| staged_keys.contains(k) || st.blocks.contains_key(k))
+            };
+            if complete {
+                break idx;
+            }
+            drop(idx);
+            first_pass = false;
+        };
+        match temp_exists(&idx.conn, pin) {
+            Ok(true) => {}
+            other => {
+                for s in &staged {
+                    remove_file_quiet(&s.tmp);
+                }
+                other?;
+                return Err(StoreError::UnknownTempPin(pin));
+            }
+        }
+        let keys: Vec<Key> = items.into_iter().map(|(k, _)| k).collect();
+        self.commit_staged(&mut idx, staged, Some((pin, &keys)))?;
+        self.after_write(&mut idx)
+    }
+
+    fn temp_pin_add(&self, pin: TempPinId, blocks: &mut dyn Iterator<Item = Cid>) -> Result<()> {
+        let keys: Vec<Key> = key_set(None, blocks).into_iter().collect();
+        let mut idx = self.index.lock();
+        let tx = idx.conn.transaction()?;
+        if !temp_exists(&tx, pin)? {
+            return Err(StoreError::UnknownTempPin(pin));
+        }
+        let added = temp_add_rows(&tx, pin, &keys)?;
+        tx.commit()?;
+        let mut state = self.state.write();
+        for k in added {
+            state.temp_inc(k);
+        }
+        Ok(())
+    }
+
+    fn release_temp(&self, pin: TempPinId) -> Result<bool> {
+        let mut idx = self.index.lock();
+        Ok(self.release_temps_locked(&mut idx, &[pin])? > 0)
+    }
+
+    fn release_temp_owner(&self, owner: &str) -> Result<u64> {
+        let mut idx = self.index.lock();
+        let ids = temp_ids_of(&idx.conn, owner)?;
+        self.release_temps_locked(&mut idx, &ids)
+    }
+
+    fn temp_pins(&self, owner: &str) -> Result<Vec<TempPinId>> {
+        let idx = self.index.lock();
+        temp_ids_of(&idx.conn, owner)
+    }
+
+    fn pin_with_temps(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+        temps: &[TempPinId],
+    ) -> Result<()> {
+        let root_bytes = root.to_bytes();
+        let mut set = key_set(Some(root), blocks);
+        let temps: Vec<TempPinId> = temps.iter().copied().collect::<HashSet<_>>().into_iter().collect();
+        let mut idx = self.index.lock();
+        let tx = idx.conn.transaction()?;
+        let mut released: Vec<Vec<u8>> = Vec::new();
+        for &id in &temps {
+            // Dropping `tx` on an error rolls everything back.
+            let keys = temp_delete(&tx, id)?.ok_or(StoreError::UnknownTempPin(id))?;
+            released.extend(keys);
+        }
+        set.extend(released.iter().map(|k| k.clone().into_boxed_slice()));
+        let old = pin_write(&tx, &root_bytes, label, &set)?;
+        tx.commit()?;
+        let mut state = self.state.write();
+        // Protect first, then let go: no block's count passes through zero.
+        for k in &set {
+            state.pin_inc(k);
+        }
+        for k in &old {
+            state.pin_dec(k);
+        }
+        for k in &released {
+            state.temp_dec(k);
+        }
+        drop(state);
+        self.after_write(&mut idx)
+    }
+
     fn stats(&self) -> Result<StoreStats> {
         let st = self.state.read();
         Ok(StoreStats {
@@ -956,6 +1241,8 @@ impl BlockStore for DiskStore {
             bytes: st.bytes,
             pinned_blocks: st.pinned_blocks,
             pinned_bytes: st.pinned_bytes,
+            temp_pinned_blocks: st.temp_pinned_blocks,
+            temp_pinned_bytes: st.temp_pinned_bytes,
             cache_capacity: self.capacity,
         })
     }

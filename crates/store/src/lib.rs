@@ -12,6 +12,19 @@
 //! re-hashes on read. Identity-multihash CIDs (code `0x00`) carry their data inline and are never stored: `put` is a
 //! no-op, `get` returns `None`, `has` and `is_pinned` return `false`.
 //!
+//! # Pins and temporary pins
+//!
+//! A **pin** names a root CID and lists the blocks of its DAG; a **temporary pin** has no root, only an owner (free
+//! text such as `dataset:sales` or `import`) and a numeric [`TempPinId`], and lists the blocks of a DAG that is still
+//! being written or imported. Both protect the blocks they list, present or not, in the same way: protected blocks
+//! are never evicted and their bytes do not count against `cache_capacity` ([`StoreStats::pinned_bytes`] includes
+//! temporarily pinned bytes; [`StoreStats::temp_pinned_bytes`] reports those alone). Writers store blocks with
+//! [`BlockStore::put_temp`], which makes each block present and protected in one step (there is no moment at which
+//! a written block is evictable), add reused blocks with [`BlockStore::temp_pin_add`], and at the end turn the
+//! temporary pins into a pin with [`BlockStore::pin_with_temps`] (one index transaction) or drop them with
+//! [`BlockStore::release_temp`]. Temporary pins are persistent: after a crash they still protect their blocks until
+//! their owner releases them ([`BlockStore::temp_pins`], [`BlockStore::release_temp_owner`]). Ids are never reused.
+//!
 //! # On-disk layout (version 1)
 //!
 //! ```text
@@ -36,11 +49,20 @@
 //! * `pin_blocks(root BLOB, mh BLOB, PRIMARY KEY(root, mh))` with an index on `mh`: the block set of each pin (the
 //!   root's own multihash included). A block is pinned while at least one pin lists it; pinned blocks may be absent
 //!   (pinned before they were fetched) and are protected as soon as they arrive.
+//! * `temp_pins(id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT, created INTEGER)` with an index on `owner`: one
+//!   row per temporary pin; `AUTOINCREMENT` keeps ids unique for the life of the index (SQLite remembers the
+//!   highest id ever given in `sqlite_sequence`), `created` is Unix seconds.
+//! * `temp_pin_blocks(id INTEGER, mh BLOB, PRIMARY KEY(id, mh))`: the block set of each temporary pin. A block is
+//!   protected while a pin or a temporary pin lists it.
 //! * `meta(key TEXT PRIMARY KEY, value)`: `clean` = 1 after an orderly close.
+//!
+//! Every table is created with `CREATE TABLE IF NOT EXISTS` at open, so a store written by an older build (without
+//! the temporary pin tables) gains them on its first open by this one; the layout version stays 1 (an older build
+//! opening the store afterwards ignores the new tables, and so does not protect temporarily pinned blocks).
 //!
 //! # Hot path
 //!
-//! Sizes, LRU times and pin counts are mirrored in memory at open, so `get` is: one hash-map lookup under a read
+//! Sizes, LRU times and pin counts (how many pins and temporary pins list each block) are mirrored in memory at open, so `get` is: one hash-map lookup under a read
 //! lock, `open` + `fstat` + one `read` into an uninitialized buffer, and an in-memory access record. Access times are
 //! written to the index in batches by a background thread (every 5 s, or sooner after 4096 distinct accesses), and on
 //! eviction, on [`BlockStore::flush`] and on drop: `get` itself never touches SQLite.
@@ -61,12 +83,26 @@
 //!
 //! A file whose length differs from its index row is treated as corrupt by `get`: removed, logged, reported absent.
 //!
+//! Pins and temporary pins live only in the index, so each of their changes is one transaction: `put_temp` indexes
+//! its new blocks and lists them in the temporary pin in the same transaction (a crash before it leaves at most
+//! complete, unindexed files, adopted as unprotected cache by the next open, and the caller was not told the put
+//! succeeded); `pin_with_temps` writes the pin and deletes the temporary pins in one transaction, so a crash leaves
+//! either the temporary pins or the pin, and the blocks are protected throughout. Recovery does not touch pins or
+//! temporary pins; deleting `index.sqlite` loses both.
+//!
+//! When the file system is full, `put`, `put_many` and `put_temp` fail with [`StoreError::NoSpace`] (also when
+//! SQLite reports a full disk) and leave nothing half-written: temporary files are removed, renamed files whose
+//! index transaction failed are removed again.
+//!
 //! # Concurrency
 //!
 //! All methods take `&self`; the stores are `Send + Sync`. The SQLite connection sits behind one mutex that is never
 //! held while block data is written or read (temporary files are written before it is taken; under it happen only
 //! renames, unlinks, directory fsyncs and index statements). Pinning and eviction both run under that mutex, so an
-//! eviction never removes a block that a concurrent `pin` protects.
+//! eviction never removes a block that a concurrent `pin` protects. `put_temp` writes its temporary files first,
+//! then, under the mutex, checks that every block of the batch is either present or staged (a present block
+//! evicted meanwhile is written too, outside the mutex, and checked again) and commits; the memory mirror makes the
+//! new blocks present and protected in one update, before the mutex is released.
 
 mod disk;
 mod error;
@@ -108,6 +144,9 @@ pub struct PinInfo {
     pub bytes: u64,
 }
 
+/// Identifier of a temporary pin (see [`BlockStore::temp_pin`]). Never reused by a store, also across restarts.
+pub type TempPinId = u64;
+
 /// Totals reported by [`BlockStore::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -115,10 +154,16 @@ pub struct StoreStats {
     pub blocks: u64,
     /// Bytes of the blocks present.
     pub bytes: u64,
-    /// Present blocks protected by at least one pin.
+    /// Present blocks protected by at least one pin or temporary pin.
     pub pinned_blocks: u64,
-    /// Bytes of the present pinned blocks.
+    /// Bytes of the present pinned blocks (temporarily pinned ones included). Pinned bytes never count against
+    /// the cache capacity.
     pub pinned_bytes: u64,
+    /// Present blocks protected by at least one temporary pin (also counted in `pinned_blocks`).
+    pub temp_pinned_blocks: u64,
+    /// Bytes of the present blocks protected by at least one temporary pin (also counted in `pinned_bytes`; a block
+    /// that a pin holds too counts in both).
+    pub temp_pinned_bytes: u64,
     /// The configured capacity for unpinned bytes.
     pub cache_capacity: u64,
 }
@@ -156,12 +201,41 @@ pub trait BlockStore: Send + Sync {
     fn unpin(&self, root: &Cid) -> Result<bool, StoreError>;
     /// All pins.
     fn pins(&self) -> Result<Vec<PinInfo>, StoreError>;
-    /// Whether some pin protects this block (present or not).
+    /// Whether some pin or temporary pin protects this block (present or not).
     fn is_pinned(&self, cid: &Cid) -> Result<bool, StoreError>;
+    /// A new, empty temporary pin owned by `owner` (free text, e.g. `"dataset:sales"` or `"import"`). Persistent: it
+    /// survives a crash or restart until released. Its blocks are protected like pinned ones (never evicted, not
+    /// counted against the capacity) but it has no root: it protects a DAG while it is being built or imported.
+    fn temp_pin(&self, owner: &str) -> Result<TempPinId, StoreError>;
+    /// Stores verified blocks and adds them to the temporary pin `pin`, atomically with respect to eviction: a block
+    /// is never evictable between its put and its protection (blocks already present are protected before anything
+    /// can evict them). Idempotent. [`StoreError::UnknownTempPin`] (and nothing stored) if `pin` does not exist.
+    fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError>;
+    /// Adds blocks, present or not, to the temporary pin `pin` without storing data (e.g. reused leaves). Absent
+    /// blocks are protected as soon as they arrive. [`StoreError::UnknownTempPin`] if `pin` does not exist.
+    fn temp_pin_add(&self, pin: TempPinId, blocks: &mut dyn Iterator<Item = Cid>) -> Result<(), StoreError>;
+    /// Releases a temporary pin: its blocks become ordinary cache (evictable) unless another pin or temporary pin
+    /// holds them. `false` for an unknown (or already released) id.
+    fn release_temp(&self, pin: TempPinId) -> Result<bool, StoreError>;
+    /// Releases every temporary pin of `owner` (e.g. the leftovers of a crashed run); returns how many.
+    fn release_temp_owner(&self, owner: &str) -> Result<u64, StoreError>;
+    /// The ids of the temporary pins of `owner` still held, oldest first.
+    fn temp_pins(&self, owner: &str) -> Result<Vec<TempPinId>, StoreError>;
+    /// Pins `root` with `blocks` (as [`BlockStore::pin`] does) plus every block of the temporary pins `temps`, and
+    /// releases those temporary pins, in one index transaction: there is no moment at which the blocks are
+    /// unprotected, and a crash leaves either the temporary pins or the pin. An unknown id in `temps` is
+    /// [`StoreError::UnknownTempPin`] and changes nothing.
+    fn pin_with_temps(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+        temps: &[TempPinId],
+    ) -> Result<(), StoreError>;
     /// Totals.
     fn stats(&self) -> Result<StoreStats, StoreError>;
-    /// Evicts least recently used unpinned blocks until unpinned bytes <= capacity. `put`, `put_many`, `pin` (a
-    /// replaced block set) and `unpin` do this automatically when over capacity, evicting down to 90% of it in one
+    /// Evicts least recently used unpinned blocks until unpinned bytes <= capacity. `put`, `put_many`, `put_temp`,
+    /// `pin` (a replaced block set), `unpin`, `pin_with_temps` and the releases of temporary pins do this automatically when over capacity, evicting down to 90% of it in one
     /// go, so unpinned bytes never stay above the capacity.
     fn evict(&self) -> Result<EvictStats, StoreError>;
     /// Persists pending LRU access times and checkpoints the index.

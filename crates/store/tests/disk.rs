@@ -426,8 +426,16 @@ fn crash_child() {
                     (cid_of(&d), Bytes::from(d))
                 })
                 .collect();
-            s.put_many(&batch).unwrap();
-            s.pin(&batch[0].0, "crash", &mut batch.iter().map(|b| b.0)).unwrap();
+            if i % 10 == 0 {
+                s.put_many(&batch).unwrap();
+                s.pin(&batch[0].0, "crash", &mut batch.iter().map(|b| b.0)).unwrap();
+            } else {
+                // through a temporary pin, as writers and imports do
+                let t = s.temp_pin("crash").unwrap();
+                s.put_temp(t, &batch[..3]).unwrap();
+                s.put_temp(t, &batch[2..]).unwrap();
+                s.pin_with_temps(&batch[0].0, "crash", &mut std::iter::empty(), &[t]).unwrap();
+            }
             i += 5;
         } else {
             s.put(&cid_of(&d), &d).unwrap();
@@ -479,5 +487,12 @@ fn kill9_at_any_moment() {
         }
         assert_eq!(st.blocks, found, "every indexed block is one the child wrote");
         assert!(found > 0, "child wrote something in round {round}");
+        // A temporary pin the child was filling when it was killed is still held; releasing it frees its blocks.
+        let held = s.temp_pins("crash").unwrap();
+        assert!(held.len() <= 1, "at most the one being filled: {held:?}");
+        assert_eq!(s.release_temp_owner("crash").unwrap(), held.len() as u64);
+        let st = s.stats().unwrap();
+        assert_eq!(st.temp_pinned_bytes, 0, "{st:?}");
+        assert!(st.unpinned_bytes() <= 512 * 1024, "{st:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! Model test: random operation sequences run against DiskStore and MemoryStore side by side, checked against a
-//! simple model (which blocks were stored, which are pinned) and against each other (same LRU decisions).
+//! simple model (which blocks were stored, which are pinned or temporarily pinned) and against each other (same LRU
+//! decisions, same temporary pin ids).
 
 mod common;
 
@@ -8,11 +9,16 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use cid::Cid;
 use common::*;
-use ipfs_mount_store::{BlockStore, DiskStore, MemoryStore};
+use ipfs_mount_store::{BlockStore, DiskStore, MemoryStore, StoreError, TempPinId};
 use proptest::prelude::*;
 
 const UNIVERSE: usize = 16;
 const CAPACITY: u64 = 1000;
+/// Owners of temporary pins.
+const OWNERS: usize = 2;
+/// Temporary pins are named by their creation order; an index past the last one created (or of a released one)
+/// exercises unknown ids.
+const TEMPS: usize = 6;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -21,6 +27,12 @@ enum Op {
     Get(usize),
     Pin(usize, Vec<usize>),
     Unpin(usize),
+    TempPin(usize),
+    PutTemp(usize, Vec<usize>),
+    TempAdd(usize, Vec<usize>),
+    ReleaseTemp(usize),
+    ReleaseOwner(usize),
+    PinWithTemps(usize, Vec<usize>, Vec<usize>),
     Evict,
     Flush,
     Reopen,
@@ -33,7 +45,14 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec(0..UNIVERSE, 0..6).prop_map(Op::PutMany),
         4 => i.clone().prop_map(Op::Get),
         2 => (i.clone(), prop::collection::vec(0..UNIVERSE, 0..4)).prop_map(|(r, b)| Op::Pin(r, b)),
-        1 => i.prop_map(Op::Unpin),
+        1 => i.clone().prop_map(Op::Unpin),
+        2 => (0..OWNERS).prop_map(Op::TempPin),
+        4 => (0..TEMPS, prop::collection::vec(0..UNIVERSE, 0..5)).prop_map(|(t, b)| Op::PutTemp(t, b)),
+        1 => (0..TEMPS, prop::collection::vec(0..UNIVERSE, 0..4)).prop_map(|(t, b)| Op::TempAdd(t, b)),
+        1 => (0..TEMPS).prop_map(Op::ReleaseTemp),
+        1 => (0..OWNERS).prop_map(Op::ReleaseOwner),
+        2 => (i, prop::collection::vec(0..UNIVERSE, 0..3), prop::collection::vec(0..TEMPS, 0..3))
+            .prop_map(|(r, b, t)| Op::PinWithTemps(r, b, t)),
         1 => Just(Op::Evict),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
@@ -58,12 +77,29 @@ impl Universe {
 struct Model {
     present: HashSet<usize>,
     pins: HashMap<usize, HashSet<usize>>,
+    /// Ids of the temporary pins created, in creation order (released ones included).
+    temp_ids: Vec<TempPinId>,
+    /// Temporary pins held: creation index -> (owner, blocks).
+    temps: HashMap<usize, (usize, HashSet<usize>)>,
 }
 
 impl Model {
-    fn pinned(&self, i: usize) -> bool {
-        self.pins.values().any(|s| s.contains(&i))
+    fn temp_pinned(&self, i: usize) -> bool {
+        self.temps.values().any(|(_, s)| s.contains(&i))
     }
+
+    fn pinned(&self, i: usize) -> bool {
+        self.pins.values().any(|s| s.contains(&i)) || self.temp_pinned(i)
+    }
+
+    /// The store id of temporary pin `t` (creation index), or an id never handed out.
+    fn temp_id(&self, t: usize) -> TempPinId {
+        self.temp_ids.get(t).copied().unwrap_or(1_000_000 + t as TempPinId)
+    }
+}
+
+fn owner(o: usize) -> String {
+    format!("owner{o}")
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -83,7 +119,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.present.insert(*i);
             }
             Op::PutMany(is) => {
-                let batch: Vec<(Cid, Bytes)> = is.iter().map(|&i| (u.cids[i], Bytes::from(u.data[i].clone()))).collect();
+                let batch: Vec<(Cid, Bytes)> =
+                    is.iter().map(|&i| (u.cids[i], Bytes::from(u.data[i].clone()))).collect();
                 for s in stores {
                     s.put_many(&batch).unwrap();
                 }
@@ -93,11 +130,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 for s in stores {
                     match s.get(&u.cids[*i]).unwrap() {
                         Some(got) => prop_assert_eq!(&got[..], &u.data[*i][..], "wrong bytes for block {}", i),
-                        None => prop_assert!(
-                            !(model.present.contains(i) && model.pinned(*i)),
-                            "pinned block {} missing",
-                            i
-                        ),
+                        None => {
+                            prop_assert!(!(model.present.contains(i) && model.pinned(*i)), "pinned block {} missing", i)
+                        }
                     }
                 }
             }
@@ -113,6 +148,77 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let expect = model.pins.remove(r).is_some();
                 for s in stores {
                     prop_assert_eq!(s.unpin(&u.cids[*r]).unwrap(), expect);
+                }
+            }
+            Op::TempPin(o) => {
+                let ids: Vec<TempPinId> = stores.iter().map(|s| s.temp_pin(&owner(*o)).unwrap()).collect();
+                prop_assert_eq!(ids[0], ids[1], "disk and memory hand out different ids");
+                prop_assert!(!model.temp_ids.contains(&ids[0]), "temporary pin id {} reused", ids[0]);
+                model.temps.insert(model.temp_ids.len(), (*o, HashSet::new()));
+                model.temp_ids.push(ids[0]);
+            }
+            Op::PutTemp(t, is) => {
+                let batch: Vec<(Cid, Bytes)> =
+                    is.iter().map(|&i| (u.cids[i], Bytes::from(u.data[i].clone()))).collect();
+                let id = model.temp_id(*t);
+                for s in stores {
+                    let r = s.put_temp(id, &batch);
+                    match model.temps.get(t) {
+                        Some(_) => prop_assert!(r.is_ok(), "put_temp failed: {:?}", r),
+                        None => prop_assert!(matches!(r, Err(StoreError::UnknownTempPin(_))), "{:?}", r),
+                    }
+                }
+                if let Some((_, set)) = model.temps.get_mut(t) {
+                    set.extend(is.iter().copied());
+                    model.present.extend(is.iter().copied());
+                }
+            }
+            Op::TempAdd(t, is) => {
+                let id = model.temp_id(*t);
+                for s in stores {
+                    let r = s.temp_pin_add(id, &mut is.iter().map(|&i| u.cids[i]));
+                    prop_assert_eq!(r.is_ok(), model.temps.contains_key(t), "{:?}", r);
+                }
+                if let Some((_, set)) = model.temps.get_mut(t) {
+                    set.extend(is.iter().copied());
+                }
+            }
+            Op::ReleaseTemp(t) => {
+                let id = model.temp_id(*t);
+                let expect = model.temps.remove(t).is_some();
+                for s in stores {
+                    prop_assert_eq!(s.release_temp(id).unwrap(), expect);
+                }
+            }
+            Op::ReleaseOwner(o) => {
+                let mine: Vec<usize> = model.temps.iter().filter(|(_, (ow, _))| ow == o).map(|(t, _)| *t).collect();
+                let mut ids: Vec<TempPinId> = mine.iter().map(|t| model.temp_id(*t)).collect();
+                ids.sort_unstable();
+                for s in stores {
+                    prop_assert_eq!(s.temp_pins(&owner(*o)).unwrap(), ids.clone());
+                    prop_assert_eq!(s.release_temp_owner(&owner(*o)).unwrap(), mine.len() as u64);
+                    prop_assert!(s.temp_pins(&owner(*o)).unwrap().is_empty());
+                }
+                for t in mine {
+                    model.temps.remove(&t);
+                }
+            }
+            Op::PinWithTemps(r, bs, ts) => {
+                let ids: Vec<TempPinId> = ts.iter().map(|t| model.temp_id(*t)).collect();
+                let ok = ts.iter().all(|t| model.temps.contains_key(t));
+                for s in stores {
+                    let res = s.pin_with_temps(&u.cids[*r], "model", &mut bs.iter().map(|&b| u.cids[b]), &ids);
+                    prop_assert_eq!(res.is_ok(), ok, "{:?}", res);
+                }
+                if ok {
+                    let mut set: HashSet<usize> = bs.iter().copied().collect();
+                    set.insert(*r);
+                    for t in ts {
+                        if let Some((_, blocks)) = model.temps.remove(t) {
+                            set.extend(blocks);
+                        }
+                    }
+                    model.pins.insert(*r, set);
                 }
             }
             Op::Evict => {
@@ -132,6 +238,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         // Invariants, and the two stores agree block by block.
         let mut expect_bytes = 0;
         let mut expect_pinned_bytes = 0;
+        let mut expect_temp_bytes = 0;
         let mut now_present = HashSet::new();
         for i in 0..UNIVERSE {
             let c = &u.cids[i];
@@ -150,12 +257,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if pinned {
                     expect_pinned_bytes += u.data[i].len() as u64;
                 }
+                if model.temp_pinned(i) {
+                    expect_temp_bytes += u.data[i].len() as u64;
+                }
             }
         }
         model.present = now_present;
         let ds = d.stats().unwrap();
         prop_assert_eq!(ds, mem.stats().unwrap());
-        prop_assert_eq!((ds.blocks, ds.bytes, ds.pinned_bytes), (model.present.len() as u64, expect_bytes, expect_pinned_bytes));
+        prop_assert_eq!(
+            (ds.blocks, ds.bytes, ds.pinned_bytes, ds.temp_pinned_bytes),
+            (model.present.len() as u64, expect_bytes, expect_pinned_bytes, expect_temp_bytes)
+        );
         prop_assert!(ds.unpinned_bytes() <= CAPACITY, "capacity exceeded: {:?}", ds);
         let dp = d.pins().unwrap();
         prop_assert_eq!(dp.len(), model.pins.len());
