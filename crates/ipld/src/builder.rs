@@ -269,17 +269,34 @@ fn dedup_entries(entries: &[(Vec<u8>, Cid, u64)]) -> Vec<(Vec<u8>, Cid, u64)> {
 /// smaller than the final one, so within a few bytes per subdirectory of the threshold Helia
 /// may stay plain where this shards. [`build_directory_auto_counting`] lets a caller choose
 /// the counted entries.
+///
+/// # Panics
+/// If two names cannot be told apart by the HAMT (see [`try_build_directory_auto`], which
+/// reports that as an error instead: use it for names from untrusted content).
 pub fn build_directory_auto(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> Built {
+    try_build_directory_auto(entries, profile).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`build_directory_auto`] without the panic: a sharded directory in which two names share
+/// every hash bit the fanout can use (all 64 bits of their murmur3 hash at fanout 16 or
+/// 256) cannot be built, by us or by Kubo ("sharded directory too deep"), and is reported as
+/// [`DirError::HashCollision`](crate::dirtree::DirError::HashCollision) with two of those
+/// names.
+pub fn try_build_directory_auto(
+    entries: &[(Vec<u8>, Cid, u64)],
+    profile: &ImportProfile,
+) -> Result<Built, crate::dirtree::DirError> {
     let entries = dedup_entries(entries);
     if profile.needs_sharding(&entries) {
-        build_hamt_sorted(&entries, profile)
+        build_hamt_sorted(&entries, profile, crate::dirtree::murmur_hash)
     } else {
-        build_directory(&entries, profile)
+        Ok(build_directory(&entries, profile))
     }
 }
 
 /// Like [`build_directory_auto`], but only the entries for which `counted` is true enter
-/// the sharding estimate (all entries are in the directory either way).
+/// the sharding estimate (all entries are in the directory either way). Panics as
+/// [`build_directory_auto`] does.
 pub fn build_directory_auto_counting(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
@@ -289,7 +306,8 @@ pub fn build_directory_auto_counting(
     let in_estimate: Vec<(Vec<u8>, Cid, u64)> =
         entries.iter().filter(|e| counted(e)).cloned().collect();
     if profile.needs_sharding(&in_estimate) {
-        build_hamt_sorted(&entries, profile)
+        build_hamt_sorted(&entries, profile, crate::dirtree::murmur_hash)
+            .unwrap_or_else(|e| panic!("{e}"))
     } else {
         build_directory(&entries, profile)
     }
@@ -301,12 +319,43 @@ pub fn build_directory_auto_counting(
 ///
 /// # Panics
 /// If `profile.fanout` is not a power of two in `8..=1024`, or if two different names share
-/// all 64 bits of their murmur3 hash (the HAMT cannot separate them; neither can Kubo).
+/// all 64 bits of their murmur3 hash (the HAMT cannot separate them; neither can Kubo):
+/// [`try_build_hamt`] reports the latter as an error.
 pub fn build_hamt(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> Built {
-    build_hamt_sorted(&dedup_entries(entries), profile)
+    try_build_hamt(entries, profile).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn build_hamt_sorted(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> Built {
+/// [`build_hamt`], with names the HAMT cannot separate reported as
+/// [`DirError::HashCollision`](crate::dirtree::DirError::HashCollision) instead of a panic.
+///
+/// # Panics
+/// If `profile.fanout` is not a power of two in `8..=1024`.
+pub fn try_build_hamt(
+    entries: &[(Vec<u8>, Cid, u64)],
+    profile: &ImportProfile,
+) -> Result<Built, crate::dirtree::DirError> {
+    build_hamt_sorted(
+        &dedup_entries(entries),
+        profile,
+        crate::dirtree::murmur_hash,
+    )
+}
+
+/// [`try_build_hamt`] with another name hash (tests force collisions with it).
+#[cfg(test)]
+pub(crate) fn try_build_hamt_with_hash(
+    entries: &[(Vec<u8>, Cid, u64)],
+    profile: &ImportProfile,
+    hash: crate::dirtree::NameHash,
+) -> Result<Built, crate::dirtree::DirError> {
+    build_hamt_sorted(&dedup_entries(entries), profile, hash)
+}
+
+fn build_hamt_sorted(
+    entries: &[(Vec<u8>, Cid, u64)],
+    profile: &ImportProfile,
+    hash: crate::dirtree::NameHash,
+) -> Result<Built, crate::dirtree::DirError> {
     let fanout = profile.fanout;
     assert!(
         fanout.is_power_of_two() && (hamt::MIN_FANOUT..=hamt::MAX_FANOUT).contains(&fanout),
@@ -316,31 +365,43 @@ fn build_hamt_sorted(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -
     );
     let items: Vec<&(Vec<u8>, Cid, u64)> = entries.iter().collect();
     let mut blocks = Vec::new();
-    let (root, tsize) = shard_node(&items, 0, profile, &mut blocks);
-    Built {
+    let (root, tsize) = shard_node(&items, 0, profile, hash, &mut blocks)?;
+    Ok(Built {
         root,
         size: 0,
         tsize,
         blocks,
-    }
+    })
 }
 
 /// Builds the shard at `depth` holding `items`; returns its CID and Tsize.
+///
+/// A shard below the root holds two or more names that share every hash bit above
+/// `depth`; when the hash has no bits left for `depth` (64 bits = 8 levels at fanout 256),
+/// those names cannot be separated: an error, as boxo's "sharded directory too deep".
 fn shard_node(
     items: &[&(Vec<u8>, Cid, u64)],
     depth: u32,
     profile: &ImportProfile,
+    hash: crate::dirtree::NameHash,
     blocks: &mut Vec<(Cid, Bytes)>,
-) -> (Cid, u64) {
+) -> Result<(Cid, u64), crate::dirtree::DirError> {
     let fanout = profile.fanout;
-    let mut buckets: Vec<(u32, &Entry)> = items
-        .iter()
-        .map(|e| {
-            let index = hamt::bucket_index(&e.0, depth, fanout)
-                .expect("two names with the same 64-bit murmur3 hash cannot be sharded");
-            (index, *e)
-        })
-        .collect();
+    let bits = hamt::bits_per_level(fanout);
+    let mut buckets: Vec<(u32, &Entry)> = Vec::with_capacity(items.len());
+    for e in items {
+        let Some(index) = crate::dirtree::bucket_at(hash(&e.0), depth, bits) else {
+            // depth > 0, so `items` holds 2+ names sharing all the hash bits there are
+            return Err(crate::dirtree::DirError::HashCollision {
+                name: e.0.clone(),
+                other: items
+                    .iter()
+                    .find(|o| o.0 != e.0)
+                    .map_or_else(Vec::new, |o| o.0.clone()),
+            });
+        };
+        buckets.push((index, *e));
+    }
     buckets.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1 .0.cmp(&b.1 .0)));
 
     let width = hamt::prefix_width(fanout);
@@ -359,16 +420,16 @@ fn shard_node(
                 name: Some(name),
                 tsize: Some(*tsize),
             });
-            children_tsize += tsize;
+            children_tsize = children_tsize.wrapping_add(*tsize);
         } else {
             let sub: Vec<&(Vec<u8>, Cid, u64)> = group.iter().map(|(_, e)| *e).collect();
-            let (cid, tsize) = shard_node(&sub, depth + 1, profile, blocks);
+            let (cid, tsize) = shard_node(&sub, depth + 1, profile, hash, blocks)?;
             links.push(PbLink {
                 cid,
                 name: Some(name),
                 tsize: Some(tsize),
             });
-            children_tsize += tsize;
+            children_tsize = children_tsize.wrapping_add(tsize);
         }
     }
     // big-endian integer without leading zero bytes (an empty shard has no Data bytes)
@@ -387,9 +448,9 @@ fn shard_node(
         data: Some(crate::unixfs::encode_data(&meta).into()),
     });
     let cid = profile.pb_cid(&block);
-    let tsize = block.len() as u64 + children_tsize;
+    let tsize = (block.len() as u64).wrapping_add(children_tsize);
     blocks.push((cid, block.into()));
-    (cid, tsize)
+    Ok((cid, tsize))
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //! - [`unixfs`]: the UnixFS `Data` message (decode/encode, including mode and mtime) and
 //!   [`unixfs::decode_node`], which turns any block into a filesystem [`unixfs::Node`].
 //! - [`hamt`]: UnixFS HAMT shard nodes, the murmur3 name hash and one-step lookup.
+//! - [`builder`]: UnixFS import (files, directories, HAMTs) with Kubo's and Helia's CIDs;
+//!   [`dirtree`]: one directory kept across changes, re-encoding only the changed shards.
 //! - [`car`]: incremental CARv1/CARv2 reader and CARv1 writer helpers.
 //! - [`docjson`]: render dag-cbor/dag-json/cbor/json blocks as dag-json text.
 
@@ -25,6 +27,7 @@ pub mod builder;
 pub mod car;
 pub mod cids;
 pub mod dagpb;
+pub mod dirtree;
 pub mod docjson;
 pub mod hamt;
 mod pb;
