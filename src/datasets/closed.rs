@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_ipld::builder::ImportProfile;
-use standin::{DirBuilder, DirError};
+use ipfs_mount_ipld::dirtree::{DirBuilder, DirError};
 
 use super::commit::Meta;
 use super::journal::{DsPath, LeafKind, Op};
@@ -332,50 +332,8 @@ fn build_dir(
             }
         }
     }
-    let (cid, tsize) = builder.build(profile, &mut out.blocks);
-    dir.built = Some((cid, tsize));
-    Ok((cid, tsize))
+    let root = builder.build(profile, &mut out.blocks);
+    dir.built = Some((root.cid, root.tsize));
+    Ok((root.cid, root.tsize))
 }
 
-/// Stand-in for the incremental directory builder (same interface, full rebuilds).
-mod standin {
-    use std::collections::BTreeMap;
-
-    use bytes::Bytes;
-    use cid::Cid;
-    use ipfs_mount_ipld::builder::{build_directory_auto, ImportProfile};
-
-    #[derive(Debug, thiserror::Error)]
-    pub enum DirError {
-        #[error("bad name")]
-        BadName,
-    }
-
-    #[derive(Default)]
-    pub struct DirBuilder {
-        entries: BTreeMap<Vec<u8>, (Cid, u64)>,
-    }
-
-    impl DirBuilder {
-        pub fn new() -> Self {
-            Self::default()
-        }
-        pub fn insert(&mut self, name: Vec<u8>, cid: Cid, tsize: u64) -> Result<(), DirError> {
-            if name.is_empty() {
-                return Err(DirError::BadName);
-            }
-            self.entries.insert(name, (cid, tsize));
-            Ok(())
-        }
-        pub fn remove(&mut self, name: &[u8]) -> bool {
-            self.entries.remove(name).is_some()
-        }
-        pub fn build(&mut self, profile: &ImportProfile, out: &mut Vec<(Cid, Bytes)>) -> (Cid, u64) {
-            let list: Vec<(Vec<u8>, Cid, u64)> =
-                self.entries.iter().map(|(n, (c, t))| (n.clone(), *c, *t)).collect();
-            let b = build_directory_auto(&list, profile);
-            out.extend(b.blocks);
-            (b.root, b.tsize)
-        }
-    }
-}
