@@ -14,7 +14,7 @@
 //!   and at unmount: rebuilding only the directories on changed paths, pinning the new blocks
 //!   (absorbing the temporary pins), then moving HEAD and trimming the journal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_ipld::builder::ImportProfile;
+use ipfs_mount_ipld::dirtree;
 use ipfs_mount_ipld::dagpb::{self, PbNode};
 use ipfs_mount_ipld::hamt::HamtLink;
 use ipfs_mount_ipld::unixfs::{self, DataType, Node, UnixFsData};
@@ -122,6 +123,9 @@ struct Staged {
 enum Body {
     Dir {
         children: BTreeMap<Vec<u8>, NodeId>,
+        /// The children's HAMT placement keys (see [`placement_key`]): a name whose key another
+        /// child has could never be placed in a sharded directory, so it is refused up front.
+        keys: HashSet<u64>,
     },
     File {
         /// `None` until the file is first closed: it is not in any version before.
@@ -357,7 +361,7 @@ impl Dataset {
     }
 
     pub fn is_empty(&self) -> bool {
-        matches!(&self.state.lock().nodes[&ROOT_NODE].body, Body::Dir { children } if children.is_empty())
+        matches!(&self.state.lock().nodes[&ROOT_NODE].body, Body::Dir { children, .. } if children.is_empty())
     }
 
     /// Whether acknowledged changes wait for a commit.
@@ -385,7 +389,7 @@ impl Dataset {
     pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<NodeId, DsError> {
         let st = self.state.lock();
         match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children } => children.get(name).copied().ok_or(DsError::NotFound),
+            Body::Dir { children, .. } => children.get(name).copied().ok_or(DsError::NotFound),
             _ => Err(DsError::NotADirectory),
         }
     }
@@ -448,7 +452,7 @@ impl Dataset {
     pub fn children(&self, id: NodeId) -> Result<Vec<(Vec<u8>, NodeId, NodeKind)>, DsError> {
         let st = self.state.lock();
         match &st.nodes.get(&id).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children } => Ok(children
+            Body::Dir { children, .. } => Ok(children
                 .iter()
                 .map(|(name, &child)| {
                     let kind = match st.nodes.get(&child).map(|n| &n.body) {
@@ -549,9 +553,12 @@ impl Dataset {
         }
         let id = st.next_id;
         match &mut st.nodes.get_mut(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children } => {
+            Body::Dir { children, keys } => {
                 if children.contains_key(name) {
                     return Err(DsError::Exists);
+                }
+                if !keys.insert(placement_key(name)) {
+                    return Err(collision(name));
                 }
                 children.insert(name.to_vec(), id);
             }
@@ -603,6 +610,7 @@ impl Dataset {
             name,
             Body::Dir {
                 children: BTreeMap::new(),
+                keys: HashSet::new(),
             },
             mode,
             mode != 0o755,
@@ -684,11 +692,11 @@ impl Dataset {
     pub fn unlink(&self, parent: NodeId, name: &[u8], want_dir: bool) -> Result<(), DsError> {
         let mut st = self.state.lock();
         let id = match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children } => *children.get(name).ok_or(DsError::NotFound)?,
+            Body::Dir { children, .. } => *children.get(name).ok_or(DsError::NotFound)?,
             _ => return Err(DsError::NotADirectory),
         };
         match (&st.nodes[&id].body, want_dir) {
-            (Body::Dir { children }, true) if !children.is_empty() => {
+            (Body::Dir { children, .. }, true) if !children.is_empty() => {
                 return Err(DsError::NotEmpty)
             }
             (Body::Dir { .. }, false) => return Err(DsError::IsADirectory),
@@ -715,7 +723,7 @@ impl Dataset {
         }
         let mut st = self.state.lock();
         let id = match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children } => *children.get(name).ok_or(DsError::NotFound)?,
+            Body::Dir { children, .. } => *children.get(name).ok_or(DsError::NotFound)?,
             _ => return Err(DsError::NotADirectory),
         };
         // A directory cannot move below itself.
@@ -736,7 +744,7 @@ impl Dataset {
                 .ok_or(DsError::NotFound)?;
         }
         let existing = match &st.nodes.get(&new_parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children } => children.get(new_name).copied(),
+            Body::Dir { children, .. } => children.get(new_name).copied(),
             _ => return Err(DsError::NotADirectory),
         };
         if let Some(target) = existing {
@@ -748,7 +756,7 @@ impl Dataset {
             }
             let src_is_dir = matches!(st.nodes[&id].body, Body::Dir { .. });
             match &st.nodes[&target].body {
-                Body::Dir { children } => {
+                Body::Dir { children, .. } => {
                     if !src_is_dir {
                         return Err(DsError::IsADirectory);
                     }
@@ -760,6 +768,13 @@ impl Dataset {
                 _ => {}
             }
         }
+        if existing.is_none() {
+            if let Body::Dir { keys, .. } = &st.nodes[&new_parent].body {
+                if keys.contains(&placement_key(new_name)) {
+                    return Err(collision(new_name));
+                }
+            }
+        }
         let from = path_components(&st, id).expect("linked");
         let mut to = path_components_dir(&st, new_parent).ok_or(DsError::NotFound)?;
         to.push(new_name.to_vec());
@@ -767,13 +782,15 @@ impl Dataset {
         if existing.is_some() {
             unlink_live(&mut st, new_parent, new_name);
         }
-        if let Body::Dir { children } = &mut st.nodes.get_mut(&parent).expect("parent").body {
+        if let Body::Dir { children, keys } = &mut st.nodes.get_mut(&parent).expect("parent").body {
             children.remove(name);
+            keys.remove(&placement_key(name));
         }
-        if let Body::Dir { children } =
+        if let Body::Dir { children, keys } =
             &mut st.nodes.get_mut(&new_parent).expect("new parent").body
         {
             children.insert(new_name.to_vec(), id);
+            keys.insert(placement_key(new_name));
         }
         let n = st.nodes.get_mut(&id).expect("node");
         n.parent = new_parent;
@@ -1325,11 +1342,28 @@ fn new_staged(base: LeafRuns, base_len: u64) -> Staged {
     }
 }
 
+/// Where a name goes in a HAMT: the first [`dirtree::SEPARATING_BITS`] bits of its murmur3
+/// hash. Two names with the same key cannot both be placed, neither by us nor by Kubo or Helia.
+fn placement_key(name: &[u8]) -> u64 {
+    u64::from_be_bytes(ipfs_mount_ipld::hamt::hash_name(name)) >> (64 - dirtree::SEPARATING_BITS)
+}
+
+fn collision(name: &[u8]) -> DsError {
+    tracing::warn!(name = %String::from_utf8_lossy(name), "refused: its HAMT hash equals another name's in this directory");
+    DsError::Invalid(format!(
+        "{:?}: its HAMT hash equals another name's in this directory",
+        String::from_utf8_lossy(name)
+    ))
+}
+
 /// Takes `name` out of the live directory `parent`; an open file lives on unnamed until its
 /// last close, as on any filesystem.
 fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) {
     let Some(id) = (match &mut st.nodes.get_mut(&parent).map(|n| &mut n.body) {
-        Some(Body::Dir { children }) => children.remove(name),
+        Some(Body::Dir { children, keys }) => {
+            keys.remove(&placement_key(name));
+            children.remove(name)
+        }
         _ => None,
     }) else {
         return;
@@ -1372,6 +1406,7 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
             name: Vec::new(),
             body: Body::Dir {
                 children: BTreeMap::new(),
+                keys: HashSet::new(),
             },
             mode: 0o755,
             mtime: time,
@@ -1396,6 +1431,7 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
                     (
                         Body::Dir {
                             children: BTreeMap::new(),
+                            keys: HashSet::new(),
                         },
                         0o755,
                     )
@@ -1431,7 +1467,8 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
     }
     for (parent, id, name, body, mode, key) in made {
         let meta = st.closed.meta.get(&key).copied();
-        if let Some(Body::Dir { children }) = st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+        if let Some(Body::Dir { children, keys }) = st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+            keys.insert(placement_key(&name));
             children.insert(name.clone(), id);
         }
         st.nodes.insert(
