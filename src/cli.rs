@@ -443,7 +443,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Dataset { store, action }) => {
             init_logging(0, None);
-            crate::datasets::cli::run(&store.into(), &action)
+            crate::cmd::dataset::run(&store.into(), &action)
         }
         None => mount::run(cli.mount),
     };

@@ -97,7 +97,7 @@ fn handle(conn: UnixStream, ctx: &Context) -> Result<()> {
         let parts: Vec<&str> = rest.split('\t').collect();
         let result = DatasetAction::from_request(&parts)
             .ok_or_else(|| anyhow!("unknown dataset request"))
-            .and_then(|a| crate::datasets::cli::execute(datasets, blocks, &a));
+            .and_then(|a| crate::cmd::dataset::execute(datasets, blocks, &a));
         match result {
             Ok(text) => write!(out, "ok\n{text}")?,
             Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,

@@ -13,13 +13,18 @@
 //! - [`peer`]: the IPFS peer beside the mount (crate `ipfs-mount-p2p`): bitswap client as
 //!   one more fetcher, bitswap server over the store, provider discovery.
 //! - [`mount`]: mount lifecycle: daemonizing, readiness, signals, stale mounts, unmount.
-//! - [`cli`]: command-line parsing and dispatch.
+//! - [`datasets`]: writable datasets: live tree, journal, closed tree, group commits.
+//! - [`names`]: `/ipns` resolution, DNSLink, publishing datasets under IPNS names.
+//! - [`serve`]: the local trustless gateway (`--serve`).
+//! - [`cli`]: command-line parsing and dispatch; [`cmd`]: the commands it runs (the outer
+//!   layer: inner modules never import `cli`, `cmd`, `mount` or `control`).
 //!
 //! Pure codecs live in the `ipfs-mount-ipld` crate, the block store in `ipfs-mount-store`
 //! and the gateway client in `ipfs-mount-fetch`.
 
 pub mod blocks;
 pub mod cli;
+pub mod cmd;
 pub mod control;
 pub mod datasets;
 pub mod fs;
