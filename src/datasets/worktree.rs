@@ -118,6 +118,82 @@ struct Staged {
     dirty: bool,
     /// Bumped by every change, so a seal done without the lock knows if it is still current.
     generation: u64,
+    /// Every write so far landed at the end (no base leaves): the file can be hashed as it is
+    /// written.
+    sequential: bool,
+    /// The hasher of a sequential writer, once the file is big enough to be worth one.
+    stream: Option<Stream>,
+}
+
+/// Files hashed while they are written once they reach this size (smaller ones are hashed at
+/// close, from memory, which costs less than a thread).
+const STREAM_FROM: u64 = 4 << 20;
+
+/// A sequential writer hashed as it writes: one pass over the bytes instead of staging them,
+/// then reading them back at close. Writes go (offset, bytes) to a hasher thread that chunks,
+/// hashes and stores them under a temporary pin; a write anywhere else than the end breaks the
+/// stream and the close falls back to hashing the staged bytes.
+struct Stream {
+    tx: std::sync::mpsc::SyncSender<(u64, Bytes)>,
+    hasher: std::thread::JoinHandle<Option<(Leaf, u64)>>,
+    temp: u64,
+    /// Set by the seal that takes the result; an abandoned stream releases its own pin.
+    claimed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stream {
+    fn start(blocks: Arc<BlockService>, profile: &ImportProfile, temp: u64, name: &str) -> std::io::Result<Stream> {
+        // A small queue: a writer faster than the hasher waits (outside the dataset's lock).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Bytes)>(16);
+        let claimed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writer = FileWriter::new(profile);
+        let done = claimed.clone();
+        let hasher = std::thread::Builder::new()
+            .name(format!("ds-hash-{name}"))
+            .spawn(move || {
+                let mut fed = 0u64;
+                let mut ok = true;
+                for (offset, data) in rx {
+                    if !ok || offset != fed {
+                        ok = false;
+                        continue;
+                    }
+                    writer.write(&data);
+                    fed += data.len() as u64;
+                    let new = writer.take_blocks();
+                    if !new.is_empty() && blocks.put_temp(temp, &new).is_err() {
+                        ok = false; // the close hashes again and reports the error
+                    }
+                }
+                let result = if ok {
+                    let root = writer.finish();
+                    blocks.put_temp(temp, &writer.take_blocks()).ok().map(|()| (root, fed))
+                } else {
+                    None
+                };
+                if !done.load(Ordering::Acquire) {
+                    let _ = blocks.release_temp(temp);
+                }
+                result
+            })?;
+        Ok(Stream {
+            tx,
+            hasher,
+            temp,
+            claimed,
+        })
+    }
+
+    /// Ends the stream: the file's root if every byte up to `size` went through it.
+    fn finish(self, size: u64) -> (Option<Leaf>, u64) {
+        self.claimed.store(true, Ordering::Release);
+        drop(self.tx);
+        let result = self.hasher.join().ok().flatten();
+        match result {
+            Some((root, fed)) if fed == size => (Some(root), self.temp),
+            _ => (None, self.temp),
+        }
+    }
 }
 
 enum Body {
@@ -841,6 +917,7 @@ impl Dataset {
                 s.file
                     .resize(size - s.base_len, &|| self.spill_file())
                     .map_err(DsError::io)?;
+                s.sequential = false;
                 s.size = size;
                 s.dirty = true;
                 s.generation += 1;
@@ -896,26 +973,60 @@ impl Dataset {
         let mut st = self.state.lock();
         self.ensure_staged(&mut st, id)?;
         let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
-        if let Body::File {
+        let Body::File {
             staged: Some(s),
             sealed,
             ..
         } = &mut n.body
-        {
-            if offset < s.base_len {
-                let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
-                materialize(&self.blocks, &base, s, &|| self.spill_file(), u64::MAX)?;
-            }
-            s.file
-                .write_all_at(data, offset - s.base_len, &|| self.spill_file())
-                .map_err(DsError::io)?;
-            s.size = s.size.max(offset + data.len() as u64);
-            s.dirty = true;
-            s.generation += 1;
-            n.mtime = now();
-            return Ok(data.len());
+        else {
+            return Err(DsError::IsADirectory);
+        };
+        if offset < s.base_len {
+            let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
+            materialize(&self.blocks, &base, s, &|| self.spill_file(), u64::MAX)?;
         }
-        Err(DsError::IsADirectory)
+        let at_end = offset == s.size;
+        s.file
+            .write_all_at(data, offset - s.base_len, &|| self.spill_file())
+            .map_err(DsError::io)?;
+        s.sequential &= at_end && s.base_len == 0;
+        let feed = if s.sequential {
+            if s.stream.is_none() && offset + data.len() as u64 >= STREAM_FROM {
+                s.stream = self.start_stream(&s.file, offset);
+            }
+            s.stream.as_ref().map(|st| st.tx.clone())
+        } else {
+            None
+        };
+        s.size = s.size.max(offset + data.len() as u64);
+        s.dirty = true;
+        s.generation += 1;
+        n.mtime = now();
+        drop(st);
+        // Hashing happens on the stream's thread; waiting for room is done without the lock.
+        if let Some(tx) = feed {
+            let _ = tx.send((offset, Bytes::copy_from_slice(data)));
+        }
+        Ok(data.len())
+    }
+
+    /// Starts hashing a sequential writer: the bytes staged so far go first.
+    fn start_stream(&self, file: &StageBuf, upto: u64) -> Option<Stream> {
+        let temp = self.new_temp().ok()?;
+        let stream = match Stream::start(self.blocks.clone(), &self.profile, temp, &self.name) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(dataset = %self.name, "cannot start a hasher thread: {e}");
+                self.release_temp(temp);
+                return None;
+            }
+        };
+        let mut head = vec![0u8; upto as usize];
+        let got = file.read_at(&mut head, 0).ok()?;
+        head[got..].fill(0);
+        // The queue is empty: this never waits.
+        stream.tx.send((0, head.into())).ok()?;
+        Some(stream)
     }
 
     /// `close`: seals the file if it changed and journals its new content. When this returns
@@ -983,6 +1094,44 @@ impl Dataset {
     /// Seals a staged file: hashes its bytes without the dataset's lock (other files stay
     /// usable meanwhile), then journals the new content.
     fn seal(&self, id: NodeId) -> Result<(), DsError> {
+        // A sequential writer was hashed as it wrote: only the tail is left to do.
+        let streamed = {
+            let mut st = self.state.lock();
+            match st.nodes.get_mut(&id).map(|n| &mut n.body) {
+                Some(Body::File {
+                    staged: Some(s), ..
+                }) if s.dirty && s.stream.is_some() => {
+                    let stream = s.stream.take().expect("checked");
+                    Some((stream, s.size, s.generation, s.sequential))
+                }
+                _ => None,
+            }
+        };
+        if let Some((stream, size, generation, sequential)) = streamed {
+            let (root, temp) = stream.finish(size);
+            match root {
+                Some(root) if sequential => {
+                    let st = self.state.lock();
+                    let current = matches!(
+                        st.nodes.get(&id).map(|n| &n.body),
+                        Some(Body::File { staged: Some(s), .. }) if s.generation == generation
+                    );
+                    if current {
+                        let sealed = Sealed {
+                            cid: root.cid,
+                            size: root.size,
+                            tsize: root.tsize,
+                        };
+                        return self.install(st, id, sealed, generation, temp);
+                    }
+                    drop(st);
+                    self.release_temp(temp);
+                }
+                _ => {
+                    self.release_temp(temp);
+                }
+            }
+        }
         for attempt in 0..4 {
             let mut guard = Some(self.state.lock());
             let snapshot = match guard.as_ref().and_then(|st| st.nodes.get(&id)).map(|n| &n.body) {
@@ -1335,10 +1484,12 @@ fn new_staged(base: LeafRuns, base_len: u64) -> Staged {
     Staged {
         file: StageBuf::new(),
         size: base_len,
+        sequential: base_len == 0,
         base,
         base_len,
         dirty: false,
         generation: 0,
+        stream: None,
     }
 }
 

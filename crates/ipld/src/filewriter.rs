@@ -47,8 +47,9 @@ use crate::{cids, codec};
 /// this writer returned before, whether the repeat is the zero leaf, another chunk that
 /// occurs twice or an interior node. Memory is one chunk, the runs, and one CID per
 /// distinct block made.
-pub struct FileWriter<'p> {
-    profile: &'p ImportProfile,
+pub struct FileWriter {
+    /// Owned (a small copy), so a writer can live inside long-lived state.
+    profile: ImportProfile,
     pending: Vec<u8>,
     /// The full leaves so far, in file order: `(leaf, count)`, `count ≥ 1`, neighbours differ.
     runs: Vec<(Leaf, u64)>,
@@ -62,10 +63,10 @@ pub struct FileWriter<'p> {
     uniform: HashMap<Leaf, Leaf>,
 }
 
-impl<'p> FileWriter<'p> {
-    pub fn new(profile: &'p ImportProfile) -> Self {
+impl FileWriter {
+    pub fn new(profile: &ImportProfile) -> Self {
         FileWriter {
-            profile,
+            profile: profile.clone(),
             pending: Vec::new(),
             runs: Vec::new(),
             blocks: Vec::new(),
@@ -207,9 +208,8 @@ impl<'p> FileWriter<'p> {
 
     /// Encodes and hashes the leaf of `chunk` and hands its block out.
     fn make_leaf(&mut self, chunk: &[u8]) -> Leaf {
-        let p = self.profile;
-        if p.raw_leaves {
-            let cid = cids::compute(Version::V1, codec::RAW, p.hash, chunk)
+        if self.profile.raw_leaves {
+            let cid = cids::compute(Version::V1, codec::RAW, self.profile.hash, chunk)
                 .expect("profile hash is supported");
             self.emit(cid, Bytes::copy_from_slice(chunk));
             Leaf {
@@ -227,7 +227,7 @@ impl<'p> FileWriter<'p> {
                 links: Vec::new(),
                 data: Some(crate::unixfs::encode_data(&meta).into()),
             });
-            let cid = p.pb_cid(&block);
+            let cid = self.profile.pb_cid(&block);
             let tsize = block.len() as u64;
             self.emit(cid, block);
             Leaf {
