@@ -291,7 +291,19 @@ impl BlockService {
     /// and adds them to the temporary pin `pin`, with no moment at which they are evictable. Also
     /// makes them readable from the memory cache, like [`BlockService::put_verified`].
     pub fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError> {
-        self.store.put_temp(pin, blocks)?;
+        if let Err(e) = self.store.put_temp(pin, blocks) {
+            if !e.is_no_space() {
+                return Err(e);
+            }
+            // A full disk: blocks someone wrote beat cached ones. Drop the whole unpinned cache
+            // and try once more; if that is not enough, the writer gets ENOSPC.
+            let freed = self.store.evict_to(0).unwrap_or_default();
+            if freed.bytes == 0 {
+                return Err(e);
+            }
+            tracing::warn!(freed = freed.bytes, "the store's disk is full: evicted the unpinned cache");
+            self.store.put_temp(pin, blocks)?;
+        }
         for (cid, data) in blocks {
             if cids::identity_data(cid).is_none() {
                 self.memory.insert(cids::multihash_key(cid), data.clone());

@@ -293,6 +293,9 @@ impl BlockStore for AnnouncingStore {
     fn evict(&self) -> Result<ipfs_mount_store::EvictStats, ipfs_mount_store::StoreError> {
         self.inner.evict()
     }
+    fn evict_to(&self, target: u64) -> Result<ipfs_mount_store::EvictStats, ipfs_mount_store::StoreError> {
+        self.inner.evict_to(target)
+    }
     fn flush(&self) -> Result<(), ipfs_mount_store::StoreError> {
         self.inner.flush()
     }

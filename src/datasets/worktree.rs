@@ -781,7 +781,11 @@ impl Dataset {
             _ => {}
         }
         let path = path_components(&st, id).expect("linked");
-        self.log(&mut st, Op::Remove { path })?;
+        // Removing what no version will hold (a file never closed) needs no record: it also
+        // works on a full disk, freeing the staged bytes.
+        if st.closed.get(&path).is_some() {
+            self.log(&mut st, Op::Remove { path })?;
+        }
         unlink_live(&mut st, parent, name);
         Ok(())
     }
@@ -1065,7 +1069,9 @@ impl Dataset {
             } = &mut n.body
             {
                 *writers = writers.saturating_sub(1);
-                if *writers == 0 && result.is_ok() {
+                // Also when the seal failed: that close reported the error, and the staged
+                // bytes (perhaps filling the disk) go; the file shows its last closed content.
+                if *writers == 0 {
                     *staged = None;
                 }
                 remove = *writers == 0 && n.parent == 0;

@@ -1252,6 +1252,11 @@ impl BlockStore for DiskStore {
         self.evict_locked(&mut idx, self.capacity)
     }
 
+    fn evict_to(&self, target: u64) -> Result<EvictStats> {
+        let mut idx = self.index.lock();
+        self.evict_locked(&mut idx, target.min(self.capacity))
+    }
+
     fn flush(&self) -> Result<()> {
         let mut idx = self.index.lock();
         flush_pending(&self.pending, &mut idx)?;

@@ -238,6 +238,12 @@ pub trait BlockStore: Send + Sync {
     /// `pin` (a replaced block set), `unpin`, `pin_with_temps` and the releases of temporary pins do this automatically when over capacity, evicting down to 90% of it in one
     /// go, so unpinned bytes never stay above the capacity.
     fn evict(&self) -> Result<EvictStats, StoreError>;
+    /// Evicts least recently used unpinned blocks until unpinned bytes <= `target` (e.g. 0 when
+    /// the disk is full: written data beats cached data).
+    fn evict_to(&self, target: u64) -> Result<EvictStats, StoreError> {
+        let _ = target;
+        self.evict()
+    }
     /// Persists pending LRU access times and checkpoints the index.
     fn flush(&self) -> Result<(), StoreError>;
 }

@@ -368,6 +368,10 @@ impl BlockStore for MemoryStore {
         Ok(self.inner.lock().evict_to(self.capacity))
     }
 
+    fn evict_to(&self, target: u64) -> Result<EvictStats, StoreError> {
+        Ok(self.inner.lock().evict_to(target.min(self.capacity)))
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
