@@ -368,6 +368,11 @@ impl BlockService {
         self.store.stats()
     }
 
+    /// Every pin of the store.
+    pub fn pins(&self) -> Result<Vec<ipfs_mount_store::PinInfo>, StoreError> {
+        self.store.pins()
+    }
+
     /// Fetch many blocks of a DAG in one request (a CAR stream), verifying and storing each as
     /// it arrives. Returns how many new blocks were stored. A broken stream is an error, but what
     /// arrived before the break is kept.

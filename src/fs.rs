@@ -437,7 +437,7 @@ impl Filesystem for IpfsFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let stats = self.tree.blocks().store().stats().ok();
+        let stats = self.tree.blocks().stats().ok();
         let bsize = 4096u64;
         let used = stats.as_ref().map(|s| s.bytes).unwrap_or(0) / bsize;
         let capacity = stats

@@ -772,7 +772,7 @@ impl Tree {
             }
             NodeKind::IpfsRoot => {
                 // Pinned roots are the natural thing to show here; any other CID still works by name.
-                let pins = self.blocks.store().pins().unwrap_or_default();
+                let pins = self.blocks.pins().unwrap_or_default();
                 let mut names: Vec<String> = pins.iter().map(|p| p.root.to_string()).collect();
                 names.sort();
                 names.dedup();
