@@ -509,9 +509,9 @@ impl Dataset {
         if a.kind != NodeKind::Directory {
             return Ok(a.cid);
         }
-        if self.has_pending() {
-            self.commit(None)?;
-        }
+        // Also when nothing is pending: a commit in flight (built, not yet published) is
+        // waited for, so the answer is never the version before it.
+        self.commit(None)?;
         let st = self.state.lock();
         if id == ROOT_NODE {
             return Ok(st.root);
@@ -1653,6 +1653,21 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
     while let Some((path, cid)) = pending.pop() {
         let mut entries = BTreeMap::new();
         for (name, child, tsize) in dir_entries(blocks, &cid)? {
+            // A raw leaf is a whole file whose size is its Tsize: no need to read it.
+            if child.codec() == codec::RAW {
+                entries.insert(
+                    name,
+                    closed::Entry::Leaf(ClosedLeaf {
+                        kind: LeafKind::File,
+                        cid: child,
+                        size: tsize,
+                        tsize,
+                        target: Vec::new(),
+                        temp: None,
+                    }),
+                );
+                continue;
+            }
             let block = blocks
                 .get_local(&child)?
                 .ok_or_else(|| anyhow::anyhow!("block {child} missing"))?;
