@@ -522,6 +522,42 @@ except OSError as e:
 print(json.dumps(res))
 "#;
 
+/// Writes files `fill_<i>.bin` (256 KiB + i bytes each) until a call fails: prints `closed <name>` after each
+/// successful close, then `error <name> <open|write|close> <errno>`.
+const FILL_SMALL: &str = r#"
+import os, sys, hashlib
+d, n_max = sys.argv[1], int(sys.argv[2])
+for i in range(n_max):
+    name = f"fill_{i:04}.bin"
+    data = (hashlib.sha256(name.encode()).digest() * ((262144 + i) // 32 + 1))[:262144 + i]
+    stage, fd = "open", None
+    try:
+        fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        stage = "write"
+        off = 0
+        while off < len(data):
+            off += os.write(fd, data[off:off + 65536])
+        stage = "close"
+        f, fd = fd, None
+        os.close(f)
+    except OSError as e:
+        print(f"error {name} {stage} {e.errno}", flush=True)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        break
+    print(f"closed {name}", flush=True)
+"#;
+
+fn fill_content(name: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let i: usize = name.trim_start_matches("fill_").trim_end_matches(".bin").parse().unwrap();
+    let d = sha2::Sha256::digest(name.as_bytes());
+    d.iter().cycle().take(262_144 + i).copied().collect()
+}
+
 #[test]
 fn full_disk_gives_enospc_and_keeps_committed() {
     let test = "full_disk_gives_enospc_and_keeps_committed";
@@ -619,6 +655,68 @@ fn full_disk_gives_enospc_and_keeps_committed() {
         }
     }
     check_small(&m, &ds, "after the failed writes and rm (live tree)", &mut failures);
+
+    // fill the disk with 256 KiB files until one fails; every file whose close returned success must survive kill -9
+    let n_max = disk.free_bytes() / (256 * 1024) + 64;
+    let mut acked: Vec<String> = Vec::new();
+    match python(FILL_SMALL, &[ds.as_os_str(), OsStr::new(&n_max.to_string())], 600) {
+        Ok(out) => {
+            let mut stopped = None;
+            for l in out.lines() {
+                let f: Vec<&str> = l.split(' ').collect();
+                match f.as_slice() {
+                    ["closed", name] => acked.push(name.to_string()),
+                    ["error", name, stage, errno] => stopped = Some((name.to_string(), stage.to_string(), errno.parse::<i32>().unwrap_or(-1))),
+                    _ => {}
+                }
+            }
+            eprintln!("{test}: {} files of ~256 KiB closed before the disk was full; then {stopped:?}", acked.len());
+            match stopped {
+                Some((_, stage, e)) if e == libc::ENOSPC && ["open", "write", "close"].contains(&stage.as_str()) => {}
+                Some((name, stage, e)) => failures.push(format!(
+                    "filling the disk with small files: {name}: {stage} failed with {}, expected ENOSPC",
+                    errno_name(e)
+                )),
+                None => failures.push(format!("{n_max} files of ~256 KiB all closed on a disk with room for fewer")),
+            }
+        }
+        Err(e) => failures.push(format!("small-file filler: {e}")),
+    }
+    m.kill9();
+    m.restart();
+    let ds = m.mnt.join("datasets/full");
+    let mut lost = Vec::new();
+    for name in &acked {
+        match read_timeout(&ds.join(name), 30) {
+            Ok(got) if got == fill_content(name) => {}
+            Ok(got) => lost.push(format!("{name}: {} bytes, not its closed content", got.len())),
+            Err(e) => lost.push(format!("{name}: {e}")),
+        }
+    }
+    if !lost.is_empty() {
+        failures.push(format!(
+            "{} of {} files closed successfully on a nearly full disk are lost or wrong after kill -9: {}",
+            lost.len(),
+            acked.len(),
+            lost.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+        ));
+    }
+    check_small(&m, &ds, "after filling the disk, kill -9 and a remount", &mut failures);
+    // rm works on a full disk and gives the space back
+    let mut rm_errs = Vec::new();
+    if let Ok(rd) = fs::read_dir(&ds) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("fill_") {
+                if let Err(err) = fs::remove_file(e.path()) {
+                    rm_errs.push(format!("{n}: {err}"));
+                }
+            }
+        }
+    }
+    if !rm_errs.is_empty() {
+        failures.push(format!("rm of the filler files on a full disk: {} failed, first: {}", rm_errs.len(), rm_errs[0]));
+    }
 
     // the space is back: a small file can be written, committed, and survives a remount
     let after = random_bytes(2 * MIB as usize + 3, 777);
