@@ -763,20 +763,25 @@ fn full_disk_gives_enospc_and_keeps_committed() {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// The workload: generations of self-describing files (header `<name> g=<g> len=<n> sha=<sha256 of payload>`), a
-/// write-temp-then-rename, an append-only log of complete lines, mkdir and rm -r of subtrees, and DuckDB COPY TO
-/// parquet. Prints `ack <monotonic time> <kind> <name> <g>` only after the call returned: `closed` after close,
-/// `renamed` after rename, `appended` (g = line number) after the log's close, `rmstart` before an rm -r starts.
+/// write-temp-then-rename, mkdir and rm -r of subtrees, and DuckDB COPY TO parquet on the main thread; meanwhile a
+/// second thread appends complete lines to a log and rewrites `side_<k>` files, so that closes and creates of the
+/// two threads interleave. Prints `ack <monotonic time> <kind> <name> <g>` only after the call returned: `closed`
+/// after close, `renamed` after rename, `appended` (g = line number) after the log's close, `rmstart` before an rm -r
+/// starts.
 const WORKLOAD: &str = r#"
-import os, sys, hashlib, shutil, time, random
+import os, sys, hashlib, shutil, time, random, threading
 d, base, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rnd = random.Random(seed)
+out_lock = threading.Lock()
 try:
     import duckdb
     con = duckdb.connect()
 except Exception:
     con = None
 def ack(kind, name, g):
-    print(f"ack {time.monotonic():.6f} {kind} {name} {g}", flush=True)
+    t = time.monotonic()
+    with out_lock:
+        print(f"ack {t:.6f} {kind} {name} {g}", flush=True)
 def body(name, g, n):
     p = hashlib.sha256(f"{name}:{g}".encode()).digest()
     p = (p * (n // 32 + 1))[:n]
@@ -799,6 +804,24 @@ try:
         if e.startswith("tree_"):
             ack("rmstart", e, 0)
             shutil.rmtree(os.path.join(d, e))
+    def side():
+        global seq
+        srnd = random.Random(seed + 1)
+        sg = base
+        try:
+            while True:
+                sg += 1
+                seq += 1
+                with open(log, "ab") as fh:
+                    fh.write(f"log {seq} {hashlib.sha256(str(seq).encode()).hexdigest()[:16]}\n".encode())
+                ack("appended", "log.txt", seq)
+                name = f"side_{sg % 2}"
+                write_file(os.path.join(d, name), body(name, sg, srnd.randrange(0, 200_000)))
+                ack("closed", name, sg)
+                time.sleep(0.005)
+        except Exception as e:
+            print(f"side thread stopped at g={sg}: {type(e).__name__}: {e}", file=sys.stderr)
+    threading.Thread(target=side, daemon=True).start()
     while True:
         g += 1
         for f in range(3):
@@ -812,10 +835,6 @@ try:
             ack("closed", f".tmp_{name}", g)
             os.rename(tmp, os.path.join(d, name))
             ack("renamed", name, g)
-        seq += 1
-        with open(log, "ab") as fh:
-            fh.write(f"log {seq} {hashlib.sha256(str(seq).encode()).hexdigest()[:16]}\n".encode())
-        ack("appended", "log.txt", seq)
         os.makedirs(os.path.join(d, f"tree_{g}", "sub"))
         for i in range(2):
             rel = f"tree_{g}/sub/f{i}"
@@ -878,7 +897,7 @@ for root, dirs, files in os.walk(d):
         if st.st_size != len(data):
             bad.append(f"{rel}: st_size {st.st_size}, {len(data)} bytes read")
         g, err = None, None
-        m = re.fullmatch(r"\.tmp_(renamed_\d)|(direct_\d|renamed_\d)|tree_(\d+)/sub/f\d", rel)
+        m = re.fullmatch(r"\.tmp_(renamed_\d)|(direct_\d|renamed_\d|side_\d)|tree_(\d+)/sub/f\d", rel)
         if m and m.group(1):
             g, err = complete(rel, data, m.group(1))
         elif m and m.group(2):
