@@ -1129,6 +1129,23 @@ for i in $(seq 1 200); do
 done
 "#;
 
+/// Apparent size (sum of file lengths) of everything under `dir`.
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// One version of the group-commit test's dataset: every `d*/f_*` has its source's size (never empty from its
 /// create, never half written), every `ren/new_<i>` or `ren/mv_<i>` has its closed content, and no rename is seen
 /// half done (both names).
@@ -1217,6 +1234,7 @@ fn group_commit_cp_r_3000_files() {
     let ds = mkds(&m, "g");
     let mut failures = Vec::new();
     let head0 = xattr(&ds, "user.ipfs.commit", 30).unwrap_or_else(|e| m.fail(&e));
+    let store0 = tree_bytes(&m.store);
     let seq0 = read_commit(&m, &head0).ok().and_then(|v| v["seq"].as_u64()).unwrap_or_else(|| m.fail("no seq in the new dataset's commit"));
 
     let (srcd, dsd) = (tmp.path().to_path_buf(), ds.clone());
@@ -1257,6 +1275,15 @@ fn group_commit_cp_r_3000_files() {
         Err(e) => m.fail(&e),
     };
     let head = xattr(&ds, "user.ipfs.commit", 30).unwrap_or_else(|e| m.fail(&e));
+    // commits rewrite only the changed paths: the store grows by about the data, not by a tree per version
+    let data: u64 = sizes.values().sum::<u64>() + (1..=200).map(|i| mv_content(i).len() as u64).sum::<u64>();
+    let grown = tree_bytes(&m.store).saturating_sub(store0);
+    eprintln!("{test}: {data} bytes of data; the store grew by {grown} bytes");
+    if grown > 3 * data + 8 * MIB {
+        failures.push(format!(
+            "the store grew by {grown} bytes for {data} bytes of data (more than 3x + 8 MiB: directories rewritten per version?)"
+        ));
+    }
     // the final version is exactly the local result
     let out = run(Command::new("diff").arg("-r").arg(&expected).arg(m.ipfs(&root)));
     if !out.status.success() {
