@@ -1747,6 +1747,37 @@ fn commit_command_and_log_json() {
     if fs::read_to_string(m.mnt.join("datasets/cm/d.txt")).ok().as_deref() != Some("delta\n") {
         failures.push("d.txt (written, closed, then unmount) is not in the dataset after a remount".into());
     }
+    // --commit-interval: under continuous writes (a close every ~50 ms, never quiet for the 1 s delay) a version at
+    // least every 2 s, and not one per close
+    m.restart_with(&["--offline", "--commit-delay", "1s", "--commit-interval", "2s"]);
+    let ds = m.mnt.join("datasets/cm");
+    let version_now = |failures: &mut Vec<String>| newest("commit interval", failures).and_then(|v| v["version"].as_u64());
+    let v_start = version_now(&mut failures);
+    let t = Instant::now();
+    let mut closes = 0;
+    while t.elapsed() < Duration::from_millis(6500) {
+        use std::io::Write;
+        let r = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ds.join("stream.txt"))
+            .and_then(|mut f| writeln!(f, "line {closes}"));
+        if let Err(e) = r {
+            failures.push(format!("append to stream.txt: {e}"));
+            break;
+        }
+        closes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let (Some(a), Some(b)) = (v_start, version_now(&mut failures)) {
+        let made = b.saturating_sub(a);
+        eprintln!("{test}: {closes} appends over 6.5 s with --commit-interval 2s: {made} versions");
+        if !(2..=6).contains(&made) {
+            failures.push(format!(
+                "{closes} closes over 6.5 s of continuous appends with --commit-delay 1s --commit-interval 2s made {made} versions, expected about 3"
+            ));
+        }
+    }
     eprintln!("{test}: {:?}", t0.elapsed());
     finish(&m, test, &failures);
 }
