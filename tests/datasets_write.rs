@@ -592,7 +592,7 @@ fn full_disk_gives_enospc_and_keeps_committed() {
     fs::write(ds.join("sub/note.txt"), b"committed before the disk filled\n").unwrap_or_else(|e| m.fail(&format!("write sub/note.txt: {e}")));
     small.push(("sub/note.txt".into(), b"committed before the disk filled\n".to_vec()));
     let root0 = commit_now(&ds, 60).unwrap_or_else(|e| m.fail(&e));
-    let check_small = |m: &Mount, dir: &Path, label: &str, failures: &mut Vec<String>| {
+    let check_small = |dir: &Path, label: &str, failures: &mut Vec<String>| {
         for (name, data) in &small {
             match read_timeout(&dir.join(name), 30) {
                 Ok(got) if &got == data => {}
@@ -600,7 +600,6 @@ fn full_disk_gives_enospc_and_keeps_committed() {
                 Err(e) => failures.push(format!("{label}: {name}: {e}")),
             }
         }
-        let _ = m;
     };
 
     // cp of a file larger than the free space must fail with ENOSPC
@@ -621,8 +620,8 @@ fn full_disk_gives_enospc_and_keeps_committed() {
             false
         }
     };
-    check_small(&m, &ds, "after the failed cp (live tree)", &mut failures);
-    check_small(&m, &m.ipfs(&root0), "after the failed cp (/ipfs/<committed root>)", &mut failures);
+    check_small(&ds, "after the failed cp (live tree)", &mut failures);
+    check_small(&m.ipfs(&root0), "after the failed cp (/ipfs/<committed root>)", &mut failures);
     if !cp_ok {
         if let Err(e) = fs::remove_file(&dst) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -654,7 +653,7 @@ fn full_disk_gives_enospc_and_keeps_committed() {
             failures.push(format!("rm of the second failed file: {e}"));
         }
     }
-    check_small(&m, &ds, "after the failed writes and rm (live tree)", &mut failures);
+    check_small(&ds, "after the failed writes and rm (live tree)", &mut failures);
 
     // fill the disk with 256 KiB files until one fails; every file whose close returned success must survive kill -9
     let n_max = disk.free_bytes() / (256 * 1024) + 64;
@@ -701,7 +700,7 @@ fn full_disk_gives_enospc_and_keeps_committed() {
             lost.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
         ));
     }
-    check_small(&m, &ds, "after filling the disk, kill -9 and a remount", &mut failures);
+    check_small(&ds, "after filling the disk, kill -9 and a remount", &mut failures);
     // rm works on a full disk and gives the space back
     let mut rm_errs = Vec::new();
     if let Ok(rd) = fs::read_dir(&ds) {
@@ -735,7 +734,7 @@ fn full_disk_gives_enospc_and_keeps_committed() {
     }
     m.restart();
     let ds = m.mnt.join("datasets/full");
-    check_small(&m, &ds, "after a remount", &mut failures);
+    check_small(&ds, "after a remount", &mut failures);
     if wrote {
         match read_timeout(&ds.join("after.bin"), 30) {
             Ok(got) if got == after => {}
