@@ -233,7 +233,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let policy = crate::datasets::CommitPolicy {
         quiet: args.commit_delay,
-        interval: args.commit_interval.max(args.commit_delay),
+        interval: args.commit_interval,
     };
     let datasets = crate::datasets::Datasets::open_with(&args.store.dir(), blocks.clone(), policy)?;
     datasets.start_committer();

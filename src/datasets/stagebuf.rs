@@ -164,6 +164,7 @@ impl StageBuf {
     }
 
     /// Everything, from offset 0 to the end.
+    #[cfg(test)]
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
         match self {
             StageBuf::Memory(v) => Ok(v.clone()),

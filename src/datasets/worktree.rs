@@ -910,13 +910,11 @@ impl Dataset {
             let n = st.nodes.get_mut(&id).expect("node");
             if let Body::File {
                 staged: Some(s),
-                sealed,
                 ..
             } = &mut n.body
             {
                 if size < s.base_len {
-                    let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
-                    materialize(&self.blocks, &base, s, &|| self.spill_file(), size)?;
+                    self.materialize(s, size)?;
                 }
                 s.file
                     .resize(size - s.base_len, &|| self.spill_file())
@@ -979,15 +977,13 @@ impl Dataset {
         let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
         let Body::File {
             staged: Some(s),
-            sealed,
             ..
         } = &mut n.body
         else {
             return Err(DsError::IsADirectory);
         };
         if offset < s.base_len {
-            let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
-            materialize(&self.blocks, &base, s, &|| self.spill_file(), u64::MAX)?;
+            self.materialize(s, offset)?;
         }
         let at_end = offset == s.size;
         s.file
@@ -1370,6 +1366,63 @@ impl Dataset {
         Ok(())
     }
 
+    /// A write or truncate at `from` lands inside the reused leaves: keep the leaves wholly
+    /// before `from`'s chunk and stage the bytes from there on (zero leaves stay holes, so a
+    /// write into a 1 TiB sparse file costs what it writes, not the file).
+    fn materialize(&self, s: &mut Staged, from: u64) -> Result<(), DsError> {
+        if from >= s.base_len {
+            return Ok(());
+        }
+        let chunk = self.profile.chunk_size as u64;
+        let keep_len = (from / chunk) * chunk;
+        let zero = zero_leaf(&self.profile);
+        let spill = || self.spill_file();
+        let mut kept: LeafRuns = Vec::new();
+        let mut file = StageBuf::new();
+        let mut pos = 0u64;
+        for (leaf, n) in &s.base {
+            for _ in 0..*n {
+                if pos + leaf.size <= keep_len {
+                    // Whole runs at once while below the kept prefix.
+                    push_run(&mut kept, *leaf, 1);
+                    pos += leaf.size;
+                    continue;
+                }
+                if leaf.cid != zero {
+                    let bytes = read_sealed(&self.blocks, &leaf.cid, 0, leaf.size)?;
+                    file.write_all_at(&bytes, pos - keep_len, &spill)
+                        .map_err(DsError::io)?;
+                }
+                pos += leaf.size;
+            }
+        }
+        debug_assert_eq!(pos, s.base_len);
+        // The staged tail, extent by extent (its holes stay holes).
+        let tail_len = s.size.saturating_sub(s.base_len);
+        let mut buf = vec![0u8; 1 << 20];
+        for (start, end, is_data) in s.file.extents(tail_len).map_err(DsError::io)? {
+            if !is_data {
+                continue;
+            }
+            let mut p = start;
+            while p < end {
+                let want = (buf.len() as u64).min(end - p) as usize;
+                let got = s.file.read_at(&mut buf[..want], p).map_err(DsError::io)?;
+                if got == 0 {
+                    break;
+                }
+                file.write_all_at(&buf[..got], s.base_len - keep_len + p, &spill)
+                    .map_err(DsError::io)?;
+                p += got as u64;
+            }
+        }
+        file.resize(s.size - keep_len, &spill).map_err(DsError::io)?;
+        s.file = file;
+        s.base = kept;
+        s.base_len = keep_len;
+        Ok(())
+    }
+
     // ---- commits ------------------------------------------------------------------------------
 
     /// Folds the closed tree into a new version if anything is pending (or `message` asks for
@@ -1462,7 +1515,15 @@ impl Dataset {
         }
         // This version's new blocks (the directories just built, the files it takes in);
         // everything it shares with older versions is pinned by them.
-        let mut temps = built.temps.clone();
+        // Temporary pins a crash left absorbed already (their version's pin was made, HEAD was
+        // not moved yet) are gone: their blocks are pinned; keep only those still held.
+        let held: HashSet<u64> = self
+            .blocks
+            .temp_pins(&temp_owner(&self.name))
+            .map_err(DsError::block)?
+            .into_iter()
+            .collect();
+        let mut temps: Vec<u64> = built.temps.iter().copied().filter(|t| held.contains(t)).collect();
         temps.push(temp);
         if let Err(e) = self.blocks.pin_with_temps(
             &commit_cid,
@@ -1749,42 +1810,6 @@ pub enum ReadFrom {
     Sealed { cid: Cid, size: u64 },
 }
 
-/// Turns a tail-only staged file into a whole one (a write or truncate before the tail); only
-/// the bytes below `keep` are needed (a truncate drops the rest).
-fn materialize(
-    blocks: &BlockService,
-    sealed: &Sealed,
-    s: &mut Staged,
-    spill: &dyn Fn() -> std::io::Result<std::fs::File>,
-    keep: u64,
-) -> Result<(), DsError> {
-    if s.base_len == 0 {
-        return Ok(());
-    }
-    let head_len = s.base_len.min(keep);
-    let tail = if keep > s.base_len {
-        s.file.read_all().map_err(DsError::io)?
-    } else {
-        Vec::new()
-    };
-    let mut file = StageBuf::new();
-    // The reused leaves' bytes, a chunk at a time (a file may be far larger than memory).
-    let step = 16u64 << 20;
-    let mut pos = 0;
-    while pos < head_len {
-        let end = (pos + step).min(head_len);
-        let bytes = read_sealed(blocks, &sealed.cid, pos, end)?;
-        file.write_all_at(&bytes, pos, spill).map_err(DsError::io)?;
-        pos = end;
-    }
-    if !tail.is_empty() {
-        file.write_all_at(&tail, s.base_len, spill).map_err(DsError::io)?;
-    }
-    s.file = file;
-    s.base.clear();
-    s.base_len = 0;
-    Ok(())
-}
 
 /// The entries (name, cid, tsize) of a UnixFS directory or HAMT whose blocks are local.
 fn dir_entries(blocks: &BlockService, cid: &Cid) -> anyhow::Result<Vec<(Vec<u8>, Cid, u64)>> {
@@ -1816,6 +1841,13 @@ fn dir_entries(blocks: &BlockService, cid: &Cid) -> anyhow::Result<Vec<(Vec<u8>,
         }
     }
     Ok(out)
+}
+
+/// The leaf of a whole chunk of zeros under `profile` (what holes are made of).
+fn zero_leaf(profile: &ImportProfile) -> Cid {
+    let mut w = FileWriter::new(profile);
+    w.write_zeros(profile.chunk_size as u64);
+    w.finish().cid
 }
 
 /// Runs of equal leaves, in file order: a sparse file's holes are one run.

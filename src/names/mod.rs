@@ -340,7 +340,23 @@ impl Names {
                 });
             }
         };
-        // Our own keys: no network.
+        // Our own keys: no network. Reading one's own name shows what was written: pending
+        // changes of that dataset are committed (and signed) first.
+        let own_dataset = self
+            .own
+            .read()
+            .values()
+            .find(|o| Name::from_public_key(&o.key.public()) == name)
+            .map(|o| o.dataset.clone());
+        if let Some(ds) = own_dataset.as_deref().and_then(|d| self.datasets.get(d)) {
+            // Also when nothing is pending: a commit in flight is waited for.
+            tokio::task::block_in_place(|| {
+                let _ = ds.commit(None); // a failure is logged; the last version is answered
+                if let Err(e) = self.publish_dataset(&ds.name, false) {
+                    tracing::warn!(dataset = %ds.name, "cannot publish: {e:#}");
+                }
+            });
+        }
         for o in self.own.read().values() {
             if Name::from_public_key(&o.key.public()) == name {
                 // A local map lookup: answer with no caching, so a new version shows at once.

@@ -165,6 +165,7 @@ impl Tree {
             .ok_or(Error::BadHandle(fh))?;
         let (ds, node) = handle.writer.clone().ok_or(Error::BadHandle(fh))?;
         let offset = if append { ds.attr(node)?.size } else { offset };
+        handle.wrote.store(true, Ordering::Release);
         Ok(ds.write(node, offset, data)? as u32)
     }
 
@@ -179,8 +180,12 @@ impl Tree {
     /// `close` (flush) and `fsync`: seal and journal, reporting errors to the caller.
     pub fn flush(&self, fh: u64) -> Result<()> {
         let handle = self.handles.read().get(&fh).cloned();
-        if let Some((ds, node)) = handle.and_then(|h| h.writer.clone()) {
-            ds.flush(node)?;
+        if let Some(h) = handle {
+            if let Some((ds, node)) = h.writer.clone() {
+                if h.wrote.swap(false, Ordering::AcqRel) {
+                    ds.flush(node)?;
+                }
+            }
         }
         Ok(())
     }

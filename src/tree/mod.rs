@@ -159,6 +159,10 @@ struct Handle {
     ino: InodeNo,
     /// Set when the handle may write a dataset file.
     writer: Option<(Arc<Dataset>, NodeId)>,
+    /// Written through since its last flush: a `close` of one of its descriptors seals the file
+    /// only then (a shell's `> file` closes a dup before anything is written; the last close
+    /// always seals).
+    wrote: std::sync::atomic::AtomicBool,
     prefetch: Mutex<Prefetcher>,
     /// The CAR stream bringing the rest of the file, if one runs; stopped when the file closes.
     stream: Mutex<Option<tokio::task::AbortHandle>>,
@@ -406,10 +410,10 @@ impl Tree {
                 let text = name.to_string_lossy();
                 let sets = self.datasets.as_ref();
                 if let Some(reason) = sets.and_then(|d| d.damaged(&text)) {
-                    // It exists, but cannot be read: EIO (and mkdir gives EEXIST).
-                    return Err(Error::Dataset(crate::datasets::DsError::Io(format!(
-                        "dataset {text} is damaged: {reason}"
-                    ))));
+                    // Not shown (ENOENT, so that mkdir reaches us and gets EEXIST: the name is
+                    // kept for its history), and said why.
+                    tracing::warn!(dataset = %text, "dataset is damaged (see `ipfs-mount dataset list`): {reason}");
+                    return Err(Error::NotFound(format!("/datasets/{text} (damaged: {reason})")));
                 }
                 let ds = sets
                     .and_then(|d| d.get(&text))
@@ -952,6 +956,7 @@ impl Tree {
             Arc::new(Handle {
                 ino,
                 writer,
+                wrote: std::sync::atomic::AtomicBool::new(false),
                 prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)),
                 stream: Mutex::new(None),
                 stream_from: AtomicU64::new(u64::MAX),
