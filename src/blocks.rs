@@ -368,6 +368,11 @@ impl BlockService {
         self.store.stats()
     }
 
+    /// Evicts unpinned blocks down to `target` bytes (0 on a full disk).
+    pub fn evict_to(&self, target: u64) -> Result<ipfs_mount_store::EvictStats, StoreError> {
+        self.store.evict_to(target)
+    }
+
     /// Every pin of the store.
     pub fn pins(&self) -> Result<Vec<ipfs_mount_store::PinInfo>, StoreError> {
         self.store.pins()

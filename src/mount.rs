@@ -37,6 +37,7 @@ pub fn run(args: MountArgs) -> Result<()> {
 
 /// Opens the store configured on the command line.
 pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
+    crate::datasets::free_reserve_if_full(&store.dir());
     let dir = store.dir();
     let s = DiskStore::open(StoreConfig {
         dir: dir.clone(),

@@ -235,6 +235,19 @@ fn parse(bytes: &[u8]) -> (Vec<(u64, Op)>, usize) {
     (out, pos)
 }
 
+/// Room kept allocated past the journal's end, so that records (an `rm` on a full disk among
+/// them) can still be written when the disk has no free block left.
+const PREALLOCATE: i64 = 1 << 20;
+
+fn preallocate(file: &File) {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = file.metadata().map(|m| m.len() as i64) else { return };
+    // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file's length alone.
+    unsafe {
+        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len, PREALLOCATE);
+    }
+}
+
 pub struct Journal {
     path: PathBuf,
     file: File,
@@ -270,6 +283,7 @@ impl Journal {
             .open(path)?;
         file.set_len(valid as u64)?;
         let file = OpenOptions::new().append(true).open(path)?;
+        preallocate(&file);
         let last = records.iter().map(|r| r.0).max().unwrap_or(0);
         let records: Vec<(u64, Op)> = records.into_iter().filter(|r| r.0 > after).collect();
         let mut pending = VecDeque::new();
@@ -299,6 +313,9 @@ impl Journal {
         }
         self.next_seq += 1;
         self.pending.push_back((seq, rec));
+        if self.pending.len() % 4096 == 0 {
+            preallocate(&self.file);
+        }
         Ok(seq)
     }
 
@@ -313,7 +330,9 @@ impl Journal {
             self.pending.pop_front();
         }
         if self.pending.is_empty() {
-            return self.file.set_len(0);
+            self.file.set_len(0)?;
+            preallocate(&self.file);
+            return Ok(());
         }
         // Records written after the commit's snapshot stay: rewrite them into a new file.
         let tmp = self.path.with_extension("tmp");
@@ -329,6 +348,7 @@ impl Journal {
             File::open(dir)?.sync_all()?;
         }
         self.file = OpenOptions::new().append(true).open(&self.path)?;
+        preallocate(&self.file);
         Ok(())
     }
 }

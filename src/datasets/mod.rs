@@ -86,14 +86,73 @@ impl Default for CommitPolicy {
 pub struct Hooks {
     kick: (Mutex<bool>, Condvar),
     commits: tokio::sync::watch::Sender<u64>,
+    /// A file of [`RESERVE_BYTES`] kept on the store's disk: when the disk is full, deleting
+    /// it gives the index room to release and evict, so space can be won back.
+    reserve: PathBuf,
+    /// Temporary pins whose release failed (a full disk): retried at each commit.
+    unreleased: Mutex<Vec<u64>>,
 }
 
+/// Before the store opens: on a full disk, gives the datasets' reserve back, so that the
+/// store's recovery and the replay of journals have room.
+pub fn free_reserve_if_full(store_dir: &Path) {
+    let reserve = store_dir.join("datasets").join(".reserve");
+    let Ok(st) = nix::sys::statvfs::statvfs(store_dir) else { return };
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if free < RESERVE_BYTES as u64 && std::fs::remove_file(&reserve).is_ok() {
+        tracing::warn!("the store's disk is full: released the datasets' reserve");
+    }
+}
+
+/// Size of the store's reserve file.
+const RESERVE_BYTES: usize = 8 << 20;
+
 impl Hooks {
-    fn new() -> Self {
+    fn new(reserve: PathBuf) -> Self {
         Hooks {
             kick: (Mutex::new(false), Condvar::new()),
             commits: tokio::sync::watch::Sender::new(0),
+            reserve,
+            unreleased: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Gives the reserve's space back to the disk (it is made again once there is room).
+    pub(crate) fn free_reserve(&self) -> bool {
+        match std::fs::remove_file(&self.reserve) {
+            Ok(()) => {
+                tracing::warn!("the store's disk is full: released the {} MiB reserve", RESERVE_BYTES >> 20);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Makes the reserve if it is missing and the disk has room for it and more.
+    fn keep_reserve(&self) {
+        if self.reserve.exists() {
+            return;
+        }
+        let Some(dir) = self.reserve.parent() else { return };
+        let Ok(st) = nix::sys::statvfs::statvfs(dir) else { return };
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < 8 * RESERVE_BYTES as u64 {
+            return;
+        }
+        let tmp = self.reserve.with_extension("tmp");
+        if std::fs::write(&tmp, vec![0u8; RESERVE_BYTES]).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.reserve);
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    pub(crate) fn defer_release(&self, temp: u64) {
+        self.unreleased.lock().push(temp);
+    }
+
+    fn take_unreleased(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.unreleased.lock())
     }
 
     /// Wakes the committer (an fsync asked for a commit).
@@ -154,7 +213,8 @@ impl Datasets {
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)
             .with_context(|| format!("cannot create {}", staging.display()))?;
-        let hooks = Arc::new(Hooks::new());
+        let hooks = Arc::new(Hooks::new(dir.join(".reserve")));
+        hooks.keep_reserve();
         let mut sets = BTreeMap::new();
         let mut damaged = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)? {
@@ -211,6 +271,7 @@ impl Datasets {
                 if sets.stop.load(Ordering::Acquire) {
                     return;
                 }
+                sets.retry_releases();
                 let now = Instant::now();
                 for ds in sets.all() {
                     if ds.commit_due(now, policy.quiet, policy.interval) {
@@ -221,6 +282,17 @@ impl Datasets {
             })
             .expect("spawning the committer thread");
         *self.committer.lock() = Some(handle);
+    }
+
+    /// Releases temporary pins a full disk kept from being released, and keeps the reserve.
+    fn retry_releases(&self) {
+        let pending = self.hooks.take_unreleased();
+        for t in pending {
+            if self.blocks.release_temp(t).is_err() {
+                self.hooks.defer_release(t);
+            }
+        }
+        self.hooks.keep_reserve();
     }
 
     /// Stops the committer and commits everything pending (unmount).

@@ -412,8 +412,11 @@ impl Dataset {
         );
         if replayed {
             tracing::info!(dataset = %name, records = records.len(), "replaying the journal of an unclean stop");
-            ds.commit(Some("recovered after an unclean stop"))
-                .map_err(|e| anyhow::anyhow!("committing the replayed journal: {e}"))?;
+            if let Err(e) = ds.commit(Some("recovered after an unclean stop")) {
+                // Kept pending (journal, temporary pins and all): the committer retries.
+                tracing::error!(dataset = %name, "cannot commit the replayed journal yet: {e}");
+                return Ok(ds);
+            }
         }
         // Temporary pins of seals that never reached the journal (or were absorbed above).
         match ds.blocks.release_temp_owner(&temp_owner(name)) {
@@ -610,7 +613,14 @@ impl Dataset {
     /// Appends an op to the journal and applies it to the closed tree: once this returns, the
     /// change survives a crash of this process.
     fn log(&self, st: &mut State, op: Op) -> Result<(), DsError> {
-        st.journal.append(&op).map_err(DsError::io)?;
+        if let Err(e) = st.journal.append(&op) {
+            let e = DsError::io(e);
+            // On a full disk `rm` must still work: the reserve makes room for its record.
+            if !(matches!(e, DsError::NoSpace) && self.hooks.free_reserve()) {
+                return Err(e);
+            }
+            st.journal.append(&op).map_err(DsError::io)?;
+        }
         st.closed.apply(&op);
         st.touched();
         Ok(())
@@ -1088,8 +1098,24 @@ impl Dataset {
     }
 
     fn release_temp(&self, temp: u64) {
-        if let Err(e) = self.blocks.release_temp(temp) {
-            tracing::warn!(dataset = %self.name, "cannot release a temporary pin: {e}");
+        let Err(e) = self.blocks.release_temp(temp) else { return };
+        // A full disk: the index needs room to record even a release. Use the reserve.
+        if e.is_no_space() && self.hooks.free_reserve() && self.blocks.release_temp(temp).is_ok() {
+            return;
+        }
+        tracing::warn!(dataset = %self.name, "cannot release a temporary pin (retried later): {e}");
+        self.hooks.defer_release(temp);
+    }
+
+    /// After a seal failed for want of space: what it stored goes, and so does the unpinned
+    /// cache (written data beats cached data).
+    fn win_back_space(&self) {
+        match self.blocks.evict_to(0) {
+            Ok(freed) if freed.bytes > 0 => {
+                tracing::warn!(dataset = %self.name, freed = freed.bytes, "the store's disk is full: evicted the unpinned cache");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(dataset = %self.name, "cannot evict: {e}"),
         }
     }
 
@@ -1153,6 +1179,9 @@ impl Dataset {
                 Err(e) => {
                     drop(guard);
                     self.release_temp(temp);
+                    if matches!(e, DsError::NoSpace) {
+                        self.win_back_space();
+                    }
                     return Err(e);
                 }
             };
