@@ -31,6 +31,7 @@ pub mod dirtree;
 pub mod docjson;
 pub mod hamt;
 mod pb;
+pub mod reader;
 pub mod unixfs;
 
 /// Multicodec codes for block codecs.
