@@ -562,3 +562,17 @@ mod tests {
         assert_eq!(service.release_temp_owner("dataset:t").unwrap(), 1);
     }
 }
+
+/// The block service as the block source of the UnixFS planners
+/// ([`ipfs_mount_ipld::reader`]): local reads without network, fetches through the fetchers.
+impl ipfs_mount_ipld::reader::BlockGetter for BlockService {
+    type Error = BlockError;
+
+    fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, BlockError> {
+        BlockService::get_local(self, cid)
+    }
+
+    fn get(&self, cid: Cid) -> impl std::future::Future<Output = Result<Bytes, BlockError>> + Send {
+        self.get_owned(cid)
+    }
+}
