@@ -17,7 +17,8 @@ use cid::Cid;
 
 use super::{Limits, Planner, ReadError, Step};
 use crate::unixfs::{self, FileNode, Node};
-use crate::{codec, dagpb, hamt};
+use crate::{codec, dagpb, docjson, hamt};
+use ipld_core::ipld::Ipld;
 
 /// Bytes assumed for a block whose size no parent told us.
 pub const UNKNOWN_BLOCK_BYTES: u64 = 256 << 10;
@@ -26,12 +27,37 @@ const MAX_BLOCK_ESTIMATE: u64 = 4 << 20;
 /// Pending visits looked at to find the next block to ask for.
 const SCAN: usize = 4096;
 
+/// The links of a dag-cbor/dag-json document in the order of its canonical encoding: dag-cbor
+/// map keys shorter first, then bytewise; dag-json keys bytewise. Nesting deeper than the
+/// decoder allows cannot occur; `depth` bounds the recursion anyway.
+fn document_links(ipld: &Ipld, cbor_order: bool, out: &mut Vec<Cid>, depth: u32) {
+    if depth > 4096 {
+        return;
+    }
+    match ipld {
+        Ipld::Link(c) => out.push(*c),
+        Ipld::List(l) => l
+            .iter()
+            .for_each(|i| document_links(i, cbor_order, out, depth + 1)),
+        Ipld::Map(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            if cbor_order {
+                keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+            }
+            for k in keys {
+                document_links(&m[k], cbor_order, out, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Which blocks a walk visits (the trustless gateway's `dag-scope`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// The root block only.
     Block,
-    /// Every block reachable through dag-pb links.
+    /// Every block reachable through dag-pb, dag-cbor and dag-json links.
     All,
     /// What is needed to read the root as a UnixFS entity: a file's blocks (those overlapping
     /// `range`, inclusive byte offsets, when given), a HAMT directory's shards, any other
@@ -205,6 +231,30 @@ impl DagWalk {
         let cid = visit.cid;
         match self.scope {
             Scope::Block => Ok(()),
+            Scope::All if matches!(cid.codec(), codec::DAG_CBOR | codec::DAG_JSON) => {
+                let ipld = match docjson::decode(cid.codec(), block) {
+                    Ok(i) => i,
+                    Err(e) => return self.refuse(ReadError::decode(&cid, e)),
+                };
+                let mut links = Vec::new();
+                document_links(&ipld, cid.codec() == codec::DAG_CBOR, &mut links, 0);
+                let children = links
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        (
+                            i as u32,
+                            Visit {
+                                cid: c,
+                                range: None,
+                                declared: None,
+                                estimate: UNKNOWN_BLOCK_BYTES,
+                            },
+                        )
+                    })
+                    .collect();
+                self.insert_children(path, children)
+            }
             Scope::All => {
                 if cid.codec() != codec::DAG_PB {
                     return Ok(());
