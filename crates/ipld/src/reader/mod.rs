@@ -45,6 +45,8 @@ use crate::unixfs::UnixFsError;
 pub mod dag;
 pub mod drive;
 pub mod file;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listing;
 pub mod path;
 #[cfg(test)]

@@ -34,39 +34,7 @@ impl BlockGetter for Getter<'_> {
     }
 }
 
-/// Drives a planner providing blocks in an order picked by `seed` (0 = at once), checking
-/// that no CID is asked for twice. A missing block ends the walk with `Err(None)`.
-fn drive<P: Planner>(mut p: P, map: &Map, seed: u64) -> Result<Vec<P::Item>, Option<ReadError>> {
-    let mut asked = BTreeSet::new();
-    let mut waiting: Vec<Cid> = Vec::new();
-    let mut items = Vec::new();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for _ in 0..10_000_000u64 {
-        match p.next().map_err(Some)? {
-            Step::Need(c) => {
-                assert!(asked.insert(c), "{c} asked for twice");
-                if seed == 0 {
-                    let b = map.get(&c).ok_or(None)?;
-                    p.provide(&c, b.clone()).map_err(Some)?;
-                } else {
-                    waiting.push(c);
-                }
-            }
-            Step::Item(i) => items.push(i),
-            Step::Wait => {
-                assert!(!waiting.is_empty(), "planner waits for nothing");
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let c = waiting.swap_remove((x % waiting.len() as u64) as usize);
-                let b = map.get(&c).ok_or(None)?;
-                p.provide(&c, b.clone()).map_err(Some)?;
-            }
-            Step::Done => return Ok(items),
-        }
-    }
-    panic!("planner did not finish");
-}
+use super::fuzzing::{drive, exercise};
 
 fn pb_cid(block: &[u8]) -> Cid {
     cids::compute(Version::V1, codec::DAG_PB, mh::SHA2_256, block).unwrap()
@@ -842,68 +810,6 @@ fn build(recipes: &[Recipe], missing_mask: u64) -> (Map, Vec<Cid>) {
     (present, made)
 }
 
-/// Runs every planner from `root` over `map` with two fetch orders: never a panic, and the
-/// same result both times.
-pub(super) fn exercise(map: &Map, root: Cid, names: &[Vec<u8>]) {
-    let limits = Limits {
-        max_blocks: 10_000,
-        max_entries: 100_000,
-        ..Limits::default()
-    };
-    for seed_pair in [(0u64, 3u64)] {
-        let (a, b) = seed_pair;
-        let l1 = drive(Listing::new(root, limits), map, a);
-        let l2 = drive(Listing::new(root, limits), map, b);
-        same(&l1, &l2);
-        if let Ok(items) = &l1 {
-            let mut seen = BTreeSet::new();
-            for i in items {
-                if let Listed::Entry(e) = i {
-                    assert!(unixfs::is_safe_name(&e.name));
-                    assert!(seen.insert(e.name.clone()), "listed twice");
-                }
-            }
-        }
-        for scope in [
-            Scope::All,
-            Scope::Entity { range: None },
-            Scope::Entity {
-                range: Some((3, 40)),
-            },
-        ] {
-            let w1 = drive(DagWalk::new(root, scope, limits), map, a);
-            let w2 = drive(DagWalk::new(root, scope, limits), map, b);
-            same(&w1, &w2);
-            if let Ok(v) = &w1 {
-                let distinct: BTreeSet<_> = v.iter().map(|v| v.cid).collect();
-                assert_eq!(distinct.len(), v.len(), "a block yielded twice");
-            }
-            let lenient = drive(DagWalk::new(root, scope, limits).lenient(), map, b);
-            let _ = lenient;
-        }
-        for (from, to) in [(0, u64::MAX), (5, 30)] {
-            let size = 64;
-            let f1 = drive(FileRange::new(root, size, from, to, limits), map, a);
-            let f2 = drive(FileRange::new(root, size, from, to, limits), map, b);
-            same(&f1, &f2);
-        }
-        let p1 = drive(PathWalk::new(root, names.to_vec(), limits), map, a);
-        let p2 = drive(PathWalk::new(root, names.to_vec(), limits), map, b);
-        same(&p1, &p2);
-    }
-}
-
-fn same<T: PartialEq + std::fmt::Debug>(
-    a: &Result<Vec<T>, Option<ReadError>>,
-    b: &Result<Vec<T>, Option<ReadError>>,
-) {
-    // Errors may differ with the fetch order (which bad block is seen first); results may not.
-    if let (Ok(a), Ok(b)) = (a, b) {
-        assert_eq!(a, b);
-    }
-}
-
-use crate::unixfs;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
@@ -916,11 +822,16 @@ proptest! {
     ) {
         let (map, made) = build(&recipes, missing);
         let root = *made.last().unwrap();
-        exercise(&map, root, &names);
+        exercise(&map, root, &names, 3);
         // every block of the map as a root too
         for c in made.iter().rev().take(4) {
-            exercise(&map, *c, &names);
+            exercise(&map, *c, &names, 5);
         }
+    }
+
+    #[test]
+    fn fuzz_interpreter_over_random_bytes(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+        super::fuzzing::fuzz_one(&data);
     }
 
     #[test]
