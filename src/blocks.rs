@@ -509,6 +509,20 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+/// The block service as the block source of the UnixFS planners
+/// ([`ipfs_mount_ipld::reader`]): local reads without network, fetches through the fetchers.
+impl ipfs_mount_ipld::reader::BlockGetter for BlockService {
+    type Error = BlockError;
+
+    fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, BlockError> {
+        BlockService::get_local(self, cid)
+    }
+
+    fn get(&self, cid: Cid) -> impl std::future::Future<Output = Result<Bytes, BlockError>> + Send {
+        self.get_owned(cid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,19 +574,5 @@ mod tests {
         assert!(!service.release_temp(t2).unwrap());
         service.temp_pin("dataset:t").unwrap();
         assert_eq!(service.release_temp_owner("dataset:t").unwrap(), 1);
-    }
-}
-
-/// The block service as the block source of the UnixFS planners
-/// ([`ipfs_mount_ipld::reader`]): local reads without network, fetches through the fetchers.
-impl ipfs_mount_ipld::reader::BlockGetter for BlockService {
-    type Error = BlockError;
-
-    fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, BlockError> {
-        BlockService::get_local(self, cid)
-    }
-
-    fn get(&self, cid: Cid) -> impl std::future::Future<Output = Result<Bytes, BlockError>> + Send {
-        self.get_owned(cid)
     }
 }

@@ -453,8 +453,8 @@ fn shared_children_hamt(n: usize) -> (Vec<(Cid, Bytes)>, Vec<Vec<u8>>) {
         let idx = hamt::bucket_index(&name, 2, 1024).unwrap();
         let leaf = Bytes::from(name.clone());
         let leaf_cid = cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, &leaf).unwrap();
-        if !by_index.contains_key(&idx) {
-            by_index.insert(idx, (name, leaf_cid));
+        if let std::collections::btree_map::Entry::Vacant(v) = by_index.entry(idx) {
+            v.insert((name, leaf_cid));
             leaves.push((leaf_cid, leaf));
         }
     }
