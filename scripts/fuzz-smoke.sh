@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build and run every cargo-fuzz target of ./fuzz for a short time (default 15 s each).
 # Usage: scripts/fuzz-smoke.sh [seconds-per-target] [target...]
+# Targets: every [[bin]] of fuzz/Cargo.toml (`cargo fuzz list`), reader_walks included.
 # Installs cargo-fuzz if missing. cargo-fuzz needs -Z flags: by default this uses the
 # default (stable) toolchain with RUSTC_BOOTSTRAP=1; set FUZZ_TOOLCHAIN=nightly to use
 # `cargo +nightly` instead. Honours CARGO_TARGET_DIR.

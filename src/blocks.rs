@@ -531,6 +531,20 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+/// The block service as the block source of the UnixFS planners
+/// ([`ipfs_mount_ipld::reader`]): local reads without network, fetches through the fetchers.
+impl ipfs_mount_ipld::reader::BlockGetter for BlockService {
+    type Error = BlockError;
+
+    fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, BlockError> {
+        BlockService::get_local(self, cid)
+    }
+
+    fn get(&self, cid: Cid) -> impl std::future::Future<Output = Result<Bytes, BlockError>> + Send {
+        self.get_owned(cid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,8 @@
 //! crashed are released the next time the store is opened ([`release_leftovers`]).
 //! Export walks the DAG depth-first from the root and writes a CARv1 with each block once.
 
-use std::collections::HashSet;
 use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +19,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use cid::Cid;
 use indicatif::{ProgressBar, ProgressStyle};
-use ipfs_mount_ipld::{car, cids, codec, dagpb};
+use ipfs_mount_ipld::reader::dag::{DagWalk, Scope};
+use ipfs_mount_ipld::reader::{self, Limits};
+use ipfs_mount_ipld::{car, cids};
 use ipfs_mount_store::{BlockStore, StoreError, TempPinId};
 
 use crate::blocks::BlockService;
@@ -247,7 +249,12 @@ pub fn export(
     Ok(())
 }
 
-/// Writes the whole DAG below `root` as a CARv1: depth-first, pre-order, each block once.
+/// Deepest block an export follows (dag-cbor chains can be long; UnixFS is a few levels).
+const EXPORT_MAX_DEPTH: u32 = 4096;
+
+/// Writes the whole DAG below `root` as a CARv1: depth-first, pre-order, each block once
+/// (dag-pb, dag-cbor and dag-json links), through the ipld DAG-walk planner, which keeps a
+/// window of fetches in flight and bounds the depth.
 pub fn write_car(
     blocks: &BlockService,
     rt: &tokio::runtime::Handle,
@@ -256,47 +263,26 @@ pub fn write_car(
     pb: &ProgressBar,
 ) -> Result<()> {
     out.write_all(&car::encode_header_v1(&[*root]))?;
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut stack = vec![*root];
-    while let Some(cid) = stack.pop() {
-        if !seen.insert(cid.to_bytes()) {
-            continue;
+    let mut walk = DagWalk::new(
+        *root,
+        Scope::All,
+        Limits::default().with_max_depth(EXPORT_MAX_DEPTH),
+    );
+    let mut write_error = None;
+    rt.block_on(reader::drive::run(&mut walk, blocks, |v| {
+        if let Err(e) = out.write_all(&car::encode_section(&v.cid, &v.block)) {
+            write_error = Some(e);
+            return ControlFlow::Break(());
         }
-        let data = rt.block_on(blocks.get(&cid)).map_err(|e| anyhow!("{e}"))?;
-        out.write_all(&car::encode_section(&cid, &data))?;
         pb.inc(1);
-        pb.inc_length(data.len() as u64);
-        let mut links = links_of(&cid, &data)?;
-        links.reverse();
-        stack.extend(links);
+        pb.inc_length(v.block.len() as u64);
+        ControlFlow::Continue(())
+    }))
+    .map_err(|e| anyhow!("{e}"))?;
+    if let Some(e) = write_error {
+        return Err(e.into());
     }
     Ok(())
-}
-
-/// The links of a block, in order, for the codecs whose links we can read.
-pub fn links_of(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>> {
-    match cid.codec() {
-        codec::DAG_PB => {
-            let node = dagpb::decode(data).map_err(|e| anyhow!("block {cid}: {e}"))?;
-            Ok(node.links.into_iter().map(|l| l.cid).collect())
-        }
-        codec::DAG_CBOR => {
-            let ipld: ipld_core::ipld::Ipld =
-                serde_ipld_dagcbor::from_slice(data).map_err(|e| anyhow!("block {cid}: {e}"))?;
-            let mut out = Vec::new();
-            let mut stack = vec![&ipld];
-            while let Some(node) = stack.pop() {
-                match node {
-                    ipld_core::ipld::Ipld::Link(c) => out.push(*c),
-                    ipld_core::ipld::Ipld::List(items) => stack.extend(items.iter().rev()),
-                    ipld_core::ipld::Ipld::Map(m) => stack.extend(m.values().rev()),
-                    _ => {}
-                }
-            }
-            Ok(out)
-        }
-        _ => Ok(Vec::new()),
-    }
 }
 
 #[cfg(test)]
@@ -441,5 +427,71 @@ mod tests {
         assert_eq!(release_leftovers(&store).unwrap(), 1);
         assert_eq!(release_leftovers(&store).unwrap(), 0);
         assert_eq!(store.stats().unwrap().temp_pinned_bytes, 0);
+    }
+
+    /// Export writes each block once, in depth-first pre-order, a file of repeated chunks
+    /// included (its shared leaf once), and fails on a missing block.
+    #[test]
+    fn export_writes_each_block_once_in_pre_order() {
+        use ipfs_mount_ipld::dagpb;
+        use ipfs_mount_store::MemoryStore;
+        let mut profile = ImportProfile::unixfs_v1_2025();
+        profile.chunk_size = 1024;
+        profile.max_links = 4;
+        let mut data = vec![0u8; 40 * 1024];
+        data[20_000] = 1;
+        let f = build_file(&data, &profile);
+        let store = Arc::new(MemoryStore::new(1 << 30));
+        store.put_many(&f.blocks).unwrap();
+        let service = BlockService::new(store, vec![], true, 8 << 20);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        super::write_car(
+            &service,
+            rt.handle(),
+            &f.root,
+            &mut out,
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
+        let mut dec = car::CarDecoder::new();
+        dec.push(&out);
+        let mut got = Vec::new();
+        while let Some((c, _)) = dec.next_block().unwrap() {
+            got.push(c);
+        }
+        // expected: recursive pre-order, first occurrence only
+        let map: std::collections::HashMap<Cid, Bytes> = f.blocks.iter().cloned().collect();
+        fn pre(c: Cid, map: &std::collections::HashMap<Cid, Bytes>, seen: &mut Vec<Cid>) {
+            if seen.contains(&c) {
+                return;
+            }
+            seen.push(c);
+            if c.codec() == 0x70 {
+                for l in dagpb::decode(&map[&c]).unwrap().links {
+                    pre(l.cid, map, seen);
+                }
+            }
+        }
+        let mut want = Vec::new();
+        pre(f.root, &map, &mut want);
+        assert_eq!(got, want);
+        assert_eq!(got.len(), f.blocks.len());
+        // a missing block is an error
+        let store = Arc::new(MemoryStore::new(1 << 30));
+        store.put_many(&f.blocks[f.blocks.len() - 1..]).unwrap();
+        let service = BlockService::new(store, vec![], true, 8 << 20);
+        let mut out = Vec::new();
+        assert!(super::write_car(
+            &service,
+            rt.handle(),
+            &f.root,
+            &mut out,
+            &ProgressBar::hidden()
+        )
+        .is_err());
     }
 }

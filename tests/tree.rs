@@ -426,3 +426,96 @@ async fn documents_show_dag_json() {
     let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
     assert!(v.is_object());
 }
+
+/// Three blocks: a HAMT shard (fanout 1024) whose 1024 buckets all link to S1, whose 1024
+/// buckets all link to S2, a shard holding `n` entries. Returns the blocks (root last) and S2's
+/// entry names.
+fn shared_children_hamt(n: usize) -> (Vec<(Cid, Bytes)>, Vec<Vec<u8>>) {
+    use ipfs_mount_ipld::dagpb::{self, PbLink, PbNode};
+    use ipfs_mount_ipld::unixfs::{encode_data, DataType, UnixFsData};
+    use ipfs_mount_ipld::{cids, codec, hamt, mh};
+    let shard = |links: Vec<PbLink>, bitfield: Vec<u8>| {
+        let mut d = UnixFsData::new(DataType::HamtShard);
+        d.data = Some(Bytes::from(bitfield));
+        d.fanout = Some(1024);
+        d.hash_type = Some(mh::MURMUR3_X64_64);
+        let block = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(encode_data(&d))),
+        });
+        let cid = cids::compute(cid::Version::V1, codec::DAG_PB, mh::SHA2_256, &block).unwrap();
+        (cid, Bytes::from(block))
+    };
+    let mut by_index = std::collections::BTreeMap::new();
+    let mut leaves = Vec::new();
+    for i in 0..n {
+        let name = format!("entry-{i:04}").into_bytes();
+        let idx = hamt::bucket_index(&name, 2, 1024).unwrap();
+        let leaf = Bytes::from(name.clone());
+        let leaf_cid = cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, &leaf).unwrap();
+        if let std::collections::btree_map::Entry::Vacant(v) = by_index.entry(idx) {
+            v.insert((name, leaf_cid));
+            leaves.push((leaf_cid, leaf));
+        }
+    }
+    let mut bitfield = vec![0u8; 128];
+    let mut links = Vec::new();
+    let mut names = Vec::new();
+    for (idx, (name, leaf)) in by_index {
+        bitfield[127 - (idx / 8) as usize] |= 1 << (idx % 8);
+        let mut lname = format!("{idx:03X}").into_bytes();
+        lname.extend_from_slice(&name);
+        links.push(PbLink {
+            cid: leaf,
+            name: Some(lname),
+            tsize: Some(name.len() as u64),
+        });
+        names.push(name);
+    }
+    let s2 = shard(links, bitfield);
+    let all_to = |child: Cid| {
+        let links = (0..1024u32)
+            .map(|i| PbLink {
+                cid: child,
+                name: Some(format!("{i:03X}").into_bytes()),
+                tsize: Some(1),
+            })
+            .collect();
+        shard(links, vec![0xff; 128])
+    };
+    let s1 = all_to(s2.0);
+    let root = all_to(s1.0);
+    leaves.extend([s2, s1, root]);
+    (leaves, names)
+}
+
+#[tokio::test]
+async fn hamt_with_shared_children_lists_each_entry_once_quickly() {
+    let (blocks, names) = shared_children_hamt(40);
+    let root_cid = blocks.last().unwrap().0;
+    let f = fixture(&blocks, false);
+    let t = std::time::Instant::now();
+    let root = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&root_cid.to_string()))
+        .await
+        .unwrap();
+    let entries = f.tree.readdir(root.attr.ino, 0, 100_000).await.unwrap();
+    let took = t.elapsed();
+    eprintln!("shared-children HAMT (3 blocks, 1024 x 1024 links): listed in {took:?}");
+    assert_eq!(entries.len(), 2 + names.len());
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "listing took {took:?}"
+    );
+    // A lookup walks the hash path: S1 and S2, then the entry.
+    let e = f
+        .tree
+        .lookup(
+            root.attr.ino,
+            OsStr::new(std::str::from_utf8(&names[0]).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.attr.kind, Kind::File);
+}

@@ -3,16 +3,19 @@
 //! A plain UnixFS directory is one block. A HAMT-sharded directory is a tree of shards: for a
 //! listing all shards are needed, so they are first asked for in one CAR request
 //! (`dag-scope=entity` is exactly "the blocks needed to enumerate the directory") and any still
-//! missing are then fetched level by level, in parallel. A lookup hashes the name and walks
-//! only the shards on its path.
+//! missing are then fetched by the listing planner ([`ipfs_mount_ipld::reader::listing`]), in
+//! parallel, each distinct shard once. A lookup hashes the name and walks only the shards on
+//! its path.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use cid::Cid;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use ipfs_mount_fetch::DagScope;
 use ipfs_mount_ipld::hamt::{self, HamtLink, HamtNode, Step};
+use ipfs_mount_ipld::reader::listing::{Hidden, Listed};
+use ipfs_mount_ipld::reader::{self, Limits};
 use ipfs_mount_ipld::unixfs::{self, DirNode, Node};
 
 use super::error::{Error, Result};
@@ -79,10 +82,6 @@ async fn shard(blocks: &Arc<BlockService>, cid: &Cid) -> Result<HamtNode> {
     }
 }
 
-async fn shard_with_cid(blocks: &Arc<BlockService>, cid: Cid) -> Result<(Cid, HamtNode)> {
-    shard(blocks, &cid).await.map(|n| (cid, n))
-}
-
 /// Looks `name` up in a sharded directory, fetching only the shards on the name's hash path.
 pub async fn hamt_find(
     blocks: &Arc<BlockService>,
@@ -130,67 +129,27 @@ pub async fn hamt_listing(
             }
         }
     }
-    // Breadth-first fetch of every shard, bounded parallelism, then a depth-first walk so the
-    // listing comes out in the directory's own order.
-    let mut shards: HashMap<Cid, HamtNode> = HashMap::new();
-    let mut frontier: Vec<Cid> = subshards(root);
-    let mut depth = 1;
-    while !frontier.is_empty() {
-        if depth > MAX_HAMT_DEPTH {
-            return Err(Error::Corrupt {
-                cid: *dir,
-                cause: "HAMT deeper than 64 levels".into(),
-            });
-        }
-        let pending: Vec<_> = frontier
-            .into_iter()
-            .filter(|c| !shards.contains_key(c))
-            .map(|c| shard_with_cid(blocks, c))
-            .collect();
-        let fetched: Vec<(Cid, HamtNode)> = stream::iter(pending)
-            .buffer_unordered(32)
-            .try_collect()
-            .await?;
-        frontier = fetched.iter().flat_map(|(_, n)| subshards(n)).collect();
-        shards.extend(fetched);
-        depth += 1;
-    }
+    // The planner asks for each distinct shard once (up to 32 in flight) and lists a shard
+    // reached by several links once, so a DAG whose levels all point at one child costs its
+    // distinct blocks; entries come out in the directory's own order.
+    let mut planner =
+        reader::listing::Listing::from_hamt_root(*dir, root.clone(), Limits::default());
     let mut listing = Listing::default();
-    // Explicit stack of (node, next link index): iteration, not recursion.
-    let mut stack: Vec<(&HamtNode, usize)> = vec![(root, 0)];
-    while let Some((node, i)) = stack.pop() {
-        let Some(link) = node.links.get(i) else {
-            continue;
-        };
-        stack.push((node, i + 1));
-        match link {
-            HamtLink::Entry {
-                name, cid, tsize, ..
-            } => listing.push(dir, name.clone(), *cid, *tsize),
-            HamtLink::Shard { cid, .. } => {
-                if stack.len() > MAX_HAMT_DEPTH as usize {
-                    return Err(Error::Corrupt {
-                        cid: *dir,
-                        cause: "HAMT deeper than 64 levels".into(),
-                    });
+    reader::drive::run(&mut planner, blocks.as_ref(), |item| {
+        match item {
+            Listed::Entry(e) => listing.push(dir, e.name, e.cid, e.tsize),
+            Listed::Hidden { name, why } => tracing::warn!(
+                %dir,
+                name = %String::from_utf8_lossy(&name),
+                "hiding directory entry: {}",
+                match why {
+                    Hidden::UnsafeName => "unsafe name",
+                    Hidden::Duplicate => "duplicate name",
                 }
-                let child = shards.get(cid).ok_or_else(|| Error::Corrupt {
-                    cid: *cid,
-                    cause: "HAMT shard missing after fetch".into(),
-                })?;
-                stack.push((child, 0));
-            }
+            ),
         }
-    }
+        ControlFlow::Continue(())
+    })
+    .await?;
     Ok(listing)
-}
-
-fn subshards(node: &HamtNode) -> Vec<Cid> {
-    node.links
-        .iter()
-        .filter_map(|l| match l {
-            HamtLink::Shard { cid, .. } => Some(*cid),
-            _ => None,
-        })
-        .collect()
 }

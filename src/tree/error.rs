@@ -6,6 +6,7 @@
 
 use crate::blocks::BlockError;
 use crate::datasets::DsError;
+use ipfs_mount_ipld::reader::{DriveError, ReadError};
 use ipfs_mount_ipld::unixfs::UnixFsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,25 @@ pub enum Error {
     /// A name could not be resolved because its sources failed (not because it has no record).
     #[error("name resolution failed: {0}")]
     Names(String),
+}
+
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        Error::Corrupt {
+            cid: *e.cid(),
+            cause: e.to_string(),
+        }
+    }
+}
+
+impl From<DriveError<BlockError>> for Error {
+    fn from(e: DriveError<BlockError>) -> Self {
+        match e {
+            DriveError::Read(e) => e.into(),
+            DriveError::Get(e) => Error::Block(e),
+            DriveError::Stalled => Error::NotSupported("a UnixFS walk stalled"),
+        }
+    }
 }
 
 impl Error {

@@ -1,7 +1,8 @@
 //! Pure codecs for ipfs-mount: CIDs, dag-pb, UnixFS, HAMT shards, CAR streams and
 //! dag-cbor/dag-json rendering.
 //!
-//! Everything here is a function over bytes: no I/O, no async, no global state.
+//! Everything here is a function over bytes: no I/O, no global state (the one async function,
+//! [`reader::drive::run`], only awaits futures its caller supplies).
 //! Malformed input is always reported as an error value (never a panic), and no
 //! allocation is sized from an untrusted length before that length has been checked
 //! against the input actually present.
@@ -17,6 +18,11 @@
 //! - [`hamt`]: UnixFS HAMT shard nodes, the murmur3 name hash and one-step lookup.
 //! - [`builder`]: UnixFS import (files, directories, HAMTs) with Kubo's and Helia's CIDs;
 //!   [`dirtree`]: one directory kept across changes, re-encoding only the changed shards.
+//! - [`reader`]: I/O-free UnixFS walks (file ranges, directory/HAMT listings, path walks,
+//!   whole-DAG walks) as state machines the caller feeds with blocks, with the safety checks
+//!   (depth, sizes, safe names, each distinct block once) in one place; the [`reader::BlockGetter`]
+//!   trait and sync/async drivers. The module itself does no I/O; its async driver only
+//!   awaits the getter's futures.
 //! - [`car`]: incremental CARv1/CARv2 reader and CARv1 writer helpers.
 //! - [`docjson`]: render dag-cbor/dag-json/cbor/json blocks as dag-json text.
 
@@ -31,6 +37,7 @@ pub mod dirtree;
 pub mod docjson;
 pub mod hamt;
 mod pb;
+pub mod reader;
 pub mod unixfs;
 
 /// Multicodec codes for block codecs.
