@@ -105,7 +105,7 @@ pub fn free_reserve_if_full(store_dir: &Path) {
 }
 
 /// Size of the store's reserve file.
-const RESERVE_BYTES: usize = 8 << 20;
+const RESERVE_BYTES: usize = 2 << 20;
 
 impl Hooks {
     fn new(reserve: PathBuf) -> Self {

@@ -208,6 +208,9 @@ enum Body {
         sealed: Option<Sealed>,
         staged: Option<Staged>,
         writers: u32,
+        /// Once unlinked while open: a temporary pin on its content, which no version holds,
+        /// so that its handles can still read it; released at the last close.
+        hold: Option<u64>,
     },
     Symlink {
         target: Vec<u8>,
@@ -681,6 +684,7 @@ impl Dataset {
                 sealed: None,
                 staged: Some(staged),
                 writers: 1,
+                hold: None,
             },
             mode,
             mode != 0o644,
@@ -711,7 +715,7 @@ impl Dataset {
             }
         });
         if let Err(e) = logged {
-            unlink_live(&mut st, parent, name);
+            let _ = unlink_live(&mut st, parent, name);
             return Err(e);
         }
         Ok(id)
@@ -767,7 +771,7 @@ impl Dataset {
             target: target.to_vec(),
         };
         if let Err(e) = self.log(&mut st, op) {
-            unlink_live(&mut st, parent, name);
+            let _ = unlink_live(&mut st, parent, name);
             drop(st);
             self.release_temp(temp);
             return Err(e);
@@ -796,7 +800,9 @@ impl Dataset {
         if st.closed.get(&path).is_some() {
             self.log(&mut st, Op::Remove { path })?;
         }
-        unlink_live(&mut st, parent, name);
+        if let Some(orphan) = unlink_live(&mut st, parent, name) {
+            self.hold_orphan(&mut st, orphan);
+        }
         Ok(())
     }
 
@@ -870,7 +876,9 @@ impl Dataset {
         to.push(new_name.to_vec());
         self.log(&mut st, Op::Rename { from, to })?;
         if existing.is_some() {
-            unlink_live(&mut st, new_parent, new_name);
+            if let Some(orphan) = unlink_live(&mut st, new_parent, new_name) {
+                self.hold_orphan(&mut st, orphan);
+            }
         }
         if let Body::Dir { children, keys } = &mut st.nodes.get_mut(&parent).expect("parent").body {
             children.remove(name);
@@ -1084,12 +1092,37 @@ impl Dataset {
             }
         }
         if remove {
-            st.nodes.remove(&id);
+            if let Some(WNode { body: Body::File { hold: Some(t), .. }, .. }) = st.nodes.remove(&id) {
+                drop(st);
+                self.release_temp(t);
+            }
         }
         result
     }
 
     // ---- sealing ------------------------------------------------------------------------------
+
+    /// An open file just lost its name: pin its content for its handles (no version may).
+    fn hold_orphan(&self, st: &mut State, id: NodeId) {
+        let Some(Body::File { sealed: Some(sealed), hold: None, .. }) = st.nodes.get(&id).map(|n| &n.body) else {
+            return;
+        };
+        let cids = file_blocks(&self.blocks, &sealed.cid);
+        let held = self.new_temp().and_then(|t| {
+            self.blocks
+                .temp_pin_add(t, &mut cids.into_iter())
+                .map(|()| t)
+                .map_err(DsError::block)
+        });
+        match held {
+            Ok(t) => {
+                if let Some(Body::File { hold, .. }) = st.nodes.get_mut(&id).map(|n| &mut n.body) {
+                    *hold = Some(t);
+                }
+            }
+            Err(e) => tracing::warn!(dataset = %self.name, "cannot hold an unlinked open file's blocks: {e}"),
+        }
+    }
 
     fn new_temp(&self) -> Result<u64, DsError> {
         self.blocks
@@ -1303,11 +1336,18 @@ impl Dataset {
                 self.log(&mut st, Op::Meta { path, mode, mtime })?;
             }
         }
+        let mut old_hold = None;
+        if path.is_none() {
+            // Unlinked while open: its content is in no version; the temporary pin now holds
+            // it for the handles until the last close.
+            if let Some(Body::File { hold, .. }) = st.nodes.get_mut(&id).map(|n| &mut n.body) {
+                old_hold = hold.replace(temp);
+            }
+        }
         let result = self.rebase(&mut st, id, new, generation);
         drop(st);
-        if path.is_none() {
-            // Unlinked while open: its content is in no version.
-            self.release_temp(temp);
+        if let Some(t) = old_hold {
+            self.release_temp(t);
         }
         result
     }
@@ -1605,23 +1645,41 @@ fn collision(name: &[u8]) -> DsError {
 
 /// Takes `name` out of the live directory `parent`; an open file lives on unnamed until its
 /// last close, as on any filesystem.
-fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) {
-    let Some(id) = (match &mut st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+/// Returns the node when it lives on (an open file: the caller holds its content).
+#[must_use]
+fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) -> Option<NodeId> {
+    let id = match &mut st.nodes.get_mut(&parent).map(|n| &mut n.body) {
         Some(Body::Dir { children, keys }) => {
             keys.remove(&placement_key(name));
             children.remove(name)
         }
         _ => None,
-    }) else {
-        return;
-    };
+    }?;
     let open = matches!(st.nodes[&id].body, Body::File { writers, .. } if writers > 0);
     if open {
         st.nodes.get_mut(&id).expect("node").parent = 0;
+        Some(id)
     } else {
         // A directory is empty here (rmdir checked); drop the node.
         st.nodes.remove(&id);
+        None
     }
+}
+
+/// Every block of a file's DAG that is local (each once).
+fn file_blocks(blocks: &BlockService, root: &Cid) -> Vec<Cid> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![*root];
+    while let Some(cid) = stack.pop() {
+        if !seen.insert(cid) || cid.codec() == codec::RAW {
+            continue;
+        }
+        let Ok(Some(block)) = blocks.get_local(&cid) else { continue };
+        if let Ok(Node::File(f)) = unixfs::decode_node_shared(&cid, &block) {
+            stack.extend(f.children.iter().map(|(c, _)| *c));
+        }
+    }
+    seen.into_iter().collect()
 }
 
 /// The path of a linked node, as components; `None` once unlinked.
@@ -1698,6 +1756,7 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
                         }),
                         staged: None,
                         writers: 0,
+                        hold: None,
                     },
                     0o644,
                 ),
