@@ -1002,6 +1002,8 @@ struct World {
     /// otherwise fail most runs: such a file is closed before a commit, and its flush or fsync
     /// becomes its last close. `MODEL_STRICT=1` turns the workaround off.
     strict: bool,
+    /// What the last op came to, for `MODEL_STATS=1`.
+    outcome: &'static str,
 }
 
 impl World {
@@ -1019,7 +1021,7 @@ impl World {
         if ds.version() != 0 {
             return Err(format!("a new dataset is at version {}", ds.version()));
         }
-        Ok(World { h, m, strict: strict() })
+        Ok(World { h, m, strict: strict(), outcome: "ok" })
     }
 
     fn ds(&self) -> &Dataset {
@@ -1113,7 +1115,18 @@ impl World {
         Ok(())
     }
 
+    fn refused<T: fmt::Debug>(&mut self, what: &str, r: Result<T, DsError>, want: &'static str) -> Result<(), String> {
+        self.outcome = want;
+        expect_err(what, r, want)
+    }
+
+    fn skipped(&mut self) -> Result<(), String> {
+        self.outcome = "skipped";
+        Ok(())
+    }
+
     fn step(&mut self, op: &Op) -> Result<(), String> {
+        self.outcome = "ok";
         match op.clone() {
             Op::Create { dir, name, mode, data, grow, close } => {
                 let parent = pick(&self.m.dirs(), dir).unwrap().clone();
@@ -1123,7 +1136,7 @@ impl World {
                 path.push(nm.to_string());
                 let r = self.ds().create_file(pid, nm.as_bytes(), mode.0);
                 if self.m.lget(&path).is_some() {
-                    return expect_err("create_file", r, "Exists");
+                    return self.refused("create_file", r, "Exists");
                 }
                 let id = ok("create_file", r)?;
                 let fid = self.m.new_file(MFile {
@@ -1147,7 +1160,7 @@ impl World {
             }
             Op::OpenWrite { file, truncate, off, data, close } => {
                 let Some((path, fid)) = pick(&self.m.idle_files(), file).cloned() else {
-                    return Ok(());
+                    return self.skipped();
                 };
                 let id = self.resolve(&path)?;
                 ok("open_write", self.ds().open_write(id, truncate))?;
@@ -1164,13 +1177,13 @@ impl World {
             }
             Op::Write { h, off, data } => {
                 let Some(&fid) = pick(&self.m.open_files(), h) else {
-                    return Ok(());
+                    return self.skipped();
                 };
                 self.write(fid, off, data)?;
             }
             Op::Close { h, how } => {
                 let Some(&fid) = pick(&self.m.open_files(), h) else {
-                    return Ok(());
+                    return self.skipped();
                 };
                 let how = match how {
                     // Known bug (`unlinked_open_file_stays_readable_after_its_flush`): a flush of
@@ -1185,7 +1198,7 @@ impl World {
                     Target::Open(h) => pick(&self.m.open_files(), h).copied(),
                     Target::Idle(i) => pick(&self.m.idle_files(), i).map(|x| x.1),
                 };
-                let Some(fid) = fid else { return Ok(()) };
+                let Some(fid) = fid else { return self.skipped() };
                 let len = self.m.files[&fid].bytes.len() as u64;
                 let new = match size {
                     Size::Zero => 0,
@@ -1204,7 +1217,7 @@ impl World {
                 path.push(nm.to_string());
                 let r = self.ds().mkdir(pid, nm.as_bytes(), mode.0);
                 if self.m.lget(&path).is_some() {
-                    return expect_err("mkdir", r, "Exists");
+                    return self.refused("mkdir", r, "Exists");
                 }
                 ok("mkdir", r)?;
                 let explicit = mode.0 != 0o755;
@@ -1222,11 +1235,11 @@ impl World {
             }
             Op::Rmdir { dir } => {
                 let dirs: Vec<MPath> = self.m.dirs().into_iter().skip(1).collect();
-                let Some(path) = pick(&dirs, dir).cloned() else { return Ok(()) };
+                let Some(path) = pick(&dirs, dir).cloned() else { return self.skipped() };
                 let (pid, nm) = self.parent_and_name(&path)?;
                 let r = self.ds().unlink(pid, nm.as_bytes(), true);
                 if matches!(self.m.lget(&path), Some(LNode::Dir { children, .. }) if !children.is_empty()) {
-                    return expect_err("rmdir", r, "NotEmpty");
+                    return self.refused("rmdir", r, "NotEmpty");
                 }
                 ok("rmdir", r)?;
                 t_take(&mut self.m.live, &path);
@@ -1234,11 +1247,11 @@ impl World {
                 self.m.pending = true;
             }
             Op::Unlink { entry } => {
-                let Some(path) = pick(&self.m.entries(), entry).cloned() else { return Ok(()) };
+                let Some(path) = pick(&self.m.entries(), entry).cloned() else { return self.skipped() };
                 let (pid, nm) = self.parent_and_name(&path)?;
                 let r = self.ds().unlink(pid, nm.as_bytes(), false);
                 if let Some(LNode::Dir { .. }) = self.m.lget(&path) {
-                    return expect_err("unlink of a directory", r, "IsADirectory");
+                    return self.refused("unlink of a directory", r, "IsADirectory");
                 }
                 ok("unlink", r)?;
                 let n = t_take(&mut self.m.live, &path).unwrap();
@@ -1247,7 +1260,7 @@ impl World {
                 self.m.pending = true;
             }
             Op::Rename { entry, dir, name, noreplace } => {
-                let Some(src) = pick(&self.m.entries(), entry).cloned() else { return Ok(()) };
+                let Some(src) = pick(&self.m.entries(), entry).cloned() else { return self.skipped() };
                 let parent = pick(&self.m.dirs(), dir).unwrap().clone();
                 let nm = NAMES[name as usize % NAMES.len()];
                 let (spid, sname) = self.parent_and_name(&src)?;
@@ -1257,23 +1270,23 @@ impl World {
                 let r = self.ds().rename(spid, sname.as_bytes(), dpid, nm.as_bytes(), noreplace);
                 let src_is_dir = matches!(self.m.lget(&src), Some(LNode::Dir { .. }));
                 if src_is_dir && parent.starts_with(&src) {
-                    return expect_err("rename into itself", r, "Invalid");
+                    return self.refused("rename into itself", r, "Invalid");
                 }
                 if dst == src {
                     return ok("rename onto itself", r);
                 }
                 match self.m.lget(&dst) {
-                    Some(_) if noreplace => return expect_err("rename noreplace", r, "Exists"),
+                    Some(_) if noreplace => return self.refused("rename noreplace", r, "Exists"),
                     Some(LNode::Dir { children, .. }) => {
                         if !src_is_dir {
-                            return expect_err("rename a non-directory over a directory", r, "IsADirectory");
+                            return self.refused("rename a non-directory over a directory", r, "IsADirectory");
                         }
                         if !children.is_empty() {
-                            return expect_err("rename over a non-empty directory", r, "NotEmpty");
+                            return self.refused("rename over a non-empty directory", r, "NotEmpty");
                         }
                     }
                     Some(_) if src_is_dir => {
-                        return expect_err("rename a directory over a non-directory", r, "NotADirectory")
+                        return self.refused("rename a directory over a non-directory", r, "NotADirectory")
                     }
                     _ => {}
                 }
@@ -1299,7 +1312,7 @@ impl World {
                 path.push(nm.to_string());
                 let r = self.ds().symlink(pid, nm.as_bytes(), &target);
                 if self.m.lget(&path).is_some() {
-                    return expect_err("symlink", r, "Exists");
+                    return self.refused("symlink", r, "Exists");
                 }
                 ok("symlink", r)?;
                 t_insert(&mut self.m.live, &path, LNode::Sym(target.clone()));
@@ -1324,7 +1337,7 @@ impl World {
             .into_iter()
             .filter(|p| !matches!(self.m.lget(p), Some(LNode::Sym(_))))
             .collect();
-        let Some(path) = pick(&candidates, entry).cloned() else { return Ok(()) };
+        let Some(path) = pick(&candidates, entry).cloned() else { return self.skipped() };
         let id = self.resolve(&path)?;
         ok("setattr mode/mtime", self.ds().setattr(id, mode, mtime, None))?;
         let has_closed_state = match t_get_mut(&mut self.m.live, &path).unwrap() {
@@ -1534,10 +1547,42 @@ fn run(ops: &[Op]) -> Result<(), String> {
 
 fn run_in(mut w: World, ops: &[Op]) -> Result<(), String> {
     for (i, op) in ops.iter().enumerate() {
+        let pending = w.m.pending;
         w.step(op).map_err(|e| format!("op #{i} {op:?}: {e}"))?;
+        let name: String = format!("{op:?}").chars().take_while(|c| c.is_alphanumeric()).collect();
+        let outcome = match (op, w.outcome) {
+            (Op::Crash, _) if pending => "recovery version",
+            (Op::Crash, _) => "nothing pending",
+            (Op::Commit { .. }, "ok") if pending => "version",
+            (Op::Commit { message: true }, "ok") => "version (message only)",
+            (Op::Commit { .. }, "ok") => "nothing to commit",
+            (_, o) => o,
+        };
+        stat(format!("{name}: {outcome}"));
+        stat(format!("~ files open after an op: {}", w.m.open_files().len().min(3)));
+        stat(format!("~ unlinked open files after an op: {}", w.m.files.values().filter(|f| !f.linked).count().min(2)));
+        let biggest = w.m.files.values().map(|f| f.bytes.len()).max().unwrap_or(0);
+        stat(format!("~ largest live file after an op: {}", if biggest > CHUNK { "> 1 MiB" } else if biggest > 0 { "<= 1 MiB" } else { "none/empty" }));
+        stat(format!("~ tree depth after an op: {}", w.m.dirs().iter().map(|d| d.len()).max().unwrap_or(0).min(3)));
         w.check_live().map_err(|e| format!("after op #{i} {op:?}: {e}"))?;
     }
     w.finish().map_err(|e| format!("at the end (close all, commit, crash): {e}"))
+}
+
+/// Op outcomes over all random runs of this process (`MODEL_STATS=1` prints them).
+static STATS: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn stat(key: String) {
+    *STATS.lock().unwrap().entry(key).or_default() += 1;
+}
+
+fn print_stats(label: &str) {
+    if std::env::var("MODEL_STATS").is_ok() {
+        let stats = STATS.lock().unwrap();
+        let lines: Vec<String> = stats.iter().map(|(k, v)| format!("  {k}: {v}")).collect();
+        eprintln!("{label}:\n{}", lines.join("\n"));
+    }
 }
 
 fn strict() -> bool {
@@ -1562,6 +1607,9 @@ proptest! {
     fn random_operations_match_the_models(ops in prop::collection::vec(op_strategy(), 1..60)) {
         if let Err(e) = run(&ops) {
             return Err(TestCaseError::fail(e));
+        }
+        if RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == cases() as u64 {
+            print_stats(&format!("{} random runs", cases()));
         }
     }
 }
