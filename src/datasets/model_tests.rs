@@ -2062,3 +2062,172 @@ fn sharded_directory_across_the_threshold() {
         "the root should cross the threshold both ways: sharded per version {kinds:?}"
     );
 }
+
+/// The state a version shows of the concurrent writer's files: `f…` names and `shared`.
+fn version_files(blocks: &BlockService, head: &Cid) -> FlatTree {
+    let c = Commit::decode(head, &block(blocks, head).unwrap()).unwrap();
+    version_flat(blocks, &c).unwrap()
+}
+
+/// Commits run beside a writer (as the committer thread does): every version is a prefix of
+/// the writer's acknowledgements (files `f000…` created and closed in order, `shared` rewritten
+/// with O_TRUNC after each), never a half-written file; a crash after the last of them (journal
+/// records written during commits, kept by the trims) loses nothing.
+#[test]
+fn commits_concurrent_with_a_writer_show_only_closed_states() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const N: usize = 120;
+    let content = |i: usize| {
+        let len = if i % 20 == 7 { CHUNK + 3000 } else { 100 + i * 13 };
+        Data { len, seed: i as u8 }.bytes()
+    };
+    let shared = |j: usize| Data { len: 500 + j, seed: (j as u8).wrapping_add(100) }.bytes();
+    let mut h = Harness::new();
+    let ds = h.ds().clone();
+    let done = AtomicBool::new(false);
+    let heads = std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            let s = ds.create_file(ROOT_NODE, b"shared", 0o644).unwrap();
+            ds.write(s, 0, &shared(0)).unwrap();
+            ds.flush(s).unwrap();
+            ds.release_write(s).unwrap();
+            for i in 0..N {
+                let name = format!("f{i:03}");
+                let f = ds.create_file(ROOT_NODE, name.as_bytes(), 0o644).unwrap();
+                let c = content(i);
+                let half = c.len() / 2;
+                ds.write(f, 0, &c[..half]).unwrap();
+                ds.write(f, half as u64, &c[half..]).unwrap();
+                ds.flush(f).unwrap();
+                ds.release_write(f).unwrap();
+                ds.open_write(s, true).unwrap();
+                let b = shared(i + 1);
+                ds.write(s, 0, &b[..10]).unwrap();
+                ds.write(s, 10, &b[10..]).unwrap();
+                ds.flush(s).unwrap();
+                ds.release_write(s).unwrap();
+            }
+            done.store(true, Ordering::Release);
+        });
+        let committer = sc.spawn(|| {
+            let mut heads = Vec::new();
+            while !done.load(Ordering::Acquire) {
+                if let Some(h) = ds.commit(None).unwrap() {
+                    heads.push(h);
+                }
+            }
+            heads
+        });
+        writer.join().unwrap();
+        committer.join().unwrap()
+    });
+    assert!(heads.len() >= 3, "only {} commits ran beside the writer", heads.len());
+    let check = |tree: &FlatTree, what: &str| {
+        let k = (0..=N).find(|&k| !tree.contains_key(&format!("f{k:03}"))).unwrap();
+        for (name, e) in tree {
+            let Flat::File { data, .. } = e else { panic!("{what}: {name} is not a file") };
+            if name == "shared" {
+                assert!(
+                    **data == shared(k) || (k > 0 && **data == shared(k - 1)),
+                    "{what}: `shared` ({} bytes) is not what was closed around f{k:03}",
+                    data.len()
+                );
+            } else {
+                let i: usize = name[1..].parse().unwrap();
+                assert!(i < k, "{what}: {name} present, f{k:03} missing: not a prefix");
+                assert!(**data == content(i), "{what}: {name} is not its closed content");
+            }
+        }
+        assert_eq!(tree.len(), k + 1, "{what}: unexpected entries");
+        k
+    };
+    let mut last = 0;
+    for (n, head) in heads.iter().enumerate() {
+        let k = check(&version_files(h.blocks(), head), &format!("version {n}"));
+        assert!(k >= last, "versions went back from {last} files to {k}");
+        last = k;
+    }
+    // Crash with whatever the last commit did not take: the replay completes it.
+    drop(ds);
+    h.crash().unwrap();
+    let ds = h.ds().clone();
+    let tree = live_flat(&ds, h.blocks()).unwrap();
+    assert_eq!(check(&tree, "the live tree after the crash"), N);
+    let head = ds.head().unwrap();
+    assert_eq!(check(&version_files(h.blocks(), &head), "the version after the crash"), N);
+    let chain = history(h.blocks(), Some(head)).unwrap();
+    assert_eq!(chain.len() as u64, ds.version() + 1);
+    for pair in chain.windows(2) {
+        assert_eq!(pair[0].1.prev, Some(pair[1].0));
+        assert_eq!(pair[0].1.seq, pair[1].1.seq + 1);
+    }
+    assert!(h.blocks().temp_pins(OWNER).unwrap().is_empty(), "temporary pins left");
+}
+
+/// A file is flushed (and committed) from one thread while another keeps rewriting it (a
+/// spilled staging file, so the seal reads it without the lock): every sealed state, in the
+/// live tree and in every version, is one whole rewrite, never a mix of two.
+#[test]
+fn flushes_concurrent_with_writes_seal_whole_states() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const N: usize = 80;
+    let states: Vec<Vec<u8>> = std::iter::once(Vec::new())
+        .chain((1..=N).map(|j| Data { len: CHUNK + 200_000, seed: j as u8 }.bytes()))
+        .collect();
+    let mut h = Harness::new();
+    let ds = h.ds().clone();
+    let id = ds.create_file(ROOT_NODE, b"hot", 0o644).unwrap();
+    let done = AtomicBool::new(false);
+    let (heads, sealed) = std::thread::scope(|sc| {
+        let writer = sc.spawn(|| {
+            for s in &states[1..] {
+                // One call per rewrite: every consistent snapshot is a whole state; a seal that
+                // read the staging file while this write went on would see a mix (it must
+                // notice and hash again).
+                ds.write(id, 0, s).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            done.store(true, Ordering::Release);
+        });
+        let flusher = sc.spawn(|| {
+            let mut heads = Vec::new();
+            let mut sealed = std::collections::HashSet::new();
+            while !done.load(Ordering::Acquire) {
+                ds.flush(id).unwrap();
+                sealed.extend(ds.attr(id).unwrap().cid);
+                if let Some(h) = ds.commit(None).unwrap() {
+                    heads.push(h);
+                }
+            }
+            (heads, sealed)
+        });
+        writer.join().unwrap();
+        flusher.join().unwrap()
+    });
+    let whole = |data: &[u8], what: &str| {
+        assert!(
+            states.iter().any(|s| s.as_slice() == data),
+            "{what}: {} bytes that are no whole state (a torn seal)",
+            data.len()
+        );
+    };
+    for cid in &sealed {
+        whole(&read_file(h.blocks(), cid).unwrap(), &format!("sealed {cid}"));
+    }
+    for head in &heads {
+        let tree = version_files(h.blocks(), head);
+        if let Some(Flat::File { data, .. }) = tree.get("hot") {
+            whole(data, &format!("version {head}"));
+        }
+    }
+    ds.flush(id).unwrap();
+    ds.release_write(id).unwrap();
+    assert_eq!(read_live(&ds, h.blocks(), id).unwrap(), states[N]);
+    eprintln!("flushes beside a writer: {} distinct seals, {} versions", sealed.len(), heads.len());
+    drop(ds);
+    h.crash().unwrap();
+    let ds = h.ds().clone();
+    let id = ds.lookup(ROOT_NODE, b"hot").unwrap();
+    assert_eq!(read_live(&ds, h.blocks(), id).unwrap(), states[N]);
+    assert!(sealed.len() >= 5, "only {} distinct seals beside the writer", sealed.len());
+}
