@@ -125,6 +125,11 @@ impl Harness {
 
     /// Drops everything without commit or orderly close (as `kill -9` would), then reopens.
     fn crash(&mut self) -> Result<(), String> {
+        self.crash_with(|_| {})
+    }
+
+    /// [`Harness::crash`], with `meddle` run on the store's directory while nothing is open.
+    fn crash_with(&mut self, meddle: impl FnOnce(&std::path::Path)) -> Result<(), String> {
         self.ds = None;
         self.sets = None;
         self.blocks = None;
@@ -133,6 +138,7 @@ impl Harness {
             Ok(s) => s.abandon(),
             Err(_) => return Err("the store is still shared after dropping the datasets".into()),
         }
+        meddle(&self.store_dir());
         self.open()?;
         if self.ds.is_none() {
             let why = self
@@ -1494,8 +1500,12 @@ impl World {
     }
 
     fn crash(&mut self) -> Result<(), String> {
+        self.crash_with(|_| {})
+    }
+
+    fn crash_with(&mut self, meddle: impl FnOnce(&std::path::Path)) -> Result<(), String> {
         let before = self.ds().version();
-        self.h.crash()?;
+        self.h.crash_with(meddle)?;
         self.m.reload();
         let after = self.ds().version();
         if self.m.pending {
@@ -2230,4 +2240,183 @@ fn flushes_concurrent_with_writes_seal_whole_states() {
     let id = ds.lookup(ROOT_NODE, b"hot").unwrap();
     assert_eq!(read_live(&ds, h.blocks(), id).unwrap(), states[N]);
     assert!(sealed.len() >= 5, "only {} distinct seals beside the writer", sealed.len());
+}
+
+/// Appends the start of a record that never finished (a crash in the middle of `write(2)`).
+fn tear_journal(store: &std::path::Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(store.join("datasets").join(DS).join("JOURNAL"))
+        .unwrap();
+    // A length of 200 bytes, a check, then only part of the payload.
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0xa5, 0x61, 0x73]).unwrap();
+}
+
+/// A torn record at the end of the journal was never acknowledged: the replay drops it, keeps
+/// every whole record before it, and the journal is cut there, so records appended after the
+/// reopen are replayed by the next one (here with no recovery commit in between to trim it).
+#[test]
+fn torn_journal_tail_is_cut_and_later_records_survive() {
+    let mut w = world_after(&[
+        Op::Mkdir { dir: 0, name: 0, mode: Mode(0o700) },
+        Op::Create { dir: 1, name: 1, mode: Mode(0o644), data: Data { len: 3000, seed: 1 }, grow: None, close: true },
+        Op::Commit { message: false },
+    ]);
+    // Nothing pending, a torn tail: no recovery version, the tail is cut.
+    w.crash_with(tear_journal).unwrap();
+    w.check_live().unwrap();
+    // Acknowledged after the reopen, never committed.
+    for op in [
+        Op::Create { dir: 0, name: 2, mode: Mode(0o600), data: Data { len: CHUNK + 10, seed: 2 }, grow: None, close: true },
+        Op::Rename { entry: 1, dir: 0, name: 4, noreplace: false },
+        Op::Symlink { dir: 0, name: 3, target: 1 },
+    ] {
+        w.step(&op).unwrap();
+    }
+    w.check_live().unwrap();
+    w.crash().unwrap();
+    w.check_live().unwrap();
+    assert_eq!(file_bytes(&w, "a.b"), Data { len: CHUNK + 10, seed: 2 }.bytes());
+    assert_eq!(file_bytes(&w, "c"), Data { len: 3000, seed: 1 }.bytes());
+    // Whole records before a torn one are replayed.
+    w.step(&Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 10, seed: 3 }, grow: None, close: true })
+        .unwrap();
+    w.crash_with(tear_journal).unwrap();
+    w.check_live().unwrap();
+    assert_eq!(file_bytes(&w, "b"), Data { len: 10, seed: 3 }.bytes());
+    w.finish().unwrap();
+}
+
+/// A deep tree: paths of 300 directories, renamed near the top, committed, reloaded.
+#[test]
+fn deep_tree_survives_commits_and_crashes() {
+    let mut w = World::new().unwrap();
+    w.check_each_op = false;
+    // mkdir a/a/a/…: the deepest directory is always the last of `dirs()`.
+    let mut ops: Vec<Op> = (0..300).map(|_| Op::Mkdir { dir: u16::MAX, name: 0, mode: Mode(0o755) }).collect();
+    ops.push(Op::Create { dir: u16::MAX, name: 1, mode: Mode(0o600), data: Data { len: 700, seed: 5 }, grow: None, close: true });
+    ops.push(Op::Commit { message: false });
+    // Rename the top directory to `c`, make a new `a`, crash.
+    ops.push(Op::Rename { entry: 0, dir: 0, name: 4, noreplace: false });
+    ops.push(Op::Mkdir { dir: 0, name: 0, mode: Mode(0o755) });
+    ops.push(Op::Crash);
+    for (i, op) in ops.iter().enumerate() {
+        let op = match op {
+            // u16::MAX: the deepest directory.
+            Op::Mkdir { dir: u16::MAX, name, mode } => {
+                Op::Mkdir { dir: (w.m.dirs().len() - 1) as u16, name: *name, mode: *mode }
+            }
+            Op::Create { dir: u16::MAX, name, mode, data, grow, close } => Op::Create {
+                dir: (w.m.dirs().len() - 1) as u16,
+                name: *name,
+                mode: *mode,
+                data: *data,
+                grow: *grow,
+                close: *close,
+            },
+            op => op.clone(),
+        };
+        w.step(&op).unwrap_or_else(|e| panic!("op #{i} {op:?}: {e}"));
+    }
+    assert_eq!(w.m.dirs().iter().map(Vec::len).max(), Some(300));
+    w.check_live().unwrap();
+    w.finish().unwrap();
+}
+
+/// Names a directory entry cannot have are refused, and nothing is journaled for them.
+#[test]
+fn bad_names_are_refused() {
+    let mut w = World::new().unwrap();
+    let ds = w.h.ds().clone();
+    for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+        assert!(matches!(ds.create_file(ROOT_NODE, bad, 0o644), Err(DsError::Invalid(_))), "create {bad:?}");
+        assert!(matches!(ds.mkdir(ROOT_NODE, bad, 0o755), Err(DsError::Invalid(_))), "mkdir {bad:?}");
+        assert!(matches!(ds.symlink(ROOT_NODE, bad, b"x"), Err(DsError::Invalid(_))), "symlink {bad:?}");
+    }
+    w.step(&Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: Data { len: 5, seed: 1 }, grow: None, close: true })
+        .unwrap();
+    for bad in [&b"."[..], b"..", b"x/y", b""] {
+        assert!(matches!(ds.rename(ROOT_NODE, b"a", ROOT_NODE, bad, false), Err(DsError::Invalid(_))), "rename to {bad:?}");
+    }
+    assert!(w.h.blocks().temp_pins(OWNER).unwrap().len() <= 1, "refused symlinks left temporary pins");
+    drop(ds);
+    w.check_live().unwrap();
+    w.finish().unwrap();
+}
+
+fn ds_file(store: &std::path::Path, name: &str) -> std::path::PathBuf {
+    store.join("datasets").join(DS).join(name)
+}
+
+/// The acknowledged ops these two tests commit: a replay of them on top of the version that
+/// already holds them would show (the rename's source is gone: a second replay removes the
+/// target; the unlink removes the re-created `b`).
+fn ops_worth_replaying_once() -> Vec<Op> {
+    vec![
+        Op::Create { dir: 0, name: 0, mode: Mode(0o600), data: Data { len: CHUNK + 99, seed: 1 }, grow: None, close: true },
+        Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 10, seed: 2 }, grow: None, close: true },
+        Op::Mkdir { dir: 0, name: 4, mode: Mode(0o755) },
+        // a -> c/a
+        Op::Rename { entry: 0, dir: 1, name: 0, noreplace: false },
+        Op::Unlink { entry: 0 },
+        // b again, different bytes
+        Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 20, seed: 3 }, grow: None, close: true },
+        Op::Chmod { entry: 0, mode: Mode(0o700) },
+    ]
+}
+
+/// A crash inside a commit after HEAD moved but before the journal was trimmed: the records
+/// HEAD includes are not replayed again.
+#[test]
+fn crash_between_head_and_journal_trim_replays_nothing_twice() {
+    let mut w = world_after(&ops_worth_replaying_once());
+    let store = w.h.store_dir();
+    let journal = std::fs::read(ds_file(&store, "JOURNAL")).unwrap();
+    assert!(!journal.is_empty());
+    w.step(&Op::Commit { message: false }).unwrap();
+    assert!(std::fs::read(ds_file(&store, "JOURNAL")).unwrap().is_empty(), "the commit trims the journal");
+    let version = w.ds().version();
+    // The untrimmed journal, as the crash left it.
+    w.crash_with(|_| std::fs::write(ds_file(&store, "JOURNAL"), &journal).unwrap()).unwrap();
+    w.check_live().unwrap();
+    assert_eq!(w.ds().version(), version, "nothing new to commit");
+    // Later records number on from there and are replayed once.
+    w.step(&Op::Create { dir: 0, name: 2, mode: Mode(0o644), data: Data { len: 7, seed: 4 }, grow: None, close: true })
+        .unwrap();
+    w.crash().unwrap();
+    w.check_live().unwrap();
+    w.finish().unwrap();
+}
+
+/// A crash inside a commit before HEAD moved, after the version's blocks were stored and
+/// pinned (`publish`: `pin_with_temps`, which releases the files' temporary pins, then the
+/// `syncfs` of `sync_store`, then the durable HEAD write): the journal replay must make the same
+/// root again. Simulated by putting back the HEAD and JOURNAL the commit replaced while the
+/// store is down (the store keeps the commit's pin and has released its temporary pins, as
+/// after a crash in that window). Minimal: one closed file, one commit.
+#[test]
+#[ignore = "bug: a crash in commit between pin_with_temps and the HEAD write leaves journal records whose temporary pins are gone; the replay's commit fails (\"unknown temporary pin\") and the dataset loads as damaged"]
+fn crash_before_head_moves_replays_the_journal() {
+    let mut w = world_after(&[
+        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: Data { len: 10, seed: 1 }, grow: None, close: true },
+    ]);
+    let store = w.h.store_dir();
+    let journal = std::fs::read(ds_file(&store, "JOURNAL")).unwrap();
+    let head = std::fs::read(ds_file(&store, "HEAD")).unwrap();
+    w.step(&Op::Commit { message: false }).unwrap();
+    let lost = w.m.versions.pop().unwrap();
+    w.m.pending = true;
+    // "dataset ds did not load after the crash: committing the replayed journal: block error:
+    //  unknown temporary pin 2 (never created, or already released)" (2: the file's seal)
+    w.crash_with(|_| {
+        std::fs::write(ds_file(&store, "JOURNAL"), &journal).unwrap();
+        std::fs::write(ds_file(&store, "HEAD"), &head).unwrap();
+    })
+    .unwrap();
+    w.check_live().unwrap();
+    let again = w.m.versions.last().unwrap();
+    assert_eq!(again.seq, lost.seq);
+    assert_eq!(again.root, lost.root, "the replay builds the root the lost commit had");
+    w.finish().unwrap();
 }
