@@ -23,6 +23,7 @@ mod commit;
 mod journal;
 mod stagebuf;
 mod worktree;
+#[cfg(test)] mod model_tests;
 
 use std::collections::BTreeMap;
 use std::io::Write;
