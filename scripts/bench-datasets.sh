@@ -69,10 +69,13 @@ cleanup() {
     kill -0 "$OUR_PID" 2>/dev/null && kill "$OUR_PID"
   fi
   [ -n "$KUBO_UP" ] && "$SHARED/peers/kubo-down.sh" "$KUBO" >/dev/null 2>&1
-  if [ -n "${BENCH_DIR:-}" ]; then rm -rf "$W"/store-* "$W"/kubo-*; else rm -rf "$W"; fi
+  if [ -n "${BENCH_DIR:-}" ]; then rm -rf "$W"/store-* "$W"/kubo-* "$W/ipfs-mount"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# A private copy: a rebuild of the target dir during the run must not mix two binaries.
+BIN_SRC="$BIN"; BIN_DATE="$(date -u -r "$BIN" +%Y-%m-%dT%H:%MZ)"
+cp "$BIN" "$W/ipfs-mount" && BIN="$W/ipfs-mount" || { echo "cannot copy $BIN" >&2; exit 1; }
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 us() { local t="$EPOCHREALTIME"; echo "${t/./}"; }          # microseconds, no fork for the clock
@@ -358,5 +361,5 @@ done
 
 echo
 echo "ipfs-mount dataset benchmarks, $MODE: $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg), runs: $RUNS"
-echo "binary $BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)); $FILES files x 1 KiB; $BIG_MIB MiB file; $ROWS rows; samples in $SAMPLES"
+echo "binary $BIN_SRC (built $BIN_DATE; sha256 $(sha256sum "$BIN" | cut -c1-12)); $FILES files x 1 KiB; $BIG_MIB MiB file; $ROWS rows; samples in $SAMPLES"
 python3 "$SCRIPTS/bench-table.py" "$SAMPLES" "$RUNS" "$FILES" "$BIG_MIB" "$ROWS"
