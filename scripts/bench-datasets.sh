@@ -63,6 +63,7 @@ OUR_PID=""; KUBO_UP=""
 
 cleanup() {
   set +e
+  compgen -G "$W/store-*" > /dev/null && log "removing the stores and Kubo repos (many files: this takes a few minutes)"
   if grep -q " $MNT " /proc/self/mountinfo 2>/dev/null; then fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT"; fi
   if [ -n "$OUR_PID" ]; then
     for _ in $(seq 1 100); do kill -0 "$OUR_PID" 2>/dev/null || break; sleep 0.1; done
@@ -186,6 +187,7 @@ fig12_ours() {
   local v0; v0="$(versions d)"
   local t0 tb0 tb1 b start root t_end t_c0 dc0 kc0
   dc0="$(proc_cpu "$OUR_PID")"; kids_cpu; kc0="$KIDS"
+  python3 "$SCRIPTS/bench-threads.py" snap "$OUR_PID" "$W/.threads"
   t0=$(us)
   for ((b = 0; b < BATCHES; b++)); do
     start=$((b * BATCH))
@@ -200,6 +202,7 @@ fig12_ours() {
   [ -n "$root" ] || { drop "fig1: getfattr user.ipfs.cid failed"; umount_ours; return; }
   put cp_total "$(secs $((t_end - t0)))"
   kids_cpu; put cpu_tree "$(fsub "$(proc_cpu "$OUR_PID")" "$dc0" "$KIDS" "$kc0")"
+  log "fig1 mount CPU by thread: $(python3 "$SCRIPTS/bench-threads.py" diff "$OUR_PID" "$W/.threads")"
   put cp_commit_wait "$(secs $((t_end - t_c0)))"
   put rss1_mib "$(( $(peak_rss_kib) / 1024 ))"
   local v1; v1="$(versions d)"
@@ -252,12 +255,14 @@ fig34_ours() {
   mount_ours fig3 || { drop "fig3: mount"; return; }
   mkdir "$MNT/datasets/b" || { drop "fig3: mkdir"; umount_ours; return; }
   local dc0 kc0; dc0="$(proc_cpu "$OUR_PID")"; kids_cpu; kc0="$KIDS"
+  python3 "$SCRIPTS/bench-threads.py" snap "$OUR_PID" "$W/.threads"
   t0=$(us); cp "$W/big.bin" "$MNT/datasets/b/big.bin" || { drop "fig3: cp exited $?"; umount_ours; return; }; t1=$(us)
   root="$(cid_of "$MNT/datasets/b")" || root=""; t2=$(us)
   [ -n "$root" ] || { drop "fig3: getfattr failed"; umount_ours; return; }
   put cp_big_close "$(secs $((t1 - t0)))"
   put cp_big_commit "$(secs $((t2 - t0)))"
   kids_cpu; put cpu_big "$(fsub "$(proc_cpu "$OUR_PID")" "$dc0" "$KIDS" "$kc0")"
+  log "fig3 mount CPU by thread: $(python3 "$SCRIPTS/bench-threads.py" diff "$OUR_PID" "$W/.threads")"
   put rss3_mib "$(( $(peak_rss_kib) / 1024 ))"
   b0="$(block_count)"
   t3=$(us); head -c 1M "$W/app.bin" >> "$MNT/datasets/b/big.bin" || { drop "fig4: append exited $?"; umount_ours; return; }
