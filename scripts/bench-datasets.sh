@@ -8,11 +8,14 @@
 #      last tenth of the copy / first tenth                                  target <= 1.5
 #      store bytes (du -sb STORE/blocks) / data bytes                        target <= 2.5
 #      versions made by the copy; peak RSS (VmHWM) of the mount
-#   2. one small file written into that N-entry directory: `dataset commit` wall time minus the
-#      same command with nothing pending                                     target < 10 ms
+#   2. one small file written into that N-entry directory: the commit's time minus the same
+#      commit with nothing pending, sent to the mount's control socket (bench-commit-one.py;
+#      no process start-up in it); the same with `ipfs-mount dataset commit` as context target < 10 ms
 #   3. cp of a 1 GiB random file into a dataset, until close and until committed,
 #      vs Kubo 0.22 add of the same file (time ratio Kubo/ours = speed ratio) target >= 1.0
 #      context: cp to local disk, sha256sum; peak RSS of the mount
+#   1 and 3 also give CPU seconds (mount + cp vs Kubo's process) as context, steadier than wall
+#   time on a busy machine, and log the mount's CPU time by thread (bench-threads.py).
 #   4. appending 1 MiB to that sealed file + commit vs the whole cp + commit target <= 0.05
 #   5. DuckDB COPY ... TO parquet then a scan of it: dataset vs local disk    target <= 1.1
 #   6. truncate -s 1T of a dataset file (local truncate as context)         target < 1 s
@@ -26,7 +29,8 @@
 # files, same order as `cp -r`; it lets the first and last tenth be timed).
 #
 # usage: scripts/bench-datasets.sh [quick]    (quick: 10,000 files, 256 MiB, 2M rows, 1 run)
-# env: BIN (default: cargo build --release --bin ipfs-mount), BENCH_RUNS (5), BENCH_DIR (kept),
+# env: BIN (default: cargo build --release --bin ipfs-mount), BENCH_RUNS (5),
+#      BENCH_DIR (work dir; its samples, log and sources are kept, stores and Kubo repos not),
 #      BENCH_ONLY (e.g. "1 3": figure groups 1+2, 3+4, 5, 6), BENCH_FILES, BENCH_BIG_MIB,
 #      BENCH_ROWS, IPFS_MOUNT_SHARED (../shared), PEERS_CACHE (/var/tmp/ipfs-mount-peers)
 set -uo pipefail
