@@ -301,7 +301,10 @@ impl BlockService {
             if freed.bytes == 0 {
                 return Err(e);
             }
-            tracing::warn!(freed = freed.bytes, "the store's disk is full: evicted the unpinned cache");
+            tracing::warn!(
+                freed = freed.bytes,
+                "the store's disk is full: evicted the unpinned cache"
+            );
             self.store.put_temp(pin, blocks)?;
         }
         for (cid, data) in blocks {
@@ -465,7 +468,11 @@ impl BlockService {
         let mut batch: Vec<(Cid, Bytes)> = Vec::with_capacity(INGEST_BATCH);
         let mut stored = 0u64;
         for (cid, data) in rx {
-            if let Err(e) = if verified { Ok(()) } else { verify(&cid, &data) } {
+            if let Err(e) = if verified {
+                Ok(())
+            } else {
+                verify(&cid, &data)
+            } {
                 tracing::warn!(%cid, %root, source, "CAR block discarded: {e}");
                 continue;
             }

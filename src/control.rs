@@ -56,7 +56,14 @@ pub fn serve(
                 let _ = std::thread::Builder::new()
                     .name("ipfs-mount-control-conn".into())
                     .spawn(move || {
-                        let ctx = Context { blocks: &blocks, datasets: &datasets, node: node.as_deref(), names: names.as_ref(), store_dir: &store_dir, rt: &rt };
+                        let ctx = Context {
+                            blocks: &blocks,
+                            datasets: &datasets,
+                            node: node.as_deref(),
+                            names: names.as_ref(),
+                            store_dir: &store_dir,
+                            rt: &rt,
+                        };
                         if let Err(e) = handle(conn, &ctx) {
                             tracing::warn!("control request failed: {e:#}");
                         }
@@ -76,7 +83,12 @@ struct Context<'a> {
 }
 
 fn handle(conn: UnixStream, ctx: &Context) -> Result<()> {
-    let Context { blocks, datasets, rt, .. } = *ctx;
+    let Context {
+        blocks,
+        datasets,
+        rt,
+        ..
+    } = *ctx;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;

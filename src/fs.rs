@@ -161,12 +161,12 @@ impl Filesystem for IpfsFs {
             TimeOrNow::Now => SystemTime::now(),
         });
         let owner_change = uid.is_some() || gid.is_some();
-        self.offload(move |tree| {
-            match tree.setattr(ino.0, mode, size, mtime, owner_change) {
+        self.offload(
+            move |tree| match tree.setattr(ino.0, mode, size, mtime, owner_change) {
                 Ok(entry) => reply.attr(&entry.ttl, &file_attr(&entry.attr, tree.owner())),
                 Err(e) => reply.error(errno("setattr", &e)),
-            }
-        });
+            },
+        );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {

@@ -339,7 +339,8 @@ fn start_names(
             None => Vec::new(),
         };
         for g in list {
-            let mut u = url::Url::parse(&g).with_context(|| format!("invalid gateway URL {g:?}"))?;
+            let mut u =
+                url::Url::parse(&g).with_context(|| format!("invalid gateway URL {g:?}"))?;
             if !u.path().ends_with('/') {
                 let p = format!("{}/", u.path());
                 u.set_path(&p);

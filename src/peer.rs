@@ -129,7 +129,6 @@ pub fn print_id(store: &StoreArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-
 /// Blocks announced per pin at most (the root first): enough for any dataset version a user
 /// writes by hand, bounded for a huge import.
 const MAX_ANNOUNCED_PER_PIN: usize = 100_000;
@@ -293,7 +292,10 @@ impl BlockStore for AnnouncingStore {
     fn evict(&self) -> Result<ipfs_mount_store::EvictStats, ipfs_mount_store::StoreError> {
         self.inner.evict()
     }
-    fn evict_to(&self, target: u64) -> Result<ipfs_mount_store::EvictStats, ipfs_mount_store::StoreError> {
+    fn evict_to(
+        &self,
+        target: u64,
+    ) -> Result<ipfs_mount_store::EvictStats, ipfs_mount_store::StoreError> {
         self.inner.evict_to(target)
     }
     fn flush(&self) -> Result<(), ipfs_mount_store::StoreError> {

@@ -58,7 +58,12 @@ fn head_commit(ds: &Path) -> String {
 }
 
 /// Runs `bash -euo pipefail -c script` in `cwd` with extra environment; Err carries status and stderr.
-fn bash<V: AsRef<std::ffi::OsStr>>(cwd: &Path, script: &str, env: &[(&str, V)], secs: u64) -> Result<String, String> {
+fn bash<V: AsRef<std::ffi::OsStr>>(
+    cwd: &Path,
+    script: &str,
+    env: &[(&str, V)],
+    secs: u64,
+) -> Result<String, String> {
     let mut cmd = Command::new("bash");
     cmd.args(["-euo", "pipefail", "-c", script])
         .current_dir(cwd)
@@ -113,7 +118,10 @@ fn python_has(test: &str, modules: &str, strict_required: bool) -> bool {
     let why = format!(
         "python3 cannot import {modules} (pip install {}): {}",
         modules.replace(',', " "),
-        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
     );
     if strict_required && strict() {
         panic!("{test}: {why} (IPFS_MOUNT_REQUIRE_PEERS=1, so this is a failure, not a skip)");
@@ -192,7 +200,15 @@ fn setxattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
     // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -210,7 +226,10 @@ fn expect_errno<T: std::fmt::Debug>(
     match r {
         Ok(v) => failures.push(format!(
             "{what}: succeeded ({v:?}), expected {}",
-            want.iter().map(|e| errno_name(*e)).collect::<Vec<_>>().join(" or ")
+            want.iter()
+                .map(|e| errno_name(*e))
+                .collect::<Vec<_>>()
+                .join(" or ")
         )),
         Err(e) => {
             let got = e.raw_os_error().unwrap_or(-1);
@@ -218,7 +237,10 @@ fn expect_errno<T: std::fmt::Debug>(
                 failures.push(format!(
                     "{what}: got {} ({e}), expected {}",
                     errno_name(got),
-                    want.iter().map(|e| errno_name(*e)).collect::<Vec<_>>().join(" or ")
+                    want.iter()
+                        .map(|e| errno_name(*e))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 ));
             }
         }
@@ -312,7 +334,12 @@ fn cp_files_cids_equal_helia() {
     // A tree (nested and empty dirs, unicode and odd names, edge sizes) by cp -r: directory parity beyond one level.
     let tree = make_tree(&tmp.path().join("tree"), &TreeSpec::helia(7, 0));
     let tds = mkds(&m, "tree");
-    match bash(tmp.path(), &format!("cp -r tree/. '{}'", tds.display()), NOENV, 300) {
+    match bash(
+        tmp.path(),
+        &format!("cp -r tree/. '{}'", tds.display()),
+        NOENV,
+        300,
+    ) {
         Ok(_) => {
             if let Err(e) = compare_trees(&tree, &tds, Symlinks::Follow) {
                 failures.push(format!("v1 tree: cp -r result differs:\n{e}"));
@@ -331,14 +358,18 @@ fn cp_files_cids_equal_helia() {
                 let want = v1(&tree.join(&rel));
                 match xattr(&tds.join(&rel), "user.ipfs.cid") {
                     Ok(got) if got == want => {}
-                    Ok(got) => failures.push(format!("v1 tree: {rel}: user.ipfs.cid {got}, Helia {want}")),
+                    Ok(got) => {
+                        failures.push(format!("v1 tree: {rel}: user.ipfs.cid {got}, Helia {want}"))
+                    }
                     Err(e) => failures.push(e),
                 }
             }
             // and /ipfs/<root> reads back as the same tree
             if let Ok(root) = xattr(&tds, "user.ipfs.cid") {
                 if let Err(e) = compare_trees(&tree, &m.ipfs(&root), Symlinks::Follow) {
-                    failures.push(format!("v1 tree: /ipfs/{root} differs from the source:\n{e}"));
+                    failures.push(format!(
+                        "v1 tree: /ipfs/{root} differs from the source:\n{e}"
+                    ));
                 }
             }
         }
@@ -369,7 +400,14 @@ fn cp_files_cids_equal_helia() {
                 m.restart();
             }
             let k = |p: &Path| kubo.add_path(p);
-            cp_and_check_cids(&ds0, &src, &files, "v0 files (Kubo 0.22)", &k, &mut failures);
+            cp_and_check_cids(
+                &ds0,
+                &src,
+                &files,
+                "v0 files (Kubo 0.22)",
+                &k,
+                &mut failures,
+            );
             let h0 = helia.add_path(&src, &HeliaAdd::profile("unixfs-v0-2015"));
             match xattr(&ds0, "user.ipfs.cid") {
                 Ok(got) if got == h0 => {}
@@ -384,9 +422,17 @@ fn cp_files_cids_equal_helia() {
                 .args(["create", "v0tree", "--profile", "unixfs-v0-2015"]));
             let kds = m.mnt.join("datasets/v0tree");
             if !out.status.success() || !kds.is_dir() {
-                failures.push(format!("dataset create v0tree: {}", String::from_utf8_lossy(&out.stderr)));
+                failures.push(format!(
+                    "dataset create v0tree: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             } else {
-                match bash(tmp.path(), &format!("cp -r ktree/. '{}'", kds.display()), NOENV, 300) {
+                match bash(
+                    tmp.path(),
+                    &format!("cp -r ktree/. '{}'", kds.display()),
+                    NOENV,
+                    300,
+                ) {
                     Ok(_) => {
                         let want = kubo.add_path(&ktree);
                         match xattr(&kds, "user.ipfs.cid") {
@@ -427,20 +473,32 @@ fn hamt_directory_cid_equals_helia() {
     let ds = mkds(&m, "hamt");
     let mut failures = Vec::new();
     let t0 = Instant::now();
-    match bash(tmp.path(), &format!("cp -r src/. '{}'", ds.display()), NOENV, 900) {
+    match bash(
+        tmp.path(),
+        &format!("cp -r src/. '{}'", ds.display()),
+        NOENV,
+        900,
+    ) {
         Ok(_) => {
-            eprintln!("cp -r of 4000 small files into a dataset: {:?}", t0.elapsed());
+            eprintln!(
+                "cp -r of 4000 small files into a dataset: {:?}",
+                t0.elapsed()
+            );
             if let Err(e) = compare_trees(&src, &ds, Symlinks::Preserve) {
                 failures.push(format!("cp -r result differs:\n{e}"));
             }
             match xattr(&ds.join("many"), "user.ipfs.cid") {
                 Ok(got) if got == want_many => {}
-                Ok(got) => failures.push(format!("many/ (4000 entries): user.ipfs.cid {got}, Helia {want_many}")),
+                Ok(got) => failures.push(format!(
+                    "many/ (4000 entries): user.ipfs.cid {got}, Helia {want_many}"
+                )),
                 Err(e) => failures.push(e),
             }
             match xattr(&ds, "user.ipfs.cid") {
                 Ok(got) if got == want_root => {}
-                Ok(got) => failures.push(format!("dataset root: user.ipfs.cid {got}, Helia {want_root}")),
+                Ok(got) => failures.push(format!(
+                    "dataset root: user.ipfs.cid {got}, Helia {want_root}"
+                )),
                 Err(e) => failures.push(e),
             }
         }
@@ -554,7 +612,10 @@ fn tools_give_the_same_tree_as_a_local_dir() {
         ("cp -r", r#"cp -r "$SRC" tree"#),
         ("cp -a", r#"cp -a "$SRC" tree_a"#),
         ("rsync -a", r#"rsync -a "$SRC"/ rs/"#),
-        ("rsync -a update (temp name + rename over)", r#"rsync -a --delete "$SRC2"/ rs/"#),
+        (
+            "rsync -a update (temp name + rename over)",
+            r#"rsync -a --delete "$SRC2"/ rs/"#,
+        ),
         ("tar -x", r#"mkdir tarx && tar -xf "$TARBALL" -C tarx"#),
         (
             "echo >> (appends)",
@@ -573,12 +634,18 @@ fn tools_give_the_same_tree_as_a_local_dir() {
                mv tree_a/odd tree_a/odd-renamed
                mv tree/sizes/2.bin tree/sizes/1.bin"#,
         ),
-        ("rm -r", r#"rm -r tree_a/odd-renamed; rm -rf moved_a/b; rm -r tarx/a"#),
+        (
+            "rm -r",
+            r#"rm -r tree_a/odd-renamed; rm -rf moved_a/b; rm -r tarx/a"#,
+        ),
         (
             "sed -i",
             r#"sed -i 's/hello/HELLO/; s/world/WORLD/' tarx/hello.txt; sed -i '1d' log2.txt"#,
         ),
-        ("vim-style save (swap with random writes + fsync, rename over)", "python3 -c \"$VIMSAVE_SCRIPT\" ."),
+        (
+            "vim-style save (swap with random writes + fsync, rename over)",
+            "python3 -c \"$VIMSAVE_SCRIPT\" .",
+        ),
         (
             "vim -es",
             r#"vim -u NONE -i NONE -N -es -c '%s/ñandú/NANDU/' -c 'wq' 'tree/dir with spaces/ñ/file.txt'"#,
@@ -592,7 +659,10 @@ fn tools_give_the_same_tree_as_a_local_dir() {
                ln -s tree/empty.txt sym_rel; ln -s /abs/nowhere sym_abs
                mkdir -p newdir/x/y; rmdir newdir/x/y"#,
         ),
-        ("out-of-order writes, O_APPEND, ftruncate (python)", "python3 -c \"$OOO_SCRIPT\" ."),
+        (
+            "out-of-order writes, O_APPEND, ftruncate (python)",
+            "python3 -c \"$OOO_SCRIPT\" .",
+        ),
         (
             "chmod, touch -d",
             r#"chmod 600 tree/empty.txt; chmod 700 tree/sizes; chmod 755 log2.txt
@@ -628,7 +698,9 @@ fn tools_give_the_same_tree_as_a_local_dir() {
     match xattr(&ds, "user.ipfs.cid") {
         Ok(root) => {
             if let Err(e) = compare_trees(&local, &m.ipfs(&root), Symlinks::Preserve) {
-                failures.push(format!("/ipfs/{root} (the final version) differs from the local dir:\n{e}"));
+                failures.push(format!(
+                    "/ipfs/{root} (the final version) differs from the local dir:\n{e}"
+                ));
             }
         }
         Err(e) => failures.push(e),
@@ -685,9 +757,17 @@ fn versions_and_commit_chain() {
         if let Err(e) = bash(&ds, s, &env, 120) {
             failures.push(format!("step {k}: {e}"));
         }
-        bash(tmp.path(), &format!("cp -a work '{}'", snap(k).display()), NOENV, 120).unwrap();
+        bash(
+            tmp.path(),
+            &format!("cp -a work '{}'", snap(k).display()),
+            NOENV,
+            120,
+        )
+        .unwrap();
         if let Err(e) = compare_trees(&work, &ds, Symlinks::Preserve) {
-            failures.push(format!("after step {k} the dataset differs from the local dir:\n{e}"));
+            failures.push(format!(
+                "after step {k} the dataset differs from the local dir:\n{e}"
+            ));
         }
         roots.push(root_cid(&ds));
         commits.push(head_commit(&ds));
@@ -703,7 +783,9 @@ fn versions_and_commit_chain() {
     // old roots still read their own content
     for (k, r) in roots.iter().enumerate() {
         if let Err(e) = compare_trees(&snap(k), &m.ipfs(r), Symlinks::Preserve) {
-            failures.push(format!("/ipfs/{r} (version after step {k}) differs from its snapshot:\n{e}"));
+            failures.push(format!(
+                "/ipfs/{r} (version after step {k}) differs from its snapshot:\n{e}"
+            ));
         }
     }
     // the chain: head -> ... -> genesis (prev null), seq strictly decreasing, each root readable, ours included
@@ -724,7 +806,10 @@ fn versions_and_commit_chain() {
                 break;
             }
         };
-        let (Some(root), Some(seq)) = (v.get("root").and_then(link), v.get("seq").and_then(|s| s.as_u64())) else {
+        let (Some(root), Some(seq)) = (
+            v.get("root").and_then(link),
+            v.get("seq").and_then(|s| s.as_u64()),
+        ) else {
             failures.push(format!("commit {c} lacks root or seq: {v}"));
             break;
         };
@@ -733,7 +818,9 @@ fn versions_and_commit_chain() {
         }
         if let Some(ls) = last_seq {
             if seq >= ls {
-                failures.push(format!("commit {c}: seq {seq} not below its successor's {ls}"));
+                failures.push(format!(
+                    "commit {c}: seq {seq} not below its successor's {ls}"
+                ));
             }
         }
         last_seq = Some(seq);
@@ -751,15 +838,21 @@ fn versions_and_commit_chain() {
     }
     for r in &roots {
         if !seen_roots.contains(r) {
-            failures.push(format!("root {r} (recorded after a step) is not in the commit chain"));
+            failures.push(format!(
+                "root {r} (recorded after a step) is not in the commit chain"
+            ));
         }
     }
     if let Some(first) = commits.first() {
         // the sequence grows with the chain
         let s0 = read_commit(&m, first).ok().and_then(|v| v["seq"].as_u64());
-        let s1 = read_commit(&m, commits.last().unwrap()).ok().and_then(|v| v["seq"].as_u64());
+        let s1 = read_commit(&m, commits.last().unwrap())
+            .ok()
+            .and_then(|v| v["seq"].as_u64());
         if !(s0.is_some() && s1.is_some() && s1 > s0) {
-            failures.push(format!("seq did not grow from the first to the last step: {s0:?} -> {s1:?}"));
+            failures.push(format!(
+                "seq did not grow from the first to the last step: {s0:?} -> {s1:?}"
+            ));
         }
     }
     // HEAD file in the store names the head commit on its first line (then the journal position)
@@ -774,23 +867,50 @@ fn versions_and_commit_chain() {
     }
     eprintln!("commit chain: {n} commits");
     // the CLI shows the same history (while mounted)
-    let log = run(Command::new(BIN).args(["dataset", "--store"]).arg(&m.store).args(["log", "v"]));
+    let log = run(Command::new(BIN)
+        .args(["dataset", "--store"])
+        .arg(&m.store)
+        .args(["log", "v"]));
     if !log.status.success() {
-        failures.push(format!("ipfs-mount dataset log v: {}: {}", log.status, String::from_utf8_lossy(&log.stderr)));
+        failures.push(format!(
+            "ipfs-mount dataset log v: {}: {}",
+            log.status,
+            String::from_utf8_lossy(&log.stderr)
+        ));
     } else {
         let text = String::from_utf8_lossy(&log.stdout).into_owned();
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         if lines.len() != n {
-            failures.push(format!("ipfs-mount dataset log v: {} lines, the chain has {n} commits", lines.len()));
+            failures.push(format!(
+                "ipfs-mount dataset log v: {} lines, the chain has {n} commits",
+                lines.len()
+            ));
         }
-        if !lines.first().is_some_and(|l| l.contains(commits.last().unwrap().as_str()) && l.contains(roots.last().unwrap().as_str())) {
-            failures.push(format!("ipfs-mount dataset log v: first line {:?} does not name the head commit and root", lines.first()));
+        if !lines.first().is_some_and(|l| {
+            l.contains(commits.last().unwrap().as_str())
+                && l.contains(roots.last().unwrap().as_str())
+        }) {
+            failures.push(format!(
+                "ipfs-mount dataset log v: first line {:?} does not name the head commit and root",
+                lines.first()
+            ));
         }
     }
-    let list = run(Command::new(BIN).args(["dataset", "--store"]).arg(&m.store).arg("list"));
+    let list = run(Command::new(BIN)
+        .args(["dataset", "--store"])
+        .arg(&m.store)
+        .arg("list"));
     let text = String::from_utf8_lossy(&list.stdout).into_owned();
-    if !list.status.success() || !text.lines().any(|l| l.split_whitespace().next() == Some("v") && l.contains(roots.last().unwrap().as_str())) {
-        failures.push(format!("ipfs-mount dataset list: {} {text:?} {}, expected a line for v with its root", list.status, String::from_utf8_lossy(&list.stderr)));
+    if !list.status.success()
+        || !text.lines().any(|l| {
+            l.split_whitespace().next() == Some("v") && l.contains(roots.last().unwrap().as_str())
+        })
+    {
+        failures.push(format!(
+            "ipfs-mount dataset list: {} {text:?} {}, expected a line for v with its root",
+            list.status,
+            String::from_utf8_lossy(&list.stderr)
+        ));
     }
     finish(&m, test, &failures);
 }
@@ -811,7 +931,13 @@ fn datasets_survive_remount() {
     let mut failures = Vec::new();
     let a = mkds(&m, "alpha");
     let b = mkds(&m, "beta");
-    bash(tmp.path(), &format!("cp -a src/. '{}'", a.display()), NOENV, 300).unwrap_or_else(|e| m.fail(&e));
+    bash(
+        tmp.path(),
+        &format!("cp -a src/. '{}'", a.display()),
+        NOENV,
+        300,
+    )
+    .unwrap_or_else(|e| m.fail(&e));
     bash(
         &b,
         "echo beta > b.txt && chmod 640 b.txt && touch -d @1111111111 b.txt && mkdir d && chmod 711 d",
@@ -831,14 +957,19 @@ fn datasets_survive_remount() {
     m.restart();
     let names: Vec<String> = match fs::read_dir(m.mnt.join("datasets")) {
         Ok(rd) => {
-            let mut v: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            let mut v: Vec<String> = rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
             v.sort();
             v
         }
         Err(e) => m.fail(&format!("readdir datasets after remount: {e}")),
     };
     if names != ["alpha", "beta", "empty"] {
-        failures.push(format!("datasets after remount: {names:?}, expected [alpha, beta, empty]"));
+        failures.push(format!(
+            "datasets after remount: {names:?}, expected [alpha, beta, empty]"
+        ));
     }
     for (n, root, commit) in &before {
         let d = m.mnt.join("datasets").join(n);
@@ -863,17 +994,26 @@ fn datasets_survive_remount() {
     match fs::metadata(&bt) {
         Ok(md) => {
             if md.mode() & 0o7777 != 0o640 {
-                failures.push(format!("beta/b.txt mode {:o} after remount, set 640", md.mode() & 0o7777));
+                failures.push(format!(
+                    "beta/b.txt mode {:o} after remount, set 640",
+                    md.mode() & 0o7777
+                ));
             }
             if md.mtime() != 1111111111 {
-                failures.push(format!("beta/b.txt mtime {} after remount, set 1111111111", md.mtime()));
+                failures.push(format!(
+                    "beta/b.txt mtime {} after remount, set 1111111111",
+                    md.mtime()
+                ));
             }
         }
         Err(e) => failures.push(format!("stat beta/b.txt after remount: {e}")),
     }
     match fs::metadata(b.join("d")) {
         Ok(md) if md.mode() & 0o7777 == 0o711 => {}
-        Ok(md) => failures.push(format!("beta/d mode {:o} after remount, set 711", md.mode() & 0o7777)),
+        Ok(md) => failures.push(format!(
+            "beta/d mode {:o} after remount, set 711",
+            md.mode() & 0o7777
+        )),
         Err(e) => failures.push(format!("stat beta/d after remount: {e}")),
     }
     // writes continue the chain after a remount
@@ -900,7 +1040,9 @@ fn datasets_survive_remount() {
             cur = read_commit(&m, &cc).ok().and_then(|v| link(&v["prev"]));
         }
         if !found {
-            failures.push(format!("the commit chain after remount does not reach the pre-remount head {old_commit}"));
+            failures.push(format!(
+                "the commit chain after remount does not reach the pre-remount head {old_commit}"
+            ));
         }
     }
     finish(&m, test, &failures);
@@ -920,39 +1062,116 @@ fn refused_operations_and_errors() {
     let a = mkds(&m, "ea");
     let b = mkds(&m, "eb");
     let mut f = Vec::new();
-    fs::write(a.join("f.txt"), b"content\n").unwrap_or_else(|e| m.fail(&format!("write ea/f.txt: {e}")));
+    fs::write(a.join("f.txt"), b"content\n")
+        .unwrap_or_else(|e| m.fail(&format!("write ea/f.txt: {e}")));
     fs::create_dir(a.join("dir")).unwrap_or_else(|e| m.fail(&format!("mkdir ea/dir: {e}")));
-    fs::write(a.join("dir/inner"), b"x").unwrap_or_else(|e| m.fail(&format!("write ea/dir/inner: {e}")));
+    fs::write(a.join("dir/inner"), b"x")
+        .unwrap_or_else(|e| m.fail(&format!("write ea/dir/inner: {e}")));
 
-    expect_errno(&mut f, "rename ea/f.txt -> eb/f.txt (across datasets)", fs::rename(a.join("f.txt"), b.join("f.txt")), &[libc::EXDEV]);
-    expect_errno(&mut f, "rename ea/dir -> eb/dir (directory across datasets)", fs::rename(a.join("dir"), b.join("dir")), &[libc::EXDEV]);
-    expect_errno(&mut f, "link ea/f.txt -> ea/hard (hard link)", fs::hard_link(a.join("f.txt"), a.join("hard")), &[libc::EPERM]);
-    expect_errno(&mut f, "setxattr user.foo on ea/f.txt", setxattr(&a.join("f.txt"), "user.foo", b"bar"), &[libc::ENOTSUP]);
-    expect_errno(&mut f, "setxattr user.foo on dataset ea", setxattr(&a, "user.foo", b"bar"), &[libc::ENOTSUP]);
-    expect_errno(&mut f, "rmdir ea/dir (not empty)", fs::remove_dir(a.join("dir")), &[libc::ENOTEMPTY]);
-    expect_errno(&mut f, "rmdir datasets/ea (not empty dataset)", fs::remove_dir(&a), &[libc::ENOTEMPTY]);
-    expect_errno(&mut f, "mkdir ea/dir (exists)", fs::create_dir(a.join("dir")), &[libc::EEXIST]);
-    expect_errno(&mut f, "mkdir ea/f.txt (a file exists)", fs::create_dir(a.join("f.txt")), &[libc::EEXIST]);
-    expect_errno(&mut f, "mkdir datasets/ea (dataset exists)", fs::create_dir(&a), &[libc::EEXIST]);
+    expect_errno(
+        &mut f,
+        "rename ea/f.txt -> eb/f.txt (across datasets)",
+        fs::rename(a.join("f.txt"), b.join("f.txt")),
+        &[libc::EXDEV],
+    );
+    expect_errno(
+        &mut f,
+        "rename ea/dir -> eb/dir (directory across datasets)",
+        fs::rename(a.join("dir"), b.join("dir")),
+        &[libc::EXDEV],
+    );
+    expect_errno(
+        &mut f,
+        "link ea/f.txt -> ea/hard (hard link)",
+        fs::hard_link(a.join("f.txt"), a.join("hard")),
+        &[libc::EPERM],
+    );
+    expect_errno(
+        &mut f,
+        "setxattr user.foo on ea/f.txt",
+        setxattr(&a.join("f.txt"), "user.foo", b"bar"),
+        &[libc::ENOTSUP],
+    );
+    expect_errno(
+        &mut f,
+        "setxattr user.foo on dataset ea",
+        setxattr(&a, "user.foo", b"bar"),
+        &[libc::ENOTSUP],
+    );
+    expect_errno(
+        &mut f,
+        "rmdir ea/dir (not empty)",
+        fs::remove_dir(a.join("dir")),
+        &[libc::ENOTEMPTY],
+    );
+    expect_errno(
+        &mut f,
+        "rmdir datasets/ea (not empty dataset)",
+        fs::remove_dir(&a),
+        &[libc::ENOTEMPTY],
+    );
+    expect_errno(
+        &mut f,
+        "mkdir ea/dir (exists)",
+        fs::create_dir(a.join("dir")),
+        &[libc::EEXIST],
+    );
+    expect_errno(
+        &mut f,
+        "mkdir ea/f.txt (a file exists)",
+        fs::create_dir(a.join("f.txt")),
+        &[libc::EEXIST],
+    );
+    expect_errno(
+        &mut f,
+        "mkdir datasets/ea (dataset exists)",
+        fs::create_dir(&a),
+        &[libc::EEXIST],
+    );
     expect_errno(
         &mut f,
         "open(O_CREAT|O_EXCL) ea/f.txt (exists)",
-        OpenOptions::new().write(true).create_new(true).open(a.join("f.txt")),
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(a.join("f.txt")),
         &[libc::EEXIST],
     );
-    expect_errno(&mut f, "rename ea/dir over ea/f.txt (dir over file)", fs::rename(a.join("dir"), a.join("f.txt")), &[libc::ENOTDIR]);
-    expect_errno(&mut f, "unlink ea/dir (a directory)", fs::remove_file(a.join("dir")), &[libc::EISDIR, libc::EPERM]);
-    expect_errno(&mut f, "open ea/missing", File::open(a.join("missing")), &[libc::ENOENT]);
+    expect_errno(
+        &mut f,
+        "rename ea/dir over ea/f.txt (dir over file)",
+        fs::rename(a.join("dir"), a.join("f.txt")),
+        &[libc::ENOTDIR],
+    );
+    expect_errno(
+        &mut f,
+        "unlink ea/dir (a directory)",
+        fs::remove_file(a.join("dir")),
+        &[libc::EISDIR, libc::EPERM],
+    );
+    expect_errno(
+        &mut f,
+        "open ea/missing",
+        File::open(a.join("missing")),
+        &[libc::ENOENT],
+    );
 
     // fallocate / copy_file_range
     {
-        let file = OpenOptions::new().read(true).write(true).open(a.join("f.txt"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(a.join("f.txt"));
         match file {
             Ok(file) => {
                 use std::os::fd::AsRawFd;
                 // SAFETY: a valid descriptor.
                 let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, 1 << 20) };
-                let res = if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) };
+                let res = if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(r)
+                };
                 expect_errno(&mut f, "fallocate ea/f.txt", res, &[libc::EOPNOTSUPP]);
                 drop(file);
             }
@@ -961,22 +1180,40 @@ fn refused_operations_and_errors() {
         // copy_file_range: refused by the filesystem; the kernel may fall back to a plain copy, which must then be
         // exact.
         let src = File::open(a.join("f.txt"));
-        let dst = OpenOptions::new().write(true).create(true).truncate(true).open(a.join("cfr.txt"));
+        let dst = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(a.join("cfr.txt"));
         if let (Ok(src), Ok(dst)) = (src, dst) {
             use std::os::fd::AsRawFd;
             // SAFETY: valid descriptors; null offsets use the file positions.
             let r = unsafe {
-                libc::copy_file_range(src.as_raw_fd(), std::ptr::null_mut(), dst.as_raw_fd(), std::ptr::null_mut(), 8, 0)
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    dst.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    8,
+                    0,
+                )
             };
             let err = std::io::Error::last_os_error();
             drop(dst);
             if r < 0 {
                 let e = err.raw_os_error().unwrap_or(-1);
                 if e != libc::EOPNOTSUPP && e != libc::EXDEV && e != libc::ENOSYS {
-                    f.push(format!("copy_file_range ea/f.txt -> ea/cfr.txt: {}, expected EOPNOTSUPP", errno_name(e)));
+                    f.push(format!(
+                        "copy_file_range ea/f.txt -> ea/cfr.txt: {}, expected EOPNOTSUPP",
+                        errno_name(e)
+                    ));
                 }
-            } else if fs::read(a.join("cfr.txt")).ok().as_deref() != Some(&b"content\n"[..r as usize]) {
-                f.push(format!("copy_file_range copied {r} bytes but ea/cfr.txt does not read them back"));
+            } else if fs::read(a.join("cfr.txt")).ok().as_deref()
+                != Some(&b"content\n"[..r as usize])
+            {
+                f.push(format!(
+                    "copy_file_range copied {r} bytes but ea/cfr.txt does not read them back"
+                ));
             }
         } else {
             f.push("could not open ea/f.txt and create ea/cfr.txt for copy_file_range".into());
@@ -995,31 +1232,68 @@ fn refused_operations_and_errors() {
     // security.capability: answered (ENODATA), not an error that breaks writes
     match lgetxattr(&a.join("f.txt"), "security.capability") {
         Err(e) if e == libc::ENODATA || e == libc::ENOTSUP => {}
-        other => f.push(format!("getxattr security.capability ea/f.txt: {other:?}, expected ENODATA")),
+        other => f.push(format!(
+            "getxattr security.capability ea/f.txt: {other:?}, expected ENODATA"
+        )),
     }
 
     // /ipfs is read-only
     let root = root_cid(&a);
     let ipfs_root = m.ipfs(&root);
-    expect_errno(&mut f, "create /ipfs/<root>/new.txt", File::create(ipfs_root.join("new.txt")), &[libc::EROFS]);
+    expect_errno(
+        &mut f,
+        "create /ipfs/<root>/new.txt",
+        File::create(ipfs_root.join("new.txt")),
+        &[libc::EROFS],
+    );
     expect_errno(
         &mut f,
         "open /ipfs/<root>/f.txt for writing",
         OpenOptions::new().write(true).open(ipfs_root.join("f.txt")),
         &[libc::EROFS],
     );
-    expect_errno(&mut f, "mkdir /ipfs/<root>/d", fs::create_dir(ipfs_root.join("d")), &[libc::EROFS]);
-    expect_errno(&mut f, "unlink /ipfs/<root>/f.txt", fs::remove_file(ipfs_root.join("f.txt")), &[libc::EROFS]);
-    expect_errno(&mut f, "create /ipfs/new.txt", File::create(m.mnt.join("ipfs/new.txt")), &[libc::EROFS]);
+    expect_errno(
+        &mut f,
+        "mkdir /ipfs/<root>/d",
+        fs::create_dir(ipfs_root.join("d")),
+        &[libc::EROFS],
+    );
+    expect_errno(
+        &mut f,
+        "unlink /ipfs/<root>/f.txt",
+        fs::remove_file(ipfs_root.join("f.txt")),
+        &[libc::EROFS],
+    );
+    expect_errno(
+        &mut f,
+        "create /ipfs/new.txt",
+        File::create(m.mnt.join("ipfs/new.txt")),
+        &[libc::EROFS],
+    );
     expect_errno(
         &mut f,
         "rename /ipfs/<root>/f.txt -> datasets/ea/g.txt",
         fs::rename(ipfs_root.join("f.txt"), a.join("g.txt")),
         &[libc::EROFS, libc::EXDEV],
     );
-    expect_errno(&mut f, "create /ipns/x", File::create(m.mnt.join("ipns/x")), &[libc::EROFS]);
-    expect_errno(&mut f, "create <mnt>/x (root)", File::create(m.mnt.join("x")), &[libc::EROFS, libc::EPERM, libc::EACCES]);
-    expect_errno(&mut f, "create datasets/file.txt (a file where datasets go)", File::create(m.mnt.join("datasets/file.txt")), &[libc::EPERM, libc::EROFS, libc::EACCES, libc::EINVAL]);
+    expect_errno(
+        &mut f,
+        "create /ipns/x",
+        File::create(m.mnt.join("ipns/x")),
+        &[libc::EROFS],
+    );
+    expect_errno(
+        &mut f,
+        "create <mnt>/x (root)",
+        File::create(m.mnt.join("x")),
+        &[libc::EROFS, libc::EPERM, libc::EACCES],
+    );
+    expect_errno(
+        &mut f,
+        "create datasets/file.txt (a file where datasets go)",
+        File::create(m.mnt.join("datasets/file.txt")),
+        &[libc::EPERM, libc::EROFS, libc::EACCES, libc::EINVAL],
+    );
 
     // rmdir of an empty dataset removes its name
     let e = mkds(&m, "gone");
@@ -1034,11 +1308,17 @@ fn refused_operations_and_errors() {
     }
     // and after all that, ea still holds exactly what we wrote (nothing half-done by the refused calls)
     let mut names: Vec<String> = fs::read_dir(&a)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     if names != ["cfr.txt", "dir", "f.txt"] {
-        f.push(format!("ea holds {names:?} after the refused calls, expected [cfr.txt, dir, f.txt]"));
+        f.push(format!(
+            "ea holds {names:?} after the refused calls, expected [cfr.txt, dir, f.txt]"
+        ));
     }
     if fs::read(a.join("f.txt")).ok().as_deref() != Some(b"content\n") {
         f.push("ea/f.txt changed by the refused calls".into());
@@ -1093,7 +1373,8 @@ fn duckdb_into_a_dataset() {
     let tmp = tempdir("ds-duckdb");
     let local = tmp.path().join("local");
     fs::create_dir(&local).unwrap();
-    let want = python(DUCKDB_WRITE_QUERY, &[&local], 300).unwrap_or_else(|e| panic!("duckdb on a local dir: {e}"));
+    let want = python(DUCKDB_WRITE_QUERY, &[&local], 300)
+        .unwrap_or_else(|e| panic!("duckdb on a local dir: {e}"));
     let m = ds_mount();
     let ds = mkds(&m, "d");
     let mut failures = Vec::new();
@@ -1101,7 +1382,8 @@ fn duckdb_into_a_dataset() {
         Ok(got) => {
             if got.trim() != want.trim() {
                 let w: serde_json::Value = serde_json::from_str(want.trim()).unwrap();
-                let g: serde_json::Value = serde_json::from_str(got.trim()).unwrap_or(serde_json::Value::Null);
+                let g: serde_json::Value =
+                    serde_json::from_str(got.trim()).unwrap_or(serde_json::Value::Null);
                 for k in w.as_object().unwrap().keys() {
                     if w[k] != g[k] {
                         failures.push(format!("duckdb {k}: dataset {}, local dir {}", g[k], w[k]));
@@ -1164,13 +1446,18 @@ fn pandas_pyarrow_into_a_dataset() {
     let tmp = tempdir("ds-pandas");
     let local = tmp.path().join("local");
     fs::create_dir(&local).unwrap();
-    let want = python(PANDAS_SCRIPT, &[&local], 300).unwrap_or_else(|e| panic!("pandas on a local dir: {e}"));
+    let want = python(PANDAS_SCRIPT, &[&local], 300)
+        .unwrap_or_else(|e| panic!("pandas on a local dir: {e}"));
     let m = ds_mount();
     let ds = mkds(&m, "pd");
     let mut failures = Vec::new();
     match python(PANDAS_SCRIPT, &[&ds], 600) {
         Ok(got) if got.trim() == want.trim() => {}
-        Ok(got) => failures.push(format!("pandas/pyarrow: dataset {}, local {}", got.trim(), want.trim())),
+        Ok(got) => failures.push(format!(
+            "pandas/pyarrow: dataset {}, local {}",
+            got.trim(),
+            want.trim()
+        )),
         Err(e) => failures.push(format!("pandas/pyarrow in the dataset: {e}")),
     }
     finish(&m, test, &failures);
@@ -1337,7 +1624,9 @@ fn kill9_during_writes_leaves_complete_versions() {
             std::thread::sleep(Duration::from_millis(50));
         }
         if !exited {
-            failures.push(format!("round {round}: the writer did not fail within 30 s after kill -9 of the daemon"));
+            failures.push(format!(
+                "round {round}: the writer did not fail within 30 s after kill -9 of the daemon"
+            ));
             let _ = writer.kill();
             let _ = writer.wait();
         }
@@ -1351,7 +1640,9 @@ fn kill9_during_writes_leaves_complete_versions() {
         m.restart();
         let ds = m.mnt.join("datasets/c");
         if !ds.is_dir() {
-            failures.push(format!("round {round}: dataset c missing after kill -9 and remount"));
+            failures.push(format!(
+                "round {round}: dataset c missing after kill -9 and remount"
+            ));
             break;
         }
         match python(CRASH_VERIFY, &[&ds], 300) {
@@ -1362,7 +1653,9 @@ fn kill9_during_writes_leaves_complete_versions() {
         match xattr(&ds, "user.ipfs.cid") {
             Ok(root) => {
                 if let Err(e) = compare_trees(&ds, &m.ipfs(&root), Symlinks::Preserve) {
-                    failures.push(format!("round {round}: /ipfs/{root} differs from the dataset:\n{e}"));
+                    failures.push(format!(
+                        "round {round}: /ipfs/{root} differs from the dataset:\n{e}"
+                    ));
                 }
             }
             Err(e) => failures.push(format!("round {round}: {e}")),
@@ -1377,7 +1670,9 @@ fn kill9_during_writes_leaves_complete_versions() {
                         Ok(v) => {
                             if let Some(r) = v.get("root").and_then(link) {
                                 if let Err(e) = fs::read_dir(m.ipfs(&r)) {
-                                    failures.push(format!("round {round}: commit {cc}: root {r} unreadable: {e}"));
+                                    failures.push(format!(
+                                        "round {round}: commit {cc}: root {r} unreadable: {e}"
+                                    ));
                                     break;
                                 }
                             }
@@ -1404,4 +1699,3 @@ fn kill9_during_writes_leaves_complete_versions() {
     }
     finish(&m, test, &failures);
 }
-

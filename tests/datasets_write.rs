@@ -68,9 +68,18 @@ fn xattr(path: &Path, name: &str, secs: u64) -> Result<String, String> {
     let p = path.to_path_buf();
     let n = name.to_string();
     match run_with_timeout(secs, move || lgetxattr(&p, &n)) {
-        None => Err(format!("getxattr {name} {}: no answer within {secs} s", path.display())),
-        Some(Err(e)) => Err(format!("getxattr {name} {}: {}", path.display(), errno_name(e))),
-        Some(Ok(v)) => Ok(String::from_utf8_lossy(&v).trim_end_matches(['\0', '\n']).to_string()),
+        None => Err(format!(
+            "getxattr {name} {}: no answer within {secs} s",
+            path.display()
+        )),
+        Some(Err(e)) => Err(format!(
+            "getxattr {name} {}: {}",
+            path.display(),
+            errno_name(e)
+        )),
+        Some(Ok(v)) => Ok(String::from_utf8_lossy(&v)
+            .trim_end_matches(['\0', '\n'])
+            .to_string()),
     }
 }
 
@@ -80,9 +89,16 @@ fn commit_now(ds: &Path, secs: u64) -> Result<String, String> {
 }
 
 /// Runs `bash -euo pipefail -c script` in `cwd` with extra environment; Err carries status and stderr.
-fn bash<V: AsRef<OsStr>>(cwd: &Path, script: &str, env: &[(&str, V)], secs: u64) -> Result<String, String> {
+fn bash<V: AsRef<OsStr>>(
+    cwd: &Path,
+    script: &str,
+    env: &[(&str, V)],
+    secs: u64,
+) -> Result<String, String> {
     let mut cmd = Command::new("bash");
-    cmd.args(["-euo", "pipefail", "-c", script]).current_dir(cwd).stdin(Stdio::null());
+    cmd.args(["-euo", "pipefail", "-c", script])
+        .current_dir(cwd)
+        .stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v.as_ref());
     }
@@ -105,7 +121,10 @@ fn python(script: &str, args: &[&OsStr], secs: u64) -> Result<String, String> {
     cmd.arg("-c").arg(script).args(args).stdin(Stdio::null());
     let what = format!(
         "python3 {}",
-        args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     match run_with_timeout(secs, move || cmd.output()) {
         None => Err(format!("{what}: timed out after {secs} s")),
@@ -121,13 +140,19 @@ fn python(script: &str, args: &[&OsStr], secs: u64) -> Result<String, String> {
 }
 
 fn python_can_import(module: &str) -> bool {
-    run(Command::new("python3").args(["-c", &format!("import {module}")])).status.success()
+    run(Command::new("python3").args(["-c", &format!("import {module}")]))
+        .status
+        .success()
 }
 
 /// Fails the test with every collected problem (and the daemon log's tail).
 fn finish(m: &Mount, test: &str, failures: &[String]) {
     if !failures.is_empty() {
-        m.fail(&format!("{test}: {} problem(s):\n- {}", failures.len(), failures.join("\n- ")));
+        m.fail(&format!(
+            "{test}: {} problem(s):\n- {}",
+            failures.len(),
+            failures.join("\n- ")
+        ));
     }
 }
 
@@ -152,7 +177,10 @@ fn cli<S: AsRef<OsStr>>(args: &[S], secs: u64) -> Result<String, String> {
     let args: Vec<OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
     let what = format!(
         "ipfs-mount {}",
-        args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut cmd = Command::new(BIN);
     cmd.args(&args).stdin(Stdio::null());
@@ -169,7 +197,8 @@ fn cli<S: AsRef<OsStr>>(args: &[S], secs: u64) -> Result<String, String> {
 
 /// `--json` output: one object per line (a single JSON array is accepted too).
 fn json_records(text: &str) -> Result<Vec<serde_json::Value>, String> {
-    if let Ok(serde_json::Value::Array(a)) = serde_json::from_str::<serde_json::Value>(text.trim()) {
+    if let Ok(serde_json::Value::Array(a)) = serde_json::from_str::<serde_json::Value>(text.trim())
+    {
         return Ok(a);
     }
     text.lines()
@@ -185,13 +214,32 @@ fn json_records(text: &str) -> Result<Vec<serde_json::Value>, String> {
 
 /// `ipfs-mount dataset log <name> --json --store <store>` (through the control socket when mounted), newest first.
 fn log_json(store: &Path, name: &str) -> Result<Vec<serde_json::Value>, String> {
-    let out = cli(&[OsStr::new("dataset"), OsStr::new("log"), OsStr::new(name), OsStr::new("--json"), OsStr::new("--store"), store.as_os_str()], 120)?;
+    let out = cli(
+        &[
+            OsStr::new("dataset"),
+            OsStr::new("log"),
+            OsStr::new(name),
+            OsStr::new("--json"),
+            OsStr::new("--store"),
+            store.as_os_str(),
+        ],
+        120,
+    )?;
     json_records(&out).map_err(|e| format!("ipfs-mount dataset log {name} --json: {e}"))
 }
 
 /// `ipfs-mount dataset list --json --store <store>`.
 fn list_json(store: &Path) -> Result<Vec<serde_json::Value>, String> {
-    let out = cli(&[OsStr::new("dataset"), OsStr::new("list"), OsStr::new("--json"), OsStr::new("--store"), store.as_os_str()], 120)?;
+    let out = cli(
+        &[
+            OsStr::new("dataset"),
+            OsStr::new("list"),
+            OsStr::new("--json"),
+            OsStr::new("--store"),
+            store.as_os_str(),
+        ],
+        120,
+    )?;
     json_records(&out).map_err(|e| format!("ipfs-mount dataset list --json: {e}"))
 }
 
@@ -213,10 +261,22 @@ fn parse_rfc3339(t: &str) -> Result<i64, String> {
         }
         p.parse().map_err(|_| bad())
     };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return Err(bad());
     }
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return Err(bad());
     }
@@ -246,7 +306,11 @@ fn parse_rfc3339(t: &str) -> Result<i64, String> {
         _ => return Err(bad()),
     };
     // days from civil (Howard Hinnant)
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * mm + 2) / 5 + d - 1;
@@ -256,14 +320,22 @@ fn parse_rfc3339(t: &str) -> Result<i64, String> {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Checks a `dataset log --json` listing (newest first) against the commit records: the fields are there, `version`
 /// goes down by one per line, each commit record (`/ipfs/<commit>`) names the line's root and seq and links the next
 /// line's commit as `prev` (the last one none), times are RFC 3339 and never increase, and `/ipfs/<root>` of the
 /// newest `max_roots` versions (and of the oldest) lists.
-fn verify_log(m: &Mount, entries: &[serde_json::Value], label: &str, max_roots: usize) -> Vec<String> {
+fn verify_log(
+    m: &Mount,
+    entries: &[serde_json::Value],
+    label: &str,
+    max_roots: usize,
+) -> Vec<String> {
     let mut errs = Vec::new();
     if entries.is_empty() {
         errs.push(format!("{label}: dataset log --json printed no version"));
@@ -275,22 +347,36 @@ fn verify_log(m: &Mount, entries: &[serde_json::Value], label: &str, max_roots: 
             errs.push(format!("{label}: (stopped after 20 problems)"));
             break;
         }
-        let (Some(version), Some(root), Some(commit), Some(time)) =
-            (e.get("version").and_then(|v| v.as_u64()), s(e, "root"), s(e, "commit"), s(e, "time"))
-        else {
-            errs.push(format!("{label}: log line {i} lacks version/root/commit/time: {e}"));
+        let (Some(version), Some(root), Some(commit), Some(time)) = (
+            e.get("version").and_then(|v| v.as_u64()),
+            s(e, "root"),
+            s(e, "commit"),
+            s(e, "time"),
+        ) else {
+            errs.push(format!(
+                "{label}: log line {i} lacks version/root/commit/time: {e}"
+            ));
             continue;
         };
-        if !e.get("message").is_some_and(|m| m.is_string() || m.is_null()) {
-            errs.push(format!("{label}: log line {i} (v{version}) lacks a message field: {e}"));
+        if !e
+            .get("message")
+            .is_some_and(|m| m.is_string() || m.is_null())
+        {
+            errs.push(format!(
+                "{label}: log line {i} (v{version}) lacks a message field: {e}"
+            ));
         }
         match parse_rfc3339(time) {
             Ok(t) => {
                 if t > now_secs() + 300 || t < 1_600_000_000 {
-                    errs.push(format!("{label}: v{version}: time {time} is not around now"));
+                    errs.push(format!(
+                        "{label}: v{version}: time {time} is not around now"
+                    ));
                 }
                 if last_time.is_some_and(|lt| t > lt) {
-                    errs.push(format!("{label}: v{version}: time {time} is later than the newer version's"));
+                    errs.push(format!(
+                        "{label}: v{version}: time {time} is later than the newer version's"
+                    ));
                 }
                 last_time = Some(t);
             }
@@ -309,10 +395,16 @@ fn verify_log(m: &Mount, entries: &[serde_json::Value], label: &str, max_roots: 
         match read_commit(m, commit) {
             Ok(c) => {
                 if c.get("root").and_then(link).as_deref() != Some(root) {
-                    errs.push(format!("{label}: v{version}: commit {commit} has root {}, the log says {root}", c["root"]));
+                    errs.push(format!(
+                        "{label}: v{version}: commit {commit} has root {}, the log says {root}",
+                        c["root"]
+                    ));
                 }
                 if c.get("seq").and_then(|x| x.as_u64()) != Some(version) {
-                    errs.push(format!("{label}: v{version}: commit {commit} has seq {}", c["seq"]));
+                    errs.push(format!(
+                        "{label}: v{version}: commit {commit} has seq {}",
+                        c["seq"]
+                    ));
                 }
                 let prev = c.get("prev").and_then(link);
                 let want = next.and_then(|n| s(n, "commit")).map(str::to_owned);
@@ -327,7 +419,9 @@ fn verify_log(m: &Mount, entries: &[serde_json::Value], label: &str, max_roots: 
             if let Err(err) = run_with_timeout(30, move || fs::read_dir(&p).map(|rd| rd.count()))
                 .unwrap_or_else(|| Err(std::io::Error::other("no answer within 30 s")))
             {
-                errs.push(format!("{label}: v{version}: /ipfs/{root} unreadable: {err}"));
+                errs.push(format!(
+                    "{label}: v{version}: /ipfs/{root} unreadable: {err}"
+                ));
             }
         }
     }
@@ -355,12 +449,22 @@ fn wait_or_kill(child: &mut Child, secs: u64) -> (Option<std::process::ExitStatu
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("pid {} killed but still in the kernel (a FUSE request in progress); not waiting for it", child.id());
+    eprintln!(
+        "pid {} killed but still in the kernel (a FUSE request in progress); not waiting for it",
+        child.id()
+    );
     (None, false)
 }
 
 /// Collects a child's stdout lines on a thread; `first` is set once a line starting with `marker` arrived.
-fn collect_lines(child: &mut Child, marker: &'static str) -> (Arc<Mutex<Vec<String>>>, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+fn collect_lines(
+    child: &mut Child,
+    marker: &'static str,
+) -> (
+    Arc<Mutex<Vec<String>>>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let first = Arc::new(AtomicBool::new(false));
     let out = child.stdout.take().expect("piped stdout");
@@ -411,7 +515,11 @@ fn cache_pressure_cp_and_import() {
         let data = fs::read(&local).unwrap();
         let note = format!("car {k}\n");
         let car = tmp.path().join(format!("{k}.car"));
-        let root = car::write_dir_car(&car, &[("data.bin", &data), ("note.txt", note.as_bytes())], 256 * 1024);
+        let root = car::write_dir_car(
+            &car,
+            &[("data.bin", &data), ("note.txt", note.as_bytes())],
+            256 * 1024,
+        );
         cars.push((car, root, local));
     }
     let opts = ["--offline", "--cache-size", "8MiB"];
@@ -420,7 +528,10 @@ fn cache_pressure_cp_and_import() {
     let mut failures = Vec::new();
 
     // cp of 32 MiB (then 12 MiB) through an 8 MiB cache of unpinned blocks
-    let script = format!("cp big.bin '{0}/big.bin' && cp second.bin '{0}/second.bin'", ds.display());
+    let script = format!(
+        "cp big.bin '{0}/big.bin' && cp second.bin '{0}/second.bin'",
+        ds.display()
+    );
     if let Err(e) = bash(tmp.path(), &script, NOENV, 600) {
         failures.push(format!("cp into the dataset: {e}"));
     }
@@ -431,9 +542,21 @@ fn cache_pressure_cp_and_import() {
     }
     // import of CAR a through the running mount (control socket; the mount's 8 MiB cache)
     let (car_a, root_a, local_a) = &cars[0];
-    match cli(&[OsStr::new("import"), OsStr::new("--store"), m.store.as_os_str(), OsStr::new("--cache-size"), OsStr::new("8MiB"), car_a.as_os_str()], 600) {
+    match cli(
+        &[
+            OsStr::new("import"),
+            OsStr::new("--store"),
+            m.store.as_os_str(),
+            OsStr::new("--cache-size"),
+            OsStr::new("8MiB"),
+            car_a.as_os_str(),
+        ],
+        600,
+    ) {
         Ok(out) if out.lines().any(|l| l.trim() == root_a) => {}
-        Ok(out) => failures.push(format!("import a.car (mounted): printed {out:?}, expected the root {root_a}")),
+        Ok(out) => failures.push(format!(
+            "import a.car (mounted): printed {out:?}, expected the root {root_a}"
+        )),
         Err(e) => failures.push(format!("import a.car while mounted: {e}")),
     }
     if let Err(e) = compare_file_bytes(local_a, &m.ipfs(root_a).join("data.bin")) {
@@ -450,9 +573,21 @@ fn cache_pressure_cp_and_import() {
 
     // import of CAR b with the store unmounted, with an 8 MiB cache of its own
     let (car_b, root_b, local_b) = &cars[1];
-    match cli(&[OsStr::new("import"), OsStr::new("--store"), m.store.as_os_str(), OsStr::new("--cache-size"), OsStr::new("8MiB"), car_b.as_os_str()], 600) {
+    match cli(
+        &[
+            OsStr::new("import"),
+            OsStr::new("--store"),
+            m.store.as_os_str(),
+            OsStr::new("--cache-size"),
+            OsStr::new("8MiB"),
+            car_b.as_os_str(),
+        ],
+        600,
+    ) {
         Ok(out) if out.lines().any(|l| l.trim() == root_b) => {}
-        Ok(out) => failures.push(format!("import b.car (unmounted): printed {out:?}, expected the root {root_b}")),
+        Ok(out) => failures.push(format!(
+            "import b.car (unmounted): printed {out:?}, expected the root {root_b}"
+        )),
         Err(e) => failures.push(format!("import b.car (unmounted): {e}")),
     }
 
@@ -461,17 +596,26 @@ fn cache_pressure_cp_and_import() {
     let ds = m.mnt.join("datasets/cache");
     for (src, name) in [(&big, "big.bin"), (&second, "second.bin")] {
         if let Err(e) = compare_file_bytes(src, &ds.join(name)) {
-            failures.push(format!("after an --offline remount, datasets/cache/{name}: {e}"));
+            failures.push(format!(
+                "after an --offline remount, datasets/cache/{name}: {e}"
+            ));
         }
         if let Some(r) = &ds_root {
             if let Err(e) = compare_file_bytes(src, &m.ipfs(r).join(name)) {
-                failures.push(format!("after an --offline remount, /ipfs/<dataset root>/{name}: {e}"));
+                failures.push(format!(
+                    "after an --offline remount, /ipfs/<dataset root>/{name}: {e}"
+                ));
             }
         }
     }
-    for (label, root, local) in [("a.car (imported mounted)", root_a, local_a), ("b.car (imported unmounted)", root_b, local_b)] {
+    for (label, root, local) in [
+        ("a.car (imported mounted)", root_a, local_a),
+        ("b.car (imported unmounted)", root_b, local_b),
+    ] {
         if let Err(e) = compare_file_bytes(local, &m.ipfs(root).join("data.bin")) {
-            failures.push(format!("after an --offline remount, /ipfs/<{label} root>/data.bin: {e}"));
+            failures.push(format!(
+                "after an --offline remount, /ipfs/<{label} root>/data.bin: {e}"
+            ));
         }
     }
     // the whole DAGs are in the store: export walks every block
@@ -481,8 +625,21 @@ fn cache_pressure_cp_and_import() {
     }
     for (label, root) in roots {
         let out = tmp.path().join("export.car");
-        if let Err(e) = cli(&[OsStr::new("export"), OsStr::new("--store"), m.store.as_os_str(), OsStr::new("--offline"), OsStr::new(&root), OsStr::new("-o"), out.as_os_str()], 600) {
-            failures.push(format!("export of the {label} ({root}) from the store: {e}"));
+        if let Err(e) = cli(
+            &[
+                OsStr::new("export"),
+                OsStr::new("--store"),
+                m.store.as_os_str(),
+                OsStr::new("--offline"),
+                OsStr::new(&root),
+                OsStr::new("-o"),
+                out.as_os_str(),
+            ],
+            600,
+        ) {
+            failures.push(format!(
+                "export of the {label} ({root}) from the store: {e}"
+            ));
         }
     }
     eprintln!("{test}: {:?}", t0.elapsed());
@@ -553,7 +710,11 @@ for i in range(n_max):
 
 fn fill_content(name: &str) -> Vec<u8> {
     use sha2::Digest;
-    let i: usize = name.trim_start_matches("fill_").trim_end_matches(".bin").parse().unwrap();
+    let i: usize = name
+        .trim_start_matches("fill_")
+        .trim_end_matches(".bin")
+        .parse()
+        .unwrap();
     let d = sha2::Sha256::digest(name.as_bytes());
     d.iter().cycle().take(262_144 + i).copied().collect()
 }
@@ -593,14 +754,25 @@ fn full_disk_gives_enospc_and_keeps_committed() {
         small.push((name, data));
     }
     fs::create_dir(ds.join("sub")).unwrap_or_else(|e| m.fail(&format!("mkdir sub: {e}")));
-    fs::write(ds.join("sub/note.txt"), b"committed before the disk filled\n").unwrap_or_else(|e| m.fail(&format!("write sub/note.txt: {e}")));
-    small.push(("sub/note.txt".into(), b"committed before the disk filled\n".to_vec()));
+    fs::write(
+        ds.join("sub/note.txt"),
+        b"committed before the disk filled\n",
+    )
+    .unwrap_or_else(|e| m.fail(&format!("write sub/note.txt: {e}")));
+    small.push((
+        "sub/note.txt".into(),
+        b"committed before the disk filled\n".to_vec(),
+    ));
     let root0 = commit_now(&ds, 60).unwrap_or_else(|e| m.fail(&e));
     let check_small = |dir: &Path, label: &str, failures: &mut Vec<String>| {
         for (name, data) in &small {
             match read_timeout(&dir.join(name), 30) {
                 Ok(got) if &got == data => {}
-                Ok(got) => failures.push(format!("{label}: {name}: {} bytes, differs from the {} written", got.len(), data.len())),
+                Ok(got) => failures.push(format!(
+                    "{label}: {name}: {} bytes, differs from the {} written",
+                    got.len(),
+                    data.len()
+                )),
                 Err(e) => failures.push(format!("{label}: {name}: {e}")),
             }
         }
@@ -613,9 +785,16 @@ fn full_disk_gives_enospc_and_keeps_committed() {
     write_random_file(&src, too_big, 4242);
     eprintln!("{test}: {free} bytes free on the store's disk; cp of {too_big} bytes");
     let dst = ds.join("too-big.bin");
-    let cp_ok = match bash(tmp.path(), &format!("cp too-big.bin '{}'", dst.display()), NOENV, 600) {
+    let cp_ok = match bash(
+        tmp.path(),
+        &format!("cp too-big.bin '{}'", dst.display()),
+        NOENV,
+        600,
+    ) {
         Ok(_) => {
-            failures.push(format!("cp of {too_big} bytes onto a disk with {free} bytes free succeeded"));
+            failures.push(format!(
+                "cp of {too_big} bytes onto a disk with {free} bytes free succeeded"
+            ));
             true
         }
         Err(e) if e.contains("No space left on device") => false,
@@ -625,7 +804,11 @@ fn full_disk_gives_enospc_and_keeps_committed() {
         }
     };
     check_small(&ds, "after the failed cp (live tree)", &mut failures);
-    check_small(&m.ipfs(&root0), "after the failed cp (/ipfs/<committed root>)", &mut failures);
+    check_small(
+        &m.ipfs(&root0),
+        "after the failed cp (/ipfs/<committed root>)",
+        &mut failures,
+    );
     if !cp_ok {
         if let Err(e) = fs::remove_file(&dst) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -636,9 +819,14 @@ fn full_disk_gives_enospc_and_keeps_committed() {
 
     // the same with a writer that reports which call failed: write, fsync or close, with ENOSPC
     let dst2 = ds.join("too-big-2.bin");
-    match python(FILL_WRITER, &[dst2.as_os_str(), OsStr::new(&too_big.to_string())], 600) {
+    match python(
+        FILL_WRITER,
+        &[dst2.as_os_str(), OsStr::new(&too_big.to_string())],
+        600,
+    ) {
         Ok(out) => {
-            let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
+            let v: serde_json::Value =
+                serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
             match (v["failed_in"].as_str(), v["errno"].as_i64()) {
                 (Some("write" | "fsync" | "close"), Some(e)) if e == libc::ENOSPC as i64 => {}
                 (None, _) => failures.push(format!(
@@ -657,7 +845,11 @@ fn full_disk_gives_enospc_and_keeps_committed() {
             failures.push(format!("rm of the second failed file: {e}"));
         }
     }
-    check_small(&ds, "after the failed writes and rm (live tree)", &mut failures);
+    check_small(
+        &ds,
+        "after the failed writes and rm (live tree)",
+        &mut failures,
+    );
 
     // the failed files' space is back (their blocks were never acknowledged): a 2 MiB file can be
     // written, committed, and survives a remount
@@ -679,18 +871,31 @@ fn full_disk_gives_enospc_and_keeps_committed() {
     // fill the disk with 256 KiB files until one fails; every file whose close returned success must survive kill -9
     let n_max = disk.free_bytes() / (256 * 1024) + 64;
     let mut acked: Vec<String> = Vec::new();
-    match python(FILL_SMALL, &[ds.as_os_str(), OsStr::new(&n_max.to_string())], 600) {
+    match python(
+        FILL_SMALL,
+        &[ds.as_os_str(), OsStr::new(&n_max.to_string())],
+        600,
+    ) {
         Ok(out) => {
             let mut stopped = None;
             for l in out.lines() {
                 let f: Vec<&str> = l.split(' ').collect();
                 match f.as_slice() {
                     ["closed", name] => acked.push(name.to_string()),
-                    ["error", name, stage, errno] => stopped = Some((name.to_string(), stage.to_string(), errno.parse::<i32>().unwrap_or(-1))),
+                    ["error", name, stage, errno] => {
+                        stopped = Some((
+                            name.to_string(),
+                            stage.to_string(),
+                            errno.parse::<i32>().unwrap_or(-1),
+                        ))
+                    }
                     _ => {}
                 }
             }
-            eprintln!("{test}: {} files of ~256 KiB closed before the disk was full; then {stopped:?}", acked.len());
+            eprintln!(
+                "{test}: {} files of ~256 KiB closed before the disk was full; then {stopped:?}",
+                acked.len()
+            );
             match stopped {
                 Some((_, stage, e)) if e == libc::ENOSPC && ["open", "write", "close"].contains(&stage.as_str()) => {}
                 Some((name, stage, e)) => failures.push(format!(
@@ -710,7 +915,10 @@ fn full_disk_gives_enospc_and_keeps_committed() {
     for name in &acked {
         match read_timeout(&ds.join(name), 30) {
             Ok(got) if got == fill_content(name) => {}
-            Ok(got) => lost.push(format!("{name}: {} bytes, not its closed content", got.len())),
+            Ok(got) => lost.push(format!(
+                "{name}: {} bytes, not its closed content",
+                got.len()
+            )),
             Err(e) => lost.push(format!("{name}: {e}")),
         }
     }
@@ -722,7 +930,11 @@ fn full_disk_gives_enospc_and_keeps_committed() {
             lost.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
         ));
     }
-    check_small(&ds, "after filling the disk, kill -9 and a remount", &mut failures);
+    check_small(
+        &ds,
+        "after filling the disk, kill -9 and a remount",
+        &mut failures,
+    );
     // rm works on a full disk
     let mut rm_errs = Vec::new();
     if let Ok(rd) = fs::read_dir(&ds) {
@@ -736,7 +948,11 @@ fn full_disk_gives_enospc_and_keeps_committed() {
         }
     }
     if !rm_errs.is_empty() {
-        failures.push(format!("rm of the filler files on a full disk: {} failed, first: {}", rm_errs.len(), rm_errs[0]));
+        failures.push(format!(
+            "rm of the filler files on a full disk: {} failed, first: {}",
+            rm_errs.len(),
+            rm_errs[0]
+        ));
     }
 
     // Files acknowledged in the fill are history now (pinned by their versions): their rm
@@ -747,7 +963,11 @@ fn full_disk_gives_enospc_and_keeps_committed() {
     if wrote {
         match read_timeout(&ds.join("after.bin"), 30) {
             Ok(got) if got == after => {}
-            Ok(got) => failures.push(format!("after a remount, after.bin: {} bytes, not the {} written", got.len(), after.len())),
+            Ok(got) => failures.push(format!(
+                "after a remount, after.bin: {} bytes, not the {} written",
+                got.len(),
+                after.len()
+            )),
             Err(e) => failures.push(format!("after a remount, after.bin: {e}")),
         }
     }
@@ -953,7 +1173,10 @@ fn kill9_random_moments_mixed_workload() {
     }
     let _serial = serial();
     let t0 = Instant::now();
-    let rounds: usize = std::env::var("IPFS_MOUNT_KILL9_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(18);
+    let rounds: usize = std::env::var("IPFS_MOUNT_KILL9_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(18);
     let seed: u64 = std::env::var("IPFS_MOUNT_TEST_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -964,7 +1187,9 @@ fn kill9_random_moments_mixed_workload() {
     if !duckdb {
         let why = "duckdb is not importable (pip install duckdb): the workload runs without its COPY TO parquet step";
         if strict() {
-            failures.push(format!("{why} (IPFS_MOUNT_REQUIRE_PEERS=1, so this is a failure)"));
+            failures.push(format!(
+                "{why} (IPFS_MOUNT_REQUIRE_PEERS=1, so this is a failure)"
+            ));
         }
         eprintln!("{test}: {why}");
     }
@@ -998,8 +1223,14 @@ fn kill9_random_moments_mixed_workload() {
             std::thread::sleep(Duration::from_millis(5));
         }
         if !first.load(Ordering::SeqCst) {
-            let err = if wait_or_kill(&mut w, 0).1 { read_stderr(&mut w) } else { "(still running)".into() };
-            failures.push(format!("round {round}: the workload acknowledged nothing within 60 s: {err}"));
+            let err = if wait_or_kill(&mut w, 0).1 {
+                read_stderr(&mut w)
+            } else {
+                "(still running)".into()
+            };
+            failures.push(format!(
+                "round {round}: the workload acknowledged nothing within 60 s: {err}"
+            ));
             break;
         }
         // a random moment: sometimes right away, sometimes seconds into the workload
@@ -1009,7 +1240,9 @@ fn kill9_random_moments_mixed_workload() {
         m.kill9();
         let (st, gone) = wait_or_kill(&mut w, 30);
         if st.is_none() {
-            failures.push(format!("round {round}: the workload did not stop within 30 s of kill -9 of the daemon"));
+            failures.push(format!(
+                "round {round}: the workload did not stop within 30 s of kill -9 of the daemon"
+            ));
         }
         let werr = if gone {
             let _ = reader.join();
@@ -1021,8 +1254,12 @@ fn kill9_random_moments_mixed_workload() {
         let mut acked = 0;
         for l in &lines {
             let f: Vec<&str> = l.split(' ').collect();
-            let ["ack", ts, kind, name, g] = f.as_slice() else { continue };
-            let (Ok(ts), Ok(g)) = (ts.parse::<f64>(), g.parse::<u64>()) else { continue };
+            let ["ack", ts, kind, name, g] = f.as_slice() else {
+                continue;
+            };
+            let (Ok(ts), Ok(g)) = (ts.parse::<f64>(), g.parse::<u64>()) else {
+                continue;
+            };
             if ts >= kill_t {
                 continue; // after the kill: acknowledged by nobody
             }
@@ -1050,7 +1287,9 @@ fn kill9_random_moments_mixed_workload() {
         m.restart();
         let ds = m.mnt.join("datasets/c");
         if !ds.is_dir() {
-            failures.push(format!("round {round}: dataset c missing after kill -9 and remount"));
+            failures.push(format!(
+                "round {round}: dataset c missing after kill -9 and remount"
+            ));
             break;
         }
         match python(WORKLOAD_CHECK, &[ds.as_os_str()], 300) {
@@ -1084,7 +1323,9 @@ fn kill9_random_moments_mixed_workload() {
                         log_acked = log_lines;
                     }
                 }
-                Err(e) => failures.push(format!("round {round}: checker printed no JSON ({e}): {out}")),
+                Err(e) => failures.push(format!(
+                    "round {round}: checker printed no JSON ({e}): {out}"
+                )),
             },
             Err(e) => failures.push(format!("round {round}: checker: {e}")),
         }
@@ -1092,7 +1333,9 @@ fn kill9_random_moments_mixed_workload() {
         match commit_now(&ds, 120) {
             Ok(root) => {
                 if let Err(e) = compare_trees(&ds, &m.ipfs(&root), Symlinks::Preserve) {
-                    failures.push(format!("round {round}: /ipfs/{root} differs from the live tree:\n{e}"));
+                    failures.push(format!(
+                        "round {round}: /ipfs/{root} differs from the live tree:\n{e}"
+                    ));
                 }
             }
             Err(e) => failures.push(format!("round {round}: {e}")),
@@ -1105,7 +1348,10 @@ fn kill9_random_moments_mixed_workload() {
                     failures.push(e);
                 }
                 if round + 1 == rounds {
-                    eprintln!("{test}: {} versions in the log after {rounds} rounds", entries.len());
+                    eprintln!(
+                        "{test}: {} versions in the log after {rounds} rounds",
+                        entries.len()
+                    );
                 }
             }
             Err(e) if !log_error_reported => {
@@ -1119,7 +1365,10 @@ fn kill9_random_moments_mixed_workload() {
             break;
         }
     }
-    eprintln!("{test}: {total_acks} acknowledgements checked, {:?}", t0.elapsed());
+    eprintln!(
+        "{test}: {total_acks} acknowledgements checked, {:?}",
+        t0.elapsed()
+    );
     finish(&m, test, &failures);
 }
 
@@ -1157,13 +1406,22 @@ fn tree_bytes(dir: &Path) -> u64 {
 /// One version of the group-commit test's dataset: every `d*/f_*` has its source's size (never empty from its
 /// create, never half written), every `ren/new_<i>` or `ren/mv_<i>` has its closed content, and no rename is seen
 /// half done (both names).
-fn check_group_version(base: &Path, sizes: &BTreeMap<String, u64>, mv_content: &dyn Fn(usize) -> Vec<u8>) -> Vec<String> {
+fn check_group_version(
+    base: &Path,
+    sizes: &BTreeMap<String, u64>,
+    mv_content: &dyn Fn(usize) -> Vec<u8>,
+) -> Vec<String> {
     let mut errs: Vec<String> = Vec::new();
     let rd = |p: &Path, errs: &mut Vec<String>| -> Vec<(String, fs::Metadata)> {
         match fs::read_dir(p) {
             Ok(rd) => rd
                 .flatten()
-                .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), fs::symlink_metadata(e.path()).ok()?)))
+                .filter_map(|e| {
+                    Some((
+                        e.file_name().to_string_lossy().into_owned(),
+                        fs::symlink_metadata(e.path()).ok()?,
+                    ))
+                })
                 .collect(),
             Err(e) => {
                 errs.push(format!("readdir {}: {e}", p.display()));
@@ -1176,17 +1434,26 @@ fn check_group_version(base: &Path, sizes: &BTreeMap<String, u64>, mv_content: &
             let ents = rd(&base.join("ren"), &mut errs);
             let names: BTreeSet<&str> = ents.iter().map(|(n, _)| n.as_str()).collect();
             for (n, _) in &ents {
-                let i: Option<usize> = n.strip_prefix("mv_").or_else(|| n.strip_prefix("new_")).and_then(|x| x.parse().ok());
+                let i: Option<usize> = n
+                    .strip_prefix("mv_")
+                    .or_else(|| n.strip_prefix("new_"))
+                    .and_then(|x| x.parse().ok());
                 let Some(i) = i.filter(|i| (1..=200).contains(i)) else {
                     errs.push(format!("ren/{n}: unexpected"));
                     continue;
                 };
                 if n.starts_with("new_") && names.contains(format!("mv_{i}").as_str()) {
-                    errs.push(format!("both ren/new_{i} and ren/mv_{i} (a rename seen half done)"));
+                    errs.push(format!(
+                        "both ren/new_{i} and ren/mv_{i} (a rename seen half done)"
+                    ));
                 }
                 match fs::read(base.join("ren").join(n)) {
                     Ok(got) if got == mv_content(i) => {}
-                    Ok(got) => errs.push(format!("ren/{n}: {} bytes, not its closed content ({} bytes)", got.len(), mv_content(i).len())),
+                    Ok(got) => errs.push(format!(
+                        "ren/{n}: {} bytes, not its closed content ({} bytes)",
+                        got.len(),
+                        mv_content(i).len()
+                    )),
                     Err(e) => errs.push(format!("ren/{n}: {e}")),
                 }
             }
@@ -1235,20 +1502,42 @@ fn group_commit_cp_r_3000_files() {
     // what the dataset must end up as: the same steps on a local dir
     let expected = tmp.path().join("expected");
     bash(tmp.path(), "cp -r src expected", NOENV, 120).unwrap();
-    bash(tmp.path(), RENAMER, &[("D", expected.as_os_str()), ("PAD", pad.as_os_str())], 120)
-        .unwrap_or_else(|e| panic!("renamer on a local dir (test bug): {e}"));
+    bash(
+        tmp.path(),
+        RENAMER,
+        &[("D", expected.as_os_str()), ("PAD", pad.as_os_str())],
+        120,
+    )
+    .unwrap_or_else(|e| panic!("renamer on a local dir (test bug): {e}"));
 
     let m = Mount::start(&["--offline"]);
     let ds = mkds(&m, "g");
     let mut failures = Vec::new();
     let head0 = xattr(&ds, "user.ipfs.commit", 30).unwrap_or_else(|e| m.fail(&e));
     let store0 = tree_bytes(&m.store);
-    let seq0 = read_commit(&m, &head0).ok().and_then(|v| v["seq"].as_u64()).unwrap_or_else(|| m.fail("no seq in the new dataset's commit"));
+    let seq0 = read_commit(&m, &head0)
+        .ok()
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or_else(|| m.fail("no seq in the new dataset's commit"));
 
     let (srcd, dsd) = (tmp.path().to_path_buf(), ds.clone());
-    let cp = std::thread::spawn(move || bash(&srcd, &format!("cp -r src/. '{}'", dsd.display()), NOENV, 900));
+    let cp = std::thread::spawn(move || {
+        bash(
+            &srcd,
+            &format!("cp -r src/. '{}'", dsd.display()),
+            NOENV,
+            900,
+        )
+    });
     let (tmpd, dsd, padp) = (tmp.path().to_path_buf(), ds.clone(), pad.clone());
-    let ren = std::thread::spawn(move || bash(&tmpd, RENAMER, &[("D", dsd.as_os_str()), ("PAD", padp.as_os_str())], 900));
+    let ren = std::thread::spawn(move || {
+        bash(
+            &tmpd,
+            RENAMER,
+            &[("D", dsd.as_os_str()), ("PAD", padp.as_os_str())],
+            900,
+        )
+    });
     // meanwhile, force commits at arbitrary moments (reading user.ipfs.cid commits what is pending): each of those
     // versions must hold only closed states too
     let copying = Arc::new(AtomicBool::new(true));
@@ -1276,7 +1565,10 @@ fn group_commit_cp_r_3000_files() {
     copying.store(false, Ordering::SeqCst);
     let (probed, probe_errs) = prober.join().unwrap();
     if let Some(e) = probe_errs.first() {
-        failures.push(format!("forcing commits during the copy: {} failed, first: {e}", probe_errs.len()));
+        failures.push(format!(
+            "forcing commits during the copy: {} failed, first: {e}",
+            probe_errs.len()
+        ));
     }
     let root = match commit_now(&ds, 300) {
         Ok(r) => r,
@@ -1284,7 +1576,8 @@ fn group_commit_cp_r_3000_files() {
     };
     let head = xattr(&ds, "user.ipfs.commit", 30).unwrap_or_else(|e| m.fail(&e));
     // commits rewrite only the changed paths: the store grows by about the data, not by a tree per version
-    let data: u64 = sizes.values().sum::<u64>() + (1..=200).map(|i| mv_content(i).len() as u64).sum::<u64>();
+    let data: u64 =
+        sizes.values().sum::<u64>() + (1..=200).map(|i| mv_content(i).len() as u64).sum::<u64>();
     let grown = tree_bytes(&m.store).saturating_sub(store0);
     eprintln!("{test}: {data} bytes of data; the store grew by {grown} bytes");
     if grown > 3 * data + 8 * MIB {
@@ -1293,7 +1586,10 @@ fn group_commit_cp_r_3000_files() {
         ));
     }
     // the final version is exactly the local result
-    let out = run(Command::new("diff").arg("-r").arg(&expected).arg(m.ipfs(&root)));
+    let out = run(Command::new("diff")
+        .arg("-r")
+        .arg(&expected)
+        .arg(m.ipfs(&root)));
     if !out.status.success() {
         let s = String::from_utf8_lossy(&out.stdout);
         failures.push(format!(
@@ -1326,7 +1622,10 @@ fn group_commit_cp_r_3000_files() {
         }
     }
     let versions = chain.len();
-    let seq_n = read_commit(&m, &head).ok().and_then(|v| v["seq"].as_u64()).unwrap_or(0);
+    let seq_n = read_commit(&m, &head)
+        .ok()
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(0);
     eprintln!(
         "{test}: cp -r of 3000 files + 200 mv took {cp_time:?}; {versions} versions (seq {seq0} -> {seq_n})"
     );
@@ -1337,12 +1636,18 @@ fn group_commit_cp_r_3000_files() {
     }
     match log_json(&m.store, "g") {
         Ok(entries) => {
-            let newer = entries.iter().filter(|e| e["version"].as_u64().is_some_and(|v| v > seq0)).count();
+            let newer = entries
+                .iter()
+                .filter(|e| e["version"].as_u64().is_some_and(|v| v > seq0))
+                .count();
             if newer != versions {
                 failures.push(format!("dataset log --json lists {newer} versions after v{seq0}, the chain has {versions}"));
             }
             if s(&entries[0], "root") != Some(root.as_str()) {
-                failures.push(format!("dataset log --json: newest root {:?}, user.ipfs.cid {root}", s(&entries[0], "root")));
+                failures.push(format!(
+                    "dataset log --json: newest root {:?}, user.ipfs.cid {root}",
+                    s(&entries[0], "root")
+                ));
             }
         }
         Err(e) => failures.push(e),
@@ -1355,7 +1660,10 @@ fn group_commit_cp_r_3000_files() {
             sample.insert(20 + k * (versions - 20) / 20);
         }
     }
-    let mut to_check: Vec<(String, String)> = sample.iter().map(|&i| (format!("v{}", chain[i].0), chain[i].1.clone())).collect();
+    let mut to_check: Vec<(String, String)> = sample
+        .iter()
+        .map(|&i| (format!("v{}", chain[i].0), chain[i].1.clone()))
+        .collect();
     let sampled: BTreeSet<String> = to_check.iter().map(|(_, r)| r.clone()).collect();
     for (k, r) in probed.iter().enumerate() {
         if !sampled.contains(r) {
@@ -1367,7 +1675,10 @@ fn group_commit_cp_r_3000_files() {
         let errs = check_group_version(&m.ipfs(r), &sizes, &mv_content);
         if !errs.is_empty() {
             let n = errs.len();
-            version_errs.push(format!("{label} (/ipfs/{r}): {n} problem(s): {}", errs.into_iter().take(5).collect::<Vec<_>>().join("; ")));
+            version_errs.push(format!(
+                "{label} (/ipfs/{r}): {n} problem(s): {}",
+                errs.into_iter().take(5).collect::<Vec<_>>().join("; ")
+            ));
         }
     }
     eprintln!("{test}: checked {} versions ({} of the {versions} in the chain, and the roots of {} commits forced during the copy)", to_check.len(), sample.len(), probed.len());
@@ -1401,7 +1712,8 @@ fn responsive_during_big_cp() {
     let other = ds.join("other");
     fs::create_dir(&other).unwrap_or_else(|e| m.fail(&format!("mkdir other: {e}")));
     for i in 0..20 {
-        fs::write(other.join(format!("f_{i}")), format!("file {i}\n")).unwrap_or_else(|e| m.fail(&format!("write other/f_{i}: {e}")));
+        fs::write(other.join(format!("f_{i}")), format!("file {i}\n"))
+            .unwrap_or_else(|e| m.fail(&format!("write other/f_{i}: {e}")));
     }
     commit_now(&ds, 60).unwrap_or_else(|e| m.fail(&e));
 
@@ -1435,21 +1747,36 @@ fn responsive_during_big_cp() {
         }
     });
     let tc = Instant::now();
-    let cp = bash(tmp.path(), &format!("cp big.bin '{}'", ds.join("big.bin").display()), NOENV, 900);
+    let cp = bash(
+        tmp.path(),
+        &format!("cp big.bin '{}'", ds.join("big.bin").display()),
+        NOENV,
+        900,
+    );
     let cp_time = tc.elapsed();
     // keep sampling through the commit that follows the copy
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let joined = run_with_timeout(60, move || sampler.join().is_ok());
     if joined != Some(true) {
-        failures.push("a stat or readdir in the dataset did not return within 60 s after the cp".into());
+        failures.push(
+            "a stat or readdir in the dataset did not return within 60 s after the cp".into(),
+        );
     }
     if let Err(e) = cp {
         failures.push(format!("cp of 512 MiB: {e}"));
     }
     let mut v = lat.lock().unwrap().clone();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| v.get(((p * v.len() as f64).ceil() as usize).saturating_sub(1).min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        v.get(
+            ((p * v.len() as f64).ceil() as usize)
+                .saturating_sub(1)
+                .min(v.len().saturating_sub(1)),
+        )
+        .copied()
+        .unwrap_or(f64::NAN)
+    };
     let (p50, p99, max) = (pct(0.50), pct(0.99), v.last().copied().unwrap_or(f64::NAN));
     eprintln!(
         "{test}: cp of 512 MiB took {cp_time:?} ({:.0} MiB/s); stat+stat+readdir during it: {} samples, p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
@@ -1457,7 +1784,10 @@ fn responsive_during_big_cp() {
         v.len()
     );
     if v.len() < 50 {
-        failures.push(format!("only {} stat+readdir samples during the cp (each one slow?)", v.len()));
+        failures.push(format!(
+            "only {} stat+readdir samples during the cp (each one slow?)",
+            v.len()
+        ));
     }
     if !(p99 < 50.0) {
         failures.push(format!(
@@ -1467,7 +1797,11 @@ fn responsive_during_big_cp() {
     }
     let el = errs.lock().unwrap().clone();
     if !el.is_empty() {
-        failures.push(format!("{} wrong answers while sampling, first: {}", el.len(), el[..el.len().min(3)].join("; ")));
+        failures.push(format!(
+            "{} wrong answers while sampling, first: {}",
+            el.len(),
+            el[..el.len().min(3)].join("; ")
+        ));
     }
     if let Err(e) = compare_file_bytes(&big, &ds.join("big.bin")) {
         failures.push(format!("big.bin after cp: {e}"));
@@ -1475,7 +1809,11 @@ fn responsive_during_big_cp() {
     match commit_now(&ds, 300) {
         Ok(root) => match fs::metadata(m.ipfs(&root).join("big.bin")) {
             Ok(md) if md.len() == 512 * MIB => {}
-            Ok(md) => failures.push(format!("/ipfs/<root>/big.bin: {} bytes, expected {}", md.len(), 512 * MIB)),
+            Ok(md) => failures.push(format!(
+                "/ipfs/<root>/big.bin: {} bytes, expected {}",
+                md.len(),
+                512 * MIB
+            )),
             Err(e) => failures.push(format!("/ipfs/<root>/big.bin: {e}")),
         },
         Err(e) => failures.push(e),
@@ -1499,7 +1837,8 @@ fn damaged_head_is_reported_not_overwritten() {
     let mut m = Mount::start(&["--offline"]);
     for n in ["good", "garbage", "missing"] {
         let d = mkds(&m, n);
-        fs::write(d.join("f.txt"), format!("{n}\n")).unwrap_or_else(|e| m.fail(&format!("write {n}/f.txt: {e}")));
+        fs::write(d.join("f.txt"), format!("{n}\n"))
+            .unwrap_or_else(|e| m.fail(&format!("write {n}/f.txt: {e}")));
         commit_now(&d, 60).unwrap_or_else(|e| m.fail(&e));
     }
     m.stop();
@@ -1515,12 +1854,19 @@ fn damaged_head_is_reported_not_overwritten() {
     };
     fs::write(head_of("garbage"), &garbage).unwrap();
     fs::write(head_of("missing"), format!("{absent}\n")).unwrap();
-    let heads: BTreeMap<&str, Vec<u8>> = [("garbage", fs::read(head_of("garbage")).unwrap()), ("missing", fs::read(head_of("missing")).unwrap())].into();
+    let heads: BTreeMap<&str, Vec<u8>> = [
+        ("garbage", fs::read(head_of("garbage")).unwrap()),
+        ("missing", fs::read(head_of("missing")).unwrap()),
+    ]
+    .into();
 
     m.start_again();
     match list_json(&m.store) {
         Ok(list) => {
-            let by_name: BTreeMap<&str, &serde_json::Value> = list.iter().filter_map(|v| Some((s(v, "name")?, v))).collect();
+            let by_name: BTreeMap<&str, &serde_json::Value> = list
+                .iter()
+                .filter_map(|v| Some((s(v, "name")?, v)))
+                .collect();
             for n in ["garbage", "missing"] {
                 match by_name.get(n) {
                     Some(v) if s(v, "state") == Some("damaged") && s(v, "reason").is_some_and(|r| !r.trim().is_empty()) => {
@@ -1532,7 +1878,9 @@ fn damaged_head_is_reported_not_overwritten() {
             }
             match by_name.get("good") {
                 Some(v) if s(v, "state") == Some("ok") => {}
-                other => failures.push(format!("dataset list --json: good: {other:?}, expected state \"ok\"")),
+                other => failures.push(format!(
+                    "dataset list --json: good: {other:?}, expected state \"ok\""
+                )),
             }
         }
         Err(e) => failures.push(e),
@@ -1540,11 +1888,18 @@ fn damaged_head_is_reported_not_overwritten() {
     for n in ["garbage", "missing"] {
         match fs::create_dir(m.mnt.join("datasets").join(n)) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => failures.push(format!("mkdir datasets/{n} (damaged): {e}, expected EEXIST")),
-            Ok(()) => failures.push(format!("mkdir datasets/{n} (damaged HEAD) succeeded: expected EEXIST")),
+            Err(e) => failures.push(format!(
+                "mkdir datasets/{n} (damaged): {e}, expected EEXIST"
+            )),
+            Ok(()) => failures.push(format!(
+                "mkdir datasets/{n} (damaged HEAD) succeeded: expected EEXIST"
+            )),
         }
         if fs::read(head_of(n)).ok().as_ref() != heads.get(n) {
-            failures.push(format!("{n}/HEAD changed while mounted (after mkdir): {:?}", fs::read(head_of(n)).map(|b| String::from_utf8_lossy(&b).into_owned())));
+            failures.push(format!(
+                "{n}/HEAD changed while mounted (after mkdir): {:?}",
+                fs::read(head_of(n)).map(|b| String::from_utf8_lossy(&b).into_owned())
+            ));
         }
     }
     // the other dataset works: read, write, commit, and a new dataset can be made
@@ -1559,7 +1914,9 @@ fn damaged_head_is_reported_not_overwritten() {
     match commit_now(&good, 60) {
         Ok(root) => {
             if fs::read(m.ipfs(&root).join("g.txt")).ok().as_deref() != Some(b"more\n") {
-                failures.push(format!("/ipfs/{root}/g.txt (good, committed) does not read back"));
+                failures.push(format!(
+                    "/ipfs/{root}/g.txt (good, committed) does not read back"
+                ));
             }
         }
         Err(e) => failures.push(e),
@@ -1576,7 +1933,10 @@ fn damaged_head_is_reported_not_overwritten() {
     m.stop();
     for n in ["garbage", "missing"] {
         if fs::read(head_of(n)).ok().as_ref() != heads.get(n) {
-            failures.push(format!("{n}/HEAD changed by the mount (after unmount): {:?}", fs::read(head_of(n)).map(|b| String::from_utf8_lossy(&b).into_owned())));
+            failures.push(format!(
+                "{n}/HEAD changed by the mount (after unmount): {:?}",
+                fs::read(head_of(n)).map(|b| String::from_utf8_lossy(&b).into_owned())
+            ));
         }
     }
     m.start_again();
@@ -1600,7 +1960,13 @@ fn commit_command_and_log_json() {
     let _serial = serial();
     let t0 = Instant::now();
     // long delays: only the commit command (and the unmount) make versions here
-    let opts = ["--offline", "--commit-delay", "60s", "--commit-interval", "120s"];
+    let opts = [
+        "--offline",
+        "--commit-delay",
+        "60s",
+        "--commit-interval",
+        "120s",
+    ];
     let mut m = Mount::start(&opts);
     let ds = mkds(&m, "cm");
     let store = m.store.clone();
@@ -1620,41 +1986,73 @@ fn commit_command_and_log_json() {
         }
     };
     let v0 = newest("new dataset", &mut failures);
-    fs::write(ds.join("a.txt"), b"alpha\n").unwrap_or_else(|e| m.fail(&format!("write a.txt: {e}")));
+    fs::write(ds.join("a.txt"), b"alpha\n")
+        .unwrap_or_else(|e| m.fail(&format!("write a.txt: {e}")));
     fs::create_dir(ds.join("dir")).unwrap_or_else(|e| m.fail(&format!("mkdir dir: {e}")));
-    fs::write(ds.join("dir/b.txt"), b"beta\n").unwrap_or_else(|e| m.fail(&format!("write dir/b.txt: {e}")));
+    fs::write(ds.join("dir/b.txt"), b"beta\n")
+        .unwrap_or_else(|e| m.fail(&format!("write dir/b.txt: {e}")));
     // within --commit-delay nothing is committed yet
     std::thread::sleep(Duration::from_millis(1500));
     let before = newest("1.5 s after the writes", &mut failures);
     if let (Some(a), Some(b)) = (&v0, &before) {
         if a["commit"] != b["commit"] {
-            failures.push(format!("with --commit-delay 60s a version was made 1.5 s after the writes: {b}"));
+            failures.push(format!(
+                "with --commit-delay 60s a version was made 1.5 s after the writes: {b}"
+            ));
         }
     }
-    match cli(&[OsStr::new("dataset"), OsStr::new("commit"), OsStr::new("cm"), OsStr::new("-m"), OsStr::new("first batch"), OsStr::new("--store"), st], 120) {
+    match cli(
+        &[
+            OsStr::new("dataset"),
+            OsStr::new("commit"),
+            OsStr::new("cm"),
+            OsStr::new("-m"),
+            OsStr::new("first batch"),
+            OsStr::new("--store"),
+            st,
+        ],
+        120,
+    ) {
         Ok(_) => {}
         Err(e) => failures.push(format!("dataset commit: {e}")),
     }
     let first = newest("after dataset commit -m \"first batch\"", &mut failures);
     if let Some(v) = &first {
         if s(v, "message") != Some("first batch") {
-            failures.push(format!("newest log entry after `dataset commit -m \"first batch\"`: message {:?}", v.get("message")));
+            failures.push(format!(
+                "newest log entry after `dataset commit -m \"first batch\"`: message {:?}",
+                v.get("message")
+            ));
         }
-        if let (Some(a), Some(b)) = (v0.as_ref().and_then(|x| x["version"].as_u64()), v["version"].as_u64()) {
+        if let (Some(a), Some(b)) = (
+            v0.as_ref().and_then(|x| x["version"].as_u64()),
+            v["version"].as_u64(),
+        ) {
             if b != a + 1 {
-                failures.push(format!("dataset commit made version {b}, the previous newest was {a}"));
+                failures.push(format!(
+                    "dataset commit made version {b}, the previous newest was {a}"
+                ));
             }
         }
         match s(v, "time").map(parse_rfc3339) {
             Some(Ok(t)) if (t - now_secs()).abs() <= 300 => {}
-            Some(Ok(t)) => failures.push(format!("commit time {} is {} s away from now", v["time"], t - now_secs())),
+            Some(Ok(t)) => failures.push(format!(
+                "commit time {} is {} s away from now",
+                v["time"],
+                t - now_secs()
+            )),
             Some(Err(e)) => failures.push(e),
             None => failures.push(format!("log entry without a time: {v}")),
         }
-        match (xattr(&ds, "user.ipfs.cid", 60), xattr(&ds, "user.ipfs.commit", 60)) {
+        match (
+            xattr(&ds, "user.ipfs.cid", 60),
+            xattr(&ds, "user.ipfs.commit", 60),
+        ) {
             (Ok(r), Ok(c)) => {
                 if s(v, "root") != Some(r.as_str()) || s(v, "commit") != Some(c.as_str()) {
-                    failures.push(format!("newest log entry {v} vs user.ipfs.cid {r}, user.ipfs.commit {c}"));
+                    failures.push(format!(
+                        "newest log entry {v} vs user.ipfs.cid {r}, user.ipfs.commit {c}"
+                    ));
                 }
             }
             (a, b) => failures.push(format!("xattrs: {a:?} {b:?}")),
@@ -1662,12 +2060,23 @@ fn commit_command_and_log_json() {
         if let Some(r) = s(v, "root") {
             for (p, want) in [("a.txt", "alpha\n"), ("dir/b.txt", "beta\n")] {
                 if fs::read_to_string(m.ipfs(r).join(p)).ok().as_deref() != Some(want) {
-                    failures.push(format!("/ipfs/<first batch root>/{p} does not read {want:?}"));
+                    failures.push(format!(
+                        "/ipfs/<first batch root>/{p} does not read {want:?}"
+                    ));
                 }
             }
         }
         // text form: v<seq>\t<root>\t<commit>\t<RFC 3339 time>\t<message>
-        match cli(&[OsStr::new("dataset"), OsStr::new("--store"), st, OsStr::new("log"), OsStr::new("cm")], 120) {
+        match cli(
+            &[
+                OsStr::new("dataset"),
+                OsStr::new("--store"),
+                st,
+                OsStr::new("log"),
+                OsStr::new("cm"),
+            ],
+            120,
+        ) {
             Ok(text) => {
                 let line = text.lines().next().unwrap_or_default();
                 let f: Vec<&str> = line.split('\t').collect();
@@ -1688,17 +2097,46 @@ fn commit_command_and_log_json() {
         }
     }
     // a second batch; options before the name, --store last
-    fs::write(ds.join("c.txt"), b"gamma\n").unwrap_or_else(|e| m.fail(&format!("write c.txt: {e}")));
-    if let Err(e) = cli(&[OsStr::new("dataset"), OsStr::new("commit"), OsStr::new("-m"), OsStr::new("second batch"), OsStr::new("cm"), OsStr::new("--store"), st], 120) {
+    fs::write(ds.join("c.txt"), b"gamma\n")
+        .unwrap_or_else(|e| m.fail(&format!("write c.txt: {e}")));
+    if let Err(e) = cli(
+        &[
+            OsStr::new("dataset"),
+            OsStr::new("commit"),
+            OsStr::new("-m"),
+            OsStr::new("second batch"),
+            OsStr::new("cm"),
+            OsStr::new("--store"),
+            st,
+        ],
+        120,
+    ) {
         failures.push(format!("dataset commit (options first): {e}"));
     }
-    match cli(&[OsStr::new("dataset"), OsStr::new("--store"), st, OsStr::new("log"), OsStr::new("--json"), OsStr::new("cm")], 120).and_then(|t| json_records(&t)) {
+    match cli(
+        &[
+            OsStr::new("dataset"),
+            OsStr::new("--store"),
+            st,
+            OsStr::new("log"),
+            OsStr::new("--json"),
+            OsStr::new("cm"),
+        ],
+        120,
+    )
+    .and_then(|t| json_records(&t))
+    {
         Ok(entries) => {
             let msgs: Vec<Option<&str>> = entries.iter().take(2).map(|e| s(e, "message")).collect();
             if msgs != [Some("second batch"), Some("first batch")] {
                 failures.push(format!("dataset --store S log --json cm: newest messages {msgs:?}, expected second batch, first batch"));
             }
-            failures.extend(verify_log(&m, &entries, "log after two commits", usize::MAX));
+            failures.extend(verify_log(
+                &m,
+                &entries,
+                "log after two commits",
+                usize::MAX,
+            ));
             if let Some(v0) = &v0 {
                 if entries.len() != v0["version"].as_u64().unwrap_or(0) as usize + 3 {
                     failures.push(format!("{} versions in the log after two commits (a new dataset had {}): {entries:?}", entries.len(), v0["version"]));
@@ -1710,14 +2148,35 @@ fn commit_command_and_log_json() {
     let second = newest("after the second commit", &mut failures);
     // list: both option placements
     for args in [
-        vec![OsStr::new("dataset"), OsStr::new("list"), OsStr::new("--json"), OsStr::new("--store"), st],
-        vec![OsStr::new("dataset"), OsStr::new("--store"), st, OsStr::new("list"), OsStr::new("--json")],
+        vec![
+            OsStr::new("dataset"),
+            OsStr::new("list"),
+            OsStr::new("--json"),
+            OsStr::new("--store"),
+            st,
+        ],
+        vec![
+            OsStr::new("dataset"),
+            OsStr::new("--store"),
+            st,
+            OsStr::new("list"),
+            OsStr::new("--json"),
+        ],
     ] {
-        let what = args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let what = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
         match cli(&args, 120).and_then(|t| json_records(&t)) {
             Ok(list) => match (list.iter().find(|v| s(v, "name") == Some("cm")), &second) {
                 (Some(e), Some(sv)) => {
-                    if e["version"] != sv["version"] || e.get("root") != sv.get("root") || s(e, "head") != s(sv, "commit") || s(e, "profile") != Some("unixfs-v1-2025") || s(e, "state") != Some("ok") {
+                    if e["version"] != sv["version"]
+                        || e.get("root") != sv.get("root")
+                        || s(e, "head") != s(sv, "commit")
+                        || s(e, "profile") != Some("unixfs-v1-2025")
+                        || s(e, "state") != Some("ok")
+                    {
                         failures.push(format!("{what}: {e}, expected version/root/head of {sv}, profile unixfs-v1-2025, state ok"));
                     }
                 }
@@ -1728,22 +2187,30 @@ fn commit_command_and_log_json() {
         }
     }
     // a change that only the unmount can commit (the delay is 60 s)
-    fs::write(ds.join("d.txt"), b"delta\n").unwrap_or_else(|e| m.fail(&format!("write d.txt: {e}")));
+    fs::write(ds.join("d.txt"), b"delta\n")
+        .unwrap_or_else(|e| m.fail(&format!("write d.txt: {e}")));
     m.stop();
     match log_json(&store, "cm") {
         Ok(entries) => {
-            let newest_root = entries.first().and_then(|e| s(e, "root")).map(str::to_owned);
+            let newest_root = entries
+                .first()
+                .and_then(|e| s(e, "root"))
+                .map(str::to_owned);
             if entries.first().map(|e| &e["commit"]) == second.as_ref().map(|v| &v["commit"]) {
                 failures.push("no version was made at unmount for a pending change (d.txt)".into());
             }
             m.start_again();
             if let Some(r) = newest_root {
                 if fs::read_to_string(m.ipfs(&r).join("d.txt")).ok().as_deref() != Some("delta\n") {
-                    failures.push(format!("the version made at unmount (/ipfs/{r}) lacks d.txt"));
+                    failures.push(format!(
+                        "the version made at unmount (/ipfs/{r}) lacks d.txt"
+                    ));
                 }
                 match xattr(&m.mnt.join("datasets/cm"), "user.ipfs.cid", 60) {
                     Ok(c) if c == r => {}
-                    other => failures.push(format!("after remount, user.ipfs.cid {other:?}, the log's newest root {r}")),
+                    other => failures.push(format!(
+                        "after remount, user.ipfs.cid {other:?}, the log's newest root {r}"
+                    )),
                 }
             }
         }
@@ -1752,14 +2219,28 @@ fn commit_command_and_log_json() {
             m.start_again();
         }
     }
-    if fs::read_to_string(m.mnt.join("datasets/cm/d.txt")).ok().as_deref() != Some("delta\n") {
-        failures.push("d.txt (written, closed, then unmount) is not in the dataset after a remount".into());
+    if fs::read_to_string(m.mnt.join("datasets/cm/d.txt"))
+        .ok()
+        .as_deref()
+        != Some("delta\n")
+    {
+        failures.push(
+            "d.txt (written, closed, then unmount) is not in the dataset after a remount".into(),
+        );
     }
     // --commit-interval: under continuous writes (a close every ~50 ms, never quiet for the 1 s delay) a version at
     // least every 2 s, and not one per close
-    m.restart_with(&["--offline", "--commit-delay", "1s", "--commit-interval", "2s"]);
+    m.restart_with(&[
+        "--offline",
+        "--commit-delay",
+        "1s",
+        "--commit-interval",
+        "2s",
+    ]);
     let ds = m.mnt.join("datasets/cm");
-    let version_now = |failures: &mut Vec<String>| newest("commit interval", failures).and_then(|v| v["version"].as_u64());
+    let version_now = |failures: &mut Vec<String>| {
+        newest("commit interval", failures).and_then(|v| v["version"].as_u64())
+    };
     let v_start = version_now(&mut failures);
     let t = Instant::now();
     let mut closes = 0;
@@ -1798,7 +2279,12 @@ fn commit_command_and_log_json() {
 fn timed(cmd: &mut Command, limit: Duration, hard: Duration) -> Result<Duration, String> {
     let what = format!("{cmd:?}");
     let t = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("{what}: {e}"))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
     let st = wait_or_kill(&mut child, hard.as_secs()).0;
     let took = t.elapsed();
     match st {
@@ -1815,20 +2301,40 @@ fn check_mark(path: &Path, off: u64, mark: &[u8]) -> Result<(), String> {
     let p = path.to_path_buf();
     let len = 8192 + mark.len();
     let got = run_with_timeout(60, move || pread(&p, start, len))
-        .ok_or_else(|| format!("{}: pread at {start}: no answer within 60 s", path.display()))?
+        .ok_or_else(|| {
+            format!(
+                "{}: pread at {start}: no answer within 60 s",
+                path.display()
+            )
+        })?
         .map_err(|e| format!("{}: pread at {start}: {e}", path.display()))?;
     let at = (off - start) as usize;
     if got.len() < at + mark.len() {
-        return Err(format!("{}: pread at {start} returned {} bytes", path.display(), got.len()));
+        return Err(format!(
+            "{}: pread at {start} returned {} bytes",
+            path.display(),
+            got.len()
+        ));
     }
     if got[..at].iter().any(|&b| b != 0) {
-        return Err(format!("{}: non-zero bytes before offset {off}", path.display()));
+        return Err(format!(
+            "{}: non-zero bytes before offset {off}",
+            path.display()
+        ));
     }
     if &got[at..at + mark.len()] != mark {
-        return Err(format!("{}: at {off}: {:?}, expected {:?}", path.display(), String::from_utf8_lossy(&got[at..at + mark.len()]), String::from_utf8_lossy(mark)));
+        return Err(format!(
+            "{}: at {off}: {:?}, expected {:?}",
+            path.display(),
+            String::from_utf8_lossy(&got[at..at + mark.len()]),
+            String::from_utf8_lossy(mark)
+        ));
     }
     if got[at + mark.len()..].iter().any(|&b| b != 0) {
-        return Err(format!("{}: non-zero bytes after the mark at {off}", path.display()));
+        return Err(format!(
+            "{}: non-zero bytes after the mark at {off}",
+            path.display()
+        ));
     }
     Ok(())
 }
@@ -1859,7 +2365,11 @@ fn sparse_truncate_is_instant() {
     'files: for (name, sizes, off, size) in plan {
         let p = ds.join(name);
         for sz in sizes {
-            match timed(Command::new("truncate").args(["-s", sz]).arg(&p), limit, hard) {
+            match timed(
+                Command::new("truncate").args(["-s", sz]).arg(&p),
+                limit,
+                hard,
+            ) {
                 Ok(d) => eprintln!("{test}: truncate -s {sz} {name}: {d:?}"),
                 Err(e) => {
                     failures.push(e);
@@ -1869,10 +2379,21 @@ fn sparse_truncate_is_instant() {
             }
         }
         let mark = format!("MARK-{name}").into_bytes();
-        let dd = format!("printf '%s' '{}' | dd of='{}' bs=1 seek={off} conv=notrunc status=none", String::from_utf8_lossy(&mark), p.display());
+        let dd = format!(
+            "printf '%s' '{}' | dd of='{}' bs=1 seek={off} conv=notrunc status=none",
+            String::from_utf8_lossy(&mark),
+            p.display()
+        );
         // dd is not held to the truncate's 5 s, but a few bytes into a hole must not cost a pass over the file
-        match timed(Command::new("bash").args(["-c", &dd]), Duration::from_secs(30), Duration::from_secs(60)) {
-            Ok(d) => eprintln!("{test}: dd {} bytes at {off} into {name}: {d:?}", mark.len()),
+        match timed(
+            Command::new("bash").args(["-c", &dd]),
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+        ) {
+            Ok(d) => eprintln!(
+                "{test}: dd {} bytes at {off} into {name}: {d:?}",
+                mark.len()
+            ),
             Err(e) => {
                 failures.push(e);
                 break 'files;
@@ -1889,20 +2410,32 @@ fn sparse_truncate_is_instant() {
         marks.push((name, off, mark, size));
     }
     // zeros elsewhere, and the old content of "grown" is still there
-    for (name, off) in [("huge", 0u64), ("huge", TIB - 4096), ("four", GIB), ("shrunk", 3 * GIB), ("grown", 2 * MIB)] {
+    for (name, off) in [
+        ("huge", 0u64),
+        ("huge", TIB - 4096),
+        ("four", GIB),
+        ("shrunk", 3 * GIB),
+        ("grown", 2 * MIB),
+    ] {
         if !marks.iter().any(|(n, ..)| *n == name) {
             continue;
         }
         let p = ds.join(name);
         match run_with_timeout(60, move || pread(&p, off, 4096)) {
             Some(Ok(b)) if b.len() == 4096 && b.iter().all(|&x| x == 0) => {}
-            other => failures.push(format!("{name}: 4096 bytes at {off} are not zeros: {:?}", other.map(|r| r.map(|b| b.len())))),
+            other => failures.push(format!(
+                "{name}: 4096 bytes at {off} are not zeros: {:?}",
+                other.map(|r| r.map(|b| b.len()))
+            )),
         }
     }
     if marks.iter().any(|(n, ..)| *n == "grown") {
         match pread(&ds.join("grown"), 0, head.len()) {
             Ok(b) if b == head => {}
-            other => failures.push(format!("grown: its first MiB changed after truncate -s 4G: {:?}", other.map(|b| b.len()))),
+            other => failures.push(format!(
+                "grown: its first MiB changed after truncate -s 4G: {:?}",
+                other.map(|b| b.len())
+            )),
         }
     }
     if failures.is_empty() {
@@ -1910,12 +2443,18 @@ fn sparse_truncate_is_instant() {
         let tc = Instant::now();
         match commit_now(&ds, 180) {
             Ok(root) => {
-                eprintln!("{test}: commit of 1 TiB + 3 x 4 GiB of mostly holes: {:?}", tc.elapsed());
+                eprintln!(
+                    "{test}: commit of 1 TiB + 3 x 4 GiB of mostly holes: {:?}",
+                    tc.elapsed()
+                );
                 for (name, off, mark, size) in &marks {
                     let p = m.ipfs(&root).join(name);
                     match fs::metadata(&p) {
                         Ok(md) if md.len() == *size => {}
-                        Ok(md) => failures.push(format!("/ipfs/<root>/{name}: {} bytes, expected {size}", md.len())),
+                        Ok(md) => failures.push(format!(
+                            "/ipfs/<root>/{name}: {} bytes, expected {size}",
+                            md.len()
+                        )),
                         Err(e) => failures.push(format!("/ipfs/<root>/{name}: {e}")),
                     }
                     if let Err(e) = check_mark(&p, *off, mark) {
@@ -1924,7 +2463,10 @@ fn sparse_truncate_is_instant() {
                 }
                 match pread(&m.ipfs(&root).join("grown"), 0, head.len()) {
                     Ok(b) if b == head => {}
-                    other => failures.push(format!("/ipfs/<root>/grown: first MiB differs: {:?}", other.map(|b| b.len()))),
+                    other => failures.push(format!(
+                        "/ipfs/<root>/grown: first MiB differs: {:?}",
+                        other.map(|b| b.len())
+                    )),
                 }
             }
             Err(e) => failures.push(format!("commit of the sparse files: {e}")),
@@ -2014,9 +2556,16 @@ fn fsync_commits_and_survives_kill9() {
     }
     if !was_ready {
         let got = lines.lock().unwrap().clone();
-        let err = if exited { read_stderr(&mut w) } else { "(still running)".into() };
+        let err = if exited {
+            read_stderr(&mut w)
+        } else {
+            "(still running)".into()
+        };
         m.restart();
-        failures.push(format!("the writer did not get to \"ready\" (printed {got:?}): {}", err.trim()));
+        failures.push(format!(
+            "the writer did not get to \"ready\" (printed {got:?}): {}",
+            err.trim()
+        ));
         return finish(&m, test, &failures);
     }
     m.restart();
@@ -2045,21 +2594,34 @@ fn fsync_commits_and_survives_kill9() {
     }
     match fs::symlink_metadata(ds.join("c.bin")) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Ok(md) => failures.push(format!("c.bin (created, never closed) exists after kill -9 with {} bytes", md.len())),
+        Ok(md) => failures.push(format!(
+            "c.bin (created, never closed) exists after kill -9 with {} bytes",
+            md.len()
+        )),
         Err(e) => failures.push(format!("c.bin: {e}")),
     }
     match fs::read(ds.join("d.bin")) {
         Ok(got) if got == d => {}
-        Ok(got) => failures.push(format!("d.bin (closed right before kill -9): {} bytes, not the {} closed", got.len(), d.len())),
+        Ok(got) => failures.push(format!(
+            "d.bin (closed right before kill -9): {} bytes, not the {} closed",
+            got.len(),
+            d.len()
+        )),
         Err(e) => failures.push(format!("d.bin (closed right before kill -9): {e}")),
     }
     match commit_now(&ds, 60) {
         Ok(root) => {
             if fs::read(m.ipfs(&root).join("a.bin")).ok().as_ref() != Some(&a) {
-                failures.push(format!("/ipfs/{root}/a.bin (committed) is not the fsynced content"));
+                failures.push(format!(
+                    "/ipfs/{root}/a.bin (committed) is not the fsynced content"
+                ));
             }
             let mut names: Vec<String> = fs::read_dir(m.ipfs(&root))
-                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
                 .unwrap_or_default();
             names.sort();
             if names.iter().any(|n| n == "c.bin") {

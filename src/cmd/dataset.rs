@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use ipfs_mount_store::BlockStore;
 
-use crate::datasets::{history, Datasets};
 use crate::blocks::BlockService;
 use crate::cli::{DatasetAction, StoreArgs};
+use crate::datasets::{history, Datasets};
 
 pub fn run(store_args: &StoreArgs, action: &DatasetAction) -> Result<()> {
     let text = match crate::mount::open_store(store_args) {
@@ -39,11 +39,7 @@ fn time_text(ms: i64) -> String {
 }
 
 /// Runs an action and returns what it prints.
-pub fn execute(
-    sets: &Datasets,
-    blocks: &BlockService,
-    action: &DatasetAction,
-) -> Result<String> {
+pub fn execute(sets: &Datasets, blocks: &BlockService, action: &DatasetAction) -> Result<String> {
     let mut out = String::new();
     match action {
         DatasetAction::List { json } => {
@@ -62,8 +58,18 @@ pub fn execute(
                     });
                     writeln!(out, "{v}")?;
                 } else {
-                    let version = d.version.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into());
-                    write!(out, "{}\t{version}\t{}\t{}\t{}\t{state}", d.name, opt(&d.root), opt(&d.head), d.profile)?;
+                    let version = d
+                        .version
+                        .map(|v| format!("v{v}"))
+                        .unwrap_or_else(|| "-".into());
+                    write!(
+                        out,
+                        "{}\t{version}\t{}\t{}\t{}\t{state}",
+                        d.name,
+                        opt(&d.root),
+                        opt(&d.head),
+                        d.profile
+                    )?;
                     match &d.damaged {
                         Some(reason) => writeln!(out, "\t{reason}")?,
                         None => writeln!(out)?,
@@ -110,8 +116,20 @@ pub fn execute(
                 .commit(message.as_deref())
                 .map_err(|e| anyhow!("cannot commit {name}: {e}"))?;
             match made {
-                Some(_) => writeln!(out, "v{}\t{}\t{}", ds.version(), opt(&ds.root_cid()), opt(&ds.head()))?,
-                None => writeln!(out, "v{}\t{}\t{}\t(nothing to commit)", ds.version(), opt(&ds.root_cid()), opt(&ds.head()))?,
+                Some(_) => writeln!(
+                    out,
+                    "v{}\t{}\t{}",
+                    ds.version(),
+                    opt(&ds.root_cid()),
+                    opt(&ds.head())
+                )?,
+                None => writeln!(
+                    out,
+                    "v{}\t{}\t{}\t(nothing to commit)",
+                    ds.version(),
+                    opt(&ds.root_cid()),
+                    opt(&ds.head())
+                )?,
             }
         }
         // Records go out through a running mount (its DHT node, routers and gateway).

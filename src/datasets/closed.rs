@@ -336,4 +336,3 @@ fn build_dir(
     dir.built = Some((root.cid, root.tsize));
     Ok((root.cid, root.tsize))
 }
-

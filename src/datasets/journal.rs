@@ -241,10 +241,17 @@ const PREALLOCATE: i64 = 1 << 20;
 
 fn preallocate(file: &File) {
     use std::os::fd::AsRawFd;
-    let Ok(len) = file.metadata().map(|m| m.len() as i64) else { return };
+    let Ok(len) = file.metadata().map(|m| m.len() as i64) else {
+        return;
+    };
     // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file's length alone.
     unsafe {
-        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len, PREALLOCATE);
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            len,
+            PREALLOCATE,
+        );
     }
 }
 
@@ -411,14 +418,20 @@ mod tests {
         drop(j);
         let (_, recs) = Journal::open(&path, 0).unwrap();
         assert_eq!(recs.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), ops());
-        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+        assert_eq!(
+            recs.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (1..=6).collect::<Vec<_>>()
+        );
         // Every truncation point gives a valid prefix, never an error or a wrong record.
         let full = std::fs::read(&path).unwrap();
         for cut in 0..full.len() {
             std::fs::write(&path, &full[..cut]).unwrap();
             let (mut j, recs) = Journal::open(&path, 0).unwrap();
             assert!(recs.len() <= 6);
-            assert_eq!(recs.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), ops()[..recs.len()]);
+            assert_eq!(
+                recs.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+                ops()[..recs.len()]
+            );
             // Appends after a cut follow the valid prefix.
             j.append(&ops()[0]).unwrap();
             drop(j);

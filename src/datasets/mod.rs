@@ -21,9 +21,10 @@ mod chunker;
 mod closed;
 mod commit;
 mod journal;
+#[cfg(test)]
+mod model_tests;
 mod stagebuf;
 mod worktree;
-#[cfg(test)] mod model_tests;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -98,7 +99,9 @@ pub struct Hooks {
 /// store's recovery and the replay of journals have room.
 pub fn free_reserve_if_full(store_dir: &Path) {
     let reserve = store_dir.join("datasets").join(".reserve");
-    let Ok(st) = nix::sys::statvfs::statvfs(store_dir) else { return };
+    let Ok(st) = nix::sys::statvfs::statvfs(store_dir) else {
+        return;
+    };
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     if free < RESERVE_BYTES as u64 && std::fs::remove_file(&reserve).is_ok() {
         tracing::warn!("the store's disk is full: released the datasets' reserve");
@@ -122,7 +125,10 @@ impl Hooks {
     pub(crate) fn free_reserve(&self) -> bool {
         match std::fs::remove_file(&self.reserve) {
             Ok(()) => {
-                tracing::warn!("the store's disk is full: released the {} MiB reserve", RESERVE_BYTES >> 20);
+                tracing::warn!(
+                    "the store's disk is full: released the {} MiB reserve",
+                    RESERVE_BYTES >> 20
+                );
                 true
             }
             Err(_) => false,
@@ -134,8 +140,12 @@ impl Hooks {
         if self.reserve.exists() {
             return;
         }
-        let Some(dir) = self.reserve.parent() else { return };
-        let Ok(st) = nix::sys::statvfs::statvfs(dir) else { return };
+        let Some(dir) = self.reserve.parent() else {
+            return;
+        };
+        let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+            return;
+        };
         let free = st.blocks_available() as u64 * st.fragment_size() as u64;
         if free < 8 * RESERVE_BYTES as u64 {
             return;

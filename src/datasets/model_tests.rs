@@ -295,8 +295,13 @@ fn dir_listing(blocks: &BlockService, cid: &Cid) -> Result<Vec<(Vec<u8>, Cid)>, 
 
 #[derive(Clone, PartialEq)]
 enum Flat {
-    Dir { mode: Option<u32> },
-    File { data: Arc<Vec<u8>>, mode: Option<u32> },
+    Dir {
+        mode: Option<u32>,
+    },
+    File {
+        data: Arc<Vec<u8>>,
+        mode: Option<u32>,
+    },
     Sym(Vec<u8>),
 }
 
@@ -309,11 +314,7 @@ impl fmt::Debug for Flat {
         match self {
             Flat::Dir { mode } => write!(f, "dir (mode {})", mode_text(mode)),
             Flat::File { data, mode } => {
-                let head: String = data
-                    .iter()
-                    .take(8)
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let head: String = data.iter().take(8).map(|b| format!("{b:02x}")).collect();
                 write!(
                     f,
                     "file of {} bytes [{head}..] (mode {})",
@@ -361,7 +362,10 @@ fn diff(what: &str, want: &FlatTree, got: &FlatTree) -> Result<(), String> {
     if out.is_empty() {
         Ok(())
     } else {
-        Err(format!("{what} differs from the model:\n{}", out.join("\n")))
+        Err(format!(
+            "{what} differs from the model:\n{}",
+            out.join("\n")
+        ))
     }
 }
 
@@ -407,7 +411,11 @@ fn version_flat_cached(
             out.insert(key, entry);
         }
     }
-    let orphans: Vec<&String> = commit.meta.keys().filter(|k| !out.contains_key(*k)).collect();
+    let orphans: Vec<&String> = commit
+        .meta
+        .keys()
+        .filter(|k| !out.contains_key(*k))
+        .collect();
     if !orphans.is_empty() {
         return Err(format!(
             "the commit record has metadata for paths not in its tree: {orphans:?}"
@@ -424,7 +432,10 @@ fn read_live(ds: &Dataset, blocks: &BlockService, id: NodeId) -> Result<Vec<u8>,
     let mut off = 0u64;
     while off < size {
         let n = (size - off).min(700_001);
-        match ds.read(id, off, n as u32).map_err(|e| format!("read at {off}: {e:?}"))? {
+        match ds
+            .read(id, off, n as u32)
+            .map_err(|e| format!("read at {off}: {e:?}"))?
+        {
             ReadFrom::Bytes(b) => {
                 if b.len() as u64 != n {
                     return Err(format!("read at {off} of {n} gave {} bytes", b.len()));
@@ -439,14 +450,18 @@ fn read_live(ds: &Dataset, blocks: &BlockService, id: NodeId) -> Result<Vec<u8>,
                     return Err(format!("read: sealed {cid}, attr cid {:?}", attr.cid));
                 }
                 out.extend(
-                    read_bytes(blocks, &cid, off, off + n).map_err(|e| format!("read at {off}: {e}"))?,
+                    read_bytes(blocks, &cid, off, off + n)
+                        .map_err(|e| format!("read at {off}: {e}"))?,
                 );
             }
         }
         off += n;
     }
     // Nothing past the end.
-    if let ReadFrom::Bytes(b) = ds.read(id, size, 100).map_err(|e| format!("read at EOF: {e:?}"))? {
+    if let ReadFrom::Bytes(b) = ds
+        .read(id, size, 100)
+        .map_err(|e| format!("read at EOF: {e:?}"))?
+    {
         if !b.is_empty() {
             return Err(format!("read at EOF ({size}) gave {} bytes", b.len()));
         }
@@ -459,7 +474,9 @@ fn live_flat(ds: &Dataset, blocks: &BlockService) -> Result<FlatTree, String> {
     let mut out = FlatTree::new();
     let mut stack: Vec<(Vec<String>, NodeId)> = vec![(Vec::new(), ROOT_NODE)];
     while let Some((path, id)) = stack.pop() {
-        let children = ds.children(id).map_err(|e| format!("children of {path:?}: {e:?}"))?;
+        let children = ds
+            .children(id)
+            .map_err(|e| format!("children of {path:?}: {e:?}"))?;
         for (name, child, kind) in children {
             let name = String::from_utf8(name).map_err(|_| "a non-UTF-8 name".to_string())?;
             let mut p = path.clone();
@@ -467,21 +484,30 @@ fn live_flat(ds: &Dataset, blocks: &BlockService) -> Result<FlatTree, String> {
             let key = join(&p);
             let attr = ds.attr(child).map_err(|e| format!("attr {key}: {e:?}"))?;
             if attr.kind != kind {
-                return Err(format!("{key}: children() says {kind:?}, attr says {:?}", attr.kind));
+                return Err(format!(
+                    "{key}: children() says {kind:?}, attr says {:?}",
+                    attr.kind
+                ));
             }
             let looked = ds
                 .lookup(id, p.last().unwrap().as_bytes())
                 .map_err(|e| format!("lookup {key}: {e:?}"))?;
             if looked != child {
-                return Err(format!("{key}: lookup gives node {looked}, children() {child}"));
+                return Err(format!(
+                    "{key}: lookup gives node {looked}, children() {child}"
+                ));
             }
             let entry = match kind {
                 NodeKind::Directory => {
                     stack.push((p, child));
-                    Flat::Dir { mode: Some(attr.mode) }
+                    Flat::Dir {
+                        mode: Some(attr.mode),
+                    }
                 }
                 NodeKind::File => Flat::File {
-                    data: Arc::new(read_live(ds, blocks, child).map_err(|e| format!("{key}: {e}"))?),
+                    data: Arc::new(
+                        read_live(ds, blocks, child).map_err(|e| format!("{key}: {e}"))?,
+                    ),
                     mode: Some(attr.mode),
                 },
                 NodeKind::Symlink => Flat::Sym(
@@ -506,7 +532,10 @@ trait TreeNode: Sized {
     fn kids_mut(&mut self) -> Option<&mut BTreeMap<String, Self>>;
 }
 
-fn t_dir<'a, T: TreeNode>(root: &'a BTreeMap<String, T>, path: &[String]) -> Option<&'a BTreeMap<String, T>> {
+fn t_dir<'a, T: TreeNode>(
+    root: &'a BTreeMap<String, T>,
+    path: &[String],
+) -> Option<&'a BTreeMap<String, T>> {
     let mut d = root;
     for c in path {
         d = d.get(c)?.kids()?;
@@ -530,7 +559,10 @@ fn t_get<'a, T: TreeNode>(root: &'a BTreeMap<String, T>, path: &[String]) -> Opt
     t_dir(root, parent)?.get(last)
 }
 
-fn t_get_mut<'a, T: TreeNode>(root: &'a mut BTreeMap<String, T>, path: &[String]) -> Option<&'a mut T> {
+fn t_get_mut<'a, T: TreeNode>(
+    root: &'a mut BTreeMap<String, T>,
+    path: &[String],
+) -> Option<&'a mut T> {
     let (last, parent) = path.split_last()?;
     t_dir_mut(root, parent)?.get_mut(last)
 }
@@ -550,7 +582,11 @@ fn t_insert<T: TreeNode>(root: &mut BTreeMap<String, T>, path: &[String], node: 
 /// The live model: files are referred to by a model file id (they outlive their names while open).
 #[derive(Clone, Debug)]
 enum LNode {
-    Dir { mode: u32, explicit: bool, children: BTreeMap<String, LNode> },
+    Dir {
+        mode: u32,
+        explicit: bool,
+        children: BTreeMap<String, LNode>,
+    },
     File(usize),
     Sym(Vec<u8>),
 }
@@ -588,8 +624,14 @@ struct MFile {
 /// The closed model: what a version must hold. `mode` is `Some` when a version records it.
 #[derive(Clone, Debug, PartialEq)]
 enum CNode {
-    Dir { mode: Option<u32>, children: BTreeMap<String, CNode> },
-    File { bytes: Arc<Vec<u8>>, mode: Option<u32> },
+    Dir {
+        mode: Option<u32>,
+        children: BTreeMap<String, CNode>,
+    },
+    File {
+        bytes: Arc<Vec<u8>>,
+        mode: Option<u32>,
+    },
     Sym(Vec<u8>),
 }
 
@@ -712,7 +754,10 @@ impl Model {
             let mode = if f.explicit { Some(f.mode) } else { kept };
             let bytes = Arc::new(f.bytes.clone());
             let parent = &path[..path.len() - 1];
-            assert!(t_dir(&self.closed, parent).is_some(), "model: closed parent of {path:?}");
+            assert!(
+                t_dir(&self.closed, parent).is_some(),
+                "model: closed parent of {path:?}"
+            );
             t_insert(&mut self.closed, &path, CNode::File { bytes, mode });
         }
         f.sealed = true;
@@ -819,12 +864,20 @@ fn closed_flat(c: &BTreeMap<String, CNode>, as_live: bool) -> FlatTree {
                 CNode::Dir { mode, children } => {
                     walk(children, p, out, as_live);
                     Flat::Dir {
-                        mode: if as_live { Some(mode.unwrap_or(0o755)) } else { *mode },
+                        mode: if as_live {
+                            Some(mode.unwrap_or(0o755))
+                        } else {
+                            *mode
+                        },
                     }
                 }
                 CNode::File { bytes, mode } => Flat::File {
                     data: bytes.clone(),
-                    mode: if as_live { Some(mode.unwrap_or(0o644)) } else { *mode },
+                    mode: if as_live {
+                        Some(mode.unwrap_or(0o644))
+                    } else {
+                        *mode
+                    },
                 },
                 CNode::Sym(t) => Flat::Sym(t.clone()),
             };
@@ -858,7 +911,9 @@ impl Data {
         let s = self.seed as u32;
         (0..self.len as u32)
             .map(|i| {
-                let x = i.wrapping_add(s.wrapping_mul(0x9E37)).wrapping_mul(2_654_435_761);
+                let x = i
+                    .wrapping_add(s.wrapping_mul(0x9E37))
+                    .wrapping_mul(2_654_435_761);
                 ((x >> 15) as u8) | 1
             })
             .collect()
@@ -917,23 +972,71 @@ enum Target {
 #[derive(Clone, Debug)]
 enum Op {
     /// create_file in the n-th directory, write `data`, grow by `grow` with a truncate, close.
-    Create { dir: u16, name: u16, mode: Mode, data: Data, grow: Option<u32>, close: bool },
+    Create {
+        dir: u16,
+        name: u16,
+        mode: Mode,
+        data: Data,
+        grow: Option<u32>,
+        close: bool,
+    },
     /// open_write an idle file, write at `off`, maybe close.
-    OpenWrite { file: u16, truncate: bool, off: Off, data: Data, close: bool },
+    OpenWrite {
+        file: u16,
+        truncate: bool,
+        off: Off,
+        data: Data,
+        close: bool,
+    },
     /// A write to an open file.
-    Write { h: u16, off: Off, data: Data },
-    Close { h: u16, how: How },
-    Truncate { target: Target, size: Size },
-    Mkdir { dir: u16, name: u16, mode: Mode },
+    Write {
+        h: u16,
+        off: Off,
+        data: Data,
+    },
+    Close {
+        h: u16,
+        how: How,
+    },
+    Truncate {
+        target: Target,
+        size: Size,
+    },
+    Mkdir {
+        dir: u16,
+        name: u16,
+        mode: Mode,
+    },
     /// rmdir of the n-th non-root directory (refused when not empty).
-    Rmdir { dir: u16 },
+    Rmdir {
+        dir: u16,
+    },
     /// unlink of the n-th entry (refused for directories).
-    Unlink { entry: u16 },
-    Rename { entry: u16, dir: u16, name: u16, noreplace: bool },
-    Symlink { dir: u16, name: u16, target: u16 },
-    Chmod { entry: u16, mode: Mode },
-    Utimens { entry: u16, secs: u32 },
-    Commit { message: bool },
+    Unlink {
+        entry: u16,
+    },
+    Rename {
+        entry: u16,
+        dir: u16,
+        name: u16,
+        noreplace: bool,
+    },
+    Symlink {
+        dir: u16,
+        name: u16,
+        target: u16,
+    },
+    Chmod {
+        entry: u16,
+        mode: Mode,
+    },
+    Utimens {
+        entry: u16,
+        secs: u32,
+    },
+    Commit {
+        message: bool,
+    },
     Crash,
 }
 
@@ -983,7 +1086,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         Just(How::Sync),
         Just(How::ReleaseOnly)
     ];
-    let target = prop_oneof![any::<u16>().prop_map(Target::Open), any::<u16>().prop_map(Target::Idle)];
+    let target = prop_oneof![
+        any::<u16>().prop_map(Target::Open),
+        any::<u16>().prop_map(Target::Idle)
+    ];
     prop_oneof![
         6 => (any::<u16>(), any::<u16>(), file_mode(), data_strategy(),
               prop::option::weighted(0.15, prop_oneof![1u32..5000, CHUNK as u32..2 * CHUNK as u32]),
@@ -1150,7 +1256,10 @@ impl World {
 
     fn truncate(&mut self, fid: usize, size: u64) -> Result<(), String> {
         let id = self.node_of(fid)?;
-        ok("setattr size", self.ds().setattr(id, None, None, Some(size)))?;
+        ok(
+            "setattr size",
+            self.ds().setattr(id, None, None, Some(size)),
+        )?;
         let f = self.m.files.get_mut(&fid).unwrap();
         f.bytes.resize(size as usize, 0);
         f.dirty = true;
@@ -1180,7 +1289,12 @@ impl World {
         Ok(())
     }
 
-    fn refused<T: fmt::Debug>(&mut self, what: &str, r: Result<T, DsError>, want: &'static str) -> Result<(), String> {
+    fn refused<T: fmt::Debug>(
+        &mut self,
+        what: &str,
+        r: Result<T, DsError>,
+        want: &'static str,
+    ) -> Result<(), String> {
         self.outcome = want;
         expect_err(what, r, want)
     }
@@ -1193,7 +1307,14 @@ impl World {
     fn step(&mut self, op: &Op) -> Result<(), String> {
         self.outcome = "ok";
         match op.clone() {
-            Op::Create { dir, name, mode, data, grow, close } => {
+            Op::Create {
+                dir,
+                name,
+                mode,
+                data,
+                grow,
+                close,
+            } => {
                 let parent = pick(&self.m.dirs(), dir).unwrap().clone();
                 let nm = self.names[name as usize % self.names.len()].clone();
                 let nm = nm.as_str();
@@ -1224,7 +1345,13 @@ impl World {
                     self.close(fid, How::Release)?;
                 }
             }
-            Op::OpenWrite { file, truncate, off, data, close } => {
+            Op::OpenWrite {
+                file,
+                truncate,
+                off,
+                data,
+                close,
+            } => {
                 let Some((path, fid)) = pick(&self.m.idle_files(), file).cloned() else {
                     return self.skipped();
                 };
@@ -1254,7 +1381,9 @@ impl World {
                 let how = match how {
                     // Known bug (`unlinked_open_file_stays_readable_after_its_flush`): a flush of
                     // an unlinked file releases the pin of the content it still reads from.
-                    How::Flush | How::Sync if !self.strict && !self.m.files[&fid].linked => How::Release,
+                    How::Flush | How::Sync if !self.strict && !self.m.files[&fid].linked => {
+                        How::Release
+                    }
                     how => how,
                 };
                 self.close(fid, how)?;
@@ -1264,7 +1393,9 @@ impl World {
                     Target::Open(h) => pick(&self.m.open_files(), h).copied(),
                     Target::Idle(i) => pick(&self.m.idle_files(), i).map(|x| x.1),
                 };
-                let Some(fid) = fid else { return self.skipped() };
+                let Some(fid) = fid else {
+                    return self.skipped();
+                };
                 let len = self.m.files[&fid].bytes.len() as u64;
                 let new = match size {
                     Size::Zero => 0,
@@ -1291,21 +1422,31 @@ impl World {
                 t_insert(
                     &mut self.m.live,
                     &path,
-                    LNode::Dir { mode: mode.0, explicit, children: BTreeMap::new() },
+                    LNode::Dir {
+                        mode: mode.0,
+                        explicit,
+                        children: BTreeMap::new(),
+                    },
                 );
                 t_insert(
                     &mut self.m.closed,
                     &path,
-                    CNode::Dir { mode: explicit.then_some(mode.0), children: BTreeMap::new() },
+                    CNode::Dir {
+                        mode: explicit.then_some(mode.0),
+                        children: BTreeMap::new(),
+                    },
                 );
                 self.m.pending = true;
             }
             Op::Rmdir { dir } => {
                 let dirs: Vec<MPath> = self.m.dirs().into_iter().skip(1).collect();
-                let Some(path) = pick(&dirs, dir).cloned() else { return self.skipped() };
+                let Some(path) = pick(&dirs, dir).cloned() else {
+                    return self.skipped();
+                };
                 let (pid, nm) = self.parent_and_name(&path)?;
                 let r = self.ds().unlink(pid, nm.as_bytes(), true);
-                if matches!(self.m.lget(&path), Some(LNode::Dir { children, .. }) if !children.is_empty()) {
+                if matches!(self.m.lget(&path), Some(LNode::Dir { children, .. }) if !children.is_empty())
+                {
                     return self.refused("rmdir", r, "NotEmpty");
                 }
                 ok("rmdir", r)?;
@@ -1314,7 +1455,9 @@ impl World {
                 self.m.pending = true;
             }
             Op::Unlink { entry } => {
-                let Some(path) = pick(&self.m.entries(), entry).cloned() else { return self.skipped() };
+                let Some(path) = pick(&self.m.entries(), entry).cloned() else {
+                    return self.skipped();
+                };
                 let (pid, nm) = self.parent_and_name(&path)?;
                 let r = self.ds().unlink(pid, nm.as_bytes(), false);
                 if let Some(LNode::Dir { .. }) = self.m.lget(&path) {
@@ -1328,8 +1471,15 @@ impl World {
                     self.m.pending = true;
                 }
             }
-            Op::Rename { entry, dir, name, noreplace } => {
-                let Some(src) = pick(&self.m.entries(), entry).cloned() else { return self.skipped() };
+            Op::Rename {
+                entry,
+                dir,
+                name,
+                noreplace,
+            } => {
+                let Some(src) = pick(&self.m.entries(), entry).cloned() else {
+                    return self.skipped();
+                };
                 let parent = pick(&self.m.dirs(), dir).unwrap().clone();
                 let nm = self.names[name as usize % self.names.len()].clone();
                 let nm = nm.as_str();
@@ -1337,7 +1487,9 @@ impl World {
                 let dpid = self.resolve(&parent)?;
                 let mut dst = parent.clone();
                 dst.push(nm.to_string());
-                let r = self.ds().rename(spid, sname.as_bytes(), dpid, nm.as_bytes(), noreplace);
+                let r = self
+                    .ds()
+                    .rename(spid, sname.as_bytes(), dpid, nm.as_bytes(), noreplace);
                 let src_is_dir = matches!(self.m.lget(&src), Some(LNode::Dir { .. }));
                 if src_is_dir && parent.starts_with(&src) {
                     return self.refused("rename into itself", r, "Invalid");
@@ -1349,14 +1501,26 @@ impl World {
                     Some(_) if noreplace => return self.refused("rename noreplace", r, "Exists"),
                     Some(LNode::Dir { children, .. }) => {
                         if !src_is_dir {
-                            return self.refused("rename a non-directory over a directory", r, "IsADirectory");
+                            return self.refused(
+                                "rename a non-directory over a directory",
+                                r,
+                                "IsADirectory",
+                            );
                         }
                         if !children.is_empty() {
-                            return self.refused("rename over a non-empty directory", r, "NotEmpty");
+                            return self.refused(
+                                "rename over a non-empty directory",
+                                r,
+                                "NotEmpty",
+                            );
                         }
                     }
                     Some(_) if src_is_dir => {
-                        return self.refused("rename a directory over a non-directory", r, "NotADirectory")
+                        return self.refused(
+                            "rename a directory over a non-directory",
+                            r,
+                            "NotADirectory",
+                        )
                     }
                     _ => {}
                 }
@@ -1377,7 +1541,9 @@ impl World {
                 let parent = pick(&self.m.dirs(), dir).unwrap().clone();
                 let nm = self.names[name as usize % self.names.len()].clone();
                 let nm = nm.as_str();
-                let target = LINK_TARGETS[target as usize % LINK_TARGETS.len()].as_bytes().to_vec();
+                let target = LINK_TARGETS[target as usize % LINK_TARGETS.len()]
+                    .as_bytes()
+                    .to_vec();
                 let pid = self.resolve(&parent)?;
                 let mut path = parent;
                 path.push(nm.to_string());
@@ -1391,9 +1557,11 @@ impl World {
                 self.m.pending = true;
             }
             Op::Chmod { entry, mode } => self.meta(entry, Some(mode.0), None)?,
-            Op::Utimens { entry, secs } => {
-                self.meta(entry, None, Some(UNIX_EPOCH + Duration::from_secs(secs as u64)))?
-            }
+            Op::Utimens { entry, secs } => self.meta(
+                entry,
+                None,
+                Some(UNIX_EPOCH + Duration::from_secs(secs as u64)),
+            )?,
             Op::Commit { message } => self.commit(message)?,
             Op::Crash => self.crash()?,
         }
@@ -1401,18 +1569,30 @@ impl World {
     }
 
     /// chmod / utimens of the n-th entry that is not a symlink.
-    fn meta(&mut self, entry: u16, mode: Option<u32>, mtime: Option<std::time::SystemTime>) -> Result<(), String> {
+    fn meta(
+        &mut self,
+        entry: u16,
+        mode: Option<u32>,
+        mtime: Option<std::time::SystemTime>,
+    ) -> Result<(), String> {
         let candidates: Vec<MPath> = self
             .m
             .entries()
             .into_iter()
             .filter(|p| !matches!(self.m.lget(p), Some(LNode::Sym(_))))
             .collect();
-        let Some(path) = pick(&candidates, entry).cloned() else { return self.skipped() };
+        let Some(path) = pick(&candidates, entry).cloned() else {
+            return self.skipped();
+        };
         let id = self.resolve(&path)?;
-        ok("setattr mode/mtime", self.ds().setattr(id, mode, mtime, None))?;
+        ok(
+            "setattr mode/mtime",
+            self.ds().setattr(id, mode, mtime, None),
+        )?;
         let has_closed_state = match t_get_mut(&mut self.m.live, &path).unwrap() {
-            LNode::Dir { mode: m, explicit, .. } => {
+            LNode::Dir {
+                mode: m, explicit, ..
+            } => {
                 if let Some(new) = mode {
                     *m = new;
                 }
@@ -1432,7 +1612,9 @@ impl World {
         if let Some(now) = has_closed_state {
             match t_get_mut(&mut self.m.closed, &path) {
                 Some(CNode::Dir { mode, .. }) | Some(CNode::File { mode, .. }) => *mode = Some(now),
-                other => panic!("model: {path:?} has a closed state but the closed tree has {other:?}"),
+                other => {
+                    panic!("model: {path:?} has a closed state but the closed tree has {other:?}")
+                }
             }
             self.m.pending = true;
         }
@@ -1478,10 +1660,15 @@ impl World {
         match made {
             Some(cid) => {
                 if !want {
-                    return Err("commit made a version with nothing acknowledged since the last".into());
+                    return Err(
+                        "commit made a version with nothing acknowledged since the last".into(),
+                    );
                 }
                 if self.ds().version() != before + 1 {
-                    return Err(format!("commit: version {} after {before}", self.ds().version()));
+                    return Err(format!(
+                        "commit: version {} after {before}",
+                        self.ds().version()
+                    ));
                 }
                 if self.ds().head() != Some(cid) {
                     return Err("commit: head() is not the commit returned".into());
@@ -1507,7 +1694,12 @@ impl World {
 
     fn crash_with(&mut self, meddle: impl FnOnce(&std::path::Path)) -> Result<(), String> {
         // The last version the model knows HEAD to name (a test may roll HEAD back).
-        let before = self.m.versions.last().map(|v| v.seq).unwrap_or_else(|| self.ds().version());
+        let before = self
+            .m
+            .versions
+            .last()
+            .map(|v| v.seq)
+            .unwrap_or_else(|| self.ds().version());
         self.h.crash_with(meddle)?;
         self.m.reload();
         let after = self.ds().version();
@@ -1521,7 +1713,9 @@ impl World {
             self.m.pending = false;
             self.record_version()?;
         } else if after != before {
-            return Err(format!("after a crash with nothing pending: version {after}, want {before}"));
+            return Err(format!(
+                "after a crash with nothing pending: version {after}, want {before}"
+            ));
         }
         self.check_temp_pins("after a reopen")?;
         self.check_all_versions()
@@ -1540,7 +1734,9 @@ impl World {
         if pins.len() <= orphans {
             Ok(())
         } else {
-            Err(format!("{when}: temporary pins left behind: {pins:?} ({orphans} unlinked open files)"))
+            Err(format!(
+                "{when}: temporary pins left behind: {pins:?} ({orphans} unlinked open files)"
+            ))
         }
     }
 
@@ -1569,7 +1765,11 @@ impl World {
         self.check_version_cached(i, &mut HashMap::new())
     }
 
-    fn check_version_cached(&self, i: usize, cache: &mut HashMap<Cid, Arc<Vec<u8>>>) -> Result<(), String> {
+    fn check_version_cached(
+        &self,
+        i: usize,
+        cache: &mut HashMap<Cid, Arc<Vec<u8>>>,
+    ) -> Result<(), String> {
         let v = &self.m.versions[i];
         let blocks = self.h.blocks();
         let bytes = block(blocks, &v.commit).map_err(|e| format!("v{}: {e}", v.seq))?;
@@ -1581,7 +1781,11 @@ impl World {
             ));
         }
         let got = version_flat_cached(blocks, &c, cache).map_err(|e| format!("v{}: {e}", v.seq))?;
-        diff(&format!("version {}", v.seq), &closed_flat(&v.closed, false), &got)
+        diff(
+            &format!("version {}", v.seq),
+            &closed_flat(&v.closed, false),
+            &got,
+        )
     }
 
     fn check_all_versions(&self) -> Result<(), String> {
@@ -1596,7 +1800,11 @@ impl World {
         let ds = self.ds();
         let chain = history(self.h.blocks(), ds.head()).map_err(|e| format!("history: {e:#}"))?;
         if chain.len() as u64 != ds.version() + 1 {
-            return Err(format!("history has {} commits at version {}", chain.len(), ds.version()));
+            return Err(format!(
+                "history has {} commits at version {}",
+                chain.len(),
+                ds.version()
+            ));
         }
         if chain[0].1.root != ds.root_cid().unwrap() {
             return Err("the head commit's root is not root_cid()".into());
@@ -1604,17 +1812,26 @@ impl World {
         for (i, (cid, c)) in chain.iter().enumerate() {
             let want_seq = ds.version() - i as u64;
             if c.seq != want_seq {
-                return Err(format!("history[{i}] ({cid}) has seq {}, want {want_seq}", c.seq));
+                return Err(format!(
+                    "history[{i}] ({cid}) has seq {}, want {want_seq}",
+                    c.seq
+                ));
             }
             let want_prev = chain.get(i + 1).map(|p| p.0);
             if c.prev != want_prev {
-                return Err(format!("history[{i}] prev {:?}, want {want_prev:?}", c.prev));
+                return Err(format!(
+                    "history[{i}] prev {:?}, want {want_prev:?}",
+                    c.prev
+                ));
             }
         }
         for v in &self.m.versions {
             let (cid, c) = &chain[(ds.version() - v.seq) as usize];
             if *cid != v.commit || c.root != v.root {
-                return Err(format!("v{}: the chain holds commit {cid}, recorded {}", v.seq, v.commit));
+                return Err(format!(
+                    "v{}: the chain holds commit {cid}, recorded {}",
+                    v.seq, v.commit
+                ));
             }
         }
         Ok(())
@@ -1640,7 +1857,10 @@ fn run_in(mut w: World, ops: &[Op]) -> Result<(), String> {
     for (i, op) in ops.iter().enumerate() {
         let pending = w.m.pending;
         w.step(op).map_err(|e| format!("op #{i} {op:?}: {e}"))?;
-        let name: String = format!("{op:?}").chars().take_while(|c| c.is_alphanumeric()).collect();
+        let name: String = format!("{op:?}")
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
         let outcome = match (op, w.outcome) {
             (Op::Crash, _) if pending => "recovery version",
             (Op::Crash, _) => "nothing pending",
@@ -1650,16 +1870,36 @@ fn run_in(mut w: World, ops: &[Op]) -> Result<(), String> {
             (_, o) => o,
         };
         stat(format!("{name}: {outcome}"));
-        stat(format!("~ files open after an op: {}", w.m.open_files().len().min(3)));
-        stat(format!("~ unlinked open files after an op: {}", w.m.files.values().filter(|f| !f.linked).count().min(2)));
+        stat(format!(
+            "~ files open after an op: {}",
+            w.m.open_files().len().min(3)
+        ));
+        stat(format!(
+            "~ unlinked open files after an op: {}",
+            w.m.files.values().filter(|f| !f.linked).count().min(2)
+        ));
         let biggest = w.m.files.values().map(|f| f.bytes.len()).max().unwrap_or(0);
-        stat(format!("~ largest live file after an op: {}", if biggest > CHUNK { "> 1 MiB" } else if biggest > 0 { "<= 1 MiB" } else { "none/empty" }));
-        stat(format!("~ tree depth after an op: {}", w.m.dirs().iter().map(|d| d.len()).max().unwrap_or(0).min(3)));
+        stat(format!(
+            "~ largest live file after an op: {}",
+            if biggest > CHUNK {
+                "> 1 MiB"
+            } else if biggest > 0 {
+                "<= 1 MiB"
+            } else {
+                "none/empty"
+            }
+        ));
+        stat(format!(
+            "~ tree depth after an op: {}",
+            w.m.dirs().iter().map(|d| d.len()).max().unwrap_or(0).min(3)
+        ));
         if w.check_each_op || matches!(op, Op::Commit { .. } | Op::Crash) {
-            w.check_live().map_err(|e| format!("after op #{i} {op:?}: {e}"))?;
+            w.check_live()
+                .map_err(|e| format!("after op #{i} {op:?}: {e}"))?;
         }
     }
-    w.finish().map_err(|e| format!("at the end (close all, commit, crash): {e}"))
+    w.finish()
+        .map_err(|e| format!("at the end (close all, commit, crash): {e}"))
 }
 
 /// Op outcomes over all random runs of this process (`MODEL_STATS=1` prints them).
@@ -1683,7 +1923,10 @@ fn strict() -> bool {
 }
 
 fn cases() -> u32 {
-    std::env::var("MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
+    std::env::var("MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
 }
 
 proptest! {
@@ -1779,15 +2022,23 @@ fn rsync_pattern_replaces_the_file_with_its_mode() {
     ds.commit(None).unwrap().unwrap();
     // rsync: write `.x.tmp`, close, chmod + utimens, rename over `x`.
     let t = ds.create_file(ROOT_NODE, b".x.tmp", 0o600).unwrap();
-    let new: Vec<u8> = Data { len: CHUNK + 12_345, seed: 7 }.bytes();
+    let new: Vec<u8> = Data {
+        len: CHUNK + 12_345,
+        seed: 7,
+    }
+    .bytes();
     ds.write(t, 0, &new[..CHUNK / 2]).unwrap();
     ds.write(t, (CHUNK / 2) as u64, &new[CHUNK / 2..]).unwrap();
     ds.flush(t).unwrap();
     ds.release_write(t).unwrap();
     let mtime = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
     ds.setattr(t, Some(0o640), Some(mtime), None).unwrap();
-    ds.rename(ROOT_NODE, b".x.tmp", ROOT_NODE, b"x", false).unwrap();
-    assert_eq!(ds.lookup(ROOT_NODE, b".x.tmp").unwrap_err().to_string(), DsError::NotFound.to_string());
+    ds.rename(ROOT_NODE, b".x.tmp", ROOT_NODE, b"x", false)
+        .unwrap();
+    assert_eq!(
+        ds.lookup(ROOT_NODE, b".x.tmp").unwrap_err().to_string(),
+        DsError::NotFound.to_string()
+    );
     let x2 = ds.lookup(ROOT_NODE, b"x").unwrap();
     assert_eq!(x2, t, "x is the renamed node");
     assert_eq!(ds.attr(x2).unwrap().mode, 0o640);
@@ -1797,7 +2048,13 @@ fn rsync_pattern_replaces_the_file_with_its_mode() {
     let c = Commit::decode(&head, &block(w.h.blocks(), &head).unwrap()).unwrap();
     let tree = version_flat(w.h.blocks(), &c).unwrap();
     let mut want = FlatTree::new();
-    want.insert("x".into(), Flat::File { data: Arc::new(new.clone()), mode: Some(0o640) });
+    want.insert(
+        "x".into(),
+        Flat::File {
+            data: Arc::new(new.clone()),
+            mode: Some(0o640),
+        },
+    );
     diff("the version after the rsync pattern", &want, &tree).unwrap();
     assert_eq!(c.meta["x"].mtime, 1_600_000_000);
     // And after a crash.
@@ -1814,45 +2071,128 @@ fn rsync_pattern_replaces_the_file_with_its_mode() {
 #[test]
 fn crash_between_flush_and_commit_keeps_the_content() {
     let mut w = world_after(&[
-        Op::Mkdir { dir: 0, name: 1, mode: Mode(0o755) },
+        Op::Mkdir {
+            dir: 0,
+            name: 1,
+            mode: Mode(0o755),
+        },
         // b/a: created, written, flushed, still open, more written after the flush.
-        Op::Create { dir: 1, name: 0, mode: Mode(0o644), data: Data { len: 3000, seed: 1 }, grow: None, close: false },
-        Op::Close { h: 0, how: How::Flush },
-        Op::Write { h: 0, off: Off::Eof(0), data: Data { len: 100, seed: 2 } },
+        Op::Create {
+            dir: 1,
+            name: 0,
+            mode: Mode(0o644),
+            data: Data { len: 3000, seed: 1 },
+            grow: None,
+            close: false,
+        },
+        Op::Close {
+            h: 0,
+            how: How::Flush,
+        },
+        Op::Write {
+            h: 0,
+            off: Off::Eof(0),
+            data: Data { len: 100, seed: 2 },
+        },
         // c: created, closed (never committed).
-        Op::Create { dir: 0, name: 4, mode: Mode(0o600), data: Data { len: CHUNK + 5, seed: 3 }, grow: None, close: true },
+        Op::Create {
+            dir: 0,
+            name: 4,
+            mode: Mode(0o600),
+            data: Data {
+                len: CHUNK + 5,
+                seed: 3,
+            },
+            grow: None,
+            close: true,
+        },
     ]);
     let flushed = Data { len: 3000, seed: 1 }.bytes();
     assert_eq!(file_bytes(&w, "b/a").len(), 3100);
     let before = w.ds().version();
     w.step(&Op::Crash).unwrap();
     w.check_live().unwrap();
-    assert_eq!(w.ds().version(), before + 1, "the journal replay is a version");
+    assert_eq!(
+        w.ds().version(),
+        before + 1,
+        "the journal replay is a version"
+    );
     assert_eq!(file_bytes(&w, "b/a"), flushed);
-    assert_eq!(file_bytes(&w, "c"), Data { len: CHUNK + 5, seed: 3 }.bytes());
+    assert_eq!(
+        file_bytes(&w, "c"),
+        Data {
+            len: CHUNK + 5,
+            seed: 3
+        }
+        .bytes()
+    );
     let c = w.resolve(&s("c")).unwrap();
     assert_eq!(w.ds().attr(c).unwrap().mode, 0o600);
 }
 
 #[test]
 fn crash_while_open_and_dirty_keeps_the_old_content() {
-    let old = Data { len: 2 * CHUNK + 77, seed: 9 };
+    let old = Data {
+        len: 2 * CHUNK + 77,
+        seed: 9,
+    };
     let mut w = world_after(&[
-        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: old, grow: None, close: true },
-        Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 10, seed: 1 }, grow: None, close: true },
+        Op::Create {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o644),
+            data: old,
+            grow: None,
+            close: true,
+        },
+        Op::Create {
+            dir: 0,
+            name: 1,
+            mode: Mode(0o644),
+            data: Data { len: 10, seed: 1 },
+            grow: None,
+            close: true,
+        },
         Op::Commit { message: false },
         // a: reopened, overwritten in the middle and appended to, never closed.
-        Op::OpenWrite { file: 0, truncate: false, off: Off::At(CHUNK as u32 - 10), data: Data { len: 50, seed: 4 }, close: false },
-        Op::Write { h: 0, off: Off::Eof(5), data: Data { len: 10, seed: 5 } },
+        Op::OpenWrite {
+            file: 0,
+            truncate: false,
+            off: Off::At(CHUNK as u32 - 10),
+            data: Data { len: 50, seed: 4 },
+            close: false,
+        },
+        Op::Write {
+            h: 0,
+            off: Off::Eof(5),
+            data: Data { len: 10, seed: 5 },
+        },
         // b: reopened with O_TRUNC and rewritten, never closed.
-        Op::OpenWrite { file: 1, truncate: true, off: Off::At(0), data: Data { len: 3, seed: 6 }, close: false },
+        Op::OpenWrite {
+            file: 1,
+            truncate: true,
+            off: Off::At(0),
+            data: Data { len: 3, seed: 6 },
+            close: false,
+        },
         // a new file, never closed.
-        Op::Create { dir: 0, name: 4, mode: Mode(0o644), data: Data { len: 10, seed: 1 }, grow: None, close: false },
+        Op::Create {
+            dir: 0,
+            name: 4,
+            mode: Mode(0o644),
+            data: Data { len: 10, seed: 1 },
+            grow: None,
+            close: false,
+        },
     ]);
     let before = w.ds().version();
     w.step(&Op::Crash).unwrap();
     w.check_live().unwrap();
-    assert_eq!(w.ds().version(), before, "nothing was acknowledged: no recovery version");
+    assert_eq!(
+        w.ds().version(),
+        before,
+        "nothing was acknowledged: no recovery version"
+    );
     assert_eq!(file_bytes(&w, "a"), old.bytes());
     assert_eq!(file_bytes(&w, "b"), Data { len: 10, seed: 1 }.bytes());
     assert!(w.resolve(&s("c")).is_err(), "a file never closed is gone");
@@ -1868,13 +2208,23 @@ fn hundred_files_then_one_commit_is_one_version() {
     for i in 0..100u32 {
         let name = format!("f{i:03}");
         let id = ds.create_file(d, name.as_bytes(), 0o644).unwrap();
-        let data = Data { len: (i as usize * 37) % 5000, seed: i as u8 }.bytes();
+        let data = Data {
+            len: (i as usize * 37) % 5000,
+            seed: i as u8,
+        }
+        .bytes();
         if !data.is_empty() {
             ds.write(id, 0, &data).unwrap();
         }
         ds.flush(id).unwrap();
         ds.release_write(id).unwrap();
-        want.insert(format!("many/{name}"), Flat::File { data: Arc::new(data), mode: None });
+        want.insert(
+            format!("many/{name}"),
+            Flat::File {
+                data: Arc::new(data),
+                mode: None,
+            },
+        );
     }
     let before = ds.version();
     ds.commit(None).unwrap().expect("a version");
@@ -1882,14 +2232,31 @@ fn hundred_files_then_one_commit_is_one_version() {
     assert!(ds.commit(None).unwrap().is_none(), "nothing left to commit");
     let head = ds.head().unwrap();
     let c = Commit::decode(&head, &block(w.h.blocks(), &head).unwrap()).unwrap();
-    diff("the version of 100 files", &want, &version_flat(w.h.blocks(), &c).unwrap()).unwrap();
-    assert_eq!(history(w.h.blocks(), ds.head()).unwrap().len() as u64, ds.version() + 1);
+    diff(
+        "the version of 100 files",
+        &want,
+        &version_flat(w.h.blocks(), &c).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        history(w.h.blocks(), ds.head()).unwrap().len() as u64,
+        ds.version() + 1
+    );
     assert!(w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
     drop(ds);
     w.h.crash().unwrap();
-    assert_eq!(w.ds().version(), before + 1, "no recovery version after a clean commit");
+    assert_eq!(
+        w.ds().version(),
+        before + 1,
+        "no recovery version after a clean commit"
+    );
     let c = Commit::decode(&head, &block(w.h.blocks(), &head).unwrap()).unwrap();
-    diff("the version of 100 files after a reopen", &want, &version_flat(w.h.blocks(), &c).unwrap()).unwrap();
+    diff(
+        "the version of 100 files after a reopen",
+        &want,
+        &version_flat(w.h.blocks(), &c).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -1906,7 +2273,10 @@ fn one_tib_sparse_truncate_seals_fast() {
     ds.setattr(id, None, None, Some(TIB)).unwrap();
     let took = t.elapsed();
     eprintln!("1 TiB sparse truncate sealed in {took:?}");
-    assert!(took < Duration::from_secs(2), "sealing a 1 TiB sparse file took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "sealing a 1 TiB sparse file took {took:?}"
+    );
     let a = ds.attr(id).unwrap();
     assert_eq!(a.size, TIB);
     let cid = a.cid.expect("sealed");
@@ -1928,10 +2298,17 @@ fn one_tib_sparse_truncate_seals_fast() {
     ds.release_write(id).unwrap();
     let took = t.elapsed();
     eprintln!("an append to it sealed in {took:?}");
-    assert!(took < Duration::from_secs(2), "sealing an append to a 1 TiB sparse file took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "sealing an append to a 1 TiB sparse file took {took:?}"
+    );
     let t = Instant::now();
     ds.commit(None).unwrap().expect("a version");
-    assert!(t.elapsed() < Duration::from_secs(2), "committing took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "committing took {:?}",
+        t.elapsed()
+    );
     drop(ds);
     w.h.crash().unwrap();
     let ds = w.h.ds().clone();
@@ -1947,20 +2324,45 @@ fn one_tib_sparse_truncate_seals_fast() {
 /// staged file reuses, and reads (and writes below that leaf's end) fail.
 #[test]
 fn unlinked_open_file_stays_readable_across_a_commit() {
-    let content = Data { len: CHUNK + 1000, seed: 11 };
+    let content = Data {
+        len: CHUNK + 1000,
+        seed: 11,
+    };
     let mut w = world_after(&[
         // a: closed (sealed, not committed), reopened and appended to (its full leaf is reused).
-        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: content, grow: None, close: true },
-        Op::OpenWrite { file: 0, truncate: false, off: Off::Eof(0), data: Data { len: 10, seed: 1 }, close: false },
+        Op::Create {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o644),
+            data: content,
+            grow: None,
+            close: true,
+        },
+        Op::OpenWrite {
+            file: 0,
+            truncate: false,
+            off: Off::Eof(0),
+            data: Data { len: 10, seed: 1 },
+            close: false,
+        },
         Op::Unlink { entry: 0 },
     ]);
     w.strict = true;
     // "unlinked open file (node 2): read at 0: Block("block bafkrei… missing")"
     w.step(&Op::Commit { message: false }).unwrap();
     w.check_live().unwrap();
-    w.step(&Op::Write { h: 0, off: Off::At(5), data: Data { len: 10, seed: 2 } }).unwrap();
+    w.step(&Op::Write {
+        h: 0,
+        off: Off::At(5),
+        data: Data { len: 10, seed: 2 },
+    })
+    .unwrap();
     w.check_live().unwrap();
-    w.step(&Op::Close { h: 0, how: How::Release }).unwrap();
+    w.step(&Op::Close {
+        h: 0,
+        how: How::Release,
+    })
+    .unwrap();
     w.check_live().unwrap();
 }
 
@@ -1968,19 +2370,51 @@ fn unlinked_open_file_stays_readable_across_a_commit() {
 /// replaced by a rename over it rather than unlinked.
 #[test]
 fn unlinked_open_clean_file_stays_readable_across_a_commit() {
-    let content = Data { len: 2 * CHUNK + 1000, seed: 12 };
+    let content = Data {
+        len: 2 * CHUNK + 1000,
+        seed: 12,
+    };
     let mut w = world_after(&[
-        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: content, grow: None, close: true },
-        Op::OpenWrite { file: 0, truncate: false, off: Off::Eof(0), data: Data { len: 0, seed: 0 }, close: false },
+        Op::Create {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o644),
+            data: content,
+            grow: None,
+            close: true,
+        },
+        Op::OpenWrite {
+            file: 0,
+            truncate: false,
+            off: Off::Eof(0),
+            data: Data { len: 0, seed: 0 },
+            close: false,
+        },
         // Replaced by a rename over it (a new closed file).
-        Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 5, seed: 1 }, grow: None, close: true },
-        Op::Rename { entry: 1, dir: 0, name: 0, noreplace: false },
+        Op::Create {
+            dir: 0,
+            name: 1,
+            mode: Mode(0o644),
+            data: Data { len: 5, seed: 1 },
+            grow: None,
+            close: true,
+        },
+        Op::Rename {
+            entry: 1,
+            dir: 0,
+            name: 0,
+            noreplace: false,
+        },
     ]);
     w.strict = true;
     // "unlinked open file (node 2): read at 0: block bafkrei… is not in the store"
     w.step(&Op::Commit { message: false }).unwrap();
     w.check_live().unwrap();
-    w.step(&Op::Close { h: 0, how: How::Release }).unwrap();
+    w.step(&Op::Close {
+        h: 0,
+        how: How::Release,
+    })
+    .unwrap();
     w.check_live().unwrap();
 }
 
@@ -1991,12 +2425,26 @@ fn unlinked_open_clean_file_stays_readable_across_a_commit() {
 fn unlinked_open_file_stays_readable_after_its_flush() {
     let ds_ops = [
         // a 1 MiB file (one full leaf), open, never closed, unlinked, then flushed.
-        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: Data { len: CHUNK, seed: 0 }, grow: None, close: false },
+        Op::Create {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o644),
+            data: Data {
+                len: CHUNK,
+                seed: 0,
+            },
+            grow: None,
+            close: false,
+        },
         Op::Unlink { entry: 0 },
     ];
     let mut w = world_after(&ds_ops);
     w.strict = true;
-    w.step(&Op::Close { h: 0, how: How::Flush }).unwrap();
+    w.step(&Op::Close {
+        h: 0,
+        how: How::Flush,
+    })
+    .unwrap();
     // "unlinked open file (node 2): read at 0: Block("block bafkrei… missing")"
     w.check_live().unwrap();
 }
@@ -2027,18 +2475,30 @@ fn many_names_ops(create: u32, unlink: u32, rename: u32) -> impl Strategy<Value 
 fn sharded_directory_across_the_threshold() {
     let mut w = World::new().unwrap();
     // 200-byte names: about 1050 entries make a plain directory block exceed 256 KiB.
-    w.names = (0..4000).map(|i| format!("{i:04}{}", "n".repeat(196))).collect();
+    w.names = (0..4000)
+        .map(|i| format!("{i:04}{}", "n".repeat(196)))
+        .collect();
     w.check_each_op = false;
     let fill: Vec<Op> = (0..1200u16)
         .map(|i| Op::Create {
             dir: 0,
             name: i,
             mode: Mode(0o644),
-            data: Data { len: (i % 50) as usize, seed: i as u8 },
+            data: Data {
+                len: (i % 50) as usize,
+                seed: i as u8,
+            },
             grow: None,
             close: true,
         })
-        .chain([Op::Mkdir { dir: 0, name: 3999, mode: Mode(0o755) }, Op::Commit { message: false }])
+        .chain([
+            Op::Mkdir {
+                dir: 0,
+                name: 3999,
+                mode: Mode(0o755),
+            },
+            Op::Commit { message: false },
+        ])
         .collect();
     let mut runner = TestRunner::deterministic();
     let shrink = prop::collection::vec(many_names_ops(3, 14, 6), 350)
@@ -2064,12 +2524,11 @@ fn sharded_directory_across_the_threshold() {
     }
     w.finish().unwrap();
     // The root went sharded, plain, and sharded again.
-    let kinds: Vec<bool> = w
-        .m
-        .versions
-        .iter()
-        .map(|v| matches!(node(w.h.blocks(), &v.root).unwrap(), Node::HamtShard(_)))
-        .collect();
+    let kinds: Vec<bool> =
+        w.m.versions
+            .iter()
+            .map(|v| matches!(node(w.h.blocks(), &v.root).unwrap(), Node::HamtShard(_)))
+            .collect();
     let flips = kinds.windows(2).filter(|p| p[0] != p[1]).count();
     assert!(
         kinds.iter().any(|k| *k) && flips >= 3,
@@ -2092,10 +2551,20 @@ fn commits_concurrent_with_a_writer_show_only_closed_states() {
     use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 120;
     let content = |i: usize| {
-        let len = if i % 20 == 7 { CHUNK + 3000 } else { 100 + i * 13 };
+        let len = if i % 20 == 7 {
+            CHUNK + 3000
+        } else {
+            100 + i * 13
+        };
         Data { len, seed: i as u8 }.bytes()
     };
-    let shared = |j: usize| Data { len: 500 + j, seed: (j as u8).wrapping_add(100) }.bytes();
+    let shared = |j: usize| {
+        Data {
+            len: 500 + j,
+            seed: (j as u8).wrapping_add(100),
+        }
+        .bytes()
+    };
     let mut h = Harness::new();
     let ds = h.ds().clone();
     let done = AtomicBool::new(false);
@@ -2135,11 +2604,19 @@ fn commits_concurrent_with_a_writer_show_only_closed_states() {
         writer.join().unwrap();
         committer.join().unwrap()
     });
-    assert!(heads.len() >= 3, "only {} commits ran beside the writer", heads.len());
+    assert!(
+        heads.len() >= 3,
+        "only {} commits ran beside the writer",
+        heads.len()
+    );
     let check = |tree: &FlatTree, what: &str| {
-        let k = (0..=N).find(|&k| !tree.contains_key(&format!("f{k:03}"))).unwrap();
+        let k = (0..=N)
+            .find(|&k| !tree.contains_key(&format!("f{k:03}")))
+            .unwrap();
         for (name, e) in tree {
-            let Flat::File { data, .. } = e else { panic!("{what}: {name} is not a file") };
+            let Flat::File { data, .. } = e else {
+                panic!("{what}: {name} is not a file")
+            };
             if name == "shared" {
                 assert!(
                     **data == shared(k) || (k > 0 && **data == shared(k - 1)),
@@ -2148,8 +2625,14 @@ fn commits_concurrent_with_a_writer_show_only_closed_states() {
                 );
             } else {
                 let i: usize = name[1..].parse().unwrap();
-                assert!(i < k, "{what}: {name} present, f{k:03} missing: not a prefix");
-                assert!(**data == content(i), "{what}: {name} is not its closed content");
+                assert!(
+                    i < k,
+                    "{what}: {name} present, f{k:03} missing: not a prefix"
+                );
+                assert!(
+                    **data == content(i),
+                    "{what}: {name} is not its closed content"
+                );
             }
         }
         assert_eq!(tree.len(), k + 1, "{what}: unexpected entries");
@@ -2168,14 +2651,23 @@ fn commits_concurrent_with_a_writer_show_only_closed_states() {
     let tree = live_flat(&ds, h.blocks()).unwrap();
     assert_eq!(check(&tree, "the live tree after the crash"), N);
     let head = ds.head().unwrap();
-    assert_eq!(check(&version_files(h.blocks(), &head), "the version after the crash"), N);
+    assert_eq!(
+        check(
+            &version_files(h.blocks(), &head),
+            "the version after the crash"
+        ),
+        N
+    );
     let chain = history(h.blocks(), Some(head)).unwrap();
     assert_eq!(chain.len() as u64, ds.version() + 1);
     for pair in chain.windows(2) {
         assert_eq!(pair[0].1.prev, Some(pair[1].0));
         assert_eq!(pair[0].1.seq, pair[1].1.seq + 1);
     }
-    assert!(h.blocks().temp_pins(OWNER).unwrap().is_empty(), "temporary pins left");
+    assert!(
+        h.blocks().temp_pins(OWNER).unwrap().is_empty(),
+        "temporary pins left"
+    );
 }
 
 /// A file is flushed (and committed) from one thread while another keeps rewriting it (a
@@ -2186,7 +2678,13 @@ fn flushes_concurrent_with_writes_seal_whole_states() {
     use std::sync::atomic::{AtomicBool, Ordering};
     const N: usize = 80;
     let states: Vec<Vec<u8>> = std::iter::once(Vec::new())
-        .chain((1..=N).map(|j| Data { len: CHUNK + 200_000, seed: j as u8 }.bytes()))
+        .chain((1..=N).map(|j| {
+            Data {
+                len: CHUNK + 200_000,
+                seed: j as u8,
+            }
+            .bytes()
+        }))
         .collect();
     let mut h = Harness::new();
     let ds = h.ds().clone();
@@ -2226,7 +2724,10 @@ fn flushes_concurrent_with_writes_seal_whole_states() {
         );
     };
     for cid in &sealed {
-        whole(&read_file(h.blocks(), cid).unwrap(), &format!("sealed {cid}"));
+        whole(
+            &read_file(h.blocks(), cid).unwrap(),
+            &format!("sealed {cid}"),
+        );
     }
     for head in &heads {
         let tree = version_files(h.blocks(), head);
@@ -2237,13 +2738,21 @@ fn flushes_concurrent_with_writes_seal_whole_states() {
     ds.flush(id).unwrap();
     ds.release_write(id).unwrap();
     assert_eq!(read_live(&ds, h.blocks(), id).unwrap(), states[N]);
-    eprintln!("flushes beside a writer: {} distinct seals, {} versions", sealed.len(), heads.len());
+    eprintln!(
+        "flushes beside a writer: {} distinct seals, {} versions",
+        sealed.len(),
+        heads.len()
+    );
     drop(ds);
     h.crash().unwrap();
     let ds = h.ds().clone();
     let id = ds.lookup(ROOT_NODE, b"hot").unwrap();
     assert_eq!(read_live(&ds, h.blocks(), id).unwrap(), states[N]);
-    assert!(sealed.len() >= 5, "only {} distinct seals beside the writer", sealed.len());
+    assert!(
+        sealed.len() >= 5,
+        "only {} distinct seals beside the writer",
+        sealed.len()
+    );
 }
 
 /// Appends the start of a record that never finished (a crash in the middle of `write(2)`).
@@ -2254,7 +2763,8 @@ fn tear_journal(store: &std::path::Path) {
         .open(store.join("datasets").join(DS).join("JOURNAL"))
         .unwrap();
     // A length of 200 bytes, a check, then only part of the payload.
-    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0xa5, 0x61, 0x73]).unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0xa5, 0x61, 0x73])
+        .unwrap();
 }
 
 /// A torn record at the end of the journal was never acknowledged: the replay drops it, keeps
@@ -2263,8 +2773,19 @@ fn tear_journal(store: &std::path::Path) {
 #[test]
 fn torn_journal_tail_is_cut_and_later_records_survive() {
     let mut w = world_after(&[
-        Op::Mkdir { dir: 0, name: 0, mode: Mode(0o700) },
-        Op::Create { dir: 1, name: 1, mode: Mode(0o644), data: Data { len: 3000, seed: 1 }, grow: None, close: true },
+        Op::Mkdir {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o700),
+        },
+        Op::Create {
+            dir: 1,
+            name: 1,
+            mode: Mode(0o644),
+            data: Data { len: 3000, seed: 1 },
+            grow: None,
+            close: true,
+        },
         Op::Commit { message: false },
     ]);
     // Nothing pending, a torn tail: no recovery version, the tail is cut.
@@ -2272,20 +2793,53 @@ fn torn_journal_tail_is_cut_and_later_records_survive() {
     w.check_live().unwrap();
     // Acknowledged after the reopen, never committed.
     for op in [
-        Op::Create { dir: 0, name: 2, mode: Mode(0o600), data: Data { len: CHUNK + 10, seed: 2 }, grow: None, close: true },
-        Op::Rename { entry: 1, dir: 0, name: 4, noreplace: false },
-        Op::Symlink { dir: 0, name: 3, target: 1 },
+        Op::Create {
+            dir: 0,
+            name: 2,
+            mode: Mode(0o600),
+            data: Data {
+                len: CHUNK + 10,
+                seed: 2,
+            },
+            grow: None,
+            close: true,
+        },
+        Op::Rename {
+            entry: 1,
+            dir: 0,
+            name: 4,
+            noreplace: false,
+        },
+        Op::Symlink {
+            dir: 0,
+            name: 3,
+            target: 1,
+        },
     ] {
         w.step(&op).unwrap();
     }
     w.check_live().unwrap();
     w.crash().unwrap();
     w.check_live().unwrap();
-    assert_eq!(file_bytes(&w, "a.b"), Data { len: CHUNK + 10, seed: 2 }.bytes());
+    assert_eq!(
+        file_bytes(&w, "a.b"),
+        Data {
+            len: CHUNK + 10,
+            seed: 2
+        }
+        .bytes()
+    );
     assert_eq!(file_bytes(&w, "c"), Data { len: 3000, seed: 1 }.bytes());
     // Whole records before a torn one are replayed.
-    w.step(&Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 10, seed: 3 }, grow: None, close: true })
-        .unwrap();
+    w.step(&Op::Create {
+        dir: 0,
+        name: 1,
+        mode: Mode(0o644),
+        data: Data { len: 10, seed: 3 },
+        grow: None,
+        close: true,
+    })
+    .unwrap();
     w.crash_with(tear_journal).unwrap();
     w.check_live().unwrap();
     assert_eq!(file_bytes(&w, "b"), Data { len: 10, seed: 3 }.bytes());
@@ -2298,20 +2852,55 @@ fn deep_tree_survives_commits_and_crashes() {
     let mut w = World::new().unwrap();
     w.check_each_op = false;
     // mkdir a/a/a/…: the deepest directory is always the last of `dirs()`.
-    let mut ops: Vec<Op> = (0..300).map(|_| Op::Mkdir { dir: u16::MAX, name: 0, mode: Mode(0o755) }).collect();
-    ops.push(Op::Create { dir: u16::MAX, name: 1, mode: Mode(0o600), data: Data { len: 700, seed: 5 }, grow: None, close: true });
+    let mut ops: Vec<Op> = (0..300)
+        .map(|_| Op::Mkdir {
+            dir: u16::MAX,
+            name: 0,
+            mode: Mode(0o755),
+        })
+        .collect();
+    ops.push(Op::Create {
+        dir: u16::MAX,
+        name: 1,
+        mode: Mode(0o600),
+        data: Data { len: 700, seed: 5 },
+        grow: None,
+        close: true,
+    });
     ops.push(Op::Commit { message: false });
     // Rename the top directory to `c`, make a new `a`, crash.
-    ops.push(Op::Rename { entry: 0, dir: 0, name: 4, noreplace: false });
-    ops.push(Op::Mkdir { dir: 0, name: 0, mode: Mode(0o755) });
+    ops.push(Op::Rename {
+        entry: 0,
+        dir: 0,
+        name: 4,
+        noreplace: false,
+    });
+    ops.push(Op::Mkdir {
+        dir: 0,
+        name: 0,
+        mode: Mode(0o755),
+    });
     ops.push(Op::Crash);
     for (i, op) in ops.iter().enumerate() {
         let op = match op {
             // u16::MAX: the deepest directory.
-            Op::Mkdir { dir: u16::MAX, name, mode } => {
-                Op::Mkdir { dir: (w.m.dirs().len() - 1) as u16, name: *name, mode: *mode }
-            }
-            Op::Create { dir: u16::MAX, name, mode, data, grow, close } => Op::Create {
+            Op::Mkdir {
+                dir: u16::MAX,
+                name,
+                mode,
+            } => Op::Mkdir {
+                dir: (w.m.dirs().len() - 1) as u16,
+                name: *name,
+                mode: *mode,
+            },
+            Op::Create {
+                dir: u16::MAX,
+                name,
+                mode,
+                data,
+                grow,
+                close,
+            } => Op::Create {
                 dir: (w.m.dirs().len() - 1) as u16,
                 name: *name,
                 mode: *mode,
@@ -2321,7 +2910,8 @@ fn deep_tree_survives_commits_and_crashes() {
             },
             op => op.clone(),
         };
-        w.step(&op).unwrap_or_else(|e| panic!("op #{i} {op:?}: {e}"));
+        w.step(&op)
+            .unwrap_or_else(|e| panic!("op #{i} {op:?}: {e}"));
     }
     assert_eq!(w.m.dirs().iter().map(Vec::len).max(), Some(300));
     w.check_live().unwrap();
@@ -2334,16 +2924,44 @@ fn bad_names_are_refused() {
     let mut w = World::new().unwrap();
     let ds = w.h.ds().clone();
     for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
-        assert!(matches!(ds.create_file(ROOT_NODE, bad, 0o644), Err(DsError::Invalid(_))), "create {bad:?}");
-        assert!(matches!(ds.mkdir(ROOT_NODE, bad, 0o755), Err(DsError::Invalid(_))), "mkdir {bad:?}");
-        assert!(matches!(ds.symlink(ROOT_NODE, bad, b"x"), Err(DsError::Invalid(_))), "symlink {bad:?}");
+        assert!(
+            matches!(
+                ds.create_file(ROOT_NODE, bad, 0o644),
+                Err(DsError::Invalid(_))
+            ),
+            "create {bad:?}"
+        );
+        assert!(
+            matches!(ds.mkdir(ROOT_NODE, bad, 0o755), Err(DsError::Invalid(_))),
+            "mkdir {bad:?}"
+        );
+        assert!(
+            matches!(ds.symlink(ROOT_NODE, bad, b"x"), Err(DsError::Invalid(_))),
+            "symlink {bad:?}"
+        );
     }
-    w.step(&Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: Data { len: 5, seed: 1 }, grow: None, close: true })
-        .unwrap();
+    w.step(&Op::Create {
+        dir: 0,
+        name: 0,
+        mode: Mode(0o644),
+        data: Data { len: 5, seed: 1 },
+        grow: None,
+        close: true,
+    })
+    .unwrap();
     for bad in [&b"."[..], b"..", b"x/y", b""] {
-        assert!(matches!(ds.rename(ROOT_NODE, b"a", ROOT_NODE, bad, false), Err(DsError::Invalid(_))), "rename to {bad:?}");
+        assert!(
+            matches!(
+                ds.rename(ROOT_NODE, b"a", ROOT_NODE, bad, false),
+                Err(DsError::Invalid(_))
+            ),
+            "rename to {bad:?}"
+        );
     }
-    assert!(w.h.blocks().temp_pins(OWNER).unwrap().len() <= 1, "refused symlinks left temporary pins");
+    assert!(
+        w.h.blocks().temp_pins(OWNER).unwrap().len() <= 1,
+        "refused symlinks left temporary pins"
+    );
     drop(ds);
     w.check_live().unwrap();
     w.finish().unwrap();
@@ -2358,15 +2976,51 @@ fn ds_file(store: &std::path::Path, name: &str) -> std::path::PathBuf {
 /// target; the unlink removes the re-created `b`).
 fn ops_worth_replaying_once() -> Vec<Op> {
     vec![
-        Op::Create { dir: 0, name: 0, mode: Mode(0o600), data: Data { len: CHUNK + 99, seed: 1 }, grow: None, close: true },
-        Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 10, seed: 2 }, grow: None, close: true },
-        Op::Mkdir { dir: 0, name: 4, mode: Mode(0o755) },
+        Op::Create {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o600),
+            data: Data {
+                len: CHUNK + 99,
+                seed: 1,
+            },
+            grow: None,
+            close: true,
+        },
+        Op::Create {
+            dir: 0,
+            name: 1,
+            mode: Mode(0o644),
+            data: Data { len: 10, seed: 2 },
+            grow: None,
+            close: true,
+        },
+        Op::Mkdir {
+            dir: 0,
+            name: 4,
+            mode: Mode(0o755),
+        },
         // a -> c/a
-        Op::Rename { entry: 0, dir: 1, name: 0, noreplace: false },
+        Op::Rename {
+            entry: 0,
+            dir: 1,
+            name: 0,
+            noreplace: false,
+        },
         Op::Unlink { entry: 0 },
         // b again, different bytes
-        Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: Data { len: 20, seed: 3 }, grow: None, close: true },
-        Op::Chmod { entry: 0, mode: Mode(0o700) },
+        Op::Create {
+            dir: 0,
+            name: 1,
+            mode: Mode(0o644),
+            data: Data { len: 20, seed: 3 },
+            grow: None,
+            close: true,
+        },
+        Op::Chmod {
+            entry: 0,
+            mode: Mode(0o700),
+        },
     ]
 }
 
@@ -2379,15 +3033,28 @@ fn crash_between_head_and_journal_trim_replays_nothing_twice() {
     let journal = std::fs::read(ds_file(&store, "JOURNAL")).unwrap();
     assert!(!journal.is_empty());
     w.step(&Op::Commit { message: false }).unwrap();
-    assert!(std::fs::read(ds_file(&store, "JOURNAL")).unwrap().is_empty(), "the commit trims the journal");
+    assert!(
+        std::fs::read(ds_file(&store, "JOURNAL"))
+            .unwrap()
+            .is_empty(),
+        "the commit trims the journal"
+    );
     let version = w.ds().version();
     // The untrimmed journal, as the crash left it.
-    w.crash_with(|_| std::fs::write(ds_file(&store, "JOURNAL"), &journal).unwrap()).unwrap();
+    w.crash_with(|_| std::fs::write(ds_file(&store, "JOURNAL"), &journal).unwrap())
+        .unwrap();
     w.check_live().unwrap();
     assert_eq!(w.ds().version(), version, "nothing new to commit");
     // Later records number on from there and are replayed once.
-    w.step(&Op::Create { dir: 0, name: 2, mode: Mode(0o644), data: Data { len: 7, seed: 4 }, grow: None, close: true })
-        .unwrap();
+    w.step(&Op::Create {
+        dir: 0,
+        name: 2,
+        mode: Mode(0o644),
+        data: Data { len: 7, seed: 4 },
+        grow: None,
+        close: true,
+    })
+    .unwrap();
     w.crash().unwrap();
     w.check_live().unwrap();
     w.finish().unwrap();
@@ -2401,9 +3068,14 @@ fn crash_between_head_and_journal_trim_replays_nothing_twice() {
 /// after a crash in that window). Minimal: one closed file, one commit.
 #[test]
 fn crash_before_head_moves_replays_the_journal() {
-    let mut w = world_after(&[
-        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: Data { len: 10, seed: 1 }, grow: None, close: true },
-    ]);
+    let mut w = world_after(&[Op::Create {
+        dir: 0,
+        name: 0,
+        mode: Mode(0o644),
+        data: Data { len: 10, seed: 1 },
+        grow: None,
+        close: true,
+    }]);
     let store = w.h.store_dir();
     let journal = std::fs::read(ds_file(&store, "JOURNAL")).unwrap();
     let head = std::fs::read(ds_file(&store, "HEAD")).unwrap();
@@ -2420,7 +3092,10 @@ fn crash_before_head_moves_replays_the_journal() {
     w.check_live().unwrap();
     let again = w.m.versions.last().unwrap();
     assert_eq!(again.seq, lost.seq);
-    assert_eq!(again.root, lost.root, "the replay builds the root the lost commit had");
+    assert_eq!(
+        again.root, lost.root,
+        "the replay builds the root the lost commit had"
+    );
     w.finish().unwrap();
 }
 
@@ -2430,25 +3105,66 @@ fn crash_before_head_moves_replays_the_journal() {
 fn rename_of_an_open_never_closed_file_over_a_closed_one() {
     let target = Data { len: 5000, seed: 1 };
     let mut w = world_after(&[
-        Op::Create { dir: 0, name: 1, mode: Mode(0o644), data: target, grow: None, close: true },
+        Op::Create {
+            dir: 0,
+            name: 1,
+            mode: Mode(0o644),
+            data: target,
+            grow: None,
+            close: true,
+        },
         Op::Commit { message: false },
         // a: open, written, never closed; renamed over b.
-        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: Data { len: 300, seed: 2 }, grow: None, close: false },
-        Op::Rename { entry: 0, dir: 0, name: 1, noreplace: false },
+        Op::Create {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o644),
+            data: Data { len: 300, seed: 2 },
+            grow: None,
+            close: false,
+        },
+        Op::Rename {
+            entry: 0,
+            dir: 0,
+            name: 1,
+            noreplace: false,
+        },
     ]);
     // The live tree has b (the open file); the version has neither a nor b.
     assert_eq!(file_bytes(&w, "b"), Data { len: 300, seed: 2 }.bytes());
     w.step(&Op::Commit { message: false }).unwrap();
     assert!(w.m.closed.is_empty());
     // Written again, closed: now b is in the next version, with all its bytes.
-    w.step(&Op::Write { h: 0, off: Off::Eof(0), data: Data { len: 10, seed: 3 } }).unwrap();
-    w.step(&Op::Close { h: 0, how: How::Release }).unwrap();
+    w.step(&Op::Write {
+        h: 0,
+        off: Off::Eof(0),
+        data: Data { len: 10, seed: 3 },
+    })
+    .unwrap();
+    w.step(&Op::Close {
+        h: 0,
+        how: How::Release,
+    })
+    .unwrap();
     w.step(&Op::Commit { message: false }).unwrap();
     assert!(matches!(w.m.closed.get("b"), Some(CNode::File { bytes, .. }) if bytes.len() == 310));
     // Once more, with a crash before the close: neither name survives.
-    w.step(&Op::Create { dir: 0, name: 4, mode: Mode(0o644), data: Data { len: 3, seed: 4 }, grow: None, close: false })
-        .unwrap();
-    w.step(&Op::Rename { entry: 1, dir: 0, name: 1, noreplace: false }).unwrap();
+    w.step(&Op::Create {
+        dir: 0,
+        name: 4,
+        mode: Mode(0o644),
+        data: Data { len: 3, seed: 4 },
+        grow: None,
+        close: false,
+    })
+    .unwrap();
+    w.step(&Op::Rename {
+        entry: 1,
+        dir: 0,
+        name: 1,
+        noreplace: false,
+    })
+    .unwrap();
     w.check_live().unwrap();
     w.step(&Op::Crash).unwrap();
     w.check_live().unwrap();
@@ -2461,23 +3177,47 @@ fn rename_of_an_open_never_closed_file_over_a_closed_one() {
 /// writes, and its last close brings nothing back.
 #[test]
 fn unlinked_open_file_vanishes_from_versions() {
-    let content = Data { len: 2 * CHUNK + 5, seed: 6 };
+    let content = Data {
+        len: 2 * CHUNK + 5,
+        seed: 6,
+    };
     let mut w = world_after(&[
-        Op::Create { dir: 0, name: 0, mode: Mode(0o644), data: content, grow: None, close: true },
+        Op::Create {
+            dir: 0,
+            name: 0,
+            mode: Mode(0o644),
+            data: content,
+            grow: None,
+            close: true,
+        },
         Op::Commit { message: false },
-        Op::OpenWrite { file: 0, truncate: false, off: Off::At(7), data: Data { len: 100, seed: 7 }, close: false },
+        Op::OpenWrite {
+            file: 0,
+            truncate: false,
+            off: Off::At(7),
+            data: Data { len: 100, seed: 7 },
+            close: false,
+        },
         Op::Unlink { entry: 0 },
     ]);
     w.strict = true; // the content is committed: the known bug does not apply
     for op in [
         Op::Commit { message: false },
-        Op::Write { h: 0, off: Off::Eof(10), data: Data { len: 50, seed: 8 } },
-        Op::Close { h: 0, how: How::Release },
+        Op::Write {
+            h: 0,
+            off: Off::Eof(10),
+            data: Data { len: 50, seed: 8 },
+        },
+        Op::Close {
+            h: 0,
+            how: How::Release,
+        },
         Op::Commit { message: false },
         Op::Crash,
     ] {
         w.step(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
-        w.check_live().unwrap_or_else(|e| panic!("after {op:?}: {e}"));
+        w.check_live()
+            .unwrap_or_else(|e| panic!("after {op:?}: {e}"));
     }
     assert!(w.m.closed.is_empty() && w.m.live.is_empty());
     w.finish().unwrap();
@@ -2523,7 +3263,10 @@ fn write_at_the_start_of_a_sparse_file_stages_little() {
     ds.release_write(id).unwrap();
     let mut want = vec![0u8; 16];
     want[0] = b'x';
-    assert_eq!(read_bytes(h.blocks(), &ds.attr(id).unwrap().cid.unwrap(), 0, 16).unwrap(), want);
+    assert_eq!(
+        read_bytes(h.blocks(), &ds.attr(id).unwrap().cid.unwrap(), 0, 16).unwrap(),
+        want
+    );
     assert!(
         staged <= 4 << 20,
         "a 1-byte write into a {} MiB sparse file staged {} MiB",

@@ -142,7 +142,11 @@ impl StageBuf {
                         break;
                     }
                     let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-                    let hole = if hole < 0 { file_len } else { (hole as u64).min(file_len) };
+                    let hole = if hole < 0 {
+                        file_len
+                    } else {
+                        (hole as u64).min(file_len)
+                    };
                     out.push((data, hole, true));
                     pos = hole;
                 }
@@ -235,7 +239,10 @@ mod extent_tests {
         }
         assert_eq!(pos, 20 * mb);
         for off in [4 * mb, 9 * mb + 5] {
-            assert!(ext.iter().any(|&(s, e, d)| d && s <= off && off < e), "{off} in {ext:?}");
+            assert!(
+                ext.iter().any(|&(s, e, d)| d && s <= off && off < e),
+                "{off} in {ext:?}"
+            );
         }
         // tmpfs and ext4 report holes: most of the 20 MiB is not data.
         let data: u64 = ext.iter().filter(|x| x.2).map(|x| x.1 - x.0).sum();

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_ipld::builder::ImportProfile;
-use ipfs_mount_ipld::dirtree;
 use ipfs_mount_ipld::dagpb::{self, PbNode};
+use ipfs_mount_ipld::dirtree;
 use ipfs_mount_ipld::hamt::HamtLink;
 use ipfs_mount_ipld::unixfs::{self, DataType, Node, UnixFsData};
 use ipfs_mount_ipld::{cids, codec};
@@ -142,7 +142,12 @@ struct Stream {
 }
 
 impl Stream {
-    fn start(blocks: Arc<BlockService>, profile: &ImportProfile, temp: u64, name: &str) -> std::io::Result<Stream> {
+    fn start(
+        blocks: Arc<BlockService>,
+        profile: &ImportProfile,
+        temp: u64,
+        name: &str,
+    ) -> std::io::Result<Stream> {
         // A small queue: a writer faster than the hasher waits (outside the dataset's lock).
         let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Bytes)>(16);
         let claimed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -167,7 +172,10 @@ impl Stream {
                 }
                 let result = if ok {
                     let root = writer.finish();
-                    blocks.put_temp(temp, &writer.take_blocks()).ok().map(|()| (root, fed))
+                    blocks
+                        .put_temp(temp, &writer.take_blocks())
+                        .ok()
+                        .map(|()| (root, fed))
                 } else {
                     None
                 };
@@ -424,7 +432,9 @@ impl Dataset {
         // Temporary pins of seals that never reached the journal (or were absorbed above).
         match ds.blocks.release_temp_owner(&temp_owner(name)) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(dataset = %name, "released {n} temporary pins of a previous run"),
+            Ok(n) => {
+                tracing::info!(dataset = %name, "released {n} temporary pins of a previous run")
+            }
             Err(e) => tracing::warn!(dataset = %name, "cannot release old temporary pins: {e}"),
         }
         Ok(ds)
@@ -590,7 +600,8 @@ impl Dataset {
                 let mut out = Vec::with_capacity((end - offset) as usize);
                 if offset < s.base_len {
                     let upto = end.min(s.base_len);
-                    let base = sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
+                    let base =
+                        sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
                     out.extend_from_slice(&read_sealed(&self.blocks, &base.cid, offset, upto)?);
                 }
                 let from = offset.max(s.base_len);
@@ -706,14 +717,16 @@ impl Dataset {
             mode != 0o755,
         )?;
         let path = path_components(&st, id).expect("just linked");
-        let logged = self.log(&mut st, Op::Mkdir { path: path.clone() }).and_then(|()| {
-            if mode != 0o755 {
-                let mtime = secs(st.nodes[&id].mtime);
-                self.log(&mut st, Op::Meta { path, mode, mtime })
-            } else {
-                Ok(())
-            }
-        });
+        let logged = self
+            .log(&mut st, Op::Mkdir { path: path.clone() })
+            .and_then(|()| {
+                if mode != 0o755 {
+                    let mtime = secs(st.nodes[&id].mtime);
+                    self.log(&mut st, Op::Meta { path, mode, mtime })
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(e) = logged {
             let _ = unlink_live(&mut st, parent, name);
             return Err(e);
@@ -927,8 +940,7 @@ impl Dataset {
             self.ensure_staged(&mut st, id)?;
             let n = st.nodes.get_mut(&id).expect("node");
             if let Body::File {
-                staged: Some(s),
-                ..
+                staged: Some(s), ..
             } = &mut n.body
             {
                 if size < s.base_len {
@@ -994,8 +1006,7 @@ impl Dataset {
         self.ensure_staged(&mut st, id)?;
         let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
         let Body::File {
-            staged: Some(s),
-            ..
+            staged: Some(s), ..
         } = &mut n.body
         else {
             return Err(DsError::IsADirectory);
@@ -1092,7 +1103,11 @@ impl Dataset {
             }
         }
         if remove {
-            if let Some(WNode { body: Body::File { hold: Some(t), .. }, .. }) = st.nodes.remove(&id) {
+            if let Some(WNode {
+                body: Body::File { hold: Some(t), .. },
+                ..
+            }) = st.nodes.remove(&id)
+            {
                 drop(st);
                 self.release_temp(t);
             }
@@ -1104,7 +1119,12 @@ impl Dataset {
 
     /// An open file just lost its name: pin its content for its handles (no version may).
     fn hold_orphan(&self, st: &mut State, id: NodeId) {
-        let Some(Body::File { sealed: Some(sealed), hold: None, .. }) = st.nodes.get(&id).map(|n| &n.body) else {
+        let Some(Body::File {
+            sealed: Some(sealed),
+            hold: None,
+            ..
+        }) = st.nodes.get(&id).map(|n| &n.body)
+        else {
             return;
         };
         let cids = file_blocks(&self.blocks, &sealed.cid);
@@ -1120,7 +1140,9 @@ impl Dataset {
                     *hold = Some(t);
                 }
             }
-            Err(e) => tracing::warn!(dataset = %self.name, "cannot hold an unlinked open file's blocks: {e}"),
+            Err(e) => {
+                tracing::warn!(dataset = %self.name, "cannot hold an unlinked open file's blocks: {e}")
+            }
         }
     }
 
@@ -1131,7 +1153,9 @@ impl Dataset {
     }
 
     fn release_temp(&self, temp: u64) {
-        let Err(e) = self.blocks.release_temp(temp) else { return };
+        let Err(e) = self.blocks.release_temp(temp) else {
+            return;
+        };
         // A full disk: the index needs room to record even a release. Use the reserve.
         if e.is_no_space() && self.hooks.free_reserve() && self.blocks.release_temp(temp).is_ok() {
             return;
@@ -1195,7 +1219,11 @@ impl Dataset {
         }
         for attempt in 0..4 {
             let mut guard = Some(self.state.lock());
-            let snapshot = match guard.as_ref().and_then(|st| st.nodes.get(&id)).map(|n| &n.body) {
+            let snapshot = match guard
+                .as_ref()
+                .and_then(|st| st.nodes.get(&id))
+                .map(|n| &n.body)
+            {
                 Some(Body::File {
                     staged: Some(s), ..
                 }) if s.dirty => Snapshot::of(s)?,
@@ -1249,7 +1277,9 @@ impl Dataset {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Cid, Bytes)>>(4);
             let store = scope.spawn(move || -> Result<(), DsError> {
                 for blocks in rx {
-                    self.blocks.put_temp(temp, &blocks).map_err(DsError::block)?;
+                    self.blocks
+                        .put_temp(temp, &blocks)
+                        .map_err(DsError::block)?;
                 }
                 Ok(())
             });
@@ -1354,7 +1384,13 @@ impl Dataset {
 
     /// After a seal: the staging buffer keeps only the last partial chunk (if nothing was
     /// written since the snapshot), so the next append reuses every full leaf.
-    fn rebase(&self, st: &mut State, id: NodeId, new: Sealed, generation: u64) -> Result<(), DsError> {
+    fn rebase(
+        &self,
+        st: &mut State,
+        id: NodeId,
+        new: Sealed,
+        generation: u64,
+    ) -> Result<(), DsError> {
         let Some(n) = st.nodes.get_mut(&id) else {
             return Ok(());
         };
@@ -1485,7 +1521,8 @@ impl Dataset {
                 p += got as u64;
             }
         }
-        file.resize(s.size - keep_len, &spill).map_err(DsError::io)?;
+        file.resize(s.size - keep_len, &spill)
+            .map_err(DsError::io)?;
         s.file = file;
         s.base = kept;
         s.base_len = keep_len;
@@ -1592,7 +1629,12 @@ impl Dataset {
             .map_err(DsError::block)?
             .into_iter()
             .collect();
-        let mut temps: Vec<u64> = built.temps.iter().copied().filter(|t| held.contains(t)).collect();
+        let mut temps: Vec<u64> = built
+            .temps
+            .iter()
+            .copied()
+            .filter(|t| held.contains(t))
+            .collect();
         temps.push(temp);
         if let Err(e) = self.blocks.pin_with_temps(
             &commit_cid,
@@ -1674,7 +1716,9 @@ fn file_blocks(blocks: &BlockService, root: &Cid) -> Vec<Cid> {
         if !seen.insert(cid) || cid.codec() == codec::RAW {
             continue;
         }
-        let Ok(Some(block)) = blocks.get_local(&cid) else { continue };
+        let Ok(Some(block)) = blocks.get_local(&cid) else {
+            continue;
+        };
         if let Ok(Node::File(f)) = unixfs::decode_node_shared(&cid, &block) {
             stack.extend(f.children.iter().map(|(c, _)| *c));
         }
@@ -1719,7 +1763,8 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
         },
     );
     let mut next = ROOT_NODE + 1;
-    let mut stack: Vec<(NodeId, &ClosedDir, String)> = vec![(ROOT_NODE, &st.closed.root, String::new())];
+    let mut stack: Vec<(NodeId, &ClosedDir, String)> =
+        vec![(ROOT_NODE, &st.closed.root, String::new())];
     let mut made: Vec<(NodeId, NodeId, Vec<u8>, Body, u32, String)> = Vec::new();
     while let Some((id, dir, prefix)) = stack.pop() {
         for (name, e) in &dir.entries {
@@ -1897,7 +1942,6 @@ pub enum ReadFrom {
     Bytes(Bytes),
     Sealed { cid: Cid, size: u64 },
 }
-
 
 /// The entries (name, cid, tsize) of a UnixFS directory or HAMT whose blocks are local.
 fn dir_entries(blocks: &BlockService, cid: &Cid) -> anyhow::Result<Vec<(Vec<u8>, Cid, u64)>> {
@@ -2086,4 +2130,3 @@ fn read_sealed(blocks: &BlockService, root: &Cid, from: u64, to: u64) -> Result<
     }
     Ok(out)
 }
-

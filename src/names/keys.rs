@@ -49,7 +49,8 @@ pub fn run(store: &StoreArgs, action: &KeyAction) -> Result<()> {
         }
         KeyAction::Import { dataset, file } => {
             let dir = dataset_dir(&datasets, dataset)?;
-            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             let key = Keypair::from_protobuf_encoding(&bytes)
                 .with_context(|| format!("{} is not a libp2p private key", file.display()))?;
             write_key(&dir, &key)?;

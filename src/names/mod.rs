@@ -113,7 +113,10 @@ impl Names {
             .build()?;
         let dnslink = match config.dns {
             // Per query attempt (one retry): a dead DNS server must not stall a lookup for long.
-            Some(server) => Some(dnslink::DnsLinkResolver::new(server, config.timeout.min(Duration::from_secs(3)))?),
+            Some(server) => Some(dnslink::DnsLinkResolver::new(
+                server,
+                config.timeout.min(Duration::from_secs(3)),
+            )?),
             None => None,
         };
         Ok(Arc::new(Names {
@@ -202,22 +205,33 @@ impl Names {
     }
 
     fn publish_dataset(&self, dataset: &str, force: bool) -> anyhow::Result<Option<(Name, Bytes)>> {
-        let Some(ds) = self.datasets.get(dataset) else { return Ok(None) };
+        let Some(ds) = self.datasets.get(dataset) else {
+            return Ok(None);
+        };
         let dir = self.datasets_dir.join(dataset);
         let mut own = self.own.write();
         // (Re)load the key when new or replaced on disk (`ipfs-mount key import`).
-        let mtime = std::fs::metadata(dir.join(KEY_FILE)).and_then(|m| m.modified()).ok();
-        let reload = own.get(dataset).is_none_or(|o| o.key_mtime != mtime || mtime.is_none());
+        let mtime = std::fs::metadata(dir.join(KEY_FILE))
+            .and_then(|m| m.modified())
+            .ok();
+        let reload = own
+            .get(dataset)
+            .is_none_or(|o| o.key_mtime != mtime || mtime.is_none());
         if reload {
             let (key, created) = load_or_create_key(&dir)?;
-            let mtime = std::fs::metadata(dir.join(KEY_FILE)).and_then(|m| m.modified()).ok();
+            let mtime = std::fs::metadata(dir.join(KEY_FILE))
+                .and_then(|m| m.modified())
+                .ok();
             let name = Name::from_public_key(&key.public());
             // A record already signed with this key survives restarts.
             let record = std::fs::read(dir.join(RECORD_FILE))
                 .ok()
                 .and_then(|b| ipfs_mount_ipns::validate(&name, &b, SystemTime::now()).ok())
                 .and_then(|r| {
-                    let cid = r.value.strip_prefix("/ipfs/").and_then(|c| ipfs_mount_ipld::cids::parse(c).ok())?;
+                    let cid = r
+                        .value
+                        .strip_prefix("/ipfs/")
+                        .and_then(|c| ipfs_mount_ipld::cids::parse(c).ok())?;
                     Some((r.clone(), r.sequence, cid))
                 });
             if created {
@@ -234,7 +248,9 @@ impl Names {
             );
         }
         let o = own.get_mut(dataset).expect("inserted above");
-        let (Some(root), version) = (ds.root_cid(), ds.version()) else { return Ok(None) };
+        let (Some(root), version) = (ds.root_cid(), ds.version()) else {
+            return Ok(None);
+        };
         let now = SystemTime::now();
         let stale = match &o.record {
             None => true,
@@ -253,9 +269,21 @@ impl Names {
         let seq = o
             .record
             .as_ref()
-            .map(|(r, _, _)| if r.value == value { r.sequence.max(version) } else { (r.sequence + 1).max(version) })
+            .map(|(r, _, _)| {
+                if r.value == value {
+                    r.sequence.max(version)
+                } else {
+                    (r.sequence + 1).max(version)
+                }
+            })
             .unwrap_or(version);
-        let bytes = ipfs_mount_ipns::create(&o.key, &value, seq, now + self.config.lifetime, self.config.ttl)?;
+        let bytes = ipfs_mount_ipns::create(
+            &o.key,
+            &value,
+            seq,
+            now + self.config.lifetime,
+            self.config.ttl,
+        )?;
         let name = Name::from_public_key(&o.key.public());
         let record = ipfs_mount_ipns::validate(&name, &bytes, now)?;
         crate::datasets::write_atomic(&dir.join(RECORD_FILE), &bytes, true)?;
@@ -310,9 +338,9 @@ impl Names {
             if path.starts_with("/ipfs/") {
                 return Ok(Resolved { path, ttl });
             }
-            let rest = path
-                .strip_prefix("/ipns/")
-                .ok_or_else(|| NameError::NotFound(format!("{path}: not an /ipfs or /ipns path")))?;
+            let rest = path.strip_prefix("/ipns/").ok_or_else(|| {
+                NameError::NotFound(format!("{path}: not an /ipfs or /ipns path"))
+            })?;
             let (head, tail) = match rest.find('/') {
                 Some(i) => (&rest[..i], &rest[i..]),
                 None => (rest, ""),
@@ -321,7 +349,9 @@ impl Names {
             ttl = ttl.min(step_ttl);
             path = format!("{}{}", next.trim_end_matches('/'), tail);
         }
-        Err(NameError::NotFound(format!("{input}: more than {MAX_DEPTH} indirections")))
+        Err(NameError::NotFound(format!(
+            "{input}: more than {MAX_DEPTH} indirections"
+        )))
     }
 
     async fn resolve_one(self: &Arc<Self>, label: &str) -> Result<(String, Duration), NameError> {
@@ -329,13 +359,19 @@ impl Names {
             Ok(n) => n,
             Err(_) => {
                 if !dnslink::is_dnslink_candidate(label) {
-                    return Err(NameError::NotFound(format!("/ipns/{label}: not an IPNS name or domain")));
+                    return Err(NameError::NotFound(format!(
+                        "/ipns/{label}: not an IPNS name or domain"
+                    )));
                 }
                 let Some(dns) = &self.dnslink else {
-                    return Err(NameError::NotFound(format!("/ipns/{label}: DNSLink is off (no --dns server)")));
+                    return Err(NameError::NotFound(format!(
+                        "/ipns/{label}: DNSLink is off (no --dns server)"
+                    )));
                 };
                 return dns.resolve(label).await.map_err(|e| match e {
-                    dnslink::DnsLinkError::Dns(m) => NameError::Unavailable(format!("/ipns/{label}: {m}")),
+                    dnslink::DnsLinkError::Dns(m) => {
+                        NameError::Unavailable(format!("/ipns/{label}: {m}"))
+                    }
                     other => NameError::NotFound(format!("/ipns/{label}: {other}")),
                 });
             }
@@ -362,7 +398,10 @@ impl Names {
                 // A local map lookup: answer with no caching, so a new version shows at once.
                 return match &o.record {
                     Some((r, _, _)) => Ok((r.value.clone(), Duration::ZERO)),
-                    None => Err(NameError::NotFound(format!("/ipns/{name}: dataset {} has no version yet", o.dataset))),
+                    None => Err(NameError::NotFound(format!(
+                        "/ipns/{name}: dataset {} has no version yet",
+                        o.dataset
+                    ))),
                 };
             }
         }
@@ -370,9 +409,12 @@ impl Names {
         let cached = {
             let cache = self.cache.lock();
             match cache.get(&name) {
-                Some(c) if c.record.validity > now => {
-                    Some((c.record.value.clone(), c.record.ttl, c.fetched.elapsed() < c.record.ttl, c.record.validity))
-                }
+                Some(c) if c.record.validity > now => Some((
+                    c.record.value.clone(),
+                    c.record.ttl,
+                    c.fetched.elapsed() < c.record.ttl,
+                    c.record.validity,
+                )),
                 _ => None,
             }
         };
@@ -387,7 +429,10 @@ impl Names {
             // keeps answering until its EOL (re-checked at most every few seconds).
             return match tokio::time::timeout(REVALIDATE_TIMEOUT, self.fetch_record(name)).await {
                 Ok(Ok(rec)) => {
-                    let left = rec.validity.duration_since(SystemTime::now()).unwrap_or_default();
+                    let left = rec
+                        .validity
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default();
                     Ok((rec.value, rec.ttl.min(left)))
                 }
                 Ok(Err(e)) => {
@@ -403,7 +448,10 @@ impl Names {
             };
         }
         let record = self.fetch_record(name).await?;
-        let left = record.validity.duration_since(SystemTime::now()).unwrap_or_default();
+        let left = record
+            .validity
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
         Ok((record.value, record.ttl.min(left)))
     }
 
@@ -421,20 +469,28 @@ impl Names {
     /// Asks every source at once; keeps the best valid record.
     async fn fetch_record(&self, name: Name) -> Result<Record, NameError> {
         if self.config.offline {
-            return Err(NameError::NotFound(format!("/ipns/{name}: offline, and not one of our names")));
+            return Err(NameError::NotFound(format!(
+                "/ipns/{name}: offline, and not one of our names"
+            )));
         }
-        let mut attempts: Vec<futures::future::BoxFuture<'_, (String, Result<Vec<Bytes>, String>)>> = Vec::new();
+        let mut attempts: Vec<
+            futures::future::BoxFuture<'_, (String, Result<Vec<Bytes>, String>)>,
+        > = Vec::new();
         for g in &self.config.gateways {
             let url = g.join(&format!("ipns/{name}?format=ipns-record"));
             attempts.push(Box::pin(async move {
-                let Ok(url) = url else { return (g.to_string(), Err("bad URL".into())) };
+                let Ok(url) = url else {
+                    return (g.to_string(), Err("bad URL".into()));
+                };
                 (url.to_string(), self.get_record(url).await.map(|b| vec![b]))
             }));
         }
         for r in &self.config.routers {
             let url = r.join(&format!("routing/v1/ipns/{name}"));
             attempts.push(Box::pin(async move {
-                let Ok(url) = url else { return (r.to_string(), Err("bad URL".into())) };
+                let Ok(url) = url else {
+                    return (r.to_string(), Err("bad URL".into()));
+                };
                 (url.to_string(), self.get_record(url).await.map(|b| vec![b]))
             }));
         }
@@ -442,11 +498,16 @@ impl Names {
             let key = name.to_routing_key();
             attempts.push(Box::pin(async move {
                 let found = node.get_records(key).await;
-                ("dht".to_string(), Ok(found.into_iter().map(Bytes::from).collect()))
+                (
+                    "dht".to_string(),
+                    Ok(found.into_iter().map(Bytes::from).collect()),
+                )
             }));
         }
         if attempts.is_empty() {
-            return Err(NameError::NotFound(format!("/ipns/{name}: no gateway, router or DHT to ask")));
+            return Err(NameError::NotFound(format!(
+                "/ipns/{name}: no gateway, router or DHT to ask"
+            )));
         }
         let results = futures::future::join_all(attempts).await;
         let now = SystemTime::now();
@@ -459,7 +520,10 @@ impl Names {
                     for bytes in list {
                         match ipfs_mount_ipns::validate(&name, &bytes, now) {
                             Ok(rec) => {
-                                if best.as_ref().is_none_or(|b| ipfs_mount_ipns::better(&rec, b)) {
+                                if best
+                                    .as_ref()
+                                    .is_none_or(|b| ipfs_mount_ipns::better(&rec, b))
+                                {
                                     best = Some(rec);
                                 }
                             }
@@ -478,21 +542,31 @@ impl Names {
                 tracing::debug!(%name, seq = rec.sequence, value = %rec.value, "resolved");
                 let mut cache = self.cache.lock();
                 // Never go back to an older record than one we already had.
-                let keep_old = cache
-                    .get(&name)
-                    .is_some_and(|c| c.record.validity > now && ipfs_mount_ipns::better(&c.record, &rec));
+                let keep_old = cache.get(&name).is_some_and(|c| {
+                    c.record.validity > now && ipfs_mount_ipns::better(&c.record, &rec)
+                });
                 if !keep_old {
-                    cache.insert(name, Cached { record: rec.clone(), fetched: Instant::now() });
+                    cache.insert(
+                        name,
+                        Cached {
+                            record: rec.clone(),
+                            fetched: Instant::now(),
+                        },
+                    );
                 } else if let Some(c) = cache.get_mut(&name) {
                     c.fetched = Instant::now();
                 }
                 Ok(cache.get(&name).map(|c| c.record.clone()).unwrap_or(rec))
             }
-            None if invalid > 0 => Err(NameError::NotFound(format!("/ipns/{name}: only invalid records found"))),
+            None if invalid > 0 => Err(NameError::NotFound(format!(
+                "/ipns/{name}: only invalid records found"
+            ))),
             None => {
                 let detail = failures.join("; ");
                 tracing::info!(%name, "no IPNS record: {detail}");
-                Err(NameError::NotFound(format!("/ipns/{name}: no valid record ({detail})")))
+                Err(NameError::NotFound(format!(
+                    "/ipns/{name}: no valid record ({detail})"
+                )))
             }
         }
     }
@@ -542,9 +616,10 @@ pub fn load_or_create_key(dir: &Path) -> anyhow::Result<(Keypair, bool)> {
             let _ = std::fs::remove_file(&tmp);
             match linked {
                 Ok(()) => Ok((key, true)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Ok((Keypair::from_protobuf_encoding(&std::fs::read(&path)?)?, false))
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((
+                    Keypair::from_protobuf_encoding(&std::fs::read(&path)?)?,
+                    false,
+                )),
                 Err(e) => Err(e.into()),
             }
         }
@@ -573,7 +648,11 @@ pub struct GatewayNames(pub Arc<Names>);
 #[async_trait::async_trait]
 impl crate::serve::NameSource for GatewayNames {
     async fn resolve(&self, name: &str) -> Result<String, String> {
-        self.0.resolve(name).await.map(|r| r.path).map_err(|e| e.to_string())
+        self.0
+            .resolve(name)
+            .await
+            .map(|r| r.path)
+            .map_err(|e| e.to_string())
     }
     async fn record(&self, name: &str) -> Option<Bytes> {
         if let Some(b) = self.0.record_bytes(name) {

@@ -413,7 +413,9 @@ impl Tree {
                     // Not shown (ENOENT, so that mkdir reaches us and gets EEXIST: the name is
                     // kept for its history), and said why.
                     tracing::warn!(dataset = %text, "dataset is damaged (see `ipfs-mount dataset list`): {reason}");
-                    return Err(Error::NotFound(format!("/datasets/{text} (damaged: {reason})")));
+                    return Err(Error::NotFound(format!(
+                        "/datasets/{text} (damaged: {reason})"
+                    )));
                 }
                 let ds = sets
                     .and_then(|d| d.get(&text))
@@ -463,8 +465,12 @@ impl Tree {
     /// `/ipns/<name>`: the node the name points to now, with an entry TTL no longer than the
     /// record's. When the name moves to other content, the entry gets a new inode.
     async fn lookup_ipns(&self, name: &[u8]) -> Result<Entry> {
-        let text = std::str::from_utf8(name)
-            .map_err(|_| Error::NotFound(format!("/ipns/{}: not UTF-8", String::from_utf8_lossy(name))))?;
+        let text = std::str::from_utf8(name).map_err(|_| {
+            Error::NotFound(format!(
+                "/ipns/{}: not UTF-8",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
         let Some(names) = self.names.get() else {
             return Err(Error::NotFound(format!("/ipns/{text}: names are off")));
         };
@@ -508,7 +514,8 @@ impl Tree {
             }
         }
         // A new target: a new inode (the old one lives until the kernel forgets it).
-        let mut ino = stable_ino(IPNS_INO, name) ^ stable_ino(IPNS_INO, content.cid.to_bytes().as_slice());
+        let mut ino =
+            stable_ino(IPNS_INO, name) ^ stable_ino(IPNS_INO, content.cid.to_bytes().as_slice());
         ino %= FIRST_DATASET_INO;
         ino = ino.max(FIRST_DYNAMIC_INO);
         while inodes.contains_key(&ino) {

@@ -1954,7 +1954,13 @@ impl Tmpfs {
         let dir = tmp.path().join("fs");
         fs::create_dir_all(&dir).unwrap();
         let out = run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(&dir));
         if !out.status.success() || mount_fstype(&dir).as_deref() != Some("tmpfs") {
             return Err(format!(
@@ -1964,7 +1970,10 @@ impl Tmpfs {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        Ok(Tmpfs { tmp: Some(tmp), dir })
+        Ok(Tmpfs {
+            tmp: Some(tmp),
+            dir,
+        })
     }
 
     /// Bytes an unprivileged writer could still write (statvfs `f_bavail * f_frsize`).
@@ -1978,7 +1987,11 @@ impl Drop for Tmpfs {
         if mount_fstype(&self.dir).as_deref() == Some("tmpfs") {
             let out = run(Command::new("umount").arg("-l").arg(&self.dir));
             if !out.status.success() {
-                eprintln!("umount -l {}: {}", self.dir.display(), String::from_utf8_lossy(&out.stderr));
+                eprintln!(
+                    "umount -l {}: {}",
+                    self.dir.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         if let Some(t) = self.tmp.take() {

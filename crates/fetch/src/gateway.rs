@@ -57,7 +57,9 @@ pub struct GatewayFetcher {
 
 impl std::fmt::Debug for GatewayFetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayFetcher").field("urls", &self.inner.cfg.urls).finish()
+        f.debug_struct("GatewayFetcher")
+            .field("urls", &self.inner.cfg.urls)
+            .finish()
     }
 }
 
@@ -119,18 +121,24 @@ impl GatewayFetcher {
             return Err(FetchError::Config("no gateway URL configured".into()));
         }
         if cfg.max_concurrency == 0 {
-            return Err(FetchError::Config("max_concurrency must be at least 1".into()));
+            return Err(FetchError::Config(
+                "max_concurrency must be at least 1".into(),
+            ));
         }
         let mut gateways = Vec::with_capacity(cfg.urls.len());
         for u in &cfg.urls {
             if u.scheme() != "http" && u.scheme() != "https" {
-                return Err(FetchError::Config(format!("gateway URL {u}: scheme must be http or https")));
+                return Err(FetchError::Config(format!(
+                    "gateway URL {u}: scheme must be http or https"
+                )));
             }
             if u.host_str().is_none() || u.cannot_be_a_base() {
                 return Err(FetchError::Config(format!("gateway URL {u}: no host")));
             }
             if u.query().is_some() || u.fragment().is_some() {
-                return Err(FetchError::Config(format!("gateway URL {u}: must not have a query or fragment")));
+                return Err(FetchError::Config(format!(
+                    "gateway URL {u}: must not have a query or fragment"
+                )));
             }
             gateways.push(Gateway {
                 base: u.clone(),
@@ -174,7 +182,11 @@ impl GatewayFetcher {
 
         let name = format!(
             "gateway[{}]",
-            cfg.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+            cfg.urls
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         Ok(GatewayFetcher {
             inner: Arc::new(Inner {
@@ -219,8 +231,10 @@ impl Inner {
         let penalty = BASE_PENALTY
             .saturating_mul(1u32 << (fails - 1).min(16))
             .min(MAX_PENALTY);
-        gw.penalized_until_ms
-            .store(self.now_ms() + penalty.as_millis() as u64, Ordering::Relaxed);
+        gw.penalized_until_ms.store(
+            self.now_ms() + penalty.as_millis() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -273,7 +287,8 @@ impl Inner {
                 resp.content_length().unwrap_or_default()
             )));
         }
-        let mut buf = BytesMut::with_capacity(resp.content_length().unwrap_or(0).min(max as u64) as usize);
+        let mut buf =
+            BytesMut::with_capacity(resp.content_length().unwrap_or(0).min(max as u64) as usize);
         loop {
             let chunk = match tokio::time::timeout(self.cfg.request_timeout, resp.chunk()).await {
                 Err(_) => return Err(FetchError::Timeout),
@@ -282,7 +297,9 @@ impl Inner {
                 Ok(Ok(Some(c))) => c,
             };
             if buf.len() + chunk.len() > max {
-                return Err(FetchError::BadBody(format!("block exceeds the limit of {max} bytes")));
+                return Err(FetchError::BadBody(format!(
+                    "block exceeds the limit of {max} bytes"
+                )));
             }
             buf.extend_from_slice(&chunk);
         }
@@ -381,7 +398,11 @@ impl Fetcher for GatewayFetcher {
             let mut attempt = 0;
             loop {
                 let res = {
-                    let _permit = inner.permits.acquire().await.expect("semaphore never closed");
+                    let _permit = inner
+                        .permits
+                        .acquire()
+                        .await
+                        .expect("semaphore never closed");
                     inner.block_attempt(gw, cid).await
                 };
                 let err = match res {
@@ -410,7 +431,10 @@ impl Fetcher for GatewayFetcher {
         }
         match last {
             Some(FetchError::NotFound) | None => Err(FetchError::NotFound),
-            Some(e) => Err(FetchError::Exhausted { tried, last: Box::new(e) }),
+            Some(e) => Err(FetchError::Exhausted {
+                tried,
+                last: Box::new(e),
+            }),
         }
     }
 
@@ -430,8 +454,14 @@ impl Fetcher for GatewayFetcher {
             loop {
                 let mut delivered = 0;
                 let res = {
-                    let _permit = inner.permits.acquire().await.expect("semaphore never closed");
-                    inner.car_attempt(gw, root, scope, sink, &mut delivered).await
+                    let _permit = inner
+                        .permits
+                        .acquire()
+                        .await
+                        .expect("semaphore never closed");
+                    inner
+                        .car_attempt(gw, root, scope, sink, &mut delivered)
+                        .await
                 };
                 let err = match res {
                     Ok(n) => {
@@ -442,7 +472,11 @@ impl Fetcher for GatewayFetcher {
                 };
                 // A stream that broke after blocks arrived most likely hit a block the gateway
                 // lacks (the spec lets it end the stream there): do not ask it again.
-                let next = if delivered > 0 { Next::NextGateway } else { classify(&err) };
+                let next = if delivered > 0 {
+                    Next::NextGateway
+                } else {
+                    classify(&err)
+                };
                 if err != FetchError::NotFound {
                     inner.record_failure(gw);
                     warn!(%root, gateway = %gw.base, attempt, delivered, cause = %err, "CAR fetch failed");
@@ -461,7 +495,10 @@ impl Fetcher for GatewayFetcher {
         }
         match last {
             Some(FetchError::NotFound) | None => Err(FetchError::NotFound),
-            Some(e) => Err(FetchError::Exhausted { tried, last: Box::new(e) }),
+            Some(e) => Err(FetchError::Exhausted {
+                tried,
+                last: Box::new(e),
+            }),
         }
     }
 }

@@ -57,7 +57,9 @@ impl DagScope {
             DagScope::Block => "dag-scope=block".to_string(),
             DagScope::All => "dag-scope=all".to_string(),
             DagScope::Entity { bytes: None } => "dag-scope=entity".to_string(),
-            DagScope::Entity { bytes: Some((from, to)) } => {
+            DagScope::Entity {
+                bytes: Some((from, to)),
+            } => {
                 let to = match to {
                     Some(t) => t.to_string(),
                     None => "*".to_string(),
@@ -173,7 +175,10 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     /// Defaults with these gateway URLs.
     pub fn new(urls: Vec<url::Url>) -> Self {
-        GatewayConfig { urls, ..Default::default() }
+        GatewayConfig {
+            urls,
+            ..Default::default()
+        }
     }
 }
 
@@ -216,11 +221,17 @@ mod tests {
         assert_eq!(DagScope::All.query(), "dag-scope=all");
         assert_eq!(DagScope::Entity { bytes: None }.query(), "dag-scope=entity");
         assert_eq!(
-            DagScope::Entity { bytes: Some((10, None)) }.query(),
+            DagScope::Entity {
+                bytes: Some((10, None))
+            }
+            .query(),
             "dag-scope=entity&entity-bytes=10:*"
         );
         assert_eq!(
-            DagScope::Entity { bytes: Some((0, Some(1023))) }.query(),
+            DagScope::Entity {
+                bytes: Some((0, Some(1023)))
+            }
+            .query(),
             "dag-scope=entity&entity-bytes=0:1023"
         );
     }
@@ -228,9 +239,14 @@ mod tests {
     #[tokio::test]
     async fn offline_never_fetches() {
         let f = OfflineFetcher;
-        let cid: Cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".parse().unwrap();
+        let cid: Cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+            .parse()
+            .unwrap();
         assert_eq!(f.fetch_block(&cid).await, Err(FetchError::Offline));
         let mut sink = |_c: Cid, _b: Bytes| SinkControl::Continue;
-        assert_eq!(f.fetch_car(&cid, DagScope::All, &mut sink).await, Err(FetchError::Offline));
+        assert_eq!(
+            f.fetch_car(&cid, DagScope::All, &mut sink).await,
+            Err(FetchError::Offline)
+        );
     }
 }

@@ -167,7 +167,11 @@ impl MockFetcher {
     }
 
     /// The blocks of a CAR response, and whether the stream is complete.
-    fn plan_car(s: &State, root: &Cid, scope: DagScope) -> Result<(Vec<(Cid, Bytes)>, bool), FetchError> {
+    fn plan_car(
+        s: &State,
+        root: &Cid,
+        scope: DagScope,
+    ) -> Result<(Vec<(Cid, Bytes)>, bool), FetchError> {
         if !s.blocks.contains_key(root) {
             return Err(FetchError::NotFound);
         }
@@ -245,7 +249,9 @@ impl Fetcher for MockFetcher {
         if complete {
             Ok(count)
         } else {
-            Err(FetchError::BadBody(format!("CAR stream ended early after {count} blocks")))
+            Err(FetchError::BadBody(format!(
+                "CAR stream ended early after {count} blocks"
+            )))
         }
     }
 }
@@ -268,8 +274,14 @@ mod tests {
         assert_eq!(m.fetch_block(&a.0).await.unwrap(), a.1);
         assert_eq!(m.fetch_block(&b.0).await, Err(FetchError::NotFound));
         m.fail_next(2, None);
-        assert!(matches!(m.fetch_block(&a.0).await, Err(FetchError::Transport(_))));
-        assert!(matches!(m.fetch_block(&a.0).await, Err(FetchError::Transport(_))));
+        assert!(matches!(
+            m.fetch_block(&a.0).await,
+            Err(FetchError::Transport(_))
+        ));
+        assert!(matches!(
+            m.fetch_block(&a.0).await,
+            Err(FetchError::Transport(_))
+        ));
         assert_eq!(m.fetch_block(&a.0).await.unwrap(), a.1);
         m.fail_next(1, Some(FetchError::Timeout));
         assert_eq!(m.fetch_block(&a.0).await, Err(FetchError::Timeout));
@@ -291,7 +303,12 @@ mod tests {
         let root = blk(&root_text);
         let m = MockFetcher::with_blocks([root.clone(), c1.clone(), c2.clone()]);
         m.set_links(|_, b| {
-            std::str::from_utf8(b).unwrap().lines().skip(1).map(|l| l.parse().unwrap()).collect()
+            std::str::from_utf8(b)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .map(|l| l.parse().unwrap())
+                .collect()
         });
         let run = |scope| {
             let m = &m;
@@ -339,7 +356,9 @@ mod tests {
             got.push(c);
             SinkControl::Continue
         };
-        let _ = m.fetch_car(&root, DagScope::Entity { bytes: None }, &mut sink).await;
+        let _ = m
+            .fetch_car(&root, DagScope::Entity { bytes: None }, &mut sink)
+            .await;
         got
     }
 

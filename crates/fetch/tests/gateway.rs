@@ -14,9 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cid::{Cid, Version};
-use ipfs_mount_fetch::{
-    DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl,
-};
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl};
 use ipfs_mount_ipld::car::{encode_header_v1, encode_section};
 use ipfs_mount_ipld::cids::compute;
 
@@ -25,7 +23,10 @@ const DAG_PB: u64 = 0x70;
 const SHA2_256: u64 = 0x12;
 
 fn raw_block(data: &[u8]) -> (Cid, Bytes) {
-    (compute(Version::V1, RAW, SHA2_256, data).unwrap(), Bytes::copy_from_slice(data))
+    (
+        compute(Version::V1, RAW, SHA2_256, data).unwrap(),
+        Bytes::copy_from_slice(data),
+    )
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -88,11 +89,16 @@ struct Gw {
 
 async fn spawn_gw() -> Gw {
     let srv = Arc::new(Srv::default());
-    let app = Router::new().route("/ipfs/{cid}", get(handle)).with_state(srv.clone());
+    let app = Router::new()
+        .route("/ipfs/{cid}", get(handle))
+        .with_state(srv.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Gw { srv, url: format!("http://{addr}/").parse().unwrap() }
+    Gw {
+        srv,
+        url: format!("http://{addr}/").parse().unwrap(),
+    }
 }
 
 struct InFlight<'a>(&'a Srv);
@@ -122,7 +128,10 @@ async fn handle(
     s.seen.lock().unwrap().push(format!("{cid_str}?{query}"));
 
     // The trustless gateway request shape.
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let params: Vec<&str> = query.split('&').collect();
     let is_raw = params.contains(&"format=raw");
     let is_car = params.contains(&"format=car");
@@ -175,8 +184,10 @@ async fn handle(
             data
         };
         let body = if mode == Mode::StreamRaw {
-            let chunks: Vec<Result<Bytes, std::io::Error>> =
-                data.chunks(64 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            let chunks: Vec<Result<Bytes, std::io::Error>> = data
+                .chunks(64 << 10)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
             Body::from_stream(futures::stream::iter(chunks))
         } else {
             Body::from(data)
@@ -193,7 +204,10 @@ async fn handle(
         },
     };
     let parts = car_body(&cid, &sections);
-    let ct = [(header::CONTENT_TYPE, "application/vnd.ipld.car; version=1; order=dfs; dups=y")];
+    let ct = [(
+        header::CONTENT_TYPE,
+        "application/vnd.ipld.car; version=1; order=dfs; dups=y",
+    )];
     type Item = Result<Bytes, std::io::Error>;
     let cut = |k: usize| -> Vec<u8> {
         let mut b: Vec<u8> = parts[..=k].concat();
@@ -260,7 +274,10 @@ async fn raw_block_ok_with_trustless_headers() {
     assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
     assert_eq!(a.srv.requests(), 1);
     assert_eq!(a.srv.bad_requests.load(Ordering::SeqCst), 0);
-    assert_eq!(a.srv.seen.lock().unwrap()[0], format!("{}?format=raw", blk.0));
+    assert_eq!(
+        a.srv.seen.lock().unwrap()[0],
+        format!("{}?format=raw", blk.0)
+    );
 }
 
 #[tokio::test]
@@ -313,7 +330,9 @@ async fn not_found_everywhere_is_not_found() {
     let cid = raw_block(b"nowhere").0;
     assert_eq!(f.fetch_block(&cid).await, Err(FetchError::NotFound));
     let mut got = Vec::new();
-    let r = f.fetch_car(&cid, DagScope::All, &mut collect_sink(&mut got)).await;
+    let r = f
+        .fetch_car(&cid, DagScope::All, &mut collect_sink(&mut got))
+        .await;
     assert_eq!(r, Err(FetchError::NotFound));
 }
 
@@ -362,8 +381,16 @@ async fn slow_gateway_times_out_then_next() {
     let f = fetcher(c);
     let t = Instant::now();
     assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
-    assert_eq!(a.srv.requests(), 2, "a timeout is retried on the same gateway");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        a.srv.requests(),
+        2,
+        "a timeout is retried on the same gateway"
+    );
     assert_eq!(b.srv.requests(), 1);
 }
 
@@ -392,7 +419,11 @@ async fn wrong_bytes_count_as_failure_and_next_gateway_is_used() {
     a.srv.set_mode(Mode::WrongBytes);
     let f = fetcher(cfg(&[&a, &b]));
     assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
-    assert_eq!(a.srv.requests(), 1, "wrong bytes are not retried on the same gateway");
+    assert_eq!(
+        a.srv.requests(),
+        1,
+        "wrong bytes are not retried on the same gateway"
+    );
     assert_eq!(b.srv.requests(), 1);
 
     // Only a liar left: an error naming bad bytes.
@@ -416,7 +447,10 @@ async fn block_over_the_limit_is_refused() {
         a.srv.set_mode(mode.clone());
         match f.fetch_block(&blk.0).await {
             Err(FetchError::Exhausted { last, .. }) => {
-                assert!(matches!(*last, FetchError::BadBody(ref m) if m.contains("limit")), "{mode:?}: {last:?}")
+                assert!(
+                    matches!(*last, FetchError::BadBody(ref m) if m.contains("limit")),
+                    "{mode:?}: {last:?}"
+                )
             }
             other => panic!("{mode:?}: unexpected {other:?}"),
         }
@@ -436,7 +470,10 @@ async fn cross_host_redirect_is_not_followed() {
     let blk = raw_block(b"redirected");
     b.srv.put(blk.clone());
     // b is "another host" (another origin: different port).
-    a.srv.set_mode(Mode::Redirect(format!("{}ipfs/{}?format=raw", b.url, blk.0)));
+    a.srv.set_mode(Mode::Redirect(format!(
+        "{}ipfs/{}?format=raw",
+        b.url, blk.0
+    )));
     let f = fetcher(cfg(&[&a]));
     match f.fetch_block(&blk.0).await {
         Err(FetchError::Exhausted { last, .. }) => assert_eq!(*last, FetchError::Status(302)),
@@ -449,7 +486,9 @@ async fn cross_host_redirect_is_not_followed() {
 async fn concurrency_limit_is_respected() {
     let a = spawn_gw().await;
     *a.srv.hold.lock().unwrap() = Duration::from_millis(50);
-    let blocks: Vec<_> = (0..24u32).map(|i| raw_block(format!("block {i}").as_bytes())).collect();
+    let blocks: Vec<_> = (0..24u32)
+        .map(|i| raw_block(format!("block {i}").as_bytes()))
+        .collect();
     for b in &blocks {
         a.srv.put(b.clone());
     }
@@ -472,7 +511,9 @@ async fn concurrency_limit_is_respected() {
 
 /// A root and children; the CAR lists them shuffled, with duplicates and a stranger.
 fn messy_car(g: &Gw) -> (Cid, Vec<(Cid, Bytes)>) {
-    let kids: Vec<_> = (0..5u32).map(|i| raw_block(format!("child {i}").as_bytes())).collect();
+    let kids: Vec<_> = (0..5u32)
+        .map(|i| raw_block(format!("child {i}").as_bytes()))
+        .collect();
     let root = raw_block(b"root (pretend it links the children)");
     let extra = raw_block(b"a block nobody asked for");
     let sections = vec![
@@ -497,13 +538,20 @@ async fn car_any_order_with_duplicates_and_extras_all_delivered() {
     let f = fetcher(cfg(&[&a]));
     let mut got = Vec::new();
     let n = f
-        .fetch_car(&root, DagScope::Entity { bytes: None }, &mut collect_sink(&mut got))
+        .fetch_car(
+            &root,
+            DagScope::Entity { bytes: None },
+            &mut collect_sink(&mut got),
+        )
         .await
         .unwrap();
     assert_eq!(n, sections.len() as u64);
     assert_eq!(got, sections);
     assert_eq!(a.srv.bad_requests.load(Ordering::SeqCst), 0);
-    assert_eq!(a.srv.seen.lock().unwrap()[0], format!("{root}?format=car&dag-scope=entity"));
+    assert_eq!(
+        a.srv.seen.lock().unwrap()[0],
+        format!("{root}?format=car&dag-scope=entity")
+    );
 }
 
 #[tokio::test]
@@ -515,14 +563,32 @@ async fn car_scope_parameters() {
     let scopes = [
         (DagScope::Block, "dag-scope=block"),
         (DagScope::All, "dag-scope=all"),
-        (DagScope::Entity { bytes: Some((100, None)) }, "dag-scope=entity&entity-bytes=100:*"),
-        (DagScope::Entity { bytes: Some((0, Some(4095))) }, "dag-scope=entity&entity-bytes=0:4095"),
+        (
+            DagScope::Entity {
+                bytes: Some((100, None)),
+            },
+            "dag-scope=entity&entity-bytes=100:*",
+        ),
+        (
+            DagScope::Entity {
+                bytes: Some((0, Some(4095))),
+            },
+            "dag-scope=entity&entity-bytes=0:4095",
+        ),
     ];
     for (scope, q) in scopes {
         let mut got = Vec::new();
-        assert_eq!(f.fetch_car(&blk.0, scope, &mut collect_sink(&mut got)).await.unwrap(), 1);
+        assert_eq!(
+            f.fetch_car(&blk.0, scope, &mut collect_sink(&mut got))
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(got, vec![blk.clone()]);
-        assert_eq!(a.srv.seen.lock().unwrap().last().unwrap(), &format!("{}?format=car&{q}", blk.0));
+        assert_eq!(
+            a.srv.seen.lock().unwrap().last().unwrap(),
+            &format!("{}?format=car&{q}", blk.0)
+        );
     }
     assert_eq!(a.srv.bad_requests.load(Ordering::SeqCst), 0);
 }
@@ -535,10 +601,19 @@ async fn truncated_car_is_an_error_after_delivering_earlier_blocks() {
         a.srv.set_mode(mode.clone());
         let f = fetcher(cfg(&[&a]));
         let mut got = Vec::new();
-        let r = f.fetch_car(&root, DagScope::All, &mut collect_sink(&mut got)).await;
-        assert!(matches!(r, Err(FetchError::Exhausted { tried: 1, .. })), "{mode:?}: {r:?}");
+        let r = f
+            .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+            .await;
+        assert!(
+            matches!(r, Err(FetchError::Exhausted { tried: 1, .. })),
+            "{mode:?}: {r:?}"
+        );
         assert_eq!(got, sections[..3].to_vec(), "{mode:?}");
-        assert_eq!(a.srv.requests(), 1, "{mode:?}: a broken stream is not asked again");
+        assert_eq!(
+            a.srv.requests(),
+            1,
+            "{mode:?}: a broken stream is not asked again"
+        );
     }
 }
 
@@ -550,7 +625,10 @@ async fn truncated_car_falls_back_to_next_gateway() {
     a.srv.set_mode(Mode::CarDrop(2));
     let f = fetcher(cfg(&[&a, &b]));
     let mut got = Vec::new();
-    let n = f.fetch_car(&root, DagScope::All, &mut collect_sink(&mut got)).await.unwrap();
+    let n = f
+        .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+        .await
+        .unwrap();
     assert_eq!(n, sections.len() as u64);
     assert_eq!(got.len(), 2 + sections.len());
     assert_eq!(got[2..], sections[..]);
@@ -566,7 +644,10 @@ async fn stalled_car_stream_hits_idle_timeout() {
     let f = fetcher(c);
     let mut got = Vec::new();
     let t = Instant::now();
-    match f.fetch_car(&root, DagScope::All, &mut collect_sink(&mut got)).await {
+    match f
+        .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+        .await
+    {
         Err(FetchError::Exhausted { last, .. }) => assert_eq!(*last, FetchError::Timeout),
         other => panic!("unexpected {other:?}"),
     }
@@ -588,7 +669,10 @@ async fn sink_stop_is_honoured() {
             SinkControl::Continue
         }
     };
-    assert_eq!(f.fetch_car(&root, DagScope::All, &mut sink).await.unwrap(), 2);
+    assert_eq!(
+        f.fetch_car(&root, DagScope::All, &mut sink).await.unwrap(),
+        2
+    );
     assert_eq!(got, sections[..2].to_vec());
     assert_eq!(a.srv.requests(), 1);
 }
@@ -600,17 +684,33 @@ async fn car_server_error_is_retried() {
     a.srv.set_mode(Mode::Fail500(1));
     let f = fetcher(cfg(&[&a]));
     let mut got = Vec::new();
-    let n = f.fetch_car(&root, DagScope::All, &mut collect_sink(&mut got)).await.unwrap();
+    let n = f
+        .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+        .await
+        .unwrap();
     assert_eq!(n, sections.len() as u64);
     assert_eq!(a.srv.requests(), 2);
 }
 
 #[test]
 fn config_is_validated() {
-    let bad = |u: &str| GatewayFetcher::new(GatewayConfig::new(vec![u.parse().unwrap()])).unwrap_err();
-    assert!(matches!(bad("ftp://example.invalid/"), FetchError::Config(_)));
-    assert!(matches!(bad("http://127.0.0.1/?x=1"), FetchError::Config(_)));
-    assert!(matches!(GatewayFetcher::new(GatewayConfig::default()), Err(FetchError::Config(_))));
-    let f = GatewayFetcher::new(GatewayConfig::new(vec!["http://127.0.0.1:1/".parse().unwrap()])).unwrap();
+    let bad =
+        |u: &str| GatewayFetcher::new(GatewayConfig::new(vec![u.parse().unwrap()])).unwrap_err();
+    assert!(matches!(
+        bad("ftp://example.invalid/"),
+        FetchError::Config(_)
+    ));
+    assert!(matches!(
+        bad("http://127.0.0.1/?x=1"),
+        FetchError::Config(_)
+    ));
+    assert!(matches!(
+        GatewayFetcher::new(GatewayConfig::default()),
+        Err(FetchError::Config(_))
+    ));
+    let f = GatewayFetcher::new(GatewayConfig::new(vec!["http://127.0.0.1:1/"
+        .parse()
+        .unwrap()]))
+    .unwrap();
     assert!(f.name().contains("127.0.0.1:1"));
 }

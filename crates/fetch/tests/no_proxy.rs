@@ -19,7 +19,14 @@ async fn proxy_environment_is_ignored() {
         async { axum::http::StatusCode::BAD_GATEWAY }
     });
     tokio::spawn(async move { axum::serve(proxy, proxy_app).await.unwrap() });
-    for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
         std::env::set_var(var, format!("http://{proxy_addr}"));
     }
     for var in ["NO_PROXY", "no_proxy"] {

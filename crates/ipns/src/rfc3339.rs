@@ -101,7 +101,11 @@ pub(crate) fn parse(s: &[u8]) -> Result<Instant, &'static str> {
     let mut rest = &s[19..];
     let mut nanos = 0u32;
     if rest.first() == Some(&b'.') && rest.get(1).is_some_and(u8::is_ascii_digit) {
-        let frac: Vec<u8> = rest[1..].iter().copied().take_while(u8::is_ascii_digit).collect();
+        let frac: Vec<u8> = rest[1..]
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_digit)
+            .collect();
         // Nine digits of nanoseconds: shorter fractions are padded, longer ones truncated.
         for i in 0..9 {
             nanos = nanos * 10 + frac.get(i).map_or(0, |c| u32::from(c - b'0'));

@@ -33,15 +33,17 @@ pub fn load_or_create(dir: &Path) -> Result<Keypair, IdentityError> {
     };
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Decode {
-                path: path.clone(),
-                cause: e.to_string(),
-            })?;
+            let key =
+                Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Decode {
+                    path: path.clone(),
+                    cause: e.to_string(),
+                })?;
             // Tighten permissions of a key copied in with a lax mode.
             let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
             if mode & 0o077 != 0 {
                 tracing::warn!(path = %path.display(), "node key was readable by others; setting mode 0600");
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
             }
             Ok(key)
         }
@@ -79,13 +81,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ipfs-mount-id-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let a = load_or_create(&dir).unwrap();
-        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = load_or_create(&dir).unwrap();
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
         assert!(a.public().to_peer_id().to_string().starts_with("12D3Koo"));
         std::fs::write(dir.join(KEY_FILE), b"garbage").unwrap();
-        assert!(matches!(load_or_create(&dir), Err(IdentityError::Decode { .. })));
+        assert!(matches!(
+            load_or_create(&dir),
+            Err(IdentityError::Decode { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

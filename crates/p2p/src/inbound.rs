@@ -70,7 +70,12 @@ impl NetworkBehaviour for Behaviour {
 
     fn on_swarm_event(&mut self, _: FromSwarm) {}
 
-    fn on_connection_handler_event(&mut self, _: PeerId, _: ConnectionId, ev: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        ev: THandlerOutEvent<Self>,
+    ) {
         match ev {}
     }
 
@@ -97,7 +102,10 @@ impl ConnectionHandler for Handler {
         SubstreamProtocol::new(Accept(self.protocols.clone()), ())
     }
 
-    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ConnectionHandlerEvent<Accept, (), Infallible>> {
+    fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Accept, (), Infallible>> {
         Poll::Pending
     }
 

@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use cid::Cid;
 use futures::StreamExt;
-use libp2p::kad::{self, store::MemoryStore, store::RecordStore, GetProvidersOk, QueryResult, RecordKey};
+use libp2p::kad::{
+    self, store::MemoryStore, store::RecordStore, GetProvidersOk, QueryResult, RecordKey,
+};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{behaviour::toggle::Toggle, dial_opts::DialOpts, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{
+    identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -281,7 +285,11 @@ impl Node {
         }
         let (reply, rx) = oneshot::channel();
         let key = RecordKey::new(&key);
-        if self.commands.send(Command::GetRecords { key, reply }).is_err() {
+        if self
+            .commands
+            .send(Command::GetRecords { key, reply })
+            .is_err()
+        {
             return Vec::new();
         }
         tokio::time::timeout(Duration::from_secs(15), rx)
@@ -306,7 +314,11 @@ impl Node {
             return false;
         }
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Dial { peer, addrs, reply }).is_err() {
+        if self
+            .commands
+            .send(Command::Dial { peer, addrs, reply })
+            .is_err()
+        {
             return false;
         }
         tokio::time::timeout(Duration::from_secs(10), rx)
@@ -330,7 +342,11 @@ impl Discovery for Node {
         if self.dht != DhtMode::Off {
             let (reply, rx) = oneshot::channel();
             let key = RecordKey::new(&cid.hash().to_bytes());
-            if self.commands.send(Command::GetProviders { key, reply }).is_ok() {
+            if self
+                .commands
+                .send(Command::GetProviders { key, reply })
+                .is_ok()
+            {
                 if let Ok(list) = rx.await {
                     found.extend(list);
                 }
@@ -379,7 +395,8 @@ struct EventLoop {
     /// Next redial time and current backoff per persistent peer.
     backoff: HashMap<PeerId, (tokio::time::Instant, Duration)>,
     dials: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
-    provider_queries: HashMap<kad::QueryId, (oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>, Vec<PeerId>)>,
+    provider_queries:
+        HashMap<kad::QueryId, (oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>, Vec<PeerId>)>,
     record_queries: HashMap<kad::QueryId, (oneshot::Sender<Vec<Vec<u8>>>, Vec<Vec<u8>>)>,
     /// Addresses the DHT told us, for dialing providers it returns.
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
@@ -579,7 +596,8 @@ impl EventLoop {
             } => {
                 self.addr_book.insert(peer, addresses.into_vec());
             }
-            kad::Event::RoutablePeer { peer, address } | kad::Event::PendingRoutablePeer { peer, address } => {
+            kad::Event::RoutablePeer { peer, address }
+            | kad::Event::PendingRoutablePeer { peer, address } => {
                 let e = self.addr_book.entry(peer).or_default();
                 if !e.contains(&address) {
                     e.push(address);
@@ -595,7 +613,9 @@ impl EventLoop {
                             Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
                                 found.push(peer_record.record.value.clone());
                             }
-                            Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
+                            Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {
+                                finished = true
+                            }
                             Err(e) => {
                                 tracing::debug!("record lookup ended: {e}");
                                 finished = true;
@@ -620,16 +640,23 @@ impl EventLoop {
                                 // Dial now: the addresses the DHT gave for these providers
                                 // live in the running query, which the swarm asks when dialing.
                                 for p in &providers {
-                                    if *p != *self.swarm.local_peer_id() && !self.swarm.is_connected(p) {
-                                        let known = self.addr_book.get(p).cloned().unwrap_or_default();
-                                        let _ = self.swarm.dial(DialOpts::peer_id(*p).addresses(known).build());
+                                    if *p != *self.swarm.local_peer_id()
+                                        && !self.swarm.is_connected(p)
+                                    {
+                                        let known =
+                                            self.addr_book.get(p).cloned().unwrap_or_default();
+                                        let _ = self
+                                            .swarm
+                                            .dial(DialOpts::peer_id(*p).addresses(known).build());
                                     }
                                 }
                                 found.extend(providers);
                                 // The first answer is enough to start fetching.
                                 finished = true;
                             }
-                            Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => finished = true,
+                            Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {
+                                finished = true
+                            }
                             Err(e) => {
                                 tracing::debug!("provider lookup failed: {e}");
                                 finished = true;

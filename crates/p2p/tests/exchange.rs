@@ -54,9 +54,13 @@ fn config(peers: Vec<Multiaddr>, dht: DhtMode) -> NodeConfig {
 
 async fn node(peers: Vec<Multiaddr>, dht: DhtMode) -> (Arc<Node>, Arc<MemSource>) {
     let source = Arc::new(MemSource::default());
-    let n = Node::start(Keypair::generate_ed25519(), config(peers, dht), source.clone())
-        .await
-        .expect("node starts");
+    let n = Node::start(
+        Keypair::generate_ed25519(),
+        config(peers, dht),
+        source.clone(),
+    )
+    .await
+    .expect("node starts");
     (n, source)
 }
 
@@ -102,7 +106,15 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
 
     // One block.
     let got = client.bitswap().get(&built.root).await.unwrap();
-    assert_eq!(got, built.blocks.iter().find(|(c, _)| *c == built.root).unwrap().1);
+    assert_eq!(
+        got,
+        built
+            .blocks
+            .iter()
+            .find(|(c, _)| *c == built.root)
+            .unwrap()
+            .1
+    );
 
     // The whole file through the DAG walk: every leaf, in file order.
     let fetcher = BitswapFetcher::new(client.bitswap().clone());
@@ -116,7 +128,14 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
         .await
         .unwrap();
     assert_eq!(leaves_in_order(&received), data);
-    assert!(server.bitswap().stats.blocks_sent.load(std::sync::atomic::Ordering::Relaxed) >= 6);
+    assert!(
+        server
+            .bitswap()
+            .stats
+            .blocks_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 6
+    );
 
     // A byte range wants only the leaves it overlaps (1 MiB chunks: bytes 1.5..2.5 MiB -> 2).
     let mut ranged = Vec::new();
@@ -147,7 +166,11 @@ async fn a_block_nobody_has_is_not_found_quickly() {
     let t = std::time::Instant::now();
     let r = client.bitswap().get(&missing).await;
     assert_eq!(r, Err(FetchError::NotFound));
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +202,12 @@ async fn halves_of_a_dag_come_from_two_providers() {
         .await
         .unwrap();
     assert_eq!(leaves_in_order(&received), data);
-    let sent = |n: &Node| n.bitswap().stats.blocks_sent.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = |n: &Node| {
+        n.bitswap()
+            .stats
+            .blocks_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     assert!(sent(&p1) > 0 && sent(&p2) > 0);
 }
 
@@ -197,8 +225,20 @@ async fn the_dht_finds_a_provider_two_hops_away() {
     let (a, _) = node(b.listen_addrs(), DhtMode::Client).await;
     wait_connected(&a, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = a.bitswap().get(&built.root).await.expect("found through the DHT");
-    assert_eq!(got, built.blocks.iter().find(|(x, _)| *x == built.root).unwrap().1);
+    let got = a
+        .bitswap()
+        .get(&built.root)
+        .await
+        .expect("found through the DHT");
+    assert_eq!(
+        got,
+        built
+            .blocks
+            .iter()
+            .find(|(x, _)| *x == built.root)
+            .unwrap()
+            .1
+    );
     assert!(a.bitswap().connected_peers().contains(&c.peer_id()));
 }
 
@@ -213,7 +253,10 @@ fn shared_children_hamt(n: usize) -> (Cid, Vec<(Cid, Bytes)>) {
         d.data = Some(Bytes::from(bitfield));
         d.fanout = Some(1024);
         d.hash_type = Some(mh::MURMUR3_X64_64);
-        let block = dagpb::encode(&PbNode { links, data: Some(Bytes::from(encode_data(&d))) });
+        let block = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(encode_data(&d))),
+        });
         let cid = cids::compute(cid::Version::V1, codec::DAG_PB, mh::SHA2_256, &block).unwrap();
         (cid, Bytes::from(block))
     };
@@ -233,11 +276,19 @@ fn shared_children_hamt(n: usize) -> (Cid, Vec<(Cid, Bytes)>) {
         blocks.push((leaf_cid, leaf));
         let mut lname = format!("{idx:03X}").into_bytes();
         lname.extend_from_slice(&name);
-        links.push(PbLink { cid: leaf_cid, name: Some(lname), tsize: Some(name.len() as u64) });
+        links.push(PbLink {
+            cid: leaf_cid,
+            name: Some(lname),
+            tsize: Some(name.len() as u64),
+        });
     }
     let all_to = |child: Cid| {
         let links = (0..1024u32)
-            .map(|i| PbLink { cid: child, name: Some(format!("{i:03X}").into_bytes()), tsize: Some(1) })
+            .map(|i| PbLink {
+                cid: child,
+                name: Some(format!("{i:03X}").into_bytes()),
+                tsize: Some(1),
+            })
             .collect();
         shard(links, vec![0xff; 128])
     };
@@ -257,7 +308,10 @@ async fn a_dag_of_shared_children_moves_each_block_once() {
     let (client, _) = node(server.listen_addrs(), DhtMode::Off).await;
     wait_connected(&client, 1).await;
     let fetcher = BitswapFetcher::new(client.bitswap().clone());
-    for (scope, want) in [(DagScope::Entity { bytes: None }, 3), (DagScope::All, blocks.len())] {
+    for (scope, want) in [
+        (DagScope::Entity { bytes: None }, 3),
+        (DagScope::All, blocks.len()),
+    ] {
         let mut received = Vec::new();
         let mut sink = |c: Cid, b: Bytes| {
             received.push((c, b));
@@ -273,6 +327,10 @@ async fn a_dag_of_shared_children_moves_each_block_once() {
         assert_eq!(distinct.len(), received.len(), "a block delivered twice");
         // the entity walk delivers the shards; the second walk finds them held and delivers
         // only the leaves
-        assert!(received.len() <= want, "{scope:?}: {} blocks", received.len());
+        assert!(
+            received.len() <= want,
+            "{scope:?}: {} blocks",
+            received.len()
+        );
     }
 }

@@ -18,7 +18,10 @@ use sha2::{Digest, Sha256};
 const MIB: usize = 1 << 20;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn blocks(seed: u64, n: usize, size: usize) -> Vec<(Cid, Bytes)> {
@@ -49,7 +52,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn open(parent: &std::path::Path, name: &str, sync: bool) -> DiskStore {
-    DiskStore::open(StoreConfig { dir: parent.join(name), cache_capacity: u64::MAX, sync_writes: sync }).unwrap()
+    DiskStore::open(StoreConfig {
+        dir: parent.join(name),
+        cache_capacity: u64::MAX,
+        sync_writes: sync,
+    })
+    .unwrap()
 }
 
 fn bench_put(parent: &std::path::Path, mb: usize, sync: bool) {
@@ -77,8 +85,11 @@ fn bench_put(parent: &std::path::Path, mb: usize, sync: bool) {
         let batch = blocks(5000 + chunk as u64 + if sync { 1 << 20 } else { 0 }, n, MIB);
         let t = Instant::now();
         for (i, (_, d)) in batch.iter().enumerate() {
-            let mut f = std::fs::File::create(base.join(((chunk * 64 + i) % 256).to_string()).join(format!("{chunk}-{i}")))
-                .unwrap();
+            let mut f = std::fs::File::create(
+                base.join(((chunk * 64 + i) % 256).to_string())
+                    .join(format!("{chunk}-{i}")),
+            )
+            .unwrap();
             std::io::Write::write_all(&mut f, d).unwrap();
             if sync {
                 f.sync_data().unwrap();
@@ -137,7 +148,9 @@ fn bench_get(parent: &std::path::Path, block_size: usize, total_mb: usize) {
 fn main() {
     // `cargo test --benches` runs this with --bench absent; keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let parent_base = std::env::var_os("STORE_BENCH_DIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
+    let parent_base = std::env::var_os("STORE_BENCH_DIR")
+        .map(Into::into)
+        .unwrap_or_else(std::env::temp_dir);
     let parent = tempfile::tempdir_in(parent_base).unwrap();
     if quick {
         bench_get(parent.path(), 256 * 1024, 8);

@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tracing::{debug, info, warn};
 
 use crate::{
-    block_key, low_water, select_victims, BlockStore, EvictStats, PinInfo, StoreConfig, StoreError, StoreStats,
-    TempPinId, IDENTITY_CODE,
+    block_key, low_water, select_victims, BlockStore, EvictStats, PinInfo, StoreConfig, StoreError,
+    StoreStats, TempPinId, IDENTITY_CODE,
 };
 
 /// Version of the on-disk layout written to `dir/VERSION`.
@@ -115,7 +115,13 @@ impl State {
             self.temp_pinned_blocks += 1;
         }
         self.bytes += size;
-        self.blocks.insert(key, Entry { size, last_access: AtomicU64::new(access) });
+        self.blocks.insert(
+            key,
+            Entry {
+                size,
+                last_access: AtomicU64::new(access),
+            },
+        );
         true
     }
 
@@ -148,7 +154,9 @@ impl State {
     }
 
     fn temp_dec(&mut self, key: &[u8]) {
-        let Some(c) = self.temp_counts.get_mut(key) else { return };
+        let Some(c) = self.temp_counts.get_mut(key) else {
+            return;
+        };
         *c -= 1;
         if *c == 0 {
             self.temp_counts.remove(key);
@@ -173,7 +181,9 @@ impl State {
     }
 
     fn pin_dec(&mut self, key: &[u8]) {
-        let Some(c) = self.pin_counts.get_mut(key) else { return };
+        let Some(c) = self.pin_counts.get_mut(key) else {
+            return;
+        };
         *c -= 1;
         if *c == 0 {
             self.pin_counts.remove(key);
@@ -203,7 +213,8 @@ fn flush_pending(pending: &Pending, idx: &mut Index) -> Result<()> {
     }
     let tx = idx.conn.transaction()?;
     {
-        let mut st = tx.prepare_cached("UPDATE blocks SET last_access = MAX(last_access, ?2) WHERE mh = ?1")?;
+        let mut st = tx
+            .prepare_cached("UPDATE blocks SET last_access = MAX(last_access, ?2) WHERE mh = ?1")?;
         for (k, t) in &batch {
             st.execute(params![&k[..], *t as i64])?;
         }
@@ -224,7 +235,8 @@ fn temp_exists(conn: &Connection, id: TempPinId) -> Result<bool> {
 
 /// Adds `keys` to the temporary pin `id`; returns those it did not list yet.
 fn temp_add_rows<'k>(conn: &Connection, id: TempPinId, keys: &'k [Key]) -> Result<Vec<&'k Key>> {
-    let mut st = conn.prepare_cached("INSERT OR IGNORE INTO temp_pin_blocks (id, mh) VALUES (?1, ?2)")?;
+    let mut st =
+        conn.prepare_cached("INSERT OR IGNORE INTO temp_pin_blocks (id, mh) VALUES (?1, ?2)")?;
     let mut added = Vec::new();
     for k in keys {
         if st.execute(params![id as i64, &k[..]])? > 0 {
@@ -241,20 +253,32 @@ fn temp_delete(conn: &Connection, id: TempPinId) -> Result<Option<Vec<Vec<u8>>>>
         let rows = st.query_map(params![id as i64], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    conn.prepare_cached("DELETE FROM temp_pin_blocks WHERE id = ?1")?.execute(params![id as i64])?;
-    let existed = conn.prepare_cached("DELETE FROM temp_pins WHERE id = ?1")?.execute(params![id as i64])? > 0;
+    conn.prepare_cached("DELETE FROM temp_pin_blocks WHERE id = ?1")?
+        .execute(params![id as i64])?;
+    let existed = conn
+        .prepare_cached("DELETE FROM temp_pins WHERE id = ?1")?
+        .execute(params![id as i64])?
+        > 0;
     Ok(existed.then_some(keys))
 }
 
 /// Writes the pin of `root_bytes` with the block set `set`, replacing an earlier pin of the same root; returns the
 /// earlier block set (empty if there was none).
-fn pin_write(conn: &Connection, root_bytes: &[u8], label: &str, set: &HashSet<Key>) -> Result<Vec<Vec<u8>>> {
+fn pin_write(
+    conn: &Connection,
+    root_bytes: &[u8],
+    label: &str,
+    set: &HashSet<Key>,
+) -> Result<Vec<Vec<u8>>> {
     let old: Vec<Vec<u8>> = {
         let mut st = conn.prepare_cached("SELECT mh FROM pin_blocks WHERE root = ?1")?;
         let rows = st.query_map(params![root_bytes], |r| r.get(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    conn.execute("DELETE FROM pin_blocks WHERE root = ?1", params![root_bytes])?;
+    conn.execute(
+        "DELETE FROM pin_blocks WHERE root = ?1",
+        params![root_bytes],
+    )?;
     conn.execute(
         "INSERT OR REPLACE INTO pins (root, label, created) VALUES (?1, ?2, ?3)",
         params![root_bytes, label, now_secs()],
@@ -270,7 +294,9 @@ fn pin_write(conn: &Connection, root_bytes: &[u8], label: &str, set: &HashSet<Ke
 fn temp_ids_of(conn: &Connection, owner: &str) -> Result<Vec<TempPinId>> {
     let mut st = conn.prepare_cached("SELECT id FROM temp_pins WHERE owner = ?1 ORDER BY id")?;
     let rows = st.query_map(params![owner], |r| r.get::<_, i64>(0))?;
-    Ok(rows.map(|r| r.map(|id| id as TempPinId)).collect::<rusqlite::Result<_>>()?)
+    Ok(rows
+        .map(|r| r.map(|id| id as TempPinId))
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 /// The distinct store keys of `root` (if given) and `blocks` (identity CIDs left out).
@@ -315,7 +341,10 @@ impl Flusher {
         if thread.is_none() {
             warn!("could not start the LRU flusher thread: access times are persisted on eviction and close only");
         }
-        Flusher { wake: Some(tx), thread }
+        Flusher {
+            wake: Some(tx),
+            thread,
+        }
     }
 
     fn wake(&self) {
@@ -353,7 +382,10 @@ pub struct DiskStore {
 
 impl std::fmt::Debug for DiskStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskStore").field("dir", &self.dir).field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("DiskStore")
+            .field("dir", &self.dir)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -373,11 +405,16 @@ fn shard_of(name: &str) -> &str {
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn fsync_dir(path: &Path) -> Result<()> {
-    File::open(path).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(path, e))
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(path, e))
 }
 
 fn remove_file_quiet(path: &Path) {
@@ -404,11 +441,16 @@ fn acquire_lock(dir: &Path) -> Result<File> {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut s = String::new();
             let _ = f.read_to_string(&mut s);
-            return Err(StoreError::Locked { path: dir.to_path_buf(), pid: s.trim().parse().ok() });
+            return Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+                pid: s.trim().parse().ok(),
+            });
         }
         return Err(StoreError::io(&path, err));
     }
-    f.set_len(0).and_then(|_| writeln!(f, "{}", std::process::id())).map_err(|e| StoreError::io(&path, e))?;
+    f.set_len(0)
+        .and_then(|_| writeln!(f, "{}", std::process::id()))
+        .map_err(|e| StoreError::io(&path, e))?;
     Ok(f)
 }
 
@@ -419,7 +461,11 @@ fn check_version(dir: &Path, sync: bool) -> Result<()> {
             if s.trim() == LAYOUT_VERSION.to_string() {
                 Ok(())
             } else {
-                Err(StoreError::UnsupportedVersion { path, found: s.trim().to_string(), expected: LAYOUT_VERSION })
+                Err(StoreError::UnsupportedVersion {
+                    path,
+                    found: s.trim().to_string(),
+                    expected: LAYOUT_VERSION,
+                })
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -468,7 +514,8 @@ fn read_block(path: &Path, size: u64) -> io::Result<ReadOutcome> {
     }
     // Read straight into uninitialized capacity with as few read(2) calls as the kernel allows (usually one), like
     // std::fs::read does. `Read::read_to_end` on a `Take` would start with 8 KiB reads and double.
-    let size = usize::try_from(size).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "block too large"))?;
+    let size = usize::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "block too large"))?;
     let mut buf: Vec<u8> = Vec::with_capacity(size);
     while buf.len() < size {
         let want = size - buf.len();
@@ -511,18 +558,28 @@ impl DiskStore {
         fs::create_dir_all(&blocks_dir).map_err(|e| StoreError::io(&blocks_dir, e))?;
 
         let conn = Connection::open(dir.join("index.sqlite"))?;
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             warn!(mode, "SQLite refused WAL mode");
         }
-        conn.pragma_update(None, "synchronous", if config.sync_writes { "FULL" } else { "NORMAL" })?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if config.sync_writes { "FULL" } else { "NORMAL" },
+        )?;
         conn.execute_batch(SCHEMA)?;
         let clean: bool = conn
-            .query_row("SELECT value FROM meta WHERE key = 'clean'", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT value FROM meta WHERE key = 'clean'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()?
             .unwrap_or(0)
             == 1;
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 0)", [])?;
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 0)",
+            [],
+        )?;
 
         let mut state = State::default();
         let mut max_access = 0u64;
@@ -589,7 +646,11 @@ impl DiskStore {
     /// but may be evicted at any time.
     pub fn block_path(&self, cid: &Cid) -> Option<PathBuf> {
         let key = block_key(cid)?;
-        self.state.read().blocks.contains_key(&key[..]).then(|| self.path_for_name(&key_name(&key)))
+        self.state
+            .read()
+            .blocks
+            .contains_key(&key[..])
+            .then(|| self.path_for_name(&key_name(&key)))
     }
 
     fn path_for_name(&self, name: &str) -> PathBuf {
@@ -641,7 +702,10 @@ impl DiskStore {
     /// Writes `data` to a fresh temporary file next to `path` (fsynced if `sync_writes`).
     fn write_temp(&self, path: &Path, data: &[u8]) -> Result<PathBuf> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let mut name = path.file_name().expect("block path has a name").to_os_string();
+        let mut name = path
+            .file_name()
+            .expect("block path has a name")
+            .to_os_string();
         name.push(format!(".{}.{}.tmp", std::process::id(), n));
         let tmp = path.with_file_name(name);
         let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
@@ -657,7 +721,13 @@ impl DiskStore {
             }
             Err(e) => return Err(StoreError::io(&tmp, e)),
         };
-        let res = f.write_all(data).and_then(|_| if self.sync_writes { f.sync_data() } else { Ok(()) });
+        let res = f.write_all(data).and_then(|_| {
+            if self.sync_writes {
+                f.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = res {
             drop(f);
             remove_file_quiet(&tmp);
@@ -685,7 +755,12 @@ impl DiskStore {
     /// Renames staged files into place and indexes them, all under the index lock, in one transaction. With
     /// `temp = Some((id, keys))` the same transaction adds `keys` to the temporary pin `id` (which the caller checked
     /// exists), and the memory mirror protects them in the same state update that makes the new blocks present.
-    fn commit_staged(&self, idx: &mut Index, staged: Vec<Staged>, temp: Option<(TempPinId, &[Key])>) -> Result<()> {
+    fn commit_staged(
+        &self,
+        idx: &mut Index,
+        staged: Vec<Staged>,
+        temp: Option<(TempPinId, &[Key])>,
+    ) -> Result<()> {
         let mut placed: Vec<Staged> = Vec::with_capacity(staged.len());
         let mut rest = staged.into_iter();
         let res = (|| -> Result<()> {
@@ -705,18 +780,25 @@ impl DiskStore {
                 return Ok(());
             }
             if self.sync_writes && !placed.is_empty() {
-                let dirs: HashSet<PathBuf> =
-                    placed.iter().filter_map(|s| s.path.parent().map(Path::to_path_buf)).collect();
+                let dirs: HashSet<PathBuf> = placed
+                    .iter()
+                    .filter_map(|s| s.path.parent().map(Path::to_path_buf))
+                    .collect();
                 self.sync_dirs(&dirs)?;
             }
             // One tick per block, in batch order, so LRU order within a batch is well defined.
             let first_tick = self.clock.fetch_add(placed.len() as u64, Ordering::Relaxed);
             let tx = idx.conn.transaction()?;
             {
-                let mut st =
-                    tx.prepare_cached("INSERT OR REPLACE INTO blocks (mh, size, last_access) VALUES (?1, ?2, ?3)")?;
+                let mut st = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO blocks (mh, size, last_access) VALUES (?1, ?2, ?3)",
+                )?;
                 for (i, s) in placed.iter().enumerate() {
-                    st.execute(params![&s.key[..], s.size as i64, (first_tick + i as u64) as i64])?;
+                    st.execute(params![
+                        &s.key[..],
+                        s.size as i64,
+                        (first_tick + i as u64) as i64
+                    ])?;
                 }
             }
             let added = match temp {
@@ -759,7 +841,10 @@ impl DiskStore {
                 .filter(|(k, _)| !st.pin_counts.contains_key(*k))
                 .map(|(k, e)| (e.last_access.load(Ordering::Relaxed), e.size, k))
                 .collect();
-            select_victims(candidates, unpinned, target).into_iter().map(|(s, k)| (s, k.clone())).collect()
+            select_victims(candidates, unpinned, target)
+                .into_iter()
+                .map(|(s, k)| (s, k.clone()))
+                .collect()
         };
         let tx = idx.conn.transaction()?;
         {
@@ -805,7 +890,9 @@ impl DiskStore {
             }
             Err(e) => return Err(StoreError::io(path, e)),
         }
-        idx.conn.prepare_cached("DELETE FROM blocks WHERE mh = ?1")?.execute(params![key])?;
+        idx.conn
+            .prepare_cached("DELETE FROM blocks WHERE mh = ?1")?
+            .execute(params![key])?;
         self.state.write().remove(key);
         self.pending.lock().remove(key);
         remove_file_quiet(&path);
@@ -841,7 +928,9 @@ impl DiskStore {
                     }
                     continue;
                 }
-                let Some(stem) = name.strip_suffix(".data") else { continue };
+                let Some(stem) = name.strip_suffix(".data") else {
+                    continue;
+                };
                 let key = match Base::Base32Upper.decode(stem) {
                     Ok(k) if key_name(&k) == stem && shard_of(stem) == shard_name => k,
                     _ => {
@@ -867,7 +956,11 @@ impl DiskStore {
         }
         let missing: Vec<Key> = {
             let st = self.state.read();
-            st.blocks.keys().filter(|k| !seen.contains(*k)).cloned().collect()
+            st.blocks
+                .keys()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect()
         };
         let tx = idx.conn.transaction()?;
         {
@@ -875,8 +968,9 @@ impl DiskStore {
             for k in &missing {
                 del.execute(params![&k[..]])?;
             }
-            let mut ins =
-                tx.prepare_cached("INSERT OR REPLACE INTO blocks (mh, size, last_access) VALUES (?1, ?2, 0)")?;
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO blocks (mh, size, last_access) VALUES (?1, ?2, 0)",
+            )?;
             for (k, size) in &adopt {
                 ins.execute(params![&k[..], *size as i64])?;
             }
@@ -927,8 +1021,12 @@ impl DiskStore {
     fn close(&self) -> Result<()> {
         let mut idx = self.index.lock();
         flush_pending(&self.pending, &mut idx)?;
-        idx.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        idx.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 1)", [])?;
+        idx.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        idx.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 1)",
+            [],
+        )?;
         Ok(())
     }
 }
@@ -947,7 +1045,9 @@ impl Drop for DiskStore {
 
 impl BlockStore for DiskStore {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>> {
-        let Some(key) = block_key(cid) else { return Ok(None) };
+        let Some(key) = block_key(cid) else {
+            return Ok(None);
+        };
         let path = self.path_for_name(&key_name(&key));
         for _ in 0..2 {
             let tick = self.tick();
@@ -984,14 +1084,21 @@ impl BlockStore for DiskStore {
     }
 
     fn put(&self, cid: &Cid, data: &[u8]) -> Result<()> {
-        let Some(key) = block_key(cid) else { return Ok(()) };
+        let Some(key) = block_key(cid) else {
+            return Ok(());
+        };
         if self.touch(&key) {
             return Ok(());
         }
         let path = self.path_for_name(&key_name(&key));
         let tmp = self.write_temp(&path, data)?;
         let mut idx = self.index.lock();
-        let staged = Staged { key: key.into_boxed_slice(), tmp, path, size: data.len() as u64 };
+        let staged = Staged {
+            key: key.into_boxed_slice(),
+            tmp,
+            path,
+            size: data.len() as u64,
+        };
         self.commit_staged(&mut idx, vec![staged], None)?;
         self.after_write(&mut idx)
     }
@@ -1006,7 +1113,12 @@ impl BlockStore for DiskStore {
             }
             let path = self.path_for_name(&key_name(&key));
             match self.write_temp(&path, data) {
-                Ok(tmp) => staged.push(Staged { key: key.into_boxed_slice(), tmp, path, size: data.len() as u64 }),
+                Ok(tmp) => staged.push(Staged {
+                    key: key.into_boxed_slice(),
+                    tmp,
+                    path,
+                    size: data.len() as u64,
+                }),
                 Err(e) => {
                     for s in &staged {
                         remove_file_quiet(&s.tmp);
@@ -1052,7 +1164,10 @@ impl BlockStore for DiskStore {
             let rows = st.query_map(params![&root_bytes], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        tx.execute("DELETE FROM pin_blocks WHERE root = ?1", params![&root_bytes])?;
+        tx.execute(
+            "DELETE FROM pin_blocks WHERE root = ?1",
+            params![&root_bytes],
+        )?;
         tx.commit()?;
         let mut state = self.state.write();
         for k in &old {
@@ -1072,14 +1187,25 @@ impl BlockStore for DiskStore {
              GROUP BY p.root ORDER BY p.created, p.root",
         )?;
         let rows = st.query_map([], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (root, label, blocks, bytes) = row?;
-            let root = Cid::try_from(root.as_slice())
-                .map_err(|e| StoreError::Corrupt(format!("pin with an invalid root CID in the index: {e}")))?;
-            out.push(PinInfo { root, label, blocks: blocks as u64, bytes: bytes as u64 });
+            let root = Cid::try_from(root.as_slice()).map_err(|e| {
+                StoreError::Corrupt(format!("pin with an invalid root CID in the index: {e}"))
+            })?;
+            out.push(PinInfo {
+                root,
+                label,
+                blocks: blocks as u64,
+                bytes: bytes as u64,
+            });
         }
         Ok(out)
     }
@@ -1130,7 +1256,12 @@ impl BlockStore for DiskStore {
                 match self.write_temp(&path, data) {
                     Ok(tmp) => {
                         staged_keys.insert(key.clone());
-                        staged.push(Staged { key: key.clone(), tmp, path, size: data.len() as u64 });
+                        staged.push(Staged {
+                            key: key.clone(),
+                            tmp,
+                            path,
+                            size: data.len() as u64,
+                        });
                     }
                     Err(e) => {
                         for s in &staged {
@@ -1143,7 +1274,9 @@ impl BlockStore for DiskStore {
             let idx = self.index.lock();
             let complete = {
                 let st = self.state.read();
-                items.iter().all(|(k, _)| staged_keys.contains(k) || st.blocks.contains_key(k))
+                items
+                    .iter()
+                    .all(|(k, _)| staged_keys.contains(k) || st.blocks.contains_key(k))
             };
             if complete {
                 break idx;
@@ -1207,7 +1340,12 @@ impl BlockStore for DiskStore {
     ) -> Result<()> {
         let root_bytes = root.to_bytes();
         let mut set = key_set(Some(root), blocks);
-        let temps: Vec<TempPinId> = temps.iter().copied().collect::<HashSet<_>>().into_iter().collect();
+        let temps: Vec<TempPinId> = temps
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         let mut idx = self.index.lock();
         let tx = idx.conn.transaction()?;
         let mut released: Vec<Vec<u8>> = Vec::new();
@@ -1260,7 +1398,8 @@ impl BlockStore for DiskStore {
     fn flush(&self) -> Result<()> {
         let mut idx = self.index.lock();
         flush_pending(&self.pending, &mut idx)?;
-        idx.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        idx.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 }

@@ -30,7 +30,11 @@ pub enum StoreError {
     Corrupt(String),
     /// The store directory has a layout version this build does not know.
     #[error("store {} has layout version {found:?}, this build supports {expected}", path.display())]
-    UnsupportedVersion { path: PathBuf, found: String, expected: u32 },
+    UnsupportedVersion {
+        path: PathBuf,
+        found: String,
+        expected: u32,
+    },
     /// A temporary pin id that does not exist: never created, or already released.
     #[error("unknown temporary pin {0} (never created, or already released)")]
     UnknownTempPin(u64),
@@ -40,8 +44,13 @@ impl StoreError {
     /// An I/O error on `path`; `ENOSPC` and `EDQUOT` become [`StoreError::NoSpace`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         match source.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::NoSpace { path: Some(path.into()) },
-            _ => StoreError::Io { path: path.into(), source },
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => StoreError::NoSpace {
+                path: Some(path.into()),
+            },
+            _ => StoreError::Io {
+                path: path.into(),
+                source,
+            },
         }
     }
 
@@ -79,7 +88,10 @@ mod tests {
     #[test]
     fn full_disk_errors_become_no_space() {
         for errno in [libc::ENOSPC, libc::EDQUOT] {
-            let e = StoreError::io("/s/blocks/AB/X.data.tmp", io::Error::from_raw_os_error(errno));
+            let e = StoreError::io(
+                "/s/blocks/AB/X.data.tmp",
+                io::Error::from_raw_os_error(errno),
+            );
             assert!(e.is_no_space(), "{e:?}");
             assert_eq!(e.errno(), libc::ENOSPC);
             assert!(e.to_string().contains("/s/blocks/AB/X.data.tmp"), "{e}");
@@ -87,11 +99,17 @@ mod tests {
         let e = StoreError::io("/s/x", io::Error::from_raw_os_error(libc::EACCES));
         assert!(!e.is_no_space());
         assert_eq!(e.errno(), libc::EACCES);
-        let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL), None);
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
         let e = StoreError::from(full);
         assert!(e.is_no_space(), "{e:?}");
         assert_eq!(e.errno(), libc::ENOSPC);
-        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), None);
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
         assert!(matches!(StoreError::from(busy), StoreError::Sqlite(_)));
         assert_eq!(StoreError::UnknownTempPin(3).errno(), libc::EIO);
     }

@@ -196,7 +196,12 @@ pub trait BlockStore: Send + Sync {
     fn put_many(&self, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError>;
     /// Pins `root` and `blocks` (all blocks of its DAG, computed by the caller; the root is always included).
     /// Pinned blocks are never evicted. Re-pinning the same root replaces its block set and label.
-    fn pin(&self, root: &Cid, label: &str, blocks: &mut dyn Iterator<Item = Cid>) -> Result<(), StoreError>;
+    fn pin(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError>;
     /// Removes the pin of `root`; `false` if there was none. The blocks stay, now subject to eviction.
     fn unpin(&self, root: &Cid) -> Result<bool, StoreError>;
     /// All pins.
@@ -213,7 +218,11 @@ pub trait BlockStore: Send + Sync {
     fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError>;
     /// Adds blocks, present or not, to the temporary pin `pin` without storing data (e.g. reused leaves). Absent
     /// blocks are protected as soon as they arrive. [`StoreError::UnknownTempPin`] if `pin` does not exist.
-    fn temp_pin_add(&self, pin: TempPinId, blocks: &mut dyn Iterator<Item = Cid>) -> Result<(), StoreError>;
+    fn temp_pin_add(
+        &self,
+        pin: TempPinId,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError>;
     /// Releases a temporary pin: its blocks become ordinary cache (evictable) unless another pin or temporary pin
     /// holds them. `false` for an unknown (or already released) id.
     fn release_temp(&self, pin: TempPinId) -> Result<bool, StoreError>;
@@ -263,7 +272,11 @@ pub(crate) fn low_water(capacity: u64) -> u64 {
 }
 
 /// Picks LRU victims among unpinned blocks `(last_access, size, key)` so that `unpinned` drops to `target` or below.
-pub(crate) fn select_victims<K>(mut candidates: Vec<(u64, u64, K)>, unpinned: u64, target: u64) -> Vec<(u64, K)> {
+pub(crate) fn select_victims<K>(
+    mut candidates: Vec<(u64, u64, K)>,
+    unpinned: u64,
+    target: u64,
+) -> Vec<(u64, K)> {
     if unpinned <= target {
         return Vec::new();
     }

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use cid::Cid;
 use parking_lot::Mutex;
 
-use crate::{block_key, low_water, select_victims, BlockStore, EvictStats, PinInfo, StoreError, StoreStats, TempPinId};
+use crate::{
+    block_key, low_water, select_victims, BlockStore, EvictStats, PinInfo, StoreError, StoreStats,
+    TempPinId,
+};
 
 type Key = Vec<u8>;
 
@@ -72,7 +75,10 @@ impl Inner {
     }
 
     fn totals(&self) -> Totals {
-        let mut t = Totals { blocks: self.blocks.len() as u64, ..Totals::default() };
+        let mut t = Totals {
+            blocks: self.blocks.len() as u64,
+            ..Totals::default()
+        };
         for (k, (d, _)) in &self.blocks {
             let n = d.len() as u64;
             t.bytes += n;
@@ -89,7 +95,11 @@ impl Inner {
     }
 
     fn evict_to(&mut self, target: u64) -> EvictStats {
-        let Totals { bytes, pinned_bytes: pbytes, .. } = self.totals();
+        let Totals {
+            bytes,
+            pinned_bytes: pbytes,
+            ..
+        } = self.totals();
         let candidates = self
             .blocks
             .iter()
@@ -108,11 +118,16 @@ impl Inner {
 
     fn insert(&mut self, key: Key, data: Bytes) {
         let t = self.tick();
-        self.blocks.entry(key).and_modify(|e| e.1 = t).or_insert((data, t));
+        self.blocks
+            .entry(key)
+            .and_modify(|e| e.1 = t)
+            .or_insert((data, t));
     }
 
     fn drop_pin(&mut self, root: &[u8]) -> bool {
-        let Some(p) = self.pins.remove(root) else { return false };
+        let Some(p) = self.pins.remove(root) else {
+            return false;
+        };
         for k in &p.blocks {
             count_dec(&mut self.pin_counts, k);
         }
@@ -129,7 +144,9 @@ impl Inner {
     }
 
     fn drop_temp(&mut self, id: TempPinId) -> bool {
-        let Some(t) = self.temp_pins.remove(&id) else { return false };
+        let Some(t) = self.temp_pins.remove(&id) else {
+            return false;
+        };
         for k in &t.blocks {
             count_dec(&mut self.pin_counts, k);
             count_dec(&mut self.temp_counts, k);
@@ -153,7 +170,15 @@ impl Inner {
         }
         self.drop_pin(&root_bytes);
         let seq = self.tick();
-        self.pins.insert(root_bytes, Pin { root: *root, label: label.to_string(), blocks: set, seq });
+        self.pins.insert(
+            root_bytes,
+            Pin {
+                root: *root,
+                label: label.to_string(),
+                blocks: set,
+                seq,
+            },
+        );
     }
 }
 
@@ -166,11 +191,18 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store keeping up to `cache_capacity` bytes of unpinned blocks.
     pub fn new(cache_capacity: u64) -> Self {
-        MemoryStore { capacity: cache_capacity, inner: Mutex::new(Inner::default()) }
+        MemoryStore {
+            capacity: cache_capacity,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     fn maybe_evict(&self, inner: &mut Inner) {
-        let Totals { bytes, pinned_bytes: pbytes, .. } = inner.totals();
+        let Totals {
+            bytes,
+            pinned_bytes: pbytes,
+            ..
+        } = inner.totals();
         if bytes - pbytes > self.capacity {
             inner.evict_to(low_water(self.capacity));
         }
@@ -210,7 +242,9 @@ impl Default for MemoryStore {
 
 impl BlockStore for MemoryStore {
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-        let Some(key) = block_key(cid) else { return Ok(None) };
+        let Some(key) = block_key(cid) else {
+            return Ok(None);
+        };
         let mut inner = self.inner.lock();
         let t = inner.tick();
         Ok(inner.blocks.get_mut(&key).map(|e| {
@@ -224,7 +258,9 @@ impl BlockStore for MemoryStore {
     }
 
     fn put(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
-        let Some(key) = block_key(cid) else { return Ok(()) };
+        let Some(key) = block_key(cid) else {
+            return Ok(());
+        };
         let mut inner = self.inner.lock();
         inner.insert(key, Bytes::copy_from_slice(data));
         self.maybe_evict(&mut inner);
@@ -238,7 +274,12 @@ impl BlockStore for MemoryStore {
         Ok(())
     }
 
-    fn pin(&self, root: &Cid, label: &str, blocks: &mut dyn Iterator<Item = Cid>) -> Result<(), StoreError> {
+    fn pin(
+        &self,
+        root: &Cid,
+        label: &str,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError> {
         let mut set: HashSet<Key> = blocks.filter_map(|c| block_key(&c)).collect();
         set.extend(block_key(root));
         let mut inner = self.inner.lock();
@@ -264,7 +305,12 @@ impl BlockStore for MemoryStore {
                 root: p.root,
                 label: p.label.clone(),
                 blocks: p.blocks.len() as u64,
-                bytes: p.blocks.iter().filter_map(|k| inner.blocks.get(k)).map(|(d, _)| d.len() as u64).sum(),
+                bytes: p
+                    .blocks
+                    .iter()
+                    .filter_map(|k| inner.blocks.get(k))
+                    .map(|(d, _)| d.len() as u64)
+                    .sum(),
             })
             .collect())
     }
@@ -277,7 +323,13 @@ impl BlockStore for MemoryStore {
         let mut inner = self.inner.lock();
         inner.last_temp += 1;
         let id = inner.last_temp;
-        inner.temp_pins.insert(id, TempPin { owner: owner.to_string(), blocks: HashSet::new() });
+        inner.temp_pins.insert(
+            id,
+            TempPin {
+                owner: owner.to_string(),
+                blocks: HashSet::new(),
+            },
+        );
         Ok(id)
     }
 
@@ -292,7 +344,11 @@ impl BlockStore for MemoryStore {
         Ok(())
     }
 
-    fn temp_pin_add(&self, pin: TempPinId, blocks: &mut dyn Iterator<Item = Cid>) -> Result<(), StoreError> {
+    fn temp_pin_add(
+        &self,
+        pin: TempPinId,
+        blocks: &mut dyn Iterator<Item = Cid>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
         inner.check_temp(pin)?;
         for key in blocks.filter_map(|c| block_key(&c)) {
@@ -310,7 +366,12 @@ impl BlockStore for MemoryStore {
 
     fn release_temp_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let mut inner = self.inner.lock();
-        let ids: Vec<TempPinId> = inner.temp_pins.iter().filter(|(_, t)| t.owner == owner).map(|(id, _)| *id).collect();
+        let ids: Vec<TempPinId> = inner
+            .temp_pins
+            .iter()
+            .filter(|(_, t)| t.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
         for id in &ids {
             inner.drop_temp(*id);
         }
@@ -320,8 +381,12 @@ impl BlockStore for MemoryStore {
 
     fn temp_pins(&self, owner: &str) -> Result<Vec<TempPinId>, StoreError> {
         let inner = self.inner.lock();
-        let mut ids: Vec<TempPinId> =
-            inner.temp_pins.iter().filter(|(_, t)| t.owner == owner).map(|(id, _)| *id).collect();
+        let mut ids: Vec<TempPinId> = inner
+            .temp_pins
+            .iter()
+            .filter(|(_, t)| t.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort_unstable();
         Ok(ids)
     }

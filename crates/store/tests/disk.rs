@@ -7,10 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use ipfs_mount_store::{BlockStore, DiskStore, MemoryStore, StoreConfig, StoreError, LAYOUT_VERSION};
+use ipfs_mount_store::{
+    BlockStore, DiskStore, MemoryStore, StoreConfig, StoreError, LAYOUT_VERSION,
+};
 
 fn stores(dir: &std::path::Path, cap: u64) -> Vec<(&'static str, Box<dyn BlockStore>)> {
-    vec![("disk", Box::new(open(dir, cap))), ("memory", Box::new(MemoryStore::new(cap)))]
+    vec![
+        ("disk", Box::new(open(dir, cap))),
+        ("memory", Box::new(MemoryStore::new(cap))),
+    ]
 }
 
 #[test]
@@ -24,9 +29,17 @@ fn put_get_has_idempotent() {
         s.put(&cid, &data).unwrap();
         s.put(&cid, &data).unwrap();
         assert!(s.has(&cid).unwrap(), "{name}");
-        assert_eq!(s.get(&cid).unwrap().unwrap(), Bytes::from(data.clone()), "{name}");
+        assert_eq!(
+            s.get(&cid).unwrap().unwrap(),
+            Bytes::from(data.clone()),
+            "{name}"
+        );
         let st = s.stats().unwrap();
-        assert_eq!((st.blocks, st.bytes, st.pinned_blocks), (1, 5000, 0), "{name}");
+        assert_eq!(
+            (st.blocks, st.bytes, st.pinned_blocks),
+            (1, 5000, 0),
+            "{name}"
+        );
         // put_many with duplicates and an already present block
         let b2 = block(2, 100);
         let batch = vec![
@@ -53,8 +66,16 @@ fn layout_on_disk() {
     let p = expected_path(tmp.path(), &cid);
     assert_eq!(s.block_path(&cid).unwrap(), p);
     assert_eq!(fs::read(&p).unwrap(), data);
-    assert!(p.file_name().unwrap().to_str().unwrap().starts_with("CIQ"), "sha2-256 keys start with CIQ like flatfs");
-    assert_eq!(fs::read_to_string(tmp.path().join("VERSION")).unwrap().trim(), LAYOUT_VERSION.to_string());
+    assert!(
+        p.file_name().unwrap().to_str().unwrap().starts_with("CIQ"),
+        "sha2-256 keys start with CIQ like flatfs"
+    );
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("VERSION"))
+            .unwrap()
+            .trim(),
+        LAYOUT_VERSION.to_string()
+    );
     assert!(tmp.path().join("index.sqlite").exists());
     assert!(tmp.path().join("LOCK").exists());
 }
@@ -97,7 +118,8 @@ fn pins_survive_eviction_and_repin_replaces() {
         let cids: Vec<_> = blocks.iter().map(|b| cid_of(b)).collect();
         let root = cids[0];
         // pin first (blocks not yet present), then put: they arrive protected
-        s.pin(&root, "dataset:foo", &mut cids[1..4].iter().copied()).unwrap();
+        s.pin(&root, "dataset:foo", &mut cids[1..4].iter().copied())
+            .unwrap();
         for (c, b) in cids.iter().zip(&blocks) {
             s.put(c, b).unwrap();
         }
@@ -110,14 +132,28 @@ fn pins_survive_eviction_and_repin_replaces() {
         assert!(st.unpinned_bytes() <= 1000, "{name}: {st:?}");
         let pins = s.pins().unwrap();
         assert_eq!(pins.len(), 1);
-        assert_eq!((pins[0].root, pins[0].label.as_str(), pins[0].blocks, pins[0].bytes), (root, "dataset:foo", 4, 1200));
+        assert_eq!(
+            (
+                pins[0].root,
+                pins[0].label.as_str(),
+                pins[0].blocks,
+                pins[0].bytes
+            ),
+            (root, "dataset:foo", 4, 1200)
+        );
 
         // re-pin with a different set: block 1 is no longer protected, 5 is
-        s.pin(&root, "dataset:foo v2", &mut [cids[2], cids[3], cids[2]].into_iter()).unwrap();
+        s.pin(
+            &root,
+            "dataset:foo v2",
+            &mut [cids[2], cids[3], cids[2]].into_iter(),
+        )
+        .unwrap();
         assert!(!s.is_pinned(&cids[1]).unwrap(), "{name}");
         assert_eq!(s.pins().unwrap()[0].blocks, 3, "{name}");
         // two pins sharing a block: unpinning one keeps it protected
-        s.pin(&cids[9], "other", &mut std::iter::once(cids[2])).unwrap();
+        s.pin(&cids[9], "other", &mut std::iter::once(cids[2]))
+            .unwrap();
         assert!(s.unpin(&root).unwrap(), "{name}");
         assert!(!s.unpin(&root).unwrap(), "{name}");
         assert!(s.is_pinned(&cids[2]).unwrap(), "{name}");
@@ -143,7 +179,10 @@ fn lru_order_access_refreshes_recency() {
         s.get(&c[0]).unwrap().unwrap(); // a is now newer than b and c
         s.put(&c[3], &b[3]).unwrap(); // evicts b
         assert!(!s.has(&c[1]).unwrap(), "{name}");
-        assert!(s.has(&c[0]).unwrap() && s.has(&c[2]).unwrap() && s.has(&c[3]).unwrap(), "{name}");
+        assert!(
+            s.has(&c[0]).unwrap() && s.has(&c[2]).unwrap() && s.has(&c[3]).unwrap(),
+            "{name}"
+        );
         s.put(&c[2], &b[2]).unwrap(); // re-put refreshes too: order now a, d, c
         s.put(&c[4], &b[4]).unwrap(); // evicts a
         assert!(!s.has(&c[0]).unwrap(), "{name}");
@@ -168,7 +207,10 @@ fn lru_order_survives_flush_and_reopen() {
     {
         let s = open(tmp.path(), 350);
         s.put(&c[3], &b[3]).unwrap();
-        assert!(!s.has(&c[1]).unwrap(), "b was least recently used before the reopen");
+        assert!(
+            !s.has(&c[1]).unwrap(),
+            "b was least recently used before the reopen"
+        );
         assert!(s.has(&c[0]).unwrap() && s.has(&c[2]).unwrap());
         s.get(&c[2]).unwrap().unwrap();
         // orderly close persists pending accesses too
@@ -196,7 +238,10 @@ fn capacity_respected_with_amortized_eviction() {
             }
             last_blocks = st.blocks;
         }
-        assert!(evictions <= 200 / 2, "{name}: eviction should be amortized, ran {evictions} times");
+        assert!(
+            evictions <= 200 / 2,
+            "{name}: eviction should be amortized, ran {evictions} times"
+        );
         let batch: Vec<(cid::Cid, Bytes)> = (0..50u64)
             .map(|i| {
                 let d = block(1000 + i, 700);
@@ -260,7 +305,10 @@ fn unknown_version_is_refused() {
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
     fs::remove_file(tmp.path().join("VERSION")).unwrap();
-    assert!(matches!(DiskStore::open(config(tmp.path(), 1 << 20)), Err(StoreError::UnsupportedVersion { .. })));
+    assert!(matches!(
+        DiskStore::open(config(tmp.path(), 1 << 20)),
+        Err(StoreError::UnsupportedVersion { .. })
+    ));
 }
 
 #[test]
@@ -278,7 +326,10 @@ fn recovery_after_simulated_crash() {
     }
     // leftover temp file of a dead writer
     let p0 = expected_path(tmp.path(), &c[0]);
-    let tmpfile = p0.with_file_name(format!("{}.999999.1.tmp", p0.file_name().unwrap().to_str().unwrap()));
+    let tmpfile = p0.with_file_name(format!(
+        "{}.999999.1.tmp",
+        p0.file_name().unwrap().to_str().unwrap()
+    ));
     fs::write(&tmpfile, b"partial").unwrap();
     // a block file deleted behind the index's back
     fs::remove_file(expected_path(tmp.path(), &c[1])).unwrap();
@@ -318,8 +369,12 @@ fn recovery_after_simulated_crash() {
 #[test]
 fn sync_writes_put_and_put_many() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = DiskStore::open(StoreConfig { dir: tmp.path().join("a/b"), cache_capacity: 1 << 30, sync_writes: true })
-        .unwrap();
+    let s = DiskStore::open(StoreConfig {
+        dir: tmp.path().join("a/b"),
+        cache_capacity: 1 << 30,
+        sync_writes: true,
+    })
+    .unwrap();
     let d = block(600, 10_000);
     s.put(&cid_of(&d), &d).unwrap();
     // enough blocks to touch more than 32 shard directories (syncfs path)
@@ -355,7 +410,9 @@ fn concurrent_put_get_evict_pin() {
             std::thread::spawn(move || {
                 let mut x = t * 7919 + 1;
                 for n in 0..400u64 {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let (c, d) = &pool[(x >> 33) as usize % pool.len()];
                     match n % 10 {
                         0..=3 => s.put(c, d).unwrap(),
@@ -369,9 +426,12 @@ fn concurrent_put_get_evict_pin() {
                         }
                         _ => {
                             // thread-owned pin over 4 blocks: pin, put, then they must stay while others evict
-                            let set: Vec<_> = (0..4).map(|k| pool[(t as usize * 4 + k) % pool.len()].0).collect();
+                            let set: Vec<_> = (0..4)
+                                .map(|k| pool[(t as usize * 4 + k) % pool.len()].0)
+                                .collect();
                             let root = set[0];
-                            s.pin(&root, &format!("t{t}"), &mut set.iter().copied()).unwrap();
+                            s.pin(&root, &format!("t{t}"), &mut set.iter().copied())
+                                .unwrap();
                             for k in 0..4 {
                                 let (c, d) = &pool[(t as usize * 4 + k) % pool.len()];
                                 s.put(c, d).unwrap();
@@ -413,7 +473,9 @@ fn concurrent_put_get_evict_pin() {
 /// Child side of `kill9_at_any_moment`: runs only when the parent sets STORE_CRASH_DIR.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var("STORE_CRASH_DIR") else { return };
+    let Ok(dir) = std::env::var("STORE_CRASH_DIR") else {
+        return;
+    };
     let round: u64 = std::env::var("STORE_CRASH_ROUND").unwrap().parse().unwrap();
     let s = open(std::path::Path::new(&dir), 512 * 1024);
     let mut i = round * 100_000;
@@ -428,13 +490,15 @@ fn crash_child() {
                 .collect();
             if i % 10 == 0 {
                 s.put_many(&batch).unwrap();
-                s.pin(&batch[0].0, "crash", &mut batch.iter().map(|b| b.0)).unwrap();
+                s.pin(&batch[0].0, "crash", &mut batch.iter().map(|b| b.0))
+                    .unwrap();
             } else {
                 // through a temporary pin, as writers and imports do
                 let t = s.temp_pin("crash").unwrap();
                 s.put_temp(t, &batch[..3]).unwrap();
                 s.put_temp(t, &batch[2..]).unwrap();
-                s.pin_with_temps(&batch[0].0, "crash", &mut std::iter::empty(), &[t]).unwrap();
+                s.pin_with_temps(&batch[0].0, "crash", &mut std::iter::empty(), &[t])
+                    .unwrap();
             }
             i += 5;
         } else {
@@ -442,10 +506,18 @@ fn crash_child() {
             i += 1;
         }
         if i % 7 == 0 {
-            s.get(&cid_of(&block(i - 3, 1000 + ((i - 3) as usize * 131) % 60_000))).unwrap();
+            s.get(&cid_of(&block(
+                i - 3,
+                1000 + ((i - 3) as usize * 131) % 60_000,
+            )))
+            .unwrap();
         }
         if i % 50 == 0 {
-            s.unpin(&cid_of(&block(i - 40, 1000 + ((i - 40) as usize * 131) % 60_000))).unwrap();
+            s.unpin(&cid_of(&block(
+                i - 40,
+                1000 + ((i - 40) as usize * 131) % 60_000,
+            )))
+            .unwrap();
         }
     }
 }
@@ -475,8 +547,10 @@ fn kill9_at_any_moment() {
                 let name = f.unwrap().file_name().into_string().unwrap();
                 assert!(!name.ends_with(".tmp"), "temp files are cleaned up at open");
                 let stem = name.strip_suffix(".data").unwrap();
-                let mh = multihash::Multihash::<64>::from_bytes(&multibase::Base::Base32Upper.decode(stem).unwrap())
-                    .unwrap();
+                let mh = multihash::Multihash::<64>::from_bytes(
+                    &multibase::Base::Base32Upper.decode(stem).unwrap(),
+                )
+                .unwrap();
                 let c = cid::Cid::new_v1(0x55, mh);
                 if s.has(&c).unwrap() {
                     let data = s.get(&c).unwrap().expect("present block reads back");
@@ -485,7 +559,10 @@ fn kill9_at_any_moment() {
                 }
             }
         }
-        assert_eq!(st.blocks, found, "every indexed block is one the child wrote");
+        assert_eq!(
+            st.blocks, found,
+            "every indexed block is one the child wrote"
+        );
         assert!(found > 0, "child wrote something in round {round}");
         // A temporary pin the child was filling when it was killed is still held; releasing it frees its blocks.
         let held = s.temp_pins("crash").unwrap();

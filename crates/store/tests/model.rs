@@ -67,7 +67,9 @@ struct Universe {
 impl Universe {
     fn new() -> Self {
         // sizes 40..=300: several blocks fit in the capacity, a few force eviction
-        let data: Vec<Vec<u8>> = (0..UNIVERSE).map(|i| block(9000 + i as u64, 40 + (i * 67) % 261)).collect();
+        let data: Vec<Vec<u8>> = (0..UNIVERSE)
+            .map(|i| block(9000 + i as u64, 40 + (i * 67) % 261))
+            .collect();
         let cids = data.iter().map(|d| cid_of(d)).collect();
         Universe { data, cids }
     }
@@ -94,7 +96,10 @@ impl Model {
 
     /// The store id of temporary pin `t` (creation index), or an id never handed out.
     fn temp_id(&self, t: usize) -> TempPinId {
-        self.temp_ids.get(t).copied().unwrap_or(1_000_000 + t as TempPinId)
+        self.temp_ids
+            .get(t)
+            .copied()
+            .unwrap_or(1_000_000 + t as TempPinId)
     }
 }
 
@@ -119,8 +124,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.present.insert(*i);
             }
             Op::PutMany(is) => {
-                let batch: Vec<(Cid, Bytes)> =
-                    is.iter().map(|&i| (u.cids[i], Bytes::from(u.data[i].clone()))).collect();
+                let batch: Vec<(Cid, Bytes)> = is
+                    .iter()
+                    .map(|&i| (u.cids[i], Bytes::from(u.data[i].clone())))
+                    .collect();
                 for s in stores {
                     s.put_many(&batch).unwrap();
                 }
@@ -129,16 +136,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Get(i) => {
                 for s in stores {
                     match s.get(&u.cids[*i]).unwrap() {
-                        Some(got) => prop_assert_eq!(&got[..], &u.data[*i][..], "wrong bytes for block {}", i),
+                        Some(got) => prop_assert_eq!(
+                            &got[..],
+                            &u.data[*i][..],
+                            "wrong bytes for block {}",
+                            i
+                        ),
                         None => {
-                            prop_assert!(!(model.present.contains(i) && model.pinned(*i)), "pinned block {} missing", i)
+                            prop_assert!(
+                                !(model.present.contains(i) && model.pinned(*i)),
+                                "pinned block {} missing",
+                                i
+                            )
                         }
                     }
                 }
             }
             Op::Pin(r, bs) => {
                 for s in stores {
-                    s.pin(&u.cids[*r], "model", &mut bs.iter().map(|&b| u.cids[b])).unwrap();
+                    s.pin(&u.cids[*r], "model", &mut bs.iter().map(|&b| u.cids[b]))
+                        .unwrap();
                 }
                 let mut set: HashSet<usize> = bs.iter().copied().collect();
                 set.insert(*r);
@@ -151,21 +168,34 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::TempPin(o) => {
-                let ids: Vec<TempPinId> = stores.iter().map(|s| s.temp_pin(&owner(*o)).unwrap()).collect();
+                let ids: Vec<TempPinId> = stores
+                    .iter()
+                    .map(|s| s.temp_pin(&owner(*o)).unwrap())
+                    .collect();
                 prop_assert_eq!(ids[0], ids[1], "disk and memory hand out different ids");
-                prop_assert!(!model.temp_ids.contains(&ids[0]), "temporary pin id {} reused", ids[0]);
-                model.temps.insert(model.temp_ids.len(), (*o, HashSet::new()));
+                prop_assert!(
+                    !model.temp_ids.contains(&ids[0]),
+                    "temporary pin id {} reused",
+                    ids[0]
+                );
+                model
+                    .temps
+                    .insert(model.temp_ids.len(), (*o, HashSet::new()));
                 model.temp_ids.push(ids[0]);
             }
             Op::PutTemp(t, is) => {
-                let batch: Vec<(Cid, Bytes)> =
-                    is.iter().map(|&i| (u.cids[i], Bytes::from(u.data[i].clone()))).collect();
+                let batch: Vec<(Cid, Bytes)> = is
+                    .iter()
+                    .map(|&i| (u.cids[i], Bytes::from(u.data[i].clone())))
+                    .collect();
                 let id = model.temp_id(*t);
                 for s in stores {
                     let r = s.put_temp(id, &batch);
                     match model.temps.get(t) {
                         Some(_) => prop_assert!(r.is_ok(), "put_temp failed: {:?}", r),
-                        None => prop_assert!(matches!(r, Err(StoreError::UnknownTempPin(_))), "{:?}", r),
+                        None => {
+                            prop_assert!(matches!(r, Err(StoreError::UnknownTempPin(_))), "{:?}", r)
+                        }
                     }
                 }
                 if let Some((_, set)) = model.temps.get_mut(t) {
@@ -191,7 +221,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::ReleaseOwner(o) => {
-                let mine: Vec<usize> = model.temps.iter().filter(|(_, (ow, _))| ow == o).map(|(t, _)| *t).collect();
+                let mine: Vec<usize> = model
+                    .temps
+                    .iter()
+                    .filter(|(_, (ow, _))| ow == o)
+                    .map(|(t, _)| *t)
+                    .collect();
                 let mut ids: Vec<TempPinId> = mine.iter().map(|t| model.temp_id(*t)).collect();
                 ids.sort_unstable();
                 for s in stores {
@@ -207,7 +242,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let ids: Vec<TempPinId> = ts.iter().map(|t| model.temp_id(*t)).collect();
                 let ok = ts.iter().all(|t| model.temps.contains_key(t));
                 for s in stores {
-                    let res = s.pin_with_temps(&u.cids[*r], "model", &mut bs.iter().map(|&b| u.cids[b]), &ids);
+                    let res = s.pin_with_temps(
+                        &u.cids[*r],
+                        "model",
+                        &mut bs.iter().map(|&b| u.cids[b]),
+                        &ids,
+                    );
                     prop_assert_eq!(res.is_ok(), ok, "{:?}", res);
                 }
                 if ok {
@@ -243,8 +283,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         for i in 0..UNIVERSE {
             let c = &u.cids[i];
             let h = d.has(c).unwrap();
-            prop_assert_eq!(h, mem.has(c).unwrap(), "disk and memory disagree on block {} after {:?}", i, op);
-            prop_assert!(!h || model.present.contains(&i), "block {} appeared from nowhere", i);
+            prop_assert_eq!(
+                h,
+                mem.has(c).unwrap(),
+                "disk and memory disagree on block {} after {:?}",
+                i,
+                op
+            );
+            prop_assert!(
+                !h || model.present.contains(&i),
+                "block {} appeared from nowhere",
+                i
+            );
             let pinned = model.pinned(i);
             prop_assert_eq!(d.is_pinned(c).unwrap(), pinned);
             prop_assert_eq!(mem.is_pinned(c).unwrap(), pinned);
@@ -267,9 +317,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(ds, mem.stats().unwrap());
         prop_assert_eq!(
             (ds.blocks, ds.bytes, ds.pinned_bytes, ds.temp_pinned_bytes),
-            (model.present.len() as u64, expect_bytes, expect_pinned_bytes, expect_temp_bytes)
+            (
+                model.present.len() as u64,
+                expect_bytes,
+                expect_pinned_bytes,
+                expect_temp_bytes
+            )
         );
-        prop_assert!(ds.unpinned_bytes() <= CAPACITY, "capacity exceeded: {:?}", ds);
+        prop_assert!(
+            ds.unpinned_bytes() <= CAPACITY,
+            "capacity exceeded: {:?}",
+            ds
+        );
         let dp = d.pins().unwrap();
         prop_assert_eq!(dp.len(), model.pins.len());
         let mut mp = mem.pins().unwrap();

@@ -13,7 +13,10 @@ use common::*;
 use ipfs_mount_store::{BlockStore, DiskStore, MemoryStore, StoreError};
 
 fn stores(dir: &Path, cap: u64) -> Vec<(&'static str, Box<dyn BlockStore>)> {
-    vec![("disk", Box::new(open(dir, cap))), ("memory", Box::new(MemoryStore::new(cap)))]
+    vec![
+        ("disk", Box::new(open(dir, cap))),
+        ("memory", Box::new(MemoryStore::new(cap))),
+    ]
 }
 
 /// `n` blocks of `len` bytes, numbered from `seed`.
@@ -34,7 +37,8 @@ fn noise(s: &dyn BlockStore, seed: u64, total: usize, len: usize) {
 }
 
 fn all_present(s: &dyn BlockStore, bs: &[(Cid, Bytes)]) -> bool {
-    bs.iter().all(|(c, d)| s.get(c).unwrap().as_ref() == Some(d))
+    bs.iter()
+        .all(|(c, d)| s.get(c).unwrap().as_ref() == Some(d))
 }
 
 #[test]
@@ -73,16 +77,33 @@ fn put_temp_protects_and_release_makes_evictable() {
         let bs = blocks(100, 8, 300); // 2400 bytes, far beyond the capacity
         s.put_temp(t, &bs).unwrap();
         noise(s, 10_000, 5000, 250);
-        assert!(all_present(s, &bs), "{name}: a temp-pinned block was evicted");
+        assert!(
+            all_present(s, &bs),
+            "{name}: a temp-pinned block was evicted"
+        );
         for (c, _) in &bs {
             assert!(s.is_pinned(c).unwrap(), "{name}");
         }
         let st = s.stats().unwrap();
-        assert_eq!((st.temp_pinned_blocks, st.temp_pinned_bytes), (8, 2400), "{name}: {st:?}");
-        assert_eq!((st.pinned_blocks, st.pinned_bytes), (8, 2400), "{name}: temp-pinned bytes count as pinned");
-        assert!(st.unpinned_bytes() <= 1000, "{name}: temp-pinned bytes do not count against the capacity: {st:?}");
+        assert_eq!(
+            (st.temp_pinned_blocks, st.temp_pinned_bytes),
+            (8, 2400),
+            "{name}: {st:?}"
+        );
+        assert_eq!(
+            (st.pinned_blocks, st.pinned_bytes),
+            (8, 2400),
+            "{name}: temp-pinned bytes count as pinned"
+        );
+        assert!(
+            st.unpinned_bytes() <= 1000,
+            "{name}: temp-pinned bytes do not count against the capacity: {st:?}"
+        );
         assert_eq!(s.temp_pins("dataset:x").unwrap(), vec![t], "{name}");
-        assert!(s.pins().unwrap().is_empty(), "{name}: a temporary pin is not a pin");
+        assert!(
+            s.pins().unwrap().is_empty(),
+            "{name}: a temporary pin is not a pin"
+        );
 
         assert!(s.release_temp(t).unwrap(), "{name}");
         assert!(!s.release_temp(t).unwrap(), "{name}: second release");
@@ -90,8 +111,14 @@ fn put_temp_protects_and_release_makes_evictable() {
         assert!(s.temp_pins("dataset:x").unwrap().is_empty(), "{name}");
         let st = s.stats().unwrap();
         assert_eq!((st.temp_pinned_bytes, st.pinned_bytes), (0, 0), "{name}");
-        assert!(st.unpinned_bytes() <= 1000, "{name}: release evicts what is beyond the capacity: {st:?}");
-        assert!(!all_present(s, &bs), "{name}: released blocks are ordinary cache again");
+        assert!(
+            st.unpinned_bytes() <= 1000,
+            "{name}: release evicts what is beyond the capacity: {st:?}"
+        );
+        assert!(
+            !all_present(s, &bs),
+            "{name}: released blocks are ordinary cache again"
+        );
         for (c, _) in &bs {
             assert!(!s.is_pinned(c).unwrap(), "{name}");
         }
@@ -114,7 +141,16 @@ fn put_temp_is_idempotent_and_covers_present_blocks() {
         batch.push((id, Bytes::from_static(b"inline")));
         s.put_temp(t, &batch).unwrap();
         let st = s.stats().unwrap();
-        assert_eq!((st.blocks, st.bytes, st.temp_pinned_blocks, st.temp_pinned_bytes), (4, 2000, 4, 2000), "{name}");
+        assert_eq!(
+            (
+                st.blocks,
+                st.bytes,
+                st.temp_pinned_blocks,
+                st.temp_pinned_bytes
+            ),
+            (4, 2000, 4, 2000),
+            "{name}"
+        );
         s.put_temp(t, &batch).unwrap();
         s.put_temp(t, &[]).unwrap();
         assert_eq!(s.stats().unwrap(), st, "{name}: idempotent");
@@ -123,9 +159,16 @@ fn put_temp_is_idempotent_and_covers_present_blocks() {
         // The same blocks in a second temporary pin: both must be released before they are unprotected.
         let t2 = s.temp_pin("w").unwrap();
         s.put_temp(t2, &bs[..2]).unwrap();
-        assert_eq!(s.stats().unwrap().temp_pinned_bytes, 2000, "{name}: a block counts once");
+        assert_eq!(
+            s.stats().unwrap().temp_pinned_bytes,
+            2000,
+            "{name}: a block counts once"
+        );
         s.release_temp(t).unwrap();
-        assert!(s.is_pinned(&bs[0].0).unwrap() && s.is_pinned(&bs[1].0).unwrap(), "{name}");
+        assert!(
+            s.is_pinned(&bs[0].0).unwrap() && s.is_pinned(&bs[1].0).unwrap(),
+            "{name}"
+        );
         assert!(!s.is_pinned(&bs[2].0).unwrap(), "{name}");
         assert_eq!(s.stats().unwrap().temp_pinned_bytes, 1000, "{name}");
     }
@@ -142,10 +185,16 @@ fn unknown_temp_pin_is_an_error_and_stores_nothing() {
             other => panic!("{name}: expected UnknownTempPin, got {other:?}"),
         }
         assert_eq!(s.stats().unwrap().blocks, 0, "{name}");
-        assert!(matches!(s.temp_pin_add(4242, &mut bs.iter().map(|b| b.0)), Err(StoreError::UnknownTempPin(4242))));
+        assert!(matches!(
+            s.temp_pin_add(4242, &mut bs.iter().map(|b| b.0)),
+            Err(StoreError::UnknownTempPin(4242))
+        ));
         let t = s.temp_pin("x").unwrap();
         s.release_temp(t).unwrap();
-        assert!(matches!(s.put_temp(t, &bs), Err(StoreError::UnknownTempPin(_))), "{name}: released id");
+        assert!(
+            matches!(s.put_temp(t, &bs), Err(StoreError::UnknownTempPin(_))),
+            "{name}: released id"
+        );
         assert_eq!(s.stats().unwrap().blocks, 0, "{name}");
         let msg = StoreError::UnknownTempPin(7).to_string();
         assert!(msg.contains("temporary pin 7"), "{msg}");
@@ -157,7 +206,9 @@ fn unknown_temp_pin_is_an_error_and_stores_nothing() {
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd {
         let p = e.unwrap().path();
         if p.is_dir() {
@@ -182,15 +233,29 @@ fn temp_pin_add_protects_present_and_future_blocks() {
         s.temp_pin_add(t, &mut cids).unwrap();
         s.temp_pin_add(t, &mut std::iter::once(bs[1].0)).unwrap();
         let st = s.stats().unwrap();
-        assert_eq!((st.temp_pinned_blocks, st.temp_pinned_bytes), (1, 300), "{name}: only present blocks count");
+        assert_eq!(
+            (st.temp_pinned_blocks, st.temp_pinned_bytes),
+            (1, 300),
+            "{name}: only present blocks count"
+        );
         for (c, d) in &bs[1..] {
             s.put(c, d).unwrap();
         }
         noise(s, 20_000, 4000, 200);
-        assert!(all_present(s, &bs[..3]), "{name}: blocks added to the temporary pin were evicted");
-        assert!(!s.has(&bs[5].0).unwrap(), "{name}: unprotected block survived the noise");
+        assert!(
+            all_present(s, &bs[..3]),
+            "{name}: blocks added to the temporary pin were evicted"
+        );
+        assert!(
+            !s.has(&bs[5].0).unwrap(),
+            "{name}: unprotected block survived the noise"
+        );
         let st = s.stats().unwrap();
-        assert_eq!((st.temp_pinned_blocks, st.temp_pinned_bytes), (3, 900), "{name}");
+        assert_eq!(
+            (st.temp_pinned_blocks, st.temp_pinned_bytes),
+            (3, 900),
+            "{name}"
+        );
         s.release_temp(t).unwrap();
         assert_eq!(s.stats().unwrap().temp_pinned_bytes, 0, "{name}");
     }
@@ -215,8 +280,14 @@ fn owners_list_and_release_their_temp_pins() {
         assert_eq!(s.release_temp_owner("nobody").unwrap(), 0, "{name}");
         assert!(s.temp_pins("dataset:a").unwrap().is_empty(), "{name}");
         let st = s.stats().unwrap();
-        assert_eq!(st.temp_pinned_bytes, 600, "{name}: b's blocks stay protected");
-        assert!(st.unpinned_bytes() <= 500, "{name}: a's blocks are evicted down to the capacity: {st:?}");
+        assert_eq!(
+            st.temp_pinned_bytes, 600,
+            "{name}: b's blocks stay protected"
+        );
+        assert!(
+            st.unpinned_bytes() <= 500,
+            "{name}: a's blocks are evicted down to the capacity: {st:?}"
+        );
         assert!(all_present(s, &blocks(520, 2, 300)), "{name}");
     }
 }
@@ -241,20 +312,44 @@ fn pin_with_temps_takes_over_in_one_step() {
 
         // An unknown id fails and changes nothing.
         let err = s.pin_with_temps(&root[0].0, "v1", &mut std::iter::empty(), &[t1, 999_999]);
-        assert!(matches!(err, Err(StoreError::UnknownTempPin(999_999))), "{name}: {err:?}");
+        assert!(
+            matches!(err, Err(StoreError::UnknownTempPin(999_999))),
+            "{name}: {err:?}"
+        );
         assert!(s.pins().unwrap().is_empty(), "{name}");
         assert_eq!(s.temp_pins("dataset:v").unwrap(), vec![t1, t2], "{name}");
 
-        s.pin_with_temps(&root[0].0, "v1", &mut extra.iter().map(|b| b.0), &[t1, t2, t1]).unwrap();
-        assert!(s.temp_pins("dataset:v").unwrap().is_empty(), "{name}: temporary pins released");
+        s.pin_with_temps(
+            &root[0].0,
+            "v1",
+            &mut extra.iter().map(|b| b.0),
+            &[t1, t2, t1],
+        )
+        .unwrap();
+        assert!(
+            s.temp_pins("dataset:v").unwrap().is_empty(),
+            "{name}: temporary pins released"
+        );
         assert_eq!(s.temp_pins("dataset:other").unwrap(), vec![other], "{name}");
         let pins = s.pins().unwrap();
         assert_eq!(pins.len(), 1, "{name}");
-        assert_eq!((pins[0].root, pins[0].label.as_str()), (root[0].0, "v1"), "{name}");
-        assert_eq!((pins[0].blocks, pins[0].bytes), (8, 7 * 200 + 100), "{name}: root + 6 leaves + extra");
+        assert_eq!(
+            (pins[0].root, pins[0].label.as_str()),
+            (root[0].0, "v1"),
+            "{name}"
+        );
+        assert_eq!(
+            (pins[0].blocks, pins[0].bytes),
+            (8, 7 * 200 + 100),
+            "{name}: root + 6 leaves + extra"
+        );
         let st = s.stats().unwrap();
         assert_eq!((st.pinned_blocks, st.pinned_bytes), (8, 1500), "{name}");
-        assert_eq!((st.temp_pinned_blocks, st.temp_pinned_bytes), (1, 200), "{name}: only `other` is left");
+        assert_eq!(
+            (st.temp_pinned_blocks, st.temp_pinned_bytes),
+            (1, 200),
+            "{name}: only `other` is left"
+        );
         noise(s, 30_000, 3000, 150);
         for set in [&leaves1, &leaves2, &extra, &root] {
             assert!(all_present(s, set), "{name}");
@@ -269,7 +364,8 @@ fn pin_with_temps_takes_over_in_one_step() {
         assert_eq!(st.pinned_bytes, 0, "{name}");
         assert!(st.unpinned_bytes() <= 600, "{name}: {st:?}");
         // With no temporary pin at all it is a plain pin; re-pinning replaces the set.
-        s.pin_with_temps(&root[0].0, "v2", &mut std::iter::once(extra[0].0), &[]).unwrap();
+        s.pin_with_temps(&root[0].0, "v2", &mut std::iter::once(extra[0].0), &[])
+            .unwrap();
         assert_eq!(s.pins().unwrap()[0].blocks, 2, "{name}");
     }
 }
@@ -294,11 +390,18 @@ fn temp_pin_protects_far_more_than_the_capacity() {
             assert!(st.unpinned_bytes() <= CAP, "{name}: {st:?}");
             assert_eq!(st.temp_pinned_bytes, ((i + 1) * 2 * BLOCK) as u64, "{name}");
         }
-        assert!(all_present(s, &data), "{name}: a temp-pinned block was evicted");
+        assert!(
+            all_present(s, &data),
+            "{name}: a temp-pinned block was evicted"
+        );
         s.put_temp(t, &root).unwrap();
-        s.pin_with_temps(&root[0].0, "import", &mut std::iter::empty(), &[t]).unwrap();
+        s.pin_with_temps(&root[0].0, "import", &mut std::iter::empty(), &[t])
+            .unwrap();
         noise(s, 4_000_000, 512 * 1024, 16 * 1024);
-        assert!(all_present(s, &data) && all_present(s, &root), "{name}: a pinned block was evicted");
+        assert!(
+            all_present(s, &data) && all_present(s, &root),
+            "{name}: a pinned block was evicted"
+        );
         let st = s.stats().unwrap();
         assert_eq!(st.pinned_bytes, 16 * BLOCK as u64 + 1000, "{name}");
         assert_eq!(st.temp_pinned_bytes, 0, "{name}");
@@ -306,7 +409,10 @@ fn temp_pin_protects_far_more_than_the_capacity() {
     }
     let s = open(tmp.path(), CAP);
     noise(&s, 5_000_000, 512 * 1024, 16 * 1024);
-    assert!(all_present(&s, &data) && all_present(&s, &root), "pinned blocks after reopen");
+    assert!(
+        all_present(&s, &data) && all_present(&s, &root),
+        "pinned blocks after reopen"
+    );
     assert_eq!(s.pins().unwrap()[0].blocks, 17);
     assert!(s.temp_pins("import").unwrap().is_empty());
 }
@@ -331,17 +437,25 @@ fn temp_pins_survive_a_crash_until_released() {
         // another writer that finished before the crash
         let t3 = s.temp_pin("dataset:fine").unwrap();
         s.put_temp(t3, &finished).unwrap();
-        s.pin_with_temps(&finished[0].0, "fine", &mut std::iter::empty(), &[t3]).unwrap();
+        s.pin_with_temps(&finished[0].0, "fine", &mut std::iter::empty(), &[t3])
+            .unwrap();
         s.abandon();
     }
     let s = open(tmp.path(), CAP);
     assert_eq!(s.temp_pins("dataset:crashy").unwrap(), vec![t1, t2]);
     assert!(s.temp_pins("dataset:fine").unwrap().is_empty());
     let st = s.stats().unwrap();
-    assert_eq!((st.temp_pinned_blocks, st.temp_pinned_bytes), (12, 24_000), "{st:?}");
+    assert_eq!(
+        (st.temp_pinned_blocks, st.temp_pinned_bytes),
+        (12, 24_000),
+        "{st:?}"
+    );
     assert_eq!(st.pinned_bytes, 30_000);
     noise(&s, 8000, 30_000, 1000);
-    assert!(all_present(&s, &kept) && all_present(&s, &added), "temp-pinned blocks evicted after the crash");
+    assert!(
+        all_present(&s, &kept) && all_present(&s, &added),
+        "temp-pinned blocks evicted after the crash"
+    );
     assert!(all_present(&s, &finished));
     // New ids keep growing after the crash.
     let t4 = s.temp_pin("dataset:crashy").unwrap();
@@ -350,10 +464,16 @@ fn temp_pins_survive_a_crash_until_released() {
     let st = s.stats().unwrap();
     assert_eq!((st.temp_pinned_blocks, st.temp_pinned_bytes), (0, 0));
     assert_eq!(st.pinned_bytes, 6000);
-    assert!(st.unpinned_bytes() <= CAP, "released blocks are evicted down to the capacity: {st:?}");
+    assert!(
+        st.unpinned_bytes() <= CAP,
+        "released blocks are evicted down to the capacity: {st:?}"
+    );
     drop(s);
     let s = open(tmp.path(), CAP);
-    assert!(s.temp_pins("dataset:crashy").unwrap().is_empty(), "the release is persistent");
+    assert!(
+        s.temp_pins("dataset:crashy").unwrap().is_empty(),
+        "the release is persistent"
+    );
     assert_eq!(s.stats().unwrap().temp_pinned_bytes, 0);
 }
 
@@ -369,7 +489,10 @@ fn older_store_is_migrated() {
     }
     {
         let conn = rusqlite::Connection::open(tmp.path().join("index.sqlite")).unwrap();
-        conn.execute_batch("DROP TABLE temp_pin_blocks; DROP INDEX temp_pins_owner; DROP TABLE temp_pins;").unwrap();
+        conn.execute_batch(
+            "DROP TABLE temp_pin_blocks; DROP INDEX temp_pins_owner; DROP TABLE temp_pins;",
+        )
+        .unwrap();
     }
     let s = open(tmp.path(), 1 << 20);
     assert_eq!(s.pins().unwrap().len(), 1);
@@ -404,11 +527,16 @@ fn concurrent_put_temp_and_eviction() {
                             s.put_temp(id, &blocks(50, 1, 4096)).unwrap();
                         }
                         for (c, d) in &bs {
-                            assert_eq!(s.get(c).unwrap().as_ref(), Some(d), "temp-pinned block missing");
+                            assert_eq!(
+                                s.get(c).unwrap().as_ref(),
+                                Some(d),
+                                "temp-pinned block missing"
+                            );
                         }
                         assert!(s.has(&blocks(50, 1, 4096)[0].0).unwrap());
                         if round % 2 == 0 {
-                            s.pin_with_temps(&bs[0].0, "w", &mut std::iter::empty(), &[id]).unwrap();
+                            s.pin_with_temps(&bs[0].0, "w", &mut std::iter::empty(), &[id])
+                                .unwrap();
                             assert!(all_present(s.as_ref(), &bs));
                             s.unpin(&bs[0].0).unwrap();
                         } else {
@@ -418,7 +546,15 @@ fn concurrent_put_temp_and_eviction() {
                 } else {
                     // noise + eviction, including the shared block
                     for n in 0..300u64 {
-                        let (c, d) = &blocks(if n % 10 == 0 { 50 } else { 900_000 + t * 10_000 + n }, 1, 4096)[0];
+                        let (c, d) = &blocks(
+                            if n % 10 == 0 {
+                                50
+                            } else {
+                                900_000 + t * 10_000 + n
+                            },
+                            1,
+                            4096,
+                        )[0];
                         s.put(c, d).unwrap();
                         if n % 25 == 0 {
                             s.evict().unwrap();
@@ -479,7 +615,12 @@ fn no_space_is_reported_and_leaves_nothing_behind() {
     // nothing half-written: every file under blocks/ is a complete block of the index
     let st = s.stats().unwrap();
     let files = walk(&mnt.join("store/blocks"));
-    assert!(files.iter().all(|p| p.extension().is_some_and(|x| x == "data")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|p| p.extension().is_some_and(|x| x == "data")),
+        "{files:?}"
+    );
     assert_eq!(files.len() as u64, st.blocks, "{files:?}");
     assert!(all_present(&s, &stored));
     assert_eq!(st.blocks, stored.len() as u64);
@@ -499,7 +640,15 @@ impl TmpfsMount {
         let target = CString::new(dir.as_os_str().as_bytes()).ok()?;
         let opts = CString::new(format!("size={size}")).ok()?;
         // SAFETY: valid NUL-terminated strings that outlive the call.
-        let rc = unsafe { libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, opts.as_ptr().cast()) };
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
         (rc == 0).then(|| TmpfsMount(dir.to_path_buf()))
     }
 }

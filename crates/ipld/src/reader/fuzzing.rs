@@ -232,7 +232,10 @@ pub fn blocks_from_bytes(data: &[u8]) -> (BlockMap, Vec<Cid>, Vec<Vec<u8>>, u64)
                         });
                     }
                 }
-                (codec::DAG_PB, pb(UnixFsData::new(DataType::Directory), links))
+                (
+                    codec::DAG_PB,
+                    pb(UnixFsData::new(DataType::Directory), links),
+                )
             }
             4 => {
                 let fanout = 1u32 << (3 + inp.byte() % 8);

@@ -810,7 +810,6 @@ fn build(recipes: &[Recipe], missing_mask: u64) -> (Map, Vec<Cid>) {
     (present, made)
 }
 
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -867,11 +866,18 @@ fn dag_walk_follows_document_links_in_canonical_order() {
         map.insert(c, Bytes::from(s.as_bytes().to_vec()));
         c
     };
-    let (a, b, c) = (leaf("a", &mut map), leaf("b", &mut map), leaf("c", &mut map));
+    let (a, b, c) = (
+        leaf("a", &mut map),
+        leaf("b", &mut map),
+        leaf("c", &mut map),
+    );
     let doc = Ipld::Map(
         [
             ("zz".to_string(), Ipld::Link(a)),
-            ("b".to_string(), Ipld::List(vec![Ipld::Link(b), Ipld::Link(a)])),
+            (
+                "b".to_string(),
+                Ipld::List(vec![Ipld::Link(b), Ipld::Link(a)]),
+            ),
             ("aaa".to_string(), Ipld::Link(c)),
         ]
         .into_iter()
@@ -882,11 +888,28 @@ fn dag_walk_follows_document_links_in_canonical_order() {
     map.insert(root, Bytes::from(block));
     let v = drive(DagWalk::new(root, Scope::All, Limits::default()), &map, 1).unwrap();
     // dag-cbor order: "b", "zz", "aaa"; `a` once
-    assert_eq!(v.iter().map(|v| v.cid).collect::<Vec<_>>(), vec![root, b, a, c]);
+    assert_eq!(
+        v.iter().map(|v| v.cid).collect::<Vec<_>>(),
+        vec![root, b, a, c]
+    );
     // garbage dag-cbor: an error (strict), a leaf (lenient)
     let bad = b"\xff\xff".to_vec();
     let bad_cid = cids::compute(Version::V1, codec::DAG_CBOR, mh::SHA2_256, &bad).unwrap();
     map.insert(bad_cid, Bytes::from(bad));
-    assert!(drive(DagWalk::new(bad_cid, Scope::All, Limits::default()), &map, 0).is_err());
-    assert_eq!(drive(DagWalk::new(bad_cid, Scope::All, Limits::default()).lenient(), &map, 0).unwrap().len(), 1);
+    assert!(drive(
+        DagWalk::new(bad_cid, Scope::All, Limits::default()),
+        &map,
+        0
+    )
+    .is_err());
+    assert_eq!(
+        drive(
+            DagWalk::new(bad_cid, Scope::All, Limits::default()).lenient(),
+            &map,
+            0
+        )
+        .unwrap()
+        .len(),
+        1
+    );
 }

@@ -132,7 +132,10 @@ const MAX_INBOUND_STREAMS_PER_PEER: usize = 16;
 impl Bitswap {
     /// The protocols bitswap streams are accepted on (see [`crate::inbound`]).
     pub fn inbound_protocols() -> Vec<StreamProtocol> {
-        INBOUND_PROTOCOLS.iter().map(|p| StreamProtocol::new(p)).collect()
+        INBOUND_PROTOCOLS
+            .iter()
+            .map(|p| StreamProtocol::new(p))
+            .collect()
     }
 
     /// Starts reading the streams peers open to us. Must be called inside a tokio runtime.

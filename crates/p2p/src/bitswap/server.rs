@@ -139,7 +139,11 @@ pub(crate) async fn serve_peer(
             WantType::Have => {
                 let small = tokio::task::spawn_blocking(move || {
                     if source.has(&cid) {
-                        Some(source.get(&cid).filter(|b| b.len() <= SEND_BLOCK_FOR_HAVE_MAX))
+                        Some(
+                            source
+                                .get(&cid)
+                                .filter(|b| b.len() <= SEND_BLOCK_FOR_HAVE_MAX),
+                        )
                     } else {
                         None
                     }
@@ -161,7 +165,10 @@ pub(crate) async fn serve_peer(
         };
         match block {
             Some(data) => {
-                let need = data.len().clamp(1, bitswap.config.max_queued_bytes_per_peer) as u32;
+                let need = data
+                    .len()
+                    .clamp(1, bitswap.config.max_queued_bytes_per_peer)
+                    as u32;
                 let permit = match ledger.budget.clone().acquire_many_owned(need).await {
                     Ok(p) => p,
                     Err(_) => return, // closed: the peer went away
@@ -172,7 +179,11 @@ pub(crate) async fn serve_peer(
             }
             None => {
                 tracing::trace!(%peer, %cid, "wanted block not in store");
-                if want.send_dont_have && out.send(Outbound::Presence(cid, Presence::DontHave)).is_err() {
+                if want.send_dont_have
+                    && out
+                        .send(Outbound::Presence(cid, Presence::DontHave))
+                        .is_err()
+                {
                     return;
                 }
             }

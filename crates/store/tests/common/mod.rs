@@ -44,7 +44,11 @@ pub fn block(i: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn config(dir: &Path, cap: u64) -> StoreConfig {
-    StoreConfig { dir: dir.to_path_buf(), cache_capacity: cap, sync_writes: false }
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        cache_capacity: cap,
+        sync_writes: false,
+    }
 }
 
 pub fn open(dir: &Path, cap: u64) -> DiskStore {
@@ -55,5 +59,7 @@ pub fn open(dir: &Path, cap: u64) -> DiskStore {
 pub fn expected_path(dir: &Path, cid: &Cid) -> PathBuf {
     let name = multibase::Base::Base32Upper.encode(cid.hash().to_bytes());
     let n = name.len();
-    dir.join("blocks").join(&name[n - 3..n - 1]).join(format!("{name}.data"))
+    dir.join("blocks")
+        .join(&name[n - 3..n - 1])
+        .join(format!("{name}.data"))
 }
