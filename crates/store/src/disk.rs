@@ -425,6 +425,9 @@ fn remove_file_quiet(path: &Path) {
     }
 }
 
+/// How long a busy store lock is retried before [`StoreError::Locked`].
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(750);
+
 fn acquire_lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let mut f = OpenOptions::new()
@@ -434,10 +437,23 @@ fn acquire_lock(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::io(&path, e))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // A lock can stay busy for a moment after its holder closed it: a process that
+    // forked meanwhile holds a copy of the descriptor until its child execs (close-on-exec).
+    // So a busy lock is retried briefly before it is reported as another holder's.
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    let err = loop {
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            break None;
+        }
         let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) || std::time::Instant::now() >= deadline {
+            break Some(err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    if let Some(err) = err {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut s = String::new();
             let _ = f.read_to_string(&mut s);
