@@ -2690,14 +2690,26 @@ fn flushes_concurrent_with_writes_seal_whole_states() {
     let ds = h.ds().clone();
     let id = ds.create_file(ROOT_NODE, b"hot", 0o644).unwrap();
     let done = AtomicBool::new(false);
+    let flushes = std::sync::atomic::AtomicUsize::new(0);
     let (heads, sealed) = std::thread::scope(|sc| {
         let writer = sc.spawn(|| {
-            for s in &states[1..] {
+            for (j, s) in states[1..].iter().enumerate() {
                 // One call per rewrite: every consistent snapshot is a whole state; a seal that
                 // read the staging file while this write went on would see a mix (it must
                 // notice and hash again).
                 ds.write(id, 0, s).unwrap();
                 std::thread::sleep(Duration::from_millis(2));
+                // Now and then wait for a flush to begin after this write, so that some seals
+                // land between rewrites however slow hashing is (debug builds).
+                if j % 10 == 0 {
+                    let seen = flushes.load(Ordering::Acquire);
+                    let until = std::time::Instant::now() + Duration::from_secs(5);
+                    while flushes.load(Ordering::Acquire) < seen + 2
+                        && std::time::Instant::now() < until
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
             }
             done.store(true, Ordering::Release);
         });
@@ -2705,6 +2717,7 @@ fn flushes_concurrent_with_writes_seal_whole_states() {
             let mut heads = Vec::new();
             let mut sealed = std::collections::HashSet::new();
             while !done.load(Ordering::Acquire) {
+                flushes.fetch_add(1, Ordering::AcqRel);
                 ds.flush(id).unwrap();
                 sealed.extend(ds.attr(id).unwrap().cid);
                 if let Some(h) = ds.commit(None).unwrap() {
@@ -3273,4 +3286,68 @@ fn write_at_the_start_of_a_sparse_file_stages_little() {
         SIZE >> 20,
         staged >> 20
     );
+}
+
+/// Closes of the same file can overlap: a process that forks while writing (the JVM running
+/// `chmod` for Hadoop) makes each child's exit close a copy of the descriptor, and every such
+/// close seals. Whatever order those seals finish in, the file's closed content must end as the
+/// last written bytes, never an older snapshot that finished hashing later.
+#[test]
+fn overlapping_closes_of_one_file_keep_the_newest_content() {
+    let w = World::new().unwrap();
+    let ds = w.h.ds().clone();
+    let blocks = w.h.blocks();
+    for round in 0..40u32 {
+        let name = format!("part-{round}");
+        let id = ds.create_file(ROOT_NODE, name.as_bytes(), 0o644).unwrap();
+        let data = Data {
+            len: 60_000 + round as usize * 113,
+            seed: round as u8,
+        }
+        .bytes();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // The children's closes, racing the writer's.
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        ds.flush(id).unwrap();
+                    }
+                });
+            }
+            for (i, piece) in data.chunks(4096).enumerate() {
+                ds.write(id, (i * 4096) as u64, piece).unwrap();
+            }
+            ds.flush(id).unwrap();
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        ds.release_write(id).unwrap();
+        let live = read_live(&ds, blocks, id).unwrap();
+        assert!(
+            live == data,
+            "round {round}: the live file has {} bytes, {} were written",
+            live.len(),
+            data.len()
+        );
+        let cid = ds.attr(id).unwrap().cid.expect("sealed");
+        assert!(
+            read_file(blocks, &cid).unwrap() == data,
+            "round {round}: the closed content is not the last written"
+        );
+    }
+    ds.commit(None).unwrap().expect("a version");
+    let head = ds.head().unwrap();
+    let c = Commit::decode(&head, &block(blocks, &head).unwrap()).unwrap();
+    let got = version_flat(blocks, &c).unwrap();
+    for round in 0..40u32 {
+        let want = Data {
+            len: 60_000 + round as usize * 113,
+            seed: round as u8,
+        }
+        .bytes();
+        match got.get(&format!("part-{round}")) {
+            Some(Flat::File { data, .. }) => assert!(**data == want, "part-{round} in the version"),
+            other => panic!("part-{round} in the version: {other:?}"),
+        }
+    }
 }

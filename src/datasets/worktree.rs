@@ -272,6 +272,10 @@ pub struct Dataset {
     state: Mutex<State>,
     /// Commits run one at a time (the committer, `dataset commit`, fsync, unmount).
     commit_lock: Mutex<()>,
+    /// Seals of one file run one at a time, so they install in the order they snapshot: two
+    /// closes of the same file (say the writer's, and a forked child's closing its inherited
+    /// copy) must never let the older content finish last and win.
+    seal_locks: Mutex<HashMap<NodeId, Arc<Mutex<()>>>>,
     tmp_counter: AtomicU64,
     hooks: Arc<Hooks>,
 }
@@ -377,6 +381,7 @@ impl Dataset {
             blocks,
             state: Mutex::new(st),
             commit_lock: Mutex::new(()),
+            seal_locks: Mutex::new(HashMap::new()),
             tmp_counter: AtomicU64::new(0),
             hooks,
         })
@@ -687,7 +692,7 @@ impl Dataset {
             dirty: true,
             ..new_staged(Vec::new(), 0)
         };
-        Self::new_node(
+        let id = Self::new_node(
             &mut st,
             parent,
             name,
@@ -699,7 +704,9 @@ impl Dataset {
             },
             mode,
             mode != 0o644,
-        )
+        )?;
+        tracing::trace!(dataset = %self.name, node = id, name = %String::from_utf8_lossy(name), "create");
+        Ok(id)
     }
 
     pub fn mkdir(&self, parent: NodeId, name: &[u8], mode: u32) -> Result<NodeId, DsError> {
@@ -933,6 +940,7 @@ impl Dataset {
             let closed_state = !matches!(n.body, Body::File { sealed: None, .. });
             (open, closed_state)
         };
+        tracing::trace!(dataset = %self.name, node = id, ?mode, ?size, "setattr");
         if let Some(size) = size {
             if !matches!(st.nodes[&id].body, Body::File { .. }) {
                 return Err(DsError::IsADirectory);
@@ -988,6 +996,7 @@ impl Dataset {
             staged, writers, ..
         } = &mut st.nodes.get_mut(&id).expect("node").body
         {
+            tracing::trace!(dataset = %self.name, node = id, truncate, writers = *writers + 1, "open for writing");
             if truncate {
                 let generation = staged.as_ref().map(|s| s.generation + 1).unwrap_or(0);
                 *staged = Some(Staged {
@@ -1030,6 +1039,7 @@ impl Dataset {
         s.size = s.size.max(offset + data.len() as u64);
         s.dirty = true;
         s.generation += 1;
+        tracing::trace!(dataset = %self.name, node = id, offset, len = data.len(), size = s.size, generation = s.generation, "write");
         n.mtime = now();
         drop(st);
         // Hashing happens on the stream's thread; waiting for room is done without the lock.
@@ -1086,6 +1096,7 @@ impl Dataset {
     /// The last close of a writer: seal, then drop the staging buffer.
     pub fn release_write(&self, id: NodeId) -> Result<(), DsError> {
         let result = self.flush(id);
+        tracing::trace!(dataset = %self.name, node = id, ok = result.is_ok(), "release");
         let mut st = self.state.lock();
         let mut remove = false;
         if let Some(n) = st.nodes.get_mut(&id) {
@@ -1179,6 +1190,20 @@ impl Dataset {
     /// Seals a staged file: hashes its bytes without the dataset's lock (other files stay
     /// usable meanwhile), then journals the new content.
     fn seal(&self, id: NodeId) -> Result<(), DsError> {
+        let lock = self.seal_locks.lock().entry(id).or_default().clone();
+        let result = {
+            let _one_at_a_time = lock.lock();
+            self.seal_now(id)
+        };
+        let mut locks = self.seal_locks.lock();
+        // Only the map and this call hold it (others clone it under the map's lock): done.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&id);
+        }
+        result
+    }
+
+    fn seal_now(&self, id: NodeId) -> Result<(), DsError> {
         // A sequential writer was hashed as it wrote: only the tail is left to do.
         let streamed = {
             let mut st = self.state.lock();
@@ -1259,6 +1284,7 @@ impl Dataset {
                 self.release_temp(temp);
                 continue;
             }
+            tracing::trace!(dataset = %self.name, node = id, size = sealed.size, generation = snapshot.generation, current, "sealed");
             return self.install(st, id, sealed, snapshot.generation, temp);
         }
         unreachable!("the last attempt holds the lock")

@@ -182,7 +182,9 @@ impl Tree {
         let handle = self.handles.read().get(&fh).cloned();
         if let Some(h) = handle {
             if let Some((ds, node)) = h.writer.clone() {
-                if h.wrote.swap(false, Ordering::AcqRel) {
+                let wrote = h.wrote.swap(false, Ordering::AcqRel);
+                tracing::trace!(dataset = %ds.name, node, fh, wrote, "flush");
+                if wrote {
                     ds.flush(node)?;
                 }
             }
