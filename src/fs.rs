@@ -338,6 +338,12 @@ impl Filesystem for IpfsFs {
         if !self.tree.is_writer(fh.0) {
             return reply.ok();
         }
+        if self.tree.close_is_light(fh.0) {
+            return match self.tree.flush(fh.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("flush", &e)),
+            };
+        }
         self.offload(move |tree| match tree.flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("flush", &e)),
@@ -354,7 +360,7 @@ impl Filesystem for IpfsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if !self.tree.is_writer(fh.0) {
+        if !self.tree.is_writer(fh.0) || self.tree.close_is_light(fh.0) {
             return match self.tree.release(fh.0) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("release", &e)),

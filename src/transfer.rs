@@ -105,18 +105,8 @@ pub fn is_locked(e: &anyhow::Error) -> bool {
 fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<ipfs_mount_store::DiskStore>>> {
     match open_store(store_args) {
         Ok(s) => Ok(Some(s)),
-        Err(e) => {
-            if e.chain().any(|c| {
-                matches!(
-                    c.downcast_ref::<StoreError>(),
-                    Some(StoreError::Locked { .. })
-                )
-            }) {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) if is_locked(&e) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -125,6 +125,10 @@ struct Staged {
     stream: Option<Stream>,
 }
 
+/// Staged bytes up to this are sealed on the FUSE thread that closes the file: hashing them
+/// costs less than handing the request to another thread.
+const LIGHT_SEAL: u64 = 256 << 10;
+
 /// Files hashed while they are written once they reach this size (smaller ones are hashed at
 /// close, from memory, which costs less than a thread).
 const STREAM_FROM: u64 = 4 << 20;
@@ -1068,6 +1072,22 @@ impl Dataset {
         Some(stream)
     }
 
+    /// Whether sealing the file now costs little (nothing staged, or a few staged bytes in
+    /// memory): then a close is served on the FUSE thread rather than handed to the pool.
+    pub fn seal_is_light(&self, id: NodeId) -> bool {
+        let st = self.state.lock();
+        match st.nodes.get(&id).map(|n| &n.body) {
+            Some(Body::File {
+                staged: Some(s), ..
+            }) if s.dirty => {
+                s.stream.is_none()
+                    && matches!(s.file, StageBuf::Memory(_))
+                    && s.size - s.base_len <= LIGHT_SEAL
+            }
+            _ => true,
+        }
+    }
+
     /// `close`: seals the file if it changed and journals its new content. When this returns
     /// Ok, the bytes survive a crash and enter the next version.
     pub fn flush(&self, id: NodeId) -> Result<(), DsError> {
@@ -1297,6 +1317,18 @@ impl Dataset {
                 .temp_pin_add(temp, &mut snap.base.iter().map(|r| r.0.cid))
                 .map_err(DsError::block)?;
         }
+        if let StageBuf::Memory(_) = snap.file {
+            // Small files (most of them): one pass and one store write, no second thread.
+            let mut blocks = Vec::new();
+            let sealed = self.hash_staged(snap, &mut |b| {
+                blocks.extend(b);
+                true
+            })?;
+            self.blocks
+                .put_temp(temp, &blocks)
+                .map_err(DsError::block)?;
+            return Ok(sealed);
+        }
         // Two stages on two threads: this one reads, chunks and hashes; the other stores the
         // blocks, so hashing and disk writes overlap.
         std::thread::scope(|scope| {
@@ -1309,48 +1341,64 @@ impl Dataset {
                 }
                 Ok(())
             });
-            let hashed = (|| -> Result<Sealed, DsError> {
-                let mut w = FileWriter::new(&self.profile);
-                for (leaf, n) in &snap.base {
-                    w.push_leaf_run(*leaf, *n);
-                }
-                let total = snap.size - snap.base_len;
-                let mut buf = vec![0u8; self.profile.chunk_size.max(1 << 20)];
-                for (start, end, is_data) in snap.file.extents(total).map_err(DsError::io)? {
-                    if !is_data {
-                        write_zeros(&mut w, end - start);
-                    } else {
-                        let mut pos = start;
-                        while pos < end {
-                            let want = (buf.len() as u64).min(end - pos) as usize;
-                            let got = snap
-                                .file
-                                .read_at(&mut buf[..want], pos)
-                                .map_err(DsError::io)?;
-                            // Bytes past the staging file's end (a truncate that grew it) are zeros.
-                            buf[got..want].fill(0);
-                            w.write(&buf[..want]);
-                            pos += want as u64;
-                        }
-                    }
-                    let blocks = w.take_blocks();
-                    if !blocks.is_empty() && tx.send(blocks).is_err() {
-                        break; // the store stage failed; its error is reported below
-                    }
-                }
-                let root = w.finish();
-                let _ = tx.send(w.take_blocks());
-                Ok(Sealed {
-                    cid: root.cid,
-                    size: root.size,
-                    tsize: root.tsize,
-                })
-            })();
+            // A failed send means the store stage failed; its error is reported below.
+            let hashed = self.hash_staged(snap, &mut |b| tx.send(b).is_ok());
             drop(tx);
             store
                 .join()
                 .map_err(|_| DsError::Io("block store thread panicked".into()))??;
             hashed
+        })
+    }
+
+    /// Chunks and hashes a snapshot, handing each batch of new blocks to `emit` (which says
+    /// whether to go on).
+    fn hash_staged(
+        &self,
+        snap: &Snapshot,
+        emit: &mut dyn FnMut(Vec<(Cid, Bytes)>) -> bool,
+    ) -> Result<Sealed, DsError> {
+        let mut w = FileWriter::new(&self.profile);
+        for (leaf, n) in &snap.base {
+            w.push_leaf_run(*leaf, *n);
+        }
+        let total = snap.size - snap.base_len;
+        let mut buf = Vec::new();
+        for (start, end, is_data) in snap.file.extents(total).map_err(DsError::io)? {
+            if !is_data {
+                write_zeros(&mut w, end - start);
+            } else if let StageBuf::Memory(v) = &snap.file {
+                // Bytes past the buffer's end (a truncate that grew it) are zeros.
+                let have = (end.min(v.len() as u64)).max(start);
+                w.write(&v[start as usize..have as usize]);
+                write_zeros(&mut w, end - have);
+            } else {
+                if buf.is_empty() {
+                    buf = vec![0u8; self.profile.chunk_size.max(1 << 20)];
+                }
+                let mut pos = start;
+                while pos < end {
+                    let want = (buf.len() as u64).min(end - pos) as usize;
+                    let got = snap
+                        .file
+                        .read_at(&mut buf[..want], pos)
+                        .map_err(DsError::io)?;
+                    buf[got..want].fill(0);
+                    w.write(&buf[..want]);
+                    pos += want as u64;
+                }
+            }
+            let blocks = w.take_blocks();
+            if !blocks.is_empty() && !emit(blocks) {
+                break;
+            }
+        }
+        let root = w.finish();
+        emit(w.take_blocks());
+        Ok(Sealed {
+            cid: root.cid,
+            size: root.size,
+            tsize: root.tsize,
         })
     }
 
@@ -1430,10 +1478,26 @@ impl Dataset {
         }
         let leaves = reusable_leaves(&self.blocks, &self.profile, &new).unwrap_or_default();
         let base_len = runs_len(&leaves);
-        let tail = if new.size > base_len {
-            read_sealed(&self.blocks, &new.cid, base_len, new.size)?
-        } else {
+        if base_len == s.base_len && !matches!(s.file, StageBuf::File(_)) {
+            // Nothing new to leave to the leaves: the staged bytes already are the tail.
+            s.base = leaves;
+            s.dirty = false;
+            return Ok(());
+        }
+        // The staged bytes are those just sealed (same generation): the tail comes from them
+        // when they cover it, else from the new leaves.
+        let tail = if new.size <= base_len {
             Vec::new()
+        } else if base_len >= s.base_len {
+            let mut tail = vec![0u8; (new.size - base_len) as usize];
+            let got = s
+                .file
+                .read_at(&mut tail, base_len - s.base_len)
+                .map_err(DsError::io)?;
+            tail[got..].fill(0); // past the staging file's end: zeros (a grown truncate)
+            tail
+        } else {
+            read_sealed(&self.blocks, &new.cid, base_len, new.size)?
         };
         s.file = StageBuf::new();
         s.file

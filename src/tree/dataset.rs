@@ -177,6 +177,15 @@ impl Tree {
             .is_some_and(|h| h.writer.is_some())
     }
 
+    /// Whether closing the handle's file is cheap enough to do on the FUSE thread.
+    pub fn close_is_light(&self, fh: u64) -> bool {
+        let handle = self.handles.read().get(&fh).cloned();
+        match handle.and_then(|h| h.writer.clone()) {
+            Some((ds, node)) => ds.seal_is_light(node),
+            None => true,
+        }
+    }
+
     /// `close` (flush) and `fsync`: seal and journal, reporting errors to the caller.
     pub fn flush(&self, fh: u64) -> Result<()> {
         let handle = self.handles.read().get(&fh).cloned();

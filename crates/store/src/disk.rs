@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -437,9 +437,10 @@ fn acquire_lock(dir: &Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| StoreError::io(&path, e))?;
-    // A lock can stay busy for a moment after its holder closed it: a process that
-    // forked meanwhile holds a copy of the descriptor until its child execs (close-on-exec).
-    // So a busy lock is retried briefly before it is reported as another holder's.
+    // A lock this process released can stay busy for a moment: a thread that forked meanwhile
+    // gave its child a copy of the descriptor, held until the child execs (close-on-exec). So a
+    // lock whose recorded holder is this very process is retried briefly; another holder's
+    // lock is reported at once.
     let deadline = std::time::Instant::now() + LOCK_RETRY;
     let err = loop {
         // SAFETY: flock on a file descriptor we own; no memory is involved.
@@ -448,7 +449,16 @@ fn acquire_lock(dir: &Path) -> Result<File> {
             break None;
         }
         let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) || std::time::Instant::now() >= deadline {
+        let ours = || {
+            let mut s = String::new();
+            let _ = (&f).read_to_string(&mut s);
+            let _ = (&f).seek(io::SeekFrom::Start(0));
+            s.trim().parse::<u32>().ok() == Some(std::process::id())
+        };
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK)
+            || std::time::Instant::now() >= deadline
+            || !ours()
+        {
             break Some(err);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
