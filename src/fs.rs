@@ -473,8 +473,9 @@ impl Filesystem for IpfsFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if crate::tree::is_dataset_ino(ino.0) {
-            // The CID of a dataset directory may need a commit first.
+        // The kernel asks for `security.capability` before a file's first write: such names
+        // are answered here; only ours may need a commit first (the CID of a dataset directory).
+        if crate::tree::is_dataset_ino(ino.0) && name.as_bytes().starts_with(b"user.ipfs.") {
             let name = name.to_owned();
             return self.offload(move |tree| match tree.getxattr(ino.0, &name) {
                 Ok(value) => reply_xattr(reply, &value, size),

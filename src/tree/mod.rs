@@ -345,9 +345,17 @@ impl Tree {
             }));
         }
         let parent_inode = self.inodes.read().get(&parent).cloned()?;
-        let NodeKind::Content(content) = &parent_inode.node else {
-            return None;
-        };
+        let content =
+            match &parent_inode.node {
+                NodeKind::Content(content) => content,
+                // Dataset trees live in memory: answered here, never waits.
+                NodeKind::Dataset(ds, node) => {
+                    return Some(ds.lookup(*node, name_bytes).map_err(Error::from).and_then(
+                        |child| self.dataset_entry(parent, name_bytes, ds.clone(), child),
+                    ));
+                }
+                _ => return None,
+            };
         let listing = match &content.body {
             Body::Directory { listing } => listing.clone(),
             Body::Sharded { listing, .. } => listing.get()?.clone(),

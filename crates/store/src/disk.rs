@@ -374,6 +374,16 @@ pub struct DiskStore {
     flusher: Flusher,
     clock: AtomicU64,
     tmp_counter: AtomicU64,
+    /// Temporary pins handed out but not written to the index yet: a pin protects nothing until
+    /// its first block, so its row is written in the transaction that adds that block (most
+    /// pins hold one small file: one transaction instead of two). Id -> owner. Read and changed
+    /// with the index lock held.
+    unborn_temps: Mutex<HashMap<TempPinId, String>>,
+    /// The next temporary pin id (ids are never reused, like the table's AUTOINCREMENT).
+    next_temp: AtomicU64,
+    /// Ids up to this are recorded as handed out (`meta.temp_reserved`), so that an unborn id
+    /// is not handed out again after a restart; reserved [`TEMP_ID_BATCH`] at a time.
+    temp_reserved: AtomicU64,
     /// Set by [`DiskStore::abandon`]: drop without the orderly close.
     abandoned: bool,
     /// Held (flock) until the store is dropped; declared last so the index closes first.
@@ -424,6 +434,9 @@ fn remove_file_quiet(path: &Path) {
         }
     }
 }
+
+/// Temporary pin ids recorded as handed out per index write.
+const TEMP_ID_BATCH: u64 = 1024;
 
 /// How long a busy store lock is retried before [`StoreError::Locked`].
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(750);
@@ -594,6 +607,9 @@ impl DiskStore {
             "synchronous",
             if config.sync_writes { "FULL" } else { "NORMAL" },
         )?;
+        // Checkpoint every 32 MiB of WAL instead of SQLite's 4 MiB: many small puts touch the same
+        // few index pages again and again, and each checkpoint copies them back and fsyncs.
+        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         conn.execute_batch(SCHEMA)?;
         let clean: bool = conn
             .query_row("SELECT value FROM meta WHERE key = 'clean'", [], |r| {
@@ -639,6 +655,16 @@ impl DiskStore {
             }
         }
 
+        // Past every id ever handed out: written ones (AUTOINCREMENT's sequence) and those an
+        // earlier process reserved for pins it never wrote.
+        let last_temp: i64 = conn.query_row(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'temp_pins'), 0),
+                        COALESCE((SELECT MAX(id) FROM temp_pins), 0),
+                        COALESCE((SELECT value FROM meta WHERE key = 'temp_reserved'), 0))",
+            [],
+            |r| r.get(0),
+        )?;
+
         let index = Arc::new(Mutex::new(Index { conn }));
         let pending: Arc<Pending> = Arc::default();
         let store = DiskStore {
@@ -652,6 +678,9 @@ impl DiskStore {
             pending,
             clock: AtomicU64::new(max_access + 1),
             tmp_counter: AtomicU64::new(0),
+            unborn_temps: Mutex::new(HashMap::new()),
+            next_temp: AtomicU64::new(last_temp as u64 + 1),
+            temp_reserved: AtomicU64::new(last_temp as u64),
             abandoned: false,
             _lock: lock,
         };
@@ -827,11 +856,18 @@ impl DiskStore {
                     ])?;
                 }
             }
+            let mut born = false;
             let added = match temp {
-                Some((id, keys)) => temp_add_rows(&tx, id, keys)?,
+                Some((id, keys)) => {
+                    born = self.write_unborn(&tx, id)?;
+                    temp_add_rows(&tx, id, keys)?
+                }
                 None => Vec::new(),
             };
             tx.commit()?;
+            if let (true, Some((id, _))) = (born, temp) {
+                self.unborn_temps.lock().remove(&id);
+            }
             let mut state = self.state.write();
             for (i, s) in placed.drain(..).enumerate() {
                 state.insert(s.key, s.size, first_tick + i as u64);
@@ -1015,12 +1051,54 @@ impl DiskStore {
         Ok(stats)
     }
 
+    /// Whether the temporary pin `id` was handed out and not released.
+    fn temp_known(&self, conn: &Connection, id: TempPinId) -> Result<bool> {
+        Ok(self.unborn_temps.lock().contains_key(&id) || temp_exists(conn, id)?)
+    }
+
+    /// Writes the row of `id` if it is still unborn (inside the caller's transaction); true if it
+    /// did, and then the caller removes it from the unborn map once that transaction commits.
+    fn write_unborn(&self, conn: &Connection, id: TempPinId) -> Result<bool> {
+        let Some(owner) = self.unborn_temps.lock().get(&id).cloned() else {
+            return Ok(false);
+        };
+        conn.prepare_cached("INSERT INTO temp_pins (id, owner, created) VALUES (?1, ?2, ?3)")?
+            .execute(params![id as i64, owner, now_secs()])?;
+        Ok(true)
+    }
+
+    /// The temporary pins of `owner`, written or not yet, oldest first.
+    fn temp_ids_with_unborn(&self, conn: &Connection, owner: &str) -> Result<Vec<TempPinId>> {
+        let mut ids = temp_ids_of(conn, owner)?;
+        ids.extend(
+            self.unborn_temps
+                .lock()
+                .iter()
+                .filter(|(_, o)| o.as_str() == owner)
+                .map(|(id, _)| *id),
+        );
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Releases the temporary pins `ids` in one transaction (unknown ids are skipped); returns how many existed.
     fn release_temps_locked(&self, idx: &mut Index, ids: &[TempPinId]) -> Result<u64> {
+        let mut n = 0;
+        let mut ids = ids.to_vec();
+        {
+            let mut unborn = self.unborn_temps.lock();
+            ids.retain(|id| {
+                let was = unborn.remove(id).is_some();
+                n += was as u64;
+                !was
+            });
+        }
+        if ids.is_empty() {
+            return Ok(n);
+        }
         let tx = idx.conn.transaction()?;
         let mut released: Vec<Vec<u8>> = Vec::new();
-        let mut n = 0;
-        for &id in ids {
+        for &id in &ids {
             if let Some(keys) = temp_delete(&tx, id)? {
                 n += 1;
                 released.extend(keys);
@@ -1244,17 +1322,27 @@ impl BlockStore for DiskStore {
     }
 
     fn temp_pin(&self, owner: &str) -> Result<TempPinId> {
-        let idx = self.index.lock();
-        // AUTOINCREMENT: an id is never handed out twice, even after the newest temporary pin was released.
-        idx.conn
-            .prepare_cached("INSERT INTO temp_pins (owner, created) VALUES (?1, ?2)")?
-            .execute(params![owner, now_secs()])?;
-        Ok(idx.conn.last_insert_rowid() as TempPinId)
+        let id = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        if id > self.temp_reserved.load(Ordering::Acquire) {
+            let idx = self.index.lock();
+            let reserved = self.temp_reserved.load(Ordering::Acquire);
+            if id > reserved {
+                let upto = id.max(reserved) + TEMP_ID_BATCH;
+                idx.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('temp_reserved', ?1)",
+                    )?
+                    .execute(params![upto as i64])?;
+                self.temp_reserved.store(upto, Ordering::Release);
+            }
+        }
+        self.unborn_temps.lock().insert(id, owner.to_string());
+        Ok(id)
     }
 
     fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<()> {
         // Refuse an unknown id before touching or writing anything (checked again under the lock at commit).
-        if !temp_exists(&self.index.lock().conn, pin)? {
+        if !self.temp_known(&self.index.lock().conn, pin)? {
             return Err(StoreError::UnknownTempPin(pin));
         }
         let mut seen: HashSet<Key> = HashSet::new();
@@ -1310,7 +1398,7 @@ impl BlockStore for DiskStore {
             drop(idx);
             first_pass = false;
         };
-        match temp_exists(&idx.conn, pin) {
+        match self.temp_known(&idx.conn, pin) {
             Ok(true) => {}
             other => {
                 for s in &staged {
@@ -1329,11 +1417,15 @@ impl BlockStore for DiskStore {
         let keys: Vec<Key> = key_set(None, blocks).into_iter().collect();
         let mut idx = self.index.lock();
         let tx = idx.conn.transaction()?;
-        if !temp_exists(&tx, pin)? {
+        if !self.temp_known(&tx, pin)? {
             return Err(StoreError::UnknownTempPin(pin));
         }
+        let born = self.write_unborn(&tx, pin)?;
         let added = temp_add_rows(&tx, pin, &keys)?;
         tx.commit()?;
+        if born {
+            self.unborn_temps.lock().remove(&pin);
+        }
         let mut state = self.state.write();
         for k in added {
             state.temp_inc(k);
@@ -1348,13 +1440,13 @@ impl BlockStore for DiskStore {
 
     fn release_temp_owner(&self, owner: &str) -> Result<u64> {
         let mut idx = self.index.lock();
-        let ids = temp_ids_of(&idx.conn, owner)?;
+        let ids = self.temp_ids_with_unborn(&idx.conn, owner)?;
         self.release_temps_locked(&mut idx, &ids)
     }
 
     fn temp_pins(&self, owner: &str) -> Result<Vec<TempPinId>> {
         let idx = self.index.lock();
-        temp_ids_of(&idx.conn, owner)
+        self.temp_ids_with_unborn(&idx.conn, owner)
     }
 
     fn pin_with_temps(
@@ -1373,9 +1465,18 @@ impl BlockStore for DiskStore {
             .into_iter()
             .collect();
         let mut idx = self.index.lock();
+        // Pins that never got a block protect nothing: they just end.
+        let unborn: Vec<TempPinId> = {
+            let map = self.unborn_temps.lock();
+            temps
+                .iter()
+                .copied()
+                .filter(|id| map.contains_key(id))
+                .collect()
+        };
         let tx = idx.conn.transaction()?;
         let mut released: Vec<Vec<u8>> = Vec::new();
-        for &id in &temps {
+        for &id in temps.iter().filter(|id| !unborn.contains(id)) {
             // Dropping `tx` on an error rolls everything back.
             let keys = temp_delete(&tx, id)?.ok_or(StoreError::UnknownTempPin(id))?;
             released.extend(keys);
@@ -1383,6 +1484,12 @@ impl BlockStore for DiskStore {
         set.extend(released.iter().map(|k| k.clone().into_boxed_slice()));
         let old = pin_write(&tx, &root_bytes, label, &set)?;
         tx.commit()?;
+        {
+            let mut map = self.unborn_temps.lock();
+            for id in &unborn {
+                map.remove(id);
+            }
+        }
         let mut state = self.state.write();
         // Protect first, then let go: no block's count passes through zero.
         for k in &set {

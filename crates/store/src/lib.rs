@@ -50,8 +50,11 @@
 //!   root's own multihash included). A block is pinned while at least one pin lists it; pinned blocks may be absent
 //!   (pinned before they were fetched) and are protected as soon as they arrive.
 //! * `temp_pins(id INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT, created INTEGER)` with an index on `owner`: one
-//!   row per temporary pin; `AUTOINCREMENT` keeps ids unique for the life of the index (SQLite remembers the
-//!   highest id ever given in `sqlite_sequence`), `created` is Unix seconds.
+//!   row per temporary pin, written by the transaction that first gives it blocks (`put_temp`, `temp_pin_add`):
+//!   most temporary pins hold one small file, so this saves a transaction per file, and a pin that never held
+//!   anything protected nothing and is not kept across a restart. Ids are unique for the life of the index: SQLite
+//!   remembers the highest id written (`AUTOINCREMENT`, `sqlite_sequence`) and `meta.temp_reserved` the highest
+//!   id handed out (reserved 1,024 at a time); `created` is Unix seconds.
 //! * `temp_pin_blocks(id INTEGER, mh BLOB, PRIMARY KEY(id, mh))`: the block set of each temporary pin. A block is
 //!   protected while a pin or a temporary pin lists it.
 //! * `meta(key TEXT PRIMARY KEY, value)`: `clean` = 1 after an orderly close.
@@ -208,8 +211,8 @@ pub trait BlockStore: Send + Sync {
     fn pins(&self) -> Result<Vec<PinInfo>, StoreError>;
     /// Whether some pin or temporary pin protects this block (present or not).
     fn is_pinned(&self, cid: &Cid) -> Result<bool, StoreError>;
-    /// A new, empty temporary pin owned by `owner` (free text, e.g. `"dataset:sales"` or `"import"`). Persistent: it
-    /// survives a crash or restart until released. Its blocks are protected like pinned ones (never evicted, not
+    /// A new, empty temporary pin owned by `owner` (free text, e.g. `"dataset:sales"` or `"import"`). Persistent
+    /// from its first blocks on: then it survives a crash or restart until released (an empty one need not). Its blocks are protected like pinned ones (never evicted, not
     /// counted against the capacity) but it has no root: it protects a DAG while it is being built or imported.
     fn temp_pin(&self, owner: &str) -> Result<TempPinId, StoreError>;
     /// Stores verified blocks and adds them to the temporary pin `pin`, atomically with respect to eviction: a block

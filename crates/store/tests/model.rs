@@ -79,8 +79,12 @@ impl Universe {
 struct Model {
     present: HashSet<usize>,
     pins: HashMap<usize, HashSet<usize>>,
-    /// Ids of the temporary pins created, in creation order (released ones included).
-    temp_ids: Vec<TempPinId>,
+    /// Ids of the temporary pins created, in creation order (released ones included), in the
+    /// disk store and in the memory store (ids are opaque: each store hands out its own).
+    temp_ids: Vec<[TempPinId; 2]>,
+    /// Temporary pins that were ever given blocks (even none: any put_temp or add): only those
+    /// are written to the index, so only those survive a restart.
+    born: HashSet<usize>,
     /// Temporary pins held: creation index -> (owner, blocks).
     temps: HashMap<usize, (usize, HashSet<usize>)>,
 }
@@ -94,12 +98,12 @@ impl Model {
         self.pins.values().any(|s| s.contains(&i)) || self.temp_pinned(i)
     }
 
-    /// The store id of temporary pin `t` (creation index), or an id never handed out.
-    fn temp_id(&self, t: usize) -> TempPinId {
+    /// Store `which`'s id of temporary pin `t` (creation index), or an id never handed out.
+    fn temp_id(&self, t: usize, which: usize) -> TempPinId {
         self.temp_ids
             .get(t)
-            .copied()
-            .unwrap_or(1_000_000 + t as TempPinId)
+            .map(|ids| ids[which])
+            .unwrap_or(1_000_000_000 + t as TempPinId)
     }
 }
 
@@ -168,29 +172,30 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::TempPin(o) => {
-                let ids: Vec<TempPinId> = stores
-                    .iter()
-                    .map(|s| s.temp_pin(&owner(*o)).unwrap())
-                    .collect();
-                prop_assert_eq!(ids[0], ids[1], "disk and memory hand out different ids");
-                prop_assert!(
-                    !model.temp_ids.contains(&ids[0]),
-                    "temporary pin id {} reused",
-                    ids[0]
-                );
+                let ids = [
+                    stores[0].temp_pin(&owner(*o)).unwrap(),
+                    stores[1].temp_pin(&owner(*o)).unwrap(),
+                ];
+                for which in 0..2 {
+                    prop_assert!(
+                        !model.temp_ids.iter().any(|x| x[which] == ids[which]),
+                        "temporary pin id {} reused (store {})",
+                        ids[which],
+                        which
+                    );
+                }
                 model
                     .temps
                     .insert(model.temp_ids.len(), (*o, HashSet::new()));
-                model.temp_ids.push(ids[0]);
+                model.temp_ids.push(ids);
             }
             Op::PutTemp(t, is) => {
                 let batch: Vec<(Cid, Bytes)> = is
                     .iter()
                     .map(|&i| (u.cids[i], Bytes::from(u.data[i].clone())))
                     .collect();
-                let id = model.temp_id(*t);
-                for s in stores {
-                    let r = s.put_temp(id, &batch);
+                for (which, s) in stores.iter().enumerate() {
+                    let r = s.put_temp(model.temp_id(*t, which), &batch);
                     match model.temps.get(t) {
                         Some(_) => prop_assert!(r.is_ok(), "put_temp failed: {:?}", r),
                         None => {
@@ -201,23 +206,24 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some((_, set)) = model.temps.get_mut(t) {
                     set.extend(is.iter().copied());
                     model.present.extend(is.iter().copied());
+                    model.born.insert(*t);
                 }
             }
             Op::TempAdd(t, is) => {
-                let id = model.temp_id(*t);
-                for s in stores {
-                    let r = s.temp_pin_add(id, &mut is.iter().map(|&i| u.cids[i]));
+                for (which, s) in stores.iter().enumerate() {
+                    let r = s
+                        .temp_pin_add(model.temp_id(*t, which), &mut is.iter().map(|&i| u.cids[i]));
                     prop_assert_eq!(r.is_ok(), model.temps.contains_key(t), "{:?}", r);
                 }
                 if let Some((_, set)) = model.temps.get_mut(t) {
                     set.extend(is.iter().copied());
+                    model.born.insert(*t);
                 }
             }
             Op::ReleaseTemp(t) => {
-                let id = model.temp_id(*t);
                 let expect = model.temps.remove(t).is_some();
-                for s in stores {
-                    prop_assert_eq!(s.release_temp(id).unwrap(), expect);
+                for (which, s) in stores.iter().enumerate() {
+                    prop_assert_eq!(s.release_temp(model.temp_id(*t, which)).unwrap(), expect);
                 }
             }
             Op::ReleaseOwner(o) => {
@@ -227,10 +233,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .filter(|(_, (ow, _))| ow == o)
                     .map(|(t, _)| *t)
                     .collect();
-                let mut ids: Vec<TempPinId> = mine.iter().map(|t| model.temp_id(*t)).collect();
-                ids.sort_unstable();
-                for s in stores {
-                    prop_assert_eq!(s.temp_pins(&owner(*o)).unwrap(), ids.clone());
+                for (which, s) in stores.iter().enumerate() {
+                    let mut ids: Vec<TempPinId> =
+                        mine.iter().map(|t| model.temp_id(*t, which)).collect();
+                    ids.sort_unstable();
+                    prop_assert_eq!(s.temp_pins(&owner(*o)).unwrap(), ids);
                     prop_assert_eq!(s.release_temp_owner(&owner(*o)).unwrap(), mine.len() as u64);
                     prop_assert!(s.temp_pins(&owner(*o)).unwrap().is_empty());
                 }
@@ -239,9 +246,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::PinWithTemps(r, bs, ts) => {
-                let ids: Vec<TempPinId> = ts.iter().map(|t| model.temp_id(*t)).collect();
                 let ok = ts.iter().all(|t| model.temps.contains_key(t));
-                for s in stores {
+                for (which, s) in stores.iter().enumerate() {
+                    let ids: Vec<TempPinId> = ts.iter().map(|t| model.temp_id(*t, which)).collect();
                     let res = s.pin_with_temps(
                         &u.cids[*r],
                         "model",
@@ -272,6 +279,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Reopen => {
                 drop(disk.take());
                 disk = Some(DiskStore::open(config(tmp.path(), CAPACITY)).unwrap());
+                // A temporary pin that never held anything does not outlive its process (it
+                // protected nothing); the memory twin, which is not reopened, lets it go too.
+                let unborn: Vec<usize> = model
+                    .temps
+                    .keys()
+                    .copied()
+                    .filter(|t| !model.born.contains(t))
+                    .collect();
+                for t in unborn {
+                    model.temps.remove(&t);
+                    prop_assert!(mem.release_temp(model.temp_id(t, 1)).unwrap());
+                }
             }
         }
         let d = disk.as_ref().unwrap();
