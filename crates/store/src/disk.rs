@@ -607,9 +607,6 @@ impl DiskStore {
             "synchronous",
             if config.sync_writes { "FULL" } else { "NORMAL" },
         )?;
-        // Checkpoint every 32 MiB of WAL instead of SQLite's 4 MiB: many small puts touch the same
-        // few index pages again and again, and each checkpoint copies them back and fsyncs.
-        conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         conn.execute_batch(SCHEMA)?;
         let clean: bool = conn
             .query_row("SELECT value FROM meta WHERE key = 'clean'", [], |r| {
