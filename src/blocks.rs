@@ -110,10 +110,6 @@ impl BlockService {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn BlockStore> {
-        &self.store
-    }
-
     pub fn is_offline(&self) -> bool {
         self.offline || self.fetchers.is_empty()
     }

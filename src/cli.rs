@@ -1,11 +1,9 @@
-//! Command-line interface: parsing, logging set-up and dispatch.
+//! Command-line interface: the arguments, as clap parses them. The commands that run them are
+//! in [`crate::cmd`].
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-use crate::{mount, transfer};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,66 +119,6 @@ pub enum DatasetAction {
     Publish { name: String },
 }
 
-impl DatasetAction {
-    /// The request line sent over a mount's control socket (fields are tab-separated; a
-    /// message is sent hex-encoded, so it may hold tabs and newlines).
-    pub fn to_request(&self) -> String {
-        let flag = |b: bool| if b { "json" } else { "text" };
-        match self {
-            DatasetAction::List { json } => format!("dataset\tlist\t{}", flag(*json)),
-            DatasetAction::Create { name, profile } => {
-                format!("dataset\tcreate\t{name}\t{profile}")
-            }
-            DatasetAction::Log { name, json } => format!("dataset\tlog\t{name}\t{}", flag(*json)),
-            DatasetAction::Commit { name, message } => match message {
-                Some(m) => format!("dataset\tcommit\t{name}\t{}", hex_encode(m.as_bytes())),
-                None => format!("dataset\tcommit\t{name}"),
-            },
-            DatasetAction::Publish { name } => format!("dataset\tpublish\t{name}"),
-        }
-    }
-
-    pub fn from_request(parts: &[&str]) -> Option<Self> {
-        match parts {
-            ["list", f] => Some(DatasetAction::List { json: *f == "json" }),
-            ["create", name, profile] => Some(DatasetAction::Create {
-                name: name.to_string(),
-                profile: profile.to_string(),
-            }),
-            ["log", name, f] => Some(DatasetAction::Log {
-                name: name.to_string(),
-                json: *f == "json",
-            }),
-            ["commit", name] => Some(DatasetAction::Commit {
-                name: name.to_string(),
-                message: None,
-            }),
-            ["commit", name, m] => Some(DatasetAction::Commit {
-                name: name.to_string(),
-                message: Some(String::from_utf8(hex_decode(m)?).ok()?),
-            }),
-            ["publish", name] => Some(DatasetAction::Publish {
-                name: name.to_string(),
-            }),
-            _ => None,
-        }
-    }
-}
-
-fn hex_encode(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// [`StoreArgs`] accepted anywhere after the subcommand (`ipfs-mount dataset log x --store S`).
 #[derive(Debug, Clone, Args)]
 pub struct GlobalStoreArgs {
@@ -289,9 +227,6 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(secs))
 }
 
-/// Where the node listens when no --listen is given: loopback only.
-pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/4021";
-
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
     /// Where to mount.
@@ -378,82 +313,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|e| format!("invalid size {s:?}: {e}"))
-}
-
-pub fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        // fuser warns about requests we leave to its defaults and about unmounts done by
-        // fusermount3; neither is news to the user.
-        0 => "warn,fuser=error",
-        1 => "info,ipfs_mount=info,fuser=error",
-        2 => "info,ipfs_mount=debug,ipfs_mount_fetch=debug,ipfs_mount_store=debug,fuser=error",
-        _ => "debug,ipfs_mount=trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let file = log_file.and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .ok()
-    });
-    let _ = match file {
-        Some(f) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(f))
-            .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
-    };
-}
-
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let result = match cli.command {
-        Some(Command::Unmount { mountpoint }) => mount::unmount(&mountpoint),
-        Some(Command::Import {
-            store,
-            verbose,
-            cars,
-        }) => {
-            init_logging(verbose, None);
-            transfer::import(&store, &cars)
-        }
-        Some(Command::Export {
-            store,
-            net,
-            verbose,
-            cid,
-            output,
-        }) => {
-            init_logging(verbose, None);
-            transfer::export(&store, &net, &cid, output.as_deref())
-        }
-        Some(Command::Key { store, action }) => {
-            init_logging(0, None);
-            crate::names::keys::run(&store, &action)
-        }
-        Some(Command::Id { store, json }) => {
-            init_logging(0, None);
-            crate::peer::print_id(&store, json)
-        }
-        Some(Command::Dataset { store, action }) => {
-            init_logging(0, None);
-            crate::cmd::dataset::run(&store.into(), &action)
-        }
-        None => mount::run(cli.mount),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ipfs-mount: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! A small control socket, `<store>/control.sock`, so that `import` and `export` work while a
-//! mount holds the store.
+//! A small control socket, `<store>/control.sock`, so that commands (`import`, `export`, `id`,
+//! `dataset …`) work while a mount holds the store. Both ends live here: [`serve`] in the
+//! mount, the `remote_*` functions in the commands, sharing one typed [`Request`].
 //!
 //! The store belongs to one process at a time (it keeps its LRU index in memory and takes an
 //! exclusive lock), so a second process asks the owner instead of opening the store itself.
-//! Protocol: one request line, tab-separated: `import\t<absolute CAR path>` or
-//! `export\t<cid>`. Import answers `root\t<cid>` lines then `ok` or `error\t<message>`.
-//! Export answers `ok\n` followed by the CAR bytes, or a single `error\t<message>` line.
-//! The socket file is created with mode 0600: only the store's owner may use it.
+//! Protocol: one request line, tab-separated ([`Request::encode`]). Import answers
+//! `root\t<cid>` lines then `ok` or `error\t<message>`. Export answers `ok\n` followed by the
+//! CAR bytes, or a single `error\t<message>` line. The others answer `ok\n` and their text, or
+//! `error\t<message>`. The socket file is created with mode 0600: only the store's owner may
+//! use it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -18,9 +20,91 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use ipfs_mount_ipld::cids;
 
 use crate::blocks::BlockService;
-use crate::cli::DatasetAction;
+use crate::datasets::admin::{self, Command};
 use crate::datasets::Datasets;
 use crate::transfer;
+
+/// What a command asks of the mount that holds the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Import the CAR at this absolute path.
+    Import(PathBuf),
+    /// Export the DAG below this CID as a CAR.
+    Export(String),
+    /// The node's peer id and addresses (JSON).
+    Id,
+    Dataset(Command),
+}
+
+impl Request {
+    /// The request line (without its newline). A commit message is hex-encoded, so it may
+    /// hold tabs and newlines.
+    pub fn encode(&self) -> String {
+        let flag = |b: bool| if b { "json" } else { "text" };
+        match self {
+            Request::Import(path) => format!("import\t{}", path.display()),
+            Request::Export(cid) => format!("export\t{cid}"),
+            Request::Id => "id".into(),
+            Request::Dataset(c) => match c {
+                Command::List { json } => format!("dataset\tlist\t{}", flag(*json)),
+                Command::Create { name, profile } => format!("dataset\tcreate\t{name}\t{profile}"),
+                Command::Log { name, json } => format!("dataset\tlog\t{name}\t{}", flag(*json)),
+                Command::Commit { name, message } => match message {
+                    Some(m) => format!("dataset\tcommit\t{name}\t{}", hex_encode(m.as_bytes())),
+                    None => format!("dataset\tcommit\t{name}"),
+                },
+                Command::Publish { name } => format!("dataset\tpublish\t{name}"),
+            },
+        }
+    }
+
+    /// Parses a request line; None for anything malformed.
+    pub fn parse(line: &str) -> Option<Self> {
+        let parts: Vec<&str> = line.split('\t').collect();
+        let s = |x: &&str| x.to_string();
+        Some(match parts.as_slice() {
+            ["import", path] => Request::Import(PathBuf::from(path)),
+            ["export", cid] => Request::Export(s(cid)),
+            ["id"] => Request::Id,
+            ["dataset", rest @ ..] => Request::Dataset(match rest {
+                ["list", f] => Command::List { json: *f == "json" },
+                ["create", name, profile] => Command::Create {
+                    name: s(name),
+                    profile: s(profile),
+                },
+                ["log", name, f] => Command::Log {
+                    name: s(name),
+                    json: *f == "json",
+                },
+                ["commit", name] => Command::Commit {
+                    name: s(name),
+                    message: None,
+                },
+                ["commit", name, m] => Command::Commit {
+                    name: s(name),
+                    message: Some(String::from_utf8(hex_decode(m)?).ok()?),
+                },
+                ["publish", name] => Command::Publish { name: s(name) },
+                _ => return None,
+            }),
+            _ => return None,
+        })
+    }
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
 
 pub fn socket_path(store_dir: &Path) -> PathBuf {
     store_dir.join("control.sock")
@@ -93,55 +177,49 @@ fn handle(conn: UnixStream, ctx: &Context) -> Result<()> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut out = conn;
-    let request = line.trim_end_matches('\n');
-    if let Some(name) = request.strip_prefix("dataset\tpublish\t") {
-        let result = match ctx.names {
-            Some(names) => rt.block_on(names.publish_now(name)),
-            None => Err(anyhow!("names are off in this mount")),
-        };
-        match result {
-            Ok(n) => write!(out, "ok\n{name}\t{n}\n")?,
-            Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,
-        }
+    let fail = |out: &mut UnixStream, e: anyhow::Error| {
+        writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))
+    };
+    let Some(request) = Request::parse(line.trim_end_matches('\n')) else {
+        writeln!(out, "error\tunknown request")?;
         return Ok(());
-    }
-    if let Some(rest) = request.strip_prefix("dataset\t") {
-        let parts: Vec<&str> = rest.split('\t').collect();
-        let result = DatasetAction::from_request(&parts)
-            .ok_or_else(|| anyhow!("unknown dataset request"))
-            .and_then(|a| crate::cmd::dataset::execute(datasets, blocks, &a));
-        match result {
-            Ok(text) => write!(out, "ok\n{text}")?,
-            Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,
-        }
-        return Ok(());
-    }
-    if request == "id" {
-        let peer_id = match ctx.node {
-            Some(n) => n.peer_id().to_string(),
-            None => ipfs_mount_p2p::identity::load_or_create(ctx.store_dir)?
-                .public()
-                .to_peer_id()
-                .to_string(),
-        };
-        write!(out, "ok\n{}", crate::peer::id_json(ctx.node, &peer_id))?;
-        return Ok(());
-    }
-    let mut parts = request.splitn(2, '\t');
-    match (parts.next(), parts.next()) {
-        (Some("import"), Some(path)) => {
-            match transfer::import_one(blocks.store().as_ref(), Path::new(path)) {
-                Ok(roots) => {
-                    for r in roots {
-                        writeln!(out, "root\t{r}")?;
-                    }
-                    writeln!(out, "ok")?;
-                }
-                Err(e) => writeln!(out, "error\t{}", format!("{e:#}").replace('\n', " "))?,
+    };
+    match request {
+        Request::Dataset(Command::Publish { name }) => {
+            let result = match ctx.names {
+                Some(names) => rt.block_on(names.publish_now(&name)),
+                None => Err(anyhow!("names are off in this mount")),
+            };
+            match result {
+                Ok(n) => write!(out, "ok\n{name}\t{n}\n")?,
+                Err(e) => fail(&mut out, e)?,
             }
         }
-        (Some("export"), Some(cid)) => {
-            let root = match cids::parse(cid) {
+        Request::Dataset(command) => match admin::execute(datasets, blocks, &command) {
+            Ok(text) => write!(out, "ok\n{text}")?,
+            Err(e) => fail(&mut out, e)?,
+        },
+        Request::Id => {
+            let peer_id = match ctx.node {
+                Some(n) => n.peer_id().to_string(),
+                None => ipfs_mount_p2p::identity::load_or_create(ctx.store_dir)?
+                    .public()
+                    .to_peer_id()
+                    .to_string(),
+            };
+            write!(out, "ok\n{}", crate::peer::id_json(ctx.node, &peer_id))?;
+        }
+        Request::Import(path) => match transfer::import_one(blocks, &path) {
+            Ok(roots) => {
+                for r in roots {
+                    writeln!(out, "root\t{r}")?;
+                }
+                writeln!(out, "ok")?;
+            }
+            Err(e) => fail(&mut out, e)?,
+        },
+        Request::Export(cid) => {
+            let root = match cids::parse(&cid) {
                 Ok(c) => c,
                 Err(e) => {
                     writeln!(out, "error\t{cid:?} is not a CID: {e}")?;
@@ -162,7 +240,6 @@ fn handle(conn: UnixStream, ctx: &Context) -> Result<()> {
                 &indicatif::ProgressBar::hidden(),
             )?;
         }
-        _ => writeln!(out, "error\tunknown request")?,
     }
     Ok(())
 }
@@ -173,7 +250,7 @@ pub fn remote_import(store_dir: &Path, car: &Path) -> Result<Vec<String>> {
         .canonicalize()
         .with_context(|| format!("cannot open {}", car.display()))?;
     let mut conn = connect(store_dir)?;
-    writeln!(conn, "import\t{}", car.display())?;
+    writeln!(conn, "{}", Request::Import(car).encode())?;
     let mut roots = Vec::new();
     for line in BufReader::new(conn).lines() {
         let line = line?;
@@ -191,7 +268,7 @@ pub fn remote_import(store_dir: &Path, car: &Path) -> Result<Vec<String>> {
 /// Asks the process that owns the store to export a DAG as a CAR into `out`.
 pub fn remote_export(store_dir: &Path, cid: &str, out: &mut dyn Write) -> Result<()> {
     let mut conn = connect(store_dir)?;
-    writeln!(conn, "export\t{cid}")?;
+    writeln!(conn, "{}", Request::Export(cid.to_string()).encode())?;
     let mut reader = BufReader::new(conn);
     let mut status = String::new();
     reader.read_line(&mut status)?;
@@ -210,10 +287,10 @@ pub fn remote_export(store_dir: &Path, cid: &str, out: &mut dyn Write) -> Result
     Ok(())
 }
 
-/// Sends one request line; returns the text after `ok`.
-pub fn remote_request(store_dir: &Path, request: &str) -> Result<String> {
+/// Sends one request; returns the text after `ok`.
+pub fn remote_request(store_dir: &Path, request: &Request) -> Result<String> {
     let mut conn = connect(store_dir)?;
-    writeln!(conn, "{request}")?;
+    writeln!(conn, "{}", request.encode())?;
     let mut reader = BufReader::new(conn);
     let mut status = String::new();
     reader.read_line(&mut status)?;
@@ -232,4 +309,46 @@ fn connect(store_dir: &Path) -> Result<UnixStream> {
     UnixStream::connect(&path).map_err(|e| {
         anyhow!("the store {} is in use by another process and its control socket does not answer ({e})", store_dir.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let all = [
+            Request::Import(PathBuf::from("/tmp/a b.car")),
+            Request::Export("bafkqaaa".into()),
+            Request::Id,
+            Request::Dataset(Command::List { json: true }),
+            Request::Dataset(Command::Create {
+                name: "sales".into(),
+                profile: "unixfs-v1-2025".into(),
+            }),
+            Request::Dataset(Command::Log {
+                name: "sales".into(),
+                json: false,
+            }),
+            Request::Dataset(Command::Commit {
+                name: "sales".into(),
+                message: None,
+            }),
+            Request::Dataset(Command::Commit {
+                name: "sales".into(),
+                message: Some("two\tlines\nwith tabs é".into()),
+            }),
+            Request::Dataset(Command::Publish {
+                name: "sales".into(),
+            }),
+        ];
+        for r in all {
+            let line = r.encode();
+            assert!(!line.contains('\n'), "{line:?}");
+            assert_eq!(Request::parse(&line), Some(r));
+        }
+        for bad in ["", "dataset", "dataset\tcommit\tx\tzz", "export", "nope\tx"] {
+            assert_eq!(Request::parse(bad), None, "{bad:?}");
+        }
+    }
 }

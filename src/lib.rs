@@ -1,23 +1,30 @@
 //! ipfs-mount: IPFS content as plain files, through FUSE.
 //!
 //! # Layout
-//! Dependencies point one way, from the kernel down to the network:
+//! Dependencies point one way, from the command line down to the network; nothing imports a
+//! layer above it (`cargo` would allow it, the review does not):
+//! - [`cmd`]: the outer layer. `main`, logging, and one module per command (`mount`, `import`
+//!   and `export`, `dataset`, `key`, `id`): each turns the parsed arguments of [`cli`] into
+//!   plain configuration and calls the layers below, on an unmounted store or through the
+//!   control socket of the mount that holds it. `cmd::mount` assembles a mount: store, block
+//!   service, peer, names, datasets, tree, FUSE session, control socket.
+//! - [`cli`]: the arguments as clap parses them; no behaviour.
+//! - [`control`]: the control socket's typed protocol ([`control::Request`]), its server (in
+//!   the mount) and its client (in the commands).
 //! - [`fs`]: the thin `fuser` adapter. Turns kernel requests into [`tree`] calls and
 //!   [`tree::Error`]s into errnos; nothing else.
 //! - [`tree`]: the namespace (`/ipfs`, `/ipns`, `/datasets`), the inode table, attributes,
 //!   directory listings and positional file reads with prefetch. Runs without the kernel.
-//! - [`blocks`]: the one door for blocks: memory cache, then the persistent store, then the
-//!   fetchers; every block from outside is verified against its CID on the way in.
-//! - [`transfer`]: CAR import (verified, roots pinned) and export; [`control`] lets them run
-//!   through a mount that holds the store.
-//! - [`peer`]: the IPFS peer beside the mount (crate `ipfs-mount-p2p`): bitswap client as
-//!   one more fetcher, bitswap server over the store, provider discovery.
-//! - [`mount`]: mount lifecycle: daemonizing, readiness, signals, stale mounts, unmount.
-//! - [`datasets`]: writable datasets: live tree, journal, closed tree, group commits.
 //! - [`names`]: `/ipns` resolution, DNSLink, publishing datasets under IPNS names.
 //! - [`serve`]: the local trustless gateway (`--serve`).
-//! - [`cli`]: command-line parsing and dispatch; [`cmd`]: the commands it runs (the outer
-//!   layer: inner modules never import `cli`, `cmd`, `mount` or `control`).
+//! - [`datasets`]: writable datasets: live tree, journal, closed tree, group commits, and the
+//!   `dataset` commands' work ([`datasets::admin`]).
+//! - [`transfer`]: CAR import (verified, roots pinned) and export.
+//! - [`peer`]: the IPFS peer beside the mount (crate `ipfs-mount-p2p`): bitswap client as
+//!   one more fetcher, bitswap server over the store, provider discovery.
+//! - [`blocks`]: the one door for blocks: memory cache, then the persistent store, then the
+//!   fetchers; every block from outside is verified against its CID on the way in. Only the
+//!   assembly in `cmd` holds the store itself (to open it and hand it over).
 //!
 //! Pure codecs live in the `ipfs-mount-ipld` crate, the block store in `ipfs-mount-store`
 //! and the gateway client in `ipfs-mount-fetch`.
@@ -28,7 +35,6 @@ pub mod cmd;
 pub mod control;
 pub mod datasets;
 pub mod fs;
-pub mod mount;
 pub mod names;
 pub mod peer;
 pub mod serve;

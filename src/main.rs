@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    ipfs_mount::cli::main()
+    ipfs_mount::cmd::main()
 }

@@ -1,5 +1,5 @@
 //! ipfs-mount as an IPFS peer: starts the libp2p node (crate `ipfs-mount-p2p`) beside the
-//! mount, serves the store over bitswap, and answers `ipfs-mount id`.
+//! mount and serves the store over bitswap.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +12,33 @@ use ipfs_mount_p2p::bitswap::{BitswapConfig, BlockSource};
 use ipfs_mount_p2p::{DhtMode, Multiaddr, Node, NodeConfig};
 use ipfs_mount_store::BlockStore;
 
-use crate::cli::{NetArgs, P2pArgs, StoreArgs, DEFAULT_LISTEN};
+/// Where the node listens when no listen address is given: loopback only.
+pub const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/4021";
+
+/// What the peer is told to do (from the command line's `--peer`, `--routing`, `--listen`,
+/// `--dht`, `--no-p2p`, `--timeout` and `--offline`).
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub enabled: bool,
+    /// Multiaddrs of peers to connect to.
+    pub peers: Vec<String>,
+    /// Delegated routing (HTTP) endpoints.
+    pub routers: Vec<String>,
+    /// Listen multiaddrs; empty: [`DEFAULT_LISTEN`], or any loopback port when that is taken.
+    pub listen: Vec<String>,
+    pub dht: DhtMode,
+    /// Seconds a bitswap fetch may take.
+    pub fetch_timeout_secs: u64,
+    /// Serve only: never fetch from peers.
+    pub offline: bool,
+}
+
+impl PeerConfig {
+    /// True when the user named any source of blocks besides gateways.
+    pub fn has_peer_sources(&self) -> bool {
+        self.enabled && (!self.peers.is_empty() || !self.routers.is_empty())
+    }
+}
 
 /// Serving reads the store only: what we hold is what we have verified or written.
 struct StoreSource(Arc<dyn BlockStore>);
@@ -40,13 +66,12 @@ fn parse_addrs(list: &[String], what: &str) -> Result<Vec<Multiaddr>> {
 
 /// Starts the node on `runtime`, or returns None with `--no-p2p`.
 pub fn start(
-    p2p: &P2pArgs,
-    net: &NetArgs,
+    p2p: &PeerConfig,
     store_dir: &Path,
     store: Arc<dyn BlockStore>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<Arc<Node>>> {
-    if p2p.no_p2p {
+    if !p2p.enabled {
         return Ok(None);
     }
     let key = ipfs_mount_p2p::identity::load_or_create(store_dir)?;
@@ -71,10 +96,10 @@ pub fn start(
         routers,
         dht: p2p.dht,
         bitswap: BitswapConfig {
-            fetch_timeout: Duration::from_secs(net.timeout.max(1)),
+            fetch_timeout: Duration::from_secs(p2p.fetch_timeout_secs.max(1)),
             ..BitswapConfig::default()
         },
-        serve_only: net.offline,
+        serve_only: p2p.offline,
     };
     let source: Arc<dyn BlockSource> = Arc::new(StoreSource(store));
     let node = match runtime.block_on(Node::start(key.clone(), config.clone(), source.clone())) {
@@ -94,39 +119,12 @@ pub fn start(
     Ok(Some(node))
 }
 
-/// True when the user named any source of blocks besides gateways.
-pub fn has_peer_sources(p2p: &P2pArgs) -> bool {
-    !p2p.no_p2p && (!p2p.peers.is_empty() || !p2p.routers.is_empty())
-}
-
 /// `{"ID": …, "Addresses": […]}` for `ipfs-mount id`.
 pub fn id_json(node: Option<&Node>, peer_id: &str) -> String {
     let addrs: Vec<String> = node
         .map(|n| n.listen_addrs().iter().map(|a| a.to_string()).collect())
         .unwrap_or_default();
     serde_json::json!({ "ID": peer_id, "Addresses": addrs }).to_string()
-}
-
-/// `ipfs-mount id`: asks the running mount, else reads (or creates) the key.
-pub fn print_id(store: &StoreArgs, json: bool) -> Result<()> {
-    let dir = store.dir();
-    let text = match crate::control::remote_request(&dir, "id") {
-        Ok(t) => t,
-        Err(_) => {
-            let key = ipfs_mount_p2p::identity::load_or_create(&dir)?;
-            id_json(None, &key.public().to_peer_id().to_string())
-        }
-    };
-    if json {
-        println!("{}", text.trim_end());
-        return Ok(());
-    }
-    let v: serde_json::Value = serde_json::from_str(&text).context("bad answer from the mount")?;
-    println!("{}", v["ID"].as_str().unwrap_or_default());
-    for a in v["Addresses"].as_array().into_iter().flatten() {
-        println!("{}", a.as_str().unwrap_or_default());
-    }
-    Ok(())
 }
 
 /// Blocks announced per pin at most (the root first): enough for any dataset version a user

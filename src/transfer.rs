@@ -1,4 +1,4 @@
-//! `ipfs-mount import` and `ipfs-mount export`: CAR files in and out of the store.
+//! CAR files in and out of the store (the `import` and `export` commands are in `cmd::car`).
 //!
 //! Import streams each CAR through the incremental decoder, verifies every block against its
 //! CID, stores blocks in batches and pins each root with the blocks the CAR brought. Every
@@ -10,12 +10,11 @@
 //! crashed are released the next time the store is opened ([`release_leftovers`]).
 //! Export walks the DAG depth-first from the root and writes a CARv1 with each block once.
 
-use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use cid::Cid;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,9 +24,6 @@ use ipfs_mount_ipld::{car, cids};
 use ipfs_mount_store::{BlockStore, StoreError, TempPinId};
 
 use crate::blocks::BlockService;
-use crate::cli::{NetArgs, StoreArgs};
-use crate::control;
-use crate::mount::{fetchers, open_store};
 
 const BATCH: usize = 256;
 
@@ -47,7 +43,8 @@ pub fn release_leftovers(store: &dyn BlockStore) -> Result<u64, StoreError> {
     Ok(n)
 }
 
-fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+/// A progress bar on standard error when it is a terminal, else a hidden one.
+pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -65,53 +62,8 @@ fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     pb
 }
 
-pub fn import(store_args: &StoreArgs, cars: &[PathBuf]) -> Result<()> {
-    let store = match try_open_store(store_args)? {
-        Some(store) => store,
-        None => {
-            // A mount owns the store: it imports on our behalf.
-            for path in cars {
-                let roots = control::remote_import(&store_args.dir(), path)
-                    .with_context(|| format!("import of {} failed", path.display()))?;
-                for r in roots {
-                    println!("{r}");
-                }
-            }
-            return Ok(());
-        }
-    };
-    for path in cars {
-        let roots = import_one(store.as_ref(), path)
-            .with_context(|| format!("import of {} failed", path.display()))?;
-        for r in roots {
-            println!("{r}");
-        }
-    }
-    store.flush().context("flushing the store")?;
-    Ok(())
-}
-
-/// True when opening the store failed because another process (a mount) holds it.
-pub fn is_locked(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<StoreError>(),
-            Some(StoreError::Locked { .. })
-        )
-    })
-}
-
-/// The store, or None when another process (a mount) holds it.
-fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<ipfs_mount_store::DiskStore>>> {
-    match open_store(store_args) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if is_locked(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 /// Imports one CAR; returns its roots.
-pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
+pub fn import_one(store: &BlockService, path: &Path) -> Result<Vec<Cid>> {
     let temp = store
         .temp_pin(IMPORT_TEMP_OWNER)
         .context("creating the import's temporary pin")?;
@@ -127,7 +79,7 @@ pub fn import_one(store: &dyn BlockStore, path: &Path) -> Result<Vec<Cid>> {
 
 /// [`import_one`] with every block stored through the temporary pin `temp`, which the last
 /// root's pin takes over.
-fn import_into(store: &dyn BlockStore, path: &Path, temp: TempPinId) -> Result<Vec<Cid>> {
+fn import_into(store: &BlockService, path: &Path, temp: TempPinId) -> Result<Vec<Cid>> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file.metadata().ok().map(|m| m.len());
@@ -196,49 +148,6 @@ fn import_into(store: &dyn BlockStore, path: &Path, temp: TempPinId) -> Result<V
     Ok(roots)
 }
 
-pub fn export(
-    store_args: &StoreArgs,
-    net: &NetArgs,
-    cid_text: &str,
-    output: Option<&Path>,
-) -> Result<()> {
-    let root = cids::parse(cid_text).map_err(|e| anyhow!("{cid_text:?} is not a CID: {e}"))?;
-    let out: Box<dyn Write> = match output {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ),
-        None => {
-            if std::io::stdout().is_terminal() {
-                bail!("refusing to write a CAR to a terminal; use -o FILE or a redirect");
-            }
-            Box::new(std::io::stdout().lock())
-        }
-    };
-    let mut out = BufWriter::with_capacity(1 << 20, out);
-    let Some(store) = try_open_store(store_args)? else {
-        control::remote_export(&store_args.dir(), &root.to_string(), &mut out)?;
-        out.flush()?;
-        return Ok(());
-    };
-    let fetchers = fetchers(net)?;
-    let blocks = Arc::new(BlockService::new(
-        store.clone(),
-        fetchers,
-        net.offline,
-        64 << 20,
-    ));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let pb = progress(None, "exporting");
-    let result = write_car(&blocks, runtime.handle(), &root, &mut out, &pb);
-    pb.finish_and_clear();
-    store.flush().ok();
-    result?;
-    out.flush()?;
-    Ok(())
-}
-
 /// Deepest block an export follows (dag-cbor chains can be long; UnixFS is a few levels).
 const EXPORT_MAX_DEPTH: u32 = 4096;
 
@@ -280,16 +189,27 @@ mod tests {
     use super::*;
     use ipfs_mount_ipld::builder::{build_file, Built, ImportProfile};
     use ipfs_mount_store::{DiskStore, StoreConfig};
+    use std::sync::Arc;
 
     const CAP: u64 = 1024 * 1024;
 
-    fn open(dir: &Path) -> DiskStore {
-        DiskStore::open(StoreConfig {
-            dir: dir.to_path_buf(),
-            cache_capacity: CAP,
-            sync_writes: false,
-        })
-        .unwrap()
+    fn open(dir: &Path) -> Arc<DiskStore> {
+        Arc::new(
+            DiskStore::open(StoreConfig {
+                dir: dir.to_path_buf(),
+                cache_capacity: CAP,
+                sync_writes: false,
+            })
+            .unwrap(),
+        )
+    }
+
+    /// [`import_one`] through an offline block service over `store`.
+    fn import(store: &Arc<DiskStore>, path: &Path) -> Result<Vec<Cid>> {
+        import_one(
+            &BlockService::new(store.clone(), vec![], true, 8 << 20),
+            path,
+        )
     }
 
     /// A UnixFS file of `len` deterministic bytes in 64 KiB raw leaves.
@@ -340,10 +260,10 @@ mod tests {
         assert!(std::fs::metadata(&car_path).unwrap().len() >= 4 * CAP);
         {
             let store = open(&dir);
-            let roots = import_one(&store, &car_path).unwrap();
+            let roots = import(&store, &car_path).unwrap();
             assert_eq!(roots, vec![f.root]);
             assert!(
-                all_readable(&store, &f.blocks),
+                all_readable(&*store, &f.blocks),
                 "imported blocks were evicted"
             );
             let st = store.stats().unwrap();
@@ -357,14 +277,14 @@ mod tests {
                 (pins[0].root, pins[0].label.as_str(), pins[0].blocks),
                 (f.root, "import", f.blocks.len() as u64)
             );
-            noise(&store, 2, 3 * CAP as usize);
-            assert!(all_readable(&store, &f.blocks));
+            noise(&*store, 2, 3 * CAP as usize);
+            assert!(all_readable(&*store, &f.blocks));
             assert!(store.stats().unwrap().unpinned_bytes() <= CAP);
         }
         let store = open(&dir);
-        noise(&store, 3, 2 * CAP as usize);
+        noise(&*store, 3, 2 * CAP as usize);
         assert!(
-            all_readable(&store, &f.blocks),
+            all_readable(&*store, &f.blocks),
             "imported blocks lost after reopen"
         );
     }
@@ -381,10 +301,10 @@ mod tests {
         let mut all = a.blocks.clone();
         all.extend(b.blocks.iter().cloned());
         write_car(&both, &[a.root, b.root], &all);
-        assert_eq!(import_one(&store, &both).unwrap(), vec![a.root, b.root]);
+        assert_eq!(import(&store, &both).unwrap(), vec![a.root, b.root]);
         assert_eq!(store.pins().unwrap().len(), 2);
-        noise(&store, 12, 3 * CAP as usize);
-        assert!(all_readable(&store, &all));
+        noise(&*store, 12, 3 * CAP as usize);
+        assert!(all_readable(&*store, &all));
         assert!(store.temp_pins(IMPORT_TEMP_OWNER).unwrap().is_empty());
 
         let c = file(13, 3 * 1024 * 1024);
@@ -393,7 +313,7 @@ mod tests {
         forged[last].1 = Bytes::from_static(b"not the block");
         let bad = tmp.path().join("bad.car");
         write_car(&bad, &[c.root], &forged);
-        let err = import_one(&store, &bad).unwrap_err();
+        let err = import(&store, &bad).unwrap_err();
         assert!(
             format!("{err:#}").contains("failed verification"),
             "{err:#}"
@@ -414,8 +334,8 @@ mod tests {
         // What a killed import leaves: a temporary pin of the import owner.
         let t = store.temp_pin(IMPORT_TEMP_OWNER).unwrap();
         store.put_temp(t, &c.blocks[..4]).unwrap();
-        assert_eq!(release_leftovers(&store).unwrap(), 1);
-        assert_eq!(release_leftovers(&store).unwrap(), 0);
+        assert_eq!(release_leftovers(&*store).unwrap(), 1);
+        assert_eq!(release_leftovers(&*store).unwrap(), 0);
         assert_eq!(store.stats().unwrap().temp_pinned_bytes, 0);
     }
 

@@ -1,141 +1,41 @@
 //! `ipfs-mount dataset …`: on an unmounted store directly, or through the control socket of
 //! the mount that holds the store.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use ipfs_mount_store::BlockStore;
 
 use crate::blocks::BlockService;
 use crate::cli::{DatasetAction, StoreArgs};
-use crate::datasets::{history, Datasets};
+use crate::control::{self, Request};
+use crate::datasets::admin::{execute, Command};
+use crate::datasets::Datasets;
 
 pub fn run(store_args: &StoreArgs, action: &DatasetAction) -> Result<()> {
-    let text = match crate::mount::open_store(store_args) {
-        Ok(store) => {
+    let command = Command::from(action.clone());
+    let text = match super::try_open_store(store_args)? {
+        Some(store) => {
             let blocks = Arc::new(BlockService::new(store.clone(), Vec::new(), true, 16 << 20));
             let sets = Datasets::open(&store_args.dir(), blocks.clone())?;
-            let out = execute(&sets, &blocks, action);
+            let out = execute(&sets, &blocks, &command);
             store.flush().ok();
             out?
         }
-        Err(e) if crate::transfer::is_locked(&e) => {
-            crate::control::remote_request(&store_args.dir(), &action.to_request())?
-        }
-        Err(e) => return Err(e),
+        None => control::remote_request(&store_args.dir(), &Request::Dataset(command))?,
     };
     print!("{text}");
     Ok(())
 }
 
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(|c| c.to_string()).unwrap_or_default()
-}
-
-fn time_text(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    ipfs_mount_ipns::format_rfc3339(t).unwrap_or_else(|| ms.to_string())
-}
-
-/// Runs an action and returns what it prints.
-pub fn execute(sets: &Datasets, blocks: &BlockService, action: &DatasetAction) -> Result<String> {
-    let mut out = String::new();
-    match action {
-        DatasetAction::List { json } => {
-            for d in sets.list() {
-                let state = if d.damaged.is_some() { "damaged" } else { "ok" };
-                if *json {
-                    let v = serde_json::json!({
-                        "name": d.name,
-                        "version": d.version,
-                        "root": d.root.map(|c| c.to_string()),
-                        "head": d.head.map(|c| c.to_string()),
-                        "profile": d.profile,
-                        "state": state,
-                        "reason": d.damaged,
-                        "pending": d.pending,
-                    });
-                    writeln!(out, "{v}")?;
-                } else {
-                    let version = d
-                        .version
-                        .map(|v| format!("v{v}"))
-                        .unwrap_or_else(|| "-".into());
-                    write!(
-                        out,
-                        "{}\t{version}\t{}\t{}\t{}\t{state}",
-                        d.name,
-                        opt(&d.root),
-                        opt(&d.head),
-                        d.profile
-                    )?;
-                    match &d.damaged {
-                        Some(reason) => writeln!(out, "\t{reason}")?,
-                        None => writeln!(out)?,
-                    }
-                }
-            }
-        }
-        DatasetAction::Create { name, profile } => {
-            let ds = sets
-                .create(name, profile)
-                .map_err(|e| anyhow!("cannot create dataset {name}: {e}"))?;
-            writeln!(out, "{}", opt(&ds.root_cid()))?;
-        }
-        DatasetAction::Log { name, json } => {
-            let ds = sets.get(name).ok_or_else(|| match sets.damaged(name) {
-                Some(reason) => anyhow!("dataset {name:?} is damaged: {reason}"),
-                None => anyhow!("no dataset named {name:?}"),
-            })?;
-            for (cid, c) in history(blocks, ds.head())? {
-                let time = time_text(c.time_ms);
-                let message = c.message.clone().unwrap_or_default();
-                if *json {
-                    let v = serde_json::json!({
-                        "version": c.seq,
-                        "root": c.root.to_string(),
-                        "commit": cid.to_string(),
-                        "prev": c.prev.map(|p| p.to_string()),
-                        "time": time,
-                        "message": message,
-                    });
-                    writeln!(out, "{v}")?;
-                } else {
-                    // One line per version: a message's own line breaks are shown as spaces.
-                    let message = message.replace(['\n', '\t', '\r'], " ");
-                    writeln!(out, "v{}\t{}\t{}\t{time}\t{message}", c.seq, c.root, cid)?;
-                }
-            }
-        }
-        DatasetAction::Commit { name, message } => {
-            let ds = sets
-                .get(name)
-                .ok_or_else(|| anyhow!("no dataset named {name:?}"))?;
-            let made = ds
-                .commit(message.as_deref())
-                .map_err(|e| anyhow!("cannot commit {name}: {e}"))?;
-            match made {
-                Some(_) => writeln!(
-                    out,
-                    "v{}\t{}\t{}",
-                    ds.version(),
-                    opt(&ds.root_cid()),
-                    opt(&ds.head())
-                )?,
-                None => writeln!(
-                    out,
-                    "v{}\t{}\t{}\t(nothing to commit)",
-                    ds.version(),
-                    opt(&ds.root_cid()),
-                    opt(&ds.head())
-                )?,
-            }
-        }
-        // Records go out through a running mount (its DHT node, routers and gateway).
-        DatasetAction::Publish { name } => {
-            anyhow::bail!("publishing {name} needs a running mount of this store (it signs and sends the records)")
+impl From<DatasetAction> for Command {
+    fn from(a: DatasetAction) -> Self {
+        match a {
+            DatasetAction::List { json } => Command::List { json },
+            DatasetAction::Create { name, profile } => Command::Create { name, profile },
+            DatasetAction::Log { name, json } => Command::Log { name, json },
+            DatasetAction::Commit { name, message } => Command::Commit { name, message },
+            DatasetAction::Publish { name } => Command::Publish { name },
         }
     }
-    Ok(out)
 }

@@ -2,4 +2,114 @@
 //! inner modules (which never import `cli`, `mount` or `control`), on an unmounted store or
 //! through a running mount's control socket.
 
+pub mod car;
 pub mod dataset;
+pub mod id;
+pub mod key;
+pub mod mount;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Parser;
+use ipfs_mount_store::{DiskStore, StoreError};
+
+use crate::cli::{Cli, Command, StoreArgs};
+
+/// True when opening the store failed because another process (a mount) holds it.
+pub fn is_locked(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<StoreError>(),
+            Some(StoreError::Locked { .. })
+        )
+    })
+}
+
+/// The store, or None when another process (a mount) holds it: then the command goes through
+/// that mount's control socket.
+pub fn try_open_store(store_args: &StoreArgs) -> Result<Option<Arc<DiskStore>>> {
+    match mount::open_store(store_args) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if is_locked(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        // fuser warns about requests we leave to its defaults and about unmounts done by
+        // fusermount3; neither is news to the user.
+        0 => "warn,fuser=error",
+        1 => "info,ipfs_mount=info,fuser=error",
+        2 => "info,ipfs_mount=debug,ipfs_mount_fetch=debug,ipfs_mount_store=debug,fuser=error",
+        _ => "debug,ipfs_mount=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let file = log_file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    let _ = match file {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+/// The program: parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Some(Command::Unmount { mountpoint }) => mount::unmount(&mountpoint),
+        Some(Command::Import {
+            store,
+            verbose,
+            cars,
+        }) => {
+            init_logging(verbose, None);
+            car::import(&store, &cars)
+        }
+        Some(Command::Export {
+            store,
+            net,
+            verbose,
+            cid,
+            output,
+        }) => {
+            init_logging(verbose, None);
+            car::export(&store, &net, &cid, output.as_deref())
+        }
+        Some(Command::Key { store, action }) => {
+            init_logging(0, None);
+            key::run(&store, &action)
+        }
+        Some(Command::Id { store, json }) => {
+            init_logging(0, None);
+            id::run(&store, json)
+        }
+        Some(Command::Dataset { store, action }) => {
+            init_logging(0, None);
+            dataset::run(&store.into(), &action)
+        }
+        None => mount::run(cli.mount),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipfs-mount: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

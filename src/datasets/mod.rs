@@ -17,6 +17,7 @@
 //! record it includes), `datasets/<name>/PROFILE`, `datasets/<name>/JOURNAL`; `staging/` holds
 //! the temporary files of open writers (gone with them: an unclosed file is in no version).
 
+pub mod admin;
 mod chunker;
 mod closed;
 mod commit;

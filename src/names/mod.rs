@@ -13,7 +13,6 @@
 //! expires, and pushes it to the DHT and the routers.
 
 pub mod dnslink;
-pub mod keys;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use ipfs_mount_ipns::Name;
 use libp2p_identity::Keypair;
 
-use super::{load_or_create_key, write_key, KEY_FILE, RECORD_FILE};
 use crate::cli::{KeyAction, StoreArgs};
+use crate::names::{load_or_create_key, write_key, KEY_FILE, RECORD_FILE};
 
 pub fn run(store: &StoreArgs, action: &KeyAction) -> Result<()> {
     let datasets = store.dir().join("datasets");

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::init_logging;
 use crate::blocks::BlockService;
-use crate::cli::{init_logging, MountArgs, NetArgs, StoreArgs};
+use crate::cli::{MountArgs, NetArgs, StoreArgs};
 use crate::fs::IpfsFs;
 use crate::tree::{Tree, TreeConfig};
 use ipfs_mount_fetch::{Fetcher, GatewayConfig, GatewayFetcher};
@@ -198,14 +199,14 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         .thread_name("ipfs-mount")
         .build()
         .context("cannot start the async runtime")?;
+    let peer_config = peer_config(args);
     let node = crate::peer::start(
-        &args.p2p,
-        &args.net,
+        &peer_config,
         &args.store.dir(),
         store.clone() as Arc<dyn BlockStore>,
         &runtime,
     )?;
-    let gateways = gateway_fetchers(&args.net, !crate::peer::has_peer_sources(&args.p2p))?;
+    let gateways = gateway_fetchers(&args.net, !peer_config.has_peer_sources())?;
     let bitswap: Option<Arc<dyn Fetcher>> = match &node {
         Some(n) if !args.net.offline => Some(Arc::new(
             ipfs_mount_p2p::bitswap::dag::BitswapFetcher::new(n.bitswap().clone()),
@@ -322,6 +323,19 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     result.context("FUSE session failed")
 }
 
+/// The peer's part of the command line.
+fn peer_config(args: &MountArgs) -> crate::peer::PeerConfig {
+    crate::peer::PeerConfig {
+        enabled: !args.p2p.no_p2p,
+        peers: args.p2p.peers.clone(),
+        routers: args.p2p.routers.clone(),
+        listen: args.p2p.listen.clone(),
+        dht: args.p2p.dht,
+        fetch_timeout_secs: args.net.timeout,
+        offline: args.net.offline,
+    }
+}
+
 /// Names: resolution sources are the named gateways (else the default one, unless peers or
 /// routers were named instead), the routers and the DHT; datasets are published at once.
 fn start_names(
@@ -335,7 +349,7 @@ fn start_names(
     if !net.offline && !net.no_gateway {
         let list = match net.named_gateway_urls() {
             Some(l) => l,
-            None if !crate::peer::has_peer_sources(&args.p2p) => net.gateway_urls(),
+            None if !peer_config(args).has_peer_sources() => net.gateway_urls(),
             None => Vec::new(),
         };
         for g in list {
