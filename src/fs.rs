@@ -262,8 +262,8 @@ impl Filesystem for IpfsFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // Content-addressed trees have no hard links.
-        reply.error(Errno::from_i32(libc::EPERM));
+        let e = Error::NotPermitted("content-addressed trees have no hard links");
+        reply.error(errno("link", &e));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -397,7 +397,7 @@ impl Filesystem for IpfsFs {
                 };
                 reply.opened(FileHandle(0), flags)
             }
-            Ok(_) => reply.error(Errno::from_i32(libc::ENOTDIR)),
+            Ok(_) => reply.error(errno("opendir", &Error::NotADirectory)),
             Err(e) => reply.error(errno("opendir", &e)),
         }
     }
@@ -546,8 +546,7 @@ impl Filesystem for IpfsFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        // No ioctls (cp tries FICLONE first and falls back).
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        reply.error(errno("ioctl", &Error::NoIoctl));
     }
 
     fn fallocate(
@@ -560,7 +559,7 @@ impl Filesystem for IpfsFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        reply.error(errno("fallocate", &Error::NotSupported("fallocate")));
     }
 
     fn copy_file_range(
@@ -577,7 +576,8 @@ impl Filesystem for IpfsFs {
         reply: ReplyWrite,
     ) {
         // Tools fall back to read and write.
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        let e = Error::NotSupported("copy_file_range");
+        reply.error(errno("copy_file_range", &e));
     }
 }
 
@@ -585,7 +585,7 @@ fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
     if size == 0 {
         reply.size(value.len() as u32);
     } else if (size as usize) < value.len() {
-        reply.error(Errno::from_i32(libc::ERANGE));
+        reply.error(errno("getxattr", &Error::AttributeRange));
     } else {
         reply.data(value);
     }

@@ -31,6 +31,9 @@ pub enum Error {
     AttributeRange,
     #[error("not supported: {0}")]
     NotSupported(&'static str),
+    /// An ioctl we do not implement (`cp` tries FICLONE first and falls back).
+    #[error("no such ioctl")]
+    NoIoctl,
     #[error("{0}")]
     Block(#[from] BlockError),
     #[error("block {cid} is malformed: {cause}")]
@@ -85,6 +88,7 @@ impl Error {
             Error::NoAttribute => libc::ENODATA,
             Error::AttributeRange => libc::ERANGE,
             Error::NotSupported(_) => libc::ENOTSUP,
+            Error::NoIoctl => libc::ENOTTY,
             // Whatever went wrong with a block, the reader gets EIO: never wrong or short data.
             Error::Block(_) | Error::Corrupt { .. } => libc::EIO,
             Error::CrossDevice => libc::EXDEV,
@@ -115,6 +119,7 @@ impl Error {
                 | Error::IsADirectory
                 | Error::NotASymlink
                 | Error::NotSupported(_)
+                | Error::NoIoctl
                 | Error::CrossDevice
                 | Error::NotPermitted(_)
                 | Error::Dataset(
