@@ -1628,8 +1628,9 @@ fn kill9_during_writes_leaves_complete_versions() {
                 "round {round}: the writer did not fail within 30 s after kill -9 of the daemon"
             ));
             let _ = writer.kill();
-            let _ = writer.wait();
         }
+        // reaps it (or returns the status `try_wait` already collected)
+        let _ = writer.wait();
         let mut err = String::new();
         if let Some(mut s) = writer.stderr.take() {
             use std::io::Read;
@@ -1692,7 +1693,7 @@ fn kill9_during_writes_leaves_complete_versions() {
             Err(e) => failures.push(format!("round {round}: {e}")),
         }
         // and it is writable again
-        if let Err(e) = fs::write(ds.join(format!("direct_0")), b"x") {
+        if let Err(e) = fs::write(ds.join("direct_0"), b"x") {
             failures.push(format!("round {round}: write after remount: {e}"));
         }
         let _ = fs::remove_file(ds.join("direct_0"));

@@ -1031,8 +1031,7 @@ impl Mount {
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         signal(child.id(), libc::SIGTERM);
-        let st = stop_child(&mut child, Duration::from_secs(10));
-        st
+        stop_child(&mut child, Duration::from_secs(10))
     }
 
     /// SIGKILLs the daemon without unmounting: the mountpoint is left stale (ENOTCONN).
