@@ -10,6 +10,7 @@
 //! - [`data`]: deterministic data and test trees; [`car`]: an independent UnixFS + CARv1 writer.
 //! - [`checks`]: a mounted tree against its source; [`files`]: errno, xattrs, `pread`, `O_DIRECT`.
 //! - [`disk`]: a size-limited tmpfs for full-disk tests.
+//! - [`datasets`]: helpers of the dataset tests (`use common::datasets::*;` in `tests/datasets*.rs`).
 //! - [`p2p`]: ipfs-mount as a libp2p peer, and a scripted bitswap peer (`tests/bitswap.rs`, `tests/names.rs`).
 //!
 //! Each test binary compiles this module on its own and uses only part of it, hence `dead_code` is allowed.
@@ -19,6 +20,7 @@ pub mod car;
 pub mod checks;
 pub mod dagpb;
 pub mod data;
+pub mod datasets;
 pub mod disk;
 pub mod env;
 pub mod files;
