@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::datasets::*;
 use common::*;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
@@ -18,94 +19,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
-const NOENV: &[(&str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Local helpers
 // ---------------------------------------------------------------------------------------------------------------
 
-/// A mount that never fetches (everything a dataset needs is local).
-fn ds_mount() -> Mount {
-    Mount::start(&["--offline"])
-}
-
-/// `mkdir <mnt>/datasets/<name>`; panics (with the log) if that fails.
-fn mkds(m: &Mount, name: &str) -> PathBuf {
-    let d = m.mnt.join("datasets").join(name);
-    if let Err(e) = fs::create_dir(&d) {
-        m.fail(&format!("mkdir {}: {e}", d.display()));
-    }
-    d
-}
-
-/// A `user.ipfs.*` xattr as a string (trailing NUL/newline trimmed).
-fn xattr(path: &Path, name: &str) -> Result<String, String> {
-    lgetxattr(path, name)
-        .map(|v| {
-            String::from_utf8_lossy(&v)
-                .trim_end_matches(['\0', '\n'])
-                .to_string()
-        })
-        .map_err(|e| format!("getxattr {name} {}: {}", path.display(), errno_name(e)))
-}
-
 fn root_cid(ds: &Path) -> String {
-    xattr(ds, "user.ipfs.cid").unwrap_or_else(|e| panic!("{e}"))
+    xattr(ds, "user.ipfs.cid", 300).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn head_commit(ds: &Path) -> String {
-    xattr(ds, "user.ipfs.commit").unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Runs `bash -euo pipefail -c script` in `cwd` with extra environment; Err carries status and stderr.
-fn bash<V: AsRef<std::ffi::OsStr>>(
-    cwd: &Path,
-    script: &str,
-    env: &[(&str, V)],
-    secs: u64,
-) -> Result<String, String> {
-    let mut cmd = Command::new("bash");
-    cmd.args(["-euo", "pipefail", "-c", script])
-        .current_dir(cwd)
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v.as_ref());
-    }
-    let what = format!("bash in {}: {script}", cwd.display());
-    match run_with_timeout(secs, move || cmd.output()) {
-        None => Err(format!("{what}: timed out after {secs} s")),
-        Some(Err(e)) => Err(format!("{what}: {e}")),
-        Some(Ok(o)) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Some(Ok(o)) => Err(format!(
-            "{what}: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        )),
-    }
-}
-
-/// `python3 -c script args...` with a timeout; Err carries status and stderr.
-fn python(script: &str, args: &[&Path], secs: u64) -> Result<String, String> {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(script).args(args).stdin(Stdio::null());
-    let what = format!(
-        "python3 {}",
-        args.iter()
-            .map(|a| a.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    match run_with_timeout(secs, move || cmd.output()) {
-        None => Err(format!("{what}: timed out after {secs} s")),
-        Some(Err(e)) => Err(format!("{what}: {e}")),
-        Some(Ok(o)) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Some(Ok(o)) => Err(format!(
-            "{what}: {}\nstdout: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )),
-    }
+    xattr(ds, "user.ipfs.commit", 300).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// True when `python3 -c 'import <modules>'` works; otherwise prints a skip (or panics in strict mode when
@@ -128,17 +52,6 @@ fn python_has(test: &str, modules: &str, strict_required: bool) -> bool {
     }
     eprintln!("SKIPPED {test}: {why}");
     false
-}
-
-/// Fails the test with every collected problem (and the daemon log's tail).
-fn finish(m: &Mount, test: &str, failures: &[String]) {
-    if !failures.is_empty() {
-        m.fail(&format!(
-            "{test}: {} problem(s):\n- {}",
-            failures.len(),
-            failures.join("\n- ")
-        ));
-    }
 }
 
 /// Compares mode bits (and, for paths under `mtime_under`, file mtimes) of every entry of `local` with `ds`.
@@ -295,7 +208,7 @@ fn cp_and_check_cids(
             failures.push(format!("{label}: {n}: {e}"));
         }
         let want = reference(&s);
-        match xattr(&d, "user.ipfs.cid") {
+        match xattr(&d, "user.ipfs.cid", 300) {
             Ok(got) if got == want => {}
             Ok(got) => failures.push(format!(
                 "{label}: {n} ({len} bytes): user.ipfs.cid {got}, reference {want}"
@@ -304,7 +217,7 @@ fn cp_and_check_cids(
         }
     }
     let want = reference(src);
-    match xattr(ds, "user.ipfs.cid") {
+    match xattr(ds, "user.ipfs.cid", 300) {
         Ok(got) if got == want => {}
         Ok(got) => failures.push(format!(
             "{label}: dataset root user.ipfs.cid {got}, reference directory CID {want}"
@@ -345,7 +258,7 @@ fn cp_files_cids_equal_helia() {
                 failures.push(format!("v1 tree: cp -r result differs:\n{e}"));
             }
             let want = v1(&tree);
-            match xattr(&tds, "user.ipfs.cid") {
+            match xattr(&tds, "user.ipfs.cid", 300) {
                 Ok(got) if got == want => {}
                 Ok(got) => failures.push(format!(
                     "v1 tree: dataset root user.ipfs.cid {got}, Helia {want}"
@@ -356,7 +269,7 @@ fn cp_files_cids_equal_helia() {
             for n in EDGE_SIZES {
                 let rel = format!("sizes/{n}.bin");
                 let want = v1(&tree.join(&rel));
-                match xattr(&tds.join(&rel), "user.ipfs.cid") {
+                match xattr(&tds.join(&rel), "user.ipfs.cid", 300) {
                     Ok(got) if got == want => {}
                     Ok(got) => {
                         failures.push(format!("v1 tree: {rel}: user.ipfs.cid {got}, Helia {want}"))
@@ -365,7 +278,7 @@ fn cp_files_cids_equal_helia() {
                 }
             }
             // and /ipfs/<root> reads back as the same tree
-            if let Ok(root) = xattr(&tds, "user.ipfs.cid") {
+            if let Ok(root) = xattr(&tds, "user.ipfs.cid", 300) {
                 if let Err(e) = compare_trees(&tree, &m.ipfs(&root), Symlinks::Follow) {
                     failures.push(format!(
                         "v1 tree: /ipfs/{root} differs from the source:\n{e}"
@@ -409,7 +322,7 @@ fn cp_files_cids_equal_helia() {
                 &mut failures,
             );
             let h0 = helia.add_path(&src, &HeliaAdd::profile("unixfs-v0-2015"));
-            match xattr(&ds0, "user.ipfs.cid") {
+            match xattr(&ds0, "user.ipfs.cid", 300) {
                 Ok(got) if got == h0 => {}
                 Ok(got) => failures.push(format!("v0 files: root {got}, Helia v0 {h0}")),
                 Err(e) => failures.push(e),
@@ -435,7 +348,7 @@ fn cp_files_cids_equal_helia() {
                 ) {
                     Ok(_) => {
                         let want = kubo.add_path(&ktree);
-                        match xattr(&kds, "user.ipfs.cid") {
+                        match xattr(&kds, "user.ipfs.cid", 300) {
                             Ok(got) if got == want => {}
                             Ok(got) => failures.push(format!(
                                 "v0 tree (with symlinks, backslash name): dataset root {got}, Kubo 0.22 {want}"
@@ -487,14 +400,14 @@ fn hamt_directory_cid_equals_helia() {
             if let Err(e) = compare_trees(&src, &ds, Symlinks::Preserve) {
                 failures.push(format!("cp -r result differs:\n{e}"));
             }
-            match xattr(&ds.join("many"), "user.ipfs.cid") {
+            match xattr(&ds.join("many"), "user.ipfs.cid", 300) {
                 Ok(got) if got == want_many => {}
                 Ok(got) => failures.push(format!(
                     "many/ (4000 entries): user.ipfs.cid {got}, Helia {want_many}"
                 )),
                 Err(e) => failures.push(e),
             }
-            match xattr(&ds, "user.ipfs.cid") {
+            match xattr(&ds, "user.ipfs.cid", 300) {
                 Ok(got) if got == want_root => {}
                 Ok(got) => failures.push(format!(
                     "dataset root: user.ipfs.cid {got}, Helia {want_root}"
@@ -695,7 +608,7 @@ fn tools_give_the_same_tree_as_a_local_dir() {
         failures.push(format!("metadata: {e}"));
     }
     // every file's user.ipfs.cid answers; the dataset root reads back under /ipfs
-    match xattr(&ds, "user.ipfs.cid") {
+    match xattr(&ds, "user.ipfs.cid", 300) {
         Ok(root) => {
             if let Err(e) = compare_trees(&local, &m.ipfs(&root), Symlinks::Preserve) {
                 failures.push(format!(
@@ -711,21 +624,6 @@ fn tools_give_the_same_tree_as_a_local_dir() {
 // ---------------------------------------------------------------------------------------------------------------
 // 3. Versions and the commit chain
 // ---------------------------------------------------------------------------------------------------------------
-
-fn read_commit(m: &Mount, cid: &str) -> Result<serde_json::Value, String> {
-    let p = m.ipfs(cid);
-    let bytes = read_timeout(&p, 30).map_err(|e| format!("read {}: {e}", p.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "/ipfs/{cid} is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-        )
-    })
-}
-
-fn link(v: &serde_json::Value) -> Option<String> {
-    v.get("/").and_then(|s| s.as_str()).map(str::to_owned)
-}
 
 #[test]
 fn versions_and_commit_chain() {
@@ -973,12 +871,12 @@ fn datasets_survive_remount() {
     }
     for (n, root, commit) in &before {
         let d = m.mnt.join("datasets").join(n);
-        match xattr(&d, "user.ipfs.cid") {
+        match xattr(&d, "user.ipfs.cid", 300) {
             Ok(r) if &r == root => {}
             Ok(r) => failures.push(format!("{n}: root {r} after remount, {root} before")),
             Err(e) => failures.push(e),
         }
-        match xattr(&d, "user.ipfs.commit") {
+        match xattr(&d, "user.ipfs.commit", 300) {
             Ok(c) if &c == commit => {}
             Ok(c) => failures.push(format!("{n}: commit {c} after remount, {commit} before")),
             Err(e) => failures.push(e),
@@ -1023,7 +921,7 @@ fn datasets_survive_remount() {
         Ok(out) => failures.push(format!("append after remount: b.txt reads {out:?}")),
         Err(e) => failures.push(format!("append after remount: {e}")),
     }
-    if let Ok(c) = xattr(&b, "user.ipfs.commit") {
+    if let Ok(c) = xattr(&b, "user.ipfs.commit", 300) {
         match read_commit(&m, &c) {
             Ok(v) if link(&v["prev"]).is_some() => {}
             Ok(v) => failures.push(format!("commit after remount has no prev: {v}")),
@@ -1222,11 +1120,11 @@ fn refused_operations_and_errors() {
 
     // xattrs we can read
     for n in ["user.ipfs.cid", "user.ipfs.commit"] {
-        if let Err(e) = xattr(&a, n) {
+        if let Err(e) = xattr(&a, n, 300) {
             f.push(e);
         }
     }
-    if let Err(e) = xattr(&a.join("f.txt"), "user.ipfs.cid") {
+    if let Err(e) = xattr(&a.join("f.txt"), "user.ipfs.cid", 300) {
         f.push(e);
     }
     // security.capability: answered (ENODATA), not an error that breaks writes
@@ -1394,7 +1292,7 @@ fn duckdb_into_a_dataset() {
         Err(e) => failures.push(format!("duckdb in the dataset: {e}")),
     }
     // the committed version reads back through /ipfs with the same query results
-    if let Ok(root) = xattr(&ds, "user.ipfs.cid") {
+    if let Ok(root) = xattr(&ds, "user.ipfs.cid", 300) {
         let q = r#"
 import duckdb, sys
 d = sys.argv[1]
@@ -1628,8 +1526,9 @@ fn kill9_during_writes_leaves_complete_versions() {
                 "round {round}: the writer did not fail within 30 s after kill -9 of the daemon"
             ));
             let _ = writer.kill();
-            let _ = writer.wait();
         }
+        // reaps it (or returns the status `try_wait` already collected)
+        let _ = writer.wait();
         let mut err = String::new();
         if let Some(mut s) = writer.stderr.take() {
             use std::io::Read;
@@ -1650,7 +1549,7 @@ fn kill9_during_writes_leaves_complete_versions() {
             Err(e) => failures.push(format!("round {round}: after kill -9 + remount: {e}")),
         }
         // the committed root reads back under /ipfs as the same tree, and the chain is walkable
-        match xattr(&ds, "user.ipfs.cid") {
+        match xattr(&ds, "user.ipfs.cid", 300) {
             Ok(root) => {
                 if let Err(e) = compare_trees(&ds, &m.ipfs(&root), Symlinks::Preserve) {
                     failures.push(format!(
@@ -1660,7 +1559,7 @@ fn kill9_during_writes_leaves_complete_versions() {
             }
             Err(e) => failures.push(format!("round {round}: {e}")),
         }
-        match xattr(&ds, "user.ipfs.commit") {
+        match xattr(&ds, "user.ipfs.commit", 300) {
             Ok(c) => {
                 let mut cur = Some(c);
                 let mut n = 0;
@@ -1692,7 +1591,7 @@ fn kill9_during_writes_leaves_complete_versions() {
             Err(e) => failures.push(format!("round {round}: {e}")),
         }
         // and it is writable again
-        if let Err(e) = fs::write(ds.join(format!("direct_0")), b"x") {
+        if let Err(e) = fs::write(ds.join("direct_0"), b"x") {
             failures.push(format!("round {round}: write after remount: {e}"));
         }
         let _ = fs::remove_file(ds.join("direct_0"));

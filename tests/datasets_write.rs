@@ -19,12 +19,13 @@
 
 mod common;
 
+use common::datasets::*;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +34,6 @@ use std::time::{Duration, Instant};
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
-const NOENV: &[(&str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Local helpers (the style of tests/datasets.rs)
@@ -45,131 +45,15 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Skips (or fails under `IPFS_MOUNT_REQUIRE_PEERS=1`) with a reason.
-fn skip(test: &str, why: &str) {
-    if strict() {
-        panic!("{test}: {why} (IPFS_MOUNT_REQUIRE_PEERS=1, so this is a failure, not a skip)");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-}
-
-/// `mkdir <mnt>/datasets/<name>`; panics (with the log) if that fails.
-fn mkds(m: &Mount, name: &str) -> PathBuf {
-    let d = m.mnt.join("datasets").join(name);
-    if let Err(e) = fs::create_dir(&d) {
-        m.fail(&format!("mkdir {}: {e}", d.display()));
-    }
-    d
-}
-
-/// A `user.ipfs.*` xattr as a string (trailing NUL/newline trimmed), failing after `secs` instead of hanging: reading
-/// `user.ipfs.cid` of a dataset root commits pending changes first.
-fn xattr(path: &Path, name: &str, secs: u64) -> Result<String, String> {
-    let p = path.to_path_buf();
-    let n = name.to_string();
-    match run_with_timeout(secs, move || lgetxattr(&p, &n)) {
-        None => Err(format!(
-            "getxattr {name} {}: no answer within {secs} s",
-            path.display()
-        )),
-        Some(Err(e)) => Err(format!(
-            "getxattr {name} {}: {}",
-            path.display(),
-            errno_name(e)
-        )),
-        Some(Ok(v)) => Ok(String::from_utf8_lossy(&v)
-            .trim_end_matches(['\0', '\n'])
-            .to_string()),
-    }
-}
-
 /// Commits what is pending (by reading `user.ipfs.cid` of the dataset root) and returns the root CID.
 fn commit_now(ds: &Path, secs: u64) -> Result<String, String> {
     xattr(ds, "user.ipfs.cid", secs)
-}
-
-/// Runs `bash -euo pipefail -c script` in `cwd` with extra environment; Err carries status and stderr.
-fn bash<V: AsRef<OsStr>>(
-    cwd: &Path,
-    script: &str,
-    env: &[(&str, V)],
-    secs: u64,
-) -> Result<String, String> {
-    let mut cmd = Command::new("bash");
-    cmd.args(["-euo", "pipefail", "-c", script])
-        .current_dir(cwd)
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v.as_ref());
-    }
-    let what = format!("bash in {}: {script}", cwd.display());
-    match run_with_timeout(secs, move || cmd.output()) {
-        None => Err(format!("{what}: timed out after {secs} s")),
-        Some(Err(e)) => Err(format!("{what}: {e}")),
-        Some(Ok(o)) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Some(Ok(o)) => Err(format!(
-            "{what}: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        )),
-    }
-}
-
-/// `python3 -c script args...` with a timeout; Err carries status, stdout and stderr.
-fn python(script: &str, args: &[&OsStr], secs: u64) -> Result<String, String> {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(script).args(args).stdin(Stdio::null());
-    let what = format!(
-        "python3 {}",
-        args.iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    match run_with_timeout(secs, move || cmd.output()) {
-        None => Err(format!("{what}: timed out after {secs} s")),
-        Some(Err(e)) => Err(format!("{what}: {e}")),
-        Some(Ok(o)) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
-        Some(Ok(o)) => Err(format!(
-            "{what}: {}\nstdout: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )),
-    }
 }
 
 fn python_can_import(module: &str) -> bool {
     run(Command::new("python3").args(["-c", &format!("import {module}")]))
         .status
         .success()
-}
-
-/// Fails the test with every collected problem (and the daemon log's tail).
-fn finish(m: &Mount, test: &str, failures: &[String]) {
-    if !failures.is_empty() {
-        m.fail(&format!(
-            "{test}: {} problem(s):\n- {}",
-            failures.len(),
-            failures.join("\n- ")
-        ));
-    }
-}
-
-/// `/ipfs/<commit>` read as dag-json (how the mount shows dag-cbor blocks).
-fn read_commit(m: &Mount, cid: &str) -> Result<serde_json::Value, String> {
-    let p = m.ipfs(cid);
-    let bytes = read_timeout(&p, 30).map_err(|e| format!("read {}: {e}", p.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "/ipfs/{cid} is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-        )
-    })
-}
-
-fn link(v: &serde_json::Value) -> Option<String> {
-    v.get("/").and_then(|s| s.as_str()).map(str::to_owned)
 }
 
 /// `ipfs-mount <args>` with a timeout: Ok(stdout), or Err naming the command, its status and stderr.
@@ -731,7 +615,7 @@ fn full_disk_gives_enospc_and_keeps_committed() {
     // declared before the mount: dropped (unmounted) after it
     let disk = match Tmpfs::mount("48m") {
         Ok(t) => t,
-        Err(e) => return skip(test, &e),
+        Err(e) => return skip_or_fail(test, &e),
     };
     let store = disk.dir.join("store");
     fs::create_dir_all(&store).unwrap();
@@ -1194,7 +1078,7 @@ fn kill9_random_moments_mixed_workload() {
         eprintln!("{test}: {why}");
     }
     let mut rng = Rng::new(seed);
-    let mut m = Mount::start(&["--offline"]);
+    let mut m = ds_mount();
     mkds(&m, "c");
     // name -> the newest generation acknowledged (closed, or renamed into place) before a kill
     let mut expect: BTreeMap<String, u64> = BTreeMap::new();
@@ -1510,7 +1394,7 @@ fn group_commit_cp_r_3000_files() {
     )
     .unwrap_or_else(|e| panic!("renamer on a local dir (test bug): {e}"));
 
-    let m = Mount::start(&["--offline"]);
+    let m = ds_mount();
     let ds = mkds(&m, "g");
     let mut failures = Vec::new();
     let head0 = xattr(&ds, "user.ipfs.commit", 30).unwrap_or_else(|e| m.fail(&e));
@@ -1706,7 +1590,7 @@ fn responsive_during_big_cp() {
     let tmp = tempdir("dsw-resp");
     let big = tmp.path().join("big.bin");
     write_random_file(&big, 512 * MIB, 512);
-    let m = Mount::start(&["--offline"]);
+    let m = ds_mount();
     let ds = mkds(&m, "r");
     let mut failures = Vec::new();
     let other = ds.join("other");
@@ -1789,7 +1673,7 @@ fn responsive_during_big_cp() {
             v.len()
         ));
     }
-    if !(p99 < 50.0) {
+    if p99.is_nan() || p99 >= 50.0 {
         failures.push(format!(
             "stat+stat+readdir of another dir during a 512 MiB cp: p99 {p99:.1} ms (p50 {p50:.1}, max {max:.1}, {} samples), expected under 50 ms",
             v.len()
@@ -1834,7 +1718,7 @@ fn damaged_head_is_reported_not_overwritten() {
     }
     let _serial = serial();
     let t0 = Instant::now();
-    let mut m = Mount::start(&["--offline"]);
+    let mut m = ds_mount();
     for n in ["good", "garbage", "missing"] {
         let d = mkds(&m, n);
         fs::write(d.join("f.txt"), format!("{n}\n"))
@@ -2170,15 +2054,14 @@ fn commit_command_and_log_json() {
             .join(" ");
         match cli(&args, 120).and_then(|t| json_records(&t)) {
             Ok(list) => match (list.iter().find(|v| s(v, "name") == Some("cm")), &second) {
-                (Some(e), Some(sv)) => {
+                (Some(e), Some(sv))
                     if e["version"] != sv["version"]
                         || e.get("root") != sv.get("root")
                         || s(e, "head") != s(sv, "commit")
                         || s(e, "profile") != Some("unixfs-v1-2025")
-                        || s(e, "state") != Some("ok")
-                    {
-                        failures.push(format!("{what}: {e}, expected version/root/head of {sv}, profile unixfs-v1-2025, state ok"));
-                    }
+                        || s(e, "state") != Some("ok") =>
+                {
+                    failures.push(format!("{what}: {e}, expected version/root/head of {sv}, profile unixfs-v1-2025, state ok"));
                 }
                 (None, _) => failures.push(format!("{what}: no entry for cm: {list:?}")),
                 _ => {}
@@ -2347,7 +2230,7 @@ fn sparse_truncate_is_instant() {
     }
     let _serial = serial();
     let t0 = Instant::now();
-    let m = Mount::start(&["--offline"]);
+    let m = ds_mount();
     let ds = mkds(&m, "holes");
     let mut failures = Vec::new();
     let limit = Duration::from_secs(5);
@@ -2523,7 +2406,7 @@ fn fsync_commits_and_survives_kill9() {
     }
     let _serial = serial();
     let t0 = Instant::now();
-    let mut m = Mount::start(&["--offline"]);
+    let mut m = ds_mount();
     let ds = mkds(&m, "fs");
     let mut failures = Vec::new();
     let old = b"old content of b.bin\n".to_vec();

@@ -24,11 +24,14 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 // The test DNS server
 // ---------------------------------------------------------------------------------------------
 
+/// One TXT record: its character-strings.
+type TxtRecord = Vec<Vec<u8>>;
+
 /// What the server answers. Names are lowercase, without the trailing dot.
 #[derive(Default, Clone)]
 struct Zone {
     /// name → TXT records (each a list of character-strings) and their TTL
-    txt: HashMap<String, (u32, Vec<Vec<Vec<u8>>>)>,
+    txt: HashMap<String, (u32, Vec<TxtRecord>)>,
     /// name → (TTL, target)
     cname: HashMap<String, (u32, String)>,
     /// names that exist (NOERROR) but hold no TXT record

@@ -358,7 +358,7 @@ impl Daemon {
                 continue;
             };
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            if args.iter().any(|a| *a == needle)
+            if args.contains(&needle)
                 && args
                     .first()
                     .map(|a| a.ends_with(b"ipfs-mount"))

@@ -279,8 +279,11 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// One protobuf field: (number, varint or bytes, byte range of the value).
+type PbField = (u64, Result<u64, Vec<u8>>, std::ops::Range<usize>);
+
 /// Protobuf fields: (number, varint or bytes, byte range of the value).
-fn pb_fields(b: &[u8]) -> Option<Vec<(u64, Result<u64, Vec<u8>>, std::ops::Range<usize>)>> {
+fn pb_fields(b: &[u8]) -> Option<Vec<PbField>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
@@ -2247,7 +2250,7 @@ fn helia_validator_accepts_our_record() {
                         ours["ttl"]
                     ));
                 }
-                if ours["sequence"] != info.seq.to_string() {
+                if ours["sequence"].as_str() != Some(info.seq.to_string().as_str()) {
                     problems.push(format!(
                         "Helia reads sequence {}, we wrote {}",
                         ours["sequence"], info.seq

@@ -42,7 +42,9 @@ pub struct ClosedDir {
     /// CID and Tsize as last built; `None` when something below changed since.
     built: Option<(Cid, u64)>,
     /// The incremental builder; created on the directory's first change after a load.
-    builder: Option<DirBuilder>,
+    /// Boxed: it is large, and most directories never need one, while every `Entry`
+    /// (leaves included) is as big as its largest variant.
+    builder: Option<Box<DirBuilder>>,
     /// Names changed since the last build.
     changed: BTreeSet<Vec<u8>>,
 }
@@ -309,7 +311,7 @@ fn build_dir(
             // First change since the load: every entry goes in (one full build), then only the
             // changed names from now on.
             dir.changed = dir.entries.keys().cloned().collect();
-            dir.builder.insert(DirBuilder::new())
+            dir.builder.insert(Box::new(DirBuilder::new()))
         }
     };
     for name in std::mem::take(&mut dir.changed) {

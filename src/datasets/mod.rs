@@ -96,6 +96,13 @@ pub struct Hooks {
     unreleased: Mutex<Vec<u64>>,
 }
 
+/// Bytes available to unprivileged users on the file system `st` describes.
+// The casts are no-ops on 64-bit Linux, but `c_ulong` and `fsblkcnt_t` are 32-bit elsewhere.
+#[allow(clippy::unnecessary_cast)]
+fn free_bytes(st: &nix::sys::statvfs::Statvfs) -> u64 {
+    st.blocks_available() as u64 * st.fragment_size() as u64
+}
+
 /// Before the store opens: on a full disk, gives the datasets' reserve back, so that the
 /// store's recovery and the replay of journals have room.
 pub fn free_reserve_if_full(store_dir: &Path) {
@@ -103,7 +110,7 @@ pub fn free_reserve_if_full(store_dir: &Path) {
     let Ok(st) = nix::sys::statvfs::statvfs(store_dir) else {
         return;
     };
-    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let free = free_bytes(&st);
     if free < RESERVE_BYTES as u64 && std::fs::remove_file(&reserve).is_ok() {
         tracing::warn!("the store's disk is full: released the datasets' reserve");
     }
@@ -147,7 +154,7 @@ impl Hooks {
         let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
             return;
         };
-        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let free = free_bytes(&st);
         if free < 8 * RESERVE_BYTES as u64 {
             return;
         }

@@ -66,6 +66,9 @@ pub enum NameError {
     Unavailable(String),
 }
 
+/// One source asked for a record: its URL (or name) and the records it answered, or why not.
+type Attempt<'a> = futures::future::BoxFuture<'a, (String, Result<Vec<Bytes>, String>)>;
+
 /// A resolution: the content path (`/ipfs/<cid>[/path]`) and how long it may be cached.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -472,9 +475,7 @@ impl Names {
                 "/ipns/{name}: offline, and not one of our names"
             )));
         }
-        let mut attempts: Vec<
-            futures::future::BoxFuture<'_, (String, Result<Vec<Bytes>, String>)>,
-        > = Vec::new();
+        let mut attempts: Vec<Attempt<'_>> = Vec::new();
         for g in &self.config.gateways {
             let url = g.join(&format!("ipns/{name}?format=ipns-record"));
             attempts.push(Box::pin(async move {

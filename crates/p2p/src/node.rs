@@ -385,6 +385,11 @@ pub fn split_peer_addr(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     }
 }
 
+/// A running provider lookup: where to send the answer, and the providers found so far.
+type ProviderQuery = (oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>, Vec<PeerId>);
+/// A running record lookup: where to send the answer, and the records found so far.
+type RecordQuery = (oneshot::Sender<Vec<Vec<u8>>>, Vec<Vec<u8>>);
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -395,9 +400,8 @@ struct EventLoop {
     /// Next redial time and current backoff per persistent peer.
     backoff: HashMap<PeerId, (tokio::time::Instant, Duration)>,
     dials: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
-    provider_queries:
-        HashMap<kad::QueryId, (oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>, Vec<PeerId>)>,
-    record_queries: HashMap<kad::QueryId, (oneshot::Sender<Vec<Vec<u8>>>, Vec<Vec<u8>>)>,
+    provider_queries: HashMap<kad::QueryId, ProviderQuery>,
+    record_queries: HashMap<kad::QueryId, RecordQuery>,
     /// Addresses the DHT told us, for dialing providers it returns.
     addr_book: HashMap<PeerId, Vec<Multiaddr>>,
     expected_listeners: usize,
@@ -550,22 +554,22 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
             } => {
-                if num_established == 0 {
-                    tracing::debug!(peer = %peer_id, "disconnected: {cause:?}");
-                    self.bitswap.peer_disconnected(peer_id);
-                }
+                tracing::debug!(peer = %peer_id, "disconnected: {cause:?}");
+                self.bitswap.peer_disconnected(peer_id);
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                if let Some(p) = peer_id {
-                    tracing::debug!(peer = %p, "outgoing connection failed: {error}");
-                    if let Some(waiters) = self.dials.remove(&p) {
-                        for w in waiters {
-                            let _ = w.send(false);
-                        }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(p),
+                error,
+                ..
+            } => {
+                tracing::debug!(peer = %p, "outgoing connection failed: {error}");
+                if let Some(waiters) = self.dials.remove(&p) {
+                    for w in waiters {
+                        let _ = w.send(false);
                     }
                 }
             }
@@ -574,7 +578,7 @@ impl EventLoop {
                 info,
                 ..
             })) => {
-                let speaks_kad = info.protocols.iter().any(|p| *p == KAD_PROTOCOL);
+                let speaks_kad = info.protocols.contains(&KAD_PROTOCOL);
                 if speaks_kad {
                     if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                         for a in &info.listen_addrs {

@@ -27,10 +27,14 @@ struct Want {
     send_dont_have: bool,
 }
 
+/// A peer's wantlist: `(order, index, seq)`. `order` holds `(seq, multihash)` in arrival
+/// order, `index` maps multihash → its current `(seq, want)`, and `seq` is the last number given.
+type WantQueue = (VecDeque<(u64, Vec<u8>)>, HashMap<Vec<u8>, (u64, Want)>, u64);
+
 pub(crate) struct Ledger {
     /// Entries in arrival order; `index` maps multihash → current entry (a re-sent want
     /// replaces the older one; a cancel removes it).
-    queue: Mutex<(VecDeque<(u64, Vec<u8>)>, HashMap<Vec<u8>, (u64, Want)>, u64)>,
+    queue: Mutex<WantQueue>,
     max_entries: usize,
     budget: Arc<Semaphore>,
     notify: Notify,
