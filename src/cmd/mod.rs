@@ -2,6 +2,7 @@
 //! inner modules (which never import `cli`, `mount` or `control`), on an unmounted store or
 //! through a running mount's control socket.
 
+mod adapters;
 pub mod car;
 pub mod dataset;
 pub mod id;

@@ -246,7 +246,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
             allow_fetch: args.names.serve_fetch,
         };
         let source: Arc<dyn crate::serve::NameSource> =
-            Arc::new(crate::names::GatewayNames(names.clone()));
+            Arc::new(super::adapters::GatewayNames(names.clone()));
         let bound = runtime
             .block_on(crate::serve::start(config, blocks.clone(), Some(source)))
             .with_context(|| format!("cannot serve the gateway on {addr}"))?;
@@ -269,7 +269,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         },
         Some(datasets.clone()),
     );
-    tree.set_names(Arc::new(crate::names::TreeNames(names)));
+    tree.set_names(Arc::new(super::adapters::TreeNames(names)));
     let fs = IpfsFs::new(tree, runtime.handle().clone());
 
     let mut config = fuser::Config::default();
