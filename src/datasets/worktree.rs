@@ -25,7 +25,7 @@ use cid::Cid;
 use ipfs_mount_ipld::builder::ImportProfile;
 use ipfs_mount_ipld::dagpb::{self, PbNode};
 use ipfs_mount_ipld::dirtree;
-use ipfs_mount_ipld::hamt::HamtLink;
+use ipfs_mount_ipld::reader;
 use ipfs_mount_ipld::unixfs::{self, DataType, Node, UnixFsData};
 use ipfs_mount_ipld::{cids, codec};
 use parking_lot::Mutex;
@@ -611,7 +611,13 @@ impl Dataset {
                     let upto = end.min(s.base_len);
                     let base =
                         sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
-                    out.extend_from_slice(&read_sealed(&self.blocks, &base.cid, offset, upto)?);
+                    out.extend_from_slice(&read_sealed(
+                        &self.blocks,
+                        &base.cid,
+                        base.size,
+                        offset,
+                        upto,
+                    )?);
                 }
                 let from = offset.max(s.base_len);
                 if from < end {
@@ -1497,7 +1503,7 @@ impl Dataset {
             tail[got..].fill(0); // past the staging file's end: zeros (a grown truncate)
             tail
         } else {
-            read_sealed(&self.blocks, &new.cid, base_len, new.size)?
+            read_sealed(&self.blocks, &new.cid, new.size, base_len, new.size)?
         };
         s.file = StageBuf::new();
         s.file
@@ -1547,7 +1553,13 @@ impl Dataset {
             };
             staged = new_staged(base, base_len);
             if sealed.size > base_len {
-                let tail = read_sealed(&self.blocks, &sealed.cid, base_len, sealed.size)?;
+                let tail = read_sealed(
+                    &self.blocks,
+                    &sealed.cid,
+                    sealed.size,
+                    base_len,
+                    sealed.size,
+                )?;
                 staged
                     .file
                     .write_all_at(&tail, 0, &|| self.spill_file())
@@ -1584,7 +1596,7 @@ impl Dataset {
                     continue;
                 }
                 if leaf.cid != zero {
-                    let bytes = read_sealed(&self.blocks, &leaf.cid, 0, leaf.size)?;
+                    let bytes = read_sealed(&self.blocks, &leaf.cid, leaf.size, 0, leaf.size)?;
                     file.write_all_at(&bytes, pos - keep_len, &spill)
                         .map_err(DsError::io)?;
                 }
@@ -2033,33 +2045,23 @@ pub enum ReadFrom {
     Sealed { cid: Cid, size: u64 },
 }
 
-/// The entries (name, cid, tsize) of a UnixFS directory or HAMT whose blocks are local.
+/// The entries (name, cid, tsize) of a UnixFS directory or HAMT whose blocks are local, through
+/// the ipld reader's listing (depth-bounded; names that cannot be files and duplicates are
+/// left out, and logged).
 fn dir_entries(blocks: &BlockService, cid: &Cid) -> anyhow::Result<Vec<(Vec<u8>, Cid, u64)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![*cid];
-    while let Some(c) = stack.pop() {
-        let block = blocks
-            .get_local(&c)?
-            .ok_or_else(|| anyhow::anyhow!("block {c} missing"))?;
-        match unixfs::decode_node_shared(&c, &block)? {
-            Node::Directory(d) => {
-                out.extend(
-                    d.entries
-                        .into_iter()
-                        .map(|e| (e.name, e.cid, e.tsize.unwrap_or(0))),
-                );
-            }
-            Node::HamtShard(h) => {
-                for l in h.links {
-                    match l {
-                        HamtLink::Entry {
-                            name, cid, tsize, ..
-                        } => out.push((name, cid, tsize.unwrap_or(0))),
-                        HamtLink::Shard { cid, .. } => stack.push(cid),
-                    }
-                }
-            }
-            _ => anyhow::bail!("{c} is not a directory"),
+    let planner = reader::listing::Listing::new(*cid, reader::Limits::default());
+    let listed = reader::drive::collect_local(planner, blocks)
+        .map_err(|e| anyhow::anyhow!("directory {cid}: {e}"))?
+        .ok_or_else(|| anyhow::anyhow!("directory {cid}: a block is missing from the store"))?;
+    let mut out = Vec::with_capacity(listed.len());
+    for item in listed {
+        match item {
+            reader::listing::Listed::Entry(e) => out.push((e.name, e.cid, e.tsize.unwrap_or(0))),
+            reader::listing::Listed::Hidden { name, why } => tracing::warn!(
+                directory = %cid,
+                name = %String::from_utf8_lossy(&name),
+                "entry left out of the dataset: {why:?}"
+            ),
         }
     }
     Ok(out)
@@ -2184,39 +2186,44 @@ fn reusable_leaves(
     Some(keep)
 }
 
-/// Bytes `[from, to)` of a sealed file from local blocks.
-fn read_sealed(blocks: &BlockService, root: &Cid, from: u64, to: u64) -> Result<Vec<u8>, DsError> {
-    let mut out = Vec::with_capacity((to - from) as usize);
-    let mut stack = vec![(*root, 0u64)];
-    while let Some((cid, start)) = stack.pop() {
-        let block = blocks
-            .get_local(&cid)
-            .map_err(|e| DsError::Block(e.to_string()))?
-            .ok_or_else(|| DsError::Block(format!("block {cid} missing")))?;
-        let f = match unixfs::decode_node_shared(&cid, &block)
-            .map_err(|e| DsError::Block(e.to_string()))?
-        {
-            Node::File(f) => f,
-            _ => return Err(DsError::Block(format!("{cid} is not a file"))),
-        };
-        let inline_end = start + f.inline.len() as u64;
-        if from < inline_end && to > start {
-            let s = (from.max(start) - start) as usize;
-            let e = (to.min(inline_end) - start) as usize;
-            out.extend_from_slice(&f.inline[s..e]);
-        }
-        let mut child_start = inline_end;
-        let mut next = Vec::new();
-        for (c, size) in &f.children {
-            if child_start >= to {
-                break;
+/// Bytes `[from, to)` of a sealed file of `file_size` bytes, from local blocks, through the
+/// ipld reader (which checks every node's size against its parent's and bounds the depth).
+fn read_sealed(
+    blocks: &BlockService,
+    root: &Cid,
+    file_size: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u8>, DsError> {
+    let bad = |e: String| DsError::Block(format!("file {root}: {e}"));
+    let planner =
+        reader::file::FileRange::new(*root, file_size, from, to, reader::Limits::default());
+    let pieces = reader::drive::collect_local(planner, blocks)
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| bad("a block is missing from the store".into()))?;
+    let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+    for piece in pieces {
+        match piece {
+            reader::file::Piece::Inline(b) => out.extend_from_slice(&b),
+            reader::file::Piece::Leaf {
+                cid,
+                size,
+                start,
+                end,
+            } => {
+                let leaf = blocks
+                    .get_local(&cid)
+                    .map_err(|e| DsError::Block(e.to_string()))?
+                    .ok_or_else(|| bad(format!("leaf {cid} is missing from the store")))?;
+                if leaf.len() as u64 != size {
+                    return Err(bad(format!(
+                        "leaf {cid} holds {} bytes, its parent says {size}",
+                        leaf.len()
+                    )));
+                }
+                out.extend_from_slice(&leaf[start as usize..end as usize]);
             }
-            if child_start + size > from {
-                next.push((*c, child_start));
-            }
-            child_start += size;
         }
-        stack.extend(next.into_iter().rev());
     }
     Ok(out)
 }
