@@ -1,0 +1,618 @@
+//! Sealing: turning a staged file into content-addressed blocks and a journaled closed state.
+//! A close hashes the staged bytes (small files in one pass on the calling thread, big ones
+//! with hashing and storing overlapped on two threads), a sequential writer is hashed while
+//! it writes (a [`Stream`]), and after a seal the staging buffer keeps only the last partial
+//! chunk so that an append reuses every full leaf. Seals of one file run one at a time.
+
+use super::*;
+
+/// Staged bytes up to this are sealed on the FUSE thread that closes the file: hashing them
+/// costs less than handing the request to another thread.
+pub(super) const LIGHT_SEAL: u64 = 256 << 10;
+
+/// Files hashed while they are written once they reach this size (smaller ones are hashed at
+/// close, from memory, which costs less than a thread).
+pub(super) const STREAM_FROM: u64 = 4 << 20;
+
+/// A sequential writer hashed as it writes: one pass over the bytes instead of staging them,
+/// then reading them back at close. Writes go (offset, bytes) to a hasher thread that chunks,
+/// hashes and stores them under a temporary pin; a write anywhere else than the end breaks the
+/// stream and the close falls back to hashing the staged bytes.
+pub(super) struct Stream {
+    pub(super) tx: std::sync::mpsc::SyncSender<(u64, Bytes)>,
+    hasher: std::thread::JoinHandle<Option<(Leaf, u64)>>,
+    temp: u64,
+    /// Set by the seal that takes the result; an abandoned stream releases its own pin.
+    claimed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stream {
+    fn start(
+        blocks: Arc<BlockService>,
+        profile: &ImportProfile,
+        temp: u64,
+        name: &str,
+    ) -> std::io::Result<Stream> {
+        // A small queue: a writer faster than the hasher waits (outside the dataset's lock).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Bytes)>(16);
+        let claimed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writer = FileWriter::new(profile);
+        let done = claimed.clone();
+        let hasher = std::thread::Builder::new()
+            .name(format!("ds-hash-{name}"))
+            .spawn(move || {
+                let mut fed = 0u64;
+                let mut ok = true;
+                for (offset, data) in rx {
+                    if !ok || offset != fed {
+                        ok = false;
+                        continue;
+                    }
+                    writer.write(&data);
+                    fed += data.len() as u64;
+                    let new = writer.take_blocks();
+                    if !new.is_empty() && blocks.put_temp(temp, &new).is_err() {
+                        ok = false; // the close hashes again and reports the error
+                    }
+                }
+                let result = if ok {
+                    let root = writer.finish();
+                    blocks
+                        .put_temp(temp, &writer.take_blocks())
+                        .ok()
+                        .map(|()| (root, fed))
+                } else {
+                    None
+                };
+                if !done.load(Ordering::Acquire) {
+                    let _ = blocks.release_temp(temp);
+                }
+                result
+            })?;
+        Ok(Stream {
+            tx,
+            hasher,
+            temp,
+            claimed,
+        })
+    }
+
+    /// Ends the stream: the file's root if every byte up to `size` went through it.
+    fn finish(self, size: u64) -> (Option<Leaf>, u64) {
+        self.claimed.store(true, Ordering::Release);
+        drop(self.tx);
+        let result = self.hasher.join().ok().flatten();
+        match result {
+            Some((root, fed)) if fed == size => (Some(root), self.temp),
+            _ => (None, self.temp),
+        }
+    }
+}
+
+/// Zeros: a run of whole zero chunks is one leaf, hashed once.
+pub(super) fn write_zeros(w: &mut FileWriter, n: u64) {
+    w.write_zeros(n);
+}
+
+/// A staged file's state at the start of a seal.
+pub(super) struct Snapshot {
+    file: StageBuf,
+    size: u64,
+    base: LeafRuns,
+    base_len: u64,
+    generation: u64,
+}
+
+impl Snapshot {
+    fn of(s: &Staged) -> Result<Self, DsError> {
+        Ok(Snapshot {
+            file: s.file.snapshot().map_err(DsError::io)?,
+            size: s.size,
+            base: s.base.clone(),
+            base_len: s.base_len,
+            generation: s.generation,
+        })
+    }
+
+    /// Whether the snapshot reads the live staging file (writes during a seal show through).
+    fn shares_file(&self) -> bool {
+        matches!(self.file, StageBuf::File(_))
+    }
+}
+
+/// The leaf of a whole chunk of zeros under `profile` (what holes are made of).
+pub(super) fn zero_leaf(profile: &ImportProfile) -> Cid {
+    let mut w = FileWriter::new(profile);
+    w.write_zeros(profile.chunk_size as u64);
+    w.finish().cid
+}
+
+pub(super) fn runs_len(runs: &LeafRuns) -> u64 {
+    runs.iter().map(|(l, n)| l.size * n).sum()
+}
+
+pub(super) fn push_run(runs: &mut LeafRuns, leaf: Leaf, n: u64) {
+    match runs.last_mut() {
+        Some((l, k)) if *l == leaf => *k += n,
+        _ => runs.push((leaf, n)),
+    }
+}
+
+/// The leaves of a sealed file that an append can keep: every leading full chunk, when the file
+/// was built with this profile's chunker (same leaf codec, full-size leaves). Identical subtrees
+/// (the holes of a sparse file) are expanded once, so this costs the distinct blocks.
+pub(super) fn reusable_leaves(
+    blocks: &BlockService,
+    profile: &ImportProfile,
+    sealed: &Sealed,
+) -> Option<LeafRuns> {
+    let chunk = profile.chunk_size as u64;
+    if sealed.size < chunk {
+        return Some(Vec::new());
+    }
+    let leaf_codec = if profile.raw_leaves {
+        codec::RAW
+    } else {
+        codec::DAG_PB
+    };
+    // Post-order walk with a memo of expanded subtrees (by CID).
+    let mut memo: HashMap<Cid, LeafRuns> = HashMap::new();
+    enum Step {
+        Enter(Leaf),
+        Leave(Cid, Vec<Leaf>),
+    }
+    let root = Leaf {
+        cid: sealed.cid,
+        size: sealed.size,
+        tsize: sealed.tsize,
+    };
+    let mut stack = vec![Step::Enter(root)];
+    let mut depth_guard = 0usize;
+    while let Some(step) = stack.pop() {
+        depth_guard += 1;
+        if depth_guard > 50_000_000 {
+            return None;
+        }
+        match step {
+            Step::Enter(node) => {
+                if memo.contains_key(&node.cid) {
+                    continue;
+                }
+                if node.cid.codec() == codec::RAW {
+                    memo.insert(node.cid, vec![(node, 1)]);
+                    continue;
+                }
+                let block = blocks.get_local(&node.cid).ok()??;
+                let f = match unixfs::decode_node_shared(&node.cid, &block).ok()? {
+                    Node::File(f) => f,
+                    _ => return None,
+                };
+                if f.children.is_empty() {
+                    if leaf_codec != codec::DAG_PB {
+                        return None;
+                    }
+                    memo.insert(node.cid, vec![(node, 1)]);
+                    continue;
+                }
+                if !f.inline.is_empty() {
+                    return None; // data in an interior node: not this chunker's layout
+                }
+                let links = dagpb::decode_shared(&block).ok()?.links;
+                let children: Vec<Leaf> = f
+                    .children
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, size))| Leaf {
+                        cid: *c,
+                        size: *size,
+                        tsize: links.get(i).and_then(|l| l.tsize).unwrap_or(0),
+                    })
+                    .collect();
+                stack.push(Step::Leave(node.cid, children.clone()));
+                for c in children.into_iter().rev() {
+                    stack.push(Step::Enter(c));
+                }
+            }
+            Step::Leave(cid, children) => {
+                let mut runs = Vec::new();
+                for c in &children {
+                    for (l, n) in memo.get(&c.cid)? {
+                        push_run(&mut runs, *l, *n);
+                    }
+                }
+                memo.insert(cid, runs);
+            }
+        }
+    }
+    let all = memo.remove(&sealed.cid)?;
+    // Keep the leading full chunks (all but a partial last one).
+    let mut keep: LeafRuns = Vec::new();
+    for (l, n) in all {
+        if l.size != chunk || l.cid.codec() != leaf_codec {
+            break;
+        }
+        push_run(&mut keep, l, n);
+    }
+    Some(keep)
+}
+
+/// Bytes `[from, to)` of a sealed file of `file_size` bytes, from local blocks, through the
+/// ipld reader (which checks every node's size against its parent's and bounds the depth).
+pub(super) fn read_sealed(
+    blocks: &BlockService,
+    root: &Cid,
+    file_size: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u8>, DsError> {
+    let bad = |e: String| DsError::Block(format!("file {root}: {e}"));
+    let planner =
+        reader::file::FileRange::new(*root, file_size, from, to, reader::Limits::default());
+    let pieces = reader::drive::collect_local(planner, blocks)
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| bad("a block is missing from the store".into()))?;
+    let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+    for piece in pieces {
+        match piece {
+            reader::file::Piece::Inline(b) => out.extend_from_slice(&b),
+            reader::file::Piece::Leaf {
+                cid,
+                size,
+                start,
+                end,
+            } => {
+                let leaf = blocks
+                    .get_local(&cid)
+                    .map_err(|e| DsError::Block(e.to_string()))?
+                    .ok_or_else(|| bad(format!("leaf {cid} is missing from the store")))?;
+                if leaf.len() as u64 != size {
+                    return Err(bad(format!(
+                        "leaf {cid} holds {} bytes, its parent says {size}",
+                        leaf.len()
+                    )));
+                }
+                out.extend_from_slice(&leaf[start as usize..end as usize]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Dataset {
+    /// Starts hashing a sequential writer: the bytes staged so far go first.
+    pub(super) fn start_stream(&self, file: &StageBuf, upto: u64) -> Option<Stream> {
+        let temp = self.new_temp().ok()?;
+        let stream = match Stream::start(self.blocks.clone(), &self.profile, temp, &self.name) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(dataset = %self.name, "cannot start a hasher thread: {e}");
+                self.release_temp(temp);
+                return None;
+            }
+        };
+        let mut head = vec![0u8; upto as usize];
+        let got = file.read_at(&mut head, 0).ok()?;
+        head[got..].fill(0);
+        // The queue is empty: this never waits.
+        stream.tx.send((0, head.into())).ok()?;
+        Some(stream)
+    }
+
+    /// Whether sealing the file now costs little (nothing staged, or a few staged bytes in
+    /// memory): then a close is served on the FUSE thread rather than handed to the pool.
+    pub fn seal_is_light(&self, id: NodeId) -> bool {
+        let st = self.state.lock();
+        match st.nodes.get(&id).map(|n| &n.body) {
+            Some(Body::File {
+                staged: Some(s), ..
+            }) if s.dirty => {
+                s.stream.is_none()
+                    && matches!(s.file, StageBuf::Memory(_))
+                    && s.size - s.base_len <= LIGHT_SEAL
+            }
+            _ => true,
+        }
+    }
+
+    /// Seals a staged file: hashes its bytes without the dataset's lock (other files stay
+    /// usable meanwhile), then journals the new content.
+    pub(super) fn seal(&self, id: NodeId) -> Result<(), DsError> {
+        let lock = self.seal_locks.lock().entry(id).or_default().clone();
+        let result = {
+            let _one_at_a_time = lock.lock();
+            self.seal_now(id)
+        };
+        let mut locks = self.seal_locks.lock();
+        // Only the map and this call hold it (others clone it under the map's lock): done.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&id);
+        }
+        result
+    }
+
+    pub(super) fn seal_now(&self, id: NodeId) -> Result<(), DsError> {
+        // A sequential writer was hashed as it wrote: only the tail is left to do.
+        let streamed = {
+            let mut st = self.state.lock();
+            match st.nodes.get_mut(&id).map(|n| &mut n.body) {
+                Some(Body::File {
+                    staged: Some(s), ..
+                }) if s.dirty && s.stream.is_some() => {
+                    let stream = s.stream.take().expect("checked");
+                    Some((stream, s.size, s.generation, s.sequential))
+                }
+                _ => None,
+            }
+        };
+        if let Some((stream, size, generation, sequential)) = streamed {
+            let (root, temp) = stream.finish(size);
+            match root {
+                Some(root) if sequential => {
+                    let st = self.state.lock();
+                    let current = matches!(
+                        st.nodes.get(&id).map(|n| &n.body),
+                        Some(Body::File { staged: Some(s), .. }) if s.generation == generation
+                    );
+                    if current {
+                        let sealed = Sealed {
+                            cid: root.cid,
+                            size: root.size,
+                            tsize: root.tsize,
+                        };
+                        return self.install(st, id, sealed, generation, temp);
+                    }
+                    drop(st);
+                    self.release_temp(temp);
+                }
+                _ => {
+                    self.release_temp(temp);
+                }
+            }
+        }
+        for attempt in 0..4 {
+            let mut guard = Some(self.state.lock());
+            let snapshot = match guard
+                .as_ref()
+                .and_then(|st| st.nodes.get(&id))
+                .map(|n| &n.body)
+            {
+                Some(Body::File {
+                    staged: Some(s), ..
+                }) if s.dirty => Snapshot::of(s)?,
+                _ => return Ok(()),
+            };
+            // A file-backed snapshot shares the staging file: if writes go on while it is
+            // hashed, hash again; the last attempt holds the lock, so it always completes.
+            if attempt < 3 {
+                guard = None;
+            }
+            let temp = self.new_temp()?;
+            let sealed = match self.hash_snapshot(&snapshot, temp) {
+                Ok(s) => s,
+                Err(e) => {
+                    drop(guard);
+                    self.release_temp(temp);
+                    if matches!(e, DsError::NoSpace) {
+                        self.win_back_space();
+                    }
+                    return Err(e);
+                }
+            };
+            let st = match guard {
+                Some(st) => st,
+                None => self.state.lock(),
+            };
+            let current = matches!(
+                st.nodes.get(&id).map(|n| &n.body),
+                Some(Body::File { staged: Some(s), .. }) if s.generation == snapshot.generation
+            );
+            if !current && snapshot.shares_file() && attempt < 3 {
+                drop(st);
+                self.release_temp(temp);
+                continue;
+            }
+            tracing::trace!(dataset = %self.name, node = id, size = sealed.size, generation = snapshot.generation, current, "sealed");
+            return self.install(st, id, sealed, snapshot.generation, temp);
+        }
+        unreachable!("the last attempt holds the lock")
+    }
+
+    /// Chunks, hashes and stores a staged file's bytes under the temporary pin `temp`.
+    pub(super) fn hash_snapshot(&self, snap: &Snapshot, temp: u64) -> Result<Sealed, DsError> {
+        if !snap.base.is_empty() {
+            self.blocks
+                .temp_pin_add(temp, &mut snap.base.iter().map(|r| r.0.cid))
+                .map_err(DsError::block)?;
+        }
+        if let StageBuf::Memory(_) = snap.file {
+            // Small files (most of them): one pass and one store write, no second thread.
+            let mut blocks = Vec::new();
+            let sealed = self.hash_staged(snap, &mut |b| {
+                blocks.extend(b);
+                true
+            })?;
+            self.blocks
+                .put_temp(temp, &blocks)
+                .map_err(DsError::block)?;
+            return Ok(sealed);
+        }
+        // Two stages on two threads: this one reads, chunks and hashes; the other stores the
+        // blocks, so hashing and disk writes overlap.
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Cid, Bytes)>>(4);
+            let store = scope.spawn(move || -> Result<(), DsError> {
+                for blocks in rx {
+                    self.blocks
+                        .put_temp(temp, &blocks)
+                        .map_err(DsError::block)?;
+                }
+                Ok(())
+            });
+            // A failed send means the store stage failed; its error is reported below.
+            let hashed = self.hash_staged(snap, &mut |b| tx.send(b).is_ok());
+            drop(tx);
+            store
+                .join()
+                .map_err(|_| DsError::Io("block store thread panicked".into()))??;
+            hashed
+        })
+    }
+
+    /// Chunks and hashes a snapshot, handing each batch of new blocks to `emit` (which says
+    /// whether to go on).
+    pub(super) fn hash_staged(
+        &self,
+        snap: &Snapshot,
+        emit: &mut dyn FnMut(Vec<(Cid, Bytes)>) -> bool,
+    ) -> Result<Sealed, DsError> {
+        let mut w = FileWriter::new(&self.profile);
+        for (leaf, n) in &snap.base {
+            w.push_leaf_run(*leaf, *n);
+        }
+        let total = snap.size - snap.base_len;
+        let mut buf = Vec::new();
+        for (start, end, is_data) in snap.file.extents(total).map_err(DsError::io)? {
+            if !is_data {
+                write_zeros(&mut w, end - start);
+            } else if let StageBuf::Memory(v) = &snap.file {
+                // Bytes past the buffer's end (a truncate that grew it) are zeros.
+                let have = (end.min(v.len() as u64)).max(start);
+                w.write(&v[start as usize..have as usize]);
+                write_zeros(&mut w, end - have);
+            } else {
+                if buf.is_empty() {
+                    buf = vec![0u8; self.profile.chunk_size.max(1 << 20)];
+                }
+                let mut pos = start;
+                while pos < end {
+                    let want = (buf.len() as u64).min(end - pos) as usize;
+                    let got = snap
+                        .file
+                        .read_at(&mut buf[..want], pos)
+                        .map_err(DsError::io)?;
+                    buf[got..want].fill(0);
+                    w.write(&buf[..want]);
+                    pos += want as u64;
+                }
+            }
+            let blocks = w.take_blocks();
+            if !blocks.is_empty() && !emit(blocks) {
+                break;
+            }
+        }
+        let root = w.finish();
+        emit(w.take_blocks());
+        Ok(Sealed {
+            cid: root.cid,
+            size: root.size,
+            tsize: root.tsize,
+        })
+    }
+
+    /// Makes `new` the file's closed content: journaled (so it survives a crash) and in the
+    /// closed tree; the live staging buffer then keeps only the last partial chunk, so the next
+    /// append reuses every full leaf.
+    pub(super) fn install(
+        &self,
+        mut st: parking_lot::MutexGuard<'_, State>,
+        id: NodeId,
+        new: Sealed,
+        generation: u64,
+        temp: u64,
+    ) -> Result<(), DsError> {
+        let Some(n) = st.nodes.get(&id) else {
+            drop(st);
+            self.release_temp(temp);
+            return Ok(());
+        };
+        let (explicit, mode, mtime) = (n.explicit_meta, n.mode, secs(n.mtime));
+        let path = path_components(&st, id);
+        if let Some(path) = &path {
+            let put = Op::Put {
+                path: path.clone(),
+                kind: LeafKind::File,
+                cid: new.cid,
+                size: new.size,
+                tsize: new.tsize,
+                temp: Some(temp),
+                target: Vec::new(),
+            };
+            if let Err(e) = self.log(&mut st, put) {
+                drop(st);
+                self.release_temp(temp);
+                return Err(e);
+            }
+            if explicit {
+                let path = path.clone();
+                self.log(&mut st, Op::Meta { path, mode, mtime })?;
+            }
+        }
+        let mut old_hold = None;
+        if path.is_none() {
+            // Unlinked while open: its content is in no version; the temporary pin now holds
+            // it for the handles until the last close.
+            if let Some(Body::File { hold, .. }) = st.nodes.get_mut(&id).map(|n| &mut n.body) {
+                old_hold = hold.replace(temp);
+            }
+        }
+        let result = self.rebase(&mut st, id, new, generation);
+        drop(st);
+        if let Some(t) = old_hold {
+            self.release_temp(t);
+        }
+        result
+    }
+
+    /// After a seal: the staging buffer keeps only the last partial chunk (if nothing was
+    /// written since the snapshot), so the next append reuses every full leaf.
+    pub(super) fn rebase(
+        &self,
+        st: &mut State,
+        id: NodeId,
+        new: Sealed,
+        generation: u64,
+    ) -> Result<(), DsError> {
+        let Some(n) = st.nodes.get_mut(&id) else {
+            return Ok(());
+        };
+        let Body::File { sealed, staged, .. } = &mut n.body else {
+            return Ok(());
+        };
+        *sealed = Some(new);
+        let Some(s) = staged else { return Ok(()) };
+        if s.generation != generation {
+            return Ok(());
+        }
+        let leaves = reusable_leaves(&self.blocks, &self.profile, &new).unwrap_or_default();
+        let base_len = runs_len(&leaves);
+        if base_len == s.base_len && !matches!(s.file, StageBuf::File(_)) {
+            // Nothing new to leave to the leaves: the staged bytes already are the tail.
+            s.base = leaves;
+            s.dirty = false;
+            return Ok(());
+        }
+        // The staged bytes are those just sealed (same generation): the tail comes from them
+        // when they cover it, else from the new leaves.
+        let tail = if new.size <= base_len {
+            Vec::new()
+        } else if base_len >= s.base_len {
+            let mut tail = vec![0u8; (new.size - base_len) as usize];
+            let got = s
+                .file
+                .read_at(&mut tail, base_len - s.base_len)
+                .map_err(DsError::io)?;
+            tail[got..].fill(0); // past the staging file's end: zeros (a grown truncate)
+            tail
+        } else {
+            read_sealed(&self.blocks, &new.cid, new.size, base_len, new.size)?
+        };
+        s.file = StageBuf::new();
+        s.file
+            .write_all_at(&tail, 0, &|| self.spill_file())
+            .map_err(DsError::io)?;
+        s.base = leaves;
+        s.base_len = base_len;
+        s.dirty = false;
+        Ok(())
+    }
+}
