@@ -406,15 +406,15 @@ impl Datasets {
         let io = |e: std::io::Error| DsError::Io(format!("creating dataset {name}: {e}"));
         std::fs::create_dir_all(&dir).map_err(io)?;
         write_atomic(&dir.join("PROFILE"), profile_name.as_bytes(), true).map_err(io)?;
-        let ds = Dataset::new_empty(
-            name,
-            profile_name,
+        let ds = Dataset::new_empty(worktree::Setup {
+            name: name.to_string(),
+            profile_name: profile_name.to_string(),
             profile,
             dir,
-            self.staging.clone(),
-            self.blocks.clone(),
-            self.hooks.clone(),
-        )?;
+            staging: self.staging.clone(),
+            blocks: self.blocks.clone(),
+            hooks: self.hooks.clone(),
+        })?;
         sets.insert(name.to_string(), ds.clone());
         Ok(ds)
     }
@@ -462,34 +462,23 @@ fn load(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
     };
+    let setup = worktree::Setup {
+        name: name.to_string(),
+        profile_name,
+        profile,
+        dir: dir.to_path_buf(),
+        staging: staging.to_path_buf(),
+        blocks: blocks.clone(),
+        hooks: hooks.clone(),
+    };
     let ds = match head {
-        None => Dataset::new_empty(
-            name,
-            &profile_name,
-            profile,
-            dir.to_path_buf(),
-            staging.to_path_buf(),
-            blocks.clone(),
-            hooks.clone(),
-        )
-        .map_err(|e| anyhow!("{e}"))?,
+        None => Dataset::new_empty(setup).map_err(|e| anyhow!("{e}"))?,
         Some((head, jseq)) => {
             let bytes = blocks
                 .get_local(&head)?
                 .ok_or_else(|| anyhow!("head commit {head} is not in the store"))?;
             let commit = Commit::decode(&head, &bytes)?;
-            Dataset::load(
-                name,
-                &profile_name,
-                profile,
-                dir.to_path_buf(),
-                staging.to_path_buf(),
-                blocks.clone(),
-                hooks.clone(),
-                head,
-                jseq,
-                commit,
-            )?
+            Dataset::load(setup, head, jseq, commit)?
         }
     };
     Ok(ds)

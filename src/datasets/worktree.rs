@@ -187,6 +187,19 @@ impl State {
     }
 }
 
+/// What a dataset is made of before its trees are loaded.
+pub(super) struct Setup {
+    pub name: String,
+    pub profile_name: String,
+    pub profile: ImportProfile,
+    /// `<store>/datasets/<name>`: HEAD, JOURNAL, keys.
+    pub dir: PathBuf,
+    /// Where staged bytes spill to disk.
+    pub staging: PathBuf,
+    pub blocks: Arc<BlockService>,
+    pub hooks: Arc<Hooks>,
+}
+
 pub struct Dataset {
     pub name: String,
     pub profile_name: String,
@@ -238,45 +251,17 @@ pub(super) fn parse_head(text: &str) -> Result<(Cid, u64), String> {
 
 impl Dataset {
     /// A new dataset: version 0 is the empty directory, so that it has a root CID at once.
-    pub(super) fn new_empty(
-        name: &str,
-        profile_name: &str,
-        profile: ImportProfile,
-        dir: PathBuf,
-        staging: PathBuf,
-        blocks: Arc<BlockService>,
-        hooks: Arc<Hooks>,
-    ) -> Result<Arc<Self>, DsError> {
-        let (journal, _) = Journal::open(&dir.join("JOURNAL"), 0).map_err(DsError::io)?;
+    pub(super) fn new_empty(setup: Setup) -> Result<Arc<Self>, DsError> {
+        let (journal, _) = Journal::open(&setup.dir.join("JOURNAL"), 0).map_err(DsError::io)?;
         let mut closed = ClosedTree::new(ClosedDir::default());
         closed.dirty = true;
-        let ds = Self::assemble(
-            name,
-            profile_name,
-            profile,
-            dir,
-            staging,
-            blocks,
-            hooks,
-            None,
-            0,
-            closed,
-            journal,
-            now(),
-        );
+        let ds = Self::assemble(setup, None, 0, closed, journal, now());
         ds.commit(None)?;
         Ok(ds)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn assemble(
-        name: &str,
-        profile_name: &str,
-        profile: ImportProfile,
-        dir: PathBuf,
-        staging: PathBuf,
-        blocks: Arc<BlockService>,
-        hooks: Arc<Hooks>,
+        setup: Setup,
         head: Option<(Cid, Cid)>,
         seq: u64,
         closed: ClosedTree,
@@ -297,9 +282,18 @@ impl Dataset {
             stash: None,
         };
         live_from_closed(&mut st, time);
+        let Setup {
+            name,
+            profile_name,
+            profile,
+            dir,
+            staging,
+            blocks,
+            hooks,
+        } = setup;
         Arc::new(Dataset {
-            name: name.to_string(),
-            profile_name: profile_name.to_string(),
+            name,
+            profile_name,
             profile,
             dir,
             staging,
@@ -314,37 +308,25 @@ impl Dataset {
 
     /// Loads a dataset from its HEAD and its (local, pinned) blocks, then replays what the
     /// journal holds beyond HEAD and commits it: what a crashed run acknowledged is kept.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn load(
-        name: &str,
-        profile_name: &str,
-        profile: ImportProfile,
-        dir: PathBuf,
-        staging: PathBuf,
-        blocks: Arc<BlockService>,
-        hooks: Arc<Hooks>,
+        setup: Setup,
         head: Cid,
         jseq: u64,
         commit: Commit,
     ) -> anyhow::Result<Arc<Self>> {
         let time = UNIX_EPOCH + Duration::from_millis(commit.time_ms.max(0) as u64);
-        let root = load_closed(&blocks, &commit.root)?;
+        let root = load_closed(&setup.blocks, &commit.root)?;
         let mut closed = ClosedTree::new(root);
         closed.meta = commit.meta.clone();
-        let (journal, records) = Journal::open(&dir.join("JOURNAL"), jseq)?;
+        let (journal, records) = Journal::open(&setup.dir.join("JOURNAL"), jseq)?;
         for (_, op) in &records {
             closed.apply(op);
         }
         let replayed = !records.is_empty();
         closed.dirty = replayed;
+        let name = setup.name.clone();
         let ds = Self::assemble(
-            name,
-            profile_name,
-            profile,
-            dir,
-            staging,
-            blocks,
-            hooks,
+            setup,
             Some((head, commit.root)),
             commit.seq,
             closed,
@@ -360,7 +342,7 @@ impl Dataset {
             }
         }
         // Temporary pins of seals that never reached the journal (or were absorbed above).
-        match ds.blocks.release_temp_owner(&temp_owner(name)) {
+        match ds.blocks.release_temp_owner(&temp_owner(&name)) {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(dataset = %name, "released {n} temporary pins of a previous run")
