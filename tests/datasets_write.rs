@@ -543,9 +543,10 @@ try:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 except OSError as e:
     print(json.dumps({"failed_in": "open", "errno": e.errno, "written": 0})); sys.exit(0)
-piece = bytes(range(256)) * 4096
 try:
     while res["written"] < size:
+        # Fresh bytes each time: repeated chunks would be stored once (one leaf), and fit.
+        piece = os.urandom(1 << 20)
         n = os.write(fd, piece[: min(len(piece), size - res["written"])])
         res["written"] += n
 except OSError as e:

@@ -40,13 +40,15 @@ use crate::blocks::BlockService;
 
 mod seal;
 
-use seal::{push_run, read_sealed, reusable_leaves, runs_len, zero_leaf, Stream, STREAM_FROM};
+use seal::{
+    push_run, read_sealed, reusable_leaves, runs_len, zero_leaf, PinGuard, Stream, STREAM_FROM,
+};
 
 pub type NodeId = u64;
 pub const ROOT_NODE: NodeId = 1;
 
 /// Errors of dataset operations, mapped to errnos by the tree.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DsError {
     #[error("no such entry")]
     NotFound,
@@ -122,11 +124,16 @@ struct Staged {
     dirty: bool,
     /// Bumped by every change, so a seal done without the lock knows if it is still current.
     generation: u64,
-    /// Every write so far landed at the end (no base leaves): the file can be hashed as it is
-    /// written.
+    /// Every write so far landed at the end: the file can be hashed as it is written.
     sequential: bool,
-    /// The hasher of a sequential writer, once the file is big enough to be worth one.
+    /// The hasher of a sequential writer, once its staged bytes outgrow memory. While it runs,
+    /// it holds every byte of the file and `file` is empty.
     stream: Option<Stream>,
+    /// Pins `base` when its leaves come from an ended stream rather than from the sealed
+    /// version (which something else pins).
+    base_pin: Option<PinGuard>,
+    /// The bytes could not be stored: every operation answers this until the last close.
+    lost: Option<DsError>,
 }
 
 enum Body {
@@ -139,7 +146,8 @@ enum Body {
     File {
         /// `None` until the file is first closed: it is not in any version before.
         sealed: Option<Sealed>,
-        staged: Option<Staged>,
+        /// Boxed: most files in a tree are not open.
+        staged: Option<Box<Staged>>,
         writers: u32,
         /// Once unlinked while open: a temporary pin on its content, which no version holds,
         /// so that its handles can still read it; released at the last close.
@@ -487,13 +495,13 @@ impl Dataset {
 
     /// Where to read a file from: its staged bytes (returned here) or a sealed CID.
     pub fn read(&self, id: NodeId, offset: u64, size: u32) -> Result<ReadFrom, DsError> {
-        let st = self.state.lock();
-        match &st.nodes.get(&id).ok_or(DsError::NotFound)?.body {
+        let mut st = self.state.lock();
+        match &mut st.nodes.get_mut(&id).ok_or(DsError::NotFound)?.body {
             Body::File {
                 sealed,
                 staged: None,
                 ..
-            } => Ok(match sealed {
+            } => Ok(match *sealed {
                 Some(s) => ReadFrom::Sealed {
                     cid: s.cid,
                     size: s.size,
@@ -501,26 +509,21 @@ impl Dataset {
                 None => ReadFrom::Bytes(Bytes::new()),
             }),
             Body::File {
-                staged: Some(s),
-                sealed,
-                ..
+                staged: Some(s), ..
             } => {
+                if let Some(e) = &s.lost {
+                    return Err(e.clone());
+                }
                 let end = (offset + size as u64).min(s.size);
                 if offset >= end {
                     return Ok(ReadFrom::Bytes(Bytes::new()));
                 }
+                // A file being hashed as it is written: its bytes are in the stream's leaves.
+                self.unstream(s)?;
+                s.sequential = false;
                 let mut out = Vec::with_capacity((end - offset) as usize);
                 if offset < s.base_len {
-                    let upto = end.min(s.base_len);
-                    let base =
-                        sealed.ok_or_else(|| DsError::Io("staged base without content".into()))?;
-                    out.extend_from_slice(&read_sealed(
-                        &self.blocks,
-                        &base.cid,
-                        base.size,
-                        offset,
-                        upto,
-                    )?);
+                    self.read_leaves(&s.base, offset, end.min(s.base_len), &mut out)?;
                 }
                 let from = offset.max(s.base_len);
                 if from < end {
@@ -611,7 +614,7 @@ impl Dataset {
             name,
             Body::File {
                 sealed: None,
-                staged: Some(staged),
+                staged: Some(Box::new(staged)),
                 writers: 1,
                 hold: None,
             },
@@ -864,6 +867,10 @@ impl Dataset {
                 staged: Some(s), ..
             } = &mut n.body
             {
+                if let Some(e) = &s.lost {
+                    return Err(e.clone());
+                }
+                self.unstream(s)?;
                 if size < s.base_len {
                     self.materialize(s, size)?;
                 }
@@ -912,11 +919,11 @@ impl Dataset {
             tracing::trace!(dataset = %self.name, node = id, truncate, writers = *writers + 1, "open for writing");
             if truncate {
                 let generation = staged.as_ref().map(|s| s.generation + 1).unwrap_or(0);
-                *staged = Some(Staged {
+                *staged = Some(Box::new(Staged {
                     dirty: true,
                     generation,
                     ..new_staged(Vec::new(), 0)
-                });
+                }));
             }
             *writers += 1;
         }
@@ -933,31 +940,51 @@ impl Dataset {
         else {
             return Err(DsError::IsADirectory);
         };
-        if offset < s.base_len {
-            self.materialize(s, offset)?;
+        if let Some(e) = &s.lost {
+            return Err(e.clone());
         }
+        let end = offset + data.len() as u64;
         let at_end = offset == s.size;
-        s.file
-            .write_all_at(data, offset - s.base_len, &|| self.spill_file())
-            .map_err(DsError::io)?;
-        s.sequential &= at_end && s.base_len == 0;
-        let feed = if s.sequential {
-            if s.stream.is_none() && offset + data.len() as u64 >= STREAM_FROM {
-                s.stream = self.start_stream(&s.file, offset);
+        if let Some(e) = s.stream.as_ref().and_then(|stream| stream.failure()) {
+            return Err(self.lose(s, e));
+        }
+        if s.stream.is_some() && !at_end {
+            self.unstream(s)?;
+        }
+        s.sequential &= at_end;
+        if s.sequential && s.stream.is_none() && end - s.base_len > STREAM_FROM {
+            if let Err(e) = self.start_stream(s) {
+                // Staging works as well, only slower.
+                tracing::warn!(dataset = %self.name, "cannot hash a file as it is written: {e}");
+                s.sequential = false;
             }
-            s.stream.as_ref().map(|st| st.tx.clone())
-        } else {
-            None
+        }
+        let feed = match &s.stream {
+            Some(stream) => Some(stream.feeder()),
+            None => {
+                if offset < s.base_len {
+                    self.materialize(s, offset)?;
+                }
+                s.file
+                    .write_all_at(data, offset - s.base_len, &|| self.spill_file())
+                    .map_err(DsError::io)?;
+                None
+            }
         };
-        s.size = s.size.max(offset + data.len() as u64);
+        s.size = s.size.max(end);
         s.dirty = true;
         s.generation += 1;
-        tracing::trace!(dataset = %self.name, node = id, offset, len = data.len(), size = s.size, generation = s.generation, "write");
+        tracing::trace!(dataset = %self.name, node = id, offset, len = data.len(), size = s.size, generation = s.generation, streamed = feed.is_some(), "write");
         n.mtime = now();
         drop(st);
         // Hashing happens on the stream's thread; waiting for room is done without the lock.
         if let Some(tx) = feed {
-            let _ = tx.send((offset, Bytes::copy_from_slice(data)));
+            if tx
+                .send(seal::Feed::Bytes(offset, Bytes::copy_from_slice(data)))
+                .is_err()
+            {
+                return Err(DsError::Io("a file's hasher thread stopped".into()));
+            }
         }
         Ok(data.len())
     }
@@ -1058,15 +1085,7 @@ impl Dataset {
     }
 
     fn release_temp(&self, temp: u64) {
-        let Err(e) = self.blocks.release_temp(temp) else {
-            return;
-        };
-        // A full disk: the index needs room to record even a release. Use the reserve.
-        if e.is_no_space() && self.hooks.free_reserve() && self.blocks.release_temp(temp).is_ok() {
-            return;
-        }
-        tracing::warn!(dataset = %self.name, "cannot release a temporary pin (retried later): {e}");
-        self.hooks.defer_release(temp);
+        seal::release_temp(&self.blocks, &self.hooks, &self.name, temp);
     }
 
     /// After a seal failed for want of space: what it stored goes, and so does the unpinned
@@ -1134,7 +1153,43 @@ impl Dataset {
             staged.size = sealed.size;
         }
         if let Body::File { staged: s, .. } = &mut st.nodes.get_mut(&id).expect("node").body {
-            *s = Some(staged);
+            *s = Some(Box::new(staged));
+        }
+        Ok(())
+    }
+
+    /// Bytes `[from, to)` of a staged file's base leaves (full chunks, run-length encoded).
+    fn read_leaves(
+        &self,
+        runs: &LeafRuns,
+        from: u64,
+        to: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DsError> {
+        let mut pos = 0u64;
+        for (leaf, n) in runs {
+            let run_end = pos + leaf.size * n;
+            if run_end > from && leaf.size > 0 {
+                // Only the leaves of this run that overlap the range.
+                let first = from.saturating_sub(pos) / leaf.size;
+                let last = ((to.min(run_end) - pos).div_ceil(leaf.size)).min(*n);
+                for i in first..last {
+                    let start = pos + i * leaf.size;
+                    let lo = from.max(start) - start;
+                    let hi = to.min(start + leaf.size) - start;
+                    out.extend_from_slice(&read_sealed(
+                        &self.blocks,
+                        &leaf.cid,
+                        leaf.size,
+                        lo,
+                        hi,
+                    )?);
+                }
+            }
+            pos = run_end;
+            if pos >= to {
+                break;
+            }
         }
         Ok(())
     }
@@ -1325,12 +1380,14 @@ fn new_staged(base: LeafRuns, base_len: u64) -> Staged {
     Staged {
         file: StageBuf::new(),
         size: base_len,
-        sequential: base_len == 0,
+        sequential: true,
         base,
         base_len,
         dirty: false,
         generation: 0,
         stream: None,
+        base_pin: None,
+        lost: None,
     }
 }
 

@@ -166,6 +166,11 @@ impl FileWriter {
         &self.runs
     }
 
+    /// The bytes after the last full leaf, not yet made into a block (less than a chunk).
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
     /// File bytes written so far (leaves and pending bytes).
     pub fn len(&self) -> u64 {
         self.runs.iter().map(|(l, c)| l.size * c).sum::<u64>() + self.pending.len() as u64

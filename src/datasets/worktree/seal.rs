@@ -10,83 +10,229 @@ use super::*;
 /// costs less than handing the request to another thread.
 pub(super) const LIGHT_SEAL: u64 = 256 << 10;
 
-/// Files hashed while they are written once they reach this size (smaller ones are hashed at
-/// close, from memory, which costs less than a thread).
-pub(super) const STREAM_FROM: u64 = 4 << 20;
+/// A sequential writer whose staged bytes would outgrow memory is hashed while it writes
+/// instead: its bytes then go to the block store once, never to a staging file.
+pub(super) const STREAM_FROM: u64 = crate::datasets::stagebuf::MEMORY_LIMIT;
 
-/// A sequential writer hashed as it writes: one pass over the bytes instead of staging them,
-/// then reading them back at close. Writes go (offset, bytes) to a hasher thread that chunks,
-/// hashes and stores them under a temporary pin; a write anywhere else than the end breaks the
-/// stream and the close falls back to hashing the staged bytes.
+/// Blocks a stream stores per index transaction (fewer, larger transactions).
+const STREAM_BATCH_BYTES: usize = 4 << 20;
+
+/// What writes hand to a [`Stream`]'s hasher, in order.
+pub(super) enum Feed {
+    /// Bytes at an offset; the offset must be the end of what was fed so far.
+    Bytes(u64, Bytes),
+    /// Answered with the number of bytes fed, once everything queued before is hashed and stored.
+    Sync(std::sync::mpsc::SyncSender<u64>),
+}
+
+/// A sequential writer hashed as it writes: one pass over the bytes, which go straight into
+/// leaves under a temporary pin. While a stream runs it holds the file's bytes (the staging
+/// buffer is empty); anything but an append ends it ([`Dataset::unstream`]) and the file becomes
+/// the stream's leaves plus a staged tail, like a sealed file opened again.
 pub(super) struct Stream {
-    pub(super) tx: std::sync::mpsc::SyncSender<(u64, Bytes)>,
-    hasher: std::thread::JoinHandle<Option<(Leaf, u64)>>,
+    /// Both `Some` until [`close`](Self::close).
+    tx: Option<std::sync::mpsc::SyncSender<Feed>>,
+    hasher: Option<std::thread::JoinHandle<Hashed>>,
     temp: u64,
-    /// Set by the seal that takes the result; an abandoned stream releases its own pin.
+    /// Set by whoever takes the result; an abandoned stream releases its own pin.
     claimed: Arc<std::sync::atomic::AtomicBool>,
+    /// The hasher's first failure (the store refused a block): bytes from there on are lost,
+    /// and the next write, close or fsync of the file reports it.
+    failure: Arc<Mutex<Option<DsError>>>,
+}
+
+/// A stream's state once its queue closed.
+pub(super) struct Hashed {
+    pub(super) writer: FileWriter,
+    /// File bytes in the writer (base leaves included).
+    pub(super) fed: u64,
 }
 
 impl Stream {
+    /// Starts a hasher over `base` (full leaves already stored and pinned by `temp`) followed by
+    /// `head`.
     fn start(
         blocks: Arc<BlockService>,
         profile: &ImportProfile,
         temp: u64,
         name: &str,
+        base: &LeafRuns,
+        head: Vec<u8>,
     ) -> std::io::Result<Stream> {
         // A small queue: a writer faster than the hasher waits (outside the dataset's lock).
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Bytes)>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Feed>(16);
         let claimed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failure: Arc<Mutex<Option<DsError>>> = Arc::default();
         let mut writer = FileWriter::new(profile);
+        for (leaf, n) in base {
+            writer.push_leaf_run(*leaf, *n);
+        }
+        let mut fed = runs_len(base);
         let done = claimed.clone();
+        let failed = failure.clone();
+        let dataset = name.to_string();
         let hasher = std::thread::Builder::new()
             .name(format!("ds-hash-{name}"))
             .spawn(move || {
-                let mut fed = 0u64;
-                let mut ok = true;
-                for (offset, data) in rx {
-                    if !ok || offset != fed {
-                        ok = false;
-                        continue;
+                let mut batch: Vec<(Cid, Bytes)> = Vec::new();
+                let mut batch_bytes = 0usize;
+                let fail = |e: DsError| {
+                    tracing::warn!(dataset = %dataset, "storing a written file's blocks failed: {e}");
+                    failed.lock().get_or_insert(e);
+                };
+                let store = |batch: &mut Vec<(Cid, Bytes)>, n: &mut usize| {
+                    *n = 0;
+                    if batch.is_empty() {
+                        return Ok(());
                     }
-                    writer.write(&data);
-                    fed += data.len() as u64;
-                    let new = writer.take_blocks();
-                    if !new.is_empty() && blocks.put_temp(temp, &new).is_err() {
-                        ok = false; // the close hashes again and reports the error
+                    let r = blocks.put_temp(temp, batch).map_err(DsError::block);
+                    batch.clear();
+                    r
+                };
+                let mut first = Some(Feed::Bytes(fed, head.into()));
+                let mut ok = true;
+                while let Some(msg) = first.take().or_else(|| rx.recv().ok()) {
+                    match msg {
+                        Feed::Bytes(offset, data) => {
+                            if !ok {
+                                continue;
+                            }
+                            if offset != fed {
+                                ok = false;
+                                fail(DsError::Io(format!(
+                                    "a write at {offset} skipped the stream's end at {fed}"
+                                )));
+                                continue;
+                            }
+                            writer.write(&data);
+                            fed += data.len() as u64;
+                            for b in writer.take_blocks() {
+                                batch_bytes += b.1.len();
+                                batch.push(b);
+                            }
+                            if batch_bytes >= STREAM_BATCH_BYTES {
+                                if let Err(e) = store(&mut batch, &mut batch_bytes) {
+                                    ok = false;
+                                    fail(e);
+                                }
+                            }
+                        }
+                        Feed::Sync(reply) => {
+                            if ok {
+                                if let Err(e) = store(&mut batch, &mut batch_bytes) {
+                                    ok = false;
+                                    fail(e);
+                                }
+                            }
+                            let _ = reply.send(fed);
+                        }
                     }
                 }
-                let result = if ok {
-                    let root = writer.finish();
-                    blocks
-                        .put_temp(temp, &writer.take_blocks())
-                        .ok()
-                        .map(|()| (root, fed))
-                } else {
-                    None
-                };
+                if ok {
+                    if let Err(e) = store(&mut batch, &mut batch_bytes) {
+                        fail(e);
+                    }
+                }
                 if !done.load(Ordering::Acquire) {
                     let _ = blocks.release_temp(temp);
                 }
-                result
+                Hashed { writer, fed }
             })?;
         Ok(Stream {
-            tx,
-            hasher,
+            tx: Some(tx),
+            hasher: Some(hasher),
             temp,
             claimed,
+            failure,
         })
     }
 
-    /// Ends the stream: the file's root if every byte up to `size` went through it.
-    fn finish(self, size: u64) -> (Option<Leaf>, u64) {
+    /// A handle for queueing bytes (sent without the dataset's lock: the queue may be full).
+    pub(super) fn feeder(&self) -> std::sync::mpsc::SyncSender<Feed> {
+        self.tx.clone().expect("a stream is open until closed")
+    }
+
+    pub(super) fn failure(&self) -> Option<DsError> {
+        self.failure.lock().clone()
+    }
+
+    /// Waits until everything queued so far is hashed and stored; the bytes fed by then.
+    /// Called without the dataset's lock, so that finishing under it costs little.
+    pub(super) fn settle(feeder: &std::sync::mpsc::SyncSender<Feed>) -> Option<u64> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        feeder.send(Feed::Sync(tx)).ok()?;
+        rx.recv().ok()
+    }
+
+    /// Ends the stream: the hasher's state (its writer holds every fed byte, the blocks of its
+    /// full leaves stored under the returned pin), or its failure.
+    pub(super) fn close(mut self) -> (Result<Hashed, DsError>, u64) {
         self.claimed.store(true, Ordering::Release);
-        drop(self.tx);
-        let result = self.hasher.join().ok().flatten();
-        match result {
-            Some((root, fed)) if fed == size => (Some(root), self.temp),
-            _ => (None, self.temp),
+        let hashed = self.join();
+        let failure = self.failure.lock().take();
+        let result = match (hashed, failure) {
+            (_, Some(e)) | (Err(e), None) => Err(e),
+            (Ok(h), None) => Ok(h),
+        };
+        (result, self.temp)
+    }
+}
+
+impl Stream {
+    fn join(&mut self) -> Result<Hashed, DsError> {
+        self.tx = None;
+        match self.hasher.take().map(|h| h.join()) {
+            Some(Ok(h)) => Ok(h),
+            _ => Err(DsError::Io("a file's hasher thread panicked".into())),
         }
     }
+}
+
+impl Drop for Stream {
+    /// An abandoned stream (its file truncated or dropped): the hasher ends and releases its
+    /// pin before this returns, so no pin outlives the file's state.
+    fn drop(&mut self) {
+        if self.hasher.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
+/// A temporary pin owned by a value: released when it is dropped.
+pub(super) struct PinGuard {
+    /// `None` once disarmed (someone else releases the pin).
+    temp: Option<u64>,
+    blocks: Arc<BlockService>,
+    hooks: Arc<Hooks>,
+    dataset: String,
+}
+
+impl PinGuard {
+    /// Hands the pin over to whoever releases it otherwise.
+    pub(super) fn disarm(mut self) {
+        self.temp = None;
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp {
+            release_temp(&self.blocks, &self.hooks, &self.dataset, temp);
+        }
+    }
+}
+
+/// Releases a temporary pin; on a full disk with the reserve's help, else later.
+pub(super) fn release_temp(blocks: &BlockService, hooks: &Hooks, dataset: &str, temp: u64) {
+    let Err(e) = blocks.release_temp(temp) else {
+        return;
+    };
+    // A full disk: the index needs room to record even a release. Use the reserve.
+    if e.is_no_space() && hooks.free_reserve() && blocks.release_temp(temp).is_ok() {
+        return;
+    }
+    tracing::warn!(dataset = %dataset, "cannot release a temporary pin (retried later): {e}");
+    hooks.defer_release(temp);
 }
 
 /// Zeros: a run of whole zero chunks is one leaf, hashed once.
@@ -279,23 +425,153 @@ pub(super) fn read_sealed(
 }
 
 impl Dataset {
-    /// Starts hashing a sequential writer: the bytes staged so far go first.
-    pub(super) fn start_stream(&self, file: &StageBuf, upto: u64) -> Option<Stream> {
-        let temp = self.new_temp().ok()?;
-        let stream = match Stream::start(self.blocks.clone(), &self.profile, temp, &self.name) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(dataset = %self.name, "cannot start a hasher thread: {e}");
-                self.release_temp(temp);
-                return None;
-            }
+    /// Starts hashing a sequential writer: its base leaves and staged bytes go first, and the
+    /// staging buffer is emptied (the stream holds the bytes from now on).
+    pub(super) fn start_stream(&self, s: &mut Staged) -> Result<(), DsError> {
+        let temp = self.new_temp()?;
+        let pin = self.pin_guard(temp);
+        if !s.base.is_empty() {
+            // The stream's pin covers the whole file, as a seal's does.
+            self.blocks
+                .temp_pin_add(temp, &mut s.base.iter().map(|r| r.0.cid))
+                .map_err(DsError::block)?;
+        }
+        let mut head = vec![0u8; (s.size - s.base_len) as usize];
+        let got = s.file.read_at(&mut head, 0).map_err(DsError::io)?;
+        head[got..].fill(0); // past the buffer's end: zeros (a grown truncate)
+        let stream = Stream::start(
+            self.blocks.clone(),
+            &self.profile,
+            temp,
+            &self.name,
+            &s.base,
+            head,
+        )
+        .map_err(|e| DsError::Io(format!("cannot start a hasher thread: {e}")))?;
+        // The hasher releases the pin itself unless the stream's result is taken.
+        pin.disarm();
+        s.stream = Some(stream);
+        s.file = StageBuf::new();
+        Ok(())
+    }
+
+    /// Ends a file's stream: its bytes become the stream's full leaves (pinned by `base_pin`)
+    /// and a staged tail of less than a chunk. Waits for the hasher (under the dataset's lock:
+    /// only a write elsewhere than the end, a read or a truncate of a streamed file does this).
+    pub(super) fn unstream(&self, s: &mut Staged) -> Result<(), DsError> {
+        let Some(stream) = s.stream.take() else {
+            return Ok(());
         };
-        let mut head = vec![0u8; upto as usize];
-        let got = file.read_at(&mut head, 0).ok()?;
-        head[got..].fill(0);
-        // The queue is empty: this never waits.
-        stream.tx.send((0, head.into())).ok()?;
-        Some(stream)
+        let (hashed, temp) = stream.close();
+        let pin = self.pin_guard(temp);
+        let h = match hashed {
+            Ok(h) if h.fed == s.size => h,
+            Ok(h) => {
+                let e = DsError::Io(format!(
+                    "the stream hashed {} of {} bytes written",
+                    h.fed, s.size
+                ));
+                return Err(self.lose(s, e));
+            }
+            Err(e) => return Err(self.lose(s, e)),
+        };
+        s.base = h.writer.runs().to_vec();
+        s.base_len = runs_len(&s.base);
+        s.file = StageBuf::Memory(h.writer.pending().to_vec());
+        s.base_pin = Some(pin);
+        Ok(())
+    }
+
+    /// A staged file whose bytes could not be stored: it answers `err` until its last close,
+    /// which drops it (the file then shows its last closed content).
+    pub(super) fn lose(&self, s: &mut Staged, err: DsError) -> DsError {
+        tracing::warn!(dataset = %self.name, "a written file's bytes are lost: {err}");
+        s.stream = None;
+        s.lost = Some(err.clone());
+        if matches!(err, DsError::NoSpace) {
+            self.win_back_space();
+        }
+        err
+    }
+
+    pub(super) fn pin_guard(&self, temp: u64) -> PinGuard {
+        PinGuard {
+            temp: Some(temp),
+            blocks: self.blocks.clone(),
+            hooks: self.hooks.clone(),
+            dataset: self.name.clone(),
+        }
+    }
+
+    /// Seals a streamed file: lets the hasher catch up without the lock, then, under it, takes
+    /// its writer (a few interior nodes are left to make) and installs the result.
+    fn seal_streamed(&self, id: NodeId) -> Result<(), DsError> {
+        for _ in 0..8 {
+            let (feeder, size, generation) = {
+                let st = self.state.lock();
+                match st.nodes.get(&id).map(|n| &n.body) {
+                    Some(Body::File {
+                        staged: Some(s), ..
+                    }) => match &s.stream {
+                        Some(stream) => (stream.feeder(), s.size, s.generation),
+                        None => return Ok(()),
+                    },
+                    _ => return Ok(()),
+                }
+            };
+            let fed = Stream::settle(&feeder);
+            drop(feeder);
+            let st = self.state.lock();
+            let settled = matches!(
+                st.nodes.get(&id).map(|n| &n.body),
+                Some(Body::File { staged: Some(s), .. }) if s.generation == generation
+            );
+            if settled && fed == Some(size) {
+                break;
+            }
+        }
+        let mut st = self.state.lock();
+        let Some(Body::File {
+            staged: Some(s), ..
+        }) = st.nodes.get_mut(&id).map(|n| &mut n.body)
+        else {
+            return Ok(());
+        };
+        let Some(stream) = s.stream.take() else {
+            return Ok(());
+        };
+        let (hashed, temp) = stream.close();
+        let pin = self.pin_guard(temp);
+        let mut h = match hashed {
+            Ok(h) if h.fed == s.size => h,
+            Ok(h) => {
+                let e = DsError::Io(format!(
+                    "the stream hashed {} of {} bytes written",
+                    h.fed, s.size
+                ));
+                return Err(self.lose(s, e));
+            }
+            Err(e) => return Err(self.lose(s, e)),
+        };
+        // The live file becomes leaves plus tail, as after an unstream; the seal makes the root.
+        s.base = h.writer.runs().to_vec();
+        s.base_len = runs_len(&s.base);
+        s.file = StageBuf::Memory(h.writer.pending().to_vec());
+        let generation = s.generation;
+        let root = h.writer.finish();
+        if let Err(e) = self.blocks.put_temp(temp, &h.writer.take_blocks()) {
+            // The leaves are stored: the file stays usable, this close reports the failure.
+            s.base_pin = Some(pin);
+            return Err(DsError::block(e));
+        }
+        pin.disarm(); // `install` takes the pin over
+        let sealed = Sealed {
+            cid: root.cid,
+            size: root.size,
+            tsize: root.tsize,
+        };
+        tracing::trace!(dataset = %self.name, node = id, size = sealed.size, generation, "sealed a stream");
+        self.install(st, id, sealed, generation, temp)
     }
 
     /// Whether sealing the file now costs little (nothing staged, or a few staged bytes in
@@ -331,44 +607,6 @@ impl Dataset {
     }
 
     pub(super) fn seal_now(&self, id: NodeId) -> Result<(), DsError> {
-        // A sequential writer was hashed as it wrote: only the tail is left to do.
-        let streamed = {
-            let mut st = self.state.lock();
-            match st.nodes.get_mut(&id).map(|n| &mut n.body) {
-                Some(Body::File {
-                    staged: Some(s), ..
-                }) if s.dirty && s.stream.is_some() => {
-                    let stream = s.stream.take().expect("checked");
-                    Some((stream, s.size, s.generation, s.sequential))
-                }
-                _ => None,
-            }
-        };
-        if let Some((stream, size, generation, sequential)) = streamed {
-            let (root, temp) = stream.finish(size);
-            match root {
-                Some(root) if sequential => {
-                    let st = self.state.lock();
-                    let current = matches!(
-                        st.nodes.get(&id).map(|n| &n.body),
-                        Some(Body::File { staged: Some(s), .. }) if s.generation == generation
-                    );
-                    if current {
-                        let sealed = Sealed {
-                            cid: root.cid,
-                            size: root.size,
-                            tsize: root.tsize,
-                        };
-                        return self.install(st, id, sealed, generation, temp);
-                    }
-                    drop(st);
-                    self.release_temp(temp);
-                }
-                _ => {
-                    self.release_temp(temp);
-                }
-            }
-        }
         for attempt in 0..4 {
             let mut guard = Some(self.state.lock());
             let snapshot = match guard
@@ -378,7 +616,16 @@ impl Dataset {
             {
                 Some(Body::File {
                     staged: Some(s), ..
-                }) if s.dirty => Snapshot::of(s)?,
+                }) if s.dirty => {
+                    if let Some(e) = &s.lost {
+                        return Err(e.clone());
+                    }
+                    if s.stream.is_some() {
+                        drop(guard);
+                        return self.seal_streamed(id);
+                    }
+                    Snapshot::of(s)?
+                }
                 _ => return Ok(()),
             };
             // A file-backed snapshot shares the staging file: if writes go on while it is
@@ -583,6 +830,8 @@ impl Dataset {
         if s.generation != generation {
             return Ok(());
         }
+        // The seal's pin covers the base leaves from now on.
+        s.base_pin = None;
         let leaves = reusable_leaves(&self.blocks, &self.profile, &new).unwrap_or_default();
         let base_len = runs_len(&leaves);
         if base_len == s.base_len && !matches!(s.file, StageBuf::File(_)) {
