@@ -21,6 +21,7 @@ pub mod admin;
 mod chunker;
 mod closed;
 mod commit;
+mod hashpool;
 mod journal;
 #[cfg(test)]
 mod model_tests;

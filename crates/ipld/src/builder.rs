@@ -158,7 +158,7 @@ impl ImportProfile {
         }
     }
 
-    fn pb_cid(&self, block: &[u8]) -> Cid {
+    pub(crate) fn pb_cid(&self, block: &[u8]) -> Cid {
         cids::compute(self.cid_version, codec::DAG_PB, self.hash, block)
             .expect("profile hash is supported")
     }
@@ -203,7 +203,7 @@ pub fn build_file(data: &[u8], profile: &ImportProfile) -> Built {
 // The streaming writer lives in its own file (src/filewriter.rs), as a child of this module.
 #[path = "filewriter.rs"]
 mod filewriter;
-pub use filewriter::FileWriter;
+pub use filewriter::{leaf_of, FileWriter};
 
 /// A plain (unsharded) directory of `(name, cid, tsize)` entries, sorted by name bytes as
 /// go-unixfs and js-unixfs sort them.

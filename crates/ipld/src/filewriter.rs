@@ -10,6 +10,38 @@ use crate::dagpb::{self, PbLink, PbNode};
 use crate::unixfs::{DataType, UnixFsData};
 use crate::{cids, codec};
 
+/// The leaf of one chunk under `profile`, and its block (for raw leaves, the chunk itself,
+/// not copied): the same leaf [`FileWriter`] makes of these bytes. Pure, so chunks can be
+/// hashed on several threads and pushed in order with [`FileWriter::push_made_leaf`].
+pub fn leaf_of(profile: &ImportProfile, chunk: Bytes) -> (Leaf, Bytes) {
+    if profile.raw_leaves {
+        let cid = cids::compute(Version::V1, codec::RAW, profile.hash, &chunk)
+            .expect("profile hash is supported");
+        let size = chunk.len() as u64;
+        return (
+            Leaf {
+                cid,
+                size,
+                tsize: size,
+            },
+            chunk,
+        );
+    }
+    let mut meta = UnixFsData::new(DataType::File);
+    meta.filesize = Some(chunk.len() as u64);
+    let size = chunk.len() as u64;
+    if !chunk.is_empty() {
+        meta.data = Some(chunk);
+    }
+    let block = dagpb::encode(&PbNode {
+        links: Vec::new(),
+        data: Some(crate::unixfs::encode_data(&meta).into()),
+    });
+    let cid = profile.pb_cid(&block);
+    let tsize = block.len() as u64;
+    (Leaf { cid, size, tsize }, block.into())
+}
+
 /// Streaming file import: bytes in as they come, fixed-size chunks, balanced DAG out, without
 /// holding the file in memory. Full-chunk leaves of an earlier version can be pushed as they
 /// are (an append reuses them), and holes are appended without hashing their bytes
@@ -91,6 +123,16 @@ impl FileWriter {
     pub fn push_leaf_run(&mut self, leaf: Leaf, count: u64) {
         debug_assert!(self.pending.is_empty());
         push_run(&mut self.runs, leaf, count);
+    }
+
+    /// Appends a full-chunk leaf made elsewhere with [`leaf_of`] (say on another thread, so that
+    /// chunks are hashed in parallel), with its block. Same conditions as
+    /// [`push_leaf`](Self::push_leaf): no pending bytes, and `leaf` is a whole chunk.
+    pub fn push_made_leaf(&mut self, leaf: Leaf, block: Bytes) {
+        debug_assert!(self.pending.is_empty());
+        debug_assert_eq!(leaf.size, self.chunk_size() as u64);
+        self.emit(leaf.cid, block);
+        push_run(&mut self.runs, leaf, 1);
     }
 
     /// Appends bytes.
@@ -213,34 +255,9 @@ impl FileWriter {
 
     /// Encodes and hashes the leaf of `chunk` and hands its block out.
     fn make_leaf(&mut self, chunk: &[u8]) -> Leaf {
-        if self.profile.raw_leaves {
-            let cid = cids::compute(Version::V1, codec::RAW, self.profile.hash, chunk)
-                .expect("profile hash is supported");
-            self.emit(cid, Bytes::copy_from_slice(chunk));
-            Leaf {
-                cid,
-                size: chunk.len() as u64,
-                tsize: chunk.len() as u64,
-            }
-        } else {
-            let mut meta = UnixFsData::new(DataType::File);
-            meta.filesize = Some(chunk.len() as u64);
-            if !chunk.is_empty() {
-                meta.data = Some(Bytes::copy_from_slice(chunk));
-            }
-            let block = dagpb::encode(&PbNode {
-                links: Vec::new(),
-                data: Some(crate::unixfs::encode_data(&meta).into()),
-            });
-            let cid = self.profile.pb_cid(&block);
-            let tsize = block.len() as u64;
-            self.emit(cid, block);
-            Leaf {
-                cid,
-                size: chunk.len() as u64,
-                tsize,
-            }
-        }
+        let (leaf, block) = leaf_of(&self.profile, Bytes::copy_from_slice(chunk));
+        self.emit(leaf.cid, block);
+        leaf
     }
 
     /// Ends the file: the root (the remaining new blocks come from `take_blocks`). A file of one

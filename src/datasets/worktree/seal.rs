@@ -5,6 +5,7 @@
 //! chunk so that an append reuses every full leaf. Seals of one file run one at a time.
 
 use super::*;
+use crate::datasets::hashpool;
 
 /// Staged bytes up to this are sealed on the FUSE thread that closes the file: hashing them
 /// costs less than handing the request to another thread.
@@ -67,76 +68,65 @@ impl Stream {
         for (leaf, n) in base {
             writer.push_leaf_run(*leaf, *n);
         }
-        let mut fed = runs_len(base);
+        let mut pipeline = Pipeline {
+            fed: runs_len(base),
+            writer,
+            profile: Arc::new(profile.clone()),
+            chunk: profile.chunk_size.max(1),
+            inflight: std::collections::VecDeque::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            blocks,
+            temp,
+        };
         let done = claimed.clone();
         let failed = failure.clone();
         let dataset = name.to_string();
         let hasher = std::thread::Builder::new()
             .name(format!("ds-hash-{name}"))
             .spawn(move || {
-                let mut batch: Vec<(Cid, Bytes)> = Vec::new();
-                let mut batch_bytes = 0usize;
+                let ok = std::cell::Cell::new(true);
                 let fail = |e: DsError| {
                     tracing::warn!(dataset = %dataset, "storing a written file's blocks failed: {e}");
                     failed.lock().get_or_insert(e);
+                    ok.set(false);
                 };
-                let store = |batch: &mut Vec<(Cid, Bytes)>, n: &mut usize| {
-                    *n = 0;
-                    if batch.is_empty() {
-                        return Ok(());
-                    }
-                    let r = blocks.put_temp(temp, batch).map_err(DsError::block);
-                    batch.clear();
-                    r
-                };
-                let mut first = Some(Feed::Bytes(fed, head.into()));
-                let mut ok = true;
-                while let Some(msg) = first.take().or_else(|| rx.recv().ok()) {
+                let first = Feed::Bytes(pipeline.fed, head.into());
+                for msg in std::iter::once(first).chain(rx.iter()) {
                     match msg {
+                        Feed::Bytes(_, _) if !ok.get() => {}
                         Feed::Bytes(offset, data) => {
-                            if !ok {
-                                continue;
-                            }
-                            if offset != fed {
-                                ok = false;
+                            if offset != pipeline.fed {
                                 fail(DsError::Io(format!(
-                                    "a write at {offset} skipped the stream's end at {fed}"
+                                    "a write at {offset} skipped the stream's end at {}",
+                                    pipeline.fed
                                 )));
-                                continue;
-                            }
-                            writer.write(&data);
-                            fed += data.len() as u64;
-                            for b in writer.take_blocks() {
-                                batch_bytes += b.1.len();
-                                batch.push(b);
-                            }
-                            if batch_bytes >= STREAM_BATCH_BYTES {
-                                if let Err(e) = store(&mut batch, &mut batch_bytes) {
-                                    ok = false;
-                                    fail(e);
-                                }
+                            } else if let Err(e) = pipeline.feed(data) {
+                                fail(e);
                             }
                         }
                         Feed::Sync(reply) => {
-                            if ok {
-                                if let Err(e) = store(&mut batch, &mut batch_bytes) {
-                                    ok = false;
+                            if ok.get() {
+                                if let Err(e) = pipeline.flush() {
                                     fail(e);
                                 }
                             }
-                            let _ = reply.send(fed);
+                            let _ = reply.send(pipeline.fed);
                         }
                     }
                 }
-                if ok {
-                    if let Err(e) = store(&mut batch, &mut batch_bytes) {
+                if ok.get() {
+                    if let Err(e) = pipeline.flush() {
                         fail(e);
                     }
                 }
                 if !done.load(Ordering::Acquire) {
-                    let _ = blocks.release_temp(temp);
+                    let _ = pipeline.blocks.release_temp(pipeline.temp);
                 }
-                Hashed { writer, fed }
+                Hashed {
+                    writer: pipeline.writer,
+                    fed: pipeline.fed,
+                }
             })?;
         Ok(Stream {
             tx: Some(tx),
@@ -175,6 +165,103 @@ impl Stream {
             (Ok(h), None) => Ok(h),
         };
         (result, self.temp)
+    }
+}
+
+/// A stream's hashing: whole chunks go to the [`hashpool`] (several in flight, taken back
+/// in order), the bytes of a partial chunk through the writer; new blocks are stored in
+/// batches under the stream's pin.
+struct Pipeline {
+    writer: FileWriter,
+    /// File bytes received (base leaves included).
+    fed: u64,
+    profile: Arc<ImportProfile>,
+    chunk: usize,
+    /// Chunks being hashed, in file order. Not empty only while the writer has no pending bytes.
+    inflight: std::collections::VecDeque<std::sync::mpsc::Receiver<(Leaf, Bytes)>>,
+    batch: Vec<(Cid, Bytes)>,
+    batch_bytes: usize,
+    blocks: Arc<BlockService>,
+    temp: u64,
+}
+
+impl Pipeline {
+    /// Chunks in flight per stream: enough to keep every worker busy while this thread stores.
+    fn max_inflight() -> usize {
+        2 * hashpool::workers()
+    }
+
+    fn feed(&mut self, mut data: Bytes) -> Result<(), DsError> {
+        self.fed += data.len() as u64;
+        if !self.writer.pending().is_empty() {
+            // Complete the partial chunk first (the pool is idle then: nothing is in flight).
+            let need = self.chunk - self.writer.pending().len();
+            let head = data.split_to(need.min(data.len()));
+            self.writer.write(&head);
+            self.collect()?;
+        }
+        while data.len() >= self.chunk {
+            let chunk = data.split_to(self.chunk);
+            if self.inflight.len() >= Self::max_inflight() {
+                self.take_one()?;
+            }
+            self.inflight
+                .push_back(hashpool::hash(&self.profile, chunk));
+        }
+        if !data.is_empty() {
+            self.drain()?;
+            self.writer.write(&data);
+            self.collect()?;
+        }
+        Ok(())
+    }
+
+    fn take_one(&mut self) -> Result<(), DsError> {
+        let Some(rx) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let (leaf, block) = rx
+            .recv()
+            .map_err(|_| DsError::Io("a leaf hashing thread stopped".into()))?;
+        self.writer.push_made_leaf(leaf, block);
+        self.collect()
+    }
+
+    fn drain(&mut self) -> Result<(), DsError> {
+        while !self.inflight.is_empty() {
+            self.take_one()?;
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self) -> Result<(), DsError> {
+        for b in self.writer.take_blocks() {
+            self.batch_bytes += b.1.len();
+            self.batch.push(b);
+        }
+        if self.batch_bytes >= STREAM_BATCH_BYTES {
+            self.store()?;
+        }
+        Ok(())
+    }
+
+    fn store(&mut self) -> Result<(), DsError> {
+        self.batch_bytes = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .blocks
+            .put_temp(self.temp, &self.batch)
+            .map_err(DsError::block);
+        self.batch.clear();
+        result
+    }
+
+    /// Everything fed so far hashed and stored.
+    fn flush(&mut self) -> Result<(), DsError> {
+        self.drain()?;
+        self.store()
     }
 }
 
