@@ -14,7 +14,9 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cid::{Cid, Version};
-use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl};
+use ipfs_mount_fetch::{
+    DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl, VerifiedBlock,
+};
 use ipfs_mount_ipld::car::{encode_header_v1, encode_section};
 use ipfs_mount_ipld::cids::compute;
 
@@ -258,9 +260,11 @@ fn fetcher(c: GatewayConfig) -> GatewayFetcher {
     GatewayFetcher::new(c).unwrap()
 }
 
-fn collect_sink(out: &mut Vec<(Cid, Bytes)>) -> impl FnMut(Cid, Bytes) -> SinkControl + Send + '_ {
-    move |c, b| {
-        out.push((c, b));
+fn collect_sink(
+    out: &mut Vec<(Cid, Bytes)>,
+) -> impl FnMut(VerifiedBlock) -> SinkControl + Send + '_ {
+    move |b| {
+        out.push(b.into_parts());
         SinkControl::Continue
     }
 }
@@ -271,7 +275,7 @@ async fn raw_block_ok_with_trustless_headers() {
     let blk = raw_block(b"hello gateway");
     a.srv.put(blk.clone());
     let f = fetcher(cfg(&[&a]));
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 1);
     assert_eq!(a.srv.bad_requests.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -287,7 +291,7 @@ async fn cidv0_sent_as_is() {
     let cid = compute(Version::V0, DAG_PB, SHA2_256, &data).unwrap();
     a.srv.put((cid, data.clone()));
     let f = fetcher(cfg(&[&a]));
-    assert_eq!(f.fetch_block(&cid).await.unwrap(), data);
+    assert_eq!(f.fetch_block(&cid).await.unwrap().data(), &data);
     assert!(a.srv.seen.lock().unwrap()[0].starts_with("Qm"));
 }
 
@@ -299,7 +303,7 @@ async fn base_url_with_path_prefix() {
     // A base without a trailing slash and with an empty path still yields /ipfs/{cid}.
     let mut c = cfg(&[&a]);
     c.urls = vec![a.url.as_str().trim_end_matches('/').parse().unwrap()];
-    assert_eq!(fetcher(c).fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(fetcher(c).fetch_block(&blk.0).await.unwrap().data(), &blk.1);
 }
 
 #[tokio::test]
@@ -307,7 +311,7 @@ async fn identity_cid_needs_no_request() {
     let a = spawn_gw().await;
     let cid = compute(Version::V1, RAW, 0x00, b"inline").unwrap();
     let f = fetcher(cfg(&[&a]));
-    assert_eq!(&f.fetch_block(&cid).await.unwrap()[..], b"inline");
+    assert_eq!(&f.fetch_block(&cid).await.unwrap().data()[..], b"inline");
     assert_eq!(a.srv.requests(), 0);
 }
 
@@ -317,7 +321,7 @@ async fn not_found_on_first_gateway_uses_second() {
     let blk = raw_block(b"only on b");
     b.srv.put(blk.clone());
     let f = fetcher(cfg(&[&a, &b]));
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 1, "404 is not retried");
     assert_eq!(b.srv.requests(), 1);
 }
@@ -343,7 +347,7 @@ async fn server_error_then_success_is_retried() {
     a.srv.put(blk.clone());
     a.srv.set_mode(Mode::Fail500(2));
     let f = fetcher(cfg(&[&a])); // retries = 2: three attempts
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 3);
 }
 
@@ -363,7 +367,7 @@ async fn persistent_server_error_exhausts_retries_then_next_gateway() {
 
     // a is now deprioritized: the next request goes to b first.
     b.srv.put(blk.clone());
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 3);
     assert_eq!(b.srv.requests(), 2);
 }
@@ -380,7 +384,7 @@ async fn slow_gateway_times_out_then_next() {
     c.retries = 1;
     let f = fetcher(c);
     let t = Instant::now();
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -407,7 +411,7 @@ async fn unreachable_gateway_then_next() {
     let mut c = cfg(&[&b]);
     c.urls.insert(0, format!("http://{dead}/").parse().unwrap());
     let f = fetcher(c);
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
 }
 
 #[tokio::test]
@@ -418,7 +422,7 @@ async fn wrong_bytes_count_as_failure_and_next_gateway_is_used() {
     b.srv.put(blk.clone());
     a.srv.set_mode(Mode::WrongBytes);
     let f = fetcher(cfg(&[&a, &b]));
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(
         a.srv.requests(),
         1,
@@ -460,7 +464,7 @@ async fn block_over_the_limit_is_refused() {
     a.srv.put(ok.clone());
     for mode in [Mode::Normal, Mode::StreamRaw] {
         a.srv.set_mode(mode);
-        assert_eq!(f.fetch_block(&ok.0).await.unwrap().len(), 4 << 20);
+        assert_eq!(f.fetch_block(&ok.0).await.unwrap().data().len(), 4 << 20);
     }
 }
 
@@ -499,7 +503,9 @@ async fn concurrency_limit_is_respected() {
         .iter()
         .map(|(cid, data)| {
             let (f, cid, data) = (f.clone(), *cid, data.clone());
-            tokio::spawn(async move { assert_eq!(f.fetch_block(&cid).await.unwrap(), data) })
+            tokio::spawn(
+                async move { assert_eq!(f.fetch_block(&cid).await.unwrap().data(), &data) },
+            )
         })
         .collect();
     for t in tasks {
@@ -661,8 +667,8 @@ async fn sink_stop_is_honoured() {
     let (root, sections) = messy_car(&a);
     let f = fetcher(cfg(&[&a]));
     let mut got = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        got.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        got.push(b.into_parts());
         if got.len() == 2 {
             SinkControl::Stop
         } else {

@@ -42,16 +42,12 @@ impl VerifiedBlock {
 
     /// The same block under `cid` when it has the same multihash (another codec or CID
     /// version): the hash covers the multihash only, so nothing needs hashing again.
-    /// `Err(self)` when the multihash differs.
-    pub fn relabel(self, cid: Cid) -> Result<Self, Self> {
-        if cid.hash() == self.cid.hash() {
-            Ok(VerifiedBlock {
-                cid,
-                data: self.data,
-            })
-        } else {
-            Err(self)
-        }
+    /// `None` when the multihash differs.
+    pub fn relabel(self, cid: Cid) -> Option<Self> {
+        self.is_for(&cid).then_some(VerifiedBlock {
+            cid,
+            data: self.data,
+        })
     }
 
     /// True when this block is the one `cid` names (same multihash).
@@ -165,6 +161,6 @@ mod tests {
         assert!(b.is_for(&pb));
         assert_eq!(b.clone().relabel(pb).unwrap().cid(), &pb);
         let other = cids::compute(Version::V1, codec::RAW, mh::SHA2_256, b"other").unwrap();
-        assert_eq!(b.clone().relabel(other), Err(b));
+        assert_eq!(b.relabel(other), None);
     }
 }

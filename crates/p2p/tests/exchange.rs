@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl, VerifiedBlock};
 use ipfs_mount_ipld::builder::{build_file, ImportProfile};
 use ipfs_mount_p2p::bitswap::dag::BitswapFetcher;
 use ipfs_mount_p2p::bitswap::{BitswapConfig, BlockSource};
@@ -106,9 +106,10 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
 
     // One block.
     let got = client.bitswap().get(&built.root).await.unwrap();
+    assert_eq!(got.cid(), &built.root);
     assert_eq!(
-        got,
-        built
+        got.data(),
+        &built
             .blocks
             .iter()
             .find(|(c, _)| *c == built.root)
@@ -119,8 +120,8 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
     // The whole file through the DAG walk: every leaf, in file order.
     let fetcher = BitswapFetcher::new(client.bitswap().clone());
     let mut received = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        received.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        received.push(b.into_parts());
         SinkControl::Continue
     };
     fetcher
@@ -139,8 +140,8 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
 
     // A byte range wants only the leaves it overlaps (1 MiB chunks: bytes 1.5..2.5 MiB -> 2).
     let mut ranged = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        ranged.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        ranged.push(b.into_parts());
         SinkControl::Continue
     };
     let from = 3 * 512 * 1024;
@@ -193,8 +194,8 @@ async fn halves_of_a_dag_come_from_two_providers() {
     wait_connected(&client, 2).await;
     let fetcher = BitswapFetcher::new(client.bitswap().clone());
     let mut received = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        received.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        received.push(b.into_parts());
         SinkControl::Continue
     };
     fetcher
@@ -231,8 +232,8 @@ async fn the_dht_finds_a_provider_two_hops_away() {
         .await
         .expect("found through the DHT");
     assert_eq!(
-        got,
-        built
+        got.data(),
+        &built
             .blocks
             .iter()
             .find(|(x, _)| *x == built.root)
@@ -313,8 +314,8 @@ async fn a_dag_of_shared_children_moves_each_block_once() {
         (DagScope::All, blocks.len()),
     ] {
         let mut received = Vec::new();
-        let mut sink = |c: Cid, b: Bytes| {
-            received.push((c, b));
+        let mut sink = |b: VerifiedBlock| {
+            received.push(b.into_parts());
             SinkControl::Continue
         };
         let t = std::time::Instant::now();
