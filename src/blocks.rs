@@ -540,6 +540,7 @@ impl ipfs_mount_ipld::reader::BlockGetter for BlockService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipfs_mount_fetch::MockFetcher;
     use ipfs_mount_store::MemoryStore;
 
     fn raw(i: u8, len: usize) -> (Cid, Bytes) {
@@ -551,6 +552,114 @@ mod tests {
     fn sha2_256(data: &[u8]) -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(data).into()
+    }
+
+    fn mock_service(blocks: &[(Cid, Bytes)]) -> (BlockService, Arc<MemoryStore>, Arc<MockFetcher>) {
+        let store = Arc::new(MemoryStore::new(1 << 20));
+        let mock = Arc::new(MockFetcher::with_blocks(blocks.iter().cloned()));
+        let fetchers: Vec<Arc<dyn Fetcher>> = vec![mock.clone()];
+        let service = BlockService::new(store.clone(), fetchers, false, 1 << 20);
+        (service, store, mock)
+    }
+
+    /// A source serving wrong bytes: they are never returned nor stored, on either path, and
+    /// the error names the CID; the right bytes later are accepted.
+    #[tokio::test]
+    async fn wrong_bytes_are_never_stored_or_returned() {
+        let blocks: Vec<(Cid, Bytes)> = (0..4).map(|i| raw(i, 300)).collect();
+        let (service, store, mock) = mock_service(&blocks);
+        let bad = blocks[2].0;
+        mock.set_wrong_bytes(bad, true);
+        match service.get(&bad).await {
+            Err(BlockError::Unavailable { cid, cause }) => {
+                assert_eq!(cid, bad);
+                assert!(cause.contains(&bad.to_string()), "{cause}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A CAR listing all four: the blocks before the bad one arrive, the bad one does not.
+        mock.set_car(blocks[0].0, blocks.iter().map(|b| b.0).collect());
+        let service = Arc::new(service);
+        assert!(service
+            .fetch_dag(&blocks[0].0, DagScope::All)
+            .await
+            .is_err());
+        for (i, (c, d)) in blocks.iter().enumerate() {
+            let stored = store.get(c).unwrap();
+            if i < 2 {
+                assert_eq!(stored.as_ref(), Some(d));
+            } else {
+                assert_eq!(stored, None, "block {i}");
+                assert!(!service.has_local(c));
+            }
+        }
+        mock.set_wrong_bytes(bad, false);
+        assert_eq!(service.get(&bad).await.unwrap(), blocks[2].1);
+        assert_eq!(store.get(&bad).unwrap().as_ref(), Some(&blocks[2].1));
+    }
+
+    /// A fetcher that answers with a verified block, but not the one asked for.
+    struct OtherBlock(VerifiedBlock);
+
+    #[async_trait::async_trait]
+    impl Fetcher for OtherBlock {
+        fn name(&self) -> &str {
+            "other"
+        }
+        async fn fetch_block(&self, _cid: &Cid) -> Result<VerifiedBlock, FetchError> {
+            Ok(self.0.clone())
+        }
+        async fn fetch_car(
+            &self,
+            _root: &Cid,
+            _scope: DagScope,
+            _sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
+        ) -> Result<u64, FetchError> {
+            Err(FetchError::NotFound)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verified_block_for_another_cid_is_refused() {
+        let (asked, other) = (raw(1, 10), raw(2, 10));
+        let block = VerifiedBlock::check(other.0, other.1).unwrap();
+        let store = Arc::new(MemoryStore::new(1 << 20));
+        let fetchers: Vec<Arc<dyn Fetcher>> = vec![Arc::new(OtherBlock(block))];
+        let service = BlockService::new(store.clone(), fetchers, false, 1 << 20);
+        assert!(matches!(
+            service.get(&asked.0).await,
+            Err(BlockError::Invalid { cid, .. }) if cid == asked.0
+        ));
+        assert!(!service.has_local(&asked.0) && !service.has_local(&other.0));
+    }
+
+    /// CIDs no bytes could match are refused before any source is asked.
+    #[tokio::test]
+    async fn unverifiable_cids_are_refused_without_fetching() {
+        let (cid, data) = raw(9, 100);
+        let short = Cid::new_v1(
+            0x55,
+            cid::multihash::Multihash::wrap(0x12, &cid.hash().digest()[..20]).unwrap(),
+        );
+        let sha3 = Cid::new_v1(
+            0x55,
+            cid::multihash::Multihash::wrap(0x14, &[3; 64]).unwrap(),
+        );
+        let (service, _, mock) = mock_service(&[(short, data.clone()), (sha3, data)]);
+        assert!(matches!(
+            service.get(&short).await,
+            Err(BlockError::Invalid { cid, .. }) if cid == short
+        ));
+        assert!(matches!(
+            service.get(&sha3).await,
+            Err(BlockError::Unsupported { cid, .. }) if cid == sha3
+        ));
+        let service = Arc::new(service);
+        assert!(matches!(
+            service.fetch_dag(&short, DagScope::All).await,
+            Err(BlockError::Invalid { .. })
+        ));
+        assert_eq!((mock.block_calls(), mock.car_calls()), (0, 0));
     }
 
     /// The thin temporary-pin methods reach the store and keep the memory cache in step.

@@ -18,7 +18,7 @@ use ipfs_mount_fetch::{
     DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl, VerifiedBlock,
 };
 use ipfs_mount_ipld::car::{encode_header_v1, encode_section};
-use ipfs_mount_ipld::cids::compute;
+use ipfs_mount_ipld::cids::{compute, VerifyError};
 
 const RAW: u64 = 0x55;
 const DAG_PB: u64 = 0x70;
@@ -438,6 +438,108 @@ async fn wrong_bytes_count_as_failure_and_next_gateway_is_used() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// The right bytes under a sha2-256 CID whose digest is cut to 20 bytes.
+fn truncated_block(data: &[u8]) -> (Cid, Bytes) {
+    let full = raw_block(data).0;
+    let short = cid::multihash::Multihash::wrap(SHA2_256, &full.hash().digest()[..20]).unwrap();
+    (Cid::new_v1(RAW, short), Bytes::copy_from_slice(data))
+}
+
+#[tokio::test]
+async fn truncated_digest_is_refused_on_raw_and_car_paths() {
+    let a = spawn_gw().await;
+    let short = truncated_block(b"cut short");
+    a.srv.put(short.clone());
+    let f = fetcher(cfg(&[&a]));
+    // The same error bitswap gives (crates/p2p/tests/exchange.rs), before any request.
+    let why = VerifyError::BadDigestLength {
+        code: SHA2_256,
+        len: 20,
+        expected: 32,
+    };
+    assert_eq!(
+        f.fetch_block(&short.0).await,
+        Err(FetchError::unverified(&short.0, why.clone()))
+    );
+    let mut got = Vec::new();
+    assert_eq!(
+        f.fetch_car(&short.0, DagScope::All, &mut collect_sink(&mut got))
+            .await,
+        Err(FetchError::unverified(&short.0, why.clone()))
+    );
+    assert_eq!(a.srv.requests(), 0);
+    // Inside a CAR: the blocks before it are delivered, then the stream is an error naming it.
+    let root = raw_block(b"a root");
+    a.srv.cars.lock().unwrap().insert(
+        root.0,
+        vec![root.clone(), short.clone(), raw_block(b"after")],
+    );
+    match f
+        .fetch_car(&root.0, DagScope::All, &mut collect_sink(&mut got))
+        .await
+    {
+        Err(FetchError::Exhausted { last, .. }) => {
+            assert_eq!(*last, FetchError::unverified(&short.0, why))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(got, vec![root]);
+}
+
+#[tokio::test]
+async fn unsupported_hash_is_refused_without_a_request() {
+    let a = spawn_gw().await;
+    let cid = Cid::new_v1(
+        RAW,
+        cid::multihash::Multihash::wrap(0x14, &[1; 64]).unwrap(),
+    );
+    a.srv
+        .put((cid, Bytes::from_static(b"sha3? we cannot tell")));
+    let f = fetcher(cfg(&[&a]));
+    assert_eq!(
+        f.fetch_block(&cid).await,
+        Err(FetchError::unverified(
+            &cid,
+            VerifyError::UnsupportedHash(0x14)
+        ))
+    );
+    assert_eq!(a.srv.requests(), 0);
+}
+
+#[tokio::test]
+async fn wrong_bytes_in_a_car_end_the_stream_and_the_next_gateway_is_used() {
+    let (a, b) = (spawn_gw().await, spawn_gw().await);
+    let (root, sections) = messy_car(&a);
+    b.srv.cars.lock().unwrap().insert(root, sections.clone());
+    // On a, the third section carries wrong bytes for its CID.
+    let mut bad = sections.clone();
+    let mut v = bad[2].1.to_vec();
+    v[0] ^= 0xff;
+    bad[2].1 = Bytes::from(v);
+    a.srv.cars.lock().unwrap().insert(root, bad);
+    let mut got = Vec::new();
+    let only_a = fetcher(cfg(&[&a]));
+    match only_a
+        .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+        .await
+    {
+        Err(FetchError::Exhausted { last, .. }) => assert_eq!(
+            *last,
+            FetchError::unverified(&sections[2].0, VerifyError::Mismatch(sections[2].0))
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(got, sections[..2].to_vec());
+    got.clear();
+    let f = fetcher(cfg(&[&a, &b]));
+    let n = f
+        .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(n, sections.len() as u64);
+    assert_eq!(got[2..], sections[..]);
 }
 
 #[tokio::test]

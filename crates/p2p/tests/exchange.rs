@@ -10,6 +10,7 @@ use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl, VerifiedBlock};
 use ipfs_mount_ipld::builder::{build_file, ImportProfile};
+use ipfs_mount_ipld::cids::VerifyError;
 use ipfs_mount_p2p::bitswap::dag::BitswapFetcher;
 use ipfs_mount_p2p::bitswap::{BitswapConfig, BlockSource};
 use ipfs_mount_p2p::{DhtMode, Multiaddr, Node, NodeConfig};
@@ -172,6 +173,51 @@ async fn a_block_nobody_has_is_not_found_quickly() {
         "took {:?}",
         t.elapsed()
     );
+}
+
+/// A CID with a truncated digest (or a hash we cannot compute) is refused with the error the
+/// gateway fetcher gives (crates/fetch/tests/gateway.rs), before a want goes out, even though
+/// a peer holds bytes that would match the truncated digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_digest_and_unsupported_hash_are_refused_like_the_gateway_does() {
+    let (server, source) = node(vec![], DhtMode::Off).await;
+    let data = Bytes::from_static(b"cut short");
+    let full = ipfs_mount_ipld::cids::compute(cid::Version::V1, 0x55, 0x12, &data).unwrap();
+    let digest = &full.hash().digest()[..20];
+    let short = Cid::new_v1(0x55, cid::multihash::Multihash::wrap(0x12, digest).unwrap());
+    let sha3 = Cid::new_v1(
+        0x55,
+        cid::multihash::Multihash::wrap(0x14, &[1; 64]).unwrap(),
+    );
+    source.add(&[(short, data.clone()), (sha3, data)]);
+    let (client, _) = node(server.listen_addrs(), DhtMode::Off).await;
+    wait_connected(&client, 1).await;
+    let fetcher = BitswapFetcher::new(client.bitswap().clone());
+    let truncated = VerifyError::BadDigestLength {
+        code: 0x12,
+        len: 20,
+        expected: 32,
+    };
+    let t = std::time::Instant::now();
+    for (cid, why) in [
+        (short, truncated),
+        (sha3, VerifyError::UnsupportedHash(0x14)),
+    ] {
+        let expected = Err(FetchError::unverified(&cid, why));
+        assert_eq!(client.bitswap().get(&cid).await, expected);
+        assert_eq!(fetcher.fetch_block(&cid).await, expected);
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    let sent = server
+        .bitswap()
+        .stats
+        .blocks_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
