@@ -1,17 +1,18 @@
 //! The block service: the one door through which every part of ipfs-mount gets blocks.
 //!
 //! Order of lookup: identity CIDs (the data is the CID), the memory cache, the persistent
-//! store, then the fetchers in order. A block that comes from a fetcher is hashed and compared
-//! with its CID *before* anything else sees it, then written to the store, so it is verified
-//! exactly once (re-hashing on every read would halve read throughput). Identical concurrent
-//! requests share one fetch.
+//! store, then the fetchers in order. Fetchers hand over [`VerifiedBlock`]s, hashed once where
+//! the bytes came in, and those are written to the store without hashing again: a block is
+//! verified exactly once (re-hashing on every read would halve read throughput). A CID whose
+//! hash cannot be verified is refused before any fetch. Identical concurrent requests share
+//! one fetch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use cid::Cid;
-use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl, VerifiedBlock};
 use ipfs_mount_ipld::cids;
 use ipfs_mount_store::{BlockStore, StoreError, StoreStats, TempPinId};
 use parking_lot::Mutex;
@@ -26,10 +27,11 @@ pub enum BlockError {
     /// We may not fetch (`--offline`) and the block is not local.
     #[error("block {cid} is not in the store and fetching is off (--offline)")]
     Offline { cid: Cid },
-    /// Sources failed (timeouts, HTTP errors, broken streams).
+    /// Sources failed (timeouts, HTTP errors, broken streams, bytes that failed the
+    /// fetcher's verification).
     #[error("block {cid} could not be fetched: {cause}")]
     Unavailable { cid: Cid, cause: String },
-    /// Bytes arrived but did not hash to the CID (from every source that answered).
+    /// No bytes could match the CID (a truncated digest), or a source returned another block.
     #[error("block {cid} failed verification: {cause}")]
     Invalid { cid: Cid, cause: String },
     /// The CID uses a hash function we cannot verify.
@@ -59,7 +61,7 @@ impl quick_cache::Weighter<Vec<u8>, Bytes> for BytesWeighter {
     }
 }
 
-/// Blocks parsed but not yet verified and stored, per bulk fetch.
+/// Blocks received but not yet stored, per bulk fetch.
 const INGEST_QUEUE: usize = 32;
 /// A block source that has not answered within this time gets company: the next source is
 /// asked too (gateways and peers are hedged, not only tried in turn).
@@ -153,6 +155,7 @@ impl BlockService {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *cid });
         }
+        VerifiedBlock::checkable(cid).map_err(|e| verify_error(cid, e))?;
         let key = cids::multihash_key(cid);
         loop {
             // Either join a fetch already under way or become the one who fetches.
@@ -200,7 +203,7 @@ impl BlockService {
         let mut last_error: Option<BlockError> = None;
         let mut all_not_found = true;
         // Sources are tried in order, but hedged: when one has not answered within
-        // HEDGE_AFTER the next starts too, and the first verified block wins.
+        // HEDGE_AFTER the next starts too, and the first block wins.
         let mut running = futures::stream::FuturesUnordered::new();
         let mut next = 0usize;
         let start = |i: usize| {
@@ -224,23 +227,14 @@ impl BlockService {
             let Some((i, result)) = outcome else { break };
             let fetcher = &self.fetchers[i];
             match result {
-                Ok(data) => match verify_from(fetcher.as_ref(), cid, &data) {
-                    Ok(()) => {
-                        self.stats
-                            .fetched_blocks
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        self.stats
-                            .fetched_bytes
-                            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        self.put_verified(cid, data.clone())?;
-                        return Ok(data);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%cid, source = fetcher.name(), "discarding block: {e}");
-                        all_not_found = false;
-                        last_error = Some(e);
-                    }
-                },
+                Ok(block) if block.is_for(cid) => return self.store_fetched(block),
+                Ok(block) => {
+                    // Verified, but not the block asked for: a fetcher bug, never stored.
+                    let cause = format!("{} returned block {}", fetcher.name(), block.cid());
+                    tracing::warn!(%cid, "discarding block: {cause}");
+                    all_not_found = false;
+                    last_error = Some(BlockError::Invalid { cid: *cid, cause });
+                }
                 Err(FetchError::NotFound) => {}
                 Err(e) => {
                     all_not_found = false;
@@ -263,7 +257,21 @@ impl BlockService {
         Err(last_error.unwrap_or(BlockError::NotFound { cid: *cid }))
     }
 
-    /// Store a block whose bytes were already checked against `cid`.
+    /// Stores a block fetched (and so verified) by a fetcher; returns its bytes.
+    fn store_fetched(&self, block: VerifiedBlock) -> Result<Bytes, BlockError> {
+        let (cid, data) = block.into_parts();
+        self.stats
+            .fetched_blocks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .fetched_bytes
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.put_verified(&cid, data.clone())?;
+        Ok(data)
+    }
+
+    /// Store a block whose bytes the caller computed or checked against `cid` itself (fetched
+    /// blocks take the [`VerifiedBlock`] path).
     pub fn put_verified(&self, cid: &Cid, data: Bytes) -> Result<(), BlockError> {
         if cids::identity_data(cid).is_some() {
             return Ok(());
@@ -377,8 +385,8 @@ impl BlockService {
         self.store.pins()
     }
 
-    /// Fetch many blocks of a DAG in one request (a CAR stream), verifying and storing each as
-    /// it arrives. Returns how many new blocks were stored. A broken stream is an error, but what
+    /// Fetch many blocks of a DAG in one request (a CAR stream), storing each as it arrives
+    /// (the fetcher verified it). Returns how many new blocks were stored. A broken stream is an error, but what
     /// arrived before the break is kept.
     pub async fn fetch_dag(
         self: &Arc<Self>,
@@ -390,9 +398,9 @@ impl BlockService {
 
     /// [`BlockService::fetch_dag`], waking `progress` each time a block becomes readable.
     ///
-    /// Two stages, so that receiving and hashing overlap: this task parses the CAR stream, a
-    /// blocking worker verifies, caches and stores; a bounded channel between them keeps memory
-    /// flat when the disk is slower than the network.
+    /// Two stages, so that receiving and storing overlap: this task drives the fetcher (which
+    /// parses and verifies), a blocking worker caches and stores; a bounded channel between
+    /// them keeps memory flat when the disk is slower than the network.
     pub async fn fetch_dag_notify(
         self: &Arc<Self>,
         root: &Cid,
@@ -402,26 +410,23 @@ impl BlockService {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *root });
         }
+        VerifiedBlock::checkable(root).map_err(|e| verify_error(root, e))?;
         let mut last_error = None;
         for fetcher in &self.fetchers {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(Cid, Bytes)>(INGEST_QUEUE);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<VerifiedBlock>(INGEST_QUEUE);
             let worker = {
                 let service = self.clone();
                 let root = *root;
                 let progress = progress.clone();
-                let source = fetcher.name().to_string();
-                let verified = fetcher.verifies_blocks();
-                tokio::task::spawn_blocking(move || {
-                    service.ingest(&root, &source, verified, rx, progress.as_deref())
-                })
+                tokio::task::spawn_blocking(move || service.ingest(&root, rx, progress.as_deref()))
             };
             let result = {
-                let mut sink = |cid: Cid, data: Bytes| -> SinkControl {
-                    // Gateways that ignore entity-bytes resend what we have: skip it unhashed.
-                    if self.has_local(&cid) {
+                let mut sink = |block: VerifiedBlock| -> SinkControl {
+                    // Gateways that ignore entity-bytes resend what we have: skip it.
+                    if self.has_local(block.cid()) {
                         return SinkControl::Continue;
                     }
-                    match tx.send((cid, data)) {
+                    match tx.send(block) {
                         Ok(()) => SinkControl::Continue,
                         Err(_) => SinkControl::Stop, // the worker stopped: the store failed
                     }
@@ -452,26 +457,17 @@ impl BlockService {
         Err(last_error.unwrap_or(BlockError::NotFound { cid: *root }))
     }
 
-    /// The second stage of a bulk fetch: verify, make readable, store in small batches.
+    /// The second stage of a bulk fetch: make readable, store in small batches.
     fn ingest(
         &self,
         root: &Cid,
-        source: &str,
-        verified: bool,
-        rx: std::sync::mpsc::Receiver<(Cid, Bytes)>,
+        rx: std::sync::mpsc::Receiver<VerifiedBlock>,
         progress: Option<&tokio::sync::Notify>,
     ) -> Result<u64, BlockError> {
         let mut batch: Vec<(Cid, Bytes)> = Vec::with_capacity(INGEST_BATCH);
         let mut stored = 0u64;
-        for (cid, data) in rx {
-            if let Err(e) = if verified {
-                Ok(())
-            } else {
-                verify(&cid, &data)
-            } {
-                tracing::warn!(%cid, %root, source, "CAR block discarded: {e}");
-                continue;
-            }
+        for block in rx {
+            let (cid, data) = block.into_parts();
             self.stats
                 .fetched_blocks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -502,16 +498,9 @@ impl BlockService {
     }
 }
 
-/// Checks bytes from `fetcher` unless that fetcher already matched them to the CID.
-fn verify_from(fetcher: &dyn Fetcher, cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
-    if fetcher.verifies_blocks() {
-        return Ok(());
-    }
-    verify(cid, data)
-}
-
-fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
-    cids::verify(cid, data).map_err(|e| match e {
+/// A CID no bytes could be verified against.
+fn verify_error(cid: &Cid, e: cids::VerifyError) -> BlockError {
+    match e {
         cids::VerifyError::UnsupportedHash(_) => BlockError::Unsupported {
             cid: *cid,
             cause: e.to_string(),
@@ -520,7 +509,7 @@ fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
             cid: *cid,
             cause: other.to_string(),
         },
-    })
+    }
 }
 
 struct InflightGuard<'a> {
@@ -551,6 +540,7 @@ impl ipfs_mount_ipld::reader::BlockGetter for BlockService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipfs_mount_fetch::MockFetcher;
     use ipfs_mount_store::MemoryStore;
 
     fn raw(i: u8, len: usize) -> (Cid, Bytes) {
@@ -562,6 +552,114 @@ mod tests {
     fn sha2_256(data: &[u8]) -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(data).into()
+    }
+
+    fn mock_service(blocks: &[(Cid, Bytes)]) -> (BlockService, Arc<MemoryStore>, Arc<MockFetcher>) {
+        let store = Arc::new(MemoryStore::new(1 << 20));
+        let mock = Arc::new(MockFetcher::with_blocks(blocks.iter().cloned()));
+        let fetchers: Vec<Arc<dyn Fetcher>> = vec![mock.clone()];
+        let service = BlockService::new(store.clone(), fetchers, false, 1 << 20);
+        (service, store, mock)
+    }
+
+    /// A source serving wrong bytes: they are never returned nor stored, on either path, and
+    /// the error names the CID; the right bytes later are accepted.
+    #[tokio::test]
+    async fn wrong_bytes_are_never_stored_or_returned() {
+        let blocks: Vec<(Cid, Bytes)> = (0..4).map(|i| raw(i, 300)).collect();
+        let (service, store, mock) = mock_service(&blocks);
+        let bad = blocks[2].0;
+        mock.set_wrong_bytes(bad, true);
+        match service.get(&bad).await {
+            Err(BlockError::Unavailable { cid, cause }) => {
+                assert_eq!(cid, bad);
+                assert!(cause.contains(&bad.to_string()), "{cause}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A CAR listing all four: the blocks before the bad one arrive, the bad one does not.
+        mock.set_car(blocks[0].0, blocks.iter().map(|b| b.0).collect());
+        let service = Arc::new(service);
+        assert!(service
+            .fetch_dag(&blocks[0].0, DagScope::All)
+            .await
+            .is_err());
+        for (i, (c, d)) in blocks.iter().enumerate() {
+            let stored = store.get(c).unwrap();
+            if i < 2 {
+                assert_eq!(stored.as_ref(), Some(d));
+            } else {
+                assert_eq!(stored, None, "block {i}");
+                assert!(!service.has_local(c));
+            }
+        }
+        mock.set_wrong_bytes(bad, false);
+        assert_eq!(service.get(&bad).await.unwrap(), blocks[2].1);
+        assert_eq!(store.get(&bad).unwrap().as_ref(), Some(&blocks[2].1));
+    }
+
+    /// A fetcher that answers with a verified block, but not the one asked for.
+    struct OtherBlock(VerifiedBlock);
+
+    #[async_trait::async_trait]
+    impl Fetcher for OtherBlock {
+        fn name(&self) -> &str {
+            "other"
+        }
+        async fn fetch_block(&self, _cid: &Cid) -> Result<VerifiedBlock, FetchError> {
+            Ok(self.0.clone())
+        }
+        async fn fetch_car(
+            &self,
+            _root: &Cid,
+            _scope: DagScope,
+            _sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
+        ) -> Result<u64, FetchError> {
+            Err(FetchError::NotFound)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verified_block_for_another_cid_is_refused() {
+        let (asked, other) = (raw(1, 10), raw(2, 10));
+        let block = VerifiedBlock::check(other.0, other.1).unwrap();
+        let store = Arc::new(MemoryStore::new(1 << 20));
+        let fetchers: Vec<Arc<dyn Fetcher>> = vec![Arc::new(OtherBlock(block))];
+        let service = BlockService::new(store.clone(), fetchers, false, 1 << 20);
+        assert!(matches!(
+            service.get(&asked.0).await,
+            Err(BlockError::Invalid { cid, .. }) if cid == asked.0
+        ));
+        assert!(!service.has_local(&asked.0) && !service.has_local(&other.0));
+    }
+
+    /// CIDs no bytes could match are refused before any source is asked.
+    #[tokio::test]
+    async fn unverifiable_cids_are_refused_without_fetching() {
+        let (cid, data) = raw(9, 100);
+        let short = Cid::new_v1(
+            0x55,
+            cid::multihash::Multihash::wrap(0x12, &cid.hash().digest()[..20]).unwrap(),
+        );
+        let sha3 = Cid::new_v1(
+            0x55,
+            cid::multihash::Multihash::wrap(0x14, &[3; 64]).unwrap(),
+        );
+        let (service, _, mock) = mock_service(&[(short, data.clone()), (sha3, data)]);
+        assert!(matches!(
+            service.get(&short).await,
+            Err(BlockError::Invalid { cid, .. }) if cid == short
+        ));
+        assert!(matches!(
+            service.get(&sha3).await,
+            Err(BlockError::Unsupported { cid, .. }) if cid == sha3
+        ));
+        let service = Arc::new(service);
+        assert!(matches!(
+            service.fetch_dag(&short, DagScope::All).await,
+            Err(BlockError::Invalid { .. })
+        ));
+        assert_eq!((mock.block_calls(), mock.car_calls()), (0, 0));
     }
 
     /// The thin temporary-pin methods reach the store and keep the memory cache in step.

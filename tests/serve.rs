@@ -14,7 +14,9 @@ use cid::{Cid, Version};
 use ipfs_mount::blocks::BlockService;
 use ipfs_mount::serve::{start, NameSource, ServeConfig};
 use ipfs_mount_fetch::mock::MockFetcher;
-use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl};
+use ipfs_mount_fetch::{
+    DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl, VerifiedBlock,
+};
 use ipfs_mount_ipld::builder::{build_directory, build_file, build_hamt, Built, ImportProfile};
 use ipfs_mount_ipld::car::CarDecoder;
 use ipfs_mount_ipld::dagpb::{self, PbNode};
@@ -995,8 +997,8 @@ async fn our_gateway_client_reads_from_us() {
     cfg.request_timeout = Duration::from_secs(10);
     let gw = GatewayFetcher::new(cfg).unwrap();
 
-    assert_eq!(gw.fetch_block(&f.dir).await.unwrap(), all[&f.dir]);
-    assert_eq!(gw.fetch_block(&f.hamt).await.unwrap(), all[&f.hamt]);
+    assert_eq!(gw.fetch_block(&f.dir).await.unwrap().data(), &all[&f.dir]);
+    assert_eq!(gw.fetch_block(&f.hamt).await.unwrap().data(), &all[&f.hamt]);
     let absent = cids::compute(Version::V1, codec::RAW, mh::SHA2_256, b"nowhere").unwrap();
     assert_eq!(gw.fetch_block(&absent).await, Err(FetchError::NotFound));
 
@@ -1014,16 +1016,16 @@ async fn our_gateway_client_reads_from_us() {
             f.big_cid
         };
         let mut got = HashSet::new();
-        let mut sink = |cid: Cid, data: Bytes| {
-            cids::verify(&cid, &data).unwrap();
-            got.insert(cid);
+        let mut sink = |block: VerifiedBlock| {
+            got.insert(*block.cid());
             SinkControl::Continue
         };
         gw.fetch_car(&root, scope, &mut sink).await.unwrap();
         assert_eq!(got, want, "{scope:?}");
     }
     let mut got = HashMap::new();
-    let mut sink = |cid: Cid, data: Bytes| {
+    let mut sink = |block: VerifiedBlock| {
+        let (cid, data) = block.into_parts();
         got.insert(cid, data);
         SinkControl::Continue
     };

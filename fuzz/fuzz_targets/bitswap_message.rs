@@ -1,6 +1,6 @@
 #![no_main]
 //! Decoding a bitswap message from arbitrary bytes never panics, and whatever decodes
-//! re-encodes to a message that decodes to the same thing (blocks keep their computed CIDs).
+//! re-encodes to a message that decodes to the same thing (blocks keep their CID prefixes).
 
 use ipfs_mount_p2p::bitswap::message::Message;
 use libfuzzer_sys::fuzz_target;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use cid::Cid;
 use futures::StreamExt;
 use rand::Rng;
@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 use url::Url;
 
-use crate::ipld::{verify, CarDecoder, VerifyError};
-use crate::{identity_data, DagScope, FetchError, Fetcher, GatewayConfig, SinkControl};
+use crate::ipld::{CarDecoder, VerifiedBlock};
+use crate::{identity_block, DagScope, FetchError, Fetcher, GatewayConfig, SinkControl};
 
 const RAW_ACCEPT: &str = "application/vnd.ipld.raw";
 const CAR_ACCEPT: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=y";
@@ -271,7 +271,7 @@ impl Inner {
     }
 
     /// One raw-block request to one gateway; verifies the bytes.
-    async fn block_attempt(&self, gw: &Gateway, cid: &Cid) -> Result<Bytes, FetchError> {
+    async fn block_attempt(&self, gw: &Gateway, cid: &Cid) -> Result<VerifiedBlock, FetchError> {
         let url = self.url(gw, cid, "format=raw");
         let started = Instant::now();
         let mut resp = self.send(url.clone(), RAW_ACCEPT).await?;
@@ -305,12 +305,7 @@ impl Inner {
         }
         let data = buf.freeze();
         debug!(%url, status = status.as_u16(), bytes = data.len(), ms = started.elapsed().as_millis() as u64, "gateway block request");
-        match verify(cid, &data) {
-            Ok(()) => Ok(data),
-            // Not ours to judge: the block service decides what to do with such CIDs.
-            Err(VerifyError::UnsupportedHash(_)) => Ok(data),
-            Err(e) => Err(FetchError::BadBody(format!("wrong bytes: {e}"))),
-        }
+        VerifiedBlock::check(*cid, data).map_err(|e| FetchError::unverified(cid, e))
     }
 
     /// One CAR request to one gateway; `delivered` counts blocks passed to the sink.
@@ -319,7 +314,7 @@ impl Inner {
         gw: &Gateway,
         root: &Cid,
         scope: DagScope,
-        sink: &mut (dyn FnMut(Cid, Bytes) -> SinkControl + Send),
+        sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
         delivered: &mut u64,
     ) -> Result<u64, FetchError> {
         let url = self.url(gw, root, &format!("format=car&{}", scope.query()));
@@ -361,9 +356,16 @@ impl Inner {
                         return Err(FetchError::BadBody(format!("CAR: {e}")));
                     }
                 };
+                let block = match VerifiedBlock::check(cid, data) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        done(count, bytes, "block failed verification");
+                        return Err(FetchError::unverified(&cid, e));
+                    }
+                };
                 count += 1;
                 *delivered += 1;
-                if sink(cid, data) == SinkControl::Stop {
+                if sink(block) == SinkControl::Stop {
                     // Dropping the stream closes the connection.
                     done(count, bytes, "stopped by caller");
                     return Ok(count);
@@ -385,10 +387,12 @@ impl Fetcher for GatewayFetcher {
         &self.inner.name
     }
 
-    async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, FetchError> {
-        if let Some(data) = identity_data(cid) {
-            return Ok(data);
+    async fn fetch_block(&self, cid: &Cid) -> Result<VerifiedBlock, FetchError> {
+        if let Some(block) = identity_block(cid) {
+            return Ok(block);
         }
+        // No gateway could give bytes we can verify: do not ask.
+        VerifiedBlock::checkable(cid).map_err(|e| FetchError::unverified(cid, e))?;
         let inner = &*self.inner;
         let mut last: Option<FetchError> = None;
         let mut tried = 0;
@@ -406,9 +410,9 @@ impl Fetcher for GatewayFetcher {
                     inner.block_attempt(gw, cid).await
                 };
                 let err = match res {
-                    Ok(data) => {
+                    Ok(block) => {
                         inner.record_success(gw);
-                        return Ok(data);
+                        return Ok(block);
                     }
                     Err(e) => e,
                 };
@@ -442,8 +446,9 @@ impl Fetcher for GatewayFetcher {
         &self,
         root: &Cid,
         scope: DagScope,
-        sink: &mut (dyn FnMut(Cid, Bytes) -> SinkControl + Send),
+        sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
     ) -> Result<u64, FetchError> {
+        VerifiedBlock::checkable(root).map_err(|e| FetchError::unverified(root, e))?;
         let inner = &*self.inner;
         let mut last: Option<FetchError> = None;
         let mut tried = 0;

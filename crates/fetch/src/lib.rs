@@ -7,9 +7,9 @@
 //! - `MockFetcher` (feature `mock`, and in this crate's tests): an in-memory fetcher with
 //!   counters and injectable failures for the filesystem tests.
 //!
-//! Bytes returned by a fetcher are not trusted: the block service verifies every block against
-//! its CID. The gateway fetcher also verifies raw blocks itself, so that a gateway returning
-//! wrong bytes counts as a failure and the next gateway is tried.
+//! Fetchers hand over [`VerifiedBlock`]s, which only hashing can make: each fetcher verifies
+//! once, where the bytes enter, and the block service stores them without hashing again. A
+//! gateway returning wrong bytes is thereby a failure of that gateway (the next one is tried).
 
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ mod ipld;
 pub mod mock;
 
 pub use gateway::GatewayFetcher;
+pub use ipld::VerifiedBlock;
 #[cfg(any(test, feature = "mock"))]
 pub use mock::MockFetcher;
 
@@ -100,6 +101,11 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// Bytes (or a CID) that failed [`VerifiedBlock`]'s check, naming the CID.
+    pub fn unverified(cid: &Cid, e: ipld::VerifyError) -> Self {
+        FetchError::BadBody(format!("block {cid} failed verification: {e}"))
+    }
+
     /// Worth retrying on the same source after a pause (timeouts, transport errors, 429, 5xx).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -116,17 +122,13 @@ pub trait Fetcher: Send + Sync + 'static {
     /// A short name for logs.
     fn name(&self) -> &str;
 
-    /// True when every block this fetcher returns was already checked against its CID (as
-    /// bitswap does when it matches bytes to wants), so the caller need not hash it again.
-    fn verifies_blocks(&self) -> bool {
-        false
-    }
-
-    /// One block by CID. The bytes are not necessarily verified: the caller verifies.
-    async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, FetchError>;
+    /// The block `cid` names (`cid()` of the result is `cid`); bytes that fail verification
+    /// are an error.
+    async fn fetch_block(&self, cid: &Cid) -> Result<VerifiedBlock, FetchError>;
 
     /// Many blocks in one request: a CAR of `root` with `scope`. Each block is passed to `sink`
-    /// as soon as it is parsed (any order; duplicates and extra blocks possible; unverified).
+    /// as soon as it is verified (any order; duplicates and extra blocks possible). A block
+    /// that fails verification ends the stream with an error naming it.
     /// Returns `Ok(count)` only if the CAR stream ended cleanly, or the sink said
     /// [`SinkControl::Stop`]. A truncated or broken stream is an error even after HTTP 200;
     /// blocks already delivered stay valid.
@@ -134,7 +136,7 @@ pub trait Fetcher: Send + Sync + 'static {
         &self,
         root: &Cid,
         scope: DagScope,
-        sink: &mut (dyn FnMut(Cid, Bytes) -> SinkControl + Send),
+        sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
     ) -> Result<u64, FetchError>;
 }
 
@@ -192,7 +194,7 @@ impl Fetcher for OfflineFetcher {
         "offline"
     }
 
-    async fn fetch_block(&self, _cid: &Cid) -> Result<Bytes, FetchError> {
+    async fn fetch_block(&self, _cid: &Cid) -> Result<VerifiedBlock, FetchError> {
         Err(FetchError::Offline)
     }
 
@@ -200,15 +202,16 @@ impl Fetcher for OfflineFetcher {
         &self,
         _root: &Cid,
         _scope: DagScope,
-        _sink: &mut (dyn FnMut(Cid, Bytes) -> SinkControl + Send),
+        _sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
     ) -> Result<u64, FetchError> {
         Err(FetchError::Offline)
     }
 }
 
 /// Identity CIDs (multihash code 0x00) carry their data inline: no network needed.
-pub(crate) fn identity_data(cid: &Cid) -> Option<Bytes> {
-    ipfs_mount_ipld::cids::identity_data(cid).map(Bytes::copy_from_slice)
+pub(crate) fn identity_block(cid: &Cid) -> Option<VerifiedBlock> {
+    let data = ipld::identity_data(cid)?;
+    VerifiedBlock::check(*cid, Bytes::copy_from_slice(data)).ok()
 }
 
 #[cfg(test)]
@@ -243,7 +246,7 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(f.fetch_block(&cid).await, Err(FetchError::Offline));
-        let mut sink = |_c: Cid, _b: Bytes| SinkControl::Continue;
+        let mut sink = |_b: VerifiedBlock| SinkControl::Continue;
         assert_eq!(
             f.fetch_car(&cid, DagScope::All, &mut sink).await,
             Err(FetchError::Offline)

@@ -1,7 +1,9 @@
 //! An in-memory [`Fetcher`] for tests (feature `mock`).
 //!
 //! It serves blocks from a map, counts calls, and can misbehave on demand: fail the next N calls,
-//! return wrong bytes for chosen CIDs, truncate CAR streams after K blocks, and add latency.
+//! serve wrong bytes for chosen CIDs, truncate CAR streams after K blocks, and add latency.
+//! Like every fetcher it verifies what it serves, so wrong bytes come out as an error naming
+//! the CID (a CAR stream ends there), never as a block.
 //!
 //! CAR responses: for a root with an explicit block list ([`MockFetcher::set_car`]) that list is
 //! streamed as is (any order, duplicates and extra blocks allowed). Otherwise the mock walks the
@@ -19,7 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cid::Cid;
 
-use crate::{identity_data, DagScope, FetchError, Fetcher, SinkControl};
+use crate::{identity_block, DagScope, FetchError, Fetcher, SinkControl, VerifiedBlock};
 
 /// Extracts the links of a block (for the mock's DAG walk).
 pub type LinkFn = Arc<dyn Fn(&Cid, &Bytes) -> Vec<Cid> + Send + Sync>;
@@ -125,7 +127,7 @@ impl MockFetcher {
         self.car_calls.load(Ordering::Relaxed)
     }
 
-    /// Blocks handed out so far (raw responses plus CAR blocks given to sinks).
+    /// Blocks served so far, verified or not (raw responses plus CAR sections).
     pub fn blocks_served(&self) -> u64 {
         self.blocks_served.load(Ordering::Relaxed)
     }
@@ -209,23 +211,25 @@ impl Fetcher for MockFetcher {
         "mock"
     }
 
-    async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, FetchError> {
+    async fn fetch_block(&self, cid: &Cid) -> Result<VerifiedBlock, FetchError> {
         self.block_calls.fetch_add(1, Ordering::Relaxed);
         self.begin().await?;
-        if let Some(d) = identity_data(cid) {
-            return Ok(d);
+        if let Some(b) = identity_block(cid) {
+            return Ok(b);
         }
-        let s = self.state.lock().unwrap();
-        let d = Self::serve(&s, cid).ok_or(FetchError::NotFound)?;
+        let d = {
+            let s = self.state.lock().unwrap();
+            Self::serve(&s, cid).ok_or(FetchError::NotFound)?
+        };
         self.blocks_served.fetch_add(1, Ordering::Relaxed);
-        Ok(d)
+        VerifiedBlock::check(*cid, d).map_err(|e| FetchError::unverified(cid, e))
     }
 
     async fn fetch_car(
         &self,
         root: &Cid,
         scope: DagScope,
-        sink: &mut (dyn FnMut(Cid, Bytes) -> SinkControl + Send),
+        sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
     ) -> Result<u64, FetchError> {
         self.car_calls.fetch_add(1, Ordering::Relaxed);
         self.begin().await?;
@@ -240,9 +244,11 @@ impl Fetcher for MockFetcher {
                 complete = false;
                 break;
             }
-            count += 1;
             self.blocks_served.fetch_add(1, Ordering::Relaxed);
-            if sink(cid, data) == SinkControl::Stop {
+            let block =
+                VerifiedBlock::check(cid, data).map_err(|e| FetchError::unverified(&cid, e))?;
+            count += 1;
+            if sink(block) == SinkControl::Stop {
                 return Ok(count);
             }
         }
@@ -271,7 +277,7 @@ mod tests {
     async fn blocks_counters_and_failures() {
         let (a, b) = (blk("a"), blk("b"));
         let m = MockFetcher::with_blocks([a.clone()]);
-        assert_eq!(m.fetch_block(&a.0).await.unwrap(), a.1);
+        assert_eq!(m.fetch_block(&a.0).await.unwrap().data(), &a.1);
         assert_eq!(m.fetch_block(&b.0).await, Err(FetchError::NotFound));
         m.fail_next(2, None);
         assert!(matches!(
@@ -282,15 +288,29 @@ mod tests {
             m.fetch_block(&a.0).await,
             Err(FetchError::Transport(_))
         ));
-        assert_eq!(m.fetch_block(&a.0).await.unwrap(), a.1);
+        assert_eq!(m.fetch_block(&a.0).await.unwrap().data(), &a.1);
         m.fail_next(1, Some(FetchError::Timeout));
         assert_eq!(m.fetch_block(&a.0).await, Err(FetchError::Timeout));
+        // Wrong bytes never come out as a block: an error naming the CID.
         m.set_wrong_bytes(a.0, true);
-        assert_ne!(m.fetch_block(&a.0).await.unwrap(), a.1);
+        match m.fetch_block(&a.0).await {
+            Err(FetchError::BadBody(msg)) => assert!(msg.contains(&a.0.to_string()), "{msg}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut got = Vec::new();
+        let mut sink = |b: VerifiedBlock| {
+            got.push(b);
+            SinkControl::Continue
+        };
+        assert!(matches!(
+            m.fetch_car(&a.0, DagScope::All, &mut sink).await,
+            Err(FetchError::BadBody(_))
+        ));
+        assert!(got.is_empty());
         m.set_wrong_bytes(a.0, false);
         assert_eq!(m.block_calls(), 7);
-        assert_eq!(m.car_calls(), 0);
-        assert_eq!(m.blocks_served(), 3);
+        assert_eq!(m.car_calls(), 1);
+        assert_eq!(m.blocks_served(), 4);
         m.reset_counters();
         assert_eq!(m.block_calls(), 0);
     }
@@ -315,8 +335,8 @@ mod tests {
             let root = root.0;
             async move {
                 let mut got = Vec::new();
-                let mut sink = |c: Cid, _b: Bytes| {
-                    got.push(c);
+                let mut sink = |b: VerifiedBlock| {
+                    got.push(*b.cid());
                     SinkControl::Continue
                 };
                 let r = m.fetch_car(&root, scope, &mut sink).await;
@@ -336,7 +356,7 @@ mod tests {
         assert_eq!(got, vec![root.0, c1.0]);
 
         let mut n = 0;
-        let mut stop = |_c: Cid, _b: Bytes| {
+        let mut stop = |_b: VerifiedBlock| {
             n += 1;
             SinkControl::Stop
         };
@@ -352,8 +372,8 @@ mod tests {
 
     async fn run_list(m: &MockFetcher, root: Cid) -> Vec<Cid> {
         let mut got = Vec::new();
-        let mut sink = |c: Cid, _b: Bytes| {
-            got.push(c);
+        let mut sink = |b: VerifiedBlock| {
+            got.push(*b.cid());
             SinkControl::Continue
         };
         let _ = m

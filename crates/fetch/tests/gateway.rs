@@ -14,9 +14,11 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cid::{Cid, Version};
-use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl};
+use ipfs_mount_fetch::{
+    DagScope, FetchError, Fetcher, GatewayConfig, GatewayFetcher, SinkControl, VerifiedBlock,
+};
 use ipfs_mount_ipld::car::{encode_header_v1, encode_section};
-use ipfs_mount_ipld::cids::compute;
+use ipfs_mount_ipld::cids::{compute, VerifyError};
 
 const RAW: u64 = 0x55;
 const DAG_PB: u64 = 0x70;
@@ -258,9 +260,11 @@ fn fetcher(c: GatewayConfig) -> GatewayFetcher {
     GatewayFetcher::new(c).unwrap()
 }
 
-fn collect_sink(out: &mut Vec<(Cid, Bytes)>) -> impl FnMut(Cid, Bytes) -> SinkControl + Send + '_ {
-    move |c, b| {
-        out.push((c, b));
+fn collect_sink(
+    out: &mut Vec<(Cid, Bytes)>,
+) -> impl FnMut(VerifiedBlock) -> SinkControl + Send + '_ {
+    move |b| {
+        out.push(b.into_parts());
         SinkControl::Continue
     }
 }
@@ -271,7 +275,7 @@ async fn raw_block_ok_with_trustless_headers() {
     let blk = raw_block(b"hello gateway");
     a.srv.put(blk.clone());
     let f = fetcher(cfg(&[&a]));
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 1);
     assert_eq!(a.srv.bad_requests.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -287,7 +291,7 @@ async fn cidv0_sent_as_is() {
     let cid = compute(Version::V0, DAG_PB, SHA2_256, &data).unwrap();
     a.srv.put((cid, data.clone()));
     let f = fetcher(cfg(&[&a]));
-    assert_eq!(f.fetch_block(&cid).await.unwrap(), data);
+    assert_eq!(f.fetch_block(&cid).await.unwrap().data(), &data);
     assert!(a.srv.seen.lock().unwrap()[0].starts_with("Qm"));
 }
 
@@ -299,7 +303,7 @@ async fn base_url_with_path_prefix() {
     // A base without a trailing slash and with an empty path still yields /ipfs/{cid}.
     let mut c = cfg(&[&a]);
     c.urls = vec![a.url.as_str().trim_end_matches('/').parse().unwrap()];
-    assert_eq!(fetcher(c).fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(fetcher(c).fetch_block(&blk.0).await.unwrap().data(), &blk.1);
 }
 
 #[tokio::test]
@@ -307,7 +311,7 @@ async fn identity_cid_needs_no_request() {
     let a = spawn_gw().await;
     let cid = compute(Version::V1, RAW, 0x00, b"inline").unwrap();
     let f = fetcher(cfg(&[&a]));
-    assert_eq!(&f.fetch_block(&cid).await.unwrap()[..], b"inline");
+    assert_eq!(&f.fetch_block(&cid).await.unwrap().data()[..], b"inline");
     assert_eq!(a.srv.requests(), 0);
 }
 
@@ -317,7 +321,7 @@ async fn not_found_on_first_gateway_uses_second() {
     let blk = raw_block(b"only on b");
     b.srv.put(blk.clone());
     let f = fetcher(cfg(&[&a, &b]));
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 1, "404 is not retried");
     assert_eq!(b.srv.requests(), 1);
 }
@@ -343,7 +347,7 @@ async fn server_error_then_success_is_retried() {
     a.srv.put(blk.clone());
     a.srv.set_mode(Mode::Fail500(2));
     let f = fetcher(cfg(&[&a])); // retries = 2: three attempts
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 3);
 }
 
@@ -363,7 +367,7 @@ async fn persistent_server_error_exhausts_retries_then_next_gateway() {
 
     // a is now deprioritized: the next request goes to b first.
     b.srv.put(blk.clone());
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(a.srv.requests(), 3);
     assert_eq!(b.srv.requests(), 2);
 }
@@ -380,7 +384,7 @@ async fn slow_gateway_times_out_then_next() {
     c.retries = 1;
     let f = fetcher(c);
     let t = Instant::now();
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -407,7 +411,7 @@ async fn unreachable_gateway_then_next() {
     let mut c = cfg(&[&b]);
     c.urls.insert(0, format!("http://{dead}/").parse().unwrap());
     let f = fetcher(c);
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
 }
 
 #[tokio::test]
@@ -418,7 +422,7 @@ async fn wrong_bytes_count_as_failure_and_next_gateway_is_used() {
     b.srv.put(blk.clone());
     a.srv.set_mode(Mode::WrongBytes);
     let f = fetcher(cfg(&[&a, &b]));
-    assert_eq!(f.fetch_block(&blk.0).await.unwrap(), blk.1);
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
     assert_eq!(
         a.srv.requests(),
         1,
@@ -434,6 +438,108 @@ async fn wrong_bytes_count_as_failure_and_next_gateway_is_used() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// The right bytes under a sha2-256 CID whose digest is cut to 20 bytes.
+fn truncated_block(data: &[u8]) -> (Cid, Bytes) {
+    let full = raw_block(data).0;
+    let short = cid::multihash::Multihash::wrap(SHA2_256, &full.hash().digest()[..20]).unwrap();
+    (Cid::new_v1(RAW, short), Bytes::copy_from_slice(data))
+}
+
+#[tokio::test]
+async fn truncated_digest_is_refused_on_raw_and_car_paths() {
+    let a = spawn_gw().await;
+    let short = truncated_block(b"cut short");
+    a.srv.put(short.clone());
+    let f = fetcher(cfg(&[&a]));
+    // The same error bitswap gives (crates/p2p/tests/exchange.rs), before any request.
+    let why = VerifyError::BadDigestLength {
+        code: SHA2_256,
+        len: 20,
+        expected: 32,
+    };
+    assert_eq!(
+        f.fetch_block(&short.0).await,
+        Err(FetchError::unverified(&short.0, why.clone()))
+    );
+    let mut got = Vec::new();
+    assert_eq!(
+        f.fetch_car(&short.0, DagScope::All, &mut collect_sink(&mut got))
+            .await,
+        Err(FetchError::unverified(&short.0, why.clone()))
+    );
+    assert_eq!(a.srv.requests(), 0);
+    // Inside a CAR: the blocks before it are delivered, then the stream is an error naming it.
+    let root = raw_block(b"a root");
+    a.srv.cars.lock().unwrap().insert(
+        root.0,
+        vec![root.clone(), short.clone(), raw_block(b"after")],
+    );
+    match f
+        .fetch_car(&root.0, DagScope::All, &mut collect_sink(&mut got))
+        .await
+    {
+        Err(FetchError::Exhausted { last, .. }) => {
+            assert_eq!(*last, FetchError::unverified(&short.0, why))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(got, vec![root]);
+}
+
+#[tokio::test]
+async fn unsupported_hash_is_refused_without_a_request() {
+    let a = spawn_gw().await;
+    let cid = Cid::new_v1(
+        RAW,
+        cid::multihash::Multihash::wrap(0x14, &[1; 64]).unwrap(),
+    );
+    a.srv
+        .put((cid, Bytes::from_static(b"sha3? we cannot tell")));
+    let f = fetcher(cfg(&[&a]));
+    assert_eq!(
+        f.fetch_block(&cid).await,
+        Err(FetchError::unverified(
+            &cid,
+            VerifyError::UnsupportedHash(0x14)
+        ))
+    );
+    assert_eq!(a.srv.requests(), 0);
+}
+
+#[tokio::test]
+async fn wrong_bytes_in_a_car_end_the_stream_and_the_next_gateway_is_used() {
+    let (a, b) = (spawn_gw().await, spawn_gw().await);
+    let (root, sections) = messy_car(&a);
+    b.srv.cars.lock().unwrap().insert(root, sections.clone());
+    // On a, the third section carries wrong bytes for its CID.
+    let mut bad = sections.clone();
+    let mut v = bad[2].1.to_vec();
+    v[0] ^= 0xff;
+    bad[2].1 = Bytes::from(v);
+    a.srv.cars.lock().unwrap().insert(root, bad);
+    let mut got = Vec::new();
+    let only_a = fetcher(cfg(&[&a]));
+    match only_a
+        .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+        .await
+    {
+        Err(FetchError::Exhausted { last, .. }) => assert_eq!(
+            *last,
+            FetchError::unverified(&sections[2].0, VerifyError::Mismatch(sections[2].0))
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(got, sections[..2].to_vec());
+    got.clear();
+    let f = fetcher(cfg(&[&a, &b]));
+    let n = f
+        .fetch_car(&root, DagScope::All, &mut collect_sink(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(n, sections.len() as u64);
+    assert_eq!(got[2..], sections[..]);
 }
 
 #[tokio::test]
@@ -460,7 +566,7 @@ async fn block_over_the_limit_is_refused() {
     a.srv.put(ok.clone());
     for mode in [Mode::Normal, Mode::StreamRaw] {
         a.srv.set_mode(mode);
-        assert_eq!(f.fetch_block(&ok.0).await.unwrap().len(), 4 << 20);
+        assert_eq!(f.fetch_block(&ok.0).await.unwrap().data().len(), 4 << 20);
     }
 }
 
@@ -499,7 +605,9 @@ async fn concurrency_limit_is_respected() {
         .iter()
         .map(|(cid, data)| {
             let (f, cid, data) = (f.clone(), *cid, data.clone());
-            tokio::spawn(async move { assert_eq!(f.fetch_block(&cid).await.unwrap(), data) })
+            tokio::spawn(
+                async move { assert_eq!(f.fetch_block(&cid).await.unwrap().data(), &data) },
+            )
         })
         .collect();
     for t in tasks {
@@ -661,8 +769,8 @@ async fn sink_stop_is_honoured() {
     let (root, sections) = messy_car(&a);
     let f = fetcher(cfg(&[&a]));
     let mut got = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        got.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        got.push(b.into_parts());
         if got.len() == 2 {
             SinkControl::Stop
         } else {

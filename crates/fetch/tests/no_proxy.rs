@@ -44,6 +44,6 @@ async fn proxy_environment_is_ignored() {
     let mut cfg = GatewayConfig::new(vec![format!("http://{addr}/").parse().unwrap()]);
     cfg.retries = 0;
     let f = GatewayFetcher::new(cfg).unwrap();
-    assert_eq!(&f.fetch_block(&cid).await.unwrap()[..], &data[..]);
+    assert_eq!(&f.fetch_block(&cid).await.unwrap().data()[..], &data[..]);
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

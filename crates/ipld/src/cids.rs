@@ -98,24 +98,16 @@ pub fn read_prefix(bytes: &[u8]) -> Result<(Cid, usize), CidError> {
 
 /// Hash `data` with the CID's multihash function and compare with its digest.
 /// Supported: identity (digest must equal data), sha2-256, sha2-512 and blake3 (full-length
-/// digests only); anything else is [`VerifyError::UnsupportedHash`].
+/// digests only, see [`check_hash`]); anything else is [`VerifyError::UnsupportedHash`].
 pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), VerifyError> {
+    check_hash(cid)?;
     let hash = cid.hash();
     let digest = hash.digest();
     let ok = match hash.code() {
         mh::IDENTITY => digest == data,
-        mh::SHA2_256 => {
-            check_len(mh::SHA2_256, digest.len(), 32)?;
-            sha2::Sha256::digest(data).as_slice() == digest
-        }
-        mh::SHA2_512 => {
-            check_len(mh::SHA2_512, digest.len(), 64)?;
-            sha2::Sha512::digest(data).as_slice() == digest
-        }
-        mh::BLAKE3 => {
-            check_len(mh::BLAKE3, digest.len(), 32)?;
-            blake3::hash(data).as_bytes() == digest
-        }
+        mh::SHA2_256 => sha2::Sha256::digest(data).as_slice() == digest,
+        mh::SHA2_512 => sha2::Sha512::digest(data).as_slice() == digest,
+        mh::BLAKE3 => blake3::hash(data).as_bytes() == digest,
         other => return Err(VerifyError::UnsupportedHash(other)),
     };
     if ok {
@@ -125,7 +117,20 @@ pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), VerifyError> {
     }
 }
 
-fn check_len(code: u64, len: usize, expected: usize) -> Result<(), VerifyError> {
+/// Whether any bytes could be verified against `cid`: a supported hash function with a
+/// full-length digest. Truncated digests are refused, so that every source judges a CID alike.
+pub fn check_hash(cid: &Cid) -> Result<(), VerifyError> {
+    check_digest(cid.hash().code(), usize::from(cid.hash().size()))
+}
+
+/// [`check_hash`] for a multihash code and digest length (identity: any length).
+pub fn check_digest(code: u64, len: usize) -> Result<(), VerifyError> {
+    let expected = match code {
+        mh::IDENTITY => return Ok(()),
+        mh::SHA2_256 | mh::BLAKE3 => 32,
+        mh::SHA2_512 => 64,
+        other => return Err(VerifyError::UnsupportedHash(other)),
+    };
     if len == expected {
         Ok(())
     } else {
@@ -134,6 +139,28 @@ fn check_len(code: u64, len: usize, expected: usize) -> Result<(), VerifyError> 
             len,
             expected,
         })
+    }
+}
+
+/// A CID without its digest: what bitswap sends along with a block, so that the receiver
+/// computes the CID from the bytes instead of trusting one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    pub version: Version,
+    pub codec: u64,
+    /// Multihash function code.
+    pub hash: u64,
+    pub digest_len: u64,
+}
+
+impl Prefix {
+    pub fn of(cid: &Cid) -> Prefix {
+        Prefix {
+            version: cid.version(),
+            codec: cid.codec(),
+            hash: cid.hash().code(),
+            digest_len: u64::from(cid.hash().size()),
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! - [`codec`], [`mh`]: multicodec and multihash code constants.
 //! - [`cids`]: parse CID strings, verify block bytes against a CID, compute CIDs,
-//!   identity CIDs, block-store keys.
+//!   identity CIDs, block-store keys; [`VerifiedBlock`]: bytes hashed against their CID, the
+//!   only form in which block sources hand blocks over.
 //! - [`dagpb`]: strict dag-pb decoding and canonical encoding (`PBNode`/`PBLink`).
 //! - [`unixfs`]: the UnixFS `Data` message (decode/encode, including mode and mtime) and
 //!   [`unixfs::decode_node`], which turns any block into a filesystem [`unixfs::Node`].
@@ -28,6 +29,7 @@
 
 pub use cid;
 pub use cid::Cid;
+pub use verified::VerifiedBlock;
 
 pub mod builder;
 pub mod car;
@@ -39,6 +41,7 @@ pub mod hamt;
 mod pb;
 pub mod reader;
 pub mod unixfs;
+pub mod verified;
 
 /// Multicodec codes for block codecs.
 pub mod codec {

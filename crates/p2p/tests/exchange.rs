@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl, VerifiedBlock};
 use ipfs_mount_ipld::builder::{build_file, ImportProfile};
+use ipfs_mount_ipld::cids::VerifyError;
 use ipfs_mount_p2p::bitswap::dag::BitswapFetcher;
 use ipfs_mount_p2p::bitswap::{BitswapConfig, BlockSource};
 use ipfs_mount_p2p::{DhtMode, Multiaddr, Node, NodeConfig};
@@ -106,9 +107,10 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
 
     // One block.
     let got = client.bitswap().get(&built.root).await.unwrap();
+    assert_eq!(got.cid(), &built.root);
     assert_eq!(
-        got,
-        built
+        got.data(),
+        &built
             .blocks
             .iter()
             .find(|(c, _)| *c == built.root)
@@ -119,8 +121,8 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
     // The whole file through the DAG walk: every leaf, in file order.
     let fetcher = BitswapFetcher::new(client.bitswap().clone());
     let mut received = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        received.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        received.push(b.into_parts());
         SinkControl::Continue
     };
     fetcher
@@ -139,8 +141,8 @@ async fn a_file_moves_between_two_nodes_in_file_order() {
 
     // A byte range wants only the leaves it overlaps (1 MiB chunks: bytes 1.5..2.5 MiB -> 2).
     let mut ranged = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        ranged.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        ranged.push(b.into_parts());
         SinkControl::Continue
     };
     let from = 3 * 512 * 1024;
@@ -173,6 +175,51 @@ async fn a_block_nobody_has_is_not_found_quickly() {
     );
 }
 
+/// A CID with a truncated digest (or a hash we cannot compute) is refused with the error the
+/// gateway fetcher gives (crates/fetch/tests/gateway.rs), before a want goes out, even though
+/// a peer holds bytes that would match the truncated digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_digest_and_unsupported_hash_are_refused_like_the_gateway_does() {
+    let (server, source) = node(vec![], DhtMode::Off).await;
+    let data = Bytes::from_static(b"cut short");
+    let full = ipfs_mount_ipld::cids::compute(cid::Version::V1, 0x55, 0x12, &data).unwrap();
+    let digest = &full.hash().digest()[..20];
+    let short = Cid::new_v1(0x55, cid::multihash::Multihash::wrap(0x12, digest).unwrap());
+    let sha3 = Cid::new_v1(
+        0x55,
+        cid::multihash::Multihash::wrap(0x14, &[1; 64]).unwrap(),
+    );
+    source.add(&[(short, data.clone()), (sha3, data)]);
+    let (client, _) = node(server.listen_addrs(), DhtMode::Off).await;
+    wait_connected(&client, 1).await;
+    let fetcher = BitswapFetcher::new(client.bitswap().clone());
+    let truncated = VerifyError::BadDigestLength {
+        code: 0x12,
+        len: 20,
+        expected: 32,
+    };
+    let t = std::time::Instant::now();
+    for (cid, why) in [
+        (short, truncated),
+        (sha3, VerifyError::UnsupportedHash(0x14)),
+    ] {
+        let expected = Err(FetchError::unverified(&cid, why));
+        assert_eq!(client.bitswap().get(&cid).await, expected);
+        assert_eq!(fetcher.fetch_block(&cid).await, expected);
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    let sent = server
+        .bitswap()
+        .stats
+        .blocks_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halves_of_a_dag_come_from_two_providers() {
     let data = random(4 * 1024 * 1024, 2);
@@ -193,8 +240,8 @@ async fn halves_of_a_dag_come_from_two_providers() {
     wait_connected(&client, 2).await;
     let fetcher = BitswapFetcher::new(client.bitswap().clone());
     let mut received = Vec::new();
-    let mut sink = |c: Cid, b: Bytes| {
-        received.push((c, b));
+    let mut sink = |b: VerifiedBlock| {
+        received.push(b.into_parts());
         SinkControl::Continue
     };
     fetcher
@@ -231,8 +278,8 @@ async fn the_dht_finds_a_provider_two_hops_away() {
         .await
         .expect("found through the DHT");
     assert_eq!(
-        got,
-        built
+        got.data(),
+        &built
             .blocks
             .iter()
             .find(|(x, _)| *x == built.root)
@@ -313,8 +360,8 @@ async fn a_dag_of_shared_children_moves_each_block_once() {
         (DagScope::All, blocks.len()),
     ] {
         let mut received = Vec::new();
-        let mut sink = |c: Cid, b: Bytes| {
-            received.push((c, b));
+        let mut sink = |b: VerifiedBlock| {
+            received.push(b.into_parts());
             SinkControl::Continue
         };
         let t = std::time::Instant::now();

@@ -11,9 +11,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use cid::Cid;
-use ipfs_mount_fetch::FetchError;
+use ipfs_mount_fetch::{FetchError, VerifiedBlock};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,13 +32,13 @@ pub(crate) enum WantEvent {
 
 pub(crate) struct WantSlot {
     pub(crate) events: mpsc::UnboundedSender<WantEvent>,
-    waiters: Vec<oneshot::Sender<Bytes>>,
+    waiters: Vec<oneshot::Sender<VerifiedBlock>>,
 }
 
 impl WantSlot {
-    pub(crate) fn complete(self, _from: PeerId, data: Bytes) {
+    pub(crate) fn complete(self, _from: PeerId, block: VerifiedBlock) {
         for w in self.waiters {
-            let _ = w.send(data.clone());
+            let _ = w.send(block.clone());
         }
     }
 }
@@ -79,8 +78,19 @@ impl WantRun {
 }
 
 impl Bitswap {
-    /// The verified bytes of `cid`, from whichever peer has them.
-    pub async fn get(self: &Arc<Self>, cid: &Cid) -> Result<Bytes, FetchError> {
+    /// The block `cid` names, from whichever peer has it. A CID whose bytes could not be
+    /// verified (unsupported or truncated hash) is refused before anything is sent.
+    pub async fn get(self: &Arc<Self>, cid: &Cid) -> Result<VerifiedBlock, FetchError> {
+        VerifiedBlock::checkable(cid).map_err(|e| FetchError::unverified(cid, e))?;
+        let block = self.want(cid).await?;
+        // Wants are matched by multihash, so the peer may have named another codec.
+        let got = *block.cid();
+        block
+            .relabel(*cid)
+            .ok_or_else(|| FetchError::BadBody(format!("block {got} delivered for {cid}")))
+    }
+
+    async fn want(self: &Arc<Self>, cid: &Cid) -> Result<VerifiedBlock, FetchError> {
         let key = ipfs_mount_ipld::cids::multihash_key(cid);
         let (done_tx, done_rx) = oneshot::channel();
         let events_rx = {
@@ -135,9 +145,9 @@ impl Bitswap {
         self: &Arc<Self>,
         run: &mut WantRun,
         mut events: mpsc::UnboundedReceiver<WantEvent>,
-        mut done: oneshot::Receiver<Bytes>,
+        mut done: oneshot::Receiver<VerifiedBlock>,
         mut guard: WantGuard,
-    ) -> Result<Bytes, FetchError> {
+    ) -> Result<VerifiedBlock, FetchError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.config.fetch_timeout;
         self.ask_initial(run, &mut guard);

@@ -6,7 +6,7 @@
 //! depth-first order (file order for UnixFS files), which is the order a streaming reader
 //! needs them; each distinct block is wanted once, however many links reach it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cid::Cid;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl};
+use ipfs_mount_fetch::{DagScope, FetchError, Fetcher, SinkControl, VerifiedBlock};
 use ipfs_mount_ipld::reader::dag::{DagWalk, Scope};
 use ipfs_mount_ipld::reader::{Limits, Planner, Step};
 
@@ -27,6 +27,12 @@ const WINDOW_BYTES: u64 = 32 << 20;
 /// Deepest block a walk follows (UnixFS trees are a few levels deep; dag-pb chains may be
 /// longer).
 const MAX_DAG_DEPTH: u32 = 1024;
+
+/// A block the walk asked for: one we already held, or one fetched (and so verified).
+enum Got {
+    Held(Bytes),
+    Fetched(VerifiedBlock),
+}
 
 pub struct BitswapFetcher {
     bitswap: Arc<Bitswap>,
@@ -44,11 +50,7 @@ impl Fetcher for BitswapFetcher {
         "bitswap"
     }
 
-    fn verifies_blocks(&self) -> bool {
-        true
-    }
-
-    async fn fetch_block(&self, cid: &Cid) -> Result<Bytes, FetchError> {
+    async fn fetch_block(&self, cid: &Cid) -> Result<VerifiedBlock, FetchError> {
         self.bitswap.get(cid).await
     }
 
@@ -56,7 +58,7 @@ impl Fetcher for BitswapFetcher {
         &self,
         root: &Cid,
         scope: DagScope,
-        sink: &mut (dyn FnMut(Cid, Bytes) -> SinkControl + Send),
+        sink: &mut (dyn FnMut(VerifiedBlock) -> SinkControl + Send),
     ) -> Result<u64, FetchError> {
         let scope = match scope {
             DagScope::Block => Scope::Block,
@@ -72,8 +74,9 @@ impl Fetcher for BitswapFetcher {
         // (the reader reports it). Each distinct block is wanted and delivered once.
         let mut walk = DagWalk::new(*root, scope, limits).lenient();
         let mut inflight = FuturesUnordered::new();
-        // Blocks we already held: walked through, not delivered again.
-        let mut local: HashSet<Cid> = HashSet::new();
+        // Blocks fetched and not yet yielded by the walk (blocks we already held are walked
+        // through, not delivered again).
+        let mut fetched: HashMap<Cid, VerifiedBlock> = HashMap::new();
         let mut delivered = 0u64;
         loop {
             match walk
@@ -95,16 +98,16 @@ impl Fetcher for BitswapFetcher {
                             None
                         };
                         let result = match held {
-                            Some(b) => Ok((b, true)),
-                            None => bitswap.get(&cid).await.map(|b| (b, false)),
+                            Some(b) => Ok(Got::Held(b)),
+                            None => bitswap.get(&cid).await.map(Got::Fetched),
                         };
                         (cid, result)
                     });
                 }
                 Step::Item(v) => {
-                    if !local.remove(&v.cid) {
+                    if let Some(block) = fetched.remove(&v.cid) {
                         delivered += 1;
-                        if sink(v.cid, v.block) == SinkControl::Stop {
+                        if sink(block) == SinkControl::Stop {
                             return Ok(delivered);
                         }
                     }
@@ -113,10 +116,14 @@ impl Fetcher for BitswapFetcher {
                     let Some((cid, result)) = inflight.next().await else {
                         return Err(FetchError::BadBody(format!("DAG walk from {root} stalled")));
                     };
-                    let (data, was_local) = result?;
-                    if was_local {
-                        local.insert(cid);
-                    }
+                    let data = match result? {
+                        Got::Fetched(block) => {
+                            let data = block.data().clone();
+                            fetched.insert(cid, block);
+                            data
+                        }
+                        Got::Held(data) => data,
+                    };
                     walk.provide(&cid, data)
                         .map_err(|e| FetchError::BadBody(e.to_string()))?;
                 }

@@ -17,16 +17,18 @@
 //! ```
 //!
 //! Block CIDs are never taken from the peer: a block only travels with its CID *prefix*
-//! (version, codec, hash function, digest length) and we hash the data ourselves. A block
-//! whose bytes were tampered with therefore simply shows up under another CID, one nobody
-//! asked for. Everything else that comes from the peer (want and presence CIDs, enum values)
-//! is validated entry by entry: a bad entry is dropped with a debug log, the rest of the
-//! message is kept, and nothing here panics on input.
+//! (version, codec, hash function, digest length), and the receiver hashes the data into its
+//! CID ([`VerifiedBlock::from_prefix`](ipfs_mount_ipld::VerifiedBlock::from_prefix), once, when
+//! the block is matched to a want). A block whose bytes were tampered with therefore simply
+//! shows up under another CID, one nobody asked for. Everything else that comes from the peer
+//! (want and presence CIDs, enum values, prefixes) is validated entry by entry: a bad entry is
+//! dropped with a debug log, the rest of the message is kept, and nothing here panics on input.
 
 use bytes::Bytes;
 use cid::{Cid, Version};
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use ipfs_mount_ipld::{cids, codec, mh};
+use ipfs_mount_ipld::cids::{self, Prefix};
+use ipfs_mount_ipld::{codec, mh};
 use prost::Message as _;
 
 /// Largest message we read. Kubo (boxo) reads frames of at most go-libp2p's
@@ -37,10 +39,6 @@ pub const MAX_MESSAGE_BYTES: usize = (4 << 20) + (64 << 10);
 /// Senders pack blocks into a message up to about this size (a single larger block still
 /// goes alone in its message).
 pub const TARGET_MESSAGE_BYTES: usize = 1 << 20;
-
-/// Longest multihash digest we accept in a block prefix (the `cid` crate's multihashes hold
-/// at most 64 bytes).
-const MAX_DIGEST_LEN: u64 = 64;
 
 /// What a want asks for: the block itself, or only whether the peer has it (1.2.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,9 +72,10 @@ pub struct Message {
     /// The wantlist replaces everything the sender asked for before (not an update).
     pub full_wantlist: bool,
     pub wants: Vec<WantEntry>,
-    /// Blocks with the CID computed from their data. Decoded blocks are slices of the
+    /// Blocks with their CID prefix, as on the wire: received data is not hashed here, the
+    /// engine does it once when matching the block to a want. Decoded blocks are slices of the
     /// message buffer (no copy), so a kept block keeps that buffer alive.
-    pub blocks: Vec<(Cid, Bytes)>,
+    pub blocks: Vec<(Prefix, Bytes)>,
     pub presences: Vec<(Cid, Presence)>,
     /// How many bytes of wanted blocks the sender still has queued for us.
     pub pending_bytes: i32,
@@ -228,8 +227,8 @@ impl Message {
             payload: self
                 .blocks
                 .iter()
-                .map(|(cid, data)| pb::Block {
-                    prefix: Bytes::from(cid_prefix(cid)),
+                .map(|(prefix, data)| pb::Block {
+                    prefix: Bytes::from(prefix_bytes(prefix)),
                     // A reference-count bump, not a copy.
                     data: data.clone(),
                 })
@@ -301,16 +300,17 @@ fn decode_unchecked(buf: Bytes) -> Result<Message, MessageError> {
 
     out.blocks.reserve(m.blocks.len() + m.payload.len());
     // Bitswap 1.0.0: bare data, always CIDv0 (dag-pb, sha2-256).
-    for data in m.blocks {
-        match cids::compute(Version::V0, codec::DAG_PB, mh::SHA2_256, &data) {
-            Ok(cid) => out.blocks.push((cid, data)),
-            // Cannot fail for sha2-256; kept as a skip rather than a panic all the same.
-            Err(err) => tracing::debug!("bitswap: skipping 1.0.0 block: {err}"),
-        }
-    }
+    let v0 = Prefix {
+        version: Version::V0,
+        codec: codec::DAG_PB,
+        hash: mh::SHA2_256,
+        digest_len: 32,
+    };
+    out.blocks
+        .extend(m.blocks.into_iter().map(|data| (v0, data)));
     for b in m.payload {
-        match block_cid(&b.prefix, &b.data) {
-            Ok(cid) => out.blocks.push((cid, b.data)),
+        match parse_prefix(&b.prefix) {
+            Ok(prefix) => out.blocks.push((prefix, b.data)),
             Err(why) => tracing::debug!(
                 "bitswap: skipping block of {} bytes with prefix {:02x?}: {why}",
                 b.data.len(),
@@ -348,26 +348,27 @@ fn decode_unchecked(buf: Bytes) -> Result<Message, MessageError> {
 /// multihash code and digest length (go-cid's `Prefix.Bytes()`). For a CIDv0 that is
 /// `00 70 12 20`.
 pub fn cid_prefix(cid: &Cid) -> Vec<u8> {
-    let version: u64 = match cid.version() {
+    prefix_bytes(&Prefix::of(cid))
+}
+
+/// [`cid_prefix`] of a [`Prefix`].
+pub fn prefix_bytes(p: &Prefix) -> Vec<u8> {
+    let version: u64 = match p.version {
         Version::V0 => 0,
         Version::V1 => 1,
     };
     let mut out = Vec::with_capacity(16);
     let mut buf = unsigned_varint::encode::u64_buffer();
-    for v in [
-        version,
-        cid.codec(),
-        cid.hash().code(),
-        u64::from(cid.hash().size()),
-    ] {
+    for v in [version, p.codec, p.hash, p.digest_len] {
         out.extend_from_slice(unsigned_varint::encode::u64(v, &mut buf));
     }
     out
 }
 
-/// Compute the CID of a 1.1.0+ payload block from its prefix and data. The error is a
-/// description for the debug log (the block is dropped, not the message).
-fn block_cid(prefix: &[u8], data: &[u8]) -> Result<Cid, String> {
+/// Parse the prefix of a 1.1.0+ payload block. Whether its hash can be verified is decided
+/// when the data is hashed. The error is a description for the debug log (the block is
+/// dropped, not the message).
+fn parse_prefix(prefix: &[u8]) -> Result<Prefix, String> {
     let mut rest = prefix;
     let mut fields = [0u64; 4];
     for f in &mut fields {
@@ -385,24 +386,12 @@ fn block_cid(prefix: &[u8], data: &[u8]) -> Result<Cid, String> {
         1 => Version::V1,
         v => return Err(format!("unknown CID version {v}")),
     };
-    // `compute` checks the v0 constraints (dag-pb + sha2-256) and the supported hashes.
-    let cid = cids::compute(version, codec, hash, data).map_err(|e| e.to_string())?;
-    if hash == mh::IDENTITY {
-        // The digest is the data itself; like go-cid, ignore the stated length.
-        return Ok(cid);
-    }
-    let full = cid.hash().size();
-    if len == 0 || len > MAX_DIGEST_LEN || len > u64::from(full) {
-        return Err(format!(
-            "digest length {len} for a {full}-byte hash 0x{hash:x}"
-        ));
-    }
-    if len == u64::from(full) {
-        return Ok(cid);
-    }
-    // A shorter length means a truncated digest (checked above: 0 < len < full <= 64).
-    let short = cid.hash().truncate(len as u8);
-    Cid::new(version, codec, short).map_err(|e| format!("truncated digest: {e}"))
+    Ok(Prefix {
+        version,
+        codec,
+        hash,
+        digest_len: len,
+    })
 }
 
 /// Read one varint-length-prefixed message. `Ok(None)` when the stream ends cleanly before a
@@ -483,6 +472,7 @@ fn eof_is_truncated(e: std::io::Error) -> MessageError {
 mod tests {
     use super::*;
     use futures::io::Cursor;
+    use ipfs_mount_ipld::VerifiedBlock;
     use multihash::Multihash;
     use proptest::prelude::*;
 
@@ -494,8 +484,13 @@ mod tests {
         cids::compute(Version::V0, codec::DAG_PB, mh::SHA2_256, data).unwrap()
     }
 
-    fn block(data: &'static [u8]) -> (Cid, Bytes) {
-        (raw(data), Bytes::from_static(data))
+    fn block(data: &'static [u8]) -> (Prefix, Bytes) {
+        (Prefix::of(&raw(data)), Bytes::from_static(data))
+    }
+
+    /// The CID the receiving engine computes for a decoded block.
+    fn hashed((prefix, data): &(Prefix, Bytes)) -> Result<Cid, cids::VerifyError> {
+        VerifiedBlock::from_prefix(*prefix, data.clone()).map(|b| *b.cid())
     }
 
     fn sample() -> Message {
@@ -517,7 +512,10 @@ mod tests {
                     send_dont_have: false,
                 },
             ],
-            blocks: vec![block(b"hello"), (v0(b"x"), Bytes::from_static(b"x"))],
+            blocks: vec![
+                block(b"hello"),
+                (Prefix::of(&v0(b"x")), Bytes::from_static(b"x")),
+            ],
             presences: vec![(raw(b"c"), Presence::DontHave), (v0(b"d"), Presence::Have)],
             pending_bytes: 1234,
         }
@@ -640,14 +638,18 @@ mod tests {
         msg.extend_from_slice(&wantlist);
 
         let m = Message::decode(&msg).unwrap();
+        let got: Vec<_> = m
+            .blocks
+            .iter()
+            .map(|b| (hashed(b).unwrap(), &b.1))
+            .collect();
         assert_eq!(
-            m.blocks,
+            got,
             vec![
-                (v0(b"first"), Bytes::from_static(b"first")),
-                (v0(b"second block"), Bytes::from_static(b"second block")),
+                (v0(b"first"), &Bytes::from_static(b"first")),
+                (v0(b"second block"), &Bytes::from_static(b"second block")),
             ]
         );
-        assert_eq!(m.blocks[0].0.version(), Version::V0);
         assert_eq!(m.wants.len(), 1);
         assert_eq!(m.wants[0].cid, want);
         assert_eq!(m.wants[0].want_type, WantType::Block);
@@ -672,8 +674,8 @@ mod tests {
         let prefix = cid_prefix(&raw(good));
         let m = Message::decode(&with_payload(vec![pb_block(prefix, bad)])).unwrap();
         assert_eq!(m.blocks.len(), 1);
-        assert_ne!(m.blocks[0].0, raw(good));
-        assert_eq!(m.blocks[0].0, raw(bad));
+        assert_ne!(hashed(&m.blocks[0]), Ok(raw(good)));
+        assert_eq!(hashed(&m.blocks[0]), Ok(raw(bad)));
     }
 
     #[test]
@@ -689,23 +691,35 @@ mod tests {
             .map(|c| pb_block(cid_prefix(c), data))
             .collect();
         let m = Message::decode(&with_payload(payload)).unwrap();
-        let got: Vec<Cid> = m.blocks.iter().map(|(c, _)| *c).collect();
+        let got: Vec<Cid> = m.blocks.iter().map(|b| hashed(b).unwrap()).collect();
         assert_eq!(got, cids_in);
     }
 
+    /// The receive path refuses a truncated digest exactly as the gateway path does
+    /// (`VerifiedBlock::check` of the truncated CID): the same error, so it can never be wanted
+    /// from one source and accepted from another.
     #[test]
-    fn truncated_digest() {
+    fn truncated_digest_is_refused() {
         let data = b"truncate me";
         let full = raw(data);
-        // sha2-256 truncated to 20 bytes.
-        let m =
-            Message::decode(&with_payload(vec![pb_block(vec![1, 0x55, 0x12, 20], data)])).unwrap();
-        let expect = Cid::new_v1(
+        // sha2-256 truncated to 20 bytes: the right bytes for this CID, were truncation allowed.
+        let short = Cid::new_v1(
             codec::RAW,
             Multihash::wrap(mh::SHA2_256, &full.hash().digest()[..20]).unwrap(),
         );
-        assert_eq!(m.blocks, vec![(expect, Bytes::from_static(data))]);
-        assert_eq!(cid_prefix(&expect), vec![1, 0x55, 0x12, 20]);
+        assert_eq!(cid_prefix(&short), vec![1, 0x55, 0x12, 20]);
+        let m =
+            Message::decode(&with_payload(vec![pb_block(vec![1, 0x55, 0x12, 20], data)])).unwrap();
+        let why = cids::VerifyError::BadDigestLength {
+            code: mh::SHA2_256,
+            len: 20,
+            expected: 32,
+        };
+        assert_eq!(hashed(&m.blocks[0]), Err(why.clone()));
+        assert_eq!(
+            VerifiedBlock::check(short, Bytes::from_static(data)),
+            Err(why)
+        );
     }
 
     #[test]
@@ -732,8 +746,12 @@ mod tests {
         ];
         let mut payload = bad.clone();
         payload.insert(3, good.clone());
+        // Dropped when decoding (a malformed prefix) or when hashing (a prefix we cannot
+        // verify): either way only the good block ever becomes a verified one.
         let m = Message::decode(&with_payload(payload)).unwrap();
-        assert_eq!(m.blocks, vec![(raw(data), Bytes::from_static(data))]);
+        let verified: Vec<Cid> = m.blocks.iter().filter_map(|b| hashed(b).ok()).collect();
+        assert_eq!(verified, vec![raw(data)]);
+        assert!(m.blocks.len() < bad.len());
     }
 
     #[test]
@@ -922,7 +940,7 @@ mod tests {
         let data = vec![42u8; 4096];
         let cid = raw(&data);
         let enc = Message {
-            blocks: vec![(cid, Bytes::from(data.clone()))],
+            blocks: vec![(Prefix::of(&cid), Bytes::from(data.clone()))],
             ..Default::default()
         }
         .encode();
@@ -962,7 +980,7 @@ mod tests {
             })
     }
 
-    fn arb_block() -> impl Strategy<Value = (Cid, Bytes)> {
+    fn arb_block() -> impl Strategy<Value = (Prefix, Bytes)> {
         (
             0u8..5,
             prop::sample::select(vec![codec::RAW, codec::DAG_PB, codec::DAG_CBOR, 0x0129]),
@@ -982,7 +1000,7 @@ mod tests {
                     data
                 };
                 let cid = cids::compute(version, codec, hash, &data).unwrap();
-                (cid, Bytes::from(data))
+                (Prefix::of(&cid), Bytes::from(data))
             })
     }
 

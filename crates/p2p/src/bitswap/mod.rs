@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
+use ipfs_mount_ipld::cids::Prefix;
+use ipfs_mount_ipld::VerifiedBlock;
 use libp2p::{PeerId, StreamProtocol};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Semaphore};
@@ -284,7 +286,7 @@ impl Bitswap {
                 }
                 Outbound::Block(c, b, permit) => {
                     *size += b.len() + 48;
-                    msg.blocks.push((c, b));
+                    msg.blocks.push((Prefix::of(&c), b));
                     permits.push(permit);
                 }
             };
@@ -395,8 +397,8 @@ impl Bitswap {
                 ledger.update(msg.full_wantlist, msg.wants);
             }
         }
-        for (cid, data) in msg.blocks {
-            self.on_block(peer, cid, data);
+        for (prefix, data) in msg.blocks {
+            self.on_block(peer, prefix, data);
         }
         for (cid, presence) in msg.presences {
             let key = ipfs_mount_ipld::cids::multihash_key(&cid);
@@ -410,9 +412,18 @@ impl Bitswap {
         }
     }
 
-    /// A block arrived. Its CID was computed from its bytes when the message was decoded,
-    /// so matching it to a want is the verification.
-    fn on_block(&self, peer: PeerId, cid: Cid, data: Bytes) {
+    /// A block arrived with its CID prefix. Hashing its bytes into their CID is the
+    /// verification (the only time they are hashed); finding a want with that multihash is
+    /// the check that it is a block we asked for.
+    fn on_block(&self, peer: PeerId, prefix: Prefix, data: Bytes) {
+        let block = match VerifiedBlock::from_prefix(prefix, data) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(%peer, ?prefix, "bitswap: dropping a block we cannot verify: {e}");
+                return;
+            }
+        };
+        let cid = *block.cid();
         let key = ipfs_mount_ipld::cids::multihash_key(&cid);
         let slot = self.wants.lock().remove(&key);
         match slot {
@@ -420,12 +431,12 @@ impl Bitswap {
                 self.stats.blocks_received.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .bytes_received
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    .fetch_add(block.data().len() as u64, Ordering::Relaxed);
                 if let Some(p) = self.peers.lock().get_mut(&peer) {
                     p.delivered += 1;
                 }
                 self.recent.lock().insert(key);
-                slot.complete(peer, data);
+                slot.complete(peer, block);
             }
             None => {
                 if self.recent.lock().contains(&key) {
