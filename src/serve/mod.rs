@@ -33,6 +33,7 @@
 //! [`BlockService::get`] (memory, store, then the fetchers), with a few blocks fetched ahead
 //! of a walk. Every block is one the block service has verified.
 
+mod conns;
 mod listing;
 mod request;
 mod resolve;
@@ -59,7 +60,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use ipfs_mount_ipld::unixfs::Node;
 use ipfs_mount_ipld::{cids, codec};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::blocks::BlockService;
 use request::{ContentPath, Format, Namespace, Query};
@@ -86,10 +87,24 @@ pub struct ServeConfig {
     pub allow_fetch: bool,
 }
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections served at once. When all are taken, a new connection closes the one that has
+/// waited longest for a request; only when all are answering does it wait in the listen
+/// backlog (see [`conns`]). Each connection costs one file descriptor, and a mount under the
+/// usual limit of 1024 needs the rest for its store, FUSE and peers.
 const MAX_CONNECTIONS: usize = 512;
-/// Time a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to send the request line and headers once the connection starts reading
+/// a request. A real client sends them at once (one packet on loopback); 5 s covers a loaded
+/// machine and is all a client that sends nothing, or half a line, holds a slot for.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A response write that makes no progress for this long ends the connection: the client
+/// stopped reading. Long enough for a reader that pauses to store what it got (our own
+/// gateway client blocks while its ingest queue is full, for well under a second), short
+/// enough that clients that ask for large CARs and never read give their slot back soon.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Largest request line plus headers; past it the answer is 431 and the connection closes.
+/// A content path is a CID and UnixFS names (255 bytes each): a few KiB at most, and browsers'
+/// headers are smaller still.
+const MAX_HEAD_BYTES: usize = 16 << 10;
 /// Body chunks queued between a DAG walk and the connection.
 const BODY_QUEUE: usize = 16;
 /// `Cache-Control` of everything under `/ipfs/`.
@@ -131,11 +146,8 @@ struct State {
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = conns::Slots::new(MAX_CONNECTIONS);
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -145,23 +157,54 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                 continue;
             }
         };
+        let slot = slots.admit().await;
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
+            let in_service = slot.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                let slot = in_service.clone();
+                async move {
+                    slot.busy();
+                    let resp = handle(&state, req).await;
+                    Ok::<_, Infallible>(idle_once_sent(resp, slot))
+                }
             });
+            let io = conns::StallGuard::new(stream, WRITE_STALL);
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "gateway connection ended: {e}");
+                .max_header_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, "gateway connection ended: {e}");
+                },
+                _ = slot.evicted() => {
+                    tracing::debug!(%peer, "gateway connection closed: its slot went to a new one");
+                }
             }
-            drop(permit);
         });
     }
+}
+
+/// The response, with its slot listed as idle again once the body is sent (or dropped).
+fn idle_once_sent(resp: Response<Body>, slot: Arc<conns::Slot>) -> Response<Body> {
+    struct IdleOnDrop(Arc<conns::Slot>);
+    impl Drop for IdleOnDrop {
+        fn drop(&mut self) {
+            self.0.idle();
+        }
+    }
+    let guard = IdleOnDrop(slot);
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _keep = &guard;
+            frame
+        })
+        .boxed_unsync()
+    })
 }
 
 /// An HTTP error response: a status and a message (the body, and the log line).
