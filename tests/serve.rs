@@ -1249,3 +1249,76 @@ async fn slow_clients_neither_starve_nor_stay() {
     let r = get(addr, &format!("/ipfs/{}", f.small_cid), &[]).await;
     assert_eq!(r.status, 200);
 }
+
+/// `?filename=` cannot turn content into a page of the gateway's origin: a name that makes it
+/// HTML, SVG or XML gets `attachment` unless `download=false` says otherwise, every HTML/SVG
+/// response carries `Content-Security-Policy: sandbox`, and every response `nosniff`. Other
+/// names stay inline, as the path gateway spec has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filename_cannot_make_content_a_page_of_our_origin() {
+    let f = fixture();
+    let addr = serve(service(&f.blocks, &[]), None).await;
+    let raw = f.raw_cid;
+    let csp = "content-security-policy";
+
+    let r = get(addr, &format!("/ipfs/{raw}?filename=x.html"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("content-type"), "text/html; charset=utf-8");
+    assert_eq!(
+        r.h("content-disposition"),
+        "attachment; filename=\"x.html\""
+    );
+    assert_eq!(r.h(csp), "sandbox");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    let r = get(addr, &format!("/ipfs/{raw}?filename=x.svg"), &[]).await;
+    assert_eq!(r.h("content-disposition"), "attachment; filename=\"x.svg\"");
+    assert_eq!(r.h(csp), "sandbox");
+    let r = get(addr, &format!("/ipfs/{raw}?filename=x.xml"), &[]).await;
+    assert_eq!(r.h("content-disposition"), "attachment; filename=\"x.xml\"");
+
+    // asked for inline: inline, sandboxed
+    let r = get(
+        addr,
+        &format!("/ipfs/{raw}?filename=x.html&download=false"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.h("content-disposition"), "inline; filename=\"x.html\"");
+    assert_eq!(r.h(csp), "sandbox");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    let r = get(
+        addr,
+        &format!("/ipfs/{raw}?filename=x.html&download=true"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.h("content-disposition"),
+        "attachment; filename=\"x.html\""
+    );
+
+    // other names: inline (spec), with nosniff and no sandbox
+    let r = get(addr, &format!("/ipfs/{raw}?filename=testтест.pdf"), &[]).await;
+    assert_eq!(
+        r.h("content-disposition"),
+        "inline; filename=\"test____.pdf\"; filename*=UTF-8''test%D1%82%D0%B5%D1%81%D1%82.pdf"
+    );
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    assert_eq!(r.h(csp), "");
+
+    // HTML under its own name (index.html, the generated listing): inline, sandboxed
+    let r = get(addr, &format!("/ipfs/{}/sub/", f.dir), &[]).await;
+    assert_eq!(&r.body[..], b"<h1>hi</h1>");
+    assert_eq!(r.h("content-disposition"), "");
+    assert_eq!(r.h(csp), "sandbox");
+    let r = get(addr, &format!("/ipfs/{}/", f.dir), &[]).await;
+    assert!(r.h("content-type").starts_with("text/html"));
+    assert_eq!(r.h(csp), "sandbox");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    // plain text and errors: nosniff
+    let r = get(addr, &format!("/ipfs/{}/a.txt", f.dir), &[]).await;
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    let r = get(addr, "/ipfs/not-a-cid", &[]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+}

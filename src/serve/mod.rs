@@ -29,6 +29,15 @@
 //! midway is cut off (the connection closes before the end of the body), never completed
 //! with wrong bytes.
 //!
+//! Containment: every response says `X-Content-Type-Options: nosniff`; HTML, SVG and XML
+//! responses carry `Content-Security-Policy: sandbox` (everything shares this one origin); a
+//! `filename` that would make content HTML, SVG or XML answers `attachment` unless
+//! `download=false` (other names stay `inline`, as the spec says).
+//!
+//! Limits: [`MAX_CONNECTIONS`] slots, a new connection evicting the one idle longest when all
+//! are taken; [`HEADER_TIMEOUT`] to send a request head of at most [`MAX_HEAD_BYTES`] (else
+//! 431); a response write without progress for [`WRITE_STALL`] ends the connection.
+//!
 //! Blocks: with `allow_fetch` off only [`BlockService::get_local`] is used; with it on,
 //! [`BlockService::get`] (memory, store, then the fetchers), with a few blocks fetched ahead
 //! of a walk. Every block is one the block service has verified.
@@ -117,6 +126,12 @@ const MAX_NAME_HOPS: usize = 32;
 const X_IPFS_PATH: HeaderName = HeaderName::from_static("x-ipfs-path");
 const X_IPFS_ROOTS: HeaderName = HeaderName::from_static("x-ipfs-roots");
 const NOSNIFF: (HeaderName, &str) = (header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+/// `Content-Security-Policy` of every HTML, SVG or XML response. Everything here shares one
+/// origin (a path gateway on loopback), and the content is anyone's: `sandbox` gives each
+/// such document an opaque origin with no scripts, forms, popups or plugins, so it can neither
+/// read other content through this origin nor use it to reach other local services. Sites that
+/// need scripts want an origin-isolating (subdomain) gateway.
+const SANDBOX: &str = "sandbox";
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -301,6 +316,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             e.response()
         }
     };
+    contain(resp.headers_mut());
     if method == Method::HEAD {
         *resp.body_mut() = empty();
     }
@@ -312,6 +328,24 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         "gateway request"
     );
     resp
+}
+
+/// What every response carries: `nosniff` (the browser keeps to our content type), and the
+/// [`SANDBOX`] policy when that type is one a browser would run as a document.
+fn contain(headers: &mut HeaderMap) {
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    let active = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(listing::is_active);
+    if active {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX),
+        );
+    }
 }
 
 /// What every content response carries.
@@ -721,18 +755,21 @@ async fn plain(
 ) -> Result<Response<Body>, HttpError> {
     let cid = resolved.cid;
     let node = resolve::decode(&cid, &resolved.block)?;
-    let disposition = |r: Resp, name: Option<&str>| -> Resp {
-        let kind = if query.download {
-            "attachment"
-        } else {
-            "inline"
-        };
+    // `download=true`: attachment (the spec's MUST). A `filename` alone is inline, as the spec
+    // has it, unless it would make the bytes HTML, SVG or XML: then attachment, so that no
+    // link can have any content run as a page of this origin; `download=false` keeps those
+    // inline (under the sandbox policy all such responses get).
+    let disposition = |r: Resp, name: Option<&str>, ctype: &str| -> Resp {
+        let attach = query
+            .download
+            .unwrap_or(query.filename.is_some() && listing::is_active(ctype));
+        let kind = if attach { "attachment" } else { "inline" };
         match (query.filename.as_deref(), name) {
             (Some(f), _) => r.header(
                 header::CONTENT_DISPOSITION,
                 listing::content_disposition(kind, f),
             ),
-            (None, Some(n)) if query.download => r.header(
+            (None, Some(n)) if attach => r.header(
                 header::CONTENT_DISPOSITION,
                 listing::content_disposition(kind, n),
             ),
@@ -760,7 +797,7 @@ async fn plain(
                 ctype,
                 range,
                 meta,
-                |r| disposition(r, shown.as_deref()),
+                |r| disposition(r, shown.as_deref(), ctype),
             )
         }
         Node::Directory(_) | Node::HamtShard(_) => {
