@@ -1114,3 +1114,213 @@ async fn fetching_through_is_opt_in() {
     assert_eq!(r.status, 504);
     assert_eq!(r.h("retry-after"), "30");
 }
+
+/// Raises the soft limit on open files (this test holds over a thousand sockets: both ends).
+fn raise_open_files(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Reads until EOF or an error (a reset): the bytes read, and whether it ended within `limit`.
+async fn drain(s: &mut tokio::net::TcpStream, limit: Duration) -> (usize, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut total = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (total, ended)
+}
+
+/// The status line a raw request gets.
+async fn raw_status(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // the server may answer (and close) before it has read everything: ignore write errors
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// 500 clients that send half a request line and 20 that ask for a large CAR and never read
+/// hold more connections than the gateway has slots: a normal request is still answered at
+/// once, the slow clients are closed by the server after the header timeout (5 s) and the
+/// write-stall timeout (10 s), and oversized request heads get 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_neither_starve_nor_stay() {
+    use tokio::io::AsyncWriteExt;
+    raise_open_files(8192);
+    let f = fixture();
+    let mut blocks = f.blocks.clone();
+    let large = data(12 << 20, 11);
+    let large_b = build_file(&large, &small_v1(1 << 20, 174));
+    blocks.extend(large_b.blocks.iter().cloned());
+    let addr = serve(service(&blocks, &[]), None).await;
+
+    let opened = tokio::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /ipfs/bafkrei").await.unwrap();
+        slow.push(s);
+    }
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(addr).await.unwrap();
+        let req = format!(
+            "GET /ipfs/{}?format=car HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            large_b.root
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        get(addr, &format!("/ipfs/{}", f.small_cid), &[]),
+    )
+    .await
+    .expect("a normal request is answered within 2 s while 520 slow clients hang on");
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"hello gateway\n");
+    eprintln!("normal request answered in {:?}", started.elapsed());
+
+    // oversized request line, oversized headers: 431 and closed
+    let long_line = format!(
+        "GET /ipfs/{}/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        f.dir,
+        "a".repeat(20_000)
+    );
+    assert_eq!(
+        raw_status(addr, long_line.as_bytes()).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    let big_header = format!(
+        "GET /ipfs/{} HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        f.small_cid,
+        "b".repeat(32_000)
+    );
+    assert_eq!(
+        raw_status(addr, big_header.as_bytes()).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+
+    // half a request line: closed by the server once the header timeout (5 s) has passed
+    let deadline = opened + Duration::from_secs(9);
+    for (i, s) in slow.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (_, ended) = drain(s, left).await;
+        assert!(ended, "slow client {i} is still open after 9 s");
+    }
+    eprintln!("slow clients closed after {:?}", opened.elapsed());
+
+    // never reading: cut off once a write made no progress for 10 s; what the kernels
+    // buffered is less than the CAR
+    tokio::time::sleep_until(opened + Duration::from_secs(13)).await;
+    for (i, s) in stalled.iter_mut().enumerate() {
+        let (got, ended) = drain(s, Duration::from_secs(5)).await;
+        assert!(ended, "stalled client {i} is still open after 18 s");
+        assert!(
+            got < large.len(),
+            "stalled client {i} got {got} bytes: the whole CAR, not cut off"
+        );
+    }
+
+    // and the gateway still answers
+    let r = get(addr, &format!("/ipfs/{}", f.small_cid), &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+/// `?filename=` cannot turn content into a page of the gateway's origin: a name that makes it
+/// HTML, SVG or XML gets `attachment` unless `download=false` says otherwise, every HTML/SVG
+/// response carries `Content-Security-Policy: sandbox`, and every response `nosniff`. Other
+/// names stay inline, as the path gateway spec has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filename_cannot_make_content_a_page_of_our_origin() {
+    let f = fixture();
+    let addr = serve(service(&f.blocks, &[]), None).await;
+    let raw = f.raw_cid;
+    let csp = "content-security-policy";
+
+    let r = get(addr, &format!("/ipfs/{raw}?filename=x.html"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("content-type"), "text/html; charset=utf-8");
+    assert_eq!(
+        r.h("content-disposition"),
+        "attachment; filename=\"x.html\""
+    );
+    assert_eq!(r.h(csp), "sandbox");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    let r = get(addr, &format!("/ipfs/{raw}?filename=x.svg"), &[]).await;
+    assert_eq!(r.h("content-disposition"), "attachment; filename=\"x.svg\"");
+    assert_eq!(r.h(csp), "sandbox");
+    let r = get(addr, &format!("/ipfs/{raw}?filename=x.xml"), &[]).await;
+    assert_eq!(r.h("content-disposition"), "attachment; filename=\"x.xml\"");
+
+    // asked for inline: inline, sandboxed
+    let r = get(
+        addr,
+        &format!("/ipfs/{raw}?filename=x.html&download=false"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.h("content-disposition"), "inline; filename=\"x.html\"");
+    assert_eq!(r.h(csp), "sandbox");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    let r = get(
+        addr,
+        &format!("/ipfs/{raw}?filename=x.html&download=true"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        r.h("content-disposition"),
+        "attachment; filename=\"x.html\""
+    );
+
+    // other names: inline (spec), with nosniff and no sandbox
+    let r = get(addr, &format!("/ipfs/{raw}?filename=testтест.pdf"), &[]).await;
+    assert_eq!(
+        r.h("content-disposition"),
+        "inline; filename=\"test____.pdf\"; filename*=UTF-8''test%D1%82%D0%B5%D1%81%D1%82.pdf"
+    );
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    assert_eq!(r.h(csp), "");
+
+    // HTML under its own name (index.html, the generated listing): inline, sandboxed
+    let r = get(addr, &format!("/ipfs/{}/sub/", f.dir), &[]).await;
+    assert_eq!(&r.body[..], b"<h1>hi</h1>");
+    assert_eq!(r.h("content-disposition"), "");
+    assert_eq!(r.h(csp), "sandbox");
+    let r = get(addr, &format!("/ipfs/{}/", f.dir), &[]).await;
+    assert!(r.h("content-type").starts_with("text/html"));
+    assert_eq!(r.h(csp), "sandbox");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    // plain text and errors: nosniff
+    let r = get(addr, &format!("/ipfs/{}/a.txt", f.dir), &[]).await;
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    let r = get(addr, "/ipfs/not-a-cid", &[]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+}

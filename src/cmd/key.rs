@@ -2,7 +2,7 @@
 //! whether or not a mount runs (a running mount notices a replaced key and re-publishes).
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use anyhow::{bail, Context, Result};
 use ipfs_mount_ipns::Name;
@@ -34,16 +34,7 @@ pub fn run(store: &StoreArgs, action: &KeyAction) -> Result<()> {
             let (key, _) = load_or_create_key(&dir)?;
             let bytes = key.to_protobuf_encoding()?;
             match output {
-                Some(path) => {
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(path)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    f.write_all(&bytes)?;
-                }
+                Some(path) => write_private(path, &bytes)?,
                 None => std::io::stdout().write_all(&bytes)?,
             }
         }
@@ -62,6 +53,25 @@ pub fn run(store: &StoreArgs, action: &KeyAction) -> Result<()> {
     Ok(())
 }
 
+/// Writes a private key to `path`, which ends up mode 0600 even when it existed with another
+/// mode (the mode is set before the key is written). A FIFO or device (`/dev/stdout`) is
+/// written as it is.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if f.metadata()?.is_file() {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
+    f.write_all(bytes)?;
+    Ok(())
+}
+
 fn dataset_dir(datasets: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
     let dir = datasets.join(name);
     if !crate::datasets::valid_name(name) || !dir.join("PROFILE").exists() {
@@ -69,4 +79,35 @@ fn dataset_dir(datasets: &std::path::Path, name: &str) -> Result<std::path::Path
     }
     let _ = KEY_FILE;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `key export -o FILE` over an existing file readable by others leaves it mode 0600.
+    #[test]
+    fn exported_key_is_private_even_over_an_existing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ds = tmp.path().join("datasets").join("foo");
+        std::fs::create_dir_all(&ds).unwrap();
+        std::fs::write(ds.join("PROFILE"), crate::datasets::DEFAULT_PROFILE).unwrap();
+        let out = tmp.path().join("exported.key");
+        std::fs::write(&out, b"an older export").unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = StoreArgs {
+            store: Some(tmp.path().to_path_buf()),
+            cache_size: 1 << 20,
+        };
+        let action = KeyAction::Export {
+            dataset: "foo".into(),
+            output: Some(out.clone()),
+        };
+        run(&store, &action).unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let key = Keypair::from_protobuf_encoding(&std::fs::read(&out).unwrap()).unwrap();
+        let (stored, _) = load_or_create_key(&ds).unwrap();
+        assert_eq!(key.public(), stored.public());
+    }
 }

@@ -47,6 +47,10 @@ pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
     })
     .map_err(anyhow::Error::new)
     .with_context(|| format!("cannot open the block store at {}", dir.display()))?;
+    // The datasets module creates `datasets/` when missing; made here first, it is private.
+    let datasets = dir.join("datasets");
+    ipfs_mount_store::create_private_dir(&datasets)
+        .with_context(|| format!("cannot create {}", datasets.display()))?;
     // We hold the store's lock and no import of ours has started: any import temporary pin is a
     // leftover of an import that did not finish.
     if let Err(e) = crate::transfer::release_leftovers(&s) {
@@ -90,7 +94,7 @@ fn gateway_fetchers(net: &NetArgs, allow_default: bool) -> Result<Vec<Arc<dyn Fe
 
 fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let store_dir = args.store.dir();
-    std::fs::create_dir_all(&store_dir)
+    ipfs_mount_store::create_private_dir(&store_dir)
         .with_context(|| format!("cannot create {}", store_dir.display()))?;
     let log_path = args
         .log_file
@@ -468,4 +472,27 @@ fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
 
 pub fn unmount(mountpoint: &Path) -> Result<()> {
     fusermount(mountpoint, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The store directory and the `datasets/` made when the store is opened are mode 0700.
+    #[test]
+    fn opened_store_directories_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = open_store(&StoreArgs {
+            store: Some(dir.clone()),
+            cache_size: 1 << 20,
+        })
+        .unwrap();
+        for d in [dir.clone(), dir.join("blocks"), dir.join("datasets")] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        drop(store);
+    }
 }

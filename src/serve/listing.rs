@@ -54,6 +54,21 @@ pub(super) fn content_type(name: &[u8]) -> Option<&'static str> {
     })
 }
 
+/// Content a browser runs as a document of the origin it came from (scripts, forms, links):
+/// HTML, SVG and XML (which may be XHTML).
+pub(super) fn is_active(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/html" | "image/svg+xml" | "application/xml" | "text/xml" | "application/xhtml+xml"
+    )
+}
+
 /// `Content-Disposition` with `filename` (RFC 6266 / 8187: an ASCII fallback with other
 /// characters as `_`, plus `filename*` in UTF-8 when the name is not plain ASCII).
 pub(super) fn content_disposition(kind: &str, filename: &str) -> String {

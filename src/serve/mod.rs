@@ -29,10 +29,20 @@
 //! midway is cut off (the connection closes before the end of the body), never completed
 //! with wrong bytes.
 //!
+//! Containment: every response says `X-Content-Type-Options: nosniff`; HTML, SVG and XML
+//! responses carry `Content-Security-Policy: sandbox` (everything shares this one origin); a
+//! `filename` that would make content HTML, SVG or XML answers `attachment` unless
+//! `download=false` (other names stay `inline`, as the spec says).
+//!
+//! Limits: [`MAX_CONNECTIONS`] slots, a new connection evicting the one idle longest when all
+//! are taken; [`HEADER_TIMEOUT`] to send a request head of at most [`MAX_HEAD_BYTES`] (else
+//! 431); a response write without progress for [`WRITE_STALL`] ends the connection.
+//!
 //! Blocks: with `allow_fetch` off only [`BlockService::get_local`] is used; with it on,
 //! [`BlockService::get`] (memory, store, then the fetchers), with a few blocks fetched ahead
 //! of a walk. Every block is one the block service has verified.
 
+mod conns;
 mod listing;
 mod request;
 mod resolve;
@@ -59,7 +69,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use ipfs_mount_ipld::unixfs::Node;
 use ipfs_mount_ipld::{cids, codec};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::blocks::BlockService;
 use request::{ContentPath, Format, Namespace, Query};
@@ -86,10 +96,24 @@ pub struct ServeConfig {
     pub allow_fetch: bool,
 }
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections served at once. When all are taken, a new connection closes the one that has
+/// waited longest for a request; only when all are answering does it wait in the listen
+/// backlog (see [`conns`]). Each connection costs one file descriptor, and a mount under the
+/// usual limit of 1024 needs the rest for its store, FUSE and peers.
 const MAX_CONNECTIONS: usize = 512;
-/// Time a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to send the request line and headers once the connection starts reading
+/// a request. A real client sends them at once (one packet on loopback); 5 s covers a loaded
+/// machine and is all a client that sends nothing, or half a line, holds a slot for.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A response write that makes no progress for this long ends the connection: the client
+/// stopped reading. Long enough for a reader that pauses to store what it got (our own
+/// gateway client blocks while its ingest queue is full, for well under a second), short
+/// enough that clients that ask for large CARs and never read give their slot back soon.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Largest request line plus headers; past it the answer is 431 and the connection closes.
+/// A content path is a CID and UnixFS names (255 bytes each): a few KiB at most, and browsers'
+/// headers are smaller still.
+const MAX_HEAD_BYTES: usize = 16 << 10;
 /// Body chunks queued between a DAG walk and the connection.
 const BODY_QUEUE: usize = 16;
 /// `Cache-Control` of everything under `/ipfs/`.
@@ -102,6 +126,12 @@ const MAX_NAME_HOPS: usize = 32;
 const X_IPFS_PATH: HeaderName = HeaderName::from_static("x-ipfs-path");
 const X_IPFS_ROOTS: HeaderName = HeaderName::from_static("x-ipfs-roots");
 const NOSNIFF: (HeaderName, &str) = (header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+/// `Content-Security-Policy` of every HTML, SVG or XML response. Everything here shares one
+/// origin (a path gateway on loopback), and the content is anyone's: `sandbox` gives each
+/// such document an opaque origin with no scripts, forms, popups or plugins, so it can neither
+/// read other content through this origin nor use it to reach other local services. Sites that
+/// need scripts want an origin-isolating (subdomain) gateway.
+const SANDBOX: &str = "sandbox";
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -131,11 +161,8 @@ struct State {
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = conns::Slots::new(MAX_CONNECTIONS);
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -145,23 +172,54 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                 continue;
             }
         };
+        let slot = slots.admit().await;
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
+            let in_service = slot.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                let slot = in_service.clone();
+                async move {
+                    slot.busy();
+                    let resp = handle(&state, req).await;
+                    Ok::<_, Infallible>(idle_once_sent(resp, slot))
+                }
             });
+            let io = conns::StallGuard::new(stream, WRITE_STALL);
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "gateway connection ended: {e}");
+                .max_header_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%peer, "gateway connection ended: {e}");
+                },
+                _ = slot.evicted() => {
+                    tracing::debug!(%peer, "gateway connection closed: its slot went to a new one");
+                }
             }
-            drop(permit);
         });
     }
+}
+
+/// The response, with its slot listed as idle again once the body is sent (or dropped).
+fn idle_once_sent(resp: Response<Body>, slot: Arc<conns::Slot>) -> Response<Body> {
+    struct IdleOnDrop(Arc<conns::Slot>);
+    impl Drop for IdleOnDrop {
+        fn drop(&mut self) {
+            self.0.idle();
+        }
+    }
+    let guard = IdleOnDrop(slot);
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            let _keep = &guard;
+            frame
+        })
+        .boxed_unsync()
+    })
 }
 
 /// An HTTP error response: a status and a message (the body, and the log line).
@@ -258,6 +316,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             e.response()
         }
     };
+    contain(resp.headers_mut());
     if method == Method::HEAD {
         *resp.body_mut() = empty();
     }
@@ -269,6 +328,24 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         "gateway request"
     );
     resp
+}
+
+/// What every response carries: `nosniff` (the browser keeps to our content type), and the
+/// [`SANDBOX`] policy when that type is one a browser would run as a document.
+fn contain(headers: &mut HeaderMap) {
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    let active = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(listing::is_active);
+    if active {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SANDBOX),
+        );
+    }
 }
 
 /// What every content response carries.
@@ -678,18 +755,21 @@ async fn plain(
 ) -> Result<Response<Body>, HttpError> {
     let cid = resolved.cid;
     let node = resolve::decode(&cid, &resolved.block)?;
-    let disposition = |r: Resp, name: Option<&str>| -> Resp {
-        let kind = if query.download {
-            "attachment"
-        } else {
-            "inline"
-        };
+    // `download=true`: attachment (the spec's MUST). A `filename` alone is inline, as the spec
+    // has it, unless it would make the bytes HTML, SVG or XML: then attachment, so that no
+    // link can have any content run as a page of this origin; `download=false` keeps those
+    // inline (under the sandbox policy all such responses get).
+    let disposition = |r: Resp, name: Option<&str>, ctype: &str| -> Resp {
+        let attach = query
+            .download
+            .unwrap_or(query.filename.is_some() && listing::is_active(ctype));
+        let kind = if attach { "attachment" } else { "inline" };
         match (query.filename.as_deref(), name) {
             (Some(f), _) => r.header(
                 header::CONTENT_DISPOSITION,
                 listing::content_disposition(kind, f),
             ),
-            (None, Some(n)) if query.download => r.header(
+            (None, Some(n)) if attach => r.header(
                 header::CONTENT_DISPOSITION,
                 listing::content_disposition(kind, n),
             ),
@@ -717,7 +797,7 @@ async fn plain(
                 ctype,
                 range,
                 meta,
-                |r| disposition(r, shown.as_deref()),
+                |r| disposition(r, shown.as_deref(), ctype),
             )
         }
         Node::Directory(_) | Node::HamtShard(_) => {

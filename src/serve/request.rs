@@ -212,7 +212,8 @@ pub(super) struct Query {
     pub car_order: Option<String>,
     pub car_dups: Option<String>,
     pub filename: Option<String>,
-    pub download: bool,
+    /// `download=true` / `download=false` as sent; any other value counts as absent.
+    pub download: Option<bool>,
 }
 
 impl Query {
@@ -229,7 +230,13 @@ impl Query {
                 "car-order" => out.car_order = v,
                 "car-dups" => out.car_dups = v,
                 "filename" => out.filename = v,
-                "download" => out.download = v.as_deref() == Some("true"),
+                "download" => {
+                    out.download = match v.as_deref() {
+                        Some("true") => Some(true),
+                        Some("false") => Some(false),
+                        _ => None,
+                    }
+                }
                 _ => {}
             }
         }

@@ -441,6 +441,32 @@ const TEMP_ID_BATCH: u64 = 1024;
 /// How long a busy store lock is retried before [`StoreError::Locked`].
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(750);
 
+/// Creates `path` and any missing parents with mode 0700 (before the umask): the store holds
+/// keys, private datasets and a control socket, so what we create is the owner's alone. A
+/// directory that exists keeps its mode.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// A store directory others may enter (made by an older version, or on purpose) is logged once
+/// at open, not changed.
+fn warn_if_shared(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = fs::metadata(dir) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warn!(
+                dir = %dir.display(),
+                "the store directory has mode {mode:o}: other users may read its blocks and datasets (chmod 700 to keep them out)"
+            );
+        }
+    }
+}
+
 fn acquire_lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let mut f = OpenOptions::new()
@@ -590,11 +616,12 @@ impl DiskStore {
     /// Opens or creates the store in `config.dir`. See the crate docs for locking, versioning and recovery.
     pub fn open(config: StoreConfig) -> Result<Self> {
         let dir = config.dir;
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        create_private_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        warn_if_shared(&dir);
         let lock = acquire_lock(&dir)?;
         check_version(&dir, config.sync_writes)?;
         let blocks_dir = dir.join("blocks");
-        fs::create_dir_all(&blocks_dir).map_err(|e| StoreError::io(&blocks_dir, e))?;
+        create_private_dir(&blocks_dir).map_err(|e| StoreError::io(&blocks_dir, e))?;
 
         let conn = Connection::open(dir.join("index.sqlite"))?;
         let mode: String =
@@ -765,7 +792,7 @@ impl DiskStore {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let shard = path.parent().expect("block path has a shard dir");
-                fs::create_dir_all(shard).map_err(|e| StoreError::io(shard, e))?;
+                create_private_dir(shard).map_err(|e| StoreError::io(shard, e))?;
                 if self.sync_writes {
                     fsync_dir(&self.blocks_dir)?;
                 }

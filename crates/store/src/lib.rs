@@ -36,6 +36,9 @@
 //!   blocks/<SS>/<KEY>.data.<pid>.<n>.tmp   in-flight writes, renamed onto the .data name when complete
 //! ```
 //!
+//! Directories the store creates (`dir` and its missing parents, `blocks/`, the shards) get mode 0700: the owner's
+//! alone ([`create_private_dir`]). An existing `dir` keeps its mode (a warning is logged when others may enter it).
+//!
 //! `KEY` is the multihash bytes in RFC 4648 base32, uppercase, without padding (the same key Kubo's flatfs uses,
 //! e.g. `CIQ…` for sha2-256). `SS` is the *next-to-last/2* shard of Kubo's flatfs: the two characters before the
 //! last character of `KEY`. Shard directories are created on demand.
@@ -116,7 +119,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use cid::Cid;
 
-pub use disk::{DiskStore, RecoveryStats, LAYOUT_VERSION};
+pub use disk::{create_private_dir, DiskStore, RecoveryStats, LAYOUT_VERSION};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 

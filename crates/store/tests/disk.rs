@@ -573,3 +573,32 @@ fn kill9_at_any_moment() {
         assert!(st.unpinned_bytes() <= 512 * 1024, "{st:?}");
     }
 }
+
+/// The store directory (and missing parents), `blocks/` and its shards are created mode 0700;
+/// an existing directory keeps its mode.
+#[test]
+fn created_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("parent").join("store");
+    let s = open(&dir, 1 << 30);
+    let data = block(3, 100);
+    let cid = cid_of(&data);
+    s.put(&cid, &data).unwrap();
+    let shard = expected_path(&dir, &cid).parent().unwrap().to_path_buf();
+    for d in [
+        tmp.path().join("parent"),
+        dir.clone(),
+        dir.join("blocks"),
+        shard,
+    ] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    drop(s);
+    let shared = tmp.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+    drop(open(&shared, 1 << 30));
+    assert_eq!(mode(&shared), 0o750);
+}
