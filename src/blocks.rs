@@ -7,7 +7,7 @@
 //! hash cannot be verified is refused before any fetch. Identical concurrent requests share
 //! one fetch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -83,6 +83,7 @@ pub struct BlockStats {
 pub struct BlockService {
     memory: quick_cache::sync::Cache<Vec<u8>, Bytes, BytesWeighter>,
     store: Arc<dyn BlockStore>,
+    deferred: Arc<Deferred>,
     fetchers: Vec<Arc<dyn Fetcher>>,
     inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
     offline: bool,
@@ -105,6 +106,7 @@ impl BlockService {
                 BytesWeighter,
             ),
             store,
+            deferred: Arc::default(),
             fetchers,
             inflight: Mutex::new(HashMap::new()),
             offline,
@@ -122,6 +124,9 @@ impl BlockService {
             return Ok(Some(Bytes::copy_from_slice(data)));
         }
         let key = cids::multihash_key(cid);
+        if let Some(b) = self.deferred_get(&key) {
+            return Ok(Some(b));
+        }
         if let Some(b) = self.memory.get(&key) {
             self.stats
                 .memory_hits
@@ -143,6 +148,7 @@ impl BlockService {
     /// True when the block is local (no fetch needed).
     pub fn has_local(&self, cid: &Cid) -> bool {
         cids::identity_data(cid).is_some()
+            || self.deferred_get(&cids::multihash_key(cid)).is_some()
             || self.memory.get(&cids::multihash_key(cid)).is_some()
             || self.store.has(cid).unwrap_or(false)
     }
@@ -295,28 +301,74 @@ impl BlockService {
     /// and adds them to the temporary pin `pin`, with no moment at which they are evictable. Also
     /// makes them readable from the memory cache, like [`BlockService::put_verified`].
     pub fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError> {
-        if let Err(e) = self.store.put_temp(pin, blocks) {
-            if !e.is_no_space() {
-                return Err(e);
-            }
-            // A full disk: blocks someone wrote beat cached ones. Drop the whole unpinned cache
-            // and try once more; if that is not enough, the writer gets ENOSPC.
-            let freed = self.store.evict_to(0).unwrap_or_default();
-            if freed.bytes == 0 {
-                return Err(e);
-            }
-            tracing::warn!(
-                freed = freed.bytes,
-                "the store's disk is full: evicted the unpinned cache"
-            );
-            self.store.put_temp(pin, blocks)?;
-        }
+        put_temp_evicting(&*self.store, pin, blocks)?;
         for (cid, data) in blocks {
             if cids::identity_data(cid).is_none() {
                 self.memory.insert(cids::multihash_key(cid), data.clone());
             }
         }
         Ok(())
+    }
+
+    /// Like [`put_temp`](Self::put_temp), but the store write happens later, on a background
+    /// thread (in the order given): the blocks are readable through this service at once. For
+    /// a writer whose bytes are already durable elsewhere (a dataset's journal holds them), so
+    /// that closing a small file costs no index transaction or block file. Returns `false`,
+    /// doing nothing, when too many bytes are waiting already: the caller stores them itself.
+    pub fn put_temp_later(&self, pin: TempPinId, blocks: Vec<(Cid, Bytes)>) -> bool {
+        let d = &self.deferred;
+        let mut st = d.state.lock();
+        if st.bytes >= DEFERRED_LIMIT {
+            return false;
+        }
+        if !st.writer_started {
+            let (deferred, store) = (self.deferred.clone(), self.store.clone());
+            let spawned = std::thread::Builder::new()
+                .name("block-writer".into())
+                .spawn(move || deferred.write_in_background(&*store));
+            match spawned {
+                Ok(handle) => st.writer = Some(handle),
+                Err(e) => {
+                    tracing::warn!("cannot start the block writer thread: {e}");
+                    return false;
+                }
+            }
+            st.writer_started = true;
+        }
+        for (cid, data) in &blocks {
+            st.bytes += data.len();
+            let entry = st
+                .blocks
+                .entry(cids::multihash_key(cid))
+                .or_insert_with(|| (data.clone(), 0));
+            entry.1 += 1;
+        }
+        st.queue.push_back((pin, blocks));
+        d.wake.notify_one();
+        true
+    }
+
+    /// Stores everything [`put_temp_later`](Self::put_temp_later) queued so far (on this
+    /// thread, together with the background writer) and returns once it is all in the store.
+    pub fn flush_deferred(&self) -> Result<(), StoreError> {
+        self.deferred.flush(&*self.store)
+    }
+
+    /// Forgets the blocks not yet stored, as a crash would (tests of journal replay).
+    #[cfg(test)]
+    pub fn lose_deferred(&self) {
+        let mut st = self.deferred.state.lock();
+        st.queue.clear();
+        st.blocks.clear();
+        st.bytes = 0;
+    }
+
+    fn deferred_get(&self, key: &[u8]) -> Option<Bytes> {
+        let st = self.deferred.state.lock();
+        if st.blocks.is_empty() {
+            return None;
+        }
+        st.blocks.get(key).map(|(b, _)| b.clone())
     }
 
     /// Adds blocks (present or not, e.g. reused leaves) to the temporary pin `pin`.
@@ -499,6 +551,179 @@ impl BlockService {
 }
 
 /// A CID no bytes could be verified against.
+/// Bytes [`BlockService::put_temp_later`] may hold before writers store their blocks
+/// themselves (the back-pressure that bounds its memory).
+const DEFERRED_LIMIT: usize = 64 << 20;
+
+/// Stores blocks under a temporary pin; on a full disk, drops the unpinned cache and tries once
+/// more (blocks someone wrote beat cached ones), and if that is not enough the writer gets
+/// ENOSPC.
+fn put_temp_evicting(
+    store: &dyn BlockStore,
+    pin: TempPinId,
+    blocks: &[(Cid, Bytes)],
+) -> Result<(), StoreError> {
+    let Err(e) = store.put_temp(pin, blocks) else {
+        return Ok(());
+    };
+    if !e.is_no_space() {
+        return Err(e);
+    }
+    let freed = store.evict_to(0).unwrap_or_default();
+    if freed.bytes == 0 {
+        return Err(e);
+    }
+    tracing::warn!(
+        freed = freed.bytes,
+        "the store's disk is full: evicted the unpinned cache"
+    );
+    store.put_temp(pin, blocks)
+}
+
+/// Blocks acknowledged to writers and not yet in the store (see
+/// [`BlockService::put_temp_later`]).
+#[derive(Default)]
+struct Deferred {
+    state: Mutex<DeferredState>,
+    /// Signalled when work is queued.
+    wake: parking_lot::Condvar,
+    /// Signalled when a batch is done.
+    done: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct DeferredState {
+    /// By multihash key, with how many queued batches hold it: readable while they wait.
+    blocks: HashMap<Vec<u8>, (Bytes, usize)>,
+    queue: VecDeque<(TempPinId, Vec<(Cid, Bytes)>)>,
+    bytes: usize,
+    /// Batches taken out of the queue and being stored.
+    writing: usize,
+    writer_started: bool,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// Set when the service goes away: the writer stores what is left and ends.
+    closing: bool,
+}
+
+impl Deferred {
+    /// Takes every queued batch (marking them as being written).
+    fn take(st: &mut DeferredState) -> Vec<(TempPinId, Vec<(Cid, Bytes)>)> {
+        st.writing += 1;
+        st.queue.drain(..).collect()
+    }
+
+    /// Stores taken batches; those that failed go back to the front of the queue.
+    fn store(
+        &self,
+        store: &dyn BlockStore,
+        batches: Vec<(TempPinId, Vec<(Cid, Bytes)>)>,
+    ) -> Result<(), StoreError> {
+        /// Ends the "being written" mark however this returns (a panic included), so that
+        /// `flush` never waits for a batch nobody is writing.
+        struct Writing<'a>(&'a Deferred);
+        impl Drop for Writing<'_> {
+            fn drop(&mut self) {
+                self.0.state.lock().writing -= 1;
+                self.0.done.notify_all();
+            }
+        }
+        let _writing = Writing(self);
+        let mut failed = None;
+        let mut stored = Vec::new();
+        let mut left = Vec::new();
+        for (pin, blocks) in batches {
+            if failed.is_some() {
+                left.push((pin, blocks));
+                continue;
+            }
+            match put_temp_evicting(store, pin, &blocks) {
+                Ok(()) => stored.push(blocks),
+                // Released before its blocks were written: nobody needs them any more.
+                Err(StoreError::UnknownTempPin(_)) => stored.push(blocks),
+                Err(e) => {
+                    failed = Some(e);
+                    left.push((pin, blocks));
+                }
+            }
+        }
+        let mut st = self.state.lock();
+        for blocks in stored {
+            for (cid, data) in blocks {
+                st.bytes = st.bytes.saturating_sub(data.len());
+                let key = cids::multihash_key(&cid);
+                if let Some(entry) = st.blocks.get_mut(&key) {
+                    entry.1 -= 1;
+                    if entry.1 == 0 {
+                        st.blocks.remove(&key);
+                    }
+                }
+            }
+        }
+        for batch in left.into_iter().rev() {
+            st.queue.push_front(batch);
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn flush(&self, store: &dyn BlockStore) -> Result<(), StoreError> {
+        loop {
+            let batches = {
+                let mut st = self.state.lock();
+                if st.queue.is_empty() {
+                    if st.writing == 0 {
+                        return Ok(());
+                    }
+                    self.done.wait(&mut st);
+                    continue;
+                }
+                Self::take(&mut st)
+            };
+            self.store(store, batches)?;
+        }
+    }
+
+    /// The background writer: stores queued batches as they come, retrying after a failure
+    /// (a full disk) every second; the blocks stay readable meanwhile.
+    fn write_in_background(&self, store: &dyn BlockStore) {
+        loop {
+            let batches = {
+                let mut st = self.state.lock();
+                while st.queue.is_empty() && !st.closing {
+                    self.wake.wait(&mut st);
+                }
+                if st.queue.is_empty() {
+                    return;
+                }
+                Self::take(&mut st)
+            };
+            if let Err(e) = self.store(store, batches) {
+                tracing::warn!("storing written blocks failed (retried; they stay readable): {e}");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl Drop for BlockService {
+    fn drop(&mut self) {
+        if let Err(e) = self.deferred.flush(&*self.store) {
+            tracing::error!(
+                "written blocks not stored at shutdown (a dataset journal keeps them): {e}"
+            );
+        }
+        let writer = {
+            let mut st = self.deferred.state.lock();
+            st.closing = true;
+            st.writer.take()
+        };
+        self.deferred.wake.notify_all();
+        // The writer holds the store: it is released when this returns.
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+    }
+}
+
 fn verify_error(cid: &Cid, e: cids::VerifyError) -> BlockError {
     match e {
         cids::VerifyError::UnsupportedHash(_) => BlockError::Unsupported {

@@ -114,7 +114,21 @@ impl Filesystem for IpfsFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.tree.lookup_cached(parent.0, name) {
             Some(Ok(entry)) => return reply_entry(reply, &entry, self.tree.owner()),
-            Some(Err(e)) => return reply.error(errno("lookup", &e)),
+            Some(Err(e)) => {
+                if let Some(ttl) = self.tree.negative_ttl(parent.0, &e) {
+                    // Node id 0: the kernel caches "no such entry" for `ttl`.
+                    let none = Attr {
+                        ino: 0,
+                        kind: Kind::File,
+                        size: 0,
+                        perm: 0,
+                        mtime: SystemTime::UNIX_EPOCH,
+                        nlink: 0,
+                    };
+                    return reply.entry(&ttl, &file_attr(&none, (0, 0)), Generation(0));
+                }
+                return reply.error(errno("lookup", &e));
+            }
             None => {}
         }
         let tree = self.tree.clone();

@@ -199,6 +199,7 @@ impl ClosedTree {
                 tsize,
                 temp,
                 target,
+                ..
             } => {
                 let Some((name, parent)) = path.split_last() else {
                     return;

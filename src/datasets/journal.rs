@@ -22,6 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_ipld::{cids, codec, mh};
 use ipld_core::ipld::Ipld;
@@ -50,6 +51,9 @@ pub enum Op {
         temp: Option<u64>,
         /// A symlink's target (files: empty).
         target: Vec<u8>,
+        /// The file's blocks themselves, when the seal left storing them to a background writer
+        /// (small files): a replay stores them again, so a crash before that write loses nothing.
+        inline: Vec<(Cid, Bytes)>,
     },
     Mkdir {
         path: DsPath,
@@ -105,8 +109,16 @@ impl Op {
                 tsize,
                 temp,
                 target,
+                inline,
             } => {
                 m.insert("p".into(), path_ipld(path));
+                if !inline.is_empty() {
+                    let blocks = inline
+                        .iter()
+                        .map(|(c, b)| Ipld::List(vec![Ipld::Link(*c), Ipld::Bytes(b.to_vec())]))
+                        .collect();
+                    m.insert("b".into(), Ipld::List(blocks));
+                }
                 m.insert("c".into(), Ipld::Link(*cid));
                 m.insert("z".into(), Ipld::Integer(*size as i128));
                 m.insert("ts".into(), Ipld::Integer(*tsize as i128));
@@ -166,6 +178,22 @@ impl Op {
                     Some(Ipld::Bytes(t)) => (LeafKind::Symlink, t.clone()),
                     _ => (LeafKind::File, Vec::new()),
                 };
+                let inline = match m.get("b") {
+                    None => Vec::new(),
+                    Some(Ipld::List(l)) => l
+                        .iter()
+                        .map(|b| match b {
+                            Ipld::List(pair) => match &pair[..] {
+                                [Ipld::Link(c), Ipld::Bytes(b)] => {
+                                    Ok((*c, Bytes::copy_from_slice(b)))
+                                }
+                                _ => Err(bad("bad inline block")),
+                            },
+                            _ => Err(bad("bad inline block")),
+                        })
+                        .collect::<io::Result<_>>()?,
+                    Some(_) => return Err(bad("bad inline blocks")),
+                };
                 Op::Put {
                     path,
                     kind,
@@ -174,6 +202,7 @@ impl Op {
                     tsize: int("ts")?,
                     temp: int("tp").ok(),
                     target,
+                    inline,
                 }
             }
             "mkdir" => Op::Mkdir { path },
@@ -381,6 +410,7 @@ mod tests {
                 tsize: 1,
                 temp: Some(7),
                 target: Vec::new(),
+                inline: vec![(cid(b"x"), Bytes::from_static(b"x"))],
             },
             Op::Put {
                 path: vec![b"l".to_vec()],
@@ -390,6 +420,7 @@ mod tests {
                 tsize: 9,
                 temp: None,
                 target: b"a/f".to_vec(),
+                inline: Vec::new(),
             },
             Op::Rename {
                 from: vec![b"a".to_vec()],

@@ -326,7 +326,30 @@ impl Dataset {
         let root = load_closed(&setup.blocks, &commit.root)?;
         let mut closed = ClosedTree::new(root);
         closed.meta = commit.meta.clone();
-        let (journal, records) = Journal::open(&setup.dir.join("JOURNAL"), jseq)?;
+        let (journal, mut records) = Journal::open(&setup.dir.join("JOURNAL"), jseq)?;
+        // Small files whose blocks a crash kept from being stored: their records carry them.
+        // They go under the record's temporary pin if it made it to the store (it may hold
+        // the file's reused leaves too), else under a new one that the record now names.
+        for (_, op) in records.iter_mut() {
+            if let Op::Put { inline, temp, .. } = op {
+                if inline.is_empty() {
+                    continue;
+                }
+                let stored = match *temp {
+                    Some(t) => match setup.blocks.put_temp(t, inline) {
+                        Ok(()) => true,
+                        Err(ipfs_mount_store::StoreError::UnknownTempPin(_)) => false,
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => false,
+                };
+                if !stored {
+                    let pin = setup.blocks.temp_pin(&temp_owner(&setup.name))?;
+                    setup.blocks.put_temp(pin, inline)?;
+                    *temp = Some(pin);
+                }
+            }
+        }
         for (_, op) in &records {
             closed.apply(op);
         }
@@ -705,6 +728,7 @@ impl Dataset {
             tsize,
             temp: Some(temp),
             target: target.to_vec(),
+            inline: Vec::new(),
         };
         if let Err(e) = self.log(&mut st, op) {
             let _ = unlink_live(&mut st, parent, name);
@@ -1331,6 +1355,10 @@ impl Dataset {
 
     /// Stores and pins a version's blocks, makes them durable, then moves HEAD.
     fn publish(&self, commit: &Commit, built: &closed::Built, jseq: u64) -> Result<Cid, DsError> {
+        // The files this version takes in may have blocks still queued for the store (small
+        // files, see `hash_snapshot`): every one queued before the closed tree was read is
+        // stored now, so that the pin below finds them.
+        self.blocks.flush_deferred().map_err(DsError::block)?;
         let (commit_cid, commit_bytes) =
             commit.encode().map_err(|e| DsError::Block(e.to_string()))?;
         let temp = self.new_temp()?;

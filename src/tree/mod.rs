@@ -41,7 +41,7 @@ use ipfs_mount_ipld::{cids, codec};
 use parking_lot::{Mutex, RwLock};
 
 use crate::blocks::{BlockError, BlockService};
-use crate::datasets::{Dataset, Datasets, NodeId, ROOT_NODE};
+use crate::datasets::{Dataset, Datasets, DsError, NodeId, ROOT_NODE};
 use dataset::dataset_kind;
 pub use dir::Listing;
 pub use error::{Error, Result};
@@ -323,6 +323,22 @@ impl Tree {
     }
 
     // ---- lookup / getattr / forget -------------------------------------------------------
+
+    /// How long the kernel may remember that `parent` has no entry by a name that
+    /// [`lookup_cached`](Self::lookup_cached) just answered `err` for: immutable directories
+    /// forever-ish, dataset directories as long as their entries (every change to them comes
+    /// through the kernel, which drops the negative entry itself). Tools that look a name up
+    /// twice before creating it (`cp -t`, rsync) then cost one request, not two.
+    pub fn negative_ttl(&self, parent: InodeNo, err: &Error) -> Option<Duration> {
+        if !matches!(err, Error::NotFound(_) | Error::Dataset(DsError::NotFound)) {
+            return None;
+        }
+        let inode = self.inodes.read().get(&parent).cloned()?;
+        match &inode.node {
+            node @ (NodeKind::Content(_) | NodeKind::Dataset(..)) => Some(Self::ttl_for(node)),
+            _ => None,
+        }
+    }
 
     /// Answers a lookup from what is already known or local, without waiting; `None` means the
     /// async [`Tree::lookup`] has to fetch something. `ls -l` of a big directory is thousands of

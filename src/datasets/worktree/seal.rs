@@ -658,7 +658,7 @@ impl Dataset {
             tsize: root.tsize,
         };
         tracing::trace!(dataset = %self.name, node = id, size = sealed.size, generation, "sealed a stream");
-        self.install(st, id, sealed, generation, temp)
+        self.install(st, id, sealed, generation, temp, Vec::new())
     }
 
     /// Whether sealing the file now costs little (nothing staged, or a few staged bytes in
@@ -721,7 +721,7 @@ impl Dataset {
                 guard = None;
             }
             let temp = self.new_temp()?;
-            let sealed = match self.hash_snapshot(&snapshot, temp) {
+            let (sealed, inline) = match self.hash_snapshot(&snapshot, temp) {
                 Ok(s) => s,
                 Err(e) => {
                     drop(guard);
@@ -746,13 +746,20 @@ impl Dataset {
                 continue;
             }
             tracing::trace!(dataset = %self.name, node = id, size = sealed.size, generation = snapshot.generation, current, "sealed");
-            return self.install(st, id, sealed, snapshot.generation, temp);
+            return self.install(st, id, sealed, snapshot.generation, temp, inline);
         }
         unreachable!("the last attempt holds the lock")
     }
 
-    /// Chunks, hashes and stores a staged file's bytes under the temporary pin `temp`.
-    pub(super) fn hash_snapshot(&self, snap: &Snapshot, temp: u64) -> Result<Sealed, DsError> {
+    /// Chunks, hashes and stores a staged file's bytes under the temporary pin `temp`. For a
+    /// small file the store write is left to the block service's background writer and the
+    /// blocks are returned, for the journal record to carry them (so that a crash before that
+    /// write loses nothing); otherwise the returned list is empty.
+    pub(super) fn hash_snapshot(
+        &self,
+        snap: &Snapshot,
+        temp: u64,
+    ) -> Result<(Sealed, Vec<(Cid, Bytes)>), DsError> {
         if !snap.base.is_empty() {
             self.blocks
                 .temp_pin_add(temp, &mut snap.base.iter().map(|r| r.0.cid))
@@ -765,10 +772,14 @@ impl Dataset {
                 blocks.extend(b);
                 true
             })?;
+            let bytes: u64 = blocks.iter().map(|(_, b)| b.len() as u64).sum();
+            if bytes <= LIGHT_SEAL && self.blocks.put_temp_later(temp, blocks.clone()) {
+                return Ok((sealed, blocks));
+            }
             self.blocks
                 .put_temp(temp, &blocks)
                 .map_err(DsError::block)?;
-            return Ok(sealed);
+            return Ok((sealed, Vec::new()));
         }
         // Two stages on two threads: this one reads, chunks and hashes; the other stores the
         // blocks, so hashing and disk writes overlap.
@@ -788,7 +799,7 @@ impl Dataset {
             store
                 .join()
                 .map_err(|_| DsError::Io("block store thread panicked".into()))??;
-            hashed
+            hashed.map(|sealed| (sealed, Vec::new()))
         })
     }
 
@@ -853,6 +864,7 @@ impl Dataset {
         new: Sealed,
         generation: u64,
         temp: u64,
+        inline: Vec<(Cid, Bytes)>,
     ) -> Result<(), DsError> {
         let Some(n) = st.nodes.get(&id) else {
             drop(st);
@@ -870,6 +882,7 @@ impl Dataset {
                 tsize: new.tsize,
                 temp: Some(temp),
                 target: Vec::new(),
+                inline,
             };
             if let Err(e) = self.log(&mut st, put) {
                 drop(st);
