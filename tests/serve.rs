@@ -1380,7 +1380,10 @@ async fn walks_over_shared_children_read_each_block_once() {
     assert_eq!(r.body.len(), 1 << 20);
     assert!(r.body.chunks(16).all(|c| c == &leaf[..]));
     let reads = block_reads(&svc) - before;
-    assert!(reads <= 8, "{reads} block reads for a range of a 3-block file");
+    assert!(
+        reads <= 8,
+        "{reads} block reads for a range of a 3-block file"
+    );
 
     // dups=n: each block once, whatever the links
     let before = block_reads(&svc);
@@ -1409,5 +1412,8 @@ async fn walks_over_shared_children_read_each_block_once() {
     let (_, got) = parse_car(&r.body);
     assert_eq!(got.len(), 1 + 64 + 64 * 64);
     let reads = block_reads(&svc) - before;
-    assert!(reads <= 8, "{reads} block reads for a dups=y CAR of 3 blocks");
+    assert!(
+        reads <= 8,
+        "{reads} block reads for a dups=y CAR of 3 blocks"
+    );
 }

@@ -516,7 +516,11 @@ async fn hamt_with_shared_children_lists_each_entry_once_quickly() {
         .fetched_blocks
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(fetched <= 3, "{fetched} blocks fetched");
-    assert!(block_reads(&f.tree) <= 8, "{} block reads", block_reads(&f.tree));
+    assert!(
+        block_reads(&f.tree) <= 8,
+        "{} block reads",
+        block_reads(&f.tree)
+    );
     // A lookup walks the hash path: S1 and S2, then the entry.
     let e = f
         .tree
@@ -601,8 +605,14 @@ async fn file_of_one_shared_leaf_reads_each_block_once_per_read() {
         .fetched_blocks
         .load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("shared-leaf file: 4 MiB read in {took:?}, {reads} block reads, {fetched} fetched");
-    assert!(fetched <= 3, "{fetched} blocks fetched for 3 distinct blocks");
+    assert!(
+        fetched <= 3,
+        "{fetched} blocks fetched for 3 distinct blocks"
+    );
     // 32 reads: a few block reads each, never one per piece (2048 per read)
-    assert!(reads <= 32 * 4, "{reads} block reads for 32 reads of a 3-block file");
+    assert!(
+        reads <= 32 * 4,
+        "{reads} block reads for 32 reads of a 3-block file"
+    );
     assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }

@@ -226,7 +226,9 @@ impl Tree {
             .buffer_unordered(READ_PARALLELISM)
             .collect()
             .await;
-        let leaves = fetched.into_iter().collect::<Result<HashMap<Cid, Bytes>>>()?;
+        let leaves = fetched
+            .into_iter()
+            .collect::<Result<HashMap<Cid, Bytes>>>()?;
         let mut parts = Vec::with_capacity(pieces.len());
         for piece in pieces {
             match piece {

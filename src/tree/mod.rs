@@ -1303,14 +1303,20 @@ mod tests {
             cache.insert(cid(i), big.clone());
         }
         assert!(cache.weight() <= cap, "{} > {cap}", cache.weight());
-        assert!(cache.len() <= (cap / w(&big)) as usize + 1, "{}", cache.len());
+        assert!(
+            cache.len() <= (cap / w(&big)) as usize + 1,
+            "{}",
+            cache.len()
+        );
         // inline bytes count too: 64 nodes of 256 KiB of inline data
         let fat = node(1, 256 << 10);
         for i in 1000..1064 {
             cache.insert(cid(i), fat.clone());
         }
         assert!(cache.weight() <= cap, "{} > {cap}", cache.weight());
-        let fat_held = (1000..1064).filter(|i| cache.peek(&cid(*i)).is_some()).count();
+        let fat_held = (1000..1064)
+            .filter(|i| cache.peek(&cid(*i)).is_some())
+            .count();
         assert!(fat_held <= 4, "{fat_held}");
         // small nodes: many fit in the same bytes
         let small = node(2, 0);
