@@ -122,7 +122,7 @@ impl NetworkBehaviour for Behaviour {
                 endpoint: ConnectedPoint::Listener { send_back_addr, .. },
                 ..
             }) => {
-                if let Some(ip) = ip_of(&send_back_addr) {
+                if let Some(ip) = ip_of(send_back_addr) {
                     *self.per_ip.entry(ip).or_insert(0) += 1;
                     self.inbound.insert(connection_id, ip);
                 }
