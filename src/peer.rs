@@ -100,6 +100,7 @@ pub fn start(
             ..BitswapConfig::default()
         },
         serve_only: p2p.offline,
+        limits: Default::default(),
     };
     let source: Arc<dyn BlockSource> = Arc::new(StoreSource(store));
     let node = match runtime.block_on(Node::start(key.clone(), config.clone(), source.clone())) {

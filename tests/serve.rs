@@ -1324,3 +1324,96 @@ async fn filename_cannot_make_content_a_page_of_our_origin() {
     assert_eq!(r.status, 400);
     assert_eq!(r.h("x-content-type-options"), "nosniff");
 }
+
+/// A file root with `fanout` links to S1, S1 with `fanout` links to one raw leaf of `leaf`
+/// bytes. Returns the blocks (root last).
+fn shared_children_file(fanout: usize, leaf: usize) -> Vec<(Cid, Bytes)> {
+    use ipfs_mount_ipld::dagpb::PbLink;
+    let leaf = Bytes::from(data(leaf, 5));
+    let leaf_cid = cids::compute(Version::V1, codec::RAW, mh::SHA2_256, &leaf).unwrap();
+    let node = |child: Cid, child_size: u64| {
+        let mut d = UnixFsData::new(DataType::File);
+        d.blocksizes = vec![child_size; fanout];
+        d.filesize = Some(child_size * fanout as u64);
+        let links = (0..fanout)
+            .map(|_| PbLink {
+                cid: child,
+                name: Some(vec![]),
+                tsize: Some(child_size),
+            })
+            .collect();
+        let block = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(unixfs::encode_data(&d))),
+        });
+        let cid = cids::compute(Version::V1, codec::DAG_PB, mh::SHA2_256, &block).unwrap();
+        (cid, Bytes::from(block))
+    };
+    let leaf_len = leaf.len() as u64;
+    let s1 = node(leaf_cid, leaf_len);
+    let root = node(s1.0, leaf_len * fanout as u64);
+    vec![(leaf_cid, leaf), s1, root]
+}
+
+fn block_reads(service: &BlockService) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    service.stats.memory_hits.load(Relaxed) + service.stats.store_hits.load(Relaxed)
+}
+
+#[tokio::test]
+async fn walks_over_shared_children_read_each_block_once() {
+    // 1024 x 1024 links to one 16-byte leaf: a 16 MiB file of three blocks
+    let blocks = shared_children_file(1024, 16);
+    let (leaf, root) = (blocks[0].1.clone(), blocks[2].0);
+    let svc = service(&blocks, &[]);
+    let addr = serve(svc.clone(), None).await;
+
+    // bytes of a range: 65536 leaf visits
+    let before = block_reads(&svc);
+    let r = get(
+        addr,
+        &format!("/ipfs/{root}"),
+        &[("Range", "bytes=0-1048575")],
+    )
+    .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body.len(), 1 << 20);
+    assert!(r.body.chunks(16).all(|c| c == &leaf[..]));
+    let reads = block_reads(&svc) - before;
+    assert!(
+        reads <= 8,
+        "{reads} block reads for a range of a 3-block file"
+    );
+
+    // dups=n: each block once, whatever the links
+    let before = block_reads(&svc);
+    let r = get(addr, &format!("/ipfs/{root}?format=car&dag-scope=all"), &[]).await;
+    assert_eq!(r.status, 200);
+    let (_, got) = parse_car(&r.body);
+    assert_eq!(got.len(), 3);
+    let reads = block_reads(&svc) - before;
+    assert!(reads <= 8, "{reads} block reads for a CAR of 3 blocks");
+
+    // dups=y repeats blocks as the DAG does; each is still read once (a smaller DAG: the
+    // answer itself is fanout² blocks)
+    let blocks = shared_children_file(64, 16);
+    let root = blocks[2].0;
+    for (c, b) in &blocks {
+        svc.put_verified(c, b.clone()).unwrap();
+    }
+    let before = block_reads(&svc);
+    let r = get(
+        addr,
+        &format!("/ipfs/{root}?format=car&dag-scope=all&car-dups=y"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (_, got) = parse_car(&r.body);
+    assert_eq!(got.len(), 1 + 64 + 64 * 64);
+    let reads = block_reads(&svc) - before;
+    assert!(
+        reads <= 8,
+        "{reads} block reads for a dups=y CAR of 3 blocks"
+    );
+}

@@ -508,6 +508,19 @@ async fn hamt_with_shared_children_lists_each_entry_once_quickly() {
         took < std::time::Duration::from_secs(1),
         "listing took {took:?}"
     );
+    // the root, S1 and S2, each once
+    let fetched = f
+        .tree
+        .blocks()
+        .stats
+        .fetched_blocks
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(fetched <= 3, "{fetched} blocks fetched");
+    assert!(
+        block_reads(&f.tree) <= 8,
+        "{} block reads",
+        block_reads(&f.tree)
+    );
     // A lookup walks the hash path: S1 and S2, then the entry.
     let e = f
         .tree
@@ -518,4 +531,88 @@ async fn hamt_with_shared_children_lists_each_entry_once_quickly() {
         .await
         .unwrap();
     assert_eq!(e.attr.kind, Kind::File);
+}
+
+/// Three blocks: a file root with 1024 links to S1, S1 with 1024 links to one raw leaf of 64
+/// bytes: a 64 MiB file. Returns the blocks (root last).
+fn shared_children_file() -> Vec<(Cid, Bytes)> {
+    use ipfs_mount_ipld::dagpb::{self, PbLink, PbNode};
+    use ipfs_mount_ipld::unixfs::{encode_data, DataType, UnixFsData};
+    use ipfs_mount_ipld::{cids, codec, mh};
+    let leaf = Bytes::from(data(64, 9));
+    let leaf_cid = cids::compute(cid::Version::V1, codec::RAW, mh::SHA2_256, &leaf).unwrap();
+    let node = |child: Cid, child_size: u64| {
+        let mut d = UnixFsData::new(DataType::File);
+        d.blocksizes = vec![child_size; 1024];
+        d.filesize = Some(child_size * 1024);
+        let links = (0..1024)
+            .map(|_| PbLink {
+                cid: child,
+                name: Some(vec![]),
+                tsize: Some(child_size),
+            })
+            .collect();
+        let block = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(encode_data(&d))),
+        });
+        let cid = cids::compute(cid::Version::V1, codec::DAG_PB, mh::SHA2_256, &block).unwrap();
+        (cid, Bytes::from(block))
+    };
+    let s1 = node(leaf_cid, 64);
+    let root = node(s1.0, 64 * 1024);
+    vec![(leaf_cid, leaf), s1, root]
+}
+
+/// Block reads through the block service (memory or store): what a walk costs.
+fn block_reads(tree: &Tree) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &tree.blocks().stats;
+    s.memory_hits.load(Relaxed) + s.store_hits.load(Relaxed)
+}
+
+#[tokio::test]
+async fn file_of_one_shared_leaf_reads_each_block_once_per_read() {
+    let blocks = shared_children_file();
+    let root_cid = blocks.last().unwrap().0;
+    let leaf = blocks[0].1.clone();
+    let f = fixture(&blocks, false);
+    let e = f
+        .tree
+        .lookup(IPFS_INO, OsStr::new(&root_cid.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(e.attr.size, 64 << 20);
+    let t = std::time::Instant::now();
+    let reads_before = block_reads(&f.tree);
+    // 4 MiB in 128 KiB reads: 2048 pieces of the one leaf per read; the sequential reads
+    // also start the prefetcher over a growing window.
+    let fh = f.tree.open(e.attr.ino, false).unwrap();
+    let mut off = 0u64;
+    while off < 4 << 20 {
+        let chunk = f.tree.read(e.attr.ino, fh, off, 128 << 10).await.unwrap();
+        assert_eq!(chunk.len(), 128 << 10);
+        assert!(chunk.chunks(64).all(|c| c == &leaf[..]));
+        off += chunk.len() as u64;
+    }
+    f.tree.release(fh).unwrap();
+    let took = t.elapsed();
+    let reads = block_reads(&f.tree) - reads_before;
+    let fetched = f
+        .tree
+        .blocks()
+        .stats
+        .fetched_blocks
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("shared-leaf file: 4 MiB read in {took:?}, {reads} block reads, {fetched} fetched");
+    assert!(
+        fetched <= 3,
+        "{fetched} blocks fetched for 3 distinct blocks"
+    );
+    // 32 reads: a few block reads each, never one per piece (2048 per read)
+    assert!(
+        reads <= 32 * 4,
+        "{reads} block reads for 32 reads of a 3-block file"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }

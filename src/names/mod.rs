@@ -38,6 +38,9 @@ const MAX_RECORD: usize = ipfs_mount_ipns::MAX_RECORD_BYTES;
 const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Cache time of a record served past its TTL because its sources failed.
 const STALE_TTL: Duration = Duration::from_secs(5);
+/// Bytes of fetched records kept (raw record, value and entry; see [`RecordWeighter`]): at
+/// most ~1500 records of the largest size (10 KiB), typically tens of thousands.
+const RECORD_CACHE_BYTES: u64 = 16 << 20;
 
 pub const KEY_FILE: &str = "ipns.key";
 pub const RECORD_FILE: &str = "ipns.record";
@@ -81,6 +84,28 @@ struct Cached {
     fetched: Instant,
 }
 
+/// The weight of a cached record: its raw bytes, its value, and the entry. Never zero.
+#[derive(Clone)]
+struct RecordWeighter;
+
+impl quick_cache::Weighter<Name, Cached> for RecordWeighter {
+    fn weight(&self, _name: &Name, c: &Cached) -> u64 {
+        (c.record.raw.len()
+            + c.record.value.len()
+            + std::mem::size_of::<Name>()
+            + std::mem::size_of::<Cached>()
+            + 64) as u64
+    }
+}
+
+/// Records fetched for other names, bounded by bytes (least recently used go first).
+type RecordCache = quick_cache::unsync::Cache<Name, Cached, RecordWeighter>;
+
+fn record_cache(bytes: u64) -> RecordCache {
+    let estimated_items = (bytes / 1024).clamp(16, 1 << 20) as usize;
+    quick_cache::unsync::Cache::with_weighter(estimated_items, bytes, RecordWeighter)
+}
+
 struct Own {
     dataset: String,
     key: Keypair,
@@ -97,7 +122,7 @@ pub struct Names {
     http: reqwest::Client,
     dnslink: Option<dnslink::DnsLinkResolver>,
     own: RwLock<HashMap<String, Own>>,
-    cache: Mutex<HashMap<Name, Cached>>,
+    cache: Mutex<RecordCache>,
 }
 
 impl Names {
@@ -129,7 +154,7 @@ impl Names {
             http,
             dnslink,
             own: RwLock::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(record_cache(RECORD_CACHE_BYTES)),
         }))
     }
 
@@ -460,7 +485,7 @@ impl Names {
     /// Counts a failed re-resolution as a fetch, so a dead source is asked again only after
     /// `STALE_TTL`, not on every lookup.
     fn touch(&self, name: &Name) {
-        if let Some(c) = self.cache.lock().get_mut(name) {
+        if let Some(mut c) = self.cache.lock().get_mut(name) {
             let ttl = c.record.ttl;
             c.fetched = Instant::now()
                 .checked_sub(ttl.saturating_sub(STALE_TTL))
@@ -553,7 +578,7 @@ impl Names {
                             fetched: Instant::now(),
                         },
                     );
-                } else if let Some(c) = cache.get_mut(&name) {
+                } else if let Some(mut c) = cache.get_mut(&name) {
                     c.fetched = Instant::now();
                 }
                 Ok(cache.get(&name).map(|c| c.record.clone()).unwrap_or(rec))
@@ -640,4 +665,61 @@ pub fn write_key(dir: &Path, key: &Keypair) -> anyhow::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(KEY_FILE))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn record(raw: usize, value: &str) -> Cached {
+        Cached {
+            record: Record {
+                value: value.to_string(),
+                sequence: 1,
+                validity: SystemTime::now() + Duration::from_secs(3600),
+                ttl: Duration::from_secs(60),
+                raw: Bytes::from(vec![0u8; raw]),
+            },
+            fetched: Instant::now(),
+        }
+    }
+
+    fn name() -> Name {
+        Name::from_public_key(&Keypair::generate_ed25519().public())
+    }
+
+    #[test]
+    fn record_cache_is_bounded_by_bytes() {
+        let cap = 256 << 10;
+        let mut cache = record_cache(cap);
+        // 10 KiB records (the largest allowed): about 25 fit
+        let mut names = Vec::new();
+        for _ in 0..200 {
+            let n = name();
+            cache.insert(n, record(MAX_RECORD, "/ipfs/bafy"));
+            names.push(n);
+            assert!(cache.weight() <= cap, "{} > {cap}", cache.weight());
+        }
+        assert!(cache.len() <= 26, "{}", cache.len());
+        assert!(cache.len() >= 12, "{}", cache.len());
+        // a long value counts as well
+        let long = "/ipfs/bafy/".to_string() + &"x".repeat(64 << 10);
+        for _ in 0..10 {
+            cache.insert(name(), record(100, &long));
+            assert!(cache.weight() <= cap);
+        }
+        // small records: thousands fit in the same bytes
+        let mut small = record_cache(cap);
+        for _ in 0..2000 {
+            small.insert(name(), record(300, "/ipfs/bafy"));
+        }
+        assert!(small.weight() <= cap);
+        assert!(small.len() > 300, "{}", small.len());
+        // an entry updated in place is re-weighed
+        let n = names[names.len() - 1];
+        if let Some(mut c) = cache.get_mut(&n) {
+            c.fetched = Instant::now();
+        }
+        assert!(cache.weight() <= cap);
+    }
 }

@@ -2,15 +2,21 @@
 //! range. Both walk depth-first with an explicit stack (children in link order), hold one
 //! block at a time and push into a bounded channel, so memory stays flat whatever the DAG's
 //! size and a slow client slows the walk down instead of filling memory.
+//!
+//! A DAG may reach one block through many links. With `dups=n` a block goes out once and its
+//! subtree is not walked again; where the answer itself repeats (`dups=y`, or the bytes of a
+//! file whose leaves are one block) a block met again is taken from a small per-walk memo,
+//! read and decoded once, so the work is the output's, never a store read per path.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cid::Cid;
 use hyper::StatusCode;
 use ipfs_mount_ipld::cids;
-use ipfs_mount_ipld::unixfs::Node;
+use ipfs_mount_ipld::unixfs::{FileNode, Node};
 use tokio::sync::mpsc;
 
 use super::request::{CarParams, Scope};
@@ -64,6 +70,40 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// Bytes of blocks one walk keeps for a second visit (dropped whole when full: a DAG that
+/// repeats blocks repeats few of them).
+const MEMO_BYTES: usize = 8 << 20;
+
+/// Blocks met in one walk, with what the walk decoded from them.
+struct Memo<T> {
+    map: HashMap<Cid, (Bytes, Arc<T>)>,
+    bytes: usize,
+}
+
+impl<T> Memo<T> {
+    fn new() -> Self {
+        Memo {
+            map: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    fn get(&self, cid: &Cid) -> Option<(Bytes, Arc<T>)> {
+        self.map.get(cid).cloned()
+    }
+
+    fn insert(&mut self, cid: Cid, block: Bytes, value: Arc<T>) {
+        let cost = block.len() + 128;
+        if self.bytes + cost > MEMO_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        if self.map.insert(cid, (block, value)).is_none() {
+            self.bytes += cost;
+        }
+    }
 }
 
 /// CARv1 output with the `dups` rule and the identity-CID exclusion of the trustless gateway
@@ -158,26 +198,42 @@ async fn walk_all(
     shards_only: bool,
 ) -> Result<(), WalkEnd> {
     let mut prefetch = Prefetch::new();
+    // with dups=n a block is never met twice: only dups=y needs the memo
+    let mut memo: Option<Memo<Vec<Cid>>> = out.dups.then(Memo::new);
     let mut stack: Vec<Cid> = Vec::new();
     let mut first = Some(root_block.clone());
     let mut next = Some(*root);
     while let Some(cid) = next.take().or_else(|| stack.pop()) {
-        let block = match first.take() {
-            Some(b) => b,
-            None => ctx.get(&cid).await?,
+        if !out.dups && out.sent.contains(&cid) {
+            continue; // sent with its whole subtree: not even read again
+        }
+        let seen = memo.as_ref().and_then(|m| m.get(&cid));
+        let block = match (first.take(), &seen) {
+            (Some(b), _) => b,
+            (None, Some((b, _))) => b.clone(),
+            (None, None) => ctx.get(&cid).await?,
         };
         if !out.block(&cid, &block).await? {
             continue;
         }
-        let children = if shards_only {
-            match resolve::decode(&cid, &block) {
-                Ok(Node::HamtShard(h)) => h.shards().copied().collect(),
-                _ => Vec::new(),
+        let children = match seen {
+            Some((_, children)) => children,
+            None => {
+                let children = Arc::new(if shards_only {
+                    match resolve::decode(&cid, &block) {
+                        Ok(Node::HamtShard(h)) => h.shards().copied().collect(),
+                        _ => Vec::new(),
+                    }
+                } else {
+                    resolve::links(&cid, &block)?
+                });
+                if let Some(m) = memo.as_mut() {
+                    m.insert(cid, block, children.clone());
+                }
+                children
             }
-        } else {
-            resolve::links(&cid, &block)?
         };
-        stack.extend(children.into_iter().rev());
+        stack.extend(children.iter().rev().copied());
         prefetch.ahead(ctx, stack.iter().rev());
     }
     Ok(())
@@ -217,18 +273,27 @@ pub(super) async fn walk_file(
         offset: 0,
         size: None,
     });
+    // blocks met again (a file of repeated chunks) are neither read nor decoded again
+    let mut memo: Memo<FileNode> = Memo::new();
     while let Some(item) = next.take().or_else(|| stack.pop()) {
-        let block = match first_block.take() {
-            Some(b) => b,
-            None => ctx.get(&item.cid).await?,
-        };
-        let file = match resolve::decode(&item.cid, &block)? {
-            Node::File(f) => f,
-            _ => {
-                return Err(WalkEnd::Failed(HttpError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("block {} inside a file is not file data", item.cid),
-                )))
+        let (block, file) = match memo.get(&item.cid) {
+            Some(hit) => hit,
+            None => {
+                let block = match first_block.take() {
+                    Some(b) => b,
+                    None => ctx.get(&item.cid).await?,
+                };
+                let file = match resolve::decode(&item.cid, &block)? {
+                    Node::File(f) => Arc::new(f),
+                    _ => {
+                        return Err(WalkEnd::Failed(HttpError::new(
+                            StatusCode::NOT_FOUND,
+                            format!("block {} inside a file is not file data", item.cid),
+                        )))
+                    }
+                };
+                memo.insert(item.cid, block.clone(), file.clone());
+                (block, file)
             }
         };
         if item.size.is_some_and(|s| s != file.size) {

@@ -5,7 +5,13 @@
 //! overlap the requested range (interior nodes are cached decoded), then fetches the leaves it
 //! needs in parallel and stitches the slices together. Every leaf's length is checked against
 //! what its parent declared, so a lying DAG gives EIO, never short or shifted data.
+//!
+//! A DAG may reach one block through many links (a file of repeated chunks, or a hostile
+//! DAG whose levels all link to one child): a read fetches and checks each distinct leaf once,
+//! a missing node is asked for once, and the prefetcher's walk visits a node once per window
+//! of it, so work follows the distinct blocks and the bytes read, not the number of paths.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -68,6 +74,7 @@ impl Tree {
     ) -> Result<Result<Vec<Piece>, Missing>> {
         let mut pieces = Vec::new();
         let mut missing = Vec::new();
+        let mut missing_set = HashSet::new();
         // Stack of (node cid, byte offset of the node in the file, declared size, depth),
         // pushed in reverse so that pieces come out in file order.
         let mut stack: Vec<(Cid, u64, u64, usize)> = vec![(*root, 0, file_size, 0)];
@@ -90,7 +97,9 @@ impl Tree {
                 continue;
             }
             let Some(node) = self.file_node_local(&cid)? else {
-                missing.push(cid);
+                if missing_set.insert(cid) {
+                    missing.push(cid);
+                }
                 continue;
             };
             if node.size != declared {
@@ -161,6 +170,8 @@ impl Tree {
             Ok(Err(Missing(_))) => return None,
             Ok(Ok(p)) => p,
         };
+        // Each distinct leaf is read once, however many pieces name it.
+        let mut leaves: HashMap<Cid, Bytes> = HashMap::new();
         let mut parts = Vec::with_capacity(pieces.len());
         for piece in pieces {
             match piece {
@@ -170,14 +181,23 @@ impl Tree {
                     size,
                     start,
                     end,
-                } => match self.blocks.get_local(&cid) {
-                    Ok(Some(data)) => match check_leaf(&cid, data, size) {
+                } => {
+                    let data = match leaves.get(&cid) {
+                        Some(d) => d.clone(),
+                        None => match self.blocks.get_local(&cid) {
+                            Ok(Some(d)) => {
+                                leaves.insert(cid, d.clone());
+                                d
+                            }
+                            Ok(None) => return None,
+                            Err(e) => return Some(Err(e.into())),
+                        },
+                    };
+                    match check_leaf(&cid, data, size) {
                         Ok(data) => parts.push(data.slice(start as usize..end as usize)),
                         Err(e) => return Some(Err(e)),
-                    },
-                    Ok(None) => return None,
-                    Err(e) => return Some(Err(e.into())),
-                },
+                    }
+                }
             }
         }
         Some(assemble(root, parts, to - from))
@@ -192,31 +212,40 @@ impl Tree {
         to: u64,
     ) -> Result<Bytes> {
         let pieces = self.plan(root, file_size, from, to).await?;
-        let parts: Vec<Result<Bytes>> = stream::iter(pieces)
-            .map(|p| self.piece_bytes(p))
-            .buffered(READ_PARALLELISM)
+        // Each distinct leaf is fetched once (in parallel), however many pieces name it.
+        let mut distinct = HashSet::new();
+        let wanted: Vec<Cid> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Leaf { cid, .. } if distinct.insert(*cid) => Some(*cid),
+                _ => None,
+            })
+            .collect();
+        let fetched: Vec<Result<(Cid, Bytes)>> = stream::iter(wanted)
+            .map(|cid| async move { Ok((cid, self.blocks.get(&cid).await?)) })
+            .buffer_unordered(READ_PARALLELISM)
             .collect()
             .await;
-        assemble(
-            root,
-            parts.into_iter().collect::<Result<Vec<_>>>()?,
-            to - from,
-        )
-    }
-
-    async fn piece_bytes(&self, piece: Piece) -> Result<Bytes> {
-        match piece {
-            Piece::Inline(b) => Ok(b),
-            Piece::Leaf {
-                cid,
-                size,
-                start,
-                end,
-            } => {
-                let data = check_leaf(&cid, self.blocks.get(&cid).await?, size)?;
-                Ok(data.slice(start as usize..end as usize))
+        let leaves = fetched
+            .into_iter()
+            .collect::<Result<HashMap<Cid, Bytes>>>()?;
+        let mut parts = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            match piece {
+                Piece::Inline(b) => parts.push(b),
+                Piece::Leaf {
+                    cid,
+                    size,
+                    start,
+                    end,
+                } => {
+                    let data = leaves.get(&cid).cloned().unwrap_or_default();
+                    let data = check_leaf(&cid, data, size)?;
+                    parts.push(data.slice(start as usize..end as usize));
+                }
             }
         }
+        assemble(root, parts, to - from)
     }
 
     /// Brings the blocks of `[from, to)` into the local store ahead of the reader. Only what is
@@ -262,20 +291,36 @@ impl Tree {
 
     /// The nodes of `[from, to)` that are not local, walking only cached interior nodes. A local
     /// node that is not a cached interior node is taken for a leaf and not read.
+    ///
+    /// Each distinct node is named once, and a node reached again over the same part of itself
+    /// (its whole, for every node strictly inside the range) is not walked again: a file whose
+    /// leaves are all one block costs its distinct nodes here, not its size.
     fn missing_in_range(&self, root: &Cid, from: u64, to: u64) -> Result<Vec<Cid>> {
         let mut missing = Vec::new();
-        let mut stack: Vec<(Cid, u64, usize)> = vec![(*root, 0, 0)];
-        while let Some((cid, node_start, depth)) = stack.pop() {
+        let mut named: HashSet<Cid> = HashSet::new();
+        // (node, part of it in the range): walked already
+        let mut walked: HashSet<(Cid, u64, u64)> = HashSet::new();
+        let mut stack: Vec<(Cid, u64, u64, usize)> = vec![(*root, 0, u64::MAX, 0)];
+        while let Some((cid, node_start, declared, depth)) = stack.pop() {
             if depth > MAX_FILE_DEPTH {
                 return Err(Error::Corrupt {
                     cid: *root,
                     cause: "file tree deeper than 64 levels".into(),
                 });
             }
+            let window = (
+                from.saturating_sub(node_start),
+                to.min(node_start.saturating_add(declared)) - node_start,
+            );
+            if !walked.insert((cid, window.0, window.1)) {
+                continue;
+            }
             let node = match self.file_nodes.get(&cid) {
                 Some(n) => n,
                 None if !self.blocks.has_local(&cid) => {
-                    missing.push(cid);
+                    if named.insert(cid) {
+                        missing.push(cid);
+                    }
                     continue;
                 }
                 None if cid == *root => match self.file_node_local(&cid)? {
@@ -290,7 +335,7 @@ impl Tree {
                     break;
                 }
                 if child_start + child_size > from && *child_size > 0 {
-                    stack.push((*child, child_start, depth + 1));
+                    stack.push((*child, child_start, *child_size, depth + 1));
                 }
                 child_start += child_size;
             }

@@ -203,6 +203,36 @@ pub struct TreeConfig {
     pub gid: u32,
     /// Upper bound of the sequential prefetch window, in bytes.
     pub max_prefetch: u64,
+    /// Bytes of decoded interior file nodes kept (their links and inline data; see
+    /// [`FileNodeWeighter`]).
+    pub file_node_cache_bytes: u64,
+}
+
+/// The weight of a cached interior file node: the memory it holds, roughly. Its links (a CID
+/// and a size each: a node of 174 links weighs ~17 KiB) and its inline bytes (which share
+/// the buffer of the block they came from), plus the entry itself. Never zero (quick_cache
+/// never evicts weightless items).
+#[derive(Clone)]
+pub(crate) struct FileNodeWeighter;
+
+impl quick_cache::Weighter<Cid, Arc<unixfs::FileNode>> for FileNodeWeighter {
+    fn weight(&self, _cid: &Cid, node: &Arc<unixfs::FileNode>) -> u64 {
+        (std::mem::size_of::<Cid>()
+            + std::mem::size_of::<unixfs::FileNode>()
+            + node.children.len() * std::mem::size_of::<(Cid, u64)>()
+            + node.inline.len()
+            + 64) as u64
+    }
+}
+
+/// The tree's cache of decoded interior file nodes, bounded by `bytes` of
+/// [`FileNodeWeighter`] weight.
+pub(crate) fn file_node_cache(
+    bytes: u64,
+) -> quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>, FileNodeWeighter> {
+    // the item estimate only sizes the tables: a node of ~100 links
+    let estimated_items = (bytes / 8192).clamp(16, 1 << 20) as usize;
+    quick_cache::sync::Cache::with_weighter(estimated_items, bytes, FileNodeWeighter)
 }
 
 impl Default for TreeConfig {
@@ -211,6 +241,7 @@ impl Default for TreeConfig {
             uid: 0,
             gid: 0,
             max_prefetch: 64 << 20,
+            file_node_cache_bytes: 32 << 20,
         }
     }
 }
@@ -223,7 +254,7 @@ pub struct Tree {
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     /// Decoded interior file nodes, so that reads do not decode the same nodes again.
-    file_nodes: quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>>,
+    file_nodes: quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>, FileNodeWeighter>,
     mount_time: SystemTime,
     datasets: Option<Arc<Datasets>>,
     /// Inode numbers of dataset nodes, which keep theirs across renames.
@@ -243,6 +274,7 @@ impl Tree {
         datasets: Option<Arc<Datasets>>,
     ) -> Arc<Self> {
         let mount_time = SystemTime::now();
+        let file_nodes = file_node_cache(config.file_node_cache_bytes);
         let tree = Tree {
             blocks,
             config,
@@ -254,7 +286,7 @@ impl Tree {
             children: RwLock::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            file_nodes: quick_cache::sync::Cache::new(4096),
+            file_nodes,
             mount_time,
         };
         let fixed = [
@@ -1255,6 +1287,62 @@ fn stable_ino(parent: InodeNo, name: &[u8]) -> InodeNo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_node_cache_is_bounded_by_bytes() {
+        use ipfs_mount_ipld::unixfs::FileNode;
+        let cid = |i: u64| {
+            ipfs_mount_ipld::cids::compute(
+                cid::Version::V1,
+                ipfs_mount_ipld::codec::RAW,
+                ipfs_mount_ipld::mh::SHA2_256,
+                &i.to_le_bytes(),
+            )
+            .unwrap()
+        };
+        let node = |links: usize, inline: usize| {
+            Arc::new(FileNode {
+                inline: bytes::Bytes::from(vec![1u8; inline]),
+                children: (0..links as u64).map(|i| (cid(i), 1)).collect(),
+                size: links as u64 + inline as u64,
+                mode: None,
+                mtime: None,
+            })
+        };
+        let cap = 1 << 20;
+        let cache = file_node_cache(cap);
+        let w = |n: &Arc<FileNode>| quick_cache::Weighter::weight(&FileNodeWeighter, &cid(0), n);
+        // 174 links: ~17 KiB each; 1000 of them would be ~17 MiB
+        let big = node(174, 0);
+        assert!(w(&big) > 174 * 96, "{}", w(&big));
+        for i in 0..1000 {
+            cache.insert(cid(i), big.clone());
+        }
+        assert!(cache.weight() <= cap, "{} > {cap}", cache.weight());
+        assert!(
+            cache.len() <= (cap / w(&big)) as usize + 1,
+            "{}",
+            cache.len()
+        );
+        // inline bytes count too: 64 nodes of 256 KiB of inline data
+        let fat = node(1, 256 << 10);
+        for i in 1000..1064 {
+            cache.insert(cid(i), fat.clone());
+        }
+        assert!(cache.weight() <= cap, "{} > {cap}", cache.weight());
+        let fat_held = (1000..1064)
+            .filter(|i| cache.peek(&cid(*i)).is_some())
+            .count();
+        assert!(fat_held <= 4, "{fat_held}");
+        // small nodes: many fit in the same bytes
+        let small = node(2, 0);
+        let cache = file_node_cache(cap);
+        for i in 2000..3000 {
+            cache.insert(cid(i), small.clone());
+        }
+        assert!(cache.weight() <= cap);
+        assert!(cache.len() > 500, "{}", cache.len());
+    }
 
     #[test]
     fn stable_ino_is_deterministic_and_avoids_fixed_numbers() {

@@ -296,20 +296,29 @@ pub fn try_build_directory_auto(
 
 /// Like [`build_directory_auto`], but only the entries for which `counted` is true enter
 /// the sharding estimate (all entries are in the directory either way). Panics as
-/// [`build_directory_auto`] does.
+/// [`build_directory_auto`] does; [`try_build_directory_auto_counting`] does not.
 pub fn build_directory_auto_counting(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
     counted: impl Fn(&(Vec<u8>, Cid, u64)) -> bool,
 ) -> Built {
+    try_build_directory_auto_counting(entries, profile, counted).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`build_directory_auto_counting`] with names the HAMT cannot separate reported as
+/// [`DirError::HashCollision`](crate::dirtree::DirError::HashCollision) instead of a panic.
+pub fn try_build_directory_auto_counting(
+    entries: &[(Vec<u8>, Cid, u64)],
+    profile: &ImportProfile,
+    counted: impl Fn(&(Vec<u8>, Cid, u64)) -> bool,
+) -> Result<Built, crate::dirtree::DirError> {
     let entries = dedup_entries(entries);
     let in_estimate: Vec<(Vec<u8>, Cid, u64)> =
         entries.iter().filter(|e| counted(e)).cloned().collect();
     if profile.needs_sharding(&in_estimate) {
         build_hamt_sorted(&entries, profile, crate::dirtree::murmur_hash)
-            .unwrap_or_else(|e| panic!("{e}"))
     } else {
-        build_directory(&entries, profile)
+        Ok(build_directory(&entries, profile))
     }
 }
 

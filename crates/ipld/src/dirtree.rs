@@ -417,6 +417,9 @@ impl DirBuilder {
     /// Nothing changed and the same profile: nothing is pushed. A different profile than
     /// last time, or a switch between plain and sharded, encodes everything.
     ///
+    /// Never fails on names: [`DirBuilder::insert`] already refused any name the HAMT could
+    /// not separate from another entry, at every fanout.
+    ///
     /// # Panics
     /// If the directory must be sharded and `profile.fanout` is not a power of two in
     /// `8..=1024`, or if `profile.hash` is not a supported multihash (as the from-scratch
@@ -943,7 +946,52 @@ mod tests {
         );
         // real names go through the murmur3 path of the public functions
         assert!(crate::builder::try_build_directory_auto(&entries, &p).is_ok());
+        assert!(crate::builder::try_build_directory_auto_counting(&entries, &p, |_| true).is_ok());
         assert!(crate::builder::try_build_hamt(&entries, &p).is_ok());
+    }
+
+    /// Two real names (murmur3, no forced hash) whose hashes share their first `bits` bits:
+    /// a birthday search over `name-<i>`.
+    fn names_sharing_bits(bits: u32) -> (Vec<u8>, Vec<u8>) {
+        let mut seen: HashMap<u64, Vec<u8>> = HashMap::new();
+        for i in 0u64.. {
+            let name = format!("name-{i}").into_bytes();
+            let prefix = murmur_hash(&name) >> (64 - bits);
+            if let Some(other) = seen.insert(prefix, name.clone()) {
+                return (other, name);
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn real_names_sharing_hash_bits_go_to_deeper_shards() {
+        let mut p = ImportProfile::unixfs_v1_2025();
+        p.shard_threshold = Some(0);
+        let f = files(4, &p);
+        // 30 shared bits: three levels at fanout 1024, three and a bit at fanout 256
+        let (a, b) = names_sharing_bits(30);
+        assert_ne!(a, b);
+        assert_eq!(murmur_hash(&a) >> 34, murmur_hash(&b) >> 34);
+        for (fanout, depth) in [(1024, 4), (256, 4)] {
+            p.fanout = fanout;
+            let entries = vec![
+                (a.clone(), f[0].0, f[0].1),
+                (b.clone(), f[1].0, f[1].1),
+                (b"other".to_vec(), f[2].0, f[2].1),
+            ];
+            let built = crate::builder::try_build_hamt(&entries, &p).unwrap();
+            assert!(path_len(&built, &a) >= depth, "fanout {fanout}");
+            assert_eq!(path_len(&built, &a), path_len(&built, &b));
+            assert_eq!(path_len(&built, b"other"), 1);
+            // the incremental builder takes both names and builds the same root
+            let mut dir = DirBuilder::new();
+            for (n, c, t) in &entries {
+                dir.insert(n.clone(), *c, *t).unwrap();
+            }
+            let mut out = Vec::new();
+            assert_eq!(dir.build(&p, &mut out).cid, built.root);
+        }
     }
 
     #[test]

@@ -15,4 +15,4 @@ pub mod routing;
 
 pub use bitswap::Bitswap;
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{DhtMode, Node, NodeConfig};
+pub use node::{ConnectionCaps, DhtMode, Node, NodeConfig};

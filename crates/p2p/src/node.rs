@@ -17,7 +17,8 @@ use libp2p::kad::{
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{behaviour::toggle::Toggle, dial_opts::DialOpts, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    connection_limits, identify, identity::Keypair, noise, ping, tcp, yamux, Multiaddr, PeerId,
+    StreamProtocol, Swarm,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -63,10 +64,40 @@ pub struct NodeConfig {
     pub bitswap: BitswapConfig,
     /// Do not fetch through bitswap (serve only).
     pub serve_only: bool,
+    /// Caps on the connections others open to us.
+    pub limits: ConnectionCaps,
+}
+
+/// Caps on inbound connections: a connection over a cap is closed as soon as it is
+/// established (or, for `max_pending_incoming`, before its handshake). Connections we dial
+/// count towards `max_established_per_peer` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCaps {
+    /// Inbound connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// Inbound connections established, in all.
+    pub max_established_incoming: u32,
+    /// Connections with one peer, both directions.
+    pub max_established_per_peer: u32,
+    /// Inbound connections established from one IP address.
+    pub max_incoming_per_ip: u32,
+}
+
+impl Default for ConnectionCaps {
+    fn default() -> Self {
+        ConnectionCaps {
+            max_pending_incoming: 64,
+            max_established_incoming: 512,
+            max_established_per_peer: 8,
+            max_incoming_per_ip: 64,
+        }
+    }
 }
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// First, so that a connection over a cap is refused before the others set up for it.
+    limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: Toggle<kad::Behaviour<MemoryStore>>,
@@ -150,7 +181,17 @@ impl Node {
             }
         }
         let dht = config.dht;
-        let (inbound, incoming) = crate::inbound::Behaviour::new(Bitswap::inbound_protocols());
+        let (inbound, incoming) = crate::inbound::Behaviour::new(
+            Bitswap::inbound_protocols(),
+            config.limits.max_incoming_per_ip,
+        );
+        let caps = config.limits;
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(caps.max_pending_incoming))
+                .with_max_established_incoming(Some(caps.max_established_incoming))
+                .with_max_established_per_peer(Some(caps.max_established_per_peer)),
+        );
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -179,6 +220,7 @@ impl Node {
                     k
                 });
                 Behaviour {
+                    limits,
                     identify,
                     ping: ping::Behaviour::default(),
                     kad: Toggle::from(kad),

@@ -50,6 +50,7 @@ fn config(peers: Vec<Multiaddr>, dht: DhtMode) -> NodeConfig {
             ..BitswapConfig::default()
         },
         serve_only: false,
+        limits: Default::default(),
     }
 }
 

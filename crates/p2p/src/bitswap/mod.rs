@@ -8,7 +8,12 @@
 //! Per peer there is one writer task (coalescing wants, presences and blocks into messages
 //! of about [`message::TARGET_MESSAGE_BYTES`]), one server task answering the peer's
 //! wantlist in order, and one reader task per inbound stream. Everything a peer can make us
-//! hold is bounded: its wantlist length, and the bytes of blocks queued for it.
+//! hold is bounded: its wantlist length (further wants are dropped and counted), the
+//! HAVE/DONT_HAVE answers and the bytes of blocks queued for it (the server waits for room, so
+//! a peer that does not read leaves its wants waiting in its bounded wantlist), and the
+//! streams it has open to us. A write that makes no progress within
+//! [`BitswapConfig::write_timeout`] (plus time for the message's size at a minimal rate) is
+//! abandoned: the stream is reset and what was queued for the peer is dropped and counted.
 
 pub mod client;
 pub mod dag;
@@ -67,7 +72,16 @@ pub struct BitswapConfig {
     pub max_queued_bytes_per_peer: usize,
     /// Largest message read from a peer.
     pub max_message_bytes: usize,
+    /// HAVE/DONT_HAVE answers queued for sending to one peer.
+    pub max_queued_presences_per_peer: usize,
+    /// A message write to a peer gives up after this long plus its size at
+    /// [`MIN_SEND_RATE`]; the stream is reset.
+    pub write_timeout: Duration,
 }
+
+/// Slowest rate (bytes/s) a peer may read a message at before the write is abandoned:
+/// 100 kbit/s, so a 1 MiB message gets 84 s on top of [`BitswapConfig::write_timeout`].
+pub const MIN_SEND_RATE: u64 = 100_000 / 8;
 
 impl Default for BitswapConfig {
     fn default() -> Self {
@@ -78,6 +92,8 @@ impl Default for BitswapConfig {
             max_wantlist_per_peer: 8192,
             max_queued_bytes_per_peer: 8 << 20,
             max_message_bytes: message::MAX_MESSAGE_BYTES,
+            max_queued_presences_per_peer: 4096,
+            write_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -91,12 +107,32 @@ pub struct BitswapStats {
     pub bytes_sent: AtomicU64,
     pub unwanted_blocks: AtomicU64,
     pub banned_peers: AtomicU64,
+    /// Want entries of peers ignored because the peer's wantlist was full.
+    pub wants_dropped: AtomicU64,
+    /// Writes abandoned (stream reset) because the peer did not read.
+    pub stalled_writes: AtomicU64,
+    /// Queued wants, presences and blocks for a peer dropped after a stalled write.
+    pub outbound_dropped: AtomicU64,
+}
+
+/// What one peer makes us hold now (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerQueue {
+    /// Entries of its wantlist not answered yet.
+    pub wantlist: usize,
+    /// HAVE/DONT_HAVE answers queued for it.
+    pub presences: usize,
+    /// Bytes of blocks queued for it.
+    pub block_bytes: usize,
+    /// Its inbound streams being read.
+    pub inbound_streams: usize,
 }
 
 /// What a peer's writer task sends.
 enum Outbound {
     Want(WantEntry),
-    Presence(Cid, Presence),
+    /// An answer, holding its place in the peer's presence budget until written.
+    Presence(Cid, Presence, tokio::sync::OwnedSemaphorePermit),
     /// A block, holding its share of the peer's byte budget until written.
     Block(Cid, Bytes, tokio::sync::OwnedSemaphorePermit),
 }
@@ -217,6 +253,21 @@ impl Bitswap {
         self.peers.lock().keys().copied().collect()
     }
 
+    /// What `peer` makes us hold now; `None` for a peer we have no state for.
+    pub fn peer_queue(&self, peer: &PeerId) -> Option<PeerQueue> {
+        let ledger = self.peers.lock().get(peer)?.ledger.clone();
+        let (wantlist, presences, block_bytes) = ledger.held(
+            self.config.max_queued_presences_per_peer,
+            self.config.max_queued_bytes_per_peer,
+        );
+        Some(PeerQueue {
+            wantlist,
+            presences,
+            block_bytes,
+            inbound_streams: self.inbound_streams.lock().get(peer).copied().unwrap_or(0),
+        })
+    }
+
     /// Adds the peer's tasks if it is new; true if it was.
     fn ensure_peer(self: &Arc<Self>, peer: PeerId) -> bool {
         if self.banned.lock().contains(&peer) {
@@ -230,6 +281,7 @@ impl Bitswap {
         let ledger = Arc::new(server::Ledger::new(
             self.config.max_wantlist_per_peer,
             Arc::new(Semaphore::new(self.config.max_queued_bytes_per_peer)),
+            Arc::new(Semaphore::new(self.config.max_queued_presences_per_peer)),
         ));
         peers.insert(
             peer,
@@ -280,9 +332,10 @@ impl Bitswap {
                     *size += 48;
                     msg.wants.push(w)
                 }
-                Outbound::Presence(c, p) => {
+                Outbound::Presence(c, p, permit) => {
                     *size += 48;
-                    msg.presences.push((c, p))
+                    msg.presences.push((c, p));
+                    permits.push(permit);
                 }
                 Outbound::Block(c, b, permit) => {
                     *size += b.len() + 48;
@@ -310,6 +363,9 @@ impl Bitswap {
             let blocks = msg.blocks.len() as u64;
             let bytes: u64 = msg.blocks.iter().map(|(_, b)| b.len() as u64).sum();
             let mut sent = false;
+            let mut stalled = false;
+            let deadline = self.config.write_timeout
+                + Duration::from_secs((size as u64).div_ceil(MIN_SEND_RATE));
             for _attempt in 0..2 {
                 if stream.is_none() {
                     let mut control = self.control.lock().clone();
@@ -337,18 +393,36 @@ impl Bitswap {
                 }
                 let s = stream.as_mut().expect("opened above");
                 tracing::trace!(%peer, wants = msg.wants.len(), blocks = msg.blocks.len(), presences = msg.presences.len(), "sending bitswap message");
-                match message::write_message(s, &msg).await {
-                    Ok(()) => {
+                match tokio::time::timeout(deadline, message::write_message(s, &msg)).await {
+                    Ok(Ok(())) => {
                         sent = true;
                         break;
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(%peer, "bitswap write failed: {e}");
                         stream = None;
+                    }
+                    Err(_) => {
+                        // The peer does not read: dropping the stream resets it.
+                        tracing::debug!(%peer, "bitswap write stalled for {deadline:?}; resetting the stream");
+                        self.stats.stalled_writes.fetch_add(1, Ordering::Relaxed);
+                        stream = None;
+                        stalled = true;
+                        break;
                     }
                 }
             }
             drop(permits);
+            if stalled {
+                // What waits for a peer that does not read is dropped, freeing its budgets.
+                let mut dropped = u64::from(held.take().is_some());
+                while rx.try_recv().is_ok() {
+                    dropped += 1;
+                }
+                self.stats
+                    .outbound_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
             if sent {
                 self.stats.blocks_sent.fetch_add(blocks, Ordering::Relaxed);
                 self.stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
@@ -394,7 +468,12 @@ impl Bitswap {
         if !msg.wants.is_empty() || msg.full_wantlist {
             let ledger = self.peers.lock().get(&peer).map(|p| p.ledger.clone());
             if let Some(ledger) = ledger {
-                ledger.update(msg.full_wantlist, msg.wants);
+                let dropped = ledger.update(msg.full_wantlist, msg.wants);
+                if dropped > 0 {
+                    self.stats
+                        .wants_dropped
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
+                }
             }
         }
         for (prefix, data) in msg.blocks {

@@ -1,8 +1,10 @@
 //! The serving side: each remote peer's wantlist, answered in order from the local store.
 //!
-//! A peer can make us hold at most `max_wantlist_per_peer` entries and
-//! `max_queued_bytes_per_peer` bytes of blocks waiting to be written to it (a semaphore of
-//! bytes: the serving task waits for room before it even reads the next block from disk).
+//! A peer can make us hold at most `max_wantlist_per_peer` entries,
+//! `max_queued_bytes_per_peer` bytes of blocks and `max_queued_presences_per_peer`
+//! HAVE/DONT_HAVE answers waiting to be written to it (semaphores: the serving task waits for
+//! room before it even reads the next block from disk, so the wants of a peer that does not
+//! read wait in its bounded wantlist, and wants past that are dropped and counted).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,16 +39,23 @@ pub(crate) struct Ledger {
     queue: Mutex<WantQueue>,
     max_entries: usize,
     budget: Arc<Semaphore>,
+    /// Presence answers queued for the writer.
+    presences: Arc<Semaphore>,
     notify: Notify,
     closed: AtomicBool,
 }
 
 impl Ledger {
-    pub(crate) fn new(max_entries: usize, budget: Arc<Semaphore>) -> Self {
+    pub(crate) fn new(
+        max_entries: usize,
+        budget: Arc<Semaphore>,
+        presences: Arc<Semaphore>,
+    ) -> Self {
         Ledger {
             queue: Mutex::new((VecDeque::new(), HashMap::new(), 0)),
             max_entries,
             budget,
+            presences,
             notify: Notify::new(),
             closed: AtomicBool::new(false),
         }
@@ -55,10 +64,23 @@ impl Ledger {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.budget.close();
+        self.presences.close();
         self.notify.notify_one();
     }
 
-    pub(crate) fn update(&self, full: bool, entries: Vec<WantEntry>) {
+    /// Wantlist entries, presences queued and block bytes queued, given the budgets' sizes.
+    pub(crate) fn held(&self, max_presences: usize, max_bytes: usize) -> (usize, usize, usize) {
+        let wantlist = self.queue.lock().1.len();
+        (
+            wantlist,
+            max_presences.saturating_sub(self.presences.available_permits()),
+            max_bytes.saturating_sub(self.budget.available_permits()),
+        )
+    }
+
+    /// Applies a peer's wantlist message; returns the number of new entries dropped because
+    /// the wantlist was full.
+    pub(crate) fn update(&self, full: bool, entries: Vec<WantEntry>) -> usize {
         let mut guard = self.queue.lock();
         let (order, index, seq) = &mut *guard;
         if full {
@@ -100,6 +122,7 @@ impl Ledger {
             tracing::debug!(dropped, "peer wantlist over its limit; entries ignored");
         }
         self.notify.notify_one();
+        dropped
     }
 
     fn pop(&self) -> Option<Want> {
@@ -158,7 +181,13 @@ pub(crate) async fn serve_peer(
                 match small {
                     Some(Some(b)) => Some(b),
                     Some(None) => {
-                        if out.send(Outbound::Presence(cid, Presence::Have)).is_err() {
+                        let Ok(permit) = ledger.presences.clone().acquire_owned().await else {
+                            return; // closed: the peer went away
+                        };
+                        if out
+                            .send(Outbound::Presence(cid, Presence::Have, permit))
+                            .is_err()
+                        {
                             return;
                         }
                         continue;
@@ -183,12 +212,16 @@ pub(crate) async fn serve_peer(
             }
             None => {
                 tracing::trace!(%peer, %cid, "wanted block not in store");
-                if want.send_dont_have
-                    && out
-                        .send(Outbound::Presence(cid, Presence::DontHave))
+                if want.send_dont_have {
+                    let Ok(permit) = ledger.presences.clone().acquire_owned().await else {
+                        return;
+                    };
+                    if out
+                        .send(Outbound::Presence(cid, Presence::DontHave, permit))
                         .is_err()
-                {
-                    return;
+                    {
+                        return;
+                    }
                 }
             }
         }
