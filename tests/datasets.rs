@@ -1598,3 +1598,60 @@ fn kill9_during_writes_leaves_complete_versions() {
     }
     finish(&m, test, &failures);
 }
+
+/// The kernel keeps "no such entry" answers of dataset directories for a second (tools such as
+/// `cp -t` look a name up twice before creating it). Whatever this mount then does to the
+/// name (create, mkdir, rename onto it, symlink) shows at once: the kernel drops its own
+/// negative entry when the change goes through it.
+#[test]
+fn names_looked_up_before_they_exist_appear_when_made() {
+    let test = "names_looked_up_before_they_exist_appear_when_made";
+    if !require_fuse(test) {
+        return;
+    }
+    let m = ds_mount();
+    let d = mkds(&m, "neg");
+    fs::write(d.join("src"), b"moved\n").unwrap_or_else(|e| m.fail(&format!("write src: {e}")));
+    let mut failures = Vec::new();
+    for name in ["file", "dir", "renamed", "link"] {
+        match fs::symlink_metadata(d.join(name)) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => failures.push(format!("{name} before it exists: {other:?}")),
+        }
+    }
+    // Made at once, within the second the negative answers may be kept.
+    let made = [
+        ("file", fs::write(d.join("file"), b"new\n")),
+        ("dir", fs::create_dir(d.join("dir"))),
+        ("renamed", fs::rename(d.join("src"), d.join("renamed"))),
+        ("link", std::os::unix::fs::symlink("file", d.join("link"))),
+    ];
+    for (name, r) in made {
+        if let Err(e) = r {
+            failures.push(format!("making {name}: {e}"));
+        }
+    }
+    let checks: [(&str, Option<&[u8]>); 4] = [
+        ("file", Some(b"new\n")),
+        ("dir", None),
+        ("renamed", Some(b"moved\n")),
+        ("link", Some(b"new\n")),
+    ];
+    for (name, want) in checks {
+        match (fs::metadata(d.join(name)), want) {
+            (Ok(md), None) if md.is_dir() => {}
+            (Ok(_), Some(bytes)) => match fs::read(d.join(name)) {
+                Ok(got) if got == bytes => {}
+                other => failures.push(format!("{name} right after it was made: {other:?}")),
+            },
+            other => failures.push(format!("{name} right after it was made: {:?}", other.0)),
+        }
+    }
+    match fs::symlink_metadata(d.join("src")) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        other => failures.push(format!("src after it was renamed away: {other:?}")),
+    }
+    if !failures.is_empty() {
+        m.fail(&failures.join("\n"));
+    }
+}
