@@ -542,8 +542,10 @@ impl Dataset {
                     return Ok(ReadFrom::Bytes(Bytes::new()));
                 }
                 // A file being hashed as it is written: its bytes are in the stream's leaves.
-                self.unstream(s)?;
-                s.sequential = false;
+                if s.stream.is_some() {
+                    self.unstream(s)?;
+                    s.sequential = false;
+                }
                 let mut out = Vec::with_capacity((end - offset) as usize);
                 if offset < s.base_len {
                     self.read_leaves(&s.base, offset, end.min(s.base_len), &mut out)?;
@@ -894,17 +896,21 @@ impl Dataset {
                 if let Some(e) = &s.lost {
                     return Err(e.clone());
                 }
-                self.unstream(s)?;
-                if size < s.base_len {
-                    self.materialize(s, size)?;
+                // A truncate to the size it has changes no byte: a writer that truncates its
+                // new file (DuckDB does) is still sequential.
+                if size != s.size {
+                    self.unstream(s)?;
+                    if size < s.base_len {
+                        self.materialize(s, size)?;
+                    }
+                    s.file
+                        .resize(size - s.base_len, &|| self.spill_file())
+                        .map_err(DsError::io)?;
+                    s.sequential = false;
+                    s.size = size;
+                    s.dirty = true;
+                    s.generation += 1;
                 }
-                s.file
-                    .resize(size - s.base_len, &|| self.spill_file())
-                    .map_err(DsError::io)?;
-                s.sequential = false;
-                s.size = size;
-                s.dirty = true;
-                s.generation += 1;
             }
             n.mtime = mtime.unwrap_or_else(now);
             if !open {
