@@ -132,12 +132,12 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let mut reader = std::fs::File::from(read_end);
     let _ = reader.read_to_string(&mut report);
     if report.trim() == "ok" {
-        println!(
+        super::output::println(&format!(
             "mounted {} (pid {}, log {})",
             mountpoint.display(),
             child.id(),
             log_path.display()
-        );
+        ))?;
         return Ok(());
     }
     let status = child.try_wait().ok().flatten();
