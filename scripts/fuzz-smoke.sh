@@ -27,7 +27,13 @@ fi
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 else
-    mapfile -t TARGETS < <(cargo "${TOOLCHAIN[@]}" fuzz list)
+    LIST="$(cargo "${TOOLCHAIN[@]}" fuzz list)" || { echo "fuzz-smoke: cargo fuzz list failed" >&2; exit 1; }
+    mapfile -t TARGETS < <(printf '%s\n' "$LIST" | sed '/^$/d')
+fi
+# A smoke run that fuzzed nothing must not pass.
+if [ "${#TARGETS[@]}" -eq 0 ]; then
+    echo "fuzz-smoke: no fuzz target to run (fuzz/Cargo.toml lists none?)" >&2
+    exit 1
 fi
 
 cargo "${TOOLCHAIN[@]}" fuzz build -O
@@ -44,10 +50,26 @@ if [ -d "$FIXTURES" ] && [ ! -d corpus/car_decode ]; then
         i=$((i + 1))
     done < <(find "$FIXTURES" -name '*.car' -print0)
 fi
+RAN=0
+LOG="$(mktemp /tmp/fuzz-smoke.XXXXXX)"
+trap 'rm -f "$LOG"' EXIT
 for t in "${TARGETS[@]}"; do
     echo "fuzz-smoke: $t for ${SECS}s" >&2
     mkdir -p "corpus/$t"
     cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "corpus/$t" -- \
-        -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+        -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        2>&1 | tee "$LOG" >&2
+    # libFuzzer's final stats: a target that executed no input did not run.
+    UNITS="$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$LOG" | tail -n 1)"
+    if [ -z "$UNITS" ] || [ "$UNITS" -eq 0 ]; then
+        echo "fuzz-smoke: $t executed no input" >&2
+        exit 1
+    fi
+    echo "fuzz-smoke: $t ran $UNITS inputs" >&2
+    RAN=$((RAN + 1))
 done
-echo "fuzz-smoke: all ${#TARGETS[@]} targets ran ${SECS}s without a crash" >&2
+if [ "$RAN" -ne "${#TARGETS[@]}" ] || [ "$RAN" -eq 0 ]; then
+    echo "fuzz-smoke: $RAN of ${#TARGETS[@]} targets ran" >&2
+    exit 1
+fi
+echo "fuzz-smoke: all $RAN targets ran ${SECS}s without a crash" >&2
