@@ -13,10 +13,16 @@
 # (DESIGN.md), so only the ratios mean anything.
 #
 # usage: scripts/bench.sh [quick]      (quick: 256 MiB / 64 MiB / 2,000 entries / 512 MiB, one run)
+#        scripts/bench.sh selftest     (seconds, builds nothing: checks that a failed or short timed command gives
+#                                       no figure)
+# Every timed command must exit 0 and read the bytes expected of it; otherwise the bench stops with the command's
+# error and prints no figure for it.
 # env: CARGO_TARGET_DIR, PEERS_CACHE (default /var/tmp/ipfs-mount-peers), IPFS_MOUNT_SHARED (default ../shared),
 #      BENCH_DIR (work dir on disk; default a new dir under /var/tmp), BENCH_RUNS (3), BENCH_BIG (4GiB),
 #      BENCH_SKIP="2 3" (skip benchmarks by number), BENCH_STRICT=1 (exit 1 when a target is missed)
 set -euo pipefail
+# A command that fails inside $(...) fails the assignment that uses it (bash does not do this by default).
+shopt -s inherit_errexit
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -27,14 +33,6 @@ SEQ_SIZE=1GiB; COLD_SIZE=256MiB; HAMT_N=10000; BIG="${BENCH_BIG:-4GiB}"
 if [ "${1:-}" = quick ]; then SEQ_SIZE=256MiB; COLD_SIZE=64MiB; HAMT_N=2000; BIG=512MiB; RUNS=1; fi
 SKIP=" ${BENCH_SKIP:-} "
 for v in http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy IPFS_GATEWAY; do unset "$v"; done
-
-echo "==> building (release)"
-cargo build --release --bin ipfs-mount >&2
-HAVE_MEMFS=0
-if [ -f examples/memfs.rs ]; then cargo build --release --example memfs >&2 && HAVE_MEMFS=1; fi
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-BIN="$TARGET_DIR/release/ipfs-mount"
-MEMFS="$TARGET_DIR/release/examples/memfs"
 
 W="${BENCH_DIR:-$(mktemp -d /var/tmp/ipfs-mount-bench.XXXXXX)}"
 mkdir -p "$W"
@@ -107,9 +105,82 @@ umount_memfs() {
   kill -0 "$MEMFS_PID" 2>/dev/null && kill "$MEMFS_PID"
   wait "$MEMFS_PID" 2>/dev/null || true
 }
-seq_read() { # FILE -> seconds
-  local t; t="$(now)"; dd if="$1" of=/dev/null bs=1M status=none; elapsed "$t"
+# timed WANT CMD... -> seconds. CMD prints how many bytes it read (its last line). WANT is that exact count, or +N
+# for at least N. When CMD fails, or read another amount (a short read, an empty answer), timed says so on stderr
+# and fails: no figure is made of it (and, under set -e, the bench stops).
+timed() {
+  local want="$1" t got secs; shift
+  t="$(now)"
+  if ! got="$("$@")"; then
+    echo "bench: '$*' failed: no figure for it" >&2; return 1
+  fi
+  secs="$(elapsed "$t")"
+  got="$(printf '%s\n' "$got" | tail -n 1)"
+  if ! [[ "$got" =~ ^[0-9]+$ ]]; then
+    echo "bench: '$*' did not tell how many bytes it read (${got:-nothing}): no figure for it" >&2; return 1
+  fi
+  if [[ "$want" == +* ]]; then
+    if [ "$got" -lt "${want#+}" ]; then
+      echo "bench: '$*' read $got bytes, expected at least ${want#+}: no figure for it" >&2; return 1
+    fi
+  elif [ "$got" != "$want" ]; then
+    echo "bench: '$*' read $got bytes, expected $want: no figure for it" >&2; return 1
+  fi
+  echo "$secs"
 }
+# dd_read FILE -> bytes read (dd's own count); fails with dd's message when dd fails.
+dd_read() {
+  local out
+  if ! out="$(LC_ALL=C dd if="$1" of=/dev/null bs=1M 2>&1)"; then
+    echo "dd if=$1: $out" >&2; return 1
+  fi
+  printf '%s\n' "$out" | sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' | tail -n 1
+}
+# curl_get URL [curl args] -> bytes received; fails on a transport or HTTP error.
+curl_get() { curl -sS --noproxy '*' -f -o /dev/null -w '%{size_download}\n' "$@"; }
+# ls_count DIR -> number of `file-*` entries `ls -l` lists; fails when ls fails.
+ls_count() {
+  local out
+  out="$(ls -l "$1")" || return 1
+  printf '%s\n' "$out" | grep -c 'file-' || true
+}
+seq_read() { # FILE BYTES -> seconds of a sequential read that must give exactly BYTES
+  timed "$2" dd_read "$1"
+}
+# import_car STORE CAR ROOT -> CAR size, once `ipfs-mount import` succeeded and printed ROOT
+import_car() {
+  local out
+  out="$("$BIN" import --store "$1" "$2")" || return 1
+  [ "$out" = "$3" ] || { echo "import of $2 printed ${out:-nothing}, expected root $3" >&2; return 1; }
+  stat -c %s "$2"
+}
+
+if [ "${1:-}" = selftest ]; then
+  # The checks of timed, without building or mounting anything.
+  T="$(mktemp -d)"; trap 'rm -rf "$T"; cleanup' EXIT
+  head -c 3000000 /dev/zero > "$T/f"
+  fails() { if ( "$@" ) >/dev/null 2>"$T/err"; then echo "selftest: '$*' gave a figure" >&2; exit 1; fi; }
+  S="$(timed 3000000 dd_read "$T/f")" || { echo "selftest: a good read gave no figure" >&2; exit 1; }
+  [[ "$S" =~ ^[0-9.]+$ ]] || { echo "selftest: figure $S" >&2; exit 1; }
+  fails timed 3000000 dd_read "$T/missing"
+  grep -q "no figure" "$T/err" || { echo "selftest: no message for a failed dd" >&2; exit 1; }
+  fails timed 4000000 dd_read "$T/f"                        # short read
+  fails timed +4000000 dd_read "$T/f"
+  fails timed 1 false
+  fails timed 1 true                                        # says nothing about bytes
+  fails timed +1 curl_get "http://127.0.0.1:9/nothing"      # nothing listens on the discard port
+  fails timed 1 ls_count "$T/missing"
+  mkdir "$T/d"; touch "$T/d/file-1" "$T/d/file-2"
+  [ "$(timed 2 ls_count "$T/d")" ] && fails timed 3 ls_count "$T/d"
+  S="$(timed +3000000 dd_read "$T/f")"
+  # Under set -e, a failed timed command inside an assignment stops the script.
+  if bash -c 'set -euo pipefail; shopt -s inherit_errexit; f() { false; echo 1.0; }; A=(); A+=("$(f)"); echo "${A[*]}"' >/dev/null 2>&1; then
+    echo "selftest: bash went on after a failed command substitution" >&2; exit 1
+  fi
+  echo "bench selftest: ok (a failed, short or silent timed command gives no figure)"
+  exit 0
+fi
+
 
 HELIA=""
 helia_up() {
@@ -123,22 +194,30 @@ helia_add() { # PATH [query] -> CID
   curl -sS --noproxy '*' -f -X POST "$HTTP/add?path=$1${2:-}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Hash"])'
 }
 
+echo "==> building (release)"
+cargo build --release --bin ipfs-mount >&2
+HAVE_MEMFS=0
+if [ -f examples/memfs.rs ]; then cargo build --release --example memfs >&2 && HAVE_MEMFS=1; fi
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+BIN="$TARGET_DIR/release/ipfs-mount"
+MEMFS="$TARGET_DIR/release/examples/memfs"
+
 # ---------------------------------------------------------------------------------------------------------
 if [[ "$SKIP" != *" 1 "* ]]; then
   echo "==> 1. sequential read of $SEQ_SIZE from the store after a remount"
   S="$W/s1"; mkdir -p "$S"
   CID="$(python3 scripts/mkcar.py "$W/seq.car" "$SEQ_SIZE")"
-  t="$(now)"; "$BIN" import --store "$S" "$W/seq.car" >/dev/null; IMPORT_S="$(elapsed "$t")"
+  IMPORT_S="$(timed "$(stat -c %s "$W/seq.car")" import_car "$S" "$W/seq.car" "$CID")"
   rm -f "$W/seq.car"
   SIZE="$(bytes_of "$SEQ_SIZE")"
   report "import of a $SEQ_SIZE CAR" "$(mibs "$SIZE" "$IMPORT_S")" "MiB/s" "" "" "" ""
   OURS=(); BASE=()
   for _ in $(seq 1 "$RUNS"); do
     mount_ours "$W/m1" "$S" --offline
-    OURS+=("$(seq_read "$W/m1/ipfs/$CID")")
+    OURS+=("$(seq_read "$W/m1/ipfs/$CID" "$SIZE")")
     umount_ours "$W/m1"
     if [ "$HAVE_MEMFS" = 1 ]; then
-      mount_memfs "$W/b1" "$SIZE"; BASE+=("$(seq_read "$W/b1/file")"); umount_memfs "$W/b1"
+      mount_memfs "$W/b1" "$SIZE"; BASE+=("$(seq_read "$W/b1/file" "$SIZE")"); umount_memfs "$W/b1"
     fi
   done
   O="$(median "${OURS[@]}")"
@@ -150,8 +229,8 @@ if [[ "$SKIP" != *" 1 "* ]]; then
   fi
   # Re-read on the same mount: page cache kept (keep_cache).
   mount_ours "$W/m1" "$S" --offline
-  seq_read "$W/m1/ipfs/$CID" >/dev/null
-  W2="$(seq_read "$W/m1/ipfs/$CID")"
+  seq_read "$W/m1/ipfs/$CID" "$SIZE" >/dev/null
+  W2="$(seq_read "$W/m1/ipfs/$CID" "$SIZE")"
   umount_ours "$W/m1"
   report "   same file re-read (page cache)" "$(mibs "$SIZE" "$W2")" "MiB/s" "" "" "" ""
 
@@ -159,18 +238,20 @@ if [[ "$SKIP" != *" 1 "* ]]; then
     echo "==> 4. random 4 KiB preads on a cached file"
     RR='import os,random,sys,time
 fd=os.open(sys.argv[1],os.O_RDONLY); n=os.fstat(fd).st_size//4096; r=random.Random(7)
-for _ in range(2000): os.pread(fd,4096,r.randrange(n)*4096)
+def rd():
+    if len(os.pread(fd,4096,r.randrange(n)*4096))!=4096: sys.exit("short pread")
+for _ in range(2000): rd()
 t=time.time(); k=0
 while time.time()-t<float(sys.argv[2]):
-    for _ in range(500): os.pread(fd,4096,r.randrange(n)*4096)
+    for _ in range(500): rd()
     k+=500
 print(int(k/(time.time()-t)))'
     mount_ours "$W/m1" "$S" --offline
-    seq_read "$W/m1/ipfs/$CID" >/dev/null   # make it cached
+    seq_read "$W/m1/ipfs/$CID" "$SIZE" >/dev/null   # make it cached
     IO="$(python3 -c "$RR" "$W/m1/ipfs/$CID" 5)"
     umount_ours "$W/m1"
     if [ "$HAVE_MEMFS" = 1 ]; then
-      mount_memfs "$W/b1" "$SIZE"; seq_read "$W/b1/file" >/dev/null
+      mount_memfs "$W/b1" "$SIZE"; seq_read "$W/b1/file" "$SIZE" >/dev/null
       IB="$(python3 -c "$RR" "$W/b1/file" 5)"; umount_memfs "$W/b1"
       report "4. random 4 KiB preads, cached" "$IO" "IOPS" "memfs $IB IOPS" "$(ratio "$IO" "$IB")" "" ""
     else
@@ -190,9 +271,10 @@ for i in range(0,n,1<<20): f.write((i.to_bytes(8,"little")+c[8:])[:min(1<<20,n-i
   SIZE="$(bytes_of "$COLD_SIZE")"
   OURS=(); BASE=()
   for i in $(seq 1 "$RUNS"); do
-    t="$(now)"; curl -sS --noproxy '*' -f -o /dev/null "$GW/ipfs/$CID?format=car" -H 'Accept: application/vnd.ipld.car'; BASE+=("$(elapsed "$t")")
+    # The file's CAR holds at least its bytes.
+    BASE+=("$(timed "+$SIZE" curl_get "$GW/ipfs/$CID?format=car" -H 'Accept: application/vnd.ipld.car')")
     mount_ours "$W/m2" "$W/s2-$i" --gateway "$GW"
-    OURS+=("$(seq_read "$W/m2/ipfs/$CID")")
+    OURS+=("$(seq_read "$W/m2/ipfs/$CID" "$SIZE")")
     umount_ours "$W/m2"; rm -rf "$W/s2-$i"
   done
   O="$(median "${OURS[@]}")"; B="$(median "${BASE[@]}")"; R="$(ratio "$B" "$O")"
@@ -212,11 +294,11 @@ for i in range(int(sys.argv[2])):
   CID="$(helia_add "$W/hamt/many" "&shard-split-threshold=65536")"
   OURS=(); BASE=(); WARM=()
   for i in $(seq 1 "$RUNS"); do
-    t="$(now)"; curl -sS --noproxy '*' -f -o /dev/null "$GW/ipfs/$CID?format=car&dag-scope=entity" -H 'Accept: application/vnd.ipld.car'; BASE+=("$(elapsed "$t")")
+    BASE+=("$(timed +1 curl_get "$GW/ipfs/$CID?format=car&dag-scope=entity" -H 'Accept: application/vnd.ipld.car')")
     mount_ours "$W/m3" "$W/s3-$i" --gateway "$GW"
-    t="$(now)"; N="$(ls -l "$W/m3/ipfs/$CID" | grep -c 'file-')"; OURS+=("$(elapsed "$t")")
-    [ "$N" = "$HAMT_N" ] || { echo "ls -l listed $N entries, expected $HAMT_N" >&2; exit 1; }
-    t="$(now)"; ls -l "$W/m3/ipfs/$CID" >/dev/null; WARM+=("$(elapsed "$t")")
+    # ls_count's "bytes" are the entries listed: all of them, cold and warm.
+    OURS+=("$(timed "$HAMT_N" ls_count "$W/m3/ipfs/$CID")")
+    WARM+=("$(timed "$HAMT_N" ls_count "$W/m3/ipfs/$CID")")
     umount_ours "$W/m3"; rm -rf "$W/s3-$i"
   done
   O="$(median "${OURS[@]}")"; B="$(median "${BASE[@]}")"; R="$(ratio "$O" "$B")"; WM="$(median "${WARM[@]}")"
@@ -230,10 +312,10 @@ if [[ "$SKIP" != *" 5 "* ]]; then
   echo "==> 5. peak RSS while streaming a $BIG file"
   S="$W/s5"; mkdir -p "$S"
   CID="$(python3 scripts/mkcar.py "$W/big.car" "$BIG")"
-  "$BIN" import --store "$S" "$W/big.car" >/dev/null
+  timed "$(stat -c %s "$W/big.car")" import_car "$S" "$W/big.car" "$CID" >/dev/null
   rm -f "$W/big.car"
   mount_ours "$W/m5" "$S" --offline
-  T="$(seq_read "$W/m5/ipfs/$CID")"
+  T="$(seq_read "$W/m5/ipfs/$CID" "$(bytes_of "$BIG")")"
   HWM_KB="$(awk '/VmHWM/ {print $2}' "/proc/$OUR_PID/status")"
   umount_ours "$W/m5"
   HWM_MIB=$((HWM_KB / 1024))

@@ -27,14 +27,21 @@ fi
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 else
-    mapfile -t TARGETS < <(cargo "${TOOLCHAIN[@]}" fuzz list)
+    LIST="$(cargo "${TOOLCHAIN[@]}" fuzz list)" || { echo "fuzz-smoke: cargo fuzz list failed" >&2; exit 1; }
+    mapfile -t TARGETS < <(printf '%s\n' "$LIST" | sed '/^$/d')
+fi
+# A smoke run that fuzzed nothing must not pass.
+if [ "${#TARGETS[@]}" -eq 0 ]; then
+    echo "fuzz-smoke: no fuzz target to run (fuzz/Cargo.toml lists none?)" >&2
+    exit 1
 fi
 
 cargo "${TOOLCHAIN[@]}" fuzz build -O
 
-# Seed the CAR corpus from the conformance fixtures when they are around (the corpus
-# directory is git-ignored). The first input byte picks the chunk size.
-FIXTURES="${FIXTURES:-$ROOT/../shared/fixtures/gateway-conformance}"
+# Seed the CAR and IPNS corpora from the conformance fixtures when they are around (the corpus
+# directory is git-ignored). car_decode: the first input byte picks the chunk size;
+# ipns_record: 0 = the record as it is, 1 = its bytes as the signed data.
+FIXTURES="${FIXTURES:-${IPFS_MOUNT_SHARED:-$ROOT/../shared}/fixtures/gateway-conformance}"
 if [ -d "$FIXTURES" ] && [ ! -d corpus/car_decode ]; then
     mkdir -p corpus/car_decode
     i=0
@@ -44,10 +51,37 @@ if [ -d "$FIXTURES" ] && [ ! -d corpus/car_decode ]; then
         i=$((i + 1))
     done < <(find "$FIXTURES" -name '*.car' -print0)
 fi
+if [ -d "$FIXTURES" ] && [ ! -d corpus/ipns_record ]; then
+    mkdir -p corpus/ipns_record
+    i=0
+    while IFS= read -r -d '' f; do
+        { printf '\x00'; cat "$f"; } > "corpus/ipns_record/seed-$i"
+        { printf '\x01'; cat "$f"; } > "corpus/ipns_record/seed-data-$i"
+        i=$((i + 1))
+    done < <(find "$FIXTURES" -name '*.ipns-record' -print0)
+fi
+RAN=0
+LOG="$(mktemp /tmp/fuzz-smoke.XXXXXX)"
+trap 'rm -f "$LOG"' EXIT
 for t in "${TARGETS[@]}"; do
     echo "fuzz-smoke: $t for ${SECS}s" >&2
     mkdir -p "corpus/$t"
-    cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "corpus/$t" -- \
-        -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+    SEEDS=()
+    [ -d "seeds/$t" ] && SEEDS=("seeds/$t")   # hand-made inputs (fuzz/seeds/), read only
+    cargo "${TOOLCHAIN[@]}" fuzz run -O "$t" "corpus/$t" "${SEEDS[@]}" -- \
+        -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        2>&1 | tee "$LOG" >&2
+    # libFuzzer's final stats: a target that executed no input did not run.
+    UNITS="$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$LOG" | tail -n 1)"
+    if [ -z "$UNITS" ] || [ "$UNITS" -eq 0 ]; then
+        echo "fuzz-smoke: $t executed no input" >&2
+        exit 1
+    fi
+    echo "fuzz-smoke: $t ran $UNITS inputs" >&2
+    RAN=$((RAN + 1))
 done
-echo "fuzz-smoke: all ${#TARGETS[@]} targets ran ${SECS}s without a crash" >&2
+if [ "$RAN" -ne "${#TARGETS[@]}" ] || [ "$RAN" -eq 0 ]; then
+    echo "fuzz-smoke: $RAN of ${#TARGETS[@]} targets ran" >&2
+    exit 1
+fi
+echo "fuzz-smoke: all $RAN targets ran ${SECS}s without a crash" >&2

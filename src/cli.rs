@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ipfs-mount",
     version,
     about = "Mount IPFS content as plain files",
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
 pub struct Cli {
@@ -21,37 +21,63 @@ pub struct Cli {
     pub mount: MountArgs,
 }
 
+impl Cli {
+    /// Parses a command line. The store options and `-v` are accepted anywhere on the line
+    /// (`ipfs-mount --store S dataset log x`, `ipfs-mount dataset log x --store S`); an option
+    /// that only the mount has (`-f`, `--gateway`, a mountpoint …) given with a command is an
+    /// error, not silently ignored.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        if let Some(sub) = matches.subcommand_name() {
+            let mount_only = command
+                .get_arguments()
+                .filter(|arg| !arg.is_global_set())
+                .find(|arg| {
+                    matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+                })
+                .map(|arg| arg.to_string());
+            if let Some(arg) = mount_only {
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{arg} belongs to the mount, not to `ipfs-mount {sub}`"),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    }
+
+    /// [`Cli::try_parse_checked`] on the process's arguments; prints the error and exits.
+    pub fn parse_checked() -> Cli {
+        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Unmount a mounted ipfs-mount filesystem.
     Unmount { mountpoint: PathBuf },
     /// Import CAR files (v1 or v2) into the store: every block verified, roots pinned.
     Import {
-        #[command(flatten)]
-        store: StoreArgs,
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
         #[arg(required = true)]
         cars: Vec<PathBuf>,
     },
     /// Writable datasets: list, create, show history, commit.
     Dataset {
-        #[command(flatten)]
-        store: GlobalStoreArgs,
         #[command(subcommand)]
         action: DatasetAction,
     },
     /// The IPNS keys of datasets: list, export, import (to move a dataset's name to another machine).
     Key {
-        #[command(flatten)]
-        store: StoreArgs,
         #[command(subcommand)]
         action: KeyAction,
     },
     /// This node's peer id and the addresses peers can dial (from the running mount if any).
     Id {
-        #[command(flatten)]
-        store: StoreArgs,
         /// Print JSON: {"ID": ..., "Addresses": [...]}.
         #[arg(long)]
         json: bool,
@@ -59,11 +85,7 @@ pub enum Command {
     /// Export the whole DAG below a CID as a CARv1.
     Export {
         #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
         net: NetArgs,
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
         cid: String,
         /// Output file (default: standard output).
         #[arg(short, long)]
@@ -119,33 +141,13 @@ pub enum DatasetAction {
     Publish { name: String },
 }
 
-/// [`StoreArgs`] accepted anywhere after the subcommand (`ipfs-mount dataset log x --store S`).
 #[derive(Debug, Clone, Args)]
-pub struct GlobalStoreArgs {
+pub struct StoreArgs {
     /// Block store directory [default: $XDG_DATA_HOME/ipfs-mount, else ~/.local/share/ipfs-mount]
     #[arg(long, env = "IPFS_MOUNT_STORE", global = true)]
     pub store: Option<PathBuf>,
     /// Bytes of fetched (unpinned) blocks kept before least-recently-used ones are evicted.
     #[arg(long, default_value = "10GiB", value_parser = parse_size, global = true)]
-    pub cache_size: u64,
-}
-
-impl From<GlobalStoreArgs> for StoreArgs {
-    fn from(g: GlobalStoreArgs) -> Self {
-        StoreArgs {
-            store: g.store,
-            cache_size: g.cache_size,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// Block store directory [default: $XDG_DATA_HOME/ipfs-mount, else ~/.local/share/ipfs-mount]
-    #[arg(long, env = "IPFS_MOUNT_STORE")]
-    pub store: Option<PathBuf>,
-    /// Bytes of fetched (unpinned) blocks kept before least-recently-used ones are evicted.
-    #[arg(long, default_value = "10GiB", value_parser = parse_size)]
     pub cache_size: u64,
 }
 
@@ -247,7 +249,7 @@ pub struct MountArgs {
     #[arg(long)]
     pub allow_other: bool,
     /// More logs (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Where the background process writes its log [default: <store>/ipfs-mount.log]
     #[arg(long)]
@@ -349,5 +351,78 @@ mod tests {
             .unwrap();
         assert!(matches!(c.command, Some(Command::Import { ref cars, .. }) if cars.len() == 2));
         assert!(Cli::try_parse_from(["ipfs-mount"]).is_err());
+    }
+
+    fn store_of(args: &[&str]) -> Option<PathBuf> {
+        Cli::try_parse_checked(args.iter().copied())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .mount
+            .store
+            .store
+    }
+
+    /// The store options and -v go anywhere: before the command, after it, after its
+    /// subcommand, between its operands.
+    #[test]
+    fn store_and_verbosity_anywhere_on_the_line() {
+        let s = Some(PathBuf::from("/s"));
+        for line in [
+            &["ipfs-mount", "--store", "/s", "dataset", "log", "a"][..],
+            &["ipfs-mount", "dataset", "--store", "/s", "log", "a"],
+            &["ipfs-mount", "dataset", "log", "a", "--store", "/s"],
+            &["ipfs-mount", "key", "list", "--store", "/s"],
+            &["ipfs-mount", "--store", "/s", "key", "list"],
+            &["ipfs-mount", "id", "--store", "/s"],
+            &["ipfs-mount", "import", "a.car", "--store", "/s", "b.car"],
+            &[
+                "ipfs-mount",
+                "export",
+                "bafkqaaa",
+                "--store",
+                "/s",
+                "--offline",
+            ],
+            &["ipfs-mount", "unmount", "/m", "--store", "/s"],
+            &["ipfs-mount", "/mnt", "--store", "/s"],
+            &["ipfs-mount", "--store", "/s", "/mnt", "-f"],
+        ] {
+            assert_eq!(store_of(line), s, "{line:?}");
+        }
+        let c = Cli::try_parse_checked([
+            "ipfs-mount",
+            "-v",
+            "dataset",
+            "log",
+            "a",
+            "--cache-size",
+            "1MiB",
+        ])
+        .unwrap();
+        assert_eq!(c.mount.verbose, 1);
+        assert_eq!(c.mount.store.cache_size, 1 << 20);
+        let c = Cli::try_parse_checked(["ipfs-mount", "import", "-vv", "a.car"]).unwrap();
+        assert_eq!(c.mount.verbose, 2);
+    }
+
+    /// What only the mount understands is refused with a command, wherever it stands.
+    #[test]
+    fn mount_options_with_a_command_are_refused() {
+        for line in [
+            &["ipfs-mount", "-f", "dataset", "list"][..],
+            &[
+                "ipfs-mount",
+                "--gateway",
+                "http://127.0.0.1:1",
+                "dataset",
+                "list",
+            ],
+            &["ipfs-mount", "/mnt", "dataset", "list"],
+            &["ipfs-mount", "dataset", "list", "-f"],
+        ] {
+            assert!(
+                Cli::try_parse_checked(line.iter().copied()).is_err(),
+                "{line:?} accepted"
+            );
+        }
     }
 }

@@ -257,6 +257,26 @@ fn read_request_line(r: &mut impl BufRead) -> Result<String> {
     String::from_utf8(buf).map_err(|_| anyhow!("request line is not UTF-8"))
 }
 
+/// What the control server does with the bytes a client sends before acting on them: the
+/// capped line read ([`MAX_REQUEST_LINE`]), then [`Request::parse`]; checks that an accepted
+/// request encodes back to itself. For fuzzing (`fuzz/fuzz_targets/control_request.rs`); the
+/// server itself never calls it.
+#[doc(hidden)]
+pub fn fuzz_request(bytes: &[u8]) {
+    let mut r = std::io::Cursor::new(bytes);
+    let Ok(line) = read_request_line(&mut r) else {
+        return;
+    };
+    assert!(line.len() <= MAX_REQUEST_LINE && !line.contains('\n'));
+    if let Some(req) = Request::parse(&line) {
+        assert_eq!(
+            Request::parse(&req.encode()).as_ref(),
+            Some(&req),
+            "{line:?}"
+        );
+    }
+}
+
 fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
     let Context {
         blocks,

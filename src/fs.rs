@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -33,6 +34,8 @@ pub struct IpfsFs {
     tree: Arc<Tree>,
     rt: Handle,
     heavy: Arc<tokio::sync::Semaphore>,
+    /// Set when the session ends (unmount): the kernel takes no more replies.
+    gone: Arc<AtomicBool>,
 }
 
 impl IpfsFs {
@@ -41,17 +44,68 @@ impl IpfsFs {
             tree,
             rt,
             heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_AT_ONCE)),
+            gone: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Runs `work` on the blocking pool, bounded by [`HEAVY_AT_ONCE`]; it replies itself.
-    fn offload(&self, work: impl FnOnce(&Tree) + Send + 'static) {
+    /// `reply`, to be sent later by a task.
+    fn later<R>(&self, reply: R) -> Later<R> {
+        Later {
+            reply: Some(reply),
+            gone: self.gone.clone(),
+        }
+    }
+
+    /// Runs `work` on the blocking pool, bounded by [`HEAVY_AT_ONCE`]; it replies itself
+    /// through the [`Later`] it is given. The work runs also when the mount is gone meanwhile
+    /// (a close still seals what was written).
+    fn offload<R: Send + 'static>(
+        &self,
+        reply: R,
+        work: impl FnOnce(&Tree, Later<R>) + Send + 'static,
+    ) {
         let tree = self.tree.clone();
         let permits = self.heavy.clone();
+        let reply = self.later(reply);
         self.rt.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let _ = tokio::task::spawn_blocking(move || work(&tree)).await;
+            let _ = tokio::task::spawn_blocking(move || work(&tree, reply)).await;
         });
+    }
+}
+
+/// A reply that a task sends once its work is done. After the unmount the kernel takes no
+/// replies: one still pending then (a read waiting for a block the prefetcher asked for, a
+/// lookup waiting for a gateway) is dropped without a word. Sending it would fail, and fuser
+/// logs that failure as an error (and a reply dropped unsent as a warning) although nothing
+/// went wrong: whoever asked is gone with the mount.
+struct Later<R> {
+    reply: Option<R>,
+    gone: Arc<AtomicBool>,
+}
+
+impl<R> Later<R> {
+    /// Calls `send` with the reply, unless the mount is gone.
+    fn send(mut self, send: impl FnOnce(R)) {
+        if let Some(reply) = self.reply.take() {
+            if self.gone.load(Ordering::Acquire) {
+                std::mem::forget(reply);
+            } else {
+                send(reply);
+            }
+        }
+    }
+}
+
+impl<R> Drop for Later<R> {
+    /// A task dropped unfinished (the runtime shuts down after the unmount): no reply at all.
+    /// While mounted, fuser's own drop answers EIO.
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            if self.gone.load(Ordering::Acquire) {
+                std::mem::forget(reply);
+            }
+        }
     }
 }
 
@@ -94,6 +148,10 @@ fn reply_entry(reply: ReplyEntry, entry: &Entry, owner: (u32, u32)) {
 }
 
 impl Filesystem for IpfsFs {
+    fn destroy(&mut self) {
+        self.gone.store(true, Ordering::Release);
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // HANDLE_KILLPRIV_V2: we clear set-id bits ourselves (there are none: nosuid), so the kernel
         // need not ask for security.capability before every write.
@@ -133,11 +191,13 @@ impl Filesystem for IpfsFs {
         }
         let tree = self.tree.clone();
         let name = name.to_owned();
+        let reply = self.later(reply);
         self.rt.spawn(async move {
-            match tree.lookup(parent.0, &name).await {
+            let result = tree.lookup(parent.0, &name).await;
+            reply.send(|reply| match result {
                 Ok(entry) => reply_entry(reply, &entry, tree.owner()),
                 Err(e) => reply.error(errno("lookup", &e)),
-            }
+            });
         });
     }
 
@@ -175,12 +235,13 @@ impl Filesystem for IpfsFs {
             TimeOrNow::Now => SystemTime::now(),
         });
         let owner_change = uid.is_some() || gid.is_some();
-        self.offload(
-            move |tree| match tree.setattr(ino.0, mode, size, mtime, owner_change) {
+        self.offload(reply, move |tree, reply| {
+            let result = tree.setattr(ino.0, mode, size, mtime, owner_change);
+            reply.send(|reply| match result {
                 Ok(entry) => reply.attr(&entry.ttl, &file_attr(&entry.attr, tree.owner())),
                 Err(e) => reply.error(errno("setattr", &e)),
-            },
-        );
+            });
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -312,11 +373,13 @@ impl Filesystem for IpfsFs {
             Some(Err(e)) => reply.error(errno("read", &e)),
             None => {
                 let tree = self.tree.clone();
+                let reply = self.later(reply);
                 self.rt.spawn(async move {
-                    match tree.read_fetching(ino.0, fh.0, offset, size).await {
+                    let result = tree.read_fetching(ino.0, fh.0, offset, size).await;
+                    reply.send(|reply| match result {
                         Ok(data) => reply.data(&data),
                         Err(e) => reply.error(errno("read", &e)),
-                    }
+                    });
                 });
             }
         }
@@ -358,9 +421,12 @@ impl Filesystem for IpfsFs {
                 Err(e) => reply.error(errno("flush", &e)),
             };
         }
-        self.offload(move |tree| match tree.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("flush", &e)),
+        self.offload(reply, move |tree, reply| {
+            let result = tree.flush(fh.0);
+            reply.send(|reply| match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("flush", &e)),
+            });
         });
     }
 
@@ -380,9 +446,12 @@ impl Filesystem for IpfsFs {
                 Err(e) => reply.error(errno("release", &e)),
             };
         }
-        self.offload(move |tree| match tree.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("release", &e)),
+        self.offload(reply, move |tree, reply| {
+            let result = tree.release(fh.0);
+            reply.send(|reply| match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("release", &e)),
+            });
         });
     }
 
@@ -394,9 +463,12 @@ impl Filesystem for IpfsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.offload(move |tree| match tree.fsync(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &e)),
+        self.offload(reply, move |tree, reply| {
+            let result = tree.fsync(fh.0);
+            reply.send(|reply| match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fsync", &e)),
+            });
         });
     }
 
@@ -422,11 +494,13 @@ impl Filesystem for IpfsFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let tree = self.tree.clone();
+        let reply = self.later(reply);
         self.rt.spawn(async move {
-            match tree.readdir(ino.0, offset, READDIR_BATCH).await {
+            let result = tree.readdir(ino.0, offset, READDIR_BATCH).await;
+            reply.send(|mut reply| match result {
                 Ok(entries) => {
                     for e in entries {
                         let kind = match e.kind {
@@ -441,7 +515,7 @@ impl Filesystem for IpfsFs {
                     reply.ok();
                 }
                 Err(e) => reply.error(errno("readdir", &e)),
-            }
+            });
         });
     }
 
@@ -491,9 +565,12 @@ impl Filesystem for IpfsFs {
         // are answered here; only ours may need a commit first (the CID of a dataset directory).
         if crate::tree::is_dataset_ino(ino.0) && name.as_bytes().starts_with(b"user.ipfs.") {
             let name = name.to_owned();
-            return self.offload(move |tree| match tree.getxattr(ino.0, &name) {
-                Ok(value) => reply_xattr(reply, &value, size),
-                Err(e) => reply.error(errno("getxattr", &e)),
+            return self.offload(reply, move |tree, reply| {
+                let result = tree.getxattr(ino.0, &name);
+                reply.send(|reply| match result {
+                    Ok(value) => reply_xattr(reply, &value, size),
+                    Err(e) => reply.error(errno("getxattr", &e)),
+                });
             });
         }
         match self.tree.getxattr(ino.0, name) {

@@ -1,6 +1,8 @@
 //! The filesystem logic without the kernel: the tree over an in-memory store and a mock
 //! fetcher with counters and injectable failures (as mountpoint-s3 tests its `fs`).
 
+mod common;
+
 use std::ffi::OsStr;
 use std::sync::Arc;
 
@@ -354,11 +356,10 @@ async fn directories_list_safe_names_only_and_resolve_paths() {
 type CarContent = (Vec<Cid>, Vec<(Cid, Bytes)>);
 
 /// Reads the blocks of a conformance-fixture CAR, if the fixtures are beside the project.
-fn fixture_car(rel: &str) -> Option<CarContent> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/gateway-conformance")
-        .join(rel);
-    let bytes = std::fs::read(&path).ok()?;
+/// Without the fixtures the test skips, or fails under `IPFS_MOUNT_REQUIRE_PEERS=1` (CI).
+fn fixture_car(test: &str, rel: &str) -> Option<CarContent> {
+    let path = common::fixtures_dir(test)?.join(rel);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut dec = ipfs_mount_ipld::car::CarDecoder::new();
     dec.push(&bytes);
     let mut blocks = Vec::new();
@@ -371,10 +372,10 @@ fn fixture_car(rel: &str) -> Option<CarContent> {
 
 #[tokio::test]
 async fn hamt_lookup_walks_only_its_path_and_listing_is_complete() {
-    let Some((roots, blocks)) =
-        fixture_car("trustless_gateway_car/single-layer-hamt-with-multi-block-files.car")
-    else {
-        eprintln!("skipping: ../shared/fixtures not present");
+    let Some((roots, blocks)) = fixture_car(
+        "hamt_lookup_walks_only_its_path_and_listing_is_complete",
+        "trustless_gateway_car/single-layer-hamt-with-multi-block-files.car",
+    ) else {
         return;
     };
     let f = fixture(&blocks, false);
@@ -411,8 +412,10 @@ async fn hamt_lookup_walks_only_its_path_and_listing_is_complete() {
 
 #[tokio::test]
 async fn documents_show_dag_json() {
-    let Some((roots, blocks)) = fixture_car("path_gateway_dag/dag-cbor-traversal.car") else {
-        eprintln!("skipping: ../shared/fixtures not present");
+    let Some((roots, blocks)) = fixture_car(
+        "documents_show_dag_json",
+        "path_gateway_dag/dag-cbor-traversal.car",
+    ) else {
         return;
     };
     let f = fixture(&blocks, false);

@@ -10,6 +10,7 @@ use ipfs_mount_ipld::cids;
 use ipfs_mount_store::BlockStore;
 
 use super::mount::fetchers;
+use super::output;
 use super::try_open_store;
 use crate::blocks::BlockService;
 use crate::cli::{NetArgs, StoreArgs};
@@ -25,7 +26,7 @@ pub fn import(store_args: &StoreArgs, cars: &[PathBuf]) -> Result<()> {
                 let roots = control::remote_import(&store_args.dir(), path)
                     .with_context(|| format!("import of {} failed", path.display()))?;
                 for r in roots {
-                    println!("{r}");
+                    output::println(&r.to_string())?;
                 }
             }
             return Ok(());
@@ -36,7 +37,7 @@ pub fn import(store_args: &StoreArgs, cars: &[PathBuf]) -> Result<()> {
         let roots = import_one(&blocks, path)
             .with_context(|| format!("import of {} failed", path.display()))?;
         for r in roots {
-            println!("{r}");
+            output::println(&r.to_string())?;
         }
     }
     store.flush().context("flushing the store")?;
@@ -58,7 +59,7 @@ pub fn export(
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write a CAR to a terminal; use -o FILE or a redirect");
             }
-            Box::new(std::io::stdout().lock())
+            Box::new(output::Stdout::lock())
         }
     };
     let mut out = BufWriter::with_capacity(1 << 20, out);

@@ -24,7 +24,7 @@ pub fn run(store_args: &StoreArgs, action: &DatasetAction) -> Result<()> {
         }
         None => control::remote_request(&store_args.dir(), &Request::Dataset(command))?,
     };
-    print!("{text}");
+    super::output::print(&text)?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 
+use super::output::println;
 use crate::cli::StoreArgs;
 use crate::control::{self, Request};
 use crate::peer::id_json;
@@ -17,13 +18,13 @@ pub fn run(store: &StoreArgs, json: bool) -> Result<()> {
         }
     };
     if json {
-        println!("{}", text.trim_end());
+        println(text.trim_end())?;
         return Ok(());
     }
     let v: serde_json::Value = serde_json::from_str(&text).context("bad answer from the mount")?;
-    println!("{}", v["ID"].as_str().unwrap_or_default());
+    println(v["ID"].as_str().unwrap_or_default())?;
     for a in v["Addresses"].as_array().into_iter().flatten() {
-        println!("{}", a.as_str().unwrap_or_default());
+        println(a.as_str().unwrap_or_default())?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use ipfs_mount_ipns::Name;
 use libp2p_identity::Keypair;
 
+use super::output::println;
 use crate::cli::{KeyAction, StoreArgs};
 use crate::names::{load_or_create_key, write_key, KEY_FILE, RECORD_FILE};
 
@@ -26,7 +27,7 @@ pub fn run(store: &StoreArgs, action: &KeyAction) -> Result<()> {
             names.sort();
             for ds in names {
                 let (key, _) = load_or_create_key(&datasets.join(&ds))?;
-                println!("{ds}\t{}", Name::from_public_key(&key.public()));
+                println(&format!("{ds}\t{}", Name::from_public_key(&key.public())))?;
             }
         }
         KeyAction::Export { dataset, output } => {
@@ -35,7 +36,11 @@ pub fn run(store: &StoreArgs, action: &KeyAction) -> Result<()> {
             let bytes = key.to_protobuf_encoding()?;
             match output {
                 Some(path) => write_private(path, &bytes)?,
-                None => std::io::stdout().write_all(&bytes)?,
+                None => {
+                    let mut out = super::output::Stdout::lock();
+                    out.write_all(&bytes)?;
+                    out.flush()?;
+                }
             }
         }
         KeyAction::Import { dataset, file } => {
@@ -47,7 +52,10 @@ pub fn run(store: &StoreArgs, action: &KeyAction) -> Result<()> {
             write_key(&dir, &key)?;
             // The old record was signed with the old key.
             let _ = std::fs::remove_file(dir.join(RECORD_FILE));
-            println!("{dataset}\t{}", Name::from_public_key(&key.public()));
+            println(&format!(
+                "{dataset}\t{}",
+                Name::from_public_key(&key.public())
+            ))?;
         }
     }
     Ok(())

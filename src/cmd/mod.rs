@@ -8,12 +8,13 @@ pub mod dataset;
 pub mod id;
 pub mod key;
 pub mod mount;
+pub mod output;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Result;
-use clap::Parser;
 use ipfs_mount_store::{DiskStore, StoreError};
 
 use crate::cli::{Cli, Command, StoreArgs};
@@ -70,46 +71,41 @@ pub fn init_logging(verbose: u8, log_file: Option<&std::path::Path>) {
 
 /// The program: parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = cli.mount.store.clone();
+    let verbose = cli.mount.verbose;
     let result = match cli.command {
         Some(Command::Unmount { mountpoint }) => mount::unmount(&mountpoint),
-        Some(Command::Import {
-            store,
-            verbose,
-            cars,
-        }) => {
+        Some(Command::Import { cars }) => {
             init_logging(verbose, None);
             car::import(&store, &cars)
         }
-        Some(Command::Export {
-            store,
-            net,
-            verbose,
-            cid,
-            output,
-        }) => {
+        Some(Command::Export { net, cid, output }) => {
             init_logging(verbose, None);
             car::export(&store, &net, &cid, output.as_deref())
         }
-        Some(Command::Key { store, action }) => {
-            init_logging(0, None);
+        Some(Command::Key { action }) => {
+            init_logging(verbose, None);
             key::run(&store, &action)
         }
-        Some(Command::Id { store, json }) => {
-            init_logging(0, None);
+        Some(Command::Id { json }) => {
+            init_logging(verbose, None);
             id::run(&store, json)
         }
-        Some(Command::Dataset { store, action }) => {
-            init_logging(0, None);
-            dataset::run(&store.into(), &action)
+        Some(Command::Dataset { action }) => {
+            init_logging(verbose, None);
+            dataset::run(&store, &action)
         }
         None => mount::run(cli.mount),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `| head -1`: the reader has what it wanted.
+        Err(e) if output::is_output_closed(&e) => ExitCode::from(output::CLOSED_STATUS),
         Err(e) => {
-            eprintln!("ipfs-mount: {e:#}");
+            // Not eprintln!: it panics when standard error is closed too.
+            let _ = writeln!(std::io::stderr(), "ipfs-mount: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -132,12 +132,12 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let mut reader = std::fs::File::from(read_end);
     let _ = reader.read_to_string(&mut report);
     if report.trim() == "ok" {
-        println!(
+        super::output::println(&format!(
             "mounted {} (pid {}, log {})",
             mountpoint.display(),
             child.id(),
             log_path.display()
-        );
+        ))?;
         return Ok(());
     }
     let status = child.try_wait().ok().flatten();
@@ -204,6 +204,13 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         .build()
         .context("cannot start the async runtime")?;
     let peer_config = peer_config(args);
+    if args.net.offline && (!args.p2p.peers.is_empty() || !args.p2p.routers.is_empty()) {
+        tracing::info!(
+            peers = args.p2p.peers.len(),
+            routers = args.p2p.routers.len(),
+            "--offline: no peer is dialed and no router asked"
+        );
+    }
     let node = crate::peer::start(
         &peer_config,
         &args.store.dir(),
@@ -227,7 +234,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         fetchers.extend(bitswap);
     }
     let block_store: Arc<dyn BlockStore> = match &node {
-        Some(n) => crate::peer::AnnouncingStore::wrap(store.clone(), n.clone(), args.p2p.dht),
+        Some(n) => crate::peer::AnnouncingStore::wrap(store.clone(), n.clone(), peer_config.dht),
         None => store.clone(),
     };
     let blocks = Arc::new(BlockService::new(
@@ -327,16 +334,30 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     result.context("FUSE session failed")
 }
 
-/// The peer's part of the command line.
+/// The peer's part of the command line. `--offline` contacts nothing: no `--peer` is dialed,
+/// no `--routing` router asked, no DHT run; the node only answers peers that connect to it.
 fn peer_config(args: &MountArgs) -> crate::peer::PeerConfig {
+    let offline = args.net.offline;
     crate::peer::PeerConfig {
         enabled: !args.p2p.no_p2p,
-        peers: args.p2p.peers.clone(),
-        routers: args.p2p.routers.clone(),
+        peers: if offline {
+            Vec::new()
+        } else {
+            args.p2p.peers.clone()
+        },
+        routers: if offline {
+            Vec::new()
+        } else {
+            args.p2p.routers.clone()
+        },
         listen: args.p2p.listen.clone(),
-        dht: args.p2p.dht,
+        dht: if offline {
+            ipfs_mount_p2p::DhtMode::Off
+        } else {
+            args.p2p.dht
+        },
         fetch_timeout_secs: args.net.timeout,
-        offline: args.net.offline,
+        offline,
     }
 }
 
@@ -367,7 +388,8 @@ fn start_names(
         }
     }
     let mut routers = Vec::new();
-    for r in &args.p2p.routers {
+    // --offline: records are signed and kept, never sent; names are not looked up.
+    for r in args.p2p.routers.iter().filter(|_| !net.offline) {
         let mut u = url::Url::parse(r).with_context(|| format!("invalid --routing URL {r:?}"))?;
         if !u.path().ends_with('/') {
             let p = format!("{}/", u.path());

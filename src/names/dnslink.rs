@@ -32,8 +32,9 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 
 /// At most this many DNS lookups for one name (chains of `/ipns/<domain>` records).
@@ -196,64 +197,109 @@ impl DnsLinkResolver {
             Ok(Err(e)) => return Err(map_error(domain, &query, e)),
             Ok(Ok(lookup)) => lookup,
         };
-        let mut ttl = u32::MAX;
-        let mut entries = Vec::new();
-        for record in lookup.answers() {
-            match &record.data {
-                RData::TXT(txt) => {
-                    ttl = ttl.min(record.ttl);
-                    let bytes: Vec<u8> = txt
-                        .txt_data
-                        .iter()
-                        .flat_map(|s| s.iter().copied())
-                        .collect();
-                    if let Some(value) = bytes.strip_prefix(b"dnslink=") {
-                        entries.push(value.to_vec());
-                    }
-                }
-                RData::CNAME(_) => ttl = ttl.min(record.ttl),
-                _ => {}
-            }
-        }
-        if entries.is_empty() {
-            return Err(DnsLinkError::NotFound(domain.to_string()));
-        }
-        entries.sort();
-        entries.dedup();
-        let mut chosen = None;
-        let mut usable = 0usize;
-        let mut last_reason = String::new();
-        for entry in &entries {
-            match parse_entry(entry) {
-                Ok(Some(link)) => {
-                    usable += 1;
-                    if chosen.is_none() {
-                        chosen = Some(link);
-                    }
-                }
-                Ok(None) => {
-                    tracing::debug!(domain, entry = %String::from_utf8_lossy(entry), "DNSLink: namespace not ours, ignored");
-                }
-                Err(reason) => {
-                    tracing::debug!(domain, entry = %String::from_utf8_lossy(entry), reason, "DNSLink: invalid entry, ignored");
-                    last_reason =
-                        format!("{domain}: {reason}: {:?}", String::from_utf8_lossy(entry));
+        reduce(domain, lookup.answers())
+    }
+}
+
+/// The answer records of one `_dnslink.<domain>` TXT lookup, reduced to the entry that wins
+/// (the lexicographically first usable `dnslink=` value) and the smallest TTL. Pure: what a DNS
+/// server sends is untrusted input, fuzzed through [`fuzz_dns_answer`].
+fn reduce(domain: &str, answers: &[Record]) -> Result<(Link, Duration), DnsLinkError> {
+    let mut ttl = u32::MAX;
+    let mut entries = Vec::new();
+    for record in answers {
+        match &record.data {
+            RData::TXT(txt) => {
+                ttl = ttl.min(record.ttl);
+                let bytes: Vec<u8> = txt
+                    .txt_data
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
+                if let Some(value) = bytes.strip_prefix(b"dnslink=") {
+                    entries.push(value.to_vec());
                 }
             }
+            RData::CNAME(_) => ttl = ttl.min(record.ttl),
+            _ => {}
         }
-        let Some(link) = chosen else {
-            return Err(if last_reason.is_empty() {
-                // Only entries for other namespaces (/hyper/, /foo/…): nothing for us.
-                DnsLinkError::NotFound(domain.to_string())
-            } else {
-                DnsLinkError::BadRecord(last_reason)
-            });
-        };
-        if usable > 1 {
-            tracing::info!(domain, chosen = %link, usable, "several DNSLink records: the lexicographically first one is used");
+    }
+    if entries.is_empty() {
+        return Err(DnsLinkError::NotFound(domain.to_string()));
+    }
+    entries.sort();
+    entries.dedup();
+    let mut chosen = None;
+    let mut usable = 0usize;
+    let mut last_reason = String::new();
+    for entry in &entries {
+        match parse_entry(entry) {
+            Ok(Some(link)) => {
+                usable += 1;
+                if chosen.is_none() {
+                    chosen = Some(link);
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(domain, entry = %String::from_utf8_lossy(entry), "DNSLink: namespace not ours, ignored");
+            }
+            Err(reason) => {
+                tracing::debug!(domain, entry = %String::from_utf8_lossy(entry), reason, "DNSLink: invalid entry, ignored");
+                last_reason = format!("{domain}: {reason}: {:?}", String::from_utf8_lossy(entry));
+            }
         }
-        tracing::debug!(domain, link = %link, ttl, "DNSLink record");
-        Ok((link, Duration::from_secs(u64::from(ttl))))
+    }
+    let Some(link) = chosen else {
+        return Err(if last_reason.is_empty() {
+            // Only entries for other namespaces (/hyper/, /foo/…): nothing for us.
+            DnsLinkError::NotFound(domain.to_string())
+        } else {
+            DnsLinkError::BadRecord(last_reason)
+        });
+    };
+    if usable > 1 {
+        tracing::info!(domain, chosen = %link, usable, "several DNSLink records: the lexicographically first one is used");
+    }
+    tracing::debug!(domain, link = %link, ttl, "DNSLink record");
+    Ok((link, Duration::from_secs(u64::from(ttl))))
+}
+
+/// A DNS response message (wire format, as a `--dns` server could send it) for a DNSLink
+/// lookup of `domain`: decoded, its answers reduced as a lookup does, and what is accepted
+/// checked (a link path has no empty, `.` or `..` segment; the resolved text is a content
+/// path). Also the domain checks and path cleaning of [`DnsLinkResolver::resolve`] on `domain`.
+/// For fuzzing (`fuzz/fuzz_targets/dnslink_txt.rs`); the mount never calls it.
+#[doc(hidden)]
+pub fn fuzz_dns_answer(domain: &str, message: &[u8]) {
+    let _ = is_dnslink_candidate(domain);
+    if let Some(p) = clean_path(domain) {
+        assert!(p.is_empty() || p.starts_with('/'), "{p:?}");
+        assert!(
+            p.split('/')
+                .skip(1)
+                .all(|s| !s.is_empty() && s != "." && s != ".."),
+            "{p:?}"
+        );
+    }
+    let Ok(msg) = Message::from_vec(message) else {
+        return;
+    };
+    if let Ok((link, _ttl)) = reduce(domain, &msg.answers) {
+        assert!(
+            link.path.is_empty()
+                || link
+                    .path
+                    .split('/')
+                    .skip(1)
+                    .all(|s| !s.is_empty() && s != "." && s != ".."),
+            "{:?}",
+            link.path
+        );
+        let shown = link.to_string();
+        assert!(
+            shown.starts_with("/ipfs/") || shown.starts_with("/ipns/"),
+            "{shown:?}"
+        );
     }
 }
 

@@ -319,8 +319,12 @@ impl Names {
         Ok(Some((name, bytes)))
     }
 
-    /// Sends a record we signed to the DHT and the routers.
+    /// Sends a record we signed to the DHT and the routers (never with `--offline`: the record
+    /// is kept in the dataset's directory and served to whoever asks us).
     async fn push(&self, name: &Name, bytes: Bytes) {
+        if self.config.offline {
+            return;
+        }
         if let Some(node) = &self.node {
             node.put_record(name.to_routing_key(), bytes.to_vec());
         }
@@ -388,6 +392,11 @@ impl Names {
                 if !dnslink::is_dnslink_candidate(label) {
                     return Err(NameError::NotFound(format!(
                         "/ipns/{label}: not an IPNS name or domain"
+                    )));
+                }
+                if self.config.offline {
+                    return Err(NameError::NotFound(format!(
+                        "/ipns/{label}: offline, DNSLink is not looked up"
                     )));
                 }
                 let Some(dns) = &self.dnslink else {

@@ -76,6 +76,51 @@ use request::{ContentPath, Format, Namespace, Query};
 use resolve::{Ctx, Resolved};
 use walk::{Sink, WalkEnd};
 
+/// Runs the parsers a gateway request's target and headers go through (path, query, content
+/// negotiation, `entity-bytes`, `Range`, and the `Content-Disposition` made from `?filename=`)
+/// on arbitrary input, and checks what they accept: decoded segments are safe UnixFS names,
+/// ranges resolve inside `size`, a disposition is a valid header value. For fuzzing
+/// (`fuzz/fuzz_targets/serve_request.rs`); the server itself never calls it.
+#[doc(hidden)]
+pub fn fuzz_request(
+    path: &str,
+    query: Option<&str>,
+    accept: Option<&str>,
+    range: Option<&str>,
+    size: u64,
+) {
+    if let Ok(Some(cp)) = request::parse_path(path) {
+        assert!(!cp.root.is_empty());
+        for seg in &cp.segments {
+            assert!(ipfs_mount_ipld::unixfs::is_safe_name(seg), "{seg:?}");
+            let enc = request::percent_encode_segment(seg);
+            assert_eq!(request::percent_decode(&enc).ok().as_ref(), Some(seg));
+            let _ = listing::content_type(seg);
+        }
+    }
+    let q = Query::parse(query);
+    if let Ok((Some(Format::Car(params)), _)) = request::negotiate(&q, accept) {
+        if let Some((first, last)) = params.bytes.and_then(|b| b.resolve(size)) {
+            assert!(
+                first <= last && last < size,
+                "{params:?} in {size}: {first}..={last}"
+            );
+        }
+    }
+    if let Some((first, last)) = request::parse_range(range).and_then(|r| r.resolve(size)) {
+        assert!(
+            first <= last && last < size,
+            "{range:?} in {size}: {first}..={last}"
+        );
+    }
+    if let Some(name) = &q.filename {
+        for kind in ["inline", "attachment"] {
+            let cd = listing::content_disposition(kind, name);
+            assert!(HeaderValue::from_str(&cd).is_ok(), "{cd:?}");
+        }
+    }
+}
+
 /// Resolves an IPNS name (or DNSLink domain) to a content path `/ipfs/<cid>/optional/path`,
 /// and gives the raw signed record bytes for `format=ipns-record`.
 #[async_trait::async_trait]

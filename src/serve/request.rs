@@ -269,7 +269,13 @@ fn parse_accept(accept: &str) -> Vec<MediaRange> {
                 let k = k.trim().to_ascii_lowercase();
                 let v = v.trim().trim_matches('"').to_string();
                 if k == "q" {
-                    q = v.parse().unwrap_or(0.0);
+                    // A weight is 0 to 1 (RFC 9110 §12.4.2): others are clamped, and what is
+                    // not a number (NaN included) weighs 0, so the sort compares numbers only.
+                    q = v
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| !q.is_nan())
+                        .map_or(0.0, |q| q.clamp(0.0, 1.0));
                 } else {
                     params.push((k, v));
                 }
@@ -278,7 +284,7 @@ fn parse_accept(accept: &str) -> Vec<MediaRange> {
         })
         .collect();
     // stable: equal weights keep the client's order
-    out.sort_by(|a, b| b.q.partial_cmp(&a.q).unwrap_or(std::cmp::Ordering::Equal));
+    out.sort_by(|a, b| b.q.total_cmp(&a.q));
     out
 }
 
@@ -475,6 +481,27 @@ impl ByteRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `q=NaN` (and other non-numbers) weigh 0, others are clamped to 0..=1; many media ranges
+    /// with them never break the sort (a comparison that is not a total order may panic in
+    /// `sort_by`).
+    #[test]
+    fn odd_q_values_sort_without_panicking() {
+        let mut accept: Vec<String> = (0..64)
+            .map(|i| match i % 4 {
+                0 => format!("text/x{i};q=NaN"),
+                1 => format!("text/x{i};q=0.{i}"),
+                2 => format!("text/x{i};q=inf"),
+                _ => format!("text/x{i};q=-1"),
+            })
+            .collect();
+        accept.push("application/vnd.ipld.raw;q=0.5".into());
+        let ranges = parse_accept(&accept.join(", "));
+        assert!(ranges.iter().all(|m| (0.0..=1.0).contains(&m.q)));
+        assert!(ranges.windows(2).all(|w| w[0].q >= w[1].q));
+        let (format, _) = negotiate(&Query::default(), Some(&accept.join(", "))).unwrap();
+        assert_eq!(format, Some(Format::Raw));
+    }
 
     #[test]
     fn paths() {

@@ -74,15 +74,22 @@ pub fn require_peers(test: &str) -> Option<PathBuf> {
 
 /// `../shared/fixtures/gateway-conformance` if present (and FUSE works); else skip as [`require_peers`] does.
 pub fn require_fixtures(test: &str) -> Option<PathBuf> {
+    let dir = fixtures_dir(test)?;
+    if !require_fuse(test) {
+        return None;
+    }
+    Some(dir)
+}
+
+/// `../shared/fixtures/gateway-conformance` if present, for tests that need no mount; else skip as
+/// [`require_peers`] does (a failure under `IPFS_MOUNT_REQUIRE_PEERS=1`).
+pub fn fixtures_dir(test: &str) -> Option<PathBuf> {
     let dir = shared_dir().join("fixtures").join("gateway-conformance");
     if !dir.join("INDEX.md").exists() {
         skip_or_fail(
             test,
             &format!("conformance fixtures not found at {}", dir.display()),
         );
-        return None;
-    }
-    if !require_fuse(test) {
         return None;
     }
     Some(dir)

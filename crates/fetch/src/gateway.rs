@@ -24,7 +24,6 @@ const CAR_ACCEPT: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=y
 const BASE_PENALTY: Duration = Duration::from_millis(500);
 const MAX_PENALTY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-const MAX_REDIRECTS: usize = 5;
 
 struct Gateway {
     base: Url,
@@ -153,24 +152,11 @@ impl GatewayFetcher {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
 
-        // Only ever contact the configured hosts: no system proxies, redirects only within
-        // the same origin.
-        let redirect = reqwest::redirect::Policy::custom(|attempt| {
-            let same_origin = attempt
-                .previous()
-                .first()
-                .is_some_and(|first| first.origin() == attempt.url().origin());
-            if attempt.previous().len() > MAX_REDIRECTS {
-                attempt.error("too many redirects")
-            } else if same_origin {
-                attempt.follow()
-            } else {
-                attempt.stop()
-            }
-        });
+        // Only ever contact the configured URLs: no system proxies, no redirects (a 3xx is that
+        // gateway's failure, and the next one is asked; trustless responses never redirect).
         let client = reqwest::Client::builder()
             .no_proxy()
-            .redirect(redirect)
+            .redirect(reqwest::redirect::Policy::none())
             .referer(false)
             .connect_timeout(cfg.connect_timeout)
             .tcp_nodelay(true)

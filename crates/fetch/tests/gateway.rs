@@ -588,6 +588,41 @@ async fn cross_host_redirect_is_not_followed() {
     assert_eq!(b.srv.requests(), 0);
 }
 
+/// No redirect is followed, not even to the same origin: the gateway's 302 is its failure and
+/// the next gateway is asked; the URL redirected to is never requested.
+#[tokio::test]
+async fn same_origin_redirect_is_not_followed() {
+    let (a, b) = (spawn_gw().await, spawn_gw().await);
+    let blk = raw_block(b"redirected within the origin");
+    a.srv.put(blk.clone());
+    b.srv.put(blk.clone());
+    a.srv.set_mode(Mode::Redirect(format!(
+        "{}ipfs/{}?format=raw&redirected=1",
+        a.url, blk.0
+    )));
+    let f = fetcher(cfg(&[&a]));
+    match f.fetch_block(&blk.0).await {
+        Err(FetchError::Exhausted { last, .. }) => assert_eq!(*last, FetchError::Status(302)),
+        other => panic!("unexpected {other:?}"),
+    }
+    let seen = a.srv.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|u| !u.contains("redirected=1")),
+        "the redirect was followed: {seen:?}"
+    );
+    // With a second gateway, the block comes from there.
+    let f = fetcher(cfg(&[&a, &b]));
+    assert_eq!(f.fetch_block(&blk.0).await.unwrap().data(), &blk.1);
+    assert_eq!(b.srv.requests(), 1);
+    assert!(a
+        .srv
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|u| !u.contains("redirected=1")));
+}
+
 #[tokio::test]
 async fn concurrency_limit_is_respected() {
     let a = spawn_gw().await;

@@ -1,4 +1,8 @@
-//! Tests against the gateway-conformance fixture CARs in /work/shared/fixtures.
+//! Tests against the gateway-conformance fixture CARs in `../shared/fixtures` (or
+//! `$IPFS_MOUNT_SHARED/fixtures`): skipped without them, failed under
+//! `IPFS_MOUNT_REQUIRE_PEERS=1` (CI).
+
+mod shared;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +13,7 @@ use ipfs_mount_ipld::hamt::{self, HamtLink, Step};
 use ipfs_mount_ipld::unixfs::{self, Node};
 use ipfs_mount_ipld::{cids, codec, dagpb, Cid};
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/gateway-conformance")
-}
+use shared::fixtures_dir;
 
 fn car_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -60,15 +62,9 @@ fn load(rel: &str) -> Car {
     read_car(&fixtures_dir().join(rel))
 }
 
+/// The fixtures are there; else the test skips (or fails in CI).
 fn have_fixtures() -> bool {
-    let ok = fixtures_dir().join("INDEX.md").exists();
-    if !ok {
-        eprintln!(
-            "fixtures not found at {}; skipping",
-            fixtures_dir().display()
-        );
-    }
-    ok
+    shared::require_fixtures().is_some()
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Property tests: round trips, and no panics on arbitrary or mutated input.
 
+mod shared;
+
 use bytes::Bytes;
 use ipfs_mount_ipld::car::{self, CarDecoder};
 use ipfs_mount_ipld::dagpb::{self, PbLink, PbNode};
@@ -184,13 +186,10 @@ fn sample_car() -> Vec<u8> {
     out
 }
 
+/// A fixture file's bytes; None when the shared fixtures are absent (the test skips, or fails
+/// under `IPFS_MOUNT_REQUIRE_PEERS=1`).
 fn fixture(rel: &str) -> Option<Vec<u8>> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/gateway-conformance")
-            .join(rel),
-    )
-    .ok()
+    shared::fixture(rel)
 }
 
 fn fixture_blocks() -> Vec<(Cid, Bytes)> {

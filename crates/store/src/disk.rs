@@ -69,6 +69,19 @@ CREATE TABLE IF NOT EXISTS temp_pin_blocks (
 ) WITHOUT ROWID;
 ";
 
+/// How [`DiskStore::open`] found the store ([`DiskStore::opened`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// No index existed: the store is new (or its index was deleted; then `rebuilt` tells what
+    /// the scan of `blocks/` adopted).
+    Created { rebuilt: RecoveryStats },
+    /// The last process closed it in order: nothing to repair.
+    Clean,
+    /// The last process did not close it (crash, kill): `blocks/` was scanned and the index
+    /// repaired.
+    Recovered(RecoveryStats),
+}
+
 /// What a recovery scan of `blocks/` did (see [`DiskStore::recover`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RecoveryStats {
@@ -386,6 +399,8 @@ pub struct DiskStore {
     temp_reserved: AtomicU64,
     /// Set by [`DiskStore::abandon`]: drop without the orderly close.
     abandoned: bool,
+    /// How `open` found the store.
+    opened: Opened,
     /// Held (flock) until the store is dropped; declared last so the index closes first.
     _lock: File,
 }
@@ -635,13 +650,13 @@ impl DiskStore {
             if config.sync_writes { "FULL" } else { "NORMAL" },
         )?;
         conn.execute_batch(SCHEMA)?;
-        let clean: bool = conn
+        // No row: an index created just now (a new store); 0: the last process did not close
+        // the store; 1: it did.
+        let clean_flag: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'clean'", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .optional()?
-            .unwrap_or(0)
-            == 1;
+            .optional()?;
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 0)",
             [],
@@ -691,7 +706,7 @@ impl DiskStore {
 
         let index = Arc::new(Mutex::new(Index { conn }));
         let pending: Arc<Pending> = Arc::default();
-        let store = DiskStore {
+        let mut store = DiskStore {
             dir,
             blocks_dir,
             capacity: config.cache_capacity,
@@ -706,14 +721,36 @@ impl DiskStore {
             next_temp: AtomicU64::new(last_temp as u64 + 1),
             temp_reserved: AtomicU64::new(last_temp as u64),
             abandoned: false,
+            opened: Opened::Clean,
             _lock: lock,
         };
-        if !clean {
-            let r = store.recover()?;
-            info!(dir = %store.dir.display(), temp_removed = r.temp_removed, rows_dropped = r.rows_dropped,
-                files_adopted = r.files_adopted, "store recovered after unclean shutdown");
+        match clean_flag {
+            Some(1) => {}
+            None => {
+                // A new index: a new store, or an index deleted by hand (then the block files
+                // are adopted).
+                let r = store.recover()?;
+                if r == RecoveryStats::default() {
+                    info!(dir = %store.dir.display(), "store created");
+                } else {
+                    info!(dir = %store.dir.display(), temp_removed = r.temp_removed,
+                        files_adopted = r.files_adopted, "store index rebuilt from the block files");
+                }
+                store.opened = Opened::Created { rebuilt: r };
+            }
+            Some(_) => {
+                let r = store.recover()?;
+                info!(dir = %store.dir.display(), temp_removed = r.temp_removed, rows_dropped = r.rows_dropped,
+                    files_adopted = r.files_adopted, "store recovered after unclean shutdown");
+                store.opened = Opened::Recovered(r);
+            }
         }
         Ok(store)
+    }
+
+    /// How [`DiskStore::open`] found the store: new, closed in order, or recovered.
+    pub fn opened(&self) -> Opened {
+        self.opened
     }
 
     /// The store directory.

@@ -60,7 +60,8 @@
 //!   id handed out (reserved 1,024 at a time); `created` is Unix seconds.
 //! * `temp_pin_blocks(id INTEGER, mh BLOB, PRIMARY KEY(id, mh))`: the block set of each temporary pin. A block is
 //!   protected while a pin or a temporary pin lists it.
-//! * `meta(key TEXT PRIMARY KEY, value)`: `clean` = 1 after an orderly close.
+//! * `meta(key TEXT PRIMARY KEY, value)`: `clean` = 1 after an orderly close, 0 while open; no row in a new
+//!   index (a new store: `open` logs "store created", not a recovery; see [`Opened`]).
 //!
 //! Every table is created with `CREATE TABLE IF NOT EXISTS` at open, so a store written by an older build (without
 //! the temporary pin tables) gains them on its first open by this one; the layout version stays 1 (an older build
@@ -78,7 +79,7 @@
 //! A block file appears only through `rename` of a completely written temporary file, so a `.data` file always has
 //! complete content after a process crash (with `sync_writes` also after power loss: the file and its directory are
 //! fsynced before the index commits). The index row is committed after the rename; eviction deletes the row first,
-//! then the file. `open` after an unclean shutdown (no `clean` flag) scans `blocks/`:
+//! then the file. `open` after an unclean shutdown (`clean` = 0) scans `blocks/`, and so does the `open` that creates the index:
 //!
 //! * leftover `*.tmp` files are deleted;
 //! * index rows whose block file is missing are dropped;
@@ -119,7 +120,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use cid::Cid;
 
-pub use disk::{create_private_dir, DiskStore, RecoveryStats, LAYOUT_VERSION};
+pub use disk::{create_private_dir, DiskStore, Opened, RecoveryStats, LAYOUT_VERSION};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 

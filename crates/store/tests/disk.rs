@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use ipfs_mount_store::{
-    BlockStore, DiskStore, MemoryStore, StoreConfig, StoreError, LAYOUT_VERSION,
+    BlockStore, DiskStore, MemoryStore, Opened, RecoveryStats, StoreConfig, StoreError,
+    LAYOUT_VERSION,
 };
 
 fn stores(dir: &std::path::Path, cap: u64) -> Vec<(&'static str, Box<dyn BlockStore>)> {
@@ -470,16 +471,13 @@ fn concurrent_put_get_evict_pin() {
     }
 }
 
-/// Child side of `kill9_at_any_moment`: runs only when the parent sets STORE_CRASH_DIR.
-#[test]
-fn crash_child() {
-    let Ok(dir) = std::env::var("STORE_CRASH_DIR") else {
-        return;
-    };
-    let round: u64 = std::env::var("STORE_CRASH_ROUND").unwrap().parse().unwrap();
-    let s = open(std::path::Path::new(&dir), 512 * 1024);
-    let mut i = round * 100_000;
-    loop {
+/// The writes of a crash child, from block `round * 100_000` on: plain puts, pinned batches,
+/// batches through temporary pins, reads and unpins. Runs until `ops` blocks are written (for
+/// ever when None: the child is killed).
+fn crash_workload(s: &DiskStore, round: u64, ops: Option<u64>) {
+    let first = round * 100_000;
+    let mut i = first;
+    while ops.is_none_or(|n| i < first + n) {
         let d = block(i, 1000 + (i as usize * 131) % 60_000);
         if i % 5 == 0 {
             let batch: Vec<(cid::Cid, Bytes)> = (i..i + 5)
@@ -522,6 +520,76 @@ fn crash_child() {
     }
 }
 
+/// What must hold of a store the crash workload wrote, killed or not: every block the index
+/// lists has a file whose bytes match its hash, no temporary file is left, at most one
+/// temporary pin (the one being filled) is held and releasing it frees its blocks, and the
+/// unpinned cache is within its capacity. Returns the number of blocks present.
+fn check_crash_store(s: &DiskStore, dir: &std::path::Path, round: u64) -> u64 {
+    let st = s.stats().unwrap();
+    let mut found = 0;
+    for shard in fs::read_dir(dir.join("blocks")).unwrap() {
+        for f in fs::read_dir(shard.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().into_string().unwrap();
+            assert!(!name.ends_with(".tmp"), "temp files are cleaned up at open");
+            let stem = name.strip_suffix(".data").unwrap();
+            let mh = multihash::Multihash::<64>::from_bytes(
+                &multibase::Base::Base32Upper.decode(stem).unwrap(),
+            )
+            .unwrap();
+            let c = cid::Cid::new_v1(0x55, mh);
+            if s.has(&c).unwrap() {
+                let data = s.get(&c).unwrap().expect("present block reads back");
+                assert_eq!(mh_of(&data), mh, "block {c} has the right bytes");
+                found += 1;
+            }
+        }
+    }
+    assert_eq!(
+        st.blocks, found,
+        "every indexed block is one the workload wrote"
+    );
+    assert!(found > 0, "the workload wrote something in round {round}");
+    // A temporary pin the child was filling when it was killed is still held; releasing it frees its blocks.
+    let held = s.temp_pins("crash").unwrap();
+    assert!(held.len() <= 1, "at most the one being filled: {held:?}");
+    assert_eq!(s.release_temp_owner("crash").unwrap(), held.len() as u64);
+    let st = s.stats().unwrap();
+    assert_eq!(st.temp_pinned_bytes, 0, "{st:?}");
+    assert!(st.unpinned_bytes() <= 512 * 1024, "{st:?}");
+    found
+}
+
+/// Child side of `kill9_at_any_moment` when the parent sets STORE_CRASH_DIR: writes until it
+/// is killed. On a normal run it writes a bounded amount into a store of its own, closes it,
+/// and checks what the parent checks after a kill, plus that the reopened store was closed in
+/// order (nothing to recover).
+#[test]
+fn crash_child() {
+    if let Ok(dir) = std::env::var("STORE_CRASH_DIR") {
+        let round: u64 = std::env::var("STORE_CRASH_ROUND").unwrap().parse().unwrap();
+        let s = open(std::path::Path::new(&dir), 512 * 1024);
+        crash_workload(&s, round, None);
+        unreachable!("the crash workload runs until it is killed");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), 512 * 1024);
+    assert_eq!(
+        s.opened(),
+        Opened::Created {
+            rebuilt: RecoveryStats::default()
+        }
+    );
+    crash_workload(&s, 0, Some(400));
+    let pinned = s.stats().unwrap().pinned_blocks;
+    assert!(pinned > 0, "the workload pins");
+    drop(s);
+    let s = open(tmp.path(), 512 * 1024);
+    assert_eq!(s.opened(), Opened::Clean);
+    assert_eq!(s.recover().unwrap(), RecoveryStats::default());
+    assert_eq!(s.stats().unwrap().pinned_blocks, pinned);
+    assert!(check_crash_store(&s, tmp.path(), 0) >= pinned);
+}
+
 #[test]
 fn kill9_at_any_moment() {
     let tmp = tempfile::tempdir().unwrap();
@@ -536,42 +604,62 @@ fn kill9_at_any_moment() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(300 + 150 * round));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the crash child of round {round} ended before it was killed"
+        );
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let s = open(tmp.path(), 512 * 1024);
-        let st = s.stats().unwrap();
-        // Every block file whose block the store reports present must read back with bytes matching its hash.
-        let mut found = 0;
-        for shard in fs::read_dir(tmp.path().join("blocks")).unwrap() {
-            for f in fs::read_dir(shard.unwrap().path()).unwrap() {
-                let name = f.unwrap().file_name().into_string().unwrap();
-                assert!(!name.ends_with(".tmp"), "temp files are cleaned up at open");
-                let stem = name.strip_suffix(".data").unwrap();
-                let mh = multihash::Multihash::<64>::from_bytes(
-                    &multibase::Base::Base32Upper.decode(stem).unwrap(),
-                )
-                .unwrap();
-                let c = cid::Cid::new_v1(0x55, mh);
-                if s.has(&c).unwrap() {
-                    let data = s.get(&c).unwrap().expect("present block reads back");
-                    assert_eq!(mh_of(&data), mh, "block {c} has the right bytes");
-                    found += 1;
-                }
+        assert!(
+            matches!(s.opened(), Opened::Recovered(_)),
+            "a killed store is recovered: {:?}",
+            s.opened()
+        );
+        check_crash_store(&s, tmp.path(), round);
+    }
+}
+
+/// A new store is created, not recovered; one closed in order is clean; one dropped without
+/// the orderly close is recovered; one whose index was deleted is rebuilt from its files.
+#[test]
+fn open_tells_new_clean_and_recovered_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = block(9, 700);
+    let cid = cid_of(&data);
+    let s = open(tmp.path(), 1 << 20);
+    assert_eq!(
+        s.opened(),
+        Opened::Created {
+            rebuilt: RecoveryStats::default()
+        }
+    );
+    s.put(&cid, &data).unwrap();
+    drop(s);
+    let s = open(tmp.path(), 1 << 20);
+    assert_eq!(s.opened(), Opened::Clean);
+    s.abandon();
+    let s = open(tmp.path(), 1 << 20);
+    assert!(
+        matches!(s.opened(), Opened::Recovered(_)),
+        "{:?}",
+        s.opened()
+    );
+    drop(s);
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = fs::remove_file(tmp.path().join(f));
+    }
+    let s = open(tmp.path(), 1 << 20);
+    assert_eq!(
+        s.opened(),
+        Opened::Created {
+            rebuilt: RecoveryStats {
+                files_adopted: 1,
+                ..Default::default()
             }
         }
-        assert_eq!(
-            st.blocks, found,
-            "every indexed block is one the child wrote"
-        );
-        assert!(found > 0, "child wrote something in round {round}");
-        // A temporary pin the child was filling when it was killed is still held; releasing it frees its blocks.
-        let held = s.temp_pins("crash").unwrap();
-        assert!(held.len() <= 1, "at most the one being filled: {held:?}");
-        assert_eq!(s.release_temp_owner("crash").unwrap(), held.len() as u64);
-        let st = s.stats().unwrap();
-        assert_eq!(st.temp_pinned_bytes, 0, "{st:?}");
-        assert!(st.unpinned_bytes() <= 512 * 1024, "{st:?}");
-    }
+    );
+    assert!(s.has(&cid).unwrap());
 }
 
 /// The store directory (and missing parents), `blocks/` and its shards are created mode 0700;
