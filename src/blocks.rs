@@ -580,6 +580,29 @@ fn put_temp_evicting(
     store.put_temp(pin, blocks)
 }
 
+/// [`put_temp_evicting`] for several pins at once; the ids of pins that no longer exist.
+fn put_temp_many_evicting(
+    store: &dyn BlockStore,
+    batches: &[(TempPinId, &[(Cid, Bytes)])],
+) -> Result<Vec<TempPinId>, StoreError> {
+    let e = match store.put_temp_many(batches) {
+        Ok(unknown) => return Ok(unknown),
+        Err(e) => e,
+    };
+    if !e.is_no_space() {
+        return Err(e);
+    }
+    let freed = store.evict_to(0).unwrap_or_default();
+    if freed.bytes == 0 {
+        return Err(e);
+    }
+    tracing::warn!(
+        freed = freed.bytes,
+        "the store's disk is full: evicted the unpinned cache"
+    );
+    store.put_temp_many(batches)
+}
+
 /// Blocks acknowledged to writers and not yet in the store (see
 /// [`BlockService::put_temp_later`]).
 #[derive(Default)]
@@ -628,26 +651,18 @@ impl Deferred {
             }
         }
         let _writing = Writing(self);
-        let mut failed = None;
-        let mut stored = Vec::new();
-        let mut left = Vec::new();
-        for (pin, blocks) in batches {
-            if failed.is_some() {
-                left.push((pin, blocks));
-                continue;
-            }
-            match put_temp_evicting(store, pin, &blocks) {
-                Ok(()) => stored.push(blocks),
-                // Released before its blocks were written: nobody needs them any more.
-                Err(StoreError::UnknownTempPin(_)) => stored.push(blocks),
-                Err(e) => {
-                    failed = Some(e);
-                    left.push((pin, blocks));
-                }
-            }
-        }
+        // All of them in one index transaction. A pin released before its blocks were written
+        // is skipped: nobody needs them any more.
+        let refs: Vec<(TempPinId, &[(Cid, Bytes)])> =
+            batches.iter().map(|(p, b)| (*p, &b[..])).collect();
+        let result = put_temp_many_evicting(store, &refs);
+        drop(refs);
+        let (stored, left, failed) = match result {
+            Ok(_) => (batches, Vec::new(), None),
+            Err(e) => (Vec::new(), batches, Some(e)),
+        };
         let mut st = self.state.lock();
-        for blocks in stored {
+        for (_, blocks) in stored {
             for (cid, data) in blocks {
                 st.bytes = st.bytes.saturating_sub(data.len());
                 let key = cids::multihash_key(&cid);

@@ -875,7 +875,7 @@ impl DiskStore {
         &self,
         idx: &mut Index,
         staged: Vec<Staged>,
-        temp: Option<(TempPinId, &[Key])>,
+        temps: &[(TempPinId, Vec<Key>)],
     ) -> Result<()> {
         let mut placed: Vec<Staged> = Vec::with_capacity(staged.len());
         let mut rest = staged.into_iter();
@@ -892,7 +892,7 @@ impl DiskStore {
                 }
                 placed.push(s);
             }
-            if placed.is_empty() && temp.is_none() {
+            if placed.is_empty() && temps.is_empty() {
                 return Ok(());
             }
             if self.sync_writes && !placed.is_empty() {
@@ -917,17 +917,20 @@ impl DiskStore {
                     ])?;
                 }
             }
-            let mut born = false;
-            let added = match temp {
-                Some((id, keys)) => {
-                    born = self.write_unborn(&tx, id)?;
-                    temp_add_rows(&tx, id, keys)?
+            let mut born = Vec::new();
+            let mut added = Vec::new();
+            for (id, keys) in temps {
+                if self.write_unborn(&tx, *id)? {
+                    born.push(*id);
                 }
-                None => Vec::new(),
-            };
+                added.extend(temp_add_rows(&tx, *id, keys)?);
+            }
             tx.commit()?;
-            if let (true, Some((id, _))) = (born, temp) {
-                self.unborn_temps.lock().remove(&id);
+            if !born.is_empty() {
+                let mut unborn = self.unborn_temps.lock();
+                for id in born {
+                    unborn.remove(&id);
+                }
             }
             let mut state = self.state.write();
             for (i, s) in placed.drain(..).enumerate() {
@@ -1264,7 +1267,7 @@ impl BlockStore for DiskStore {
             path,
             size: data.len() as u64,
         };
-        self.commit_staged(&mut idx, vec![staged], None)?;
+        self.commit_staged(&mut idx, vec![staged], &[])?;
         self.after_write(&mut idx)
     }
 
@@ -1296,7 +1299,7 @@ impl BlockStore for DiskStore {
             return Ok(());
         }
         let mut idx = self.index.lock();
-        self.commit_staged(&mut idx, staged, None)?;
+        self.commit_staged(&mut idx, staged, &[])?;
         self.after_write(&mut idx)
     }
 
@@ -1402,19 +1405,44 @@ impl BlockStore for DiskStore {
     }
 
     fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<()> {
-        // Refuse an unknown id before touching or writing anything (checked again under the lock at commit).
-        if !self.temp_known(&self.index.lock().conn, pin)? {
-            return Err(StoreError::UnknownTempPin(pin));
+        match self.put_temp_many(&[(pin, blocks)])?.first() {
+            Some(&unknown) => Err(StoreError::UnknownTempPin(unknown)),
+            None => Ok(()),
+        }
+    }
+
+    fn put_temp_many(&self, batches: &[(TempPinId, &[(Cid, Bytes)])]) -> Result<Vec<TempPinId>> {
+        // Refuse unknown ids before touching or writing anything (checked again under the lock at commit).
+        let mut unknown: Vec<TempPinId> = Vec::new();
+        {
+            let idx = self.index.lock();
+            for (pin, _) in batches {
+                if !self.temp_known(&idx.conn, *pin)? {
+                    unknown.push(*pin);
+                }
+            }
         }
         let mut seen: HashSet<Key> = HashSet::new();
         let mut items: Vec<(Key, &Bytes)> = Vec::new();
-        for (cid, data) in blocks {
-            if let Some(key) = block_key(cid) {
-                let key = key.into_boxed_slice();
-                if seen.insert(key.clone()) {
-                    items.push((key, data));
+        let mut temps: Vec<(TempPinId, Vec<Key>)> = Vec::new();
+        for (pin, blocks) in batches {
+            if unknown.contains(pin) {
+                continue;
+            }
+            let mut keys = Vec::with_capacity(blocks.len());
+            for (cid, data) in blocks.iter() {
+                if let Some(key) = block_key(cid) {
+                    let key = key.into_boxed_slice();
+                    if seen.insert(key.clone()) {
+                        items.push((key.clone(), data));
+                    }
+                    keys.push(key);
                 }
             }
+            temps.push((*pin, keys));
+        }
+        if temps.is_empty() {
+            return Ok(unknown);
         }
         // Data is written outside the index lock. A block that is present now may be evicted before the lock is
         // taken; then it is written too (second pass) so that under the lock every block is present or staged,
@@ -1459,19 +1487,23 @@ impl BlockStore for DiskStore {
             drop(idx);
             first_pass = false;
         };
-        match self.temp_known(&idx.conn, pin) {
-            Ok(true) => {}
-            other => {
-                for s in &staged {
-                    remove_file_quiet(&s.tmp);
+        // A pin released meanwhile protects nothing: its blocks are stored as cache.
+        let mut known = Vec::with_capacity(temps.len());
+        for (pin, keys) in temps {
+            match self.temp_known(&idx.conn, pin) {
+                Ok(true) => known.push((pin, keys)),
+                Ok(false) => unknown.push(pin),
+                Err(e) => {
+                    for s in &staged {
+                        remove_file_quiet(&s.tmp);
+                    }
+                    return Err(e);
                 }
-                other?;
-                return Err(StoreError::UnknownTempPin(pin));
             }
         }
-        let keys: Vec<Key> = items.into_iter().map(|(k, _)| k).collect();
-        self.commit_staged(&mut idx, staged, Some((pin, &keys)))?;
-        self.after_write(&mut idx)
+        self.commit_staged(&mut idx, staged, &known)?;
+        self.after_write(&mut idx)?;
+        Ok(unknown)
     }
 
     fn temp_pin_add(&self, pin: TempPinId, blocks: &mut dyn Iterator<Item = Cid>) -> Result<()> {

@@ -223,6 +223,23 @@ pub trait BlockStore: Send + Sync {
     /// is never evictable between its put and its protection (blocks already present are protected before anything
     /// can evict them). Idempotent. [`StoreError::UnknownTempPin`] (and nothing stored) if `pin` does not exist.
     fn put_temp(&self, pin: TempPinId, blocks: &[(Cid, Bytes)]) -> Result<(), StoreError>;
+    /// [`put_temp`](Self::put_temp) of several pins' blocks at once (with one index transaction where the
+    /// store has one). A pin that does not exist is skipped and its id returned (its blocks may be stored as
+    /// ordinary cache); any other error stores nothing.
+    fn put_temp_many(
+        &self,
+        batches: &[(TempPinId, &[(Cid, Bytes)])],
+    ) -> Result<Vec<TempPinId>, StoreError> {
+        let mut unknown = Vec::new();
+        for (pin, blocks) in batches {
+            match self.put_temp(*pin, blocks) {
+                Ok(()) => {}
+                Err(StoreError::UnknownTempPin(p)) => unknown.push(p),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(unknown)
+    }
     /// Adds blocks, present or not, to the temporary pin `pin` without storing data (e.g. reused leaves). Absent
     /// blocks are protected as soon as they arrive. [`StoreError::UnknownTempPin`] if `pin` does not exist.
     fn temp_pin_add(

@@ -662,3 +662,42 @@ impl Drop for TmpfsMount {
         }
     }
 }
+
+/// `put_temp_many`: several pins' blocks at once (one index transaction on disk), each pin
+/// protecting its own; a pin released before the call is skipped and named, the others stored.
+#[test]
+fn put_temp_many_protects_each_pin_and_skips_released_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, s) in stores(tmp.path(), 64 << 10) {
+        let a = s.temp_pin("many").unwrap();
+        let b = s.temp_pin("many").unwrap();
+        let gone = s.temp_pin("many").unwrap();
+        s.release_temp(gone).unwrap();
+        let (ba, bb, bg) = (
+            blocks(100, 4, 4096),
+            blocks(200, 3, 4096),
+            blocks(300, 2, 4096),
+        );
+        // A block shared by two pins is written once and held by both.
+        let mut bb_shared = bb.clone();
+        bb_shared.push(ba[0].clone());
+        let unknown = s
+            .put_temp_many(&[(a, &ba[..]), (gone, &bg[..]), (b, &bb_shared[..])])
+            .unwrap();
+        assert_eq!(unknown, vec![gone], "{name}");
+        noise(&*s, 10_000, 512 << 10, 4096);
+        assert!(all_present(&*s, &ba), "{name}: pin a's blocks evicted");
+        assert!(
+            all_present(&*s, &bb_shared),
+            "{name}: pin b's blocks evicted"
+        );
+        // Releasing a leaves the shared block to b.
+        s.release_temp(a).unwrap();
+        noise(&*s, 20_000, 512 << 10, 4096);
+        assert!(
+            all_present(&*s, &bb_shared),
+            "{name}: a block b shares with a evicted"
+        );
+        s.release_temp(b).unwrap();
+    }
+}
