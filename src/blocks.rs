@@ -551,6 +551,11 @@ impl BlockService {
 }
 
 /// A CID no bytes could be verified against.
+/// How long the background writer waits for more closes before storing what it has, and how
+/// many files' blocks make it store at once.
+const WRITER_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+const WRITER_BATCH: usize = 256;
+
 /// Bytes [`BlockService::put_temp_later`] may hold before writers store their blocks
 /// themselves (the back-pressure that bounds its memory).
 const DEFERRED_LIMIT: usize = 64 << 20;
@@ -708,6 +713,14 @@ impl Deferred {
                 }
                 if st.queue.is_empty() {
                     return;
+                }
+                // Let a burst of closes (`cp -r` of small files) gather: one index transaction
+                // for many files costs far less than one each.
+                let until = std::time::Instant::now() + WRITER_GATHER;
+                while st.queue.len() < WRITER_BATCH && !st.closing {
+                    if self.wake.wait_until(&mut st, until).timed_out() {
+                        break;
+                    }
                 }
                 Self::take(&mut st)
             };
