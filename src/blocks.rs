@@ -568,21 +568,10 @@ fn put_temp_evicting(
     pin: TempPinId,
     blocks: &[(Cid, Bytes)],
 ) -> Result<(), StoreError> {
-    let Err(e) = store.put_temp(pin, blocks) else {
-        return Ok(());
-    };
-    if !e.is_no_space() {
-        return Err(e);
+    match put_temp_many_evicting(store, &[(pin, blocks)])?.first() {
+        Some(&unknown) => Err(StoreError::UnknownTempPin(unknown)),
+        None => Ok(()),
     }
-    let freed = store.evict_to(0).unwrap_or_default();
-    if freed.bytes == 0 {
-        return Err(e);
-    }
-    tracing::warn!(
-        freed = freed.bytes,
-        "the store's disk is full: evicted the unpinned cache"
-    );
-    store.put_temp(pin, blocks)
 }
 
 /// [`put_temp_evicting`] for several pins at once; the ids of pins that no longer exist.

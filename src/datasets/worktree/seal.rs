@@ -295,6 +295,10 @@ pub(super) struct PinGuard {
 }
 
 impl PinGuard {
+    fn id(&self) -> u64 {
+        self.temp.expect("an armed guard")
+    }
+
     /// Hands the pin over to whoever releases it otherwise.
     pub(super) fn disarm(mut self) {
         self.temp = None;
@@ -546,8 +550,18 @@ impl Dataset {
     /// and a staged tail of less than a chunk. Waits for the hasher (under the dataset's lock:
     /// only a write elsewhere than the end, a read or a truncate of a streamed file does this).
     pub(super) fn unstream(&self, s: &mut Staged) -> Result<(), DsError> {
+        if let Some((_, pin)) = self.end_stream(s)? {
+            s.base_pin = Some(pin);
+        }
+        Ok(())
+    }
+
+    /// Closes a file's stream, if it has one: the file becomes the stream's full leaves and a
+    /// staged tail; returns the hasher's writer and the pin holding those leaves. A stream that
+    /// failed, or hashed less than was written, loses the file's staged bytes (see `lose`).
+    fn end_stream(&self, s: &mut Staged) -> Result<Option<(Hashed, PinGuard)>, DsError> {
         let Some(stream) = s.stream.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let (hashed, temp) = stream.close();
         let pin = self.pin_guard(temp);
@@ -565,8 +579,7 @@ impl Dataset {
         s.base = h.writer.runs().to_vec();
         s.base_len = runs_len(&s.base);
         s.file = StageBuf::Memory(h.writer.pending().to_vec());
-        s.base_pin = Some(pin);
-        Ok(())
+        Ok(Some((h, pin)))
     }
 
     /// A staged file whose bytes could not be stored: it answers `err` until its last close,
@@ -624,26 +637,11 @@ impl Dataset {
         else {
             return Ok(());
         };
-        let Some(stream) = s.stream.take() else {
+        // The live file becomes leaves plus tail, as after an unstream; the seal makes the root.
+        let Some((mut h, pin)) = self.end_stream(s)? else {
             return Ok(());
         };
-        let (hashed, temp) = stream.close();
-        let pin = self.pin_guard(temp);
-        let mut h = match hashed {
-            Ok(h) if h.fed == s.size => h,
-            Ok(h) => {
-                let e = DsError::Io(format!(
-                    "the stream hashed {} of {} bytes written",
-                    h.fed, s.size
-                ));
-                return Err(self.lose(s, e));
-            }
-            Err(e) => return Err(self.lose(s, e)),
-        };
-        // The live file becomes leaves plus tail, as after an unstream; the seal makes the root.
-        s.base = h.writer.runs().to_vec();
-        s.base_len = runs_len(&s.base);
-        s.file = StageBuf::Memory(h.writer.pending().to_vec());
+        let temp = pin.id();
         let generation = s.generation;
         let root = h.writer.finish();
         if let Err(e) = self.blocks.put_temp(temp, &h.writer.take_blocks()) {
