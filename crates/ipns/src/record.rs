@@ -133,6 +133,7 @@ fn kind(v: &Ipld) -> &'static str {
 /// Step 4 of the verification: `data` must be one DAG-CBOR map (string keys, no duplicates,
 /// nothing after it). Unknown keys are allowed and ignored (extensible data).
 fn decode_data(data: &[u8]) -> Result<BTreeMap<String, Ipld>, IpnsError> {
+    check_nesting(data, MAX_DATA_NESTING).map_err(IpnsError::Cbor)?;
     match serde_ipld_dagcbor::from_slice::<Ipld>(data) {
         Ok(Ipld::Map(m)) => Ok(m),
         Ok(other) => Err(IpnsError::Cbor(format!(
@@ -141,6 +142,62 @@ fn decode_data(data: &[u8]) -> Result<BTreeMap<String, Ipld>, IpnsError> {
         ))),
         Err(e) => Err(IpnsError::Cbor(e.to_string())),
     }
+}
+
+/// How deep `data` may nest. Its fields are scalars, so a few levels are plenty for extensions;
+/// the limit is checked before decoding because the decoder recurses, and a record nested a
+/// few hundred levels deep would otherwise overflow a small thread stack (debug builds).
+const MAX_DATA_NESTING: usize = 16;
+
+/// Walks the CBOR item headers of `data` without recursion and refuses nesting deeper than
+/// `limit` and indefinite lengths (DAG-CBOR forbids them). Anything else is left for the
+/// decoder to judge.
+fn check_nesting(data: &[u8], limit: usize) -> Result<(), String> {
+    // Items still to read at each open level; the bottom entry is the one top-level item.
+    let mut open: Vec<u64> = vec![1];
+    let mut at = 0usize;
+    while let Some(left) = open.last_mut() {
+        if *left == 0 {
+            open.pop();
+            continue;
+        }
+        *left -= 1;
+        let Some(&first) = data.get(at) else {
+            return Ok(()); // truncated: the decoder names the error
+        };
+        at += 1;
+        let (major, info) = (first >> 5, first & 0x1f);
+        let arg = match info {
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let len = 1usize << (info - 24);
+                let Some(bytes) = data.get(at..at + len) else {
+                    return Ok(());
+                };
+                at += len;
+                bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+            }
+            31 => return Err("indefinite-length item (not DAG-CBOR)".into()),
+            _ => return Ok(()), // reserved: the decoder refuses it
+        };
+        let children = match major {
+            2 | 3 => {
+                at = at.saturating_add(usize::try_from(arg).unwrap_or(usize::MAX));
+                0
+            }
+            4 => arg,
+            5 => arg.saturating_mul(2),
+            6 => 1,
+            _ => 0,
+        };
+        if children > 0 {
+            if open.len() > limit {
+                return Err(format!("nested deeper than {limit} levels"));
+            }
+            open.push(children);
+        }
+    }
+    Ok(())
 }
 
 fn extract(map: &BTreeMap<String, Ipld>) -> Result<Data, IpnsError> {
@@ -369,6 +426,31 @@ pub fn better(a: &Record, b: &Record) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_measured_without_recursion() {
+        // {"a": [[...[0]...]]} with n lists.
+        let nested = |n: usize| [vec![0xa1, 0x61, b'a'], vec![0x81; n], vec![0x00]].concat();
+        assert_eq!(
+            check_nesting(&nested(MAX_DATA_NESTING - 1), MAX_DATA_NESTING),
+            Ok(())
+        );
+        assert!(check_nesting(&nested(MAX_DATA_NESTING), MAX_DATA_NESTING).is_err());
+        // A million levels cost a loop, not a stack.
+        assert!(check_nesting(&nested(1_000_000), MAX_DATA_NESTING).is_err());
+        // Strings are skipped over, not entered: 0x81 inside a text string is not a list.
+        let text = [vec![0xa1, 0x61, b'a', 0x78, 40], vec![0x81; 40]].concat();
+        assert_eq!(check_nesting(&text, 2), Ok(()));
+        assert!(
+            check_nesting(&[0x9f, 0xff], 4).is_err(),
+            "indefinite length"
+        );
+        assert_eq!(
+            check_nesting(&[0xa1], 4),
+            Ok(()),
+            "truncated input is the decoder's to name"
+        );
+    }
 
     #[test]
     fn data_keys_are_in_dag_cbor_order() {
