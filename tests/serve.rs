@@ -155,6 +155,7 @@ async fn serve(service: Arc<BlockService>, names: Option<Arc<dyn NameSource>>) -
     let cfg = ServeConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         allow_fetch: false,
+        provider: None,
     };
     start(cfg, service, names).await.unwrap()
 }
@@ -918,6 +919,9 @@ impl NameSource for FakeNames {
     async fn record(&self, name: &str) -> Option<Bytes> {
         self.records.get(name).cloned()
     }
+    fn held_record(&self, name: &ipfs_mount_ipns::Name) -> Option<Bytes> {
+        self.records.get(&name.to_string()).cloned()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1057,6 +1061,7 @@ async fn our_gateway_client_reads_from_us() {
     let cfg = ServeConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         allow_fetch: true,
+        provider: None,
     };
     let addr2 = start(cfg, other, None).await.unwrap();
     let r = get(addr2, &format!("/ipfs/{}/hamt/f9.txt", f.outer), &[]).await;
@@ -1085,6 +1090,7 @@ async fn fetching_through_is_opt_in() {
         let cfg = ServeConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             allow_fetch,
+            provider: None,
         };
         start(cfg, service, None)
     };
@@ -1415,5 +1421,190 @@ async fn walks_over_shared_children_read_each_block_once() {
     assert!(
         reads <= 8,
         "{reads} block reads for a dups=y CAR of 3 blocks"
+    );
+}
+
+/// `--serve` as a delegated router (routing/http-routing-v1.md): records it holds, itself as
+/// the provider of its blocks and as a peer, nothing else; CORS open; PUT refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegated_routing_answers_for_what_it_holds() {
+    use ipfs_mount::serve::Provider;
+    use ipfs_mount_ipns::Name;
+    use libp2p_identity::Keypair;
+
+    let f = fixture();
+    let key = Keypair::ed25519_from_bytes([7u8; 32]).unwrap();
+    let name = Name::from_public_key(&key.public());
+    let eol = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let value = format!("/ipfs/{}", f.outer);
+    let record = ipfs_mount_ipns::create(&key, &value, 1, eol, Duration::from_secs(300)).unwrap();
+    let names = FakeNames {
+        map: HashMap::new(),
+        records: HashMap::from([(name.to_string(), Bytes::from(record.to_vec()))]),
+    };
+    let me = Keypair::ed25519_from_bytes([8u8; 32]).unwrap();
+    let me_id = me.public().to_peer_id().to_string();
+    let cfg = ServeConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        allow_fetch: false,
+        provider: Some(Provider {
+            peer_id: me_id.clone(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".to_string()],
+        }),
+    };
+    let addr = start(cfg, service(&f.blocks, &[]), Some(Arc::new(names)))
+        .await
+        .unwrap();
+    let ipns_accept = [("accept", "application/vnd.ipfs.ipns-record")];
+
+    // The record, by its CIDv1 name and by the base58 peer id, verifiable by the client.
+    for form in [name.to_string(), name.peer_id().to_string()] {
+        let r = get(addr, &format!("/routing/v1/ipns/{form}"), &ipns_accept).await;
+        assert_eq!(r.status, 200, "{form}");
+        assert_eq!(r.h("content-type"), "application/vnd.ipfs.ipns-record");
+        assert_eq!(
+            r.h("cache-control"),
+            "public, max-age=300",
+            "the record's TTL"
+        );
+        assert_eq!(r.h("access-control-allow-origin"), "*");
+        assert!(r.h("etag").starts_with("\"b"), "{}", r.h("etag"));
+        let got = ipfs_mount_ipns::validate(&name, &r.body, std::time::SystemTime::now()).unwrap();
+        assert_eq!(got.value, value);
+    }
+    // No Accept is the record too; asking for something else is 406.
+    let path = format!("/routing/v1/ipns/{name}");
+    assert_eq!(get(addr, &path, &[]).await.status, 200);
+    let r = get(addr, &path, &[("accept", "application/json")]).await;
+    assert_eq!(r.status, 406);
+    assert!(String::from_utf8_lossy(&r.body).contains("application/vnd.ipfs.ipns-record"));
+    // A name we hold nothing for is 404 (not resolved on the client's behalf); garbage is 400.
+    let other = Name::from_public_key(&Keypair::ed25519_from_bytes([9u8; 32]).unwrap().public());
+    let r = get(addr, &format!("/routing/v1/ipns/{other}"), &ipns_accept).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.h("cache-control"), "public, max-age=60");
+    assert_eq!(
+        get(addr, "/routing/v1/ipns/not-a-name", &ipns_accept)
+            .await
+            .status,
+        400
+    );
+    let cidv1_raw = f.blocks[0].0.to_string();
+    assert_eq!(
+        get(addr, &format!("/routing/v1/ipns/{cidv1_raw}"), &ipns_accept)
+            .await
+            .status,
+        400,
+        "a CID that is not libp2p-key"
+    );
+
+    // Providers: this peer for a block it holds, with its libp2p and HTTP addresses.
+    let held = f.outer;
+    let r = get(addr, &format!("/routing/v1/providers/{held}"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("content-type"), "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let p = &v["Providers"][0];
+    assert_eq!(v["Providers"].as_array().unwrap().len(), 1);
+    assert_eq!(p["Schema"], "peer");
+    assert_eq!(p["ID"], me_id.as_str());
+    let addrs: Vec<&str> = p["Addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            "/ip4/127.0.0.1/tcp/4001".to_string(),
+            format!("/ip4/127.0.0.1/tcp/{}/http", addr.port())
+        ]
+    );
+    let protocols = p["Protocols"].as_array().unwrap();
+    assert!(protocols.contains(&"transport-bitswap".into()));
+    assert!(protocols.contains(&"transport-ipfs-gateway-http".into()));
+    // Streamed on request: one record per line.
+    let r = get(
+        addr,
+        &format!("/routing/v1/providers/{held}"),
+        &[("accept", "application/x-ndjson")],
+    )
+    .await;
+    assert_eq!(r.h("content-type"), "application/x-ndjson");
+    let lines: Vec<&[u8]> = r
+        .body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    let line: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
+    assert_eq!(line["ID"], me_id.as_str());
+    // A block not held: 404; not a CID: 400.
+    let missing = cids::compute(Version::V1, codec::RAW, mh::SHA2_256, b"not here").unwrap();
+    assert_eq!(
+        get(addr, &format!("/routing/v1/providers/{missing}"), &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(addr, "/routing/v1/providers/xyz", &[]).await.status,
+        400
+    );
+
+    // Peers: itself only.
+    let r = get(addr, &format!("/routing/v1/peers/{me_id}"), &[]).await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["Peers"][0]["ID"], me_id.as_str());
+    assert_eq!(
+        get(addr, &format!("/routing/v1/peers/{}", name.peer_id()), &[])
+            .await
+            .status,
+        404
+    );
+
+    // Unknown paths 400; writes 501; CORS preflight answered.
+    assert_eq!(get(addr, "/routing/v1/dht/x", &[]).await.status, 400);
+    let put = client()
+        .put(format!("http://{addr}/routing/v1/ipns/{name}"))
+        .header("content-type", "application/vnd.ipfs.ipns-record")
+        .body(record.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 501);
+    let pre = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{addr}/routing/v1/ipns/{name}"),
+        )
+        .header("origin", "http://example.test")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success());
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+
+    // Without a peer identity no provider is named.
+    let cfg = ServeConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        allow_fetch: false,
+        provider: None,
+    };
+    let bare = start(cfg, service(&f.blocks, &[]), None).await.unwrap();
+    assert_eq!(
+        get(bare, &format!("/routing/v1/providers/{held}"), &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(bare, &format!("/routing/v1/ipns/{name}"), &ipns_accept)
+            .await
+            .status,
+        404
     );
 }

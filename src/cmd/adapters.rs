@@ -29,6 +29,9 @@ impl serve::NameSource for GatewayNames {
         let _ = self.0.resolve(name).await;
         self.0.record_bytes(name)
     }
+    fn held_record(&self, name: &ipfs_mount_ipns::Name) -> Option<Bytes> {
+        self.0.record_bytes(&name.to_string())
+    }
 }
 
 /// The tree's view of the names.

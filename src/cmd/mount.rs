@@ -255,6 +255,17 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
         let config = crate::serve::ServeConfig {
             addr,
             allow_fetch: args.names.serve_fetch,
+            provider: node.as_ref().map(|n| crate::serve::Provider {
+                peer_id: n.peer_id().to_string(),
+                addrs: n
+                    .listen_addrs()
+                    .iter()
+                    .map(|a| match ipfs_mount_p2p::node::split_peer_addr(a) {
+                        Some((_, bare)) => bare.to_string(),
+                        None => a.to_string(),
+                    })
+                    .collect(),
+            }),
         };
         let source: Arc<dyn crate::serve::NameSource> =
             Arc::new(super::adapters::GatewayNames(names.clone()));

@@ -46,7 +46,10 @@ mod conns;
 mod listing;
 mod request;
 mod resolve;
+mod routing;
 mod walk;
+
+pub use routing::Provider;
 
 use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
@@ -129,6 +132,9 @@ pub trait NameSource: Send + Sync + 'static {
     async fn resolve(&self, name: &str) -> Result<String, String>;
     /// A valid record we hold or got.
     async fn record(&self, name: &str) -> Option<Bytes>;
+    /// A record held now (ours, or one resolved earlier and cached), without resolving:
+    /// what `/routing/v1/ipns` answers.
+    fn held_record(&self, name: &ipfs_mount_ipns::Name) -> Option<Bytes>;
 }
 
 /// Configuration of the gateway.
@@ -139,6 +145,9 @@ pub struct ServeConfig {
     /// Fetch missing blocks through the block service; otherwise only local blocks are served
     /// and a missing one is a 404.
     pub allow_fetch: bool,
+    /// This mount as a peer, named by `/routing/v1/providers` for the blocks it holds (and by
+    /// `/routing/v1/peers`); `None` when it is not a peer: then no provider is named.
+    pub provider: Option<Provider>,
 }
 
 /// Connections served at once. When all are taken, a new connection closes the one that has
@@ -190,10 +199,15 @@ pub async fn start(
     let listener = TcpListener::bind(config.addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, allow_fetch = config.allow_fetch, "HTTP gateway listening");
+    let own_record = config
+        .provider
+        .as_ref()
+        .map(|p| routing::OwnRecord::new(p, local));
     let state = Arc::new(State {
         blocks,
         names,
         allow_fetch: config.allow_fetch,
+        own_record,
     });
     tokio::spawn(accept_loop(listener, state));
     Ok(local)
@@ -203,6 +217,8 @@ struct State {
     blocks: Arc<BlockService>,
     names: Option<Arc<dyn NameSource>>,
     allow_fetch: bool,
+    /// What `/routing/v1` names as the provider of local blocks.
+    own_record: Option<routing::OwnRecord>,
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
@@ -440,6 +456,9 @@ fn header_str(req: &Request<Incoming>, name: HeaderName) -> Option<&str> {
 }
 
 async fn route(state: &State, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    if let Some(rest) = req.uri().path().strip_prefix("/routing/v1/") {
+        return Ok(routing::route(state, req.method(), req.headers(), rest));
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(Resp::new(StatusCode::METHOD_NOT_ALLOWED)
             .header(header::ALLOW, "GET, HEAD")
@@ -635,14 +654,7 @@ async fn ipns_record(
             format!("no IPNS record for {}", cp.root),
         ));
     };
-    let etag = cids::compute(
-        cid::Version::V1,
-        codec::RAW,
-        ipfs_mount_ipld::mh::SHA2_256,
-        &record,
-    )
-    .map(|c| format!("\"{c}\""))
-    .unwrap_or_default();
+    let etag = raw_etag(&record);
     let r = Resp::new(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/vnd.ipfs.ipns-record")
         .header(NOSNIFF.0, NOSNIFF.1)
@@ -655,6 +667,18 @@ async fn ipns_record(
             listing::content_disposition("attachment", &format!("{}.ipns-record", cp.root)),
         );
     Ok(bytes_response(r, record, None))
+}
+
+/// The strong `ETag` of bytes served whole: the quoted CIDv1 (raw, sha2-256) of them.
+fn raw_etag(bytes: &[u8]) -> String {
+    cids::compute(
+        cid::Version::V1,
+        codec::RAW,
+        ipfs_mount_ipld::mh::SHA2_256,
+        bytes,
+    )
+    .map(|c| format!("\"{c}\""))
+    .unwrap_or_default()
 }
 
 /// A body held in memory, whole or one range of it.
