@@ -52,7 +52,7 @@ pub mod path;
 #[cfg(test)]
 mod tests;
 
-pub use drive::{collect, collect_local, BlockGetter, DriveError};
+pub use drive::{collect, collect_local, BlockGetter, DriveError, Pull};
 
 /// What a planner wants next.
 #[derive(Debug, Clone, PartialEq, Eq)]
