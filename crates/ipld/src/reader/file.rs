@@ -55,7 +55,7 @@ impl Piece {
 
 /// Decoded file nodes a caller keeps between reads (interior nodes: few, and on the path of
 /// every read of their part of the file).
-pub trait NodeCache {
+pub trait NodeCache: Sync {
     /// The decoded node, if the cache holds it.
     fn get(&self, cid: &Cid) -> Option<Arc<FileNode>>;
     /// A node with children that the planner decoded.
