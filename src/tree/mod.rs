@@ -26,6 +26,7 @@ mod dataset;
 mod dir;
 pub mod error;
 mod file;
+mod prefetch;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -45,8 +46,8 @@ use crate::datasets::{Dataset, Datasets, DsError, NodeId, ROOT_NODE};
 use dataset::dataset_kind;
 pub use dir::Listing;
 pub use error::{Error, Result};
-use file::{Prefetch, Prefetcher};
 use ipfs_mount_fetch::DagScope;
+use prefetch::{Prefetch, Prefetcher};
 
 pub type InodeNo = u64;
 pub const ROOT_INO: InodeNo = 1;
