@@ -12,6 +12,7 @@ use cid::{Cid, Version};
 
 use super::dag::{DagWalk, Scope};
 use super::file::{FileRange, NodeCache};
+use super::leaves::Leaves;
 use super::listing::{Listed, Listing};
 use super::path::PathWalk;
 use super::{Limits, Planner, ReadError, Step};
@@ -139,6 +140,13 @@ pub fn exercise(map: &BlockMap, root: Cid, names: &[Vec<u8>], seed: u64) {
             let c = FileRange::new(root, size, from, to, limits).with_cache(&cache);
             same(&drive(c, map, b), &f1);
         }
+    }
+    let r1 = drive(Leaves::new(root, 64, None, limits), map, a);
+    let r2 = drive(Leaves::new(root, 64, None, limits), map, b);
+    same(&r1, &r2);
+    if let Ok(runs) = &r1 {
+        let total = runs.iter().fold(0u64, |t, r| t.saturating_add(r.len()));
+        assert_eq!(total, 64, "runs do not add up to the file size");
     }
     let p1 = drive(PathWalk::new(root, names.to_vec(), limits), map, a);
     let p2 = drive(PathWalk::new(root, names.to_vec(), limits), map, b);

@@ -955,6 +955,11 @@ impl SkipNode for DagWalk {
         unreachable!()
     }
 }
+impl SkipNode for super::leaves::Leaves {
+    fn skip_node(&mut self, _: &Cid) {
+        unreachable!()
+    }
+}
 
 #[test]
 fn file_range_takes_interior_nodes_from_a_cache() {
@@ -1063,4 +1068,81 @@ fn dag_walk_with_repeats_yields_every_path_and_reads_each_block_once() {
     )
     .unwrap_err();
     assert!(matches!(e, Some(ReadError::TooManyBlocks { .. })), "{e:?}");
+}
+
+#[test]
+fn leaves_of_a_sparse_file_cost_its_distinct_blocks() {
+    use super::leaves::{FileLeaf, Leaves, Run};
+    // 64 x 64 links to one 16-byte leaf, below a root: 3 blocks, 4096 leaves, one run
+    let leaf = Bytes::from(vec![0u8; 16]);
+    let leaf_cid = raw_cid(&leaf);
+    let node = |child: Cid, size: u64, tsize: u64| {
+        let mut d = UnixFsData::new(DataType::File);
+        d.blocksizes = vec![size; 64];
+        d.filesize = Some(size * 64);
+        let links = (0..64)
+            .map(|_| PbLink {
+                cid: child,
+                name: Some(vec![]),
+                tsize: Some(tsize),
+            })
+            .collect();
+        let b = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(encode_data(&d))),
+        });
+        (pb_cid(&b), Bytes::from(b))
+    };
+    let mid = node(leaf_cid, 16, 16);
+    let root = node(mid.0, 1024, 2000);
+    let map: Map = [(leaf_cid, leaf), mid.clone(), root.clone()]
+        .into_iter()
+        .collect();
+    let mut p = Leaves::new(root.0, 65_536, Some(9), Limits::default());
+    let (runs, asked) = drive_counting(&mut p, &map, |_| false);
+    assert_eq!(
+        asked,
+        vec![root.0, mid.0],
+        "each distinct dag-pb block once, no raw leaf"
+    );
+    let one = FileLeaf {
+        cid: leaf_cid,
+        size: 16,
+        tsize: Some(16),
+    };
+    assert_eq!(
+        runs,
+        vec![Run::Leaf {
+            leaf: one,
+            count: 4096
+        }]
+    );
+    // a parent that declares another size is an error
+    let mut p = Leaves::new(root.0, 65_535, None, Limits::default());
+    assert!(matches!(p.next(), Ok(Step::Need(_))));
+    p.provide(&root.0, map[&root.0].clone()).unwrap();
+    assert!(matches!(p.next(), Err(ReadError::SizeMismatch { .. })));
+    // a file of distinct leaves: one run per leaf, in file order, Tsizes from the links
+    let data = content(50_000, 7);
+    let built = build_file(&data, &odd_profile(false));
+    let map: Map = built.blocks.iter().cloned().collect();
+    let runs = drive(
+        Leaves::new(built.root, 50_000, None, Limits::default()),
+        &map,
+        3,
+    )
+    .unwrap();
+    assert_eq!(runs.iter().map(|r| r.len()).sum::<u64>(), 50_000);
+    assert!(runs.iter().all(|r| matches!(r, Run::Leaf { leaf, count: 1 } if leaf.cid.codec() == codec::DAG_PB && leaf.tsize.is_some())));
+    let mut bytes = Vec::new();
+    for r in &runs {
+        let Run::Leaf { leaf, .. } = r else {
+            unreachable!()
+        };
+        match crate::unixfs::decode_node(&leaf.cid, &map[&leaf.cid]).unwrap() {
+            crate::unixfs::Node::File(f) => bytes.extend_from_slice(&f.inline),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(bytes, data, "the leaves in file order");
 }
