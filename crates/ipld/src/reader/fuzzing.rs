@@ -151,6 +151,14 @@ pub fn exercise(map: &BlockMap, root: Cid, names: &[Vec<u8>], seed: u64) {
     let p1 = drive(PathWalk::new(root, names.to_vec(), limits), map, a);
     let p2 = drive(PathWalk::new(root, names.to_vec(), limits), map, b);
     same(&p1, &p2);
+    // from a decoded HAMT root: what the walk from its block finds
+    if let Some(Ok(unixfs::Node::HamtShard(h))) =
+        map.get(&root).map(|b| unixfs::decode_node_shared(&root, b))
+    {
+        if let Ok(w) = PathWalk::from_hamt_root(root, &h, names.to_vec(), limits) {
+            same(&p1, &drive(w, map, a));
+        }
+    }
 }
 
 /// A [`NodeCache`] over a map, for the walks above and the unit tests.
