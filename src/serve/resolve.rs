@@ -90,8 +90,8 @@ impl BlockGetter for Ctx {
         self.blocks.get_local(cid).map_err(block_error)
     }
 
-    fn get(&self, cid: Cid) -> impl Future<Output = Result<Bytes, HttpError>> + Send {
-        async move { Ctx::get(self, &cid).await }
+    async fn get(&self, cid: Cid) -> Result<Bytes, HttpError> {
+        Ctx::get(self, &cid).await
     }
 }
 

@@ -122,8 +122,11 @@ pub async fn collect<P: Planner, G: BlockGetter>(
 pub struct Pull<'g, P: Planner, G: BlockGetter> {
     planner: P,
     getter: &'g G,
-    inflight: FuturesUnordered<BoxFuture<'g, (Cid, Result<Bytes, G::Error>)>>,
+    inflight: FuturesUnordered<Fetch<'g, G::Error>>,
 }
+
+/// A fetch in flight: the CID and what the getter answered.
+type Fetch<'g, E> = BoxFuture<'g, (Cid, Result<Bytes, E>)>;
 
 impl<'g, P: Planner, G: BlockGetter + Sync> Pull<'g, P, G>
 where

@@ -915,14 +915,11 @@ fn dag_walk_follows_document_links_in_canonical_order() {
 }
 
 /// Drives a planner with each block provided at once; returns the items and the CIDs asked.
-fn drive_counting<P: Planner>(
+fn drive_counting<P: Planner + SkipNode>(
     p: &mut P,
     map: &Map,
     mut skip: impl FnMut(&Cid) -> bool,
-) -> (Vec<P::Item>, Vec<Cid>)
-where
-    P: SkipNode,
-{
+) -> (Vec<P::Item>, Vec<Cid>) {
     let mut items = Vec::new();
     let mut asked = Vec::new();
     loop {
