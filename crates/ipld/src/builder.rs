@@ -296,7 +296,7 @@ pub fn build_directory_auto(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportPro
 /// [`build_directory_auto`] without the panic: a sharded directory in which two names share
 /// every hash bit the fanout can use (all 64 bits of their murmur3 hash at fanout 16 or
 /// 256) cannot be built, by us or by Kubo ("sharded directory too deep"), and is reported as
-/// [`DirError::HashCollision`](DirError::HashCollision) with two of those
+/// [`DirError::HashCollision`] with two of those
 /// names.
 pub fn try_build_directory_auto(
     entries: &[(Vec<u8>, Cid, u64)],
@@ -322,7 +322,7 @@ pub fn build_directory_auto_counting(
 }
 
 /// [`build_directory_auto_counting`] with names the HAMT cannot separate reported as
-/// [`DirError::HashCollision`](DirError::HashCollision) instead of a panic.
+/// [`DirError::HashCollision`] instead of a panic.
 pub fn try_build_directory_auto_counting(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
@@ -351,7 +351,7 @@ pub fn build_hamt(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> B
 }
 
 /// [`build_hamt`], with names the HAMT cannot separate reported as
-/// [`DirError::HashCollision`](DirError::HashCollision) instead of a panic.
+/// [`DirError::HashCollision`] instead of a panic.
 ///
 /// # Panics
 /// If `profile.fanout` is not a power of two in `8..=1024`.
