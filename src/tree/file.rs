@@ -12,33 +12,18 @@
 //! Read-ahead (what to fetch before the reader asks) is its own piece: [`super::prefetch`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
 use futures::stream::{self, StreamExt};
-use ipfs_mount_ipld::reader::file::{FileRange, NodeCache, Piece};
+use ipfs_mount_ipld::reader::file::{FileRange, Piece};
 use ipfs_mount_ipld::reader::{self, Limits};
-use ipfs_mount_ipld::unixfs::FileNode;
 
 use super::error::{Error, Result};
-use super::{FileNodeWeighter, Tree};
+use super::{Nodes, Tree};
 
 /// Leaves (and nodes) fetched at once for a single read.
 const READ_PARALLELISM: usize = 16;
-
-/// The tree's cache of decoded interior nodes, as the planner sees it.
-pub(super) struct Nodes<'a>(pub &'a quick_cache::sync::Cache<Cid, Arc<FileNode>, FileNodeWeighter>);
-
-impl NodeCache for Nodes<'_> {
-    fn get(&self, cid: &Cid) -> Option<Arc<FileNode>> {
-        self.0.get(cid)
-    }
-
-    fn insert(&self, cid: Cid, node: Arc<FileNode>) {
-        self.0.insert(cid, node);
-    }
-}
 
 impl Tree {
     /// Bytes `[from, to)` if every block needed is local; `None` otherwise.

@@ -236,6 +236,21 @@ pub(crate) fn file_node_cache(
     quick_cache::sync::Cache::with_weighter(estimated_items, bytes, FileNodeWeighter)
 }
 
+/// The tree's cache of decoded interior nodes, as the reader's file planner sees it.
+pub(crate) struct Nodes<'a>(
+    pub &'a quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>, FileNodeWeighter>,
+);
+
+impl ipfs_mount_ipld::reader::file::NodeCache for Nodes<'_> {
+    fn get(&self, cid: &Cid) -> Option<Arc<unixfs::FileNode>> {
+        self.0.get(cid)
+    }
+
+    fn insert(&self, cid: Cid, node: Arc<unixfs::FileNode>) {
+        self.0.insert(cid, node);
+    }
+}
+
 impl Default for TreeConfig {
     fn default() -> Self {
         TreeConfig {

@@ -13,8 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use ipfs_mount_ipld::reader::file::{FileRange, Piece};
 use ipfs_mount_ipld::reader::{Limits, Planner, Step};
 
-use super::file::Nodes;
-use super::Tree;
+use super::{Nodes, Tree};
 use crate::blocks::BlockError;
 
 /// Blocks fetched at once by the read-ahead (nodes and leaves each).
