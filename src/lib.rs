@@ -14,7 +14,8 @@
 //! - [`fs`]: the thin `fuser` adapter. Turns kernel requests into [`tree`] calls and
 //!   [`tree::Error`]s into errnos; nothing else.
 //! - [`tree`]: the namespace (`/ipfs`, `/ipns`, `/datasets`), the inode table, attributes,
-//!   directory listings and positional file reads with prefetch. Runs without the kernel.
+//!   directory listings and positional file reads, and read-ahead (its own module, a policy
+//!   and a range fetch). Runs without the kernel.
 //! - [`names`]: `/ipns` resolution, DNSLink, publishing datasets under IPNS names.
 //! - [`serve`]: the local trustless gateway (`--serve`).
 //! - [`datasets`]: writable datasets: live tree, journal, closed tree, group commits, and the
@@ -25,6 +26,12 @@
 //! - [`blocks`]: the one door for blocks: memory cache, then the persistent store, then the
 //!   fetchers; every block from outside is verified against its CID on the way in. Only the
 //!   assembly in `cmd` holds the store itself (to open it and hand it over).
+//!
+//! UnixFS is read in one way: [`tree`], [`serve`], [`datasets`], [`transfer`] and the bitswap
+//! DAG walk drive the I/O-free planners of `ipfs_mount_ipld::reader` (file ranges, a file's
+//! leaves, listings, paths, whole-DAG walks) through its `BlockGetter` trait, which
+//! [`blocks::BlockService`] implements; depth limits, sizes against the parent's
+//! `blocksizes`, each shared block once and hidden unsafe names hold everywhere alike.
 //!
 //! Pure codecs live in the `ipfs-mount-ipld` crate, the block store in `ipfs-mount-store`
 //! and the gateway client in `ipfs-mount-fetch`.

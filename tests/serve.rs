@@ -1607,4 +1607,63 @@ async fn delegated_routing_answers_for_what_it_holds() {
             .status,
         404
     );
+/// The gateway walks through the ipld reader's planners, so it keeps their checks: a file
+/// deeper than 64 levels is cut off instead of served, and a directory's second entry of a
+/// name is left out of the listing (as the mount hides it).
+#[tokio::test]
+async fn planner_checks_hold_for_the_gateway() {
+    use ipfs_mount_ipld::dagpb::PbLink;
+    let pb = |d: UnixFsData, links: Vec<PbLink>| {
+        let block = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(unixfs::encode_data(&d))),
+        });
+        let cid = cids::compute(Version::V1, codec::DAG_PB, mh::SHA2_256, &block).unwrap();
+        (cid, Bytes::from(block))
+    };
+    let leaf = Bytes::from(data(16, 3));
+    let leaf_cid = cids::compute(Version::V1, codec::RAW, mh::SHA2_256, &leaf).unwrap();
+    let mut blocks = vec![(leaf_cid, leaf)];
+    let mut top = leaf_cid;
+    for _ in 0..70 {
+        let mut d = UnixFsData::new(DataType::File);
+        d.blocksizes = vec![16];
+        d.filesize = Some(16);
+        let link = PbLink {
+            cid: top,
+            name: Some(vec![]),
+            tsize: Some(16),
+        };
+        let node = pb(d, vec![link]);
+        top = node.0;
+        blocks.push(node);
+    }
+    let links = ["a", "a", "b"]
+        .iter()
+        .map(|n| PbLink {
+            cid: leaf_cid,
+            name: Some(n.as_bytes().to_vec()),
+            tsize: Some(16),
+        })
+        .collect();
+    let dir = pb(UnixFsData::new(DataType::Directory), links);
+    blocks.push(dir.clone());
+    let addr = serve(service(&blocks, &[]), None).await;
+
+    let resp = client()
+        .get(format!("http://{addr}/ipfs/{top}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the body starts, then the walk fails");
+    // cut off: the client sees an error or a short body
+    if let Ok(body) = resp.bytes().await {
+        assert!(body.len() < 16, "a 70-level file served whole");
+    }
+
+    let r = get(addr, &format!("/ipfs/{}/", dir.0), &[]).await;
+    assert_eq!(r.status, 200);
+    let html = String::from_utf8_lossy(&r.body);
+    assert_eq!(html.matches("href=\"./a\"").count(), 1, "{html}");
+    assert_eq!(html.matches("href=\"./b\"").count(), 1, "{html}");
 }

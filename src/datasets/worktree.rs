@@ -1089,7 +1089,7 @@ impl Dataset {
         else {
             return;
         };
-        let cids = file_blocks(&self.blocks, &sealed.cid);
+        let cids = file_blocks(&self.blocks, sealed);
         let held = self.new_temp().and_then(|t| {
             self.blocks
                 .temp_pin_add(t, &mut cids.into_iter())
@@ -1462,19 +1462,41 @@ fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) -> Option<NodeId> {
     }
 }
 
-/// Every block of a file's DAG that is local (each once).
-fn file_blocks(blocks: &BlockService, root: &Cid) -> Vec<Cid> {
+/// Every block of a file's DAG reachable through local nodes (each once), found by the
+/// reader's file-range planner: a node that is not local is named but not looked into.
+fn file_blocks(blocks: &BlockService, sealed: &Sealed) -> Vec<Cid> {
+    use reader::{Planner, Step};
     let mut seen = HashSet::new();
-    let mut stack = vec![*root];
-    while let Some(cid) = stack.pop() {
-        if !seen.insert(cid) || cid.codec() == codec::RAW {
-            continue;
-        }
-        let Ok(Some(block)) = blocks.get_local(&cid) else {
-            continue;
-        };
-        if let Ok(Node::File(f)) = unixfs::decode_node_shared(&cid, &block) {
-            stack.extend(f.children.iter().map(|(c, _)| *c));
+    let mut planner = reader::file::FileRange::new(
+        sealed.cid,
+        sealed.size,
+        0,
+        sealed.size,
+        reader::Limits::default(),
+    );
+    loop {
+        match planner.next() {
+            Ok(Step::Need(cid)) => {
+                seen.insert(cid);
+                match blocks.get_local(&cid) {
+                    Ok(Some(block)) => {
+                        if let Err(e) = planner.provide(&cid, block) {
+                            tracing::debug!(%cid, "file walk stopped: {e}");
+                            break;
+                        }
+                    }
+                    _ => planner.skip(&cid),
+                }
+            }
+            Ok(Step::Item(reader::file::Piece::Leaf { cid, .. })) => {
+                seen.insert(cid);
+            }
+            Ok(Step::Item(reader::file::Piece::Inline(_))) => {}
+            Ok(Step::Wait | Step::Done) => break,
+            Err(e) => {
+                tracing::debug!(cid = %sealed.cid, "file walk stopped: {e}");
+                break;
+            }
         }
     }
     seen.into_iter().collect()

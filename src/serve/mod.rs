@@ -884,16 +884,7 @@ async fn plain(
                     .header(X_IPFS_PATH, &meta.path)
                     .body(empty()));
             }
-            let mut crossed = Vec::new();
-            let index = resolve::lookup(
-                ctx,
-                &cid,
-                &resolved.block,
-                &node,
-                b"index.html",
-                &mut crossed,
-            )
-            .await?;
+            let index = resolve::find(ctx, &cid, &resolved.block, b"index.html").await?;
             if let Some(index) = index {
                 let block = ctx.get(&index).await?;
                 if let Node::File(f) = resolve::decode(&index, &block)? {
@@ -914,7 +905,7 @@ async fn plain(
             if let Some(r) = meta.not_modified(&etag) {
                 return Ok(r);
             }
-            let entries = resolve::list(ctx, &cid, &node).await?;
+            let entries = resolve::list(ctx, &cid, node).await?;
             let html = listing::html(&meta.path, &cid, &entries);
             let r = meta
                 .headers(Resp::new(StatusCode::OK), &etag)
@@ -1009,13 +1000,7 @@ fn file_response(
     let ctx = ctx.clone();
     let path = meta.path.clone();
     tokio::spawn(async move {
-        let walk = walk::walk_file(
-            &ctx,
-            &cid,
-            &block,
-            (first, last),
-            walk::FileOut::Bytes(&mut sink),
-        );
+        let walk = walk::file_bytes(&ctx, &cid, &block, size, (first, last), &mut sink);
         match walk.await {
             Ok(()) if sink.sent == len => {}
             Ok(()) => {

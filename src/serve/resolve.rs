@@ -1,18 +1,22 @@
-//! Blocks for one request (local only, or through the block service), and content path
-//! resolution through UnixFS directories and HAMT shards, keeping every block it crossed.
+//! Blocks for one request (local only, or through the block service), and what the gateway
+//! reads through the ipld reader's planners: content paths resolved name by name
+//! ([`PathWalk`], keeping every block crossed for a CAR), and directory listings
+//! ([`Listing`]). The planners hold the checks (depth, HAMT shape, safe names, each shard
+//! once); this module only turns their answers into HTTP statuses.
 
-use std::collections::HashSet;
+use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
 use hyper::StatusCode;
-use ipfs_mount_ipld::hamt::{self, Step};
+use ipfs_mount_ipld::codec;
+use ipfs_mount_ipld::reader::listing::{Listed, Listing};
+use ipfs_mount_ipld::reader::path::{self, PathWalk};
+use ipfs_mount_ipld::reader::{self, BlockGetter, DriveError, Limits, Planner, ReadError, Step};
 use ipfs_mount_ipld::unixfs::{self, Node, UnixFsError};
-use ipfs_mount_ipld::{codec, dagpb, docjson};
-use ipld_core::ipld::Ipld;
-use tokio::task::JoinSet;
 
 use super::HttpError;
 use crate::blocks::{BlockError, BlockService};
@@ -22,8 +26,6 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Status of a block that hashes right but is not the node its place in the DAG needs: the
 /// path gateway spec's 404 for a path that cannot be traversed.
 const MALFORMED: StatusCode = StatusCode::NOT_FOUND;
-/// Blocks fetched ahead of a DAG walk (only when fetching is allowed).
-const PREFETCH_WINDOW: usize = 16;
 
 /// Where one request gets its blocks.
 #[derive(Clone)]
@@ -37,26 +39,101 @@ pub(super) struct Ctx {
     pub missing: StatusCode,
 }
 
+/// Cancels a spawned fetch when the request that wanted it is gone.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Ctx {
-    /// The verified bytes of a block, or the HTTP error that says why not.
+    /// The verified bytes of a block, or the HTTP error that says why not. A fetch runs as
+    /// a task of its own, so the blocks a walk asks for ahead arrive while it writes.
     pub async fn get(&self, cid: &Cid) -> Result<Bytes, HttpError> {
-        if !self.fetch {
-            return match self.blocks.get_local(cid) {
-                Ok(Some(b)) => Ok(b),
-                Ok(None) => Err(HttpError::new(
-                    self.missing,
-                    format!("block {cid} is not in the local store"),
-                )),
-                Err(e) => Err(block_error(e)),
-            };
+        let local = self.blocks.get_local(cid).map_err(block_error)?;
+        if let Some(b) = local {
+            return Ok(b);
         }
-        match tokio::time::timeout(FETCH_TIMEOUT, self.blocks.get(cid)).await {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) => Err(block_error(e)),
-            Err(_) => Err(HttpError::new(
+        if !self.fetch {
+            return Err(HttpError::new(
+                self.missing,
+                format!("block {cid} is not in the local store"),
+            ));
+        }
+        let blocks = self.blocks.clone();
+        let cid = *cid;
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            tokio::time::timeout(FETCH_TIMEOUT, blocks.get_owned(cid)).await
+        }));
+        match (&mut task.0).await {
+            Ok(Ok(Ok(b))) => Ok(b),
+            Ok(Ok(Err(e))) => Err(block_error(e)),
+            Ok(Err(_)) => Err(HttpError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("block {cid}: no answer within {}s", FETCH_TIMEOUT.as_secs()),
             )),
+            Err(e) => Err(HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("block {cid}: fetch task failed: {e}"),
+            )),
+        }
+    }
+}
+
+/// The request's blocks as the planners' block source.
+impl BlockGetter for Ctx {
+    type Error = HttpError;
+
+    fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, HttpError> {
+        self.blocks.get_local(cid).map_err(block_error)
+    }
+
+    async fn get(&self, cid: Cid) -> Result<Bytes, HttpError> {
+        Ctx::get(self, &cid).await
+    }
+}
+
+/// The request's blocks, with some already at hand (the block a walk starts from).
+pub(super) struct AtHand<'a> {
+    ctx: &'a Ctx,
+    held: Vec<(Cid, Bytes)>,
+}
+
+impl<'a> AtHand<'a> {
+    pub fn new(ctx: &'a Ctx, cid: Cid, block: Bytes) -> Self {
+        AtHand {
+            ctx,
+            held: vec![(cid, block)],
+        }
+    }
+
+    fn held(&self, cid: &Cid) -> Option<Bytes> {
+        self.held
+            .iter()
+            .find(|(c, _)| c == cid)
+            .map(|(_, b)| b.clone())
+    }
+}
+
+impl BlockGetter for AtHand<'_> {
+    type Error = HttpError;
+
+    fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, HttpError> {
+        match self.held(cid) {
+            Some(b) => Ok(Some(b)),
+            None => BlockGetter::get_local(self.ctx, cid),
+        }
+    }
+
+    fn get(&self, cid: Cid) -> impl Future<Output = Result<Bytes, HttpError>> + Send {
+        let held = self.held(&cid);
+        async move {
+            match held {
+                Some(b) => Ok(b),
+                None => self.ctx.get(&cid).await,
+            }
         }
     }
 }
@@ -73,13 +150,38 @@ fn block_error(e: BlockError) -> HttpError {
     HttpError::new(status, e.to_string())
 }
 
+fn unsupported_codec(cid: &Cid, c: u64) -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!("block {cid} has codec 0x{c:x}, which this gateway cannot interpret"),
+    )
+}
+
+/// The HTTP status of a planner's refusal: 501 for a codec we cannot read, else the 404 of a
+/// DAG that cannot be traversed.
+pub(super) fn read_error(e: ReadError) -> HttpError {
+    match e {
+        ReadError::Decode { cid, source } => match *source {
+            UnixFsError::UnsupportedCodec(c) => unsupported_codec(&cid, c),
+            e => HttpError::new(MALFORMED, format!("block {cid} is not valid UnixFS: {e}")),
+        },
+        e => HttpError::new(MALFORMED, e.to_string()),
+    }
+}
+
+/// [`read_error`], or the block error a driven walk met.
+pub(super) fn drive_error(e: DriveError<HttpError>) -> HttpError {
+    match e {
+        DriveError::Read(e) => read_error(e),
+        DriveError::Get(e) => e,
+        DriveError::Stalled => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "walk stalled"),
+    }
+}
+
 /// Interprets a block as UnixFS (or raw, or a dag-cbor/dag-json document).
 pub(super) fn decode(cid: &Cid, block: &Bytes) -> Result<Node, HttpError> {
     unixfs::decode_node_shared(cid, block).map_err(|e| match e {
-        UnixFsError::UnsupportedCodec(c) => HttpError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("block {cid} has codec 0x{c:x}, which this gateway cannot interpret"),
-        ),
+        UnixFsError::UnsupportedCodec(c) => unsupported_codec(cid, c),
         e => HttpError::new(MALFORMED, format!("block {cid} is not valid UnixFS: {e}")),
     })
 }
@@ -107,23 +209,15 @@ pub(super) async fn resolve(
     segments: &[Vec<u8>],
 ) -> Result<Resolved, HttpError> {
     let mut cid = root;
-    let mut block = ctx.get(&root).await?;
     let mut path_blocks = Vec::new();
     let mut roots = vec![root];
+    // one walk per name, so that each element's CID is known (the roots of the response)
     for seg in segments {
-        let node = decode(&cid, &block)?;
-        let shown = String::from_utf8_lossy(seg);
-        let next = lookup(ctx, &cid, &block, &node, seg, &mut path_blocks).await?;
-        let Some(next) = next else {
-            return Err(HttpError::new(
-                StatusCode::NOT_FOUND,
-                format!("no link named {shown:?} under {cid}"),
-            ));
-        };
-        cid = next;
-        block = ctx.get(&cid).await?;
+        let found = step(ctx, cid, None, seg, &mut path_blocks).await?;
+        cid = found_or_error(cid, seg, found)?;
         roots.push(cid);
     }
+    let block = ctx.get(&cid).await?;
     Ok(Resolved {
         root,
         path_blocks,
@@ -134,185 +228,105 @@ pub(super) async fn resolve(
     })
 }
 
-/// One name in a directory (plain or HAMT). Pushes `dir` and any shard blocks crossed onto
-/// `crossed`. `Ok(None)`: no such entry.
-pub(super) async fn lookup(
+/// The entry `name` of the directory `dir` (plain or HAMT; its block at hand): `Ok(None)`
+/// when there is none.
+pub(super) async fn find(
     ctx: &Ctx,
     dir: &Cid,
     block: &Bytes,
-    node: &Node,
+    name: &[u8],
+) -> Result<Option<Cid>, HttpError> {
+    match step(ctx, *dir, Some(block.clone()), name, &mut Vec::new()).await? {
+        path::Resolved::NotFound { .. } => Ok(None),
+        other => found_or_error(*dir, name, other).map(Some),
+    }
+}
+
+/// Resolves one name below `dir` through the path planner, pushing every block it reads
+/// (the directory, then the HAMT shards on the name's path) onto `crossed`.
+async fn step(
+    ctx: &Ctx,
+    dir: Cid,
+    mut at_hand: Option<Bytes>,
     name: &[u8],
     crossed: &mut Vec<(Cid, Bytes)>,
-) -> Result<Option<Cid>, HttpError> {
-    let shown = String::from_utf8_lossy(name);
-    match node {
-        Node::Directory(d) => {
-            crossed.push((*dir, block.clone()));
-            Ok(d.entries.iter().find(|e| e.name == name).map(|e| e.cid))
-        }
-        Node::HamtShard(h) => {
-            crossed.push((*dir, block.clone()));
-            let mut shard = h.clone();
-            let mut depth = 0u32;
-            loop {
-                let step = hamt::lookup_step(&shard, name, depth)
-                    .map_err(|e| HttpError::new(MALFORMED, format!("HAMT under {dir}: {e}")))?;
-                match step {
-                    Step::Found { cid, .. } => return Ok(Some(cid)),
-                    Step::NotFound => return Ok(None),
-                    Step::Descend { cid } => {
-                        let b = ctx.get(&cid).await?;
-                        match decode(&cid, &b)? {
-                            Node::HamtShard(child) => shard = child,
-                            _ => {
-                                return Err(HttpError::new(
-                                    MALFORMED,
-                                    format!("HAMT {dir}: child {cid} is not a shard"),
-                                ))
-                            }
-                        }
-                        crossed.push((cid, b));
-                        depth += 1;
-                    }
-                }
+) -> Result<path::Resolved, HttpError> {
+    let mut walk = PathWalk::new(dir, vec![name.to_vec()], Limits::default());
+    loop {
+        match walk.next().map_err(read_error)? {
+            Step::Need(cid) => {
+                let block = match at_hand.take() {
+                    Some(b) if cid == dir => b,
+                    _ => ctx.get(&cid).await?,
+                };
+                crossed.push((cid, block.clone()));
+                walk.provide(&cid, block).map_err(read_error)?;
             }
+            Step::Item(r) => return Ok(r),
+            Step::Wait | Step::Done => return Err(drive_error(DriveError::Stalled)),
         }
-        Node::File(_) => Err(HttpError::new(
+    }
+}
+
+/// The CID a name led to, or the HTTP error that says why it led nowhere.
+fn found_or_error(dir: Cid, name: &[u8], r: path::Resolved) -> Result<Cid, HttpError> {
+    let shown = String::from_utf8_lossy(name);
+    match r {
+        path::Resolved::Found { cid, .. } => Ok(cid),
+        path::Resolved::NotFound { .. } => Err(HttpError::new(
             StatusCode::NOT_FOUND,
-            format!("{dir} is a file: no {shown:?} below it"),
+            format!("no link named {shown:?} under {dir}"),
         )),
-        Node::Symlink(_) => Err(HttpError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{dir} is a symlink: paths through symlinks are not followed"),
+        path::Resolved::NotDirectory { cid, .. }
+            if matches!(
+                cid.codec(),
+                codec::DAG_CBOR | codec::DAG_JSON | codec::CBOR | codec::JSON
+            ) =>
+        {
+            Err(HttpError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!(
+                    "{cid} is a dag-cbor/dag-json document: paths inside documents are not supported"
+                ),
+            ))
+        }
+        path::Resolved::NotDirectory { cid, .. } => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!("{cid} is a file: no {shown:?} below it"),
         )),
-        Node::Document(_) => Err(HttpError::new(
+        path::Resolved::Symlink { cid, .. } => Err(HttpError::new(
             StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "{dir} is a dag-cbor/dag-json document: paths inside documents are not supported"
-            ),
+            format!("{cid} is a symlink: paths through symlinks are not followed"),
         )),
     }
 }
 
-/// Every entry of a directory (plain, or every shard of a HAMT), sorted by name.
+/// Every entry of a directory (plain, or every shard of a HAMT, each once), sorted by name.
+/// Entries whose names cannot be file names, and second entries of a name, are left out.
 pub(super) async fn list(
     ctx: &Ctx,
     dir: &Cid,
-    node: &Node,
+    node: Node,
 ) -> Result<Vec<(Vec<u8>, Cid, Option<u64>)>, HttpError> {
+    let mut planner = match node {
+        Node::Directory(d) => Listing::from_directory(*dir, d, Limits::default()),
+        Node::HamtShard(h) => Listing::from_hamt_root(*dir, h, Limits::default()),
+        _ => return Ok(Vec::new()),
+    };
     let mut out = Vec::new();
-    match node {
-        Node::Directory(d) => {
-            for e in &d.entries {
-                out.push((e.name.clone(), e.cid, e.tsize));
-            }
+    reader::drive::run(&mut planner, ctx, |item| {
+        match item {
+            Listed::Entry(e) => out.push((e.name, e.cid, e.tsize)),
+            Listed::Hidden { name, why } => tracing::debug!(
+                %dir,
+                name = %String::from_utf8_lossy(&name),
+                "listing leaves out an entry: {why:?}"
+            ),
         }
-        Node::HamtShard(h) => {
-            let mut stack = vec![h.clone()];
-            let mut seen = HashSet::new();
-            while let Some(shard) = stack.pop() {
-                for (name, cid, tsize) in shard.entries() {
-                    out.push((name.to_vec(), *cid, tsize));
-                }
-                for c in shard.shards() {
-                    if !seen.insert(*c) {
-                        continue;
-                    }
-                    let b = ctx.get(c).await?;
-                    match decode(c, &b)? {
-                        Node::HamtShard(child) => stack.push(child),
-                        _ => {
-                            return Err(HttpError::new(
-                                MALFORMED,
-                                format!("HAMT {dir}: child {c} is not a shard"),
-                            ))
-                        }
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
-    out.retain(|e| unixfs::is_safe_name(&e.0));
+        ControlFlow::Continue(())
+    })
+    .await
+    .map_err(drive_error)?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// The links of a block, in the order a DFS walk follows them: dag-pb links in link order,
-/// dag-cbor/dag-json links in the order of the canonical encoding. Raw, cbor and json blocks
-/// (and codecs we do not know) have none.
-pub(super) fn links(cid: &Cid, block: &Bytes) -> Result<Vec<Cid>, HttpError> {
-    let broken =
-        |e: String| HttpError::new(MALFORMED, format!("block {cid} cannot be decoded: {e}"));
-    match cid.codec() {
-        codec::DAG_PB => Ok(dagpb::decode_shared(block)
-            .map_err(|e| broken(e.to_string()))?
-            .links
-            .into_iter()
-            .map(|l| l.cid)
-            .collect()),
-        codec::DAG_CBOR | codec::DAG_JSON => {
-            let ipld = docjson::decode(cid.codec(), block).map_err(|e| broken(e.to_string()))?;
-            let mut out = Vec::new();
-            collect_links(&ipld, cid.codec() == codec::DAG_CBOR, &mut out);
-            Ok(out)
-        }
-        _ => Ok(Vec::new()),
-    }
-}
-
-fn collect_links(ipld: &Ipld, cbor_order: bool, out: &mut Vec<Cid>) {
-    match ipld {
-        Ipld::Link(c) => out.push(*c),
-        Ipld::List(l) => l.iter().for_each(|i| collect_links(i, cbor_order, out)),
-        Ipld::Map(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            if cbor_order {
-                // dag-cbor's canonical map order: shorter keys first, then bytewise
-                keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-            }
-            for k in keys {
-                collect_links(&m[k], cbor_order, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Fetches the next few blocks of a walk in the background, so that a walk over blocks that
-/// are not local does not pay one round trip per block. Does nothing when fetching is off.
-/// Dropping it cancels what is still under way.
-pub(super) struct Prefetch {
-    tasks: JoinSet<()>,
-    asked: HashSet<Cid>,
-}
-
-impl Prefetch {
-    pub fn new() -> Self {
-        Prefetch {
-            tasks: JoinSet::new(),
-            asked: HashSet::new(),
-        }
-    }
-
-    /// Starts fetches for the first blocks of `next` (the walk's upcoming order).
-    pub fn ahead<'a>(&mut self, ctx: &Ctx, next: impl Iterator<Item = &'a Cid>) {
-        if !ctx.fetch {
-            return;
-        }
-        while self.tasks.try_join_next().is_some() {}
-        for cid in next.take(PREFETCH_WINDOW) {
-            if self.tasks.len() >= PREFETCH_WINDOW {
-                break;
-            }
-            if !self.asked.insert(*cid) || ctx.blocks.has_local(cid) {
-                continue;
-            }
-            let blocks = ctx.blocks.clone();
-            let cid = *cid;
-            self.tasks.spawn(async move {
-                let _ = tokio::time::timeout(FETCH_TIMEOUT, blocks.get(&cid)).await;
-            });
-        }
-    }
 }

@@ -1,26 +1,29 @@
 //! Streaming DAG walks: a CARv1 of a path and a `dag-scope`, and the bytes of a UnixFS file
-//! range. Both walk depth-first with an explicit stack (children in link order), hold one
-//! block at a time and push into a bounded channel, so memory stays flat whatever the DAG's
-//! size and a slow client slows the walk down instead of filling memory.
+//! range, both planned by the ipld reader ([`DagWalk`], [`FileRange`]) and pulled one item at
+//! a time into a bounded channel, so memory stays flat whatever the DAG's size and a slow
+//! client slows the walk down instead of filling memory.
 //!
 //! A DAG may reach one block through many links. With `dups=n` a block goes out once and its
 //! subtree is not walked again; where the answer itself repeats (`dups=y`, or the bytes of a
-//! file whose leaves are one block) a block met again is taken from a small per-walk memo,
-//! read and decoded once, so the work is the output's, never a store read per path.
+//! file whose leaves are one block) a block met again comes from a small memo, read once, so
+//! the work is the output's, never a store read per path.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use cid::Cid;
-use hyper::StatusCode;
+use futures::future::{self, BoxFuture, FutureExt, Shared};
+use futures::stream::{FuturesOrdered, StreamExt};
 use ipfs_mount_ipld::cids;
-use ipfs_mount_ipld::unixfs::{FileNode, Node};
+use ipfs_mount_ipld::reader::dag::{self, DagWalk};
+use ipfs_mount_ipld::reader::file::{FileRange, Piece};
+use ipfs_mount_ipld::reader::{self, BlockGetter, Limits, Pull};
+use ipfs_mount_ipld::unixfs::Node;
 use tokio::sync::mpsc;
 
 use super::request::{CarParams, Scope};
-use super::resolve::{self, Ctx, Prefetch, Resolved};
+use super::resolve::{self, AtHand, Ctx, Resolved};
 use super::HttpError;
 
 /// How a walk ended early.
@@ -70,40 +73,6 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
-}
-
-/// Bytes of blocks one walk keeps for a second visit (dropped whole when full: a DAG that
-/// repeats blocks repeats few of them).
-const MEMO_BYTES: usize = 8 << 20;
-
-/// Blocks met in one walk, with what the walk decoded from them.
-struct Memo<T> {
-    map: HashMap<Cid, (Bytes, Arc<T>)>,
-    bytes: usize,
-}
-
-impl<T> Memo<T> {
-    fn new() -> Self {
-        Memo {
-            map: HashMap::new(),
-            bytes: 0,
-        }
-    }
-
-    fn get(&self, cid: &Cid) -> Option<(Bytes, Arc<T>)> {
-        self.map.get(cid).cloned()
-    }
-
-    fn insert(&mut self, cid: Cid, block: Bytes, value: Arc<T>) {
-        let cost = block.len() + 128;
-        if self.bytes + cost > MEMO_BYTES {
-            self.map.clear();
-            self.bytes = 0;
-        }
-        if self.map.insert(cid, (block, value)).is_none() {
-            self.bytes += cost;
-        }
-    }
 }
 
 /// CARv1 output with the `dups` rule and the identity-CID exclusion of the trustless gateway
@@ -159,25 +128,24 @@ pub(super) async fn car(
         out.block(cid, data).await?;
     }
     let (cid, block) = (&resolved.cid, &resolved.block);
+    let entity = |range| dag::Scope::Entity { range };
     match params.scope {
         Scope::Block => {
             out.block(cid, block).await?;
         }
-        Scope::All => walk_all(ctx, &mut out, cid, block, false).await?,
+        Scope::All => dag_walk(ctx, &mut out, cid, block, dag::Scope::All).await?,
         Scope::Entity => match resolve::decode(cid, block) {
             Ok(Node::File(f)) => match params.bytes {
-                None => walk_all(ctx, &mut out, cid, block, false).await?,
+                None => dag_walk(ctx, &mut out, cid, block, entity(None)).await?,
                 Some(eb) => match eb.resolve(f.size) {
                     // empty or outside the file: the root block alone tells the client why
                     None => {
                         out.block(cid, block).await?;
                     }
-                    Some(range) => {
-                        walk_file(ctx, cid, block, range, FileOut::Car(&mut out)).await?;
-                    }
+                    Some(range) => dag_walk(ctx, &mut out, cid, block, entity(Some(range))).await?,
                 },
             },
-            Ok(Node::HamtShard(_)) => walk_all(ctx, &mut out, cid, block, true).await?,
+            Ok(Node::HamtShard(_)) => dag_walk(ctx, &mut out, cid, block, entity(None)).await?,
             // plain directories, symlinks, documents, and blocks we cannot interpret: the
             // block is the entity
             _ => {
@@ -188,171 +156,99 @@ pub(super) async fn car(
     Ok(out.blocks)
 }
 
-/// Depth-first walk from `root` over every link (or, with `shards_only`, over the shard
-/// links of a HAMT: what enumerating the directory needs).
-async fn walk_all(
+/// Blocks a walk asks for ahead of the one it writes.
+const WALK_WINDOW: usize = 16;
+/// Deepest block a `dag-scope=all` walk follows (dag-cbor chains can be long; UnixFS is a
+/// few levels, and entity walks keep the planner's UnixFS bound).
+const ALL_MAX_DEPTH: u32 = 4096;
+
+/// Writes the blocks of `scope` from `root` in depth-first pre-order through the DAG-walk
+/// planner: each block once (`dups=n`), or wherever a link reaches it (`dups=y`, still read
+/// once while the planner's memo holds it).
+async fn dag_walk(
     ctx: &Ctx,
     out: &mut CarOut<'_>,
     root: &Cid,
     root_block: &Bytes,
-    shards_only: bool,
+    scope: dag::Scope,
 ) -> Result<(), WalkEnd> {
-    let mut prefetch = Prefetch::new();
-    // with dups=n a block is never met twice: only dups=y needs the memo
-    let mut memo: Option<Memo<Vec<Cid>>> = out.dups.then(Memo::new);
-    let mut stack: Vec<Cid> = Vec::new();
-    let mut first = Some(root_block.clone());
-    let mut next = Some(*root);
-    while let Some(cid) = next.take().or_else(|| stack.pop()) {
-        if !out.dups && out.sent.contains(&cid) {
-            continue; // sent with its whole subtree: not even read again
-        }
-        let seen = memo.as_ref().and_then(|m| m.get(&cid));
-        let block = match (first.take(), &seen) {
-            (Some(b), _) => b,
-            (None, Some((b, _))) => b.clone(),
-            (None, None) => ctx.get(&cid).await?,
-        };
-        if !out.block(&cid, &block).await? {
-            continue;
-        }
-        let children = match seen {
-            Some((_, children)) => children,
-            None => {
-                let children = Arc::new(if shards_only {
-                    match resolve::decode(&cid, &block) {
-                        Ok(Node::HamtShard(h)) => h.shards().copied().collect(),
-                        _ => Vec::new(),
-                    }
-                } else {
-                    resolve::links(&cid, &block)?
-                });
-                if let Some(m) = memo.as_mut() {
-                    m.insert(cid, block, children.clone());
-                }
-                children
-            }
-        };
-        stack.extend(children.iter().rev().copied());
-        prefetch.ahead(ctx, stack.iter().rev());
+    let mut limits = Limits::default().with_window(WALK_WINDOW, 32 << 20);
+    if scope == dag::Scope::All {
+        limits = limits.with_max_depth(ALL_MAX_DEPTH);
+    }
+    let mut walk = DagWalk::new(*root, scope, limits);
+    if out.dups {
+        walk = walk.with_repeats();
+    }
+    let getter = AtHand::new(ctx, *root, root_block.clone());
+    let mut pull = Pull::new(walk, &getter);
+    while let Some(v) = pull.next().await.map_err(resolve::drive_error)? {
+        out.block(&v.cid, &v.block).await?;
     }
     Ok(())
 }
 
-/// Where a file walk puts what it finds.
-pub(super) enum FileOut<'a, 'b> {
-    /// The blocks (a CAR with `entity-bytes`).
-    Car(&'a mut CarOut<'b>),
-    /// The file bytes in the range (a plain response).
-    Bytes(&'a mut Sink),
-}
+/// Leaves fetched ahead of the bytes being written.
+const LEAF_WINDOW: usize = 16;
 
-/// Walks the blocks of the UnixFS file `root` that hold bytes `first..=last`, in file order.
-/// Every node's size is checked against what its parent says, so a short or inconsistent DAG
-/// ends the stream instead of shifting bytes.
-pub(super) async fn walk_file(
+type Leaf<'a> = BoxFuture<'a, Result<Bytes, HttpError>>;
+
+/// Writes bytes `first..=last` of the UnixFS file `root` (of `size` bytes), planned by the
+/// file-range planner: every node's size is checked against what its parent declared and
+/// every leaf's length against its parent's, so a short or inconsistent DAG ends the stream
+/// instead of shifting bytes. A leaf named by many links (a file of repeated chunks) is read
+/// once while it is among the last few read.
+pub(super) async fn file_bytes(
     ctx: &Ctx,
     root: &Cid,
     root_block: &Bytes,
+    size: u64,
     (first, last): (u64, u64),
-    mut out: FileOut<'_, '_>,
+    sink: &mut Sink,
 ) -> Result<(), WalkEnd> {
-    struct Item {
-        cid: Cid,
-        offset: u64,
-        size: Option<u64>,
+    let getter = AtHand::new(ctx, *root, root_block.clone());
+    let limits = Limits::default().with_window(WALK_WINDOW, 32 << 20);
+    let planner = FileRange::new(*root, size, first, last.saturating_add(1), limits);
+    let mut pull = Pull::new(planner, &getter);
+    let mut ahead: FuturesOrdered<Leaf<'_>> = FuturesOrdered::new();
+    let mut recent: HashMap<Cid, Shared<Leaf<'_>>> = HashMap::new();
+    loop {
+        if ahead.len() >= LEAF_WINDOW {
+            if let Some(b) = ahead.next().await {
+                sink.send(b?).await?;
+            }
+            continue;
+        }
+        match pull.next().await.map_err(resolve::drive_error)? {
+            Some(Piece::Inline(b)) => ahead.push_back(future::ready(Ok(b)).boxed()),
+            Some(Piece::Leaf {
+                cid,
+                size,
+                start,
+                end,
+            }) => {
+                if recent.len() >= LEAF_WINDOW * 2 && !recent.contains_key(&cid) {
+                    recent.clear();
+                }
+                let getter = &getter;
+                let leaf = recent
+                    .entry(cid)
+                    .or_insert_with(|| BlockGetter::get(getter, cid).boxed().shared())
+                    .clone();
+                ahead.push_back(
+                    async move {
+                        let data = leaf.await?;
+                        reader::check_leaf(&cid, &data, size).map_err(resolve::read_error)?;
+                        Ok(data.slice(start as usize..end as usize))
+                    }
+                    .boxed(),
+                );
+            }
+            None => break,
+        }
     }
-    let mut prefetch = Prefetch::new();
-    // (cid, window) pairs already walked, with `dups=n`: the window is None when the node is
-    // wholly inside the range (the common case; only the range's two edges are partial)
-    let mut walked: HashSet<(Cid, Option<(u64, u64)>)> = HashSet::new();
-    let mut stack: Vec<Item> = Vec::new();
-    let mut first_block = Some(root_block.clone());
-    let mut next = Some(Item {
-        cid: *root,
-        offset: 0,
-        size: None,
-    });
-    // blocks met again (a file of repeated chunks) are neither read nor decoded again
-    let mut memo: Memo<FileNode> = Memo::new();
-    while let Some(item) = next.take().or_else(|| stack.pop()) {
-        let (block, file) = match memo.get(&item.cid) {
-            Some(hit) => hit,
-            None => {
-                let block = match first_block.take() {
-                    Some(b) => b,
-                    None => ctx.get(&item.cid).await?,
-                };
-                let file = match resolve::decode(&item.cid, &block)? {
-                    Node::File(f) => Arc::new(f),
-                    _ => {
-                        return Err(WalkEnd::Failed(HttpError::new(
-                            StatusCode::NOT_FOUND,
-                            format!("block {} inside a file is not file data", item.cid),
-                        )))
-                    }
-                };
-                memo.insert(item.cid, block.clone(), file.clone());
-                (block, file)
-            }
-        };
-        if item.size.is_some_and(|s| s != file.size) {
-            return Err(WalkEnd::Failed(HttpError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "block {} holds {} file bytes, its parent says {}",
-                    item.cid,
-                    file.size,
-                    item.size.unwrap_or_default()
-                ),
-            )));
-        }
-        let node_end = item.offset + file.size; // exclusive
-        match &mut out {
-            FileOut::Car(car) => {
-                car.block(&item.cid, &block).await?;
-                if !car.dups {
-                    let lo = first.max(item.offset);
-                    let hi = last.min(node_end.saturating_sub(1));
-                    let whole = lo == item.offset && hi + 1 == node_end;
-                    if walked.contains(&(item.cid, None)) {
-                        continue;
-                    }
-                    let key = if whole {
-                        None
-                    } else {
-                        Some((lo - item.offset, hi - item.offset))
-                    };
-                    if !walked.insert((item.cid, key)) {
-                        continue;
-                    }
-                }
-            }
-            FileOut::Bytes(sink) => {
-                let inline_end = item.offset + file.inline.len() as u64;
-                let lo = first.max(item.offset);
-                let hi = (last + 1).min(inline_end);
-                if lo < hi {
-                    let a = (lo - item.offset) as usize;
-                    let b = (hi - item.offset) as usize;
-                    sink.send(file.inline.slice(a..b)).await?;
-                }
-            }
-        }
-        let mut off = item.offset + file.inline.len() as u64;
-        let mut children = Vec::new();
-        for (cid, size) in &file.children {
-            if *size > 0 && off <= last && off + size > first {
-                children.push(Item {
-                    cid: *cid,
-                    offset: off,
-                    size: Some(*size),
-                });
-            }
-            off += size;
-        }
-        stack.extend(children.into_iter().rev());
-        prefetch.ahead(ctx, stack.iter().rev().map(|i| &i.cid));
+    while let Some(b) = ahead.next().await {
+        sink.send(b?).await?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! (`dag-scope=entity` is exactly "the blocks needed to enumerate the directory") and any still
 //! missing are then fetched by the listing planner ([`ipfs_mount_ipld::reader::listing`]), in
 //! parallel, each distinct shard once. A lookup hashes the name and walks only the shards on
-//! its path.
+//! its path ([`ipfs_mount_ipld::reader::path`]).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -13,16 +13,14 @@ use std::sync::Arc;
 
 use cid::Cid;
 use ipfs_mount_fetch::DagScope;
-use ipfs_mount_ipld::hamt::{self, HamtLink, HamtNode, Step};
+use ipfs_mount_ipld::hamt::{HamtLink, HamtNode};
 use ipfs_mount_ipld::reader::listing::{Hidden, Listed};
-use ipfs_mount_ipld::reader::{self, Limits};
-use ipfs_mount_ipld::unixfs::{self, DirNode, Node};
+use ipfs_mount_ipld::reader::path::{PathWalk, Resolved};
+use ipfs_mount_ipld::reader::{self, Limits, Planner, Step};
+use ipfs_mount_ipld::unixfs::DirNode;
 
-use super::error::{Error, Result};
+use super::error::Result;
 use crate::blocks::BlockService;
-
-/// Deepest HAMT we walk: 64 hash bits / 1 bit per level is the theoretical maximum.
-const MAX_HAMT_DEPTH: u32 = 64;
 
 #[derive(Debug, Clone)]
 pub struct ListEntry {
@@ -41,23 +39,35 @@ pub struct Listing {
 }
 
 impl Listing {
-    fn push(&mut self, dir: &Cid, name: Vec<u8>, cid: Cid, tsize: Option<u64>) {
-        if !unixfs::is_safe_name(&name) {
-            tracing::warn!(%dir, name = %String::from_utf8_lossy(&name), "hiding directory entry with an unsafe name");
-            return;
+    /// Adds what the listing planner found (which already hid unsafe and repeated names).
+    fn add(&mut self, dir: &Cid, item: Listed) {
+        match item {
+            Listed::Entry(e) => {
+                self.by_name.insert(e.name.clone(), self.entries.len());
+                self.entries.push(ListEntry {
+                    name: e.name,
+                    cid: e.cid,
+                    tsize: e.tsize,
+                });
+            }
+            Listed::Hidden { name, why } => tracing::warn!(
+                %dir,
+                name = %String::from_utf8_lossy(&name),
+                "hiding directory entry: {}",
+                match why {
+                    Hidden::UnsafeName => "unsafe name",
+                    Hidden::Duplicate => "duplicate name",
+                }
+            ),
         }
-        if self.by_name.contains_key(&name) {
-            tracing::warn!(%dir, name = %String::from_utf8_lossy(&name), "hiding duplicate directory entry");
-            return;
-        }
-        self.by_name.insert(name.clone(), self.entries.len());
-        self.entries.push(ListEntry { name, cid, tsize });
     }
 
+    /// The entries of a plain directory, already decoded (no block is needed).
     pub fn from_directory(cid: &Cid, dir: DirNode) -> Self {
         let mut listing = Listing::default();
-        for e in dir.entries {
-            listing.push(cid, e.name, e.cid, e.tsize);
+        let mut planner = reader::listing::Listing::from_directory(*cid, dir, Limits::default());
+        while let Ok(Step::Item(item)) = planner.next() {
+            listing.add(cid, item);
         }
         listing
     }
@@ -71,36 +81,19 @@ impl Listing {
     }
 }
 
-async fn shard(blocks: &Arc<BlockService>, cid: &Cid) -> Result<HamtNode> {
-    let block = blocks.get(cid).await?;
-    match unixfs::decode_node_shared(cid, &block).map_err(|e| Error::corrupt(cid, e))? {
-        Node::HamtShard(h) => Ok(h),
-        _ => Err(Error::Corrupt {
-            cid: *cid,
-            cause: "HAMT link points to a block that is not a shard".into(),
-        }),
-    }
-}
-
-/// Looks `name` up in a sharded directory, fetching only the shards on the name's hash path.
+/// Looks `name` up in a sharded directory, fetching only the shards on the name's hash path
+/// (through the reader's path planner, which bounds the depth and checks each shard).
 pub async fn hamt_find(
     blocks: &Arc<BlockService>,
     dir: &Cid,
     root: &HamtNode,
     name: &[u8],
 ) -> Result<Option<(Cid, Option<u64>)>> {
-    let mut current: Option<HamtNode> = None;
-    for depth in 0..MAX_HAMT_DEPTH {
-        let node = current.as_ref().unwrap_or(root);
-        match hamt::lookup_step(node, name, depth).map_err(|e| Error::corrupt(dir, e))? {
-            Step::Found { cid, tsize } => return Ok(Some((cid, tsize))),
-            Step::NotFound => return Ok(None),
-            Step::Descend { cid } => current = Some(shard(blocks, &cid).await?),
-        }
-    }
-    Err(Error::Corrupt {
-        cid: *dir,
-        cause: "HAMT deeper than 64 levels".into(),
+    let planner = PathWalk::from_hamt_root(*dir, root, vec![name.to_vec()], Limits::default())?;
+    let found = reader::drive::collect(planner, blocks.as_ref()).await?;
+    Ok(match found.into_iter().next() {
+        Some(Resolved::Found { cid, tsize }) => Some((cid, tsize)),
+        _ => None,
     })
 }
 
@@ -136,18 +129,7 @@ pub async fn hamt_listing(
         reader::listing::Listing::from_hamt_root(*dir, root.clone(), Limits::default());
     let mut listing = Listing::default();
     reader::drive::run(&mut planner, blocks.as_ref(), |item| {
-        match item {
-            Listed::Entry(e) => listing.push(dir, e.name, e.cid, e.tsize),
-            Listed::Hidden { name, why } => tracing::warn!(
-                %dir,
-                name = %String::from_utf8_lossy(&name),
-                "hiding directory entry: {}",
-                match why {
-                    Hidden::UnsafeName => "unsafe name",
-                    Hidden::Duplicate => "duplicate name",
-                }
-            ),
-        }
+        listing.add(dir, item);
         ControlFlow::Continue(())
     })
     .await?;

@@ -26,6 +26,7 @@ mod dataset;
 mod dir;
 pub mod error;
 mod file;
+mod prefetch;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -45,8 +46,8 @@ use crate::datasets::{Dataset, Datasets, DsError, NodeId, ROOT_NODE};
 use dataset::dataset_kind;
 pub use dir::Listing;
 pub use error::{Error, Result};
-use file::{Prefetch, Prefetcher};
 use ipfs_mount_fetch::DagScope;
+use prefetch::{Prefetch, Prefetcher};
 
 pub type InodeNo = u64;
 pub const ROOT_INO: InodeNo = 1;
@@ -233,6 +234,21 @@ pub(crate) fn file_node_cache(
     // the item estimate only sizes the tables: a node of ~100 links
     let estimated_items = (bytes / 8192).clamp(16, 1 << 20) as usize;
     quick_cache::sync::Cache::with_weighter(estimated_items, bytes, FileNodeWeighter)
+}
+
+/// The tree's cache of decoded interior nodes, as the reader's file planner sees it.
+pub(crate) struct Nodes<'a>(
+    pub &'a quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>, FileNodeWeighter>,
+);
+
+impl ipfs_mount_ipld::reader::file::NodeCache for Nodes<'_> {
+    fn get(&self, cid: &Cid) -> Option<Arc<unixfs::FileNode>> {
+        self.0.get(cid)
+    }
+
+    fn insert(&self, cid: Cid, node: Arc<unixfs::FileNode>) {
+        self.0.insert(cid, node);
+    }
 }
 
 impl Default for TreeConfig {

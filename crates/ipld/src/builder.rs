@@ -164,6 +164,22 @@ impl ImportProfile {
     }
 }
 
+/// Why a directory entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirError {
+    /// Empty, `.`, `..`, or containing `/` or NUL.
+    #[error("invalid directory entry name {:?}", String::from_utf8_lossy(.0))]
+    BadName(Vec<u8>),
+    /// `name`'s murmur3 hash equals `other`'s (in every bit a HAMT can use), so a sharded
+    /// directory cannot hold both.
+    #[error(
+        "directory entry {:?} has the HAMT hash of {:?}",
+        String::from_utf8_lossy(.name),
+        String::from_utf8_lossy(.other)
+    )]
+    HashCollision { name: Vec<u8>, other: Vec<u8> },
+}
+
 /// A built DAG: its root and every block, leaves first.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -280,15 +296,15 @@ pub fn build_directory_auto(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportPro
 /// [`build_directory_auto`] without the panic: a sharded directory in which two names share
 /// every hash bit the fanout can use (all 64 bits of their murmur3 hash at fanout 16 or
 /// 256) cannot be built, by us or by Kubo ("sharded directory too deep"), and is reported as
-/// [`DirError::HashCollision`](crate::dirtree::DirError::HashCollision) with two of those
+/// [`DirError::HashCollision`] with two of those
 /// names.
 pub fn try_build_directory_auto(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
-) -> Result<Built, crate::dirtree::DirError> {
+) -> Result<Built, DirError> {
     let entries = dedup_entries(entries);
     if profile.needs_sharding(&entries) {
-        build_hamt_sorted(&entries, profile, crate::dirtree::murmur_hash)
+        build_hamt_sorted(&entries, profile, hamt::murmur_hash)
     } else {
         Ok(build_directory(&entries, profile))
     }
@@ -306,17 +322,17 @@ pub fn build_directory_auto_counting(
 }
 
 /// [`build_directory_auto_counting`] with names the HAMT cannot separate reported as
-/// [`DirError::HashCollision`](crate::dirtree::DirError::HashCollision) instead of a panic.
+/// [`DirError::HashCollision`] instead of a panic.
 pub fn try_build_directory_auto_counting(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
     counted: impl Fn(&(Vec<u8>, Cid, u64)) -> bool,
-) -> Result<Built, crate::dirtree::DirError> {
+) -> Result<Built, DirError> {
     let entries = dedup_entries(entries);
     let in_estimate: Vec<(Vec<u8>, Cid, u64)> =
         entries.iter().filter(|e| counted(e)).cloned().collect();
     if profile.needs_sharding(&in_estimate) {
-        build_hamt_sorted(&entries, profile, crate::dirtree::murmur_hash)
+        build_hamt_sorted(&entries, profile, hamt::murmur_hash)
     } else {
         Ok(build_directory(&entries, profile))
     }
@@ -335,19 +351,15 @@ pub fn build_hamt(entries: &[(Vec<u8>, Cid, u64)], profile: &ImportProfile) -> B
 }
 
 /// [`build_hamt`], with names the HAMT cannot separate reported as
-/// [`DirError::HashCollision`](crate::dirtree::DirError::HashCollision) instead of a panic.
+/// [`DirError::HashCollision`] instead of a panic.
 ///
 /// # Panics
 /// If `profile.fanout` is not a power of two in `8..=1024`.
 pub fn try_build_hamt(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
-) -> Result<Built, crate::dirtree::DirError> {
-    build_hamt_sorted(
-        &dedup_entries(entries),
-        profile,
-        crate::dirtree::murmur_hash,
-    )
+) -> Result<Built, DirError> {
+    build_hamt_sorted(&dedup_entries(entries), profile, hamt::murmur_hash)
 }
 
 /// [`try_build_hamt`] with another name hash (tests force collisions with it).
@@ -355,16 +367,16 @@ pub fn try_build_hamt(
 pub(crate) fn try_build_hamt_with_hash(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
-    hash: crate::dirtree::NameHash,
-) -> Result<Built, crate::dirtree::DirError> {
+    hash: hamt::NameHash,
+) -> Result<Built, DirError> {
     build_hamt_sorted(&dedup_entries(entries), profile, hash)
 }
 
 fn build_hamt_sorted(
     entries: &[(Vec<u8>, Cid, u64)],
     profile: &ImportProfile,
-    hash: crate::dirtree::NameHash,
-) -> Result<Built, crate::dirtree::DirError> {
+    hash: hamt::NameHash,
+) -> Result<Built, DirError> {
     let fanout = profile.fanout;
     assert!(
         fanout.is_power_of_two() && (hamt::MIN_FANOUT..=hamt::MAX_FANOUT).contains(&fanout),
@@ -392,16 +404,16 @@ fn shard_node(
     items: &[&(Vec<u8>, Cid, u64)],
     depth: u32,
     profile: &ImportProfile,
-    hash: crate::dirtree::NameHash,
+    hash: hamt::NameHash,
     blocks: &mut Vec<(Cid, Bytes)>,
-) -> Result<(Cid, u64), crate::dirtree::DirError> {
+) -> Result<(Cid, u64), DirError> {
     let fanout = profile.fanout;
     let bits = hamt::bits_per_level(fanout);
     let mut buckets: Vec<(u32, &Entry)> = Vec::with_capacity(items.len());
     for e in items {
-        let Some(index) = crate::dirtree::bucket_at(hash(&e.0), depth, bits) else {
+        let Some(index) = hamt::bucket_at(hash(&e.0), depth, bits) else {
             // depth > 0, so `items` holds 2+ names sharing all the hash bits there are
-            return Err(crate::dirtree::DirError::HashCollision {
+            return Err(DirError::HashCollision {
                 name: e.0.clone(),
                 other: items
                     .iter()

@@ -87,7 +87,9 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use cid::Cid;
 
+pub use crate::builder::DirError;
 use crate::builder::{ImportProfile, ShardEstimate};
+use crate::hamt::{murmur_hash, NameHash};
 use crate::pb::{self, WIRE_LEN};
 use crate::unixfs::{DataType, UnixFsData};
 use crate::{cids, codec, hamt, mh};
@@ -95,40 +97,6 @@ use crate::{cids, codec, hamt, mh};
 /// Leading hash bits in which any two entries of a [`DirBuilder`] differ (see the module
 /// documentation): the fewest bits a HAMT of any allowed fanout (8..=1024) can consume.
 pub const SEPARATING_BITS: u32 = 60;
-
-/// Why a directory entry was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DirError {
-    /// Empty, `.`, `..`, or containing `/` or NUL.
-    #[error("invalid directory entry name {:?}", String::from_utf8_lossy(.0))]
-    BadName(Vec<u8>),
-    /// `name`'s murmur3 hash equals `other`'s (in every bit a HAMT can use), so a sharded
-    /// directory cannot hold both.
-    #[error(
-        "directory entry {:?} has the HAMT hash of {:?}",
-        String::from_utf8_lossy(.name),
-        String::from_utf8_lossy(.other)
-    )]
-    HashCollision { name: Vec<u8>, other: Vec<u8> },
-}
-
-/// The function placing names in the HAMT (murmur3 in production; tests force collisions).
-pub(crate) type NameHash = fn(&[u8]) -> u64;
-
-/// The HAMT name hash as an integer: [`hamt::hash_name`] read big-endian.
-pub(crate) fn murmur_hash(name: &[u8]) -> u64 {
-    u64::from_be_bytes(hamt::hash_name(name))
-}
-
-/// Bucket of a name with hash `hash` at `depth` in a HAMT of `2^bits` fanout, or `None`
-/// when the hash has no `bits` bits left at that depth.
-pub(crate) fn bucket_at(hash: u64, depth: u32, bits: u32) -> Option<u32> {
-    let start = depth.checked_mul(bits)?;
-    if bits == 0 || start.checked_add(bits)? > 64 {
-        return None;
-    }
-    Some(((hash << start) >> (64 - bits)) as u32)
-}
 
 /// The result of [`DirBuilder::build`]: what a parent directory links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -682,6 +650,7 @@ impl<'a> ShardBuild<'a> {
 mod tests {
     use super::*;
     use crate::builder::{build_directory_auto, build_file, try_build_hamt_with_hash, Built};
+    use crate::hamt::bucket_at;
     use crate::unixfs::{decode_node, Node};
     use std::collections::HashSet;
     use std::time::Instant;

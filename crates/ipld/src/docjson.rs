@@ -4,7 +4,7 @@ use cid::Cid;
 use ipld_core::ipld::Ipld;
 
 use crate::codec;
-use crate::unixfs::UnixFsError;
+use crate::unixfs::data::UnixFsError;
 
 /// Deepest CBOR nesting (arrays, maps, tags) accepted; deeper input is an error rather
 /// than a risk of stack exhaustion in the recursive decoder. JSON is limited by

@@ -15,7 +15,7 @@ use cid::Cid;
 
 use crate::dagpb::PbLink;
 use crate::mh;
-use crate::unixfs::{UnixFsData, UnixFsError, UnixTime};
+use crate::unixfs::data::{UnixFsData, UnixFsError, UnixTime};
 
 /// Smallest fanout accepted (boxo's bitfield works in whole bytes).
 pub const MIN_FANOUT: u32 = 8;
@@ -98,6 +98,24 @@ pub fn hash_name(name: &[u8]) -> [u8; 8] {
     let mut r = name;
     let h = murmur3::murmur3_x64_128(&mut r, 0).unwrap_or(0);
     (h as u64).to_be_bytes()
+}
+
+/// The function placing names in the HAMT (murmur3 in production; tests force collisions).
+pub(crate) type NameHash = fn(&[u8]) -> u64;
+
+/// The HAMT name hash as an integer: [`hash_name`] read big-endian.
+pub(crate) fn murmur_hash(name: &[u8]) -> u64 {
+    u64::from_be_bytes(hash_name(name))
+}
+
+/// Bucket of a name with hash `hash` at `depth` in a HAMT of `2^bits` fanout, or `None`
+/// when the hash has no `bits` bits left at that depth.
+pub(crate) fn bucket_at(hash: u64, depth: u32, bits: u32) -> Option<u32> {
+    let start = depth.checked_mul(bits)?;
+    if bits == 0 || start.checked_add(bits)? > 64 {
+        return None;
+    }
+    Some(((hash << start) >> (64 - bits)) as u32)
 }
 
 /// Bucket index of `name` at `depth` for a shard of `fanout`.
@@ -253,7 +271,7 @@ pub fn lookup_step(node: &HamtNode, name: &[u8], depth: u32) -> Result<Step, Uni
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unixfs::DataType;
+    use crate::unixfs::data::DataType;
     use bytes::Bytes;
 
     fn cid() -> Cid {

@@ -1,6 +1,9 @@
 //! Pure codecs for ipfs-mount: CIDs, dag-pb, UnixFS, HAMT shards, CAR streams and
 //! dag-cbor/dag-json rendering.
 //!
+//! Modules layer without cycles: `pb`, `cids`, `dagpb` < `unixfs::data` < `hamt`, `docjson`
+//! < `unixfs` < `car`, `builder` (with `filewriter`) < `dirtree`, `reader`.
+//!
 //! Everything here is a function over bytes: no I/O, no global state (the one async function,
 //! [`reader::drive::run`], only awaits futures its caller supplies).
 //! Malformed input is always reported as an error value (never a panic), and no
@@ -14,13 +17,16 @@
 //!   identity CIDs, block-store keys; [`VerifiedBlock`]: bytes hashed against their CID, the
 //!   only form in which block sources hand blocks over.
 //! - [`dagpb`]: strict dag-pb decoding and canonical encoding (`PBNode`/`PBLink`).
-//! - [`unixfs`]: the UnixFS `Data` message (decode/encode, including mode and mtime) and
-//!   [`unixfs::decode_node`], which turns any block into a filesystem [`unixfs::Node`].
-//! - [`hamt`]: UnixFS HAMT shard nodes, the murmur3 name hash and one-step lookup.
+//! - [`unixfs::data`]: the UnixFS `Data` message (decode/encode, including mode and mtime)
+//!   and [`unixfs::UnixFsError`]; [`unixfs`] itself: [`unixfs::decode_node`], which turns any
+//!   block into a filesystem [`unixfs::Node`] (using [`hamt`] and [`docjson`]).
+//! - [`hamt`]: UnixFS HAMT shard nodes, the murmur3 name hash, bucket placement and one-step
+//!   lookup.
 //! - [`builder`]: UnixFS import (files, directories, HAMTs) with Kubo's and Helia's CIDs;
-//!   [`dirtree`]: one directory kept across changes, re-encoding only the changed shards.
-//! - [`reader`]: I/O-free UnixFS walks (file ranges, directory/HAMT listings, path walks,
-//!   whole-DAG walks) as state machines the caller feeds with blocks, with the safety checks
+//!   [`dirtree`]: one directory kept across changes, re-encoding only the changed shards
+//!   (built on [`builder`], never the other way).
+//! - [`reader`]: I/O-free UnixFS walks (file ranges, a file's leaves, directory/HAMT listings,
+//!   path walks, whole-DAG walks) as state machines the caller feeds with blocks, with the safety checks
 //!   (depth, sizes, safe names, each distinct block once) in one place; the [`reader::BlockGetter`]
 //!   trait and sync/async drivers. The module itself does no I/O; its async driver only
 //!   awaits the getter's futures.

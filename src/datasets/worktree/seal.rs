@@ -376,8 +376,9 @@ pub(super) fn push_run(runs: &mut LeafRuns, leaf: Leaf, n: u64) {
 }
 
 /// The leaves of a sealed file that an append can keep: every leading full chunk, when the file
-/// was built with this profile's chunker (same leaf codec, full-size leaves). Identical subtrees
-/// (the holes of a sparse file) are expanded once, so this costs the distinct blocks.
+/// was built with this profile's chunker (same leaf codec, full-size leaves). The reader's leaf
+/// planner expands identical subtrees (the holes of a sparse file) once, so this costs the
+/// distinct blocks. `None` when a block is missing or the DAG is not this chunker's layout.
 pub(super) fn reusable_leaves(
     blocks: &BlockService,
     profile: &ImportProfile,
@@ -392,76 +393,37 @@ pub(super) fn reusable_leaves(
     } else {
         codec::DAG_PB
     };
-    // Post-order walk with a memo of expanded subtrees (by CID).
-    let mut memo: HashMap<Cid, LeafRuns> = HashMap::new();
-    enum Step {
-        Enter(Leaf),
-        Leave(Cid, Vec<Leaf>),
-    }
-    let root = Leaf {
-        cid: sealed.cid,
-        size: sealed.size,
-        tsize: sealed.tsize,
-    };
-    let mut stack = vec![Step::Enter(root)];
-    let mut depth_guard = 0usize;
-    while let Some(step) = stack.pop() {
-        depth_guard += 1;
-        if depth_guard > 50_000_000 {
+    let planner = reader::leaves::Leaves::new(
+        sealed.cid,
+        sealed.size,
+        Some(sealed.tsize),
+        reader::Limits::default(),
+    );
+    let runs = match reader::drive::collect_local(planner, blocks) {
+        Ok(runs) => runs?,
+        Err(e) => {
+            tracing::debug!(cid = %sealed.cid, "sealed file's leaves not reusable: {e}");
             return None;
         }
-        match step {
-            Step::Enter(node) => {
-                if memo.contains_key(&node.cid) {
-                    continue;
+    };
+    let mut all: LeafRuns = Vec::new();
+    for run in runs {
+        match run {
+            reader::leaves::Run::Leaf { leaf, count } => {
+                if leaf.cid.codec() == codec::DAG_PB && leaf_codec != codec::DAG_PB {
+                    return None; // dag-pb leaves under a raw-leaf profile
                 }
-                if node.cid.codec() == codec::RAW {
-                    memo.insert(node.cid, vec![(node, 1)]);
-                    continue;
-                }
-                let block = blocks.get_local(&node.cid).ok()??;
-                let f = match unixfs::decode_node_shared(&node.cid, &block).ok()? {
-                    Node::File(f) => f,
-                    _ => return None,
+                let leaf = Leaf {
+                    cid: leaf.cid,
+                    size: leaf.size,
+                    tsize: leaf.tsize.unwrap_or(0),
                 };
-                if f.children.is_empty() {
-                    if leaf_codec != codec::DAG_PB {
-                        return None;
-                    }
-                    memo.insert(node.cid, vec![(node, 1)]);
-                    continue;
-                }
-                if !f.inline.is_empty() {
-                    return None; // data in an interior node: not this chunker's layout
-                }
-                let links = dagpb::decode_shared(&block).ok()?.links;
-                let children: Vec<Leaf> = f
-                    .children
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (c, size))| Leaf {
-                        cid: *c,
-                        size: *size,
-                        tsize: links.get(i).and_then(|l| l.tsize).unwrap_or(0),
-                    })
-                    .collect();
-                stack.push(Step::Leave(node.cid, children.clone()));
-                for c in children.into_iter().rev() {
-                    stack.push(Step::Enter(c));
-                }
+                push_run(&mut all, leaf, count);
             }
-            Step::Leave(cid, children) => {
-                let mut runs = Vec::new();
-                for c in &children {
-                    for (l, n) in memo.get(&c.cid)? {
-                        push_run(&mut runs, *l, *n);
-                    }
-                }
-                memo.insert(cid, runs);
-            }
+            // data in an interior node: not this chunker's layout
+            reader::leaves::Run::Inline(_) => return None,
         }
     }
-    let all = memo.remove(&sealed.cid)?;
     // Keep the leading full chunks (all but a partial last one).
     let mut keep: LeafRuns = Vec::new();
     for (l, n) in all {

@@ -8,6 +8,10 @@
 //! indexes, whose lexicographic order is pre-order, and an item is yielded only when it is the
 //! first pending visit. Blocks further along are asked for while the first one is awaited, up
 //! to the window.
+//!
+//! [`DagWalk::with_repeats`] yields a block again wherever another link reaches it (the
+//! trustless gateway's `dups=y`), from a small memo of blocks: the answer repeats, the reads
+//! do not (while the memo holds the block).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,6 +30,9 @@ pub const UNKNOWN_BLOCK_BYTES: u64 = 256 << 10;
 const MAX_BLOCK_ESTIMATE: u64 = 4 << 20;
 /// Pending visits looked at to find the next block to ask for.
 const SCAN: usize = 4096;
+/// Bytes of blocks a walk with repeats keeps for their next visit (dropped whole when full: a
+/// DAG that repeats blocks repeats few of them).
+const REPEAT_MEMO_BYTES: usize = 8 << 20;
 
 /// The links of a dag-cbor/dag-json document in the order of its canonical encoding: dag-cbor
 /// map keys shorter first, then bytewise; dag-json keys bytewise. Nesting deeper than the
@@ -100,6 +107,9 @@ pub struct DagWalk {
     expanded: HashSet<(Cid, Option<(u64, u64)>)>,
     asked: u64,
     not_followed: u64,
+    /// With repeats: the blocks yielded, for their next visit (every yielded CID is here).
+    repeats: Option<HashMap<Cid, Bytes>>,
+    repeat_bytes: usize,
 }
 
 impl DagWalk {
@@ -133,6 +143,34 @@ impl DagWalk {
             expanded: HashSet::new(),
             asked: 0,
             not_followed: 0,
+            repeats: None,
+            repeat_bytes: 0,
+        }
+    }
+
+    /// Yields a block again each time a link reaches it, in pre-order (with its subtree
+    /// walked again), instead of once. A block is asked for once while a memo of 8 MiB of
+    /// blocks holds it; when the memo is full it is emptied, and a block
+    /// reached again after that is asked for again (the one exception to "asked once").
+    /// [`Limits::max_blocks`] bounds the blocks yielded, repeats included.
+    pub fn with_repeats(mut self) -> Self {
+        self.repeats = Some(HashMap::new());
+        self
+    }
+
+    /// Notes a block just yielded, for a walk with repeats.
+    fn remember(&mut self, cid: Cid, block: &Bytes) {
+        let Some(memo) = self.repeats.as_mut() else {
+            return;
+        };
+        let cost = block.len() + 128;
+        if self.repeat_bytes + cost > REPEAT_MEMO_BYTES {
+            memo.clear();
+            self.yielded.clear();
+            self.repeat_bytes = 0;
+        }
+        if memo.insert(cid, block.clone()).is_none() {
+            self.repeat_bytes += cost;
         }
     }
 
@@ -163,7 +201,10 @@ impl DagWalk {
                 });
             }
         }
-        if self.ranged() && !self.expanded.insert((visit.cid, visit.range)) {
+        if self.ranged()
+            && self.repeats.is_none()
+            && !self.expanded.insert((visit.cid, visit.range))
+        {
             return Ok(());
         }
         let (from, to) = visit.range.unwrap_or((0, u64::MAX));
@@ -373,6 +414,23 @@ impl Planner for DagWalk {
             let cid = entry.get().cid;
             if self.yielded.contains(&cid) {
                 let (path, visit) = entry.remove_entry();
+                if let Some(block) = self.repeats.as_ref().and_then(|m| m.get(&cid)).cloned() {
+                    // a repeat counts as a block: a few blocks can name each other
+                    // exponentially often
+                    self.asked += 1;
+                    if self.asked > self.limits.max_blocks {
+                        return Err(ReadError::TooManyBlocks {
+                            cid: self.root,
+                            limit: self.limits.max_blocks,
+                        });
+                    }
+                    self.expand(&path, &visit, &block)?;
+                    return Ok(Step::Item(Visited {
+                        cid,
+                        block,
+                        depth: path.len() as u32,
+                    }));
+                }
                 // A ranged walk may need other children of a file node seen before.
                 if self.ranged()
                     && visit.range.is_some()
@@ -394,6 +452,7 @@ impl Planner for DagWalk {
                 continue;
             };
             self.window_bytes = self.window_bytes.saturating_sub(estimate);
+            self.remember(cid, &block);
             self.yielded.insert(cid);
             self.expand(&path, &visit, &block)?;
             return Ok(Step::Item(Visited {

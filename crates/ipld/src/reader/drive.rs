@@ -1,12 +1,14 @@
 //! Block access for the planners: the [`BlockGetter`] trait callers implement, a sync driver
 //! over local blocks ([`run_local`], [`collect_local`]) and an async one that keeps the
-//! planner's window of fetches in flight ([`run`], [`collect`]).
+//! planner's window of fetches in flight ([`run`], [`collect`], and [`Pull`] for callers that
+//! await between items).
 
 use std::future::Future;
 use std::ops::ControlFlow;
 
 use bytes::Bytes;
 use cid::Cid;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::{Planner, ReadError, Step};
@@ -112,4 +114,56 @@ pub async fn collect<P: Planner, G: BlockGetter>(
     })
     .await?;
     Ok(items)
+}
+
+/// A planner driven one item at a time, with its window of fetches in flight: for callers
+/// that await between items (a response body that waits for its reader). Fetches progress
+/// while [`Pull::next`] is awaited (and on their own if the getter's futures run elsewhere).
+pub struct Pull<'g, P: Planner, G: BlockGetter> {
+    planner: P,
+    getter: &'g G,
+    inflight: FuturesUnordered<Fetch<'g, G::Error>>,
+}
+
+/// A fetch in flight: the CID and what the getter answered.
+type Fetch<'g, E> = BoxFuture<'g, (Cid, Result<Bytes, E>)>;
+
+impl<'g, P: Planner, G: BlockGetter + Sync> Pull<'g, P, G>
+where
+    G::Error: Send,
+{
+    pub fn new(planner: P, getter: &'g G) -> Self {
+        Pull {
+            planner,
+            getter,
+            inflight: FuturesUnordered::new(),
+        }
+    }
+
+    /// The next item; `Ok(None)` when the walk is complete.
+    pub async fn next(&mut self) -> Result<Option<P::Item>, DriveError<G::Error>> {
+        loop {
+            match self.planner.next()? {
+                Step::Need(cid) => {
+                    let fut = self.getter.get(cid);
+                    self.inflight
+                        .push(Box::pin(async move { (cid, fut.await) }));
+                }
+                Step::Item(item) => return Ok(Some(item)),
+                Step::Wait => {
+                    let Some((cid, result)) = self.inflight.next().await else {
+                        return Err(DriveError::Stalled);
+                    };
+                    self.planner
+                        .provide(&cid, result.map_err(DriveError::Get)?)?;
+                }
+                Step::Done => return Ok(None),
+            }
+        }
+    }
+
+    /// The planner (to ask it what it counted).
+    pub fn planner(&self) -> &P {
+        &self.planner
+    }
 }

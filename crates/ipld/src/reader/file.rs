@@ -8,6 +8,12 @@
 //! against what its parent declared (the root's against the file size), so a lying DAG is an
 //! error, never short or shifted data. A node reached several times (a file of repeated
 //! chunks) is asked for once.
+//!
+//! A caller that keeps decoded interior nodes between reads hands the planner its cache
+//! ([`FileRange::with_cache`], a [`NodeCache`]): a node found there is not asked for, and a
+//! node with children the planner decodes is put there. A caller that wants the blocks and
+//! not the bytes (read-ahead) may [`FileRange::skip`] a node it asked for: the planner then
+//! takes it for a leaf it need not look into.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +53,24 @@ impl Piece {
     }
 }
 
+/// Decoded file nodes a caller keeps between reads (interior nodes: few, and on the path of
+/// every read of their part of the file).
+pub trait NodeCache: Sync {
+    /// The decoded node, if the cache holds it.
+    fn get(&self, cid: &Cid) -> Option<Arc<FileNode>>;
+    /// A node with children that the planner decoded.
+    fn insert(&self, cid: Cid, node: Arc<FileNode>);
+}
+
+/// A dag-pb node of the walk.
+enum Slot {
+    /// Asked for, not provided yet.
+    Asked,
+    Decoded(Arc<FileNode>),
+    /// The caller skipped it ([`FileRange::skip`]).
+    Skipped,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     cid: Cid,
@@ -58,19 +82,20 @@ struct Pending {
 }
 
 /// Plans a read; see the [module docs](self).
-pub struct FileRange {
+pub struct FileRange<'c> {
     limits: Limits,
     from: u64,
     to: u64,
     /// Nodes still to visit; the top is next in file order.
     stack: Vec<Pending>,
-    /// dag-pb nodes asked for: `None` while in flight.
-    nodes: HashMap<Cid, Option<Arc<FileNode>>>,
+    /// dag-pb nodes asked for or handed over.
+    nodes: HashMap<Cid, Slot>,
+    cache: Option<&'c dyn NodeCache>,
     outstanding: usize,
     asked: u64,
 }
 
-impl FileRange {
+impl<'c> FileRange<'c> {
     /// Bytes `[from, to)` (clamped to `file_size`) of the file `root` of `file_size` bytes.
     pub fn new(root: Cid, file_size: u64, from: u64, to: u64, limits: Limits) -> Self {
         let to = to.min(file_size);
@@ -90,24 +115,45 @@ impl FileRange {
             to,
             stack,
             nodes: HashMap::new(),
+            cache: None,
             outstanding: 0,
             asked: 0,
         }
     }
 
-    /// Hands over a node already decoded (from a cache): it is not asked for.
+    /// Hands over a node already decoded: it is not asked for.
     pub fn with_node(mut self, cid: Cid, node: Arc<FileNode>) -> Self {
-        self.nodes.insert(cid, Some(node));
+        self.nodes.insert(cid, Slot::Decoded(node));
         self
+    }
+
+    /// Looks nodes up in `cache` before asking for them, and puts the nodes with children it
+    /// decodes there. Only what the walk reaches is looked up.
+    pub fn with_cache(mut self, cache: &'c dyn NodeCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The caller will not provide `cid`, asked for and not yet provided: the walk goes on as
+    /// if it were a leaf whose bytes nobody needs (no piece comes out for it). For callers that
+    /// want blocks, not bytes: a node already held need not be read to be prefetched.
+    pub fn skip(&mut self, cid: &Cid) {
+        if let Some(slot @ Slot::Asked) = self.nodes.get_mut(cid) {
+            *slot = Slot::Skipped;
+            self.outstanding -= 1;
+        }
     }
 
     /// The dag-pb nodes decoded so far that have children (for a cache of interior nodes).
     pub fn interior_nodes(&self) -> impl Iterator<Item = (&Cid, &Arc<FileNode>)> {
-        self.nodes.iter().filter_map(|(c, n)| {
-            n.as_ref()
-                .filter(|n| !n.children.is_empty())
-                .map(|n| (c, n))
+        self.nodes.iter().filter_map(|(c, n)| match n {
+            Slot::Decoded(n) if !n.children.is_empty() => Some((c, n)),
+            _ => None,
         })
+    }
+
+    fn cached(&self, cid: &Cid) -> Option<Arc<FileNode>> {
+        self.cache.and_then(|c| c.get(cid))
     }
 
     fn ask(&mut self, cid: Cid) -> Result<Step<Piece>, ReadError> {
@@ -118,7 +164,7 @@ impl FileRange {
                 limit: self.limits.max_blocks,
             });
         }
-        self.nodes.insert(cid, None);
+        self.nodes.insert(cid, Slot::Asked);
         self.outstanding += 1;
         Ok(Step::Need(cid))
     }
@@ -134,7 +180,11 @@ impl FileRange {
             .iter()
             .rev()
             .take(window.saturating_mul(4))
-            .find(|p| p.cid.codec() != codec::RAW && !self.nodes.contains_key(&p.cid))
+            .find(|p| {
+                p.cid.codec() != codec::RAW
+                    && !self.nodes.contains_key(&p.cid)
+                    && self.cached(&p.cid).is_none()
+            })
             .map(|p| p.cid);
         match next {
             Some(cid) => self.ask(cid),
@@ -143,7 +193,7 @@ impl FileRange {
     }
 }
 
-impl Planner for FileRange {
+impl Planner for FileRange<'_> {
     type Item = Piece;
 
     fn next(&mut self) -> Result<Step<Piece>, ReadError> {
@@ -169,9 +219,16 @@ impl Planner for FileRange {
                 }));
             }
             let node = match self.nodes.get(&top.cid) {
-                Some(Some(n)) => n.clone(),
-                Some(None) => return self.lookahead(),
-                None => return self.ask(top.cid),
+                Some(Slot::Decoded(n)) => n.clone(),
+                Some(Slot::Asked) => return self.lookahead(),
+                Some(Slot::Skipped) => {
+                    self.stack.pop();
+                    continue;
+                }
+                None => match self.cached(&top.cid) {
+                    Some(n) => n,
+                    None => return self.ask(top.cid),
+                },
             };
             self.stack.pop();
             if node.size != top.declared {
@@ -209,13 +266,17 @@ impl Planner for FileRange {
     }
 
     fn provide(&mut self, cid: &Cid, block: Bytes) -> Result<(), ReadError> {
-        let Some(slot @ None) = self.nodes.get_mut(cid) else {
+        let Some(slot @ Slot::Asked) = self.nodes.get_mut(cid) else {
             return Ok(());
         };
         self.outstanding -= 1;
         match unixfs::decode_node_shared(cid, &block) {
             Ok(Node::File(f)) => {
-                *slot = Some(Arc::new(f));
+                let node = Arc::new(f);
+                if let Some(cache) = self.cache.filter(|_| !node.children.is_empty()) {
+                    cache.insert(*cid, node.clone());
+                }
+                *slot = Slot::Decoded(node);
                 Ok(())
             }
             Ok(_) => Err(ReadError::NotFile { cid: *cid }),

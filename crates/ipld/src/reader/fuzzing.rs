@@ -5,17 +5,19 @@
 //! map. Used by `fuzz/fuzz_targets/reader_walks.rs` and the unit tests; not a stable API.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cid::{Cid, Version};
 
 use super::dag::{DagWalk, Scope};
-use super::file::FileRange;
+use super::file::{FileRange, NodeCache};
+use super::leaves::Leaves;
 use super::listing::{Listed, Listing};
 use super::path::PathWalk;
 use super::{Limits, Planner, ReadError, Step};
 use crate::dagpb::{self, PbLink, PbNode};
-use crate::unixfs::{self, encode_data, DataType, UnixFsData};
+use crate::unixfs::{self, encode_data, DataType, FileNode, UnixFsData};
 use crate::{cids, codec, hamt, mh};
 
 /// Blocks by CID.
@@ -113,6 +115,15 @@ pub fn exercise(map: &BlockMap, root: Cid, names: &[Vec<u8>], seed: u64) {
         let l1 = drive(DagWalk::new(root, scope, limits).lenient(), map, a);
         let l2 = drive(DagWalk::new(root, scope, limits).lenient(), map, b);
         same(&l1, &l2);
+        // with repeats: the same blocks, each at least as often
+        let r1 = drive(DagWalk::new(root, scope, limits).with_repeats(), map, a);
+        let r2 = drive(DagWalk::new(root, scope, limits).with_repeats(), map, b);
+        same(&r1, &r2);
+        if let (Ok(once), Ok(repeated)) = (&w1, &r1) {
+            let distinct: BTreeSet<_> = repeated.iter().map(|v| v.cid).collect();
+            let once: BTreeSet<_> = once.iter().map(|v| v.cid).collect();
+            assert_eq!(distinct, once, "repeats changed the blocks walked");
+        }
     }
     for (from, to) in [(0, u64::MAX), (5, 30)] {
         let size = 64;
@@ -123,10 +134,46 @@ pub fn exercise(map: &BlockMap, root: Cid, names: &[Vec<u8>], seed: u64) {
             let total: u64 = pieces.iter().map(|p| p.len()).sum();
             assert_eq!(total, to.min(size) - from, "pieces do not cover the range");
         }
+        // through a node cache, empty and then filled by the first walk: the same pieces
+        let cache = MapCache::default();
+        for _ in 0..2 {
+            let c = FileRange::new(root, size, from, to, limits).with_cache(&cache);
+            same(&drive(c, map, b), &f1);
+        }
+    }
+    let r1 = drive(Leaves::new(root, 64, None, limits), map, a);
+    let r2 = drive(Leaves::new(root, 64, None, limits), map, b);
+    same(&r1, &r2);
+    if let Ok(runs) = &r1 {
+        let total = runs.iter().fold(0u64, |t, r| t.saturating_add(r.len()));
+        assert_eq!(total, 64, "runs do not add up to the file size");
     }
     let p1 = drive(PathWalk::new(root, names.to_vec(), limits), map, a);
     let p2 = drive(PathWalk::new(root, names.to_vec(), limits), map, b);
     same(&p1, &p2);
+    // from a decoded HAMT root: what the walk from its block finds
+    if let Some(Ok(unixfs::Node::HamtShard(h))) =
+        map.get(&root).map(|b| unixfs::decode_node_shared(&root, b))
+    {
+        if let Ok(w) = PathWalk::from_hamt_root(root, &h, names.to_vec(), limits) {
+            same(&p1, &drive(w, map, a));
+        }
+    }
+}
+
+/// A [`NodeCache`] over a map, for the walks above and the unit tests.
+#[derive(Default)]
+pub struct MapCache(pub Mutex<HashMap<Cid, Arc<FileNode>>>);
+
+impl NodeCache for MapCache {
+    fn get(&self, cid: &Cid) -> Option<Arc<FileNode>> {
+        self.0.lock().ok()?.get(cid).cloned()
+    }
+    fn insert(&self, cid: Cid, node: Arc<FileNode>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(cid, node);
+        }
+    }
 }
 
 struct Input<'a>(&'a [u8]);

@@ -31,6 +31,8 @@
 //!
 //! - [`file::FileRange`]: which pieces (inline bytes, ranges of raw leaves) make up
 //!   `[from, to)` of a file.
+//! - [`leaves::Leaves`]: a file's leaves (raw blocks and dag-pb nodes without children) in
+//!   order, run-length encoded, each distinct subtree expanded once.
 //! - [`listing::Listing`]: the entries of a plain or HAMT-sharded directory, in order.
 //! - [`path::PathWalk`]: resolve names one by one from a root, through HAMT shards; symlinks
 //!   are reported, not followed.
@@ -47,12 +49,13 @@ pub mod drive;
 pub mod file;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod leaves;
 pub mod listing;
 pub mod path;
 #[cfg(test)]
 mod tests;
 
-pub use drive::{collect, collect_local, BlockGetter, DriveError};
+pub use drive::{collect, collect_local, BlockGetter, DriveError, Pull};
 
 /// What a planner wants next.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -62,6 +62,25 @@ impl PathWalk {
         }
     }
 
+    /// Resolves `names` from the sharded directory `dir`, whose root shard is already decoded:
+    /// only the shards below it on the first name's hash path are asked for.
+    pub fn from_hamt_root(
+        dir: Cid,
+        root: &HamtNode,
+        names: Vec<Vec<u8>>,
+        limits: Limits,
+    ) -> Result<Self, ReadError> {
+        let mut w = PathWalk::new(dir, names, limits);
+        match w.names.first() {
+            None => {}
+            Some(name) if !unixfs::is_safe_name(name) => {
+                w.state = State::Result(Resolved::NotFound { dir, at: 0 });
+            }
+            Some(_) => w.step_hamt(dir, root, 0)?,
+        }
+        Ok(w)
+    }
+
     fn found(&mut self, cid: Cid, tsize: Option<u64>) {
         self.at += 1;
         self.cur = cid;

@@ -913,3 +913,233 @@ fn dag_walk_follows_document_links_in_canonical_order() {
         1
     );
 }
+
+/// Drives a planner with each block provided at once; returns the items and the CIDs asked.
+fn drive_counting<P: Planner + SkipNode>(
+    p: &mut P,
+    map: &Map,
+    mut skip: impl FnMut(&Cid) -> bool,
+) -> (Vec<P::Item>, Vec<Cid>) {
+    let mut items = Vec::new();
+    let mut asked = Vec::new();
+    loop {
+        match p.next().unwrap() {
+            Step::Need(c) => {
+                asked.push(c);
+                if skip(&c) {
+                    p.skip_node(&c);
+                } else {
+                    p.provide(&c, map[&c].clone()).unwrap();
+                }
+            }
+            Step::Item(i) => items.push(i),
+            Step::Wait => panic!("waits with every block provided"),
+            Step::Done => return (items, asked),
+        }
+    }
+}
+
+trait SkipNode {
+    fn skip_node(&mut self, cid: &Cid);
+}
+impl SkipNode for FileRange<'_> {
+    fn skip_node(&mut self, cid: &Cid) {
+        self.skip(cid)
+    }
+}
+impl SkipNode for DagWalk {
+    fn skip_node(&mut self, _: &Cid) {
+        unreachable!()
+    }
+}
+impl SkipNode for super::leaves::Leaves {
+    fn skip_node(&mut self, _: &Cid) {
+        unreachable!()
+    }
+}
+
+#[test]
+fn file_range_takes_interior_nodes_from_a_cache() {
+    let data = content(60_000, 3);
+    let built = build_file(&data, &odd_profile(true));
+    let map: Map = built.blocks.iter().cloned().collect();
+    let size = data.len() as u64;
+    let cache = super::fuzzing::MapCache::default();
+    let mut first = FileRange::new(built.root, size, 0, size, Limits::default()).with_cache(&cache);
+    let (pieces, asked) = drive_counting(&mut first, &map, |_| false);
+    assert_eq!(assemble(&pieces, &map), data);
+    let interior: BTreeSet<Cid> = cache.0.lock().unwrap().keys().copied().collect();
+    assert!(interior.len() > 1, "a file of several levels");
+    assert_eq!(
+        interior,
+        asked.iter().copied().collect(),
+        "every node asked is interior"
+    );
+    // the second read asks for nothing: every dag-pb node is in the cache
+    let mut second =
+        FileRange::new(built.root, size, 1000, 50_000, Limits::default()).with_cache(&cache);
+    let (pieces, asked) = drive_counting(&mut second, &map, |_| false);
+    assert!(asked.is_empty(), "{asked:?}");
+    assert_eq!(assemble(&pieces, &map), &data[1000..50_000]);
+}
+
+#[test]
+fn file_range_skipped_nodes_give_no_pieces() {
+    let data = content(60_000, 4);
+    let built = build_file(&data, &odd_profile(true));
+    let map: Map = built.blocks.iter().cloned().collect();
+    let size = data.len() as u64;
+    // skip every node but the root: the root's children are interior nodes, so no piece
+    let root = built.root;
+    let mut p = FileRange::new(root, size, 0, size, Limits::default());
+    let (pieces, asked) = drive_counting(&mut p, &map, |c| *c != root);
+    assert!(pieces.is_empty(), "{pieces:?}");
+    assert!(asked.len() > 1 && asked[0] == root);
+    assert!(asked.iter().all(|c| c.codec() == codec::DAG_PB));
+}
+
+#[test]
+fn dag_walk_with_repeats_yields_every_path_and_reads_each_block_once() {
+    // a root of 8 links to one node of 8 links to one leaf: 3 blocks, 1 + 8 + 64 visits
+    let leaf = Bytes::from(content(16, 1));
+    let leaf_cid = raw_cid(&leaf);
+    let node = |child: Cid, size: u64| {
+        let mut d = UnixFsData::new(DataType::File);
+        d.blocksizes = vec![size; 8];
+        d.filesize = Some(size * 8);
+        let links = (0..8)
+            .map(|_| PbLink {
+                cid: child,
+                name: Some(vec![]),
+                tsize: Some(size),
+            })
+            .collect();
+        let b = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(encode_data(&d))),
+        });
+        (pb_cid(&b), Bytes::from(b))
+    };
+    let mid = node(leaf_cid, 16);
+    let root = node(mid.0, 128);
+    let map: Map = [(leaf_cid, leaf), mid.clone(), root.clone()]
+        .into_iter()
+        .collect();
+    for scope in [
+        Scope::All,
+        Scope::Entity { range: None },
+        Scope::Entity {
+            range: Some((0, 1023)),
+        },
+    ] {
+        let mut w = DagWalk::new(root.0, scope, Limits::default()).with_repeats();
+        let (items, asked) = drive_counting(&mut w, &map, |_| false);
+        assert_eq!(items.len(), 1 + 8 + 64, "{scope:?}");
+        assert_eq!(asked.len(), 3, "{scope:?}");
+        assert_eq!(items[1].cid, mid.0);
+        assert_eq!(items[2].cid, leaf_cid);
+        assert_eq!(items[2].depth, 2);
+        // without repeats: each block once
+        let mut w = DagWalk::new(root.0, scope, Limits::default());
+        assert_eq!(drive_counting(&mut w, &map, |_| false).0.len(), 3);
+    }
+    // a range: only the paths over it
+    let mut w = DagWalk::new(
+        root.0,
+        Scope::Entity {
+            range: Some((16, 47)),
+        },
+        Limits::default(),
+    )
+    .with_repeats();
+    assert_eq!(drive_counting(&mut w, &map, |_| false).0.len(), 1 + 1 + 2);
+    // repeats count against max_blocks
+    let limits = Limits {
+        max_blocks: 20,
+        ..Limits::default()
+    };
+    let e = drive(
+        DagWalk::new(root.0, Scope::All, limits).with_repeats(),
+        &map,
+        0,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Some(ReadError::TooManyBlocks { .. })), "{e:?}");
+}
+
+#[test]
+fn leaves_of_a_sparse_file_cost_its_distinct_blocks() {
+    use super::leaves::{FileLeaf, Leaves, Run};
+    // 64 x 64 links to one 16-byte leaf, below a root: 3 blocks, 4096 leaves, one run
+    let leaf = Bytes::from(vec![0u8; 16]);
+    let leaf_cid = raw_cid(&leaf);
+    let node = |child: Cid, size: u64, tsize: u64| {
+        let mut d = UnixFsData::new(DataType::File);
+        d.blocksizes = vec![size; 64];
+        d.filesize = Some(size * 64);
+        let links = (0..64)
+            .map(|_| PbLink {
+                cid: child,
+                name: Some(vec![]),
+                tsize: Some(tsize),
+            })
+            .collect();
+        let b = dagpb::encode(&PbNode {
+            links,
+            data: Some(Bytes::from(encode_data(&d))),
+        });
+        (pb_cid(&b), Bytes::from(b))
+    };
+    let mid = node(leaf_cid, 16, 16);
+    let root = node(mid.0, 1024, 2000);
+    let map: Map = [(leaf_cid, leaf), mid.clone(), root.clone()]
+        .into_iter()
+        .collect();
+    let mut p = Leaves::new(root.0, 65_536, Some(9), Limits::default());
+    let (runs, asked) = drive_counting(&mut p, &map, |_| false);
+    assert_eq!(
+        asked,
+        vec![root.0, mid.0],
+        "each distinct dag-pb block once, no raw leaf"
+    );
+    let one = FileLeaf {
+        cid: leaf_cid,
+        size: 16,
+        tsize: Some(16),
+    };
+    assert_eq!(
+        runs,
+        vec![Run::Leaf {
+            leaf: one,
+            count: 4096
+        }]
+    );
+    // a parent that declares another size is an error
+    let mut p = Leaves::new(root.0, 65_535, None, Limits::default());
+    assert!(matches!(p.next(), Ok(Step::Need(_))));
+    p.provide(&root.0, map[&root.0].clone()).unwrap();
+    assert!(matches!(p.next(), Err(ReadError::SizeMismatch { .. })));
+    // a file of distinct leaves: one run per leaf, in file order, Tsizes from the links
+    let data = content(50_000, 7);
+    let built = build_file(&data, &odd_profile(false));
+    let map: Map = built.blocks.iter().cloned().collect();
+    let runs = drive(
+        Leaves::new(built.root, 50_000, None, Limits::default()),
+        &map,
+        3,
+    )
+    .unwrap();
+    assert_eq!(runs.iter().map(|r| r.len()).sum::<u64>(), 50_000);
+    assert!(runs.iter().all(|r| matches!(r, Run::Leaf { leaf, count: 1 } if leaf.cid.codec() == codec::DAG_PB && leaf.tsize.is_some())));
+    let mut bytes = Vec::new();
+    for r in &runs {
+        let Run::Leaf { leaf, .. } = r else {
+            unreachable!()
+        };
+        match crate::unixfs::decode_node(&leaf.cid, &map[&leaf.cid]).unwrap() {
+            crate::unixfs::Node::File(f) => bytes.extend_from_slice(&f.inline),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(bytes, data, "the leaves in file order");
+}
