@@ -270,6 +270,32 @@ impl ClosedTree {
                     None => collect_temps(&entry, &mut self.dropped_temps),
                 }
             }
+            Op::Exchange { a, b } => {
+                if a == b || a.starts_with(b) || b.starts_with(a) {
+                    return;
+                }
+                let ea = self.take(a);
+                let eb = self.take(b);
+                // Metadata follows its entry: park `a`'s under a key no path can have.
+                let (ka, kb) = (meta_key(a), meta_key(b));
+                let parked = "\0exchange";
+                self.move_meta(&ka, parked);
+                self.move_meta(&kb, &ka);
+                self.move_meta(parked, &kb);
+                for (entry, path) in [(ea, b), (eb, a)] {
+                    let Some(entry) = entry else { continue };
+                    let Some((name, parent)) = path.split_last() else {
+                        continue;
+                    };
+                    match self.dir_mut(parent) {
+                        Some(dir) => {
+                            dir.changed.insert(name.clone());
+                            dir.entries.insert(name.clone(), entry);
+                        }
+                        None => collect_temps(&entry, &mut self.dropped_temps),
+                    }
+                }
+            }
             Op::Meta { path, mode, mtime } => {
                 if self.get(path).is_some() {
                     self.meta.insert(

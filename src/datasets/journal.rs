@@ -67,6 +67,12 @@ pub enum Op {
         from: DsPath,
         to: DsPath,
     },
+    /// `renameat2(RENAME_EXCHANGE)`: the entries at `a` and `b` swap places (either may be
+    /// missing from the closed tree: a file never closed).
+    Exchange {
+        a: DsPath,
+        b: DsPath,
+    },
     /// chmod / utimens: kept beside the DAG in the commit record.
     Meta {
         path: DsPath,
@@ -143,6 +149,11 @@ impl Op {
                 m.insert("to".into(), path_ipld(to));
                 "mv"
             }
+            Op::Exchange { a, b } => {
+                m.insert("p".into(), path_ipld(a));
+                m.insert("to".into(), path_ipld(b));
+                "xchg"
+            }
             Op::Meta { path, mode, mtime } => {
                 m.insert("p".into(), path_ipld(path));
                 m.insert("m".into(), Ipld::Integer(*mode as i128));
@@ -210,6 +221,10 @@ impl Op {
             "mv" => Op::Rename {
                 from: path,
                 to: ipld_path(m.get("to"))?,
+            },
+            "xchg" => Op::Exchange {
+                a: path,
+                b: ipld_path(m.get("to"))?,
             },
             "meta" => Op::Meta {
                 path,
@@ -425,6 +440,10 @@ mod tests {
             Op::Rename {
                 from: vec![b"a".to_vec()],
                 to: vec![b"b".to_vec()],
+            },
+            Op::Exchange {
+                a: vec![b"b".to_vec()],
+                b: vec![b"d".to_vec(), b"e".to_vec()],
             },
             Op::Meta {
                 path: vec![b"b".to_vec()],

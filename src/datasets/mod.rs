@@ -42,7 +42,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::blocks::BlockService;
 pub use commit::{Commit, Meta};
-pub use worktree::{Dataset, DsError, NodeAttr, NodeId, NodeKind, ReadFrom, ROOT_NODE};
+pub use worktree::{
+    Dataset, DsError, NodeAttr, NodeId, NodeKind, ReadFrom, MAX_FILE_SIZE, NAME_MAX, ROOT_NODE,
+};
 
 /// The import profiles a dataset can use.
 pub fn profile_by_name(name: &str) -> Option<ImportProfile> {

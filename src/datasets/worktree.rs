@@ -47,6 +47,21 @@ use seal::{
 pub type NodeId = u64;
 pub const ROOT_NODE: NodeId = 1;
 
+/// The longest name a directory entry may have (bytes), as on every Linux filesystem.
+pub const NAME_MAX: usize = 255;
+
+/// The largest file a dataset holds: 2^50 bytes (1 PiB). Sparse files that big cost a few
+/// blocks; beyond it staging files (ext4: 16 TiB) and UnixFS DAGs stop being practical, so a
+/// `truncate` or `write` past it answers EFBIG rather than failing halfway.
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+
+fn check_name(name: &[u8]) -> Result<(), DsError> {
+    if name.len() > NAME_MAX {
+        return Err(DsError::NameTooLong);
+    }
+    Ok(())
+}
+
 /// Errors of dataset operations, mapped to errnos by the tree.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DsError {
@@ -64,6 +79,12 @@ pub enum DsError {
     Invalid(String),
     #[error("no space left on the store's disk")]
     NoSpace,
+    /// A name longer than [`NAME_MAX`] bytes.
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    /// A size beyond what a file can have here ([`MAX_FILE_SIZE`]).
+    #[error("file size beyond the largest file a dataset can hold")]
+    TooBig,
     #[error("I/O error: {0}")]
     Io(String),
     #[error("block error: {0}")]
@@ -74,6 +95,8 @@ impl DsError {
     pub(super) fn io(e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
             DsError::NoSpace
+        } else if e.raw_os_error() == Some(libc::EFBIG) {
+            DsError::TooBig
         } else {
             DsError::Io(e.to_string())
         }
@@ -101,6 +124,10 @@ pub struct NodeAttr {
     pub size: u64,
     pub mode: u32,
     pub mtime: SystemTime,
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
+    /// Directories: 2 + subdirectories; files unlinked while open: 0; else 1.
+    pub nlink: u32,
     /// Files: the CID of the last closed content; symlinks: theirs; directories: none (see
     /// [`Dataset::cid_of`]).
     pub cid: Option<Cid>,
@@ -139,6 +166,8 @@ struct Staged {
 enum Body {
     Dir {
         children: BTreeMap<Vec<u8>, NodeId>,
+        /// How many children are directories (a directory's link count is 2 + this).
+        subdirs: u32,
         /// The children's HAMT placement keys (see [`placement_key`]): a name whose key another
         /// child has could never be placed in a sharded directory, so it is refused up front.
         keys: HashSet<u64>,
@@ -149,6 +178,8 @@ enum Body {
         /// Boxed: most files in a tree are not open.
         staged: Option<Box<Staged>>,
         writers: u32,
+        /// Read-only handles: an open file keeps its content after losing its name.
+        readers: u32,
         /// Once unlinked while open: a temporary pin on its content, which no version holds,
         /// so that its handles can still read it; released at the last close.
         hold: Option<u64>,
@@ -166,6 +197,9 @@ struct WNode {
     body: Body,
     mode: u32,
     mtime: SystemTime,
+    /// Live only: after a remount both are the mtime.
+    atime: SystemTime,
+    ctime: SystemTime,
     /// Set by chmod/utimens (or a non-default mode at creation): recorded in the commit.
     explicit_meta: bool,
 }
@@ -422,6 +456,7 @@ impl Dataset {
     // ---- queries ----------------------------------------------------------------------------
 
     pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<NodeId, DsError> {
+        check_name(name)?;
         let st = self.state.lock();
         match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
             Body::Dir { children, .. } => children.get(name).copied().ok_or(DsError::NotFound),
@@ -432,12 +467,16 @@ impl Dataset {
     pub fn attr(&self, id: NodeId) -> Result<NodeAttr, DsError> {
         let st = self.state.lock();
         let n = st.nodes.get(&id).ok_or(DsError::NotFound)?;
+        let (atime, ctime) = (n.atime, n.ctime);
         Ok(match &n.body {
-            Body::Dir { .. } => NodeAttr {
+            Body::Dir { subdirs, .. } => NodeAttr {
                 kind: NodeKind::Directory,
                 size: 0,
                 mode: n.mode,
                 mtime: n.mtime,
+                atime,
+                ctime,
+                nlink: 2 + subdirs,
                 cid: None,
             },
             Body::File { sealed, staged, .. } => NodeAttr {
@@ -449,6 +488,9 @@ impl Dataset {
                     .unwrap_or(0),
                 mode: n.mode,
                 mtime: n.mtime,
+                atime,
+                ctime,
+                nlink: u32::from(n.parent != 0),
                 cid: sealed.map(|s| s.cid),
             },
             Body::Symlink { target, cid } => NodeAttr {
@@ -456,6 +498,9 @@ impl Dataset {
                 size: target.len() as u64,
                 mode: 0o777,
                 mtime: n.mtime,
+                atime,
+                ctime,
+                nlink: 1,
                 cid: Some(*cid),
             },
         })
@@ -594,12 +639,20 @@ impl Dataset {
         mode: u32,
         explicit: bool,
     ) -> Result<NodeId, DsError> {
+        check_name(name)?;
         if !unixfs::is_safe_name(name) {
             return Err(DsError::Invalid("bad name".into()));
         }
         let id = st.next_id;
-        match &mut st.nodes.get_mut(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, keys } => {
+        let is_dir = matches!(body, Body::Dir { .. });
+        let time = now();
+        let p = st.nodes.get_mut(&parent).ok_or(DsError::NotFound)?;
+        match &mut p.body {
+            Body::Dir {
+                children,
+                keys,
+                subdirs,
+            } => {
                 if children.contains_key(name) {
                     return Err(DsError::Exists);
                 }
@@ -607,9 +660,12 @@ impl Dataset {
                     return Err(collision(name));
                 }
                 children.insert(name.to_vec(), id);
+                *subdirs += u32::from(is_dir);
             }
             _ => return Err(DsError::NotADirectory),
         }
+        p.mtime = time;
+        p.ctime = time;
         st.next_id += 1;
         st.nodes.insert(
             id,
@@ -618,7 +674,9 @@ impl Dataset {
                 name: name.to_vec(),
                 body,
                 mode,
-                mtime: now(),
+                mtime: time,
+                atime: time,
+                ctime: time,
                 explicit_meta: explicit,
             },
         );
@@ -641,6 +699,7 @@ impl Dataset {
                 sealed: None,
                 staged: Some(Box::new(staged)),
                 writers: 1,
+                readers: 0,
                 hold: None,
             },
             mode,
@@ -660,6 +719,7 @@ impl Dataset {
             Body::Dir {
                 children: BTreeMap::new(),
                 keys: HashSet::new(),
+                subdirs: 0,
             },
             mode,
             mode != 0o755,
@@ -742,6 +802,7 @@ impl Dataset {
     }
 
     pub fn unlink(&self, parent: NodeId, name: &[u8], want_dir: bool) -> Result<(), DsError> {
+        check_name(name)?;
         let mut st = self.state.lock();
         let id = match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
             Body::Dir { children, .. } => *children.get(name).ok_or(DsError::NotFound)?,
@@ -765,6 +826,7 @@ impl Dataset {
         if let Some(orphan) = unlink_live(&mut st, parent, name) {
             self.hold_orphan(&mut st, orphan);
         }
+        touch(&mut st, parent);
         Ok(())
     }
 
@@ -776,6 +838,8 @@ impl Dataset {
         new_name: &[u8],
         noreplace: bool,
     ) -> Result<(), DsError> {
+        check_name(name)?;
+        check_name(new_name)?;
         if !unixfs::is_safe_name(new_name) {
             return Err(DsError::Invalid("bad name".into()));
         }
@@ -842,19 +906,103 @@ impl Dataset {
                 self.hold_orphan(&mut st, orphan);
             }
         }
-        if let Body::Dir { children, keys } = &mut st.nodes.get_mut(&parent).expect("parent").body {
+        let is_dir = u32::from(matches!(st.nodes[&id].body, Body::Dir { .. }));
+        if let Body::Dir {
+            children,
+            keys,
+            subdirs,
+        } = &mut st.nodes.get_mut(&parent).expect("parent").body
+        {
             children.remove(name);
             keys.remove(&placement_key(name));
+            *subdirs -= is_dir;
         }
-        if let Body::Dir { children, keys } =
-            &mut st.nodes.get_mut(&new_parent).expect("new parent").body
+        if let Body::Dir {
+            children,
+            keys,
+            subdirs,
+        } = &mut st.nodes.get_mut(&new_parent).expect("new parent").body
         {
             children.insert(new_name.to_vec(), id);
             keys.insert(placement_key(new_name));
+            *subdirs += is_dir;
         }
         let n = st.nodes.get_mut(&id).expect("node");
         n.parent = new_parent;
         n.name = new_name.to_vec();
+        n.ctime = now();
+        touch(&mut st, parent);
+        touch(&mut st, new_parent);
+        Ok(())
+    }
+
+    /// `renameat2(RENAME_EXCHANGE)`: swaps two entries (files, symlinks or directories) in one
+    /// step, journaled as one record.
+    pub fn exchange(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        new_parent: NodeId,
+        new_name: &[u8],
+    ) -> Result<(), DsError> {
+        check_name(name)?;
+        check_name(new_name)?;
+        let mut st = self.state.lock();
+        let child = |st: &State, dir: NodeId, name: &[u8]| -> Result<NodeId, DsError> {
+            match &st.nodes.get(&dir).ok_or(DsError::NotFound)?.body {
+                Body::Dir { children, .. } => children.get(name).copied().ok_or(DsError::NotFound),
+                _ => Err(DsError::NotADirectory),
+            }
+        };
+        let a = child(&st, parent, name)?;
+        let b = child(&st, new_parent, new_name)?;
+        if a == b {
+            return Ok(());
+        }
+        // Neither may end up below itself: neither is an ancestor of the other's parent.
+        for (moving, into) in [(a, new_parent), (b, parent)] {
+            let mut up = into;
+            while up != ROOT_NODE && up != 0 {
+                if up == moving {
+                    return Err(DsError::Invalid(
+                        "cannot move a directory into itself".into(),
+                    ));
+                }
+                up = st
+                    .nodes
+                    .get(&up)
+                    .map(|n| n.parent)
+                    .ok_or(DsError::NotFound)?;
+            }
+        }
+        let pa = path_components(&st, a).expect("linked");
+        let pb = path_components(&st, b).expect("linked");
+        self.log(&mut st, Op::Exchange { a: pa, b: pb })?;
+        let dir_a = u32::from(matches!(st.nodes[&a].body, Body::Dir { .. }));
+        let dir_b = u32::from(matches!(st.nodes[&b].body, Body::Dir { .. }));
+        if let Body::Dir {
+            children, subdirs, ..
+        } = &mut st.nodes.get_mut(&parent).expect("parent").body
+        {
+            children.insert(name.to_vec(), b);
+            *subdirs = *subdirs + dir_b - dir_a;
+        }
+        if let Body::Dir {
+            children, subdirs, ..
+        } = &mut st.nodes.get_mut(&new_parent).expect("new parent").body
+        {
+            children.insert(new_name.to_vec(), a);
+            *subdirs = *subdirs + dir_a - dir_b;
+        }
+        let time = now();
+        for (id, dir, nm) in [(a, new_parent, new_name), (b, parent, name)] {
+            let n = st.nodes.get_mut(&id).expect("node");
+            n.parent = dir;
+            n.name = nm.to_vec();
+            n.ctime = time;
+        }
+        touch(&mut st, parent);
+        touch(&mut st, new_parent);
         Ok(())
     }
 
@@ -867,9 +1015,28 @@ impl Dataset {
         mtime: Option<SystemTime>,
         size: Option<u64>,
     ) -> Result<(), DsError> {
+        self.setattr_times(id, mode, None, mtime, size)
+    }
+
+    /// [`Dataset::setattr`] with the access time too (utimensat sets both apart). Every change
+    /// of attributes also sets the ctime.
+    pub fn setattr_times(
+        &self,
+        id: NodeId,
+        mode: Option<u32>,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+        size: Option<u64>,
+    ) -> Result<(), DsError> {
+        if size.is_some_and(|s| s > MAX_FILE_SIZE) {
+            return Err(DsError::TooBig);
+        }
         let mut st = self.state.lock();
         let (open, has_closed_state) = {
             let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
+            if size.is_some() && !matches!(n.body, Body::File { .. }) {
+                return Err(DsError::IsADirectory);
+            }
             if let Some(m) = mode {
                 n.mode = m & 0o7777;
                 n.explicit_meta = true;
@@ -878,6 +1045,10 @@ impl Dataset {
                 n.mtime = t;
                 n.explicit_meta = true;
             }
+            if let Some(t) = atime {
+                n.atime = t;
+            }
+            n.ctime = now();
             let open = matches!(n.body, Body::File { writers, .. } if writers > 0);
             let closed_state = !matches!(n.body, Body::File { sealed: None, .. });
             (open, closed_state)
@@ -913,6 +1084,7 @@ impl Dataset {
                 }
             }
             n.mtime = mtime.unwrap_or_else(now);
+            n.ctime = now();
             if !open {
                 drop(st);
                 self.seal(id)?;
@@ -960,6 +1132,81 @@ impl Dataset {
         Ok(())
     }
 
+    /// Opens a file for reading: the handle keeps the file (and its content) after an unlink
+    /// or a rename over its name, until [`Dataset::release_read`].
+    pub fn open_read(&self, id: NodeId) -> Result<(), DsError> {
+        let mut st = self.state.lock();
+        match &mut st.nodes.get_mut(&id).ok_or(DsError::NotFound)?.body {
+            Body::File { readers, .. } => *readers += 1,
+            Body::Dir { .. } => return Err(DsError::IsADirectory),
+            Body::Symlink { .. } => return Err(DsError::Invalid("symlink".into())),
+        }
+        Ok(())
+    }
+
+    /// The close of a read-only handle: an unlinked file goes with its last handle.
+    pub fn release_read(&self, id: NodeId) {
+        let mut st = self.state.lock();
+        if let Some(Body::File { readers, .. }) = st.nodes.get_mut(&id).map(|n| &mut n.body) {
+            *readers = readers.saturating_sub(1);
+        }
+        self.drop_if_orphan_closed(st, id);
+    }
+
+    /// Removes a node that lost its name once no handle has it open, releasing the pin that
+    /// kept its content for those handles.
+    fn drop_if_orphan_closed(&self, mut st: parking_lot::MutexGuard<'_, State>, id: NodeId) {
+        let gone = matches!(
+            st.nodes.get(&id),
+            Some(WNode {
+                parent: 0,
+                body: Body::File {
+                    writers: 0,
+                    readers: 0,
+                    ..
+                },
+                ..
+            })
+        );
+        if !gone {
+            return;
+        }
+        if let Some(WNode {
+            body: Body::File { hold: Some(t), .. },
+            ..
+        }) = st.nodes.remove(&id)
+        {
+            drop(st);
+            self.release_temp(t);
+        }
+    }
+
+    /// Unmount: files that lost their name while open go, with the pins that held them (a
+    /// crash leaves those pins to the next load, which releases every temporary pin).
+    pub fn release_orphans(&self) {
+        let mut st = self.state.lock();
+        let orphans: Vec<NodeId> = st
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.parent == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut temps = Vec::new();
+        for id in orphans {
+            if let Some(WNode {
+                body: Body::File { hold: Some(t), .. },
+                ..
+            }) = st.nodes.remove(&id)
+            {
+                temps.push(t);
+            }
+        }
+        drop(st);
+        for t in temps {
+            self.release_temp(t);
+        }
+    }
+
     pub fn write(&self, id: NodeId, offset: u64, data: &[u8]) -> Result<usize, DsError> {
         let mut st = self.state.lock();
         self.ensure_staged(&mut st, id)?;
@@ -973,7 +1220,10 @@ impl Dataset {
         if let Some(e) = &s.lost {
             return Err(e.clone());
         }
-        let end = offset + data.len() as u64;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(DsError::TooBig)?;
         let at_end = offset == s.size;
         if let Some(e) = s.stream.as_ref().and_then(|stream| stream.failure()) {
             return Err(self.lose(s, e));
@@ -1006,6 +1256,7 @@ impl Dataset {
         s.generation += 1;
         tracing::trace!(dataset = %self.name, node = id, offset, len = data.len(), size = s.size, generation = s.generation, streamed = feed.is_some(), "write");
         n.mtime = now();
+        n.ctime = n.mtime;
         drop(st);
         // Hashing happens on the stream's thread; waiting for room is done without the lock.
         if let Some(tx) = feed {
@@ -1049,7 +1300,6 @@ impl Dataset {
         let result = self.flush(id);
         tracing::trace!(dataset = %self.name, node = id, ok = result.is_ok(), "release");
         let mut st = self.state.lock();
-        let mut remove = false;
         if let Some(n) = st.nodes.get_mut(&id) {
             if let Body::File {
                 writers, staged, ..
@@ -1061,19 +1311,9 @@ impl Dataset {
                 if *writers == 0 {
                     *staged = None;
                 }
-                remove = *writers == 0 && n.parent == 0;
             }
         }
-        if remove {
-            if let Some(WNode {
-                body: Body::File { hold: Some(t), .. },
-                ..
-            }) = st.nodes.remove(&id)
-            {
-                drop(st);
-                self.release_temp(t);
-            }
-        }
+        self.drop_if_orphan_closed(st, id);
         result
     }
 
@@ -1445,13 +1685,19 @@ fn collision(name: &[u8]) -> DsError {
 #[must_use]
 fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) -> Option<NodeId> {
     let id = match &mut st.nodes.get_mut(&parent).map(|n| &mut n.body) {
-        Some(Body::Dir { children, keys }) => {
+        Some(Body::Dir { children, keys, .. }) => {
             keys.remove(&placement_key(name));
             children.remove(name)
         }
         _ => None,
     }?;
-    let open = matches!(st.nodes[&id].body, Body::File { writers, .. } if writers > 0);
+    if matches!(st.nodes[&id].body, Body::Dir { .. }) {
+        if let Some(Body::Dir { subdirs, .. }) = st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+            *subdirs = subdirs.saturating_sub(1);
+        }
+    }
+    let open =
+        matches!(st.nodes[&id].body, Body::File { writers, readers, .. } if writers + readers > 0);
     if open {
         st.nodes.get_mut(&id).expect("node").parent = 0;
         Some(id)
@@ -1459,6 +1705,15 @@ fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         // A directory is empty here (rmdir checked); drop the node.
         st.nodes.remove(&id);
         None
+    }
+}
+
+/// A directory's entries changed: its mtime and ctime are now.
+fn touch(st: &mut State, dir: NodeId) {
+    if let Some(n) = st.nodes.get_mut(&dir) {
+        let t = now();
+        n.mtime = t;
+        n.ctime = t;
     }
 }
 
@@ -1510,9 +1765,12 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
             body: Body::Dir {
                 children: BTreeMap::new(),
                 keys: HashSet::new(),
+                subdirs: 0,
             },
             mode: 0o755,
             mtime: time,
+            atime: time,
+            ctime: time,
             explicit_meta: false,
         },
     );
@@ -1536,6 +1794,7 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
                         Body::Dir {
                             children: BTreeMap::new(),
                             keys: HashSet::new(),
+                            subdirs: 0,
                         },
                         0o755,
                     )
@@ -1555,6 +1814,7 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
                         }),
                         staged: None,
                         writers: 0,
+                        readers: 0,
                         hold: None,
                     },
                     0o644,
@@ -1572,10 +1832,20 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
     }
     for (parent, id, name, body, mode, key) in made {
         let meta = st.closed.meta.get(&key).copied();
-        if let Some(Body::Dir { children, keys }) = st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+        let is_dir = u32::from(matches!(body, Body::Dir { .. }));
+        if let Some(Body::Dir {
+            children,
+            keys,
+            subdirs,
+        }) = st.nodes.get_mut(&parent).map(|n| &mut n.body)
+        {
             keys.insert(placement_key(&name));
             children.insert(name.clone(), id);
+            *subdirs += is_dir;
         }
+        let mtime = meta
+            .map(|m| UNIX_EPOCH + Duration::from_secs(m.mtime.max(0) as u64))
+            .unwrap_or(time);
         st.nodes.insert(
             id,
             WNode {
@@ -1583,9 +1853,9 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
                 name,
                 body,
                 mode: meta.map(|m| m.mode).unwrap_or(mode),
-                mtime: meta
-                    .map(|m| UNIX_EPOCH + Duration::from_secs(m.mtime.max(0) as u64))
-                    .unwrap_or(time),
+                mtime,
+                atime: mtime,
+                ctime: mtime,
                 explicit_meta: meta.is_some(),
             },
         );
