@@ -761,3 +761,90 @@ fn rename_exchange_noreplace_and_mknod() {
     check(&mut f, "after remount");
     finish(&m, test, &f);
 }
+
+#[test]
+fn times_and_modes_survive_a_remount() {
+    let test = "times_and_modes_survive_a_remount";
+    if !require_fuse(test) {
+        return;
+    }
+    let mut m = ds_mount();
+    let d = mkds(&m, "keep");
+    let mut f = Vec::new();
+    // Files and directories never given a time, some given one (sub-second, before 1970),
+    // a directory big enough to be split into buckets, a symlink, modes.
+    fs::create_dir_all(d.join("a/b")).unwrap_or_else(|e| m.fail(&format!("mkdir a/b: {e}")));
+    fs::create_dir(d.join("big")).unwrap_or_else(|e| m.fail(&format!("mkdir big: {e}")));
+    for i in 0..300 {
+        fs::write(d.join(format!("big/f{i}")), format!("{i}"))
+            .unwrap_or_else(|e| m.fail(&format!("write big/f{i}: {e}")));
+    }
+    fs::write(d.join("a/plain"), b"p").unwrap_or_else(|e| m.fail(&format!("write: {e}")));
+    fs::write(d.join("a/b/set"), b"s").unwrap_or_else(|e| m.fail(&format!("write: {e}")));
+    fs::write(d.join("old"), b"o").unwrap_or_else(|e| m.fail(&format!("write: {e}")));
+    std::os::unix::fs::symlink("a/plain", d.join("link"))
+        .unwrap_or_else(|e| m.fail(&format!("symlink: {e}")));
+    let _ = utimensat(
+        &d.join("a/b/set"),
+        ts(1_234_567_890, 123_456_789),
+        ts(1_234_567_891, 987_654_321),
+    );
+    let _ = utimensat(&d.join("old"), ts(0, 0), ts(-1_000_000, 500_000_000));
+    let _ = utimensat(&d.join("big/f7"), ts(0, 0), ts(1_700_000_000, 1));
+    let _ = fs::set_permissions(d.join("a/b"), fs::Permissions::from_mode(0o750));
+    let _ = fs::set_permissions(d.join("big/f8"), fs::Permissions::from_mode(0o600));
+    // A file changed after the first version: its new time must be kept, not the first one.
+    let _ = xattr(&d, "user.ipfs.cid", 120);
+    tick();
+    let _ = OpenOptions::new()
+        .append(true)
+        .open(d.join("a/plain"))
+        .and_then(|mut h| h.write_all(b"+"));
+    let mut paths = vec![
+        "".to_string(),
+        "a".into(),
+        "a/b".into(),
+        "a/plain".into(),
+        "a/b/set".into(),
+        "old".into(),
+        "big".into(),
+        "link".into(),
+    ];
+    paths.extend((0..300).map(|i| format!("big/f{i}")));
+    let look = |p: &str| {
+        fs::symlink_metadata(d.join(p)).map(|s| (s.mtime(), s.mtime_nsec(), s.mode() & 0o7777))
+    };
+    let before: Vec<_> = paths.iter().map(|p| look(p).ok()).collect();
+    let root = xattr(&d, "user.ipfs.cid", 120).unwrap_or_else(|e| m.fail(&e));
+    m.restart();
+    let mut changed = 0;
+    for (p, b) in paths.iter().zip(&before) {
+        let a = look(p).ok();
+        if a != *b {
+            changed += 1;
+            if changed <= 10 {
+                f.push(format!(
+                    "{p:?}: (mtime s, ns, mode) {b:?} before the remount, {a:?} after"
+                ));
+            }
+        }
+    }
+    if changed > 10 {
+        f.push(format!("... {changed} of {} entries changed", paths.len()));
+    }
+    if let Some(Some(b)) = before.get(5) {
+        if (b.0, b.1) != (-1_000_000, 500_000_000) {
+            f.push(format!(
+                "old: mtime {b:?} before the remount, expected -1000000.5"
+            ));
+        }
+    }
+    // Times live beside the UnixFS DAG: the version's root is the same CID as before.
+    match xattr(&d, "user.ipfs.cid", 120) {
+        Ok(r) if r == root => {}
+        other => f.push(format!(
+            "root CID {other:?} after the remount, {root} before"
+        )),
+    }
+    finish(&m, test, &f);
+}

@@ -18,6 +18,7 @@
 //! the temporary files of open writers (gone with them: an unclosed file is in no version).
 
 pub mod admin;
+mod attrs;
 mod chunker;
 mod closed;
 mod commit;

@@ -32,7 +32,9 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 
-use super::{history, Commit, Dataset, Datasets, DsError, NodeId, NodeKind, ReadFrom, ROOT_NODE};
+use super::{
+    history, Commit, Dataset, Datasets, DsError, Meta, NodeId, NodeKind, ReadFrom, ROOT_NODE,
+};
 use crate::blocks::BlockService;
 
 /// The leaf size of the `unixfs-v1-2025` profile.
@@ -337,8 +339,29 @@ fn join(path: &[String]) -> String {
     path.join("/")
 }
 
+/// A mode of `None` ("the default") as the default it stands for: versions record every
+/// entry's mode (`attrs.rs`), models and older versions only those set.
+fn with_default_modes(t: &FlatTree) -> FlatTree {
+    t.iter()
+        .map(|(k, e)| {
+            let e = match e {
+                Flat::Dir { mode } => Flat::Dir {
+                    mode: Some(mode.unwrap_or(0o755)),
+                },
+                Flat::File { data, mode } => Flat::File {
+                    data: data.clone(),
+                    mode: Some(mode.unwrap_or(0o644)),
+                },
+                e => e.clone(),
+            };
+            (k.clone(), e)
+        })
+        .collect()
+}
+
 /// Every difference between two flat trees, or Ok.
 fn diff(what: &str, want: &FlatTree, got: &FlatTree) -> Result<(), String> {
+    let (want, got) = (&with_default_modes(want), &with_default_modes(got));
     let mut out = Vec::new();
     for (k, w) in want {
         match got.get(k) {
@@ -385,6 +408,7 @@ fn version_flat_cached(
     cache: &mut HashMap<Cid, Arc<Vec<u8>>>,
 ) -> Result<FlatTree, String> {
     let mut out = FlatTree::new();
+    let metas = version_metas(blocks, commit)?;
     let mut stack: Vec<(Vec<String>, Cid)> = vec![(Vec::new(), commit.root)];
     while let Some((path, cid)) = stack.pop() {
         for (name, child) in dir_listing(blocks, &cid)? {
@@ -392,7 +416,7 @@ fn version_flat_cached(
             let mut p = path.clone();
             p.push(name);
             let key = join(&p);
-            let mode = commit.meta.get(&key).map(|m| m.mode);
+            let mode = metas.get(&key).map(|m| m.mode);
             let entry = match node(blocks, &child)? {
                 Node::Directory(_) | Node::HamtShard(_) => {
                     stack.push((p, child));
@@ -415,17 +439,41 @@ fn version_flat_cached(
             out.insert(key, entry);
         }
     }
-    let orphans: Vec<&String> = commit
-        .meta
+    let orphans: Vec<&String> = metas
         .keys()
-        .filter(|k| !out.contains_key(*k))
+        .filter(|k| !k.is_empty() && !out.contains_key(*k))
         .collect();
     if !orphans.is_empty() {
         return Err(format!(
-            "the commit record has metadata for paths not in its tree: {orphans:?}"
+            "the version has attributes for paths not in its tree: {orphans:?}"
         ));
     }
+    for (k, e) in &out {
+        if !matches!(e, Flat::Sym(_)) && !metas.contains_key(k) {
+            return Err(format!("the version has no attributes for {k}"));
+        }
+    }
     Ok(out)
+}
+
+/// Every entry's mode and mtime as a version's attributes tree (`attrs.rs`) holds them, by
+/// path (the root: ""); from the `meta` map for commits written before it.
+fn version_metas(blocks: &BlockService, commit: &Commit) -> Result<BTreeMap<String, Meta>, String> {
+    let Some(a) = commit.attrs else {
+        return Ok(commit.meta.clone().into_iter().collect());
+    };
+    let read = super::attrs::read_tree(blocks, &a).map_err(|e| format!("attributes: {e:#}"))?;
+    Ok(read
+        .metas
+        .into_iter()
+        .map(|(p, m)| {
+            let p: Vec<String> = p
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            (join(&p), m)
+        })
+        .collect())
 }
 
 /// A file's live bytes through `Dataset::read`, in pieces that do not line up with leaves.
@@ -1138,6 +1186,8 @@ fn err_kind(e: &DsError) -> &'static str {
         DsError::NoSpace => "NoSpace",
         DsError::Io(_) => "Io",
         DsError::Block(_) => "Block",
+        DsError::NameTooLong => "NameTooLong",
+        DsError::TooBig => "TooBig",
     }
 }
 
@@ -2067,7 +2117,10 @@ fn rsync_pattern_replaces_the_file_with_its_mode() {
         },
     );
     diff("the version after the rsync pattern", &want, &tree).unwrap();
-    assert_eq!(c.meta["x"].mtime, 1_600_000_000);
+    assert_eq!(
+        version_metas(w.h.blocks(), &c).unwrap()["x"].mtime,
+        1_600_000_000
+    );
     // And after a crash.
     drop(ds);
     w.h.crash().unwrap();

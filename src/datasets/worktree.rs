@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 
 use super::chunker::{FileWriter, Leaf};
 use super::closed::{self, ClosedDir, ClosedLeaf, ClosedTree};
-use super::commit::Commit;
+use super::commit::{Commit, Meta};
 use super::journal::{DsPath, Journal, LeafKind, Op};
 use super::stagebuf::StageBuf;
 use super::Hooks;
@@ -200,8 +200,6 @@ struct WNode {
     /// Live only: after a remount both are the mtime.
     atime: SystemTime,
     ctime: SystemTime,
-    /// Set by chmod/utimens (or a non-default mode at creation): recorded in the commit.
-    explicit_meta: bool,
 }
 
 struct State {
@@ -264,12 +262,6 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-fn secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// The owner name of a dataset's temporary pins in the store.
 fn temp_owner(name: &str) -> String {
     format!("dataset:{name}")
@@ -297,7 +289,7 @@ impl Dataset {
         let (journal, _) = Journal::open(&setup.dir.join("JOURNAL"), 0).map_err(DsError::io)?;
         let mut closed = ClosedTree::new(ClosedDir::default());
         closed.dirty = true;
-        let ds = Self::assemble(setup, None, 0, closed, journal, now());
+        let ds = Self::assemble(setup, None, 0, closed, journal);
         ds.commit(None)?;
         Ok(ds)
     }
@@ -308,7 +300,6 @@ impl Dataset {
         seq: u64,
         closed: ClosedTree,
         journal: Journal,
-        time: SystemTime,
     ) -> Arc<Self> {
         let mut st = State {
             nodes: HashMap::new(),
@@ -323,7 +314,7 @@ impl Dataset {
             urgent: false,
             stash: None,
         };
-        live_from_closed(&mut st, time);
+        live_from_closed(&mut st);
         let Setup {
             name,
             profile_name,
@@ -357,14 +348,22 @@ impl Dataset {
         commit: Commit,
     ) -> anyhow::Result<Arc<Self>> {
         let time = UNIX_EPOCH + Duration::from_millis(commit.time_ms.max(0) as u64);
-        let root = load_closed(&setup.blocks, &commit.root)?;
+        let root = load_closed(&setup.blocks, &commit.root, time)?;
         let mut closed = ClosedTree::new(root);
-        closed.meta = commit.meta.clone();
+        match &commit.attrs {
+            Some(a) => closed.apply_attrs(super::attrs::read_tree(&setup.blocks, a)?),
+            // A version written before `attrs`: explicit metas only, the rest its time.
+            None => closed.apply_legacy_meta(&commit.meta),
+        }
         let (journal, mut records) = Journal::open(&setup.dir.join("JOURNAL"), jseq)?;
         // Small files whose blocks a crash kept from being stored: their records carry them.
         // They go under the record's temporary pin if it made it to the store (it may hold
         // the file's reused leaves too), else under a new one that the record now names.
         for (_, op) in records.iter_mut() {
+            let op = match op {
+                Op::Stamped { op, .. } => &mut **op,
+                op => op,
+            };
             if let Op::Put { inline, temp, .. } = op {
                 if inline.is_empty() {
                     continue;
@@ -396,7 +395,6 @@ impl Dataset {
             commit.seq,
             closed,
             journal,
-            time,
         );
         if replayed {
             tracing::info!(dataset = %name, records = records.len(), "replaying the journal of an unclean stop");
@@ -637,7 +635,6 @@ impl Dataset {
         name: &[u8],
         body: Body,
         mode: u32,
-        explicit: bool,
     ) -> Result<NodeId, DsError> {
         check_name(name)?;
         if !unixfs::is_safe_name(name) {
@@ -677,7 +674,6 @@ impl Dataset {
                 mtime: time,
                 atime: time,
                 ctime: time,
-                explicit_meta: explicit,
             },
         );
         Ok(id)
@@ -703,7 +699,6 @@ impl Dataset {
                 hold: None,
             },
             mode,
-            mode != 0o644,
         )?;
         tracing::trace!(dataset = %self.name, node = id, name = %String::from_utf8_lossy(name), "create");
         Ok(id)
@@ -722,20 +717,10 @@ impl Dataset {
                 subdirs: 0,
             },
             mode,
-            mode != 0o755,
         )?;
         let path = path_components(&st, id).expect("just linked");
-        let logged = self
-            .log(&mut st, Op::Mkdir { path: path.clone() })
-            .and_then(|()| {
-                if mode != 0o755 {
-                    let mtime = secs(st.nodes[&id].mtime);
-                    self.log(&mut st, Op::Meta { path, mode, mtime })
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = logged {
+        let op = stamped(&st, Op::Mkdir { path }, &[id, parent]);
+        if let Err(e) = self.log(&mut st, op) {
             let _ = unlink_live(&mut st, parent, name);
             return Err(e);
         }
@@ -772,7 +757,6 @@ impl Dataset {
                 cid,
             },
             0o777,
-            false,
         ) {
             Ok(id) => id,
             Err(e) => {
@@ -792,6 +776,7 @@ impl Dataset {
             target: target.to_vec(),
             inline: Vec::new(),
         };
+        let op = stamped(&st, op, &[id, parent]);
         if let Err(e) = self.log(&mut st, op) {
             let _ = unlink_live(&mut st, parent, name);
             drop(st);
@@ -820,13 +805,19 @@ impl Dataset {
         let path = path_components(&st, id).expect("linked");
         // Removing what no version will hold (a file never closed) needs no record: it also
         // works on a full disk, freeing the staged bytes.
-        if st.closed.get(&path).is_some() {
-            self.log(&mut st, Op::Remove { path })?;
+        let journaled = st.closed.get(&path).is_some();
+        let before = st.nodes[&parent].mtime;
+        touch(&mut st, parent);
+        if journaled {
+            let op = stamped(&st, Op::Remove { path }, &[parent]);
+            if let Err(e) = self.log(&mut st, op) {
+                st.nodes.get_mut(&parent).expect("parent").mtime = before;
+                return Err(e);
+            }
         }
         if let Some(orphan) = unlink_live(&mut st, parent, name) {
             self.hold_orphan(&mut st, orphan);
         }
-        touch(&mut st, parent);
         Ok(())
     }
 
@@ -900,7 +891,12 @@ impl Dataset {
         let from = path_components(&st, id).expect("linked");
         let mut to = path_components_dir(&st, new_parent).ok_or(DsError::NotFound)?;
         to.push(new_name.to_vec());
-        self.log(&mut st, Op::Rename { from, to })?;
+        let time = now();
+        let op = Op::Stamped {
+            op: Box::new(Op::Rename { from, to }),
+            stamps: dir_stamps(&st, &[parent, new_parent], time),
+        };
+        self.log(&mut st, op)?;
         if existing.is_some() {
             if let Some(orphan) = unlink_live(&mut st, new_parent, new_name) {
                 self.hold_orphan(&mut st, orphan);
@@ -930,9 +926,9 @@ impl Dataset {
         let n = st.nodes.get_mut(&id).expect("node");
         n.parent = new_parent;
         n.name = new_name.to_vec();
-        n.ctime = now();
-        touch(&mut st, parent);
-        touch(&mut st, new_parent);
+        n.ctime = time;
+        touch_at(&mut st, parent, time);
+        touch_at(&mut st, new_parent, time);
         Ok(())
     }
 
@@ -977,7 +973,12 @@ impl Dataset {
         }
         let pa = path_components(&st, a).expect("linked");
         let pb = path_components(&st, b).expect("linked");
-        self.log(&mut st, Op::Exchange { a: pa, b: pb })?;
+        let time = now();
+        let op = Op::Stamped {
+            op: Box::new(Op::Exchange { a: pa, b: pb }),
+            stamps: dir_stamps(&st, &[parent, new_parent], time),
+        };
+        self.log(&mut st, op)?;
         let dir_a = u32::from(matches!(st.nodes[&a].body, Body::Dir { .. }));
         let dir_b = u32::from(matches!(st.nodes[&b].body, Body::Dir { .. }));
         if let Body::Dir {
@@ -994,15 +995,14 @@ impl Dataset {
             children.insert(new_name.to_vec(), a);
             *subdirs = *subdirs + dir_a - dir_b;
         }
-        let time = now();
         for (id, dir, nm) in [(a, new_parent, new_name), (b, parent, name)] {
             let n = st.nodes.get_mut(&id).expect("node");
             n.parent = dir;
             n.name = nm.to_vec();
             n.ctime = time;
         }
-        touch(&mut st, parent);
-        touch(&mut st, new_parent);
+        touch_at(&mut st, parent, time);
+        touch_at(&mut st, new_parent, time);
         Ok(())
     }
 
@@ -1039,11 +1039,9 @@ impl Dataset {
             }
             if let Some(m) = mode {
                 n.mode = m & 0o7777;
-                n.explicit_meta = true;
             }
             if let Some(t) = mtime {
                 n.mtime = t;
-                n.explicit_meta = true;
             }
             if let Some(t) = atime {
                 n.atime = t;
@@ -1094,10 +1092,12 @@ impl Dataset {
         if (mode.is_some() || mtime.is_some()) && has_closed_state {
             if let Some(path) = path_components(&st, id) {
                 let n = &st.nodes[&id];
+                let m = closed::meta_at(n.mode, n.mtime);
                 let op = Op::Meta {
                     path,
-                    mode: n.mode,
-                    mtime: secs(n.mtime),
+                    mode: m.mode,
+                    mtime: m.mtime,
+                    nsec: m.nsec,
                 };
                 self.log(&mut st, op)?;
             }
@@ -1547,9 +1547,10 @@ impl Dataset {
             let dropped = std::mem::take(&mut st.closed.dropped_temps);
             st.pending_since = None;
             st.urgent = false;
+            let attrs = built.attrs;
             (
                 built,
-                st.closed.meta.clone(),
+                attrs,
                 st.journal.last_seq(),
                 st.head,
                 st.seq,
@@ -1565,7 +1566,8 @@ impl Dataset {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
-            meta,
+            attrs: Some(meta),
+            meta: BTreeMap::new(),
             message: message.map(str::to_string),
         };
         match self.publish(&commit, &built, jseq) {
@@ -1710,11 +1712,48 @@ fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) -> Option<NodeId> {
 
 /// A directory's entries changed: its mtime and ctime are now.
 fn touch(st: &mut State, dir: NodeId) {
+    touch_at(st, dir, now());
+}
+
+fn touch_at(st: &mut State, dir: NodeId, t: SystemTime) {
     if let Some(n) = st.nodes.get_mut(&dir) {
-        let t = now();
         n.mtime = t;
         n.ctime = t;
     }
+}
+
+/// The live mode and mtime of linked nodes, by path, for a journal record.
+fn node_stamps(st: &State, ids: &[NodeId]) -> Vec<(DsPath, Meta)> {
+    ids.iter()
+        .filter_map(|id| {
+            let n = st.nodes.get(id)?;
+            let path = if *id == ROOT_NODE {
+                Vec::new()
+            } else {
+                path_components(st, *id)?
+            };
+            Some((path, closed::meta_at(n.mode, n.mtime)))
+        })
+        .collect()
+}
+
+/// `op` with the live metas of `ids` (the entry it makes, the directories it changes).
+fn stamped(st: &State, op: Op, ids: &[NodeId]) -> Op {
+    Op::Stamped {
+        op: Box::new(op),
+        stamps: node_stamps(st, ids),
+    }
+}
+
+/// The metas directories `dirs` will have once changed at `time`.
+fn dir_stamps(st: &State, dirs: &[NodeId], time: SystemTime) -> Vec<(DsPath, Meta)> {
+    let mut out = node_stamps(st, dirs);
+    for (_, m) in &mut out {
+        let t = closed::meta_at(m.mode, time);
+        m.mtime = t.mtime;
+        m.nsec = t.nsec;
+    }
+    out
 }
 
 /// Every block of a file's DAG that is local (each once).
@@ -1755,8 +1794,10 @@ fn path_components_dir(st: &State, id: NodeId) -> Option<DsPath> {
 }
 
 /// Builds the live nodes from the closed tree (at load, after a replay).
-fn live_from_closed(st: &mut State, time: SystemTime) {
+fn live_from_closed(st: &mut State) {
     st.nodes.clear();
+    let root_meta = st.closed.root.meta;
+    let root_time = closed::meta_time(&root_meta);
     st.nodes.insert(
         ROOT_NODE,
         WNode {
@@ -1767,71 +1808,62 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
                 keys: HashSet::new(),
                 subdirs: 0,
             },
-            mode: 0o755,
-            mtime: time,
-            atime: time,
-            ctime: time,
-            explicit_meta: false,
+            mode: root_meta.mode,
+            mtime: root_time,
+            atime: root_time,
+            ctime: root_time,
         },
     );
     let mut next = ROOT_NODE + 1;
-    let mut stack: Vec<(NodeId, &ClosedDir, String)> =
-        vec![(ROOT_NODE, &st.closed.root, String::new())];
-    let mut made: Vec<(NodeId, NodeId, Vec<u8>, Body, u32, String)> = Vec::new();
-    while let Some((id, dir, prefix)) = stack.pop() {
+    let mut stack: Vec<(NodeId, &ClosedDir)> = vec![(ROOT_NODE, &st.closed.root)];
+    let mut made: Vec<(NodeId, NodeId, Vec<u8>, Body, Meta)> = Vec::new();
+    while let Some((id, dir)) = stack.pop() {
         for (name, e) in &dir.entries {
             let child = next;
             next += 1;
-            let key = if prefix.is_empty() {
-                String::from_utf8_lossy(name).into_owned()
-            } else {
-                format!("{prefix}/{}", String::from_utf8_lossy(name))
-            };
-            let (body, mode) = match e {
+            let (body, meta) = match e {
                 closed::Entry::Dir(d) => {
-                    stack.push((child, d, key.clone()));
+                    stack.push((child, d));
                     (
                         Body::Dir {
                             children: BTreeMap::new(),
                             keys: HashSet::new(),
                             subdirs: 0,
                         },
-                        0o755,
+                        d.meta,
                     )
                 }
-                closed::Entry::Leaf(ClosedLeaf {
-                    kind: LeafKind::File,
-                    cid,
-                    size,
-                    tsize,
-                    ..
-                }) => (
+                closed::Entry::Leaf(
+                    l @ ClosedLeaf {
+                        kind: LeafKind::File,
+                        ..
+                    },
+                ) => (
                     Body::File {
                         sealed: Some(Sealed {
-                            cid: *cid,
-                            size: *size,
-                            tsize: *tsize,
+                            cid: l.cid,
+                            size: l.size,
+                            tsize: l.tsize,
                         }),
                         staged: None,
                         writers: 0,
                         readers: 0,
                         hold: None,
                     },
-                    0o644,
+                    l.meta,
                 ),
                 closed::Entry::Leaf(l) => (
                     Body::Symlink {
                         target: l.target.clone(),
                         cid: l.cid,
                     },
-                    0o777,
+                    l.meta,
                 ),
             };
-            made.push((id, child, name.clone(), body, mode, key));
+            made.push((id, child, name.clone(), body, meta));
         }
     }
-    for (parent, id, name, body, mode, key) in made {
-        let meta = st.closed.meta.get(&key).copied();
+    for (parent, id, name, body, meta) in made {
         let is_dir = u32::from(matches!(body, Body::Dir { .. }));
         if let Some(Body::Dir {
             children,
@@ -1843,20 +1875,17 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
             children.insert(name.clone(), id);
             *subdirs += is_dir;
         }
-        let mtime = meta
-            .map(|m| UNIX_EPOCH + Duration::from_secs(m.mtime.max(0) as u64))
-            .unwrap_or(time);
+        let mtime = closed::meta_time(&meta);
         st.nodes.insert(
             id,
             WNode {
                 parent,
                 name,
                 body,
-                mode: meta.map(|m| m.mode).unwrap_or(mode),
+                mode: meta.mode,
                 mtime,
                 atime: mtime,
                 ctime: mtime,
-                explicit_meta: meta.is_some(),
             },
         );
     }
@@ -1864,8 +1893,14 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
 }
 
 /// The closed tree of a committed root, from local blocks.
-fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
-    let mut top = ClosedDir::loaded((*root, 0));
+fn load_closed(blocks: &BlockService, root: &Cid, time: SystemTime) -> anyhow::Result<ClosedDir> {
+    let loaded = |built: (Cid, u64)| {
+        let mut d = ClosedDir::loaded(built);
+        d.meta = closed::meta_at(closed::DIR_MODE, time);
+        d
+    };
+    let file_meta = closed::meta_at(closed::FILE_MODE, time);
+    let mut top = loaded((*root, 0));
     // Explicit stack of (path from the top, cid) of directories still to read.
     let mut pending: Vec<(Vec<Vec<u8>>, Cid)> = vec![(Vec::new(), *root)];
     while let Some((path, cid)) = pending.pop() {
@@ -1882,6 +1917,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                         tsize,
                         target: Vec::new(),
                         temp: None,
+                        meta: file_meta,
                     }),
                 );
                 continue;
@@ -1894,7 +1930,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     let mut p = path.clone();
                     p.push(name.clone());
                     pending.push((p, child));
-                    closed::Entry::Dir(ClosedDir::loaded((child, tsize)))
+                    closed::Entry::Dir(loaded((child, tsize)))
                 }
                 Node::Symlink(s) => closed::Entry::Leaf(ClosedLeaf {
                     kind: LeafKind::Symlink,
@@ -1903,6 +1939,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     tsize,
                     target: s.target,
                     temp: None,
+                    meta: closed::meta_at(closed::SYMLINK_MODE, time),
                 }),
                 Node::File(f) => closed::Entry::Leaf(ClosedLeaf {
                     kind: LeafKind::File,
@@ -1911,6 +1948,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     tsize,
                     target: Vec::new(),
                     temp: None,
+                    meta: file_meta,
                 }),
                 Node::Document(d) => closed::Entry::Leaf(ClosedLeaf {
                     kind: LeafKind::File,
@@ -1919,6 +1957,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     tsize,
                     target: Vec::new(),
                     temp: None,
+                    meta: file_meta,
                 }),
             };
             entries.insert(name, entry);
