@@ -326,6 +326,10 @@ impl Datasets {
             let _ = h.join();
         }
         self.commit_all();
+        // Files unlinked while open: no handle outlives the mount, nor may their pins.
+        for ds in self.all() {
+            ds.release_orphans();
+        }
     }
 
     /// Commits every dataset with pending changes now.

@@ -3590,11 +3590,20 @@ fn a_reader_keeps_an_unlinked_or_replaced_file_until_its_close() {
     put(b".t.tmp", &new);
     ds.rename(ROOT_NODE, b".t.tmp", ROOT_NODE, b"t", false)
         .unwrap();
-    // A file closed but never committed, opened for reading, then unlinked.
+    // A file closed but never committed, opened for reading, then unlinked; and a small one
+    // (its blocks stored by the background writer).
     let u = put(b"u", &old);
     ds.open_read(u).unwrap();
     ds.unlink(ROOT_NODE, b"u", false).unwrap();
+    let small = put(b"small", b"small content");
+    ds.open_read(small).unwrap();
+    ds.unlink(ROOT_NODE, b"small", false).unwrap();
     ds.commit(None).unwrap();
+    assert_eq!(
+        read_live(&ds, w.h.blocks(), small).unwrap(),
+        b"small content"
+    );
+    ds.release_read(small);
     for (id, what) in [(t, "replaced"), (u, "unlinked")] {
         let a = ds.attr(id).unwrap();
         assert_eq!((a.size, a.nlink), (old.len() as u64, 0), "{what}: attr");
@@ -3617,6 +3626,15 @@ fn a_reader_keeps_an_unlinked_or_replaced_file_until_its_close() {
     ds.release_read(t);
     ds.release_read(u);
     assert!(ds.attr(t).is_err() && ds.attr(u).is_err());
+    assert!(w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
+    // An unmount lets go of what open handles still held.
+    let o = put(b"o", &old);
+    ds.open_read(o).unwrap();
+    ds.unlink(ROOT_NODE, b"o", false).unwrap();
+    assert!(!w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
+    ds.release_orphans();
+    assert!(ds.attr(o).is_err());
+    ds.commit(None).unwrap();
     assert!(w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
     // A crash while one is held resurrects nothing, and leaves no pin behind.
     let v = put(b"v", &old);

@@ -1329,6 +1329,11 @@ impl Dataset {
         else {
             return;
         };
+        // A small file's blocks may still wait for the background writer: stored first, so
+        // that the walk below finds them all.
+        if let Err(e) = self.blocks.flush_deferred() {
+            tracing::warn!(dataset = %self.name, "cannot store queued blocks: {e}");
+        }
         let cids = file_blocks(&self.blocks, &sealed.cid);
         let held = self.new_temp().and_then(|t| {
             self.blocks
