@@ -792,6 +792,8 @@ fn times_and_modes_survive_a_remount() {
     let _ = utimensat(&d.join("old"), ts(0, 0), ts(-1_000_000, 500_000_000));
     let _ = utimensat(&d.join("big/f7"), ts(0, 0), ts(1_700_000_000, 1));
     let _ = fs::set_permissions(d.join("a/b"), fs::Permissions::from_mode(0o750));
+    // The dataset's own directory too (given a time after its last change below).
+    let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o705));
     let _ = fs::set_permissions(d.join("big/f8"), fs::Permissions::from_mode(0o600));
     // A file changed after the first version: its new time must be kept, not the first one.
     let _ = xattr(&d, "user.ipfs.cid", 120);

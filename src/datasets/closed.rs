@@ -382,7 +382,8 @@ impl ClosedTree {
                 mtime,
                 nsec,
             } => {
-                if self.get(path).is_some() {
+                // The empty path is the dataset's root directory.
+                if path.is_empty() || self.get(path).is_some() {
                     if let Some(m) = self.meta_mut(path) {
                         *m = Meta {
                             mode: *mode,
