@@ -123,9 +123,9 @@ fn file_attr(attr: &Attr, owner: (u32, u32)) -> FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
-        atime: attr.mtime,
+        atime: attr.atime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind: match attr.kind {
             Kind::Directory => FileType::Directory,
@@ -143,6 +143,19 @@ fn file_attr(attr: &Attr, owner: (u32, u32)) -> FileAttr {
     }
 }
 
+/// fuser 0.18 reads a time before the epoch, `(secs < 0, nsecs)`, as `epoch - (|secs| + nsecs)`
+/// where the kernel means `epoch - |secs| + nsecs` (see its `system_time_from_time`): put the
+/// nanoseconds back on the right side. Times from the epoch on are read right.
+fn before_epoch_fixed(t: SystemTime) -> SystemTime {
+    match SystemTime::UNIX_EPOCH.duration_since(t) {
+        Ok(d) if d.subsec_nanos() > 0 => {
+            SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(d.as_secs())
+                + std::time::Duration::from_nanos(u64::from(d.subsec_nanos()))
+        }
+        _ => t,
+    }
+}
+
 fn reply_entry(reply: ReplyEntry, entry: &Entry, owner: (u32, u32)) {
     reply.entry(&entry.ttl, &file_attr(&entry.attr, owner), Generation(0));
 }
@@ -153,11 +166,13 @@ impl Filesystem for IpfsFs {
     }
 
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // HANDLE_KILLPRIV_V2: we clear set-id bits ourselves (there are none: nosuid), so the kernel
-        // need not ask for security.capability before every write.
+        // Not HANDLE_KILLPRIV(_V2): the kernel clears set-user-ID and set-group-ID bits itself
+        // when a process without CAP_FSETID writes or truncates (a SETATTR of the mode), with
+        // its own capability check. Handling V2 here would need FATTR_KILL_SUIDGID and
+        // FUSE_OPEN_KILL_SUIDGID, which fuser does not pass on. The price is one getxattr of
+        // `security.capability` per write, answered on the FUSE thread.
         let wanted = InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             // The kernel then caches "no ACL" per inode instead of asking on every `ls -l`.
             | InitFlags::FUSE_POSIX_ACL;
         let _ = config.add_capabilities(wanted & config.capabilities());
@@ -181,6 +196,8 @@ impl Filesystem for IpfsFs {
                         size: 0,
                         perm: 0,
                         mtime: SystemTime::UNIX_EPOCH,
+                        atime: SystemTime::UNIX_EPOCH,
+                        ctime: SystemTime::UNIX_EPOCH,
                         nlink: 0,
                     };
                     return reply.entry(&ttl, &file_attr(&none, (0, 0)), Generation(0));
@@ -220,7 +237,7 @@ impl Filesystem for IpfsFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -230,13 +247,14 @@ impl Filesystem for IpfsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mtime = mtime.map(|t| match t {
-            TimeOrNow::SpecificTime(t) => t,
+        let time = |t: TimeOrNow| match t {
+            TimeOrNow::SpecificTime(t) => before_epoch_fixed(t),
             TimeOrNow::Now => SystemTime::now(),
-        });
+        };
+        let (atime, mtime) = (atime.map(time), mtime.map(time));
         let owner_change = uid.is_some() || gid.is_some();
         self.offload(reply, move |tree, reply| {
-            let result = tree.setattr(ino.0, mode, size, mtime, owner_change);
+            let result = tree.setattr(ino.0, mode, size, atime, mtime, owner_change);
             reply.send(|reply| match result {
                 Ok(entry) => reply.attr(&entry.ttl, &file_attr(&entry.attr, tree.owner())),
                 Err(e) => reply.error(errno("setattr", &e)),
@@ -255,13 +273,16 @@ impl Filesystem for IpfsFs {
         &self,
         _req: &Request,
         parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("mknod", &self.tree.refuse_write(parent.0)));
+        match self.tree.mknod(parent.0, name, mode & !umask) {
+            Ok(entry) => reply_entry(reply, &entry, self.tree.owner()),
+            Err(e) => reply.error(errno("mknod", &e)),
+        }
     }
 
     fn mkdir(

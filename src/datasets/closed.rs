@@ -10,14 +10,47 @@
 //! [`ipfs_mount_ipld::dirtree`]): a commit costs the changed paths, not the dataset.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_ipld::builder::ImportProfile;
 use ipfs_mount_ipld::dirtree::{DirBuilder, DirError};
 
+use super::attrs::{self, Value};
 use super::commit::Meta;
 use super::journal::{DsPath, LeafKind, Op};
+
+/// Default modes of entries nothing was said about (an old journal record, an old version).
+pub const FILE_MODE: u32 = 0o644;
+pub const DIR_MODE: u32 = 0o755;
+pub const SYMLINK_MODE: u32 = 0o777;
+
+/// A mode and `time` as a [`Meta`].
+pub fn meta_at(mode: u32, time: SystemTime) -> Meta {
+    let (mtime, nsec) = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            if d.subsec_nanos() == 0 {
+                (-(d.as_secs() as i64), 0)
+            } else {
+                (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+            }
+        }
+    };
+    Meta { mode, mtime, nsec }
+}
+
+/// The time a [`Meta`] says.
+pub fn meta_time(m: &Meta) -> SystemTime {
+    let nsec = std::time::Duration::from_nanos(u64::from(m.nsec.min(999_999_999)));
+    if m.mtime >= 0 {
+        UNIX_EPOCH + std::time::Duration::from_secs(m.mtime as u64) + nsec
+    } else {
+        UNIX_EPOCH - std::time::Duration::from_secs(m.mtime.unsigned_abs()) + nsec
+    }
+}
 
 /// A file or symlink as its last closed state.
 #[derive(Debug, Clone)]
@@ -29,6 +62,7 @@ pub struct ClosedLeaf {
     pub target: Vec<u8>,
     /// The temporary pin that protects its blocks until a version pins them.
     pub temp: Option<u64>,
+    pub meta: Meta,
 }
 
 pub enum Entry {
@@ -36,9 +70,16 @@ pub enum Entry {
     Leaf(ClosedLeaf),
 }
 
-#[derive(Default)]
 pub struct ClosedDir {
     pub entries: BTreeMap<Vec<u8>, Entry>,
+    pub meta: Meta,
+    /// The CID of its attributes node (`attrs.rs`) as last built; `None` when a meta below
+    /// changed since.
+    attrs_built: Option<Cid>,
+    /// A split directory's buckets as last built (`None` until built split).
+    attrs_buckets: Option<Vec<Option<Cid>>>,
+    /// Names whose meta (or whose subdirectory's attributes) changed since the last build.
+    attrs_changed: BTreeSet<Vec<u8>>,
     /// CID and Tsize as last built; `None` when something below changed since.
     built: Option<(Cid, u64)>,
     /// The incremental builder; created on the directory's first change after a load.
@@ -49,12 +90,34 @@ pub struct ClosedDir {
     changed: BTreeSet<Vec<u8>>,
 }
 
+impl Default for ClosedDir {
+    fn default() -> Self {
+        ClosedDir {
+            entries: BTreeMap::new(),
+            meta: meta_at(DIR_MODE, SystemTime::now()),
+            attrs_built: None,
+            attrs_buckets: None,
+            attrs_changed: BTreeSet::new(),
+            built: None,
+            builder: None,
+            changed: BTreeSet::new(),
+        }
+    }
+}
+
 impl ClosedDir {
     pub fn loaded(built: (Cid, u64)) -> Self {
         ClosedDir {
             built: Some(built),
             ..Default::default()
         }
+    }
+
+    /// `name` changed: both its UnixFS link and its attributes are rebuilt.
+    fn mark(&mut self, name: &[u8]) {
+        self.changed.insert(name.to_vec());
+        self.attrs_changed.insert(name.to_vec());
+        self.attrs_built = None;
     }
 
     pub fn built(&self) -> Option<(Cid, u64)> {
@@ -65,6 +128,8 @@ impl ClosedDir {
 /// What one build produced.
 pub struct Built {
     pub root: Cid,
+    /// The root's attributes node.
+    pub attrs: Cid,
     pub blocks: Vec<(Cid, Bytes)>,
     /// Temporary pins of the files this version takes in: the version's pin absorbs them.
     pub temps: Vec<u64>,
@@ -73,8 +138,6 @@ pub struct Built {
 #[derive(Default)]
 pub struct ClosedTree {
     pub root: ClosedDir,
-    /// Modes and times users set, by path (`a/b/c`), as the commit record keeps them.
-    pub meta: BTreeMap<String, Meta>,
     /// Temporary pins of contents replaced or removed before any version took them in:
     /// released once the next version is durable.
     pub dropped_temps: Vec<u64>,
@@ -121,8 +184,9 @@ impl ClosedTree {
     fn dir_mut(&mut self, path: &[Vec<u8>]) -> Option<&mut ClosedDir> {
         let mut dir = &mut self.root;
         dir.built = None;
+        dir.attrs_built = None;
         for name in path {
-            dir.changed.insert(name.clone());
+            dir.mark(name);
             let e = dir
                 .entries
                 .entry(name.clone())
@@ -131,6 +195,7 @@ impl ClosedTree {
                 Entry::Dir(d) => {
                     dir = d;
                     dir.built = None;
+                    dir.attrs_built = None;
                 }
                 Entry::Leaf(_) => return None,
             }
@@ -138,12 +203,49 @@ impl ClosedTree {
         Some(dir)
     }
 
+    /// The meta of the entry at `path` (the root: empty), for a change of it alone: only the
+    /// attributes on its path are rebuilt, never the UnixFS directories.
+    fn meta_mut(&mut self, path: &[Vec<u8>]) -> Option<&mut Meta> {
+        self.root.attrs_built = None;
+        let Some((last, parents)) = path.split_last() else {
+            return Some(&mut self.root.meta);
+        };
+        let mut dir = &mut self.root;
+        for name in parents {
+            dir.attrs_changed.insert(name.clone());
+            match dir.entries.get_mut(name)? {
+                Entry::Dir(d) => {
+                    dir = d;
+                    dir.attrs_built = None;
+                }
+                Entry::Leaf(_) => return None,
+            }
+        }
+        dir.attrs_changed.insert(last.clone());
+        match dir.entries.get_mut(last)? {
+            Entry::Dir(d) => {
+                d.attrs_built = None;
+                Some(&mut d.meta)
+            }
+            Entry::Leaf(l) => Some(&mut l.meta),
+        }
+    }
+
+    /// Applies the metas a record carries for entries it touched (the entry, its parents).
+    fn stamp(&mut self, stamps: &[(DsPath, Meta)]) {
+        for (path, meta) in stamps {
+            if let Some(m) = self.meta_mut(path) {
+                *m = *meta;
+            }
+        }
+    }
+
     fn take(&mut self, path: &DsPath) -> Option<Entry> {
         let (name, parent) = path.split_last()?;
         // Only touch the path when there is something to take.
         self.get(path)?;
         let dir = self.dir_mut(parent)?;
-        dir.changed.insert(name.clone());
+        dir.mark(name);
         dir.entries.remove(name)
     }
 
@@ -159,38 +261,15 @@ impl ClosedTree {
         dir.entries.get(last)
     }
 
-    fn drop_meta_under(&mut self, key: &str) {
-        let doomed: Vec<String> = self
-            .meta
-            .range(key.to_string()..)
-            .take_while(|(k, _)| k.starts_with(key))
-            .filter(|(k, _)| k.len() == key.len() || k.as_bytes()[key.len()] == b'/')
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.meta.remove(&k);
-        }
-    }
-
-    fn move_meta(&mut self, from: &str, to: &str) {
-        let moved: Vec<(String, Meta)> = self
-            .meta
-            .range(from.to_string()..)
-            .take_while(|(k, _)| k.starts_with(from))
-            .filter(|(k, _)| k.len() == from.len() || k.as_bytes()[from.len()] == b'/')
-            .map(|(k, m)| (k.clone(), *m))
-            .collect();
-        for (k, m) in moved {
-            self.meta.remove(&k);
-            self.meta.insert(format!("{to}{}", &k[from.len()..]), m);
-        }
-    }
-
     /// Applies one journal op. Ops are lenient: a replay may meet states the live tree never
     /// showed (a rename whose source was never closed only removes the target).
     pub fn apply(&mut self, op: &Op) {
         self.dirty = true;
         match op {
+            Op::Stamped { op, stamps } => {
+                self.apply(op);
+                self.stamp(stamps);
+            }
             Op::Put {
                 path,
                 kind,
@@ -205,11 +284,20 @@ impl ClosedTree {
                     return;
                 };
                 let mut dropped = Vec::new();
+                // A record without a meta (an older journal) keeps the entry's, or a default.
+                let meta = match self.get(path) {
+                    Some(Entry::Leaf(l)) => l.meta,
+                    _ => meta_at(
+                        if *kind == LeafKind::Symlink {
+                            SYMLINK_MODE
+                        } else {
+                            FILE_MODE
+                        },
+                        SystemTime::now(),
+                    ),
+                };
                 if let Some(old) = self.get(path) {
                     collect_temps(old, &mut dropped);
-                }
-                if let Some(Entry::Dir(_)) = self.get(path) {
-                    self.drop_meta_under(&meta_key(path));
                 }
                 let Some(dir) = self.dir_mut(parent) else {
                     tracing::warn!(path = %meta_key(path), "journal: a file below a file; skipped");
@@ -217,7 +305,7 @@ impl ClosedTree {
                     self.dropped_temps.extend(dropped);
                     return;
                 };
-                dir.changed.insert(name.clone());
+                dir.mark(name);
                 dir.entries.insert(
                     name.clone(),
                     Entry::Leaf(ClosedLeaf {
@@ -227,6 +315,7 @@ impl ClosedTree {
                         tsize: *tsize,
                         target: target.clone(),
                         temp: *temp,
+                        meta,
                     }),
                 );
                 self.dropped_temps.extend(dropped);
@@ -246,7 +335,6 @@ impl ClosedTree {
                 if let Some(old) = self.take(path) {
                     collect_temps(&old, &mut self.dropped_temps);
                 }
-                self.drop_meta_under(&meta_key(path));
             }
             Op::Rename { from, to } => {
                 if from == to {
@@ -256,46 +344,194 @@ impl ClosedTree {
                 if let Some(old) = self.take(to) {
                     collect_temps(&old, &mut self.dropped_temps);
                 }
-                self.drop_meta_under(&meta_key(to));
                 let Some(entry) = moving else { return };
                 let Some((name, parent)) = to.split_last() else {
                     return;
                 };
                 match self.dir_mut(parent) {
                     Some(dir) => {
-                        dir.changed.insert(name.clone());
+                        dir.mark(name);
                         dir.entries.insert(name.clone(), entry);
-                        self.move_meta(&meta_key(from), &meta_key(to));
                     }
                     None => collect_temps(&entry, &mut self.dropped_temps),
                 }
             }
-            Op::Meta { path, mode, mtime } => {
-                if self.get(path).is_some() {
-                    self.meta.insert(
-                        meta_key(path),
-                        Meta {
+            Op::Exchange { a, b } => {
+                if a == b || a.starts_with(b) || b.starts_with(a) {
+                    return;
+                }
+                let ea = self.take(a);
+                let eb = self.take(b);
+                for (entry, path) in [(ea, b), (eb, a)] {
+                    let Some(entry) = entry else { continue };
+                    let Some((name, parent)) = path.split_last() else {
+                        continue;
+                    };
+                    match self.dir_mut(parent) {
+                        Some(dir) => {
+                            dir.mark(name);
+                            dir.entries.insert(name.clone(), entry);
+                        }
+                        None => collect_temps(&entry, &mut self.dropped_temps),
+                    }
+                }
+            }
+            Op::Meta {
+                path,
+                mode,
+                mtime,
+                nsec,
+            } => {
+                // The empty path is the dataset's root directory.
+                if path.is_empty() || self.get(path).is_some() {
+                    if let Some(m) = self.meta_mut(path) {
+                        *m = Meta {
                             mode: *mode,
                             mtime: *mtime,
-                        },
-                    );
+                            nsec: *nsec,
+                        };
+                    }
                 }
             }
         }
+    }
+
+    /// Applies the metas of an older version's commit record (explicit chmod and utimens
+    /// only, by path `a/b/c`) to a tree loaded from it.
+    pub fn apply_legacy_meta(&mut self, meta: &BTreeMap<String, Meta>) {
+        for (key, m) in meta {
+            let path: DsPath = key.split('/').map(|c| c.as_bytes().to_vec()).collect();
+            if let Some(slot) = self.meta_mut(&path) {
+                *slot = *m;
+            }
+        }
+    }
+
+    /// Sets every meta an attributes tree holds on a tree loaded from the same version, and
+    /// keeps its nodes as built: the next commit re-encodes only changed paths.
+    pub fn apply_attrs(&mut self, read: attrs::ReadAttrs) {
+        for (path, m) in read.metas {
+            if path.is_empty() || self.get(&path).is_some() {
+                if let Some(slot) = self.meta_mut(&path) {
+                    *slot = m;
+                }
+            }
+        }
+        for (path, cid, buckets) in read.dirs {
+            let dir = if path.is_empty() {
+                Some(&mut self.root)
+            } else {
+                match self.get_mut(&path) {
+                    Some(Entry::Dir(d)) => Some(d),
+                    _ => None,
+                }
+            };
+            if let Some(d) = dir {
+                d.attrs_built = Some(cid);
+                d.attrs_buckets = buckets;
+                d.attrs_changed.clear();
+            }
+        }
+    }
+
+    fn get_mut(&mut self, path: &[Vec<u8>]) -> Option<&mut Entry> {
+        let mut dir = &mut self.root;
+        let (last, parents) = path.split_last()?;
+        for name in parents {
+            match dir.entries.get_mut(name)? {
+                Entry::Dir(d) => dir = d,
+                Entry::Leaf(_) => return None,
+            }
+        }
+        dir.entries.get_mut(last)
     }
 
     /// Builds every directory changed since the last build; returns the root and the new blocks.
     pub fn build(&mut self, profile: &ImportProfile) -> Result<Built, DirError> {
         let mut out = Built {
             root: Cid::default(),
+            attrs: Cid::default(),
             blocks: Vec::new(),
             temps: Vec::new(),
         };
         let (root, _) = build_dir(&mut self.root, profile, &mut out)?;
         out.root = root;
+        out.attrs = build_attrs(&mut self.root, &mut out.blocks);
         self.dirty = false;
         Ok(out)
     }
+}
+
+fn entry_value(e: &Entry) -> Value {
+    match e {
+        Entry::Leaf(l) => Value::Leaf(l.meta),
+        Entry::Dir(d) => Value::Dir(d.attrs_built.expect("subdirectories are built first")),
+    }
+}
+
+/// Encodes the attributes of every directory changed since its last build (`attrs.rs`): in a
+/// split directory, only the buckets of changed names.
+fn build_attrs(dir: &mut ClosedDir, out: &mut Vec<(Cid, Bytes)>) -> Cid {
+    if let Some(c) = dir.attrs_built {
+        return c;
+    }
+    // A loaded directory's subdirectories were never built: all of them then, else the changed.
+    let fresh = dir.attrs_buckets.is_none() && dir.entries.len() > attrs::SPLIT_ABOVE;
+    let changed = std::mem::take(&mut dir.attrs_changed);
+    for e in dir.entries.values_mut() {
+        if let Entry::Dir(d) = e {
+            if d.attrs_built.is_none() {
+                build_attrs(d, out);
+            }
+        }
+    }
+    let (cid, block) = if dir.entries.len() <= attrs::SPLIT_ABOVE {
+        dir.attrs_buckets = None;
+        attrs::encode_plain(
+            &dir.meta,
+            dir.entries
+                .iter()
+                .map(|(n, e)| (n.as_slice(), entry_value(e))),
+        )
+    } else {
+        let dirty: BTreeSet<usize> = if fresh {
+            (0..attrs::BUCKETS).collect()
+        } else {
+            changed.iter().map(|n| attrs::bucket_of(n)).collect()
+        };
+        let mut buckets = dir
+            .attrs_buckets
+            .take()
+            .unwrap_or_else(|| vec![None; attrs::BUCKETS]);
+        let mut members: BTreeMap<usize, Vec<(&[u8], Value)>> = BTreeMap::new();
+        if !dirty.is_empty() {
+            for (n, e) in &dir.entries {
+                let b = attrs::bucket_of(n);
+                if dirty.contains(&b) {
+                    members
+                        .entry(b)
+                        .or_default()
+                        .push((n.as_slice(), entry_value(e)));
+                }
+            }
+        }
+        for b in dirty {
+            buckets[b] = match members.remove(&b) {
+                Some(items) => {
+                    let (c, block) = attrs::encode_bucket(items.into_iter());
+                    out.push((c, block));
+                    Some(c)
+                }
+                None => None,
+            };
+        }
+        let node = attrs::encode_split(&dir.meta, &buckets);
+        dir.attrs_buckets = Some(buckets);
+        node
+    };
+    out.push((cid, block));
+    dir.attrs_built = Some(cid);
+    cid
 }
 
 fn build_dir(

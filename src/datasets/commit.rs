@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! { "prev": <commit CID> | null, "root": <UnixFS directory CID>, "seq": 7, "time": <ms since epoch>,
-//!   "meta": { "<path>": { "mode": 0o644, "mtime": <s> } }, "message": "…" (optional) }
+//!   "attrs": <CID of the root's attributes node>, "meta": {}, "message": "…" (optional) }
 //! ```
-//! `meta` keeps what users set with chmod and utimens beside the DAG, so that file and directory
-//! CIDs stay exactly those of the import profile.
+//! `attrs` (see `attrs.rs`) keeps every entry's mode and mtime beside the DAG, so that file and
+//! directory CIDs stay exactly those of the import profile. Commits written before it have no
+//! `attrs` and a `meta` map, `{ "<path>": { "mode": 0o644, "mtime": <s> } }`, of what users set
+//! with chmod and utimens (whole seconds): they still load.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,9 @@ use ipld_core::ipld::Ipld;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     pub mode: u32,
+    /// Seconds since the epoch (negative before it) and nanoseconds within that second.
     pub mtime: i64,
+    pub nsec: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,9 @@ pub struct Commit {
     pub root: Cid,
     pub seq: u64,
     pub time_ms: i64,
+    /// Every entry's mode and mtime (`attrs.rs`); `None` in commits written before.
+    pub attrs: Option<Cid>,
+    /// What older commits kept instead (explicit chmod/utimens only); empty in new ones.
     pub meta: BTreeMap<String, Meta>,
     /// Free text given with `ipfs-mount dataset commit -m`.
     pub message: Option<String>,
@@ -42,6 +49,9 @@ impl Commit {
         map.insert("root".to_string(), Ipld::Link(self.root));
         map.insert("seq".to_string(), Ipld::Integer(self.seq as i128));
         map.insert("time".to_string(), Ipld::Integer(self.time_ms as i128));
+        if let Some(a) = self.attrs {
+            map.insert("attrs".to_string(), Ipld::Link(a));
+        }
         let meta = self
             .meta
             .iter()
@@ -92,6 +102,7 @@ impl Commit {
                             Meta {
                                 mode: *mode as u32,
                                 mtime: *mtime as i64,
+                                nsec: 0,
                             },
                         );
                     }
@@ -107,6 +118,10 @@ impl Commit {
             root,
             seq: int("seq")? as u64,
             time_ms: int("time")? as i64,
+            attrs: match map.get("attrs") {
+                Some(Ipld::Link(c)) => Some(*c),
+                _ => None,
+            },
             meta,
             message,
         })
@@ -126,6 +141,7 @@ mod tests {
             Meta {
                 mode: 0o640,
                 mtime: 1_700_000_000,
+                nsec: 0,
             },
         );
         let c = Commit {
@@ -133,6 +149,7 @@ mod tests {
             root,
             seq: 3,
             time_ms: 5,
+            attrs: Some(root),
             meta,
             message: Some("first".into()),
         };

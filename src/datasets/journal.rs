@@ -27,6 +27,8 @@ use cid::Cid;
 use ipfs_mount_ipld::{cids, codec, mh};
 use ipld_core::ipld::Ipld;
 
+use super::commit::Meta;
+
 /// One path inside a dataset, as its components.
 pub type DsPath = Vec<Vec<u8>>;
 
@@ -67,11 +69,25 @@ pub enum Op {
         from: DsPath,
         to: DsPath,
     },
-    /// chmod / utimens: kept beside the DAG in the commit record.
+    /// `renameat2(RENAME_EXCHANGE)`: the entries at `a` and `b` swap places (either may be
+    /// missing from the closed tree: a file never closed).
+    Exchange {
+        a: DsPath,
+        b: DsPath,
+    },
+    /// chmod / utimens: kept beside the DAG (`attrs.rs`).
     Meta {
         path: DsPath,
         mode: u32,
         mtime: i64,
+        /// Nanoseconds (0 in older records).
+        nsec: u32,
+    },
+    /// An op, then the modes and mtimes of the entries it touched (the entry made, the
+    /// directories whose entries changed), as the live tree had them: one record.
+    Stamped {
+        op: Box<Op>,
+        stamps: Vec<(DsPath, Meta)>,
     },
 }
 
@@ -98,9 +114,28 @@ fn bad(what: &str) -> io::Error {
 
 impl Op {
     fn to_ipld(&self, seq: u64) -> Ipld {
+        if let Op::Stamped { op, stamps } = self {
+            let Ipld::Map(mut m) = op.to_ipld(seq) else {
+                unreachable!("a record is a map")
+            };
+            let list = stamps
+                .iter()
+                .map(|(p, meta)| {
+                    Ipld::List(vec![
+                        path_ipld(p),
+                        Ipld::Integer(meta.mode as i128),
+                        Ipld::Integer(meta.mtime as i128),
+                        Ipld::Integer(meta.nsec as i128),
+                    ])
+                })
+                .collect();
+            m.insert("tm".to_string(), Ipld::List(list));
+            return Ipld::Map(m);
+        }
         let mut m = BTreeMap::new();
         m.insert("s".to_string(), Ipld::Integer(seq as i128));
         let op = match self {
+            Op::Stamped { .. } => unreachable!("handled above"),
             Op::Put {
                 path,
                 kind,
@@ -143,10 +178,23 @@ impl Op {
                 m.insert("to".into(), path_ipld(to));
                 "mv"
             }
-            Op::Meta { path, mode, mtime } => {
+            Op::Exchange { a, b } => {
+                m.insert("p".into(), path_ipld(a));
+                m.insert("to".into(), path_ipld(b));
+                "xchg"
+            }
+            Op::Meta {
+                path,
+                mode,
+                mtime,
+                nsec,
+            } => {
                 m.insert("p".into(), path_ipld(path));
                 m.insert("m".into(), Ipld::Integer(*mode as i128));
                 m.insert("mt".into(), Ipld::Integer(*mtime as i128));
+                if *nsec != 0 {
+                    m.insert("mn".into(), Ipld::Integer(*nsec as i128));
+                }
                 "meta"
             }
         };
@@ -211,6 +259,10 @@ impl Op {
                 from: path,
                 to: ipld_path(m.get("to"))?,
             },
+            "xchg" => Op::Exchange {
+                a: path,
+                b: ipld_path(m.get("to"))?,
+            },
             "meta" => Op::Meta {
                 path,
                 mode: int("m")? as u32,
@@ -218,8 +270,41 @@ impl Op {
                     Some(Ipld::Integer(i)) => *i as i64,
                     _ => 0,
                 },
+                nsec: int("mn").unwrap_or(0).min(999_999_999) as u32,
             },
             _ => return Err(bad("unknown op")),
+        };
+        let op = match m.get("tm") {
+            None => op,
+            Some(Ipld::List(l)) => {
+                let stamps = l
+                    .iter()
+                    .map(|t| match t {
+                        Ipld::List(f) => match &f[..] {
+                            [p, Ipld::Integer(mode), Ipld::Integer(secs), Ipld::Integer(nsec)] => {
+                                Ok((
+                                    ipld_path(Some(p))?,
+                                    Meta {
+                                        mode: u32::try_from(*mode).map_err(|_| bad("bad mode"))?,
+                                        mtime: i64::try_from(*secs).map_err(|_| bad("bad time"))?,
+                                        nsec: u32::try_from(*nsec)
+                                            .ok()
+                                            .filter(|n| *n < 1_000_000_000)
+                                            .ok_or_else(|| bad("bad nanoseconds"))?,
+                                    },
+                                ))
+                            }
+                            _ => Err(bad("bad stamp")),
+                        },
+                        _ => Err(bad("bad stamp")),
+                    })
+                    .collect::<io::Result<Vec<_>>>()?;
+                Op::Stamped {
+                    op: Box::new(op),
+                    stamps,
+                }
+            }
+            Some(_) => return Err(bad("bad stamps")),
         };
         Ok((seq, op))
     }
@@ -426,10 +511,38 @@ mod tests {
                 from: vec![b"a".to_vec()],
                 to: vec![b"b".to_vec()],
             },
+            Op::Exchange {
+                a: vec![b"b".to_vec()],
+                b: vec![b"d".to_vec(), b"e".to_vec()],
+            },
             Op::Meta {
                 path: vec![b"b".to_vec()],
                 mode: 0o700,
                 mtime: -5,
+                nsec: 7,
+            },
+            Op::Stamped {
+                op: Box::new(Op::Mkdir {
+                    path: vec![b"s".to_vec()],
+                }),
+                stamps: vec![
+                    (
+                        vec![b"s".to_vec()],
+                        Meta {
+                            mode: 0o750,
+                            mtime: -86_400,
+                            nsec: 999_999_999,
+                        },
+                    ),
+                    (
+                        Vec::new(),
+                        Meta {
+                            mode: 0o755,
+                            mtime: 1_700_000_000,
+                            nsec: 1,
+                        },
+                    ),
+                ],
             },
             Op::Remove {
                 path: vec![b"l".to_vec()],
@@ -451,14 +564,14 @@ mod tests {
         assert_eq!(recs.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), ops());
         assert_eq!(
             recs.iter().map(|r| r.0).collect::<Vec<_>>(),
-            (1..=6).collect::<Vec<_>>()
+            (1..=ops().len() as u64).collect::<Vec<_>>()
         );
         // Every truncation point gives a valid prefix, never an error or a wrong record.
         let full = std::fs::read(&path).unwrap();
         for cut in 0..full.len() {
             std::fs::write(&path, &full[..cut]).unwrap();
             let (mut j, recs) = Journal::open(&path, 0).unwrap();
-            assert!(recs.len() <= 6);
+            assert!(recs.len() <= ops().len());
             assert_eq!(
                 recs.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
                 ops()[..recs.len()]
@@ -485,13 +598,14 @@ mod tests {
         for op in ops() {
             j.append(&op).unwrap();
         }
-        j.trim(4).unwrap();
+        let n = ops().len() as u64;
+        j.trim(n - 2).unwrap();
         drop(j);
-        let (mut j, recs) = Journal::open(&path, 4).unwrap();
-        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![5, 6]);
-        j.trim(6).unwrap();
+        let (mut j, recs) = Journal::open(&path, n - 2).unwrap();
+        assert_eq!(recs.iter().map(|r| r.0).collect::<Vec<_>>(), vec![n - 1, n]);
+        j.trim(n).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        assert_eq!(j.append(&ops()[0]).unwrap(), 7);
+        assert_eq!(j.append(&ops()[0]).unwrap(), n + 1);
         drop(j);
         // After an empty journal the numbers continue from HEAD's.
         std::fs::write(&path, b"").unwrap();

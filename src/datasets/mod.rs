@@ -18,6 +18,7 @@
 //! the temporary files of open writers (gone with them: an unclosed file is in no version).
 
 pub mod admin;
+mod attrs;
 mod chunker;
 mod closed;
 mod commit;
@@ -42,7 +43,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::blocks::BlockService;
 pub use commit::{Commit, Meta};
-pub use worktree::{Dataset, DsError, NodeAttr, NodeId, NodeKind, ReadFrom, ROOT_NODE};
+pub use worktree::{
+    Dataset, DsError, NodeAttr, NodeId, NodeKind, ReadFrom, MAX_FILE_SIZE, NAME_MAX, ROOT_NODE,
+};
 
 /// The import profiles a dataset can use.
 pub fn profile_by_name(name: &str) -> Option<ImportProfile> {
@@ -323,6 +326,10 @@ impl Datasets {
             let _ = h.join();
         }
         self.commit_all();
+        // Files unlinked while open: no handle outlives the mount, nor may their pins.
+        for ds in self.all() {
+            ds.release_orphans();
+        }
     }
 
     /// Commits every dataset with pending changes now.

@@ -32,7 +32,9 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 
-use super::{history, Commit, Dataset, Datasets, DsError, NodeId, NodeKind, ReadFrom, ROOT_NODE};
+use super::{
+    history, Commit, Dataset, Datasets, DsError, Meta, NodeId, NodeKind, ReadFrom, ROOT_NODE,
+};
 use crate::blocks::BlockService;
 
 /// The leaf size of the `unixfs-v1-2025` profile.
@@ -337,8 +339,29 @@ fn join(path: &[String]) -> String {
     path.join("/")
 }
 
+/// A mode of `None` ("the default") as the default it stands for: versions record every
+/// entry's mode (`attrs.rs`), models and older versions only those set.
+fn with_default_modes(t: &FlatTree) -> FlatTree {
+    t.iter()
+        .map(|(k, e)| {
+            let e = match e {
+                Flat::Dir { mode } => Flat::Dir {
+                    mode: Some(mode.unwrap_or(0o755)),
+                },
+                Flat::File { data, mode } => Flat::File {
+                    data: data.clone(),
+                    mode: Some(mode.unwrap_or(0o644)),
+                },
+                e => e.clone(),
+            };
+            (k.clone(), e)
+        })
+        .collect()
+}
+
 /// Every difference between two flat trees, or Ok.
 fn diff(what: &str, want: &FlatTree, got: &FlatTree) -> Result<(), String> {
+    let (want, got) = (&with_default_modes(want), &with_default_modes(got));
     let mut out = Vec::new();
     for (k, w) in want {
         match got.get(k) {
@@ -385,6 +408,7 @@ fn version_flat_cached(
     cache: &mut HashMap<Cid, Arc<Vec<u8>>>,
 ) -> Result<FlatTree, String> {
     let mut out = FlatTree::new();
+    let metas = version_metas(blocks, commit)?;
     let mut stack: Vec<(Vec<String>, Cid)> = vec![(Vec::new(), commit.root)];
     while let Some((path, cid)) = stack.pop() {
         for (name, child) in dir_listing(blocks, &cid)? {
@@ -392,7 +416,7 @@ fn version_flat_cached(
             let mut p = path.clone();
             p.push(name);
             let key = join(&p);
-            let mode = commit.meta.get(&key).map(|m| m.mode);
+            let mode = metas.get(&key).map(|m| m.mode);
             let entry = match node(blocks, &child)? {
                 Node::Directory(_) | Node::HamtShard(_) => {
                     stack.push((p, child));
@@ -415,17 +439,41 @@ fn version_flat_cached(
             out.insert(key, entry);
         }
     }
-    let orphans: Vec<&String> = commit
-        .meta
+    let orphans: Vec<&String> = metas
         .keys()
-        .filter(|k| !out.contains_key(*k))
+        .filter(|k| !k.is_empty() && !out.contains_key(*k))
         .collect();
     if !orphans.is_empty() {
         return Err(format!(
-            "the commit record has metadata for paths not in its tree: {orphans:?}"
+            "the version has attributes for paths not in its tree: {orphans:?}"
         ));
     }
+    for (k, e) in &out {
+        if !matches!(e, Flat::Sym(_)) && !metas.contains_key(k) {
+            return Err(format!("the version has no attributes for {k}"));
+        }
+    }
     Ok(out)
+}
+
+/// Every entry's mode and mtime as a version's attributes tree (`attrs.rs`) holds them, by
+/// path (the root: ""); from the `meta` map for commits written before it.
+fn version_metas(blocks: &BlockService, commit: &Commit) -> Result<BTreeMap<String, Meta>, String> {
+    let Some(a) = commit.attrs else {
+        return Ok(commit.meta.clone().into_iter().collect());
+    };
+    let read = super::attrs::read_tree(blocks, &a).map_err(|e| format!("attributes: {e:#}"))?;
+    Ok(read
+        .metas
+        .into_iter()
+        .map(|(p, m)| {
+            let p: Vec<String> = p
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            (join(&p), m)
+        })
+        .collect())
 }
 
 /// A file's live bytes through `Dataset::read`, in pieces that do not line up with leaves.
@@ -1138,6 +1186,8 @@ fn err_kind(e: &DsError) -> &'static str {
         DsError::NoSpace => "NoSpace",
         DsError::Io(_) => "Io",
         DsError::Block(_) => "Block",
+        DsError::NameTooLong => "NameTooLong",
+        DsError::TooBig => "TooBig",
     }
 }
 
@@ -2067,7 +2117,10 @@ fn rsync_pattern_replaces_the_file_with_its_mode() {
         },
     );
     diff("the version after the rsync pattern", &want, &tree).unwrap();
-    assert_eq!(c.meta["x"].mtime, 1_600_000_000);
+    assert_eq!(
+        version_metas(w.h.blocks(), &c).unwrap()["x"].mtime,
+        1_600_000_000
+    );
     // And after a crash.
     drop(ds);
     w.h.crash().unwrap();
@@ -3512,4 +3565,223 @@ fn a_crash_before_small_blocks_are_stored_loses_nothing() {
             "{name} after eviction"
         );
     }
+}
+
+#[test]
+fn a_reader_keeps_an_unlinked_or_replaced_file_until_its_close() {
+    let mut w = World::new().unwrap();
+    let ds = w.h.ds().clone();
+    let old = Data {
+        len: CHUNK + 4321,
+        seed: 21,
+    }
+    .bytes();
+    let new = Data { len: 999, seed: 22 }.bytes();
+    let put = |name: &[u8], data: &[u8]| {
+        let id = ds.create_file(ROOT_NODE, name, 0o644).unwrap();
+        ds.write(id, 0, data).unwrap();
+        ds.release_write(id).unwrap();
+        id
+    };
+    // A committed file, opened for reading, then replaced by a rename (write-temp-then-rename).
+    let t = put(b"t", &old);
+    ds.commit(None).unwrap();
+    ds.open_read(t).unwrap();
+    put(b".t.tmp", &new);
+    ds.rename(ROOT_NODE, b".t.tmp", ROOT_NODE, b"t", false)
+        .unwrap();
+    // A file closed but never committed, opened for reading, then unlinked; and a small one
+    // (its blocks stored by the background writer).
+    let u = put(b"u", &old);
+    ds.open_read(u).unwrap();
+    ds.unlink(ROOT_NODE, b"u", false).unwrap();
+    let small = put(b"small", b"small content");
+    ds.open_read(small).unwrap();
+    ds.unlink(ROOT_NODE, b"small", false).unwrap();
+    ds.commit(None).unwrap();
+    assert_eq!(
+        read_live(&ds, w.h.blocks(), small).unwrap(),
+        b"small content"
+    );
+    ds.release_read(small);
+    for (id, what) in [(t, "replaced"), (u, "unlinked")] {
+        let a = ds.attr(id).unwrap();
+        assert_eq!((a.size, a.nlink), (old.len() as u64, 0), "{what}: attr");
+        assert_eq!(
+            read_live(&ds, w.h.blocks(), id).unwrap(),
+            old,
+            "{what}: bytes"
+        );
+    }
+    assert_eq!(
+        read_live(&ds, w.h.blocks(), ds.lookup(ROOT_NODE, b"t").unwrap()).unwrap(),
+        new
+    );
+    // Nothing of them reaches a version; their pins go with the last close.
+    let head = ds.head().unwrap();
+    let c = Commit::decode(&head, &block(w.h.blocks(), &head).unwrap()).unwrap();
+    let tree = version_flat(w.h.blocks(), &c).unwrap();
+    assert_eq!(tree.keys().collect::<Vec<_>>(), ["t"]);
+    assert!(!w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
+    ds.release_read(t);
+    ds.release_read(u);
+    assert!(ds.attr(t).is_err() && ds.attr(u).is_err());
+    assert!(w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
+    // An unmount lets go of what open handles still held.
+    let o = put(b"o", &old);
+    ds.open_read(o).unwrap();
+    ds.unlink(ROOT_NODE, b"o", false).unwrap();
+    assert!(!w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
+    ds.release_orphans();
+    assert!(ds.attr(o).is_err());
+    ds.commit(None).unwrap();
+    assert!(w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
+    // A crash while one is held resurrects nothing, and leaves no pin behind.
+    let v = put(b"v", &old);
+    ds.open_read(v).unwrap();
+    ds.unlink(ROOT_NODE, b"v", false).unwrap();
+    drop(ds);
+    w.h.crash().unwrap();
+    let ds = w.h.ds().clone();
+    assert!(ds.lookup(ROOT_NODE, b"v").is_err());
+    assert!(w.h.blocks().temp_pins(OWNER).unwrap().is_empty());
+}
+
+#[test]
+fn exchange_swaps_files_and_directories_in_versions_and_after_a_crash() {
+    let mut w = World::new().unwrap();
+    let ds = w.h.ds().clone();
+    let d = ds.mkdir(ROOT_NODE, b"d", 0o750).unwrap();
+    let f = ds.create_file(d, b"inner", 0o644).unwrap();
+    ds.write(f, 0, b"inner").unwrap();
+    ds.release_write(f).unwrap();
+    let x = ds.create_file(ROOT_NODE, b"x", 0o600).unwrap();
+    ds.write(x, 0, b"x").unwrap();
+    ds.release_write(x).unwrap();
+    ds.commit(None).unwrap();
+    ds.exchange(ROOT_NODE, b"d", ROOT_NODE, b"x").unwrap();
+    assert!(matches!(
+        ds.exchange(ROOT_NODE, b"x", d, b"inner"),
+        Err(DsError::Invalid(_))
+    ));
+    let check = |ds: &Dataset, blocks: &BlockService, what: &str| {
+        let x = ds.lookup(ROOT_NODE, b"x").unwrap();
+        let d = ds.lookup(ROOT_NODE, b"d").unwrap();
+        assert_eq!(ds.attr(x).unwrap().kind, NodeKind::Directory, "{what}");
+        assert_eq!(ds.attr(x).unwrap().mode, 0o750, "{what}");
+        assert_eq!(ds.attr(d).unwrap().mode, 0o600, "{what}");
+        assert_eq!(ds.attr(ROOT_NODE).unwrap().nlink, 3, "{what}");
+        let inner = ds.lookup(x, b"inner").unwrap();
+        assert_eq!(read_live(ds, blocks, inner).unwrap(), b"inner", "{what}");
+        assert_eq!(read_live(ds, blocks, d).unwrap(), b"x", "{what}");
+    };
+    check(&ds, w.h.blocks(), "live");
+    drop(ds);
+    w.h.crash().unwrap();
+    let ds = w.h.ds().clone();
+    check(&ds, w.h.blocks(), "after a crash (replayed)");
+    ds.commit(None).unwrap();
+    let head = ds.head().unwrap();
+    let c = Commit::decode(&head, &block(w.h.blocks(), &head).unwrap()).unwrap();
+    let tree = version_flat(w.h.blocks(), &c).unwrap();
+    assert_eq!(tree.keys().collect::<Vec<_>>(), ["d", "x", "x/inner"]);
+    drop(ds);
+    w.h.crash().unwrap();
+    check(
+        &w.h.ds().clone(),
+        w.h.blocks(),
+        "after a reload of the version",
+    );
+}
+
+#[test]
+fn every_mtime_survives_a_reload_with_nanoseconds_and_before_1970() {
+    let mut w = World::new().unwrap();
+    let ds = w.h.ds().clone();
+    let d = ds.mkdir(ROOT_NODE, b"d", 0o755).unwrap();
+    let a = ds.create_file(d, b"a", 0o644).unwrap();
+    ds.write(a, 0, b"a").unwrap();
+    ds.release_write(a).unwrap();
+    let b = ds.create_file(d, b"b", 0o644).unwrap();
+    ds.release_write(b).unwrap();
+    let early = UNIX_EPOCH - Duration::from_secs(86_400) + Duration::from_nanos(250_000_001);
+    ds.setattr(b, Some(0o4711), Some(early), None).unwrap();
+    let s = ds.symlink(d, b"s", b"a").unwrap();
+    ds.commit(None).unwrap();
+    // Changes after the version: journaled only, replayed after the crash.
+    let late = UNIX_EPOCH + Duration::new(1_800_000_000, 999_999_999);
+    ds.setattr(a, None, Some(late), None).unwrap();
+    let ids = [ROOT_NODE, d, a, b, s];
+    let before: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let at = ds.attr(id).unwrap();
+            (at.mtime, at.mode)
+        })
+        .collect();
+    drop(ds);
+    for round in ["replayed", "from the version"] {
+        w.h.crash().unwrap();
+        let ds = w.h.ds().clone();
+        let d = ds.lookup(ROOT_NODE, b"d").unwrap();
+        let ids = [
+            ROOT_NODE,
+            d,
+            ds.lookup(d, b"a").unwrap(),
+            ds.lookup(d, b"b").unwrap(),
+            ds.lookup(d, b"s").unwrap(),
+        ];
+        let after: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let at = ds.attr(id).unwrap();
+                (at.mtime, at.mode)
+            })
+            .collect();
+        assert_eq!(after, before, "{round}");
+        ds.commit(None).unwrap();
+    }
+}
+
+#[test]
+fn a_commit_in_a_split_directory_reencodes_one_bucket() {
+    let mut w = World::new().unwrap();
+    let ds = w.h.ds().clone();
+    let d = ds.mkdir(ROOT_NODE, b"big", 0o755).unwrap();
+    for i in 0..(super::attrs::SPLIT_ABOVE + 200) {
+        let f = ds
+            .create_file(d, format!("f{i}").as_bytes(), 0o644)
+            .unwrap();
+        ds.release_write(f).unwrap();
+    }
+    let buckets = |ds: &Dataset, blocks: &BlockService| {
+        let head = ds.head().unwrap();
+        let c = Commit::decode(&head, &block(blocks, &head).unwrap()).unwrap();
+        let read = super::attrs::read_tree(blocks, &c.attrs.unwrap()).unwrap();
+        let (_, _, b) = read
+            .dirs
+            .into_iter()
+            .find(|(p, _, _)| p == &[b"big".to_vec()])
+            .expect("big's attributes");
+        b.expect("big is split")
+    };
+    ds.commit(None).unwrap();
+    let first = buckets(&ds, w.h.blocks());
+    let f = ds.create_file(d, b"one more", 0o644).unwrap();
+    ds.release_write(f).unwrap();
+    ds.commit(None).unwrap();
+    let second = buckets(&ds, w.h.blocks());
+    let differ = first.iter().zip(&second).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 1, "buckets re-encoded for one new file");
+    // And after a reload, too (the loaded nodes are kept as built).
+    drop(ds);
+    w.h.crash().unwrap();
+    let ds = w.h.ds().clone();
+    let d = ds.lookup(ROOT_NODE, b"big").unwrap();
+    let f = ds.create_file(d, b"after the reload", 0o644).unwrap();
+    ds.release_write(f).unwrap();
+    ds.commit(None).unwrap();
+    let third = buckets(&ds, w.h.blocks());
+    let differ = second.iter().zip(&third).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 1, "buckets re-encoded after a reload");
 }

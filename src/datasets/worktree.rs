@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 
 use super::chunker::{FileWriter, Leaf};
 use super::closed::{self, ClosedDir, ClosedLeaf, ClosedTree};
-use super::commit::Commit;
+use super::commit::{Commit, Meta};
 use super::journal::{DsPath, Journal, LeafKind, Op};
 use super::stagebuf::StageBuf;
 use super::Hooks;
@@ -46,6 +46,21 @@ use seal::{
 
 pub type NodeId = u64;
 pub const ROOT_NODE: NodeId = 1;
+
+/// The longest name a directory entry may have (bytes), as on every Linux filesystem.
+pub const NAME_MAX: usize = 255;
+
+/// The largest file a dataset holds: 2^50 bytes (1 PiB). Sparse files that big cost a few
+/// blocks; beyond it staging files (ext4: 16 TiB) and UnixFS DAGs stop being practical, so a
+/// `truncate` or `write` past it answers EFBIG rather than failing halfway.
+pub const MAX_FILE_SIZE: u64 = 1 << 50;
+
+fn check_name(name: &[u8]) -> Result<(), DsError> {
+    if name.len() > NAME_MAX {
+        return Err(DsError::NameTooLong);
+    }
+    Ok(())
+}
 
 /// Errors of dataset operations, mapped to errnos by the tree.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,6 +79,12 @@ pub enum DsError {
     Invalid(String),
     #[error("no space left on the store's disk")]
     NoSpace,
+    /// A name longer than [`NAME_MAX`] bytes.
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    /// A size beyond what a file can have here ([`MAX_FILE_SIZE`]).
+    #[error("file size beyond the largest file a dataset can hold")]
+    TooBig,
     #[error("I/O error: {0}")]
     Io(String),
     #[error("block error: {0}")]
@@ -74,6 +95,8 @@ impl DsError {
     pub(super) fn io(e: std::io::Error) -> Self {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
             DsError::NoSpace
+        } else if e.raw_os_error() == Some(libc::EFBIG) {
+            DsError::TooBig
         } else {
             DsError::Io(e.to_string())
         }
@@ -101,6 +124,10 @@ pub struct NodeAttr {
     pub size: u64,
     pub mode: u32,
     pub mtime: SystemTime,
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
+    /// Directories: 2 + subdirectories; files unlinked while open: 0; else 1.
+    pub nlink: u32,
     /// Files: the CID of the last closed content; symlinks: theirs; directories: none (see
     /// [`Dataset::cid_of`]).
     pub cid: Option<Cid>,
@@ -139,6 +166,8 @@ struct Staged {
 enum Body {
     Dir {
         children: BTreeMap<Vec<u8>, NodeId>,
+        /// How many children are directories (a directory's link count is 2 + this).
+        subdirs: u32,
         /// The children's HAMT placement keys (see [`placement_key`]): a name whose key another
         /// child has could never be placed in a sharded directory, so it is refused up front.
         keys: HashSet<u64>,
@@ -149,6 +178,8 @@ enum Body {
         /// Boxed: most files in a tree are not open.
         staged: Option<Box<Staged>>,
         writers: u32,
+        /// Read-only handles: an open file keeps its content after losing its name.
+        readers: u32,
         /// Once unlinked while open: a temporary pin on its content, which no version holds,
         /// so that its handles can still read it; released at the last close.
         hold: Option<u64>,
@@ -166,8 +197,9 @@ struct WNode {
     body: Body,
     mode: u32,
     mtime: SystemTime,
-    /// Set by chmod/utimens (or a non-default mode at creation): recorded in the commit.
-    explicit_meta: bool,
+    /// Live only: after a remount both are the mtime.
+    atime: SystemTime,
+    ctime: SystemTime,
 }
 
 struct State {
@@ -230,12 +262,6 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-fn secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// The owner name of a dataset's temporary pins in the store.
 fn temp_owner(name: &str) -> String {
     format!("dataset:{name}")
@@ -263,7 +289,7 @@ impl Dataset {
         let (journal, _) = Journal::open(&setup.dir.join("JOURNAL"), 0).map_err(DsError::io)?;
         let mut closed = ClosedTree::new(ClosedDir::default());
         closed.dirty = true;
-        let ds = Self::assemble(setup, None, 0, closed, journal, now());
+        let ds = Self::assemble(setup, None, 0, closed, journal);
         ds.commit(None)?;
         Ok(ds)
     }
@@ -274,7 +300,6 @@ impl Dataset {
         seq: u64,
         closed: ClosedTree,
         journal: Journal,
-        time: SystemTime,
     ) -> Arc<Self> {
         let mut st = State {
             nodes: HashMap::new(),
@@ -289,7 +314,7 @@ impl Dataset {
             urgent: false,
             stash: None,
         };
-        live_from_closed(&mut st, time);
+        live_from_closed(&mut st);
         let Setup {
             name,
             profile_name,
@@ -323,14 +348,22 @@ impl Dataset {
         commit: Commit,
     ) -> anyhow::Result<Arc<Self>> {
         let time = UNIX_EPOCH + Duration::from_millis(commit.time_ms.max(0) as u64);
-        let root = load_closed(&setup.blocks, &commit.root)?;
+        let root = load_closed(&setup.blocks, &commit.root, time)?;
         let mut closed = ClosedTree::new(root);
-        closed.meta = commit.meta.clone();
+        match &commit.attrs {
+            Some(a) => closed.apply_attrs(super::attrs::read_tree(&setup.blocks, a)?),
+            // A version written before `attrs`: explicit metas only, the rest its time.
+            None => closed.apply_legacy_meta(&commit.meta),
+        }
         let (journal, mut records) = Journal::open(&setup.dir.join("JOURNAL"), jseq)?;
         // Small files whose blocks a crash kept from being stored: their records carry them.
         // They go under the record's temporary pin if it made it to the store (it may hold
         // the file's reused leaves too), else under a new one that the record now names.
         for (_, op) in records.iter_mut() {
+            let op = match op {
+                Op::Stamped { op, .. } => &mut **op,
+                op => op,
+            };
             if let Op::Put { inline, temp, .. } = op {
                 if inline.is_empty() {
                     continue;
@@ -362,7 +395,6 @@ impl Dataset {
             commit.seq,
             closed,
             journal,
-            time,
         );
         if replayed {
             tracing::info!(dataset = %name, records = records.len(), "replaying the journal of an unclean stop");
@@ -422,6 +454,7 @@ impl Dataset {
     // ---- queries ----------------------------------------------------------------------------
 
     pub fn lookup(&self, parent: NodeId, name: &[u8]) -> Result<NodeId, DsError> {
+        check_name(name)?;
         let st = self.state.lock();
         match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
             Body::Dir { children, .. } => children.get(name).copied().ok_or(DsError::NotFound),
@@ -432,12 +465,16 @@ impl Dataset {
     pub fn attr(&self, id: NodeId) -> Result<NodeAttr, DsError> {
         let st = self.state.lock();
         let n = st.nodes.get(&id).ok_or(DsError::NotFound)?;
+        let (atime, ctime) = (n.atime, n.ctime);
         Ok(match &n.body {
-            Body::Dir { .. } => NodeAttr {
+            Body::Dir { subdirs, .. } => NodeAttr {
                 kind: NodeKind::Directory,
                 size: 0,
                 mode: n.mode,
                 mtime: n.mtime,
+                atime,
+                ctime,
+                nlink: 2 + subdirs,
                 cid: None,
             },
             Body::File { sealed, staged, .. } => NodeAttr {
@@ -449,6 +486,9 @@ impl Dataset {
                     .unwrap_or(0),
                 mode: n.mode,
                 mtime: n.mtime,
+                atime,
+                ctime,
+                nlink: u32::from(n.parent != 0),
                 cid: sealed.map(|s| s.cid),
             },
             Body::Symlink { target, cid } => NodeAttr {
@@ -456,6 +496,9 @@ impl Dataset {
                 size: target.len() as u64,
                 mode: 0o777,
                 mtime: n.mtime,
+                atime,
+                ctime,
+                nlink: 1,
                 cid: Some(*cid),
             },
         })
@@ -592,14 +635,21 @@ impl Dataset {
         name: &[u8],
         body: Body,
         mode: u32,
-        explicit: bool,
     ) -> Result<NodeId, DsError> {
+        check_name(name)?;
         if !unixfs::is_safe_name(name) {
             return Err(DsError::Invalid("bad name".into()));
         }
         let id = st.next_id;
-        match &mut st.nodes.get_mut(&parent).ok_or(DsError::NotFound)?.body {
-            Body::Dir { children, keys } => {
+        let is_dir = matches!(body, Body::Dir { .. });
+        let time = now();
+        let p = st.nodes.get_mut(&parent).ok_or(DsError::NotFound)?;
+        match &mut p.body {
+            Body::Dir {
+                children,
+                keys,
+                subdirs,
+            } => {
                 if children.contains_key(name) {
                     return Err(DsError::Exists);
                 }
@@ -607,9 +657,12 @@ impl Dataset {
                     return Err(collision(name));
                 }
                 children.insert(name.to_vec(), id);
+                *subdirs += u32::from(is_dir);
             }
             _ => return Err(DsError::NotADirectory),
         }
+        p.mtime = time;
+        p.ctime = time;
         st.next_id += 1;
         st.nodes.insert(
             id,
@@ -618,8 +671,9 @@ impl Dataset {
                 name: name.to_vec(),
                 body,
                 mode,
-                mtime: now(),
-                explicit_meta: explicit,
+                mtime: time,
+                atime: time,
+                ctime: time,
             },
         );
         Ok(id)
@@ -641,10 +695,10 @@ impl Dataset {
                 sealed: None,
                 staged: Some(Box::new(staged)),
                 writers: 1,
+                readers: 0,
                 hold: None,
             },
             mode,
-            mode != 0o644,
         )?;
         tracing::trace!(dataset = %self.name, node = id, name = %String::from_utf8_lossy(name), "create");
         Ok(id)
@@ -660,22 +714,13 @@ impl Dataset {
             Body::Dir {
                 children: BTreeMap::new(),
                 keys: HashSet::new(),
+                subdirs: 0,
             },
             mode,
-            mode != 0o755,
         )?;
         let path = path_components(&st, id).expect("just linked");
-        let logged = self
-            .log(&mut st, Op::Mkdir { path: path.clone() })
-            .and_then(|()| {
-                if mode != 0o755 {
-                    let mtime = secs(st.nodes[&id].mtime);
-                    self.log(&mut st, Op::Meta { path, mode, mtime })
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = logged {
+        let op = stamped(&st, Op::Mkdir { path }, &[id, parent]);
+        if let Err(e) = self.log(&mut st, op) {
             let _ = unlink_live(&mut st, parent, name);
             return Err(e);
         }
@@ -712,7 +757,6 @@ impl Dataset {
                 cid,
             },
             0o777,
-            false,
         ) {
             Ok(id) => id,
             Err(e) => {
@@ -732,6 +776,7 @@ impl Dataset {
             target: target.to_vec(),
             inline: Vec::new(),
         };
+        let op = stamped(&st, op, &[id, parent]);
         if let Err(e) = self.log(&mut st, op) {
             let _ = unlink_live(&mut st, parent, name);
             drop(st);
@@ -742,6 +787,7 @@ impl Dataset {
     }
 
     pub fn unlink(&self, parent: NodeId, name: &[u8], want_dir: bool) -> Result<(), DsError> {
+        check_name(name)?;
         let mut st = self.state.lock();
         let id = match &st.nodes.get(&parent).ok_or(DsError::NotFound)?.body {
             Body::Dir { children, .. } => *children.get(name).ok_or(DsError::NotFound)?,
@@ -759,8 +805,15 @@ impl Dataset {
         let path = path_components(&st, id).expect("linked");
         // Removing what no version will hold (a file never closed) needs no record: it also
         // works on a full disk, freeing the staged bytes.
-        if st.closed.get(&path).is_some() {
-            self.log(&mut st, Op::Remove { path })?;
+        let journaled = st.closed.get(&path).is_some();
+        let before = st.nodes[&parent].mtime;
+        touch(&mut st, parent);
+        if journaled {
+            let op = stamped(&st, Op::Remove { path }, &[parent]);
+            if let Err(e) = self.log(&mut st, op) {
+                st.nodes.get_mut(&parent).expect("parent").mtime = before;
+                return Err(e);
+            }
         }
         if let Some(orphan) = unlink_live(&mut st, parent, name) {
             self.hold_orphan(&mut st, orphan);
@@ -776,6 +829,8 @@ impl Dataset {
         new_name: &[u8],
         noreplace: bool,
     ) -> Result<(), DsError> {
+        check_name(name)?;
+        check_name(new_name)?;
         if !unixfs::is_safe_name(new_name) {
             return Err(DsError::Invalid("bad name".into()));
         }
@@ -836,25 +891,118 @@ impl Dataset {
         let from = path_components(&st, id).expect("linked");
         let mut to = path_components_dir(&st, new_parent).ok_or(DsError::NotFound)?;
         to.push(new_name.to_vec());
-        self.log(&mut st, Op::Rename { from, to })?;
+        let time = now();
+        let op = Op::Stamped {
+            op: Box::new(Op::Rename { from, to }),
+            stamps: dir_stamps(&st, &[parent, new_parent], time),
+        };
+        self.log(&mut st, op)?;
         if existing.is_some() {
             if let Some(orphan) = unlink_live(&mut st, new_parent, new_name) {
                 self.hold_orphan(&mut st, orphan);
             }
         }
-        if let Body::Dir { children, keys } = &mut st.nodes.get_mut(&parent).expect("parent").body {
+        let is_dir = u32::from(matches!(st.nodes[&id].body, Body::Dir { .. }));
+        if let Body::Dir {
+            children,
+            keys,
+            subdirs,
+        } = &mut st.nodes.get_mut(&parent).expect("parent").body
+        {
             children.remove(name);
             keys.remove(&placement_key(name));
+            *subdirs -= is_dir;
         }
-        if let Body::Dir { children, keys } =
-            &mut st.nodes.get_mut(&new_parent).expect("new parent").body
+        if let Body::Dir {
+            children,
+            keys,
+            subdirs,
+        } = &mut st.nodes.get_mut(&new_parent).expect("new parent").body
         {
             children.insert(new_name.to_vec(), id);
             keys.insert(placement_key(new_name));
+            *subdirs += is_dir;
         }
         let n = st.nodes.get_mut(&id).expect("node");
         n.parent = new_parent;
         n.name = new_name.to_vec();
+        n.ctime = time;
+        touch_at(&mut st, parent, time);
+        touch_at(&mut st, new_parent, time);
+        Ok(())
+    }
+
+    /// `renameat2(RENAME_EXCHANGE)`: swaps two entries (files, symlinks or directories) in one
+    /// step, journaled as one record.
+    pub fn exchange(
+        &self,
+        parent: NodeId,
+        name: &[u8],
+        new_parent: NodeId,
+        new_name: &[u8],
+    ) -> Result<(), DsError> {
+        check_name(name)?;
+        check_name(new_name)?;
+        let mut st = self.state.lock();
+        let child = |st: &State, dir: NodeId, name: &[u8]| -> Result<NodeId, DsError> {
+            match &st.nodes.get(&dir).ok_or(DsError::NotFound)?.body {
+                Body::Dir { children, .. } => children.get(name).copied().ok_or(DsError::NotFound),
+                _ => Err(DsError::NotADirectory),
+            }
+        };
+        let a = child(&st, parent, name)?;
+        let b = child(&st, new_parent, new_name)?;
+        if a == b {
+            return Ok(());
+        }
+        // Neither may end up below itself: neither is an ancestor of the other's parent.
+        for (moving, into) in [(a, new_parent), (b, parent)] {
+            let mut up = into;
+            while up != ROOT_NODE && up != 0 {
+                if up == moving {
+                    return Err(DsError::Invalid(
+                        "cannot move a directory into itself".into(),
+                    ));
+                }
+                up = st
+                    .nodes
+                    .get(&up)
+                    .map(|n| n.parent)
+                    .ok_or(DsError::NotFound)?;
+            }
+        }
+        let pa = path_components(&st, a).expect("linked");
+        let pb = path_components(&st, b).expect("linked");
+        let time = now();
+        let op = Op::Stamped {
+            op: Box::new(Op::Exchange { a: pa, b: pb }),
+            stamps: dir_stamps(&st, &[parent, new_parent], time),
+        };
+        self.log(&mut st, op)?;
+        let dir_a = u32::from(matches!(st.nodes[&a].body, Body::Dir { .. }));
+        let dir_b = u32::from(matches!(st.nodes[&b].body, Body::Dir { .. }));
+        if let Body::Dir {
+            children, subdirs, ..
+        } = &mut st.nodes.get_mut(&parent).expect("parent").body
+        {
+            children.insert(name.to_vec(), b);
+            *subdirs = *subdirs + dir_b - dir_a;
+        }
+        if let Body::Dir {
+            children, subdirs, ..
+        } = &mut st.nodes.get_mut(&new_parent).expect("new parent").body
+        {
+            children.insert(new_name.to_vec(), a);
+            *subdirs = *subdirs + dir_a - dir_b;
+        }
+        for (id, dir, nm) in [(a, new_parent, new_name), (b, parent, name)] {
+            let n = st.nodes.get_mut(&id).expect("node");
+            n.parent = dir;
+            n.name = nm.to_vec();
+            n.ctime = time;
+        }
+        touch_at(&mut st, parent, time);
+        touch_at(&mut st, new_parent, time);
         Ok(())
     }
 
@@ -867,17 +1015,38 @@ impl Dataset {
         mtime: Option<SystemTime>,
         size: Option<u64>,
     ) -> Result<(), DsError> {
+        self.setattr_times(id, mode, None, mtime, size)
+    }
+
+    /// [`Dataset::setattr`] with the access time too (utimensat sets both apart). Every change
+    /// of attributes also sets the ctime.
+    pub fn setattr_times(
+        &self,
+        id: NodeId,
+        mode: Option<u32>,
+        atime: Option<SystemTime>,
+        mtime: Option<SystemTime>,
+        size: Option<u64>,
+    ) -> Result<(), DsError> {
+        if size.is_some_and(|s| s > MAX_FILE_SIZE) {
+            return Err(DsError::TooBig);
+        }
         let mut st = self.state.lock();
         let (open, has_closed_state) = {
             let n = st.nodes.get_mut(&id).ok_or(DsError::NotFound)?;
+            if size.is_some() && !matches!(n.body, Body::File { .. }) {
+                return Err(DsError::IsADirectory);
+            }
             if let Some(m) = mode {
                 n.mode = m & 0o7777;
-                n.explicit_meta = true;
             }
             if let Some(t) = mtime {
                 n.mtime = t;
-                n.explicit_meta = true;
             }
+            if let Some(t) = atime {
+                n.atime = t;
+            }
+            n.ctime = now();
             let open = matches!(n.body, Body::File { writers, .. } if writers > 0);
             let closed_state = !matches!(n.body, Body::File { sealed: None, .. });
             (open, closed_state)
@@ -913,6 +1082,7 @@ impl Dataset {
                 }
             }
             n.mtime = mtime.unwrap_or_else(now);
+            n.ctime = now();
             if !open {
                 drop(st);
                 self.seal(id)?;
@@ -922,10 +1092,12 @@ impl Dataset {
         if (mode.is_some() || mtime.is_some()) && has_closed_state {
             if let Some(path) = path_components(&st, id) {
                 let n = &st.nodes[&id];
+                let m = closed::meta_at(n.mode, n.mtime);
                 let op = Op::Meta {
                     path,
-                    mode: n.mode,
-                    mtime: secs(n.mtime),
+                    mode: m.mode,
+                    mtime: m.mtime,
+                    nsec: m.nsec,
                 };
                 self.log(&mut st, op)?;
             }
@@ -960,6 +1132,81 @@ impl Dataset {
         Ok(())
     }
 
+    /// Opens a file for reading: the handle keeps the file (and its content) after an unlink
+    /// or a rename over its name, until [`Dataset::release_read`].
+    pub fn open_read(&self, id: NodeId) -> Result<(), DsError> {
+        let mut st = self.state.lock();
+        match &mut st.nodes.get_mut(&id).ok_or(DsError::NotFound)?.body {
+            Body::File { readers, .. } => *readers += 1,
+            Body::Dir { .. } => return Err(DsError::IsADirectory),
+            Body::Symlink { .. } => return Err(DsError::Invalid("symlink".into())),
+        }
+        Ok(())
+    }
+
+    /// The close of a read-only handle: an unlinked file goes with its last handle.
+    pub fn release_read(&self, id: NodeId) {
+        let mut st = self.state.lock();
+        if let Some(Body::File { readers, .. }) = st.nodes.get_mut(&id).map(|n| &mut n.body) {
+            *readers = readers.saturating_sub(1);
+        }
+        self.drop_if_orphan_closed(st, id);
+    }
+
+    /// Removes a node that lost its name once no handle has it open, releasing the pin that
+    /// kept its content for those handles.
+    fn drop_if_orphan_closed(&self, mut st: parking_lot::MutexGuard<'_, State>, id: NodeId) {
+        let gone = matches!(
+            st.nodes.get(&id),
+            Some(WNode {
+                parent: 0,
+                body: Body::File {
+                    writers: 0,
+                    readers: 0,
+                    ..
+                },
+                ..
+            })
+        );
+        if !gone {
+            return;
+        }
+        if let Some(WNode {
+            body: Body::File { hold: Some(t), .. },
+            ..
+        }) = st.nodes.remove(&id)
+        {
+            drop(st);
+            self.release_temp(t);
+        }
+    }
+
+    /// Unmount: files that lost their name while open go, with the pins that held them (a
+    /// crash leaves those pins to the next load, which releases every temporary pin).
+    pub fn release_orphans(&self) {
+        let mut st = self.state.lock();
+        let orphans: Vec<NodeId> = st
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.parent == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut temps = Vec::new();
+        for id in orphans {
+            if let Some(WNode {
+                body: Body::File { hold: Some(t), .. },
+                ..
+            }) = st.nodes.remove(&id)
+            {
+                temps.push(t);
+            }
+        }
+        drop(st);
+        for t in temps {
+            self.release_temp(t);
+        }
+    }
+
     pub fn write(&self, id: NodeId, offset: u64, data: &[u8]) -> Result<usize, DsError> {
         let mut st = self.state.lock();
         self.ensure_staged(&mut st, id)?;
@@ -973,7 +1220,10 @@ impl Dataset {
         if let Some(e) = &s.lost {
             return Err(e.clone());
         }
-        let end = offset + data.len() as u64;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(DsError::TooBig)?;
         let at_end = offset == s.size;
         if let Some(e) = s.stream.as_ref().and_then(|stream| stream.failure()) {
             return Err(self.lose(s, e));
@@ -1006,6 +1256,7 @@ impl Dataset {
         s.generation += 1;
         tracing::trace!(dataset = %self.name, node = id, offset, len = data.len(), size = s.size, generation = s.generation, streamed = feed.is_some(), "write");
         n.mtime = now();
+        n.ctime = n.mtime;
         drop(st);
         // Hashing happens on the stream's thread; waiting for room is done without the lock.
         if let Some(tx) = feed {
@@ -1049,7 +1300,6 @@ impl Dataset {
         let result = self.flush(id);
         tracing::trace!(dataset = %self.name, node = id, ok = result.is_ok(), "release");
         let mut st = self.state.lock();
-        let mut remove = false;
         if let Some(n) = st.nodes.get_mut(&id) {
             if let Body::File {
                 writers, staged, ..
@@ -1061,19 +1311,9 @@ impl Dataset {
                 if *writers == 0 {
                     *staged = None;
                 }
-                remove = *writers == 0 && n.parent == 0;
             }
         }
-        if remove {
-            if let Some(WNode {
-                body: Body::File { hold: Some(t), .. },
-                ..
-            }) = st.nodes.remove(&id)
-            {
-                drop(st);
-                self.release_temp(t);
-            }
-        }
+        self.drop_if_orphan_closed(st, id);
         result
     }
 
@@ -1089,6 +1329,11 @@ impl Dataset {
         else {
             return;
         };
+        // A small file's blocks may still wait for the background writer: stored first, so
+        // that the walk below finds them all.
+        if let Err(e) = self.blocks.flush_deferred() {
+            tracing::warn!(dataset = %self.name, "cannot store queued blocks: {e}");
+        }
         let cids = file_blocks(&self.blocks, sealed);
         let held = self.new_temp().and_then(|t| {
             self.blocks
@@ -1307,9 +1552,10 @@ impl Dataset {
             let dropped = std::mem::take(&mut st.closed.dropped_temps);
             st.pending_since = None;
             st.urgent = false;
+            let attrs = built.attrs;
             (
                 built,
-                st.closed.meta.clone(),
+                attrs,
                 st.journal.last_seq(),
                 st.head,
                 st.seq,
@@ -1325,7 +1571,8 @@ impl Dataset {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
-            meta,
+            attrs: Some(meta),
+            meta: BTreeMap::new(),
             message: message.map(str::to_string),
         };
         match self.publish(&commit, &built, jseq) {
@@ -1445,13 +1692,19 @@ fn collision(name: &[u8]) -> DsError {
 #[must_use]
 fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) -> Option<NodeId> {
     let id = match &mut st.nodes.get_mut(&parent).map(|n| &mut n.body) {
-        Some(Body::Dir { children, keys }) => {
+        Some(Body::Dir { children, keys, .. }) => {
             keys.remove(&placement_key(name));
             children.remove(name)
         }
         _ => None,
     }?;
-    let open = matches!(st.nodes[&id].body, Body::File { writers, .. } if writers > 0);
+    if matches!(st.nodes[&id].body, Body::Dir { .. }) {
+        if let Some(Body::Dir { subdirs, .. }) = st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+            *subdirs = subdirs.saturating_sub(1);
+        }
+    }
+    let open =
+        matches!(st.nodes[&id].body, Body::File { writers, readers, .. } if writers + readers > 0);
     if open {
         st.nodes.get_mut(&id).expect("node").parent = 0;
         Some(id)
@@ -1460,6 +1713,52 @@ fn unlink_live(st: &mut State, parent: NodeId, name: &[u8]) -> Option<NodeId> {
         st.nodes.remove(&id);
         None
     }
+}
+
+/// A directory's entries changed: its mtime and ctime are now.
+fn touch(st: &mut State, dir: NodeId) {
+    touch_at(st, dir, now());
+}
+
+fn touch_at(st: &mut State, dir: NodeId, t: SystemTime) {
+    if let Some(n) = st.nodes.get_mut(&dir) {
+        n.mtime = t;
+        n.ctime = t;
+    }
+}
+
+/// The live mode and mtime of linked nodes, by path, for a journal record.
+fn node_stamps(st: &State, ids: &[NodeId]) -> Vec<(DsPath, Meta)> {
+    ids.iter()
+        .filter_map(|id| {
+            let n = st.nodes.get(id)?;
+            let path = if *id == ROOT_NODE {
+                Vec::new()
+            } else {
+                path_components(st, *id)?
+            };
+            Some((path, closed::meta_at(n.mode, n.mtime)))
+        })
+        .collect()
+}
+
+/// `op` with the live metas of `ids` (the entry it makes, the directories it changes).
+fn stamped(st: &State, op: Op, ids: &[NodeId]) -> Op {
+    Op::Stamped {
+        op: Box::new(op),
+        stamps: node_stamps(st, ids),
+    }
+}
+
+/// The metas directories `dirs` will have once changed at `time`.
+fn dir_stamps(st: &State, dirs: &[NodeId], time: SystemTime) -> Vec<(DsPath, Meta)> {
+    let mut out = node_stamps(st, dirs);
+    for (_, m) in &mut out {
+        let t = closed::meta_at(m.mode, time);
+        m.mtime = t.mtime;
+        m.nsec = t.nsec;
+    }
+    out
 }
 
 /// Every block of a file's DAG reachable through local nodes (each once), found by the
@@ -1522,8 +1821,10 @@ fn path_components_dir(st: &State, id: NodeId) -> Option<DsPath> {
 }
 
 /// Builds the live nodes from the closed tree (at load, after a replay).
-fn live_from_closed(st: &mut State, time: SystemTime) {
+fn live_from_closed(st: &mut State) {
     st.nodes.clear();
+    let root_meta = st.closed.root.meta;
+    let root_time = closed::meta_time(&root_meta);
     st.nodes.insert(
         ROOT_NODE,
         WNode {
@@ -1532,83 +1833,86 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
             body: Body::Dir {
                 children: BTreeMap::new(),
                 keys: HashSet::new(),
+                subdirs: 0,
             },
-            mode: 0o755,
-            mtime: time,
-            explicit_meta: false,
+            mode: root_meta.mode,
+            mtime: root_time,
+            atime: root_time,
+            ctime: root_time,
         },
     );
     let mut next = ROOT_NODE + 1;
-    let mut stack: Vec<(NodeId, &ClosedDir, String)> =
-        vec![(ROOT_NODE, &st.closed.root, String::new())];
-    let mut made: Vec<(NodeId, NodeId, Vec<u8>, Body, u32, String)> = Vec::new();
-    while let Some((id, dir, prefix)) = stack.pop() {
+    let mut stack: Vec<(NodeId, &ClosedDir)> = vec![(ROOT_NODE, &st.closed.root)];
+    let mut made: Vec<(NodeId, NodeId, Vec<u8>, Body, Meta)> = Vec::new();
+    while let Some((id, dir)) = stack.pop() {
         for (name, e) in &dir.entries {
             let child = next;
             next += 1;
-            let key = if prefix.is_empty() {
-                String::from_utf8_lossy(name).into_owned()
-            } else {
-                format!("{prefix}/{}", String::from_utf8_lossy(name))
-            };
-            let (body, mode) = match e {
+            let (body, meta) = match e {
                 closed::Entry::Dir(d) => {
-                    stack.push((child, d, key.clone()));
+                    stack.push((child, d));
                     (
                         Body::Dir {
                             children: BTreeMap::new(),
                             keys: HashSet::new(),
+                            subdirs: 0,
                         },
-                        0o755,
+                        d.meta,
                     )
                 }
-                closed::Entry::Leaf(ClosedLeaf {
-                    kind: LeafKind::File,
-                    cid,
-                    size,
-                    tsize,
-                    ..
-                }) => (
+                closed::Entry::Leaf(
+                    l @ ClosedLeaf {
+                        kind: LeafKind::File,
+                        ..
+                    },
+                ) => (
                     Body::File {
                         sealed: Some(Sealed {
-                            cid: *cid,
-                            size: *size,
-                            tsize: *tsize,
+                            cid: l.cid,
+                            size: l.size,
+                            tsize: l.tsize,
                         }),
                         staged: None,
                         writers: 0,
+                        readers: 0,
                         hold: None,
                     },
-                    0o644,
+                    l.meta,
                 ),
                 closed::Entry::Leaf(l) => (
                     Body::Symlink {
                         target: l.target.clone(),
                         cid: l.cid,
                     },
-                    0o777,
+                    l.meta,
                 ),
             };
-            made.push((id, child, name.clone(), body, mode, key));
+            made.push((id, child, name.clone(), body, meta));
         }
     }
-    for (parent, id, name, body, mode, key) in made {
-        let meta = st.closed.meta.get(&key).copied();
-        if let Some(Body::Dir { children, keys }) = st.nodes.get_mut(&parent).map(|n| &mut n.body) {
+    for (parent, id, name, body, meta) in made {
+        let is_dir = u32::from(matches!(body, Body::Dir { .. }));
+        if let Some(Body::Dir {
+            children,
+            keys,
+            subdirs,
+        }) = st.nodes.get_mut(&parent).map(|n| &mut n.body)
+        {
             keys.insert(placement_key(&name));
             children.insert(name.clone(), id);
+            *subdirs += is_dir;
         }
+        let mtime = closed::meta_time(&meta);
         st.nodes.insert(
             id,
             WNode {
                 parent,
                 name,
                 body,
-                mode: meta.map(|m| m.mode).unwrap_or(mode),
-                mtime: meta
-                    .map(|m| UNIX_EPOCH + Duration::from_secs(m.mtime.max(0) as u64))
-                    .unwrap_or(time),
-                explicit_meta: meta.is_some(),
+                mode: meta.mode,
+                mtime,
+                atime: mtime,
+                ctime: mtime,
             },
         );
     }
@@ -1616,8 +1920,14 @@ fn live_from_closed(st: &mut State, time: SystemTime) {
 }
 
 /// The closed tree of a committed root, from local blocks.
-fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
-    let mut top = ClosedDir::loaded((*root, 0));
+fn load_closed(blocks: &BlockService, root: &Cid, time: SystemTime) -> anyhow::Result<ClosedDir> {
+    let loaded = |built: (Cid, u64)| {
+        let mut d = ClosedDir::loaded(built);
+        d.meta = closed::meta_at(closed::DIR_MODE, time);
+        d
+    };
+    let file_meta = closed::meta_at(closed::FILE_MODE, time);
+    let mut top = loaded((*root, 0));
     // Explicit stack of (path from the top, cid) of directories still to read.
     let mut pending: Vec<(Vec<Vec<u8>>, Cid)> = vec![(Vec::new(), *root)];
     while let Some((path, cid)) = pending.pop() {
@@ -1634,6 +1944,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                         tsize,
                         target: Vec::new(),
                         temp: None,
+                        meta: file_meta,
                     }),
                 );
                 continue;
@@ -1646,7 +1957,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     let mut p = path.clone();
                     p.push(name.clone());
                     pending.push((p, child));
-                    closed::Entry::Dir(ClosedDir::loaded((child, tsize)))
+                    closed::Entry::Dir(loaded((child, tsize)))
                 }
                 Node::Symlink(s) => closed::Entry::Leaf(ClosedLeaf {
                     kind: LeafKind::Symlink,
@@ -1655,6 +1966,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     tsize,
                     target: s.target,
                     temp: None,
+                    meta: closed::meta_at(closed::SYMLINK_MODE, time),
                 }),
                 Node::File(f) => closed::Entry::Leaf(ClosedLeaf {
                     kind: LeafKind::File,
@@ -1663,6 +1975,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     tsize,
                     target: Vec::new(),
                     temp: None,
+                    meta: file_meta,
                 }),
                 Node::Document(d) => closed::Entry::Leaf(ClosedLeaf {
                     kind: LeafKind::File,
@@ -1671,6 +1984,7 @@ fn load_closed(blocks: &BlockService, root: &Cid) -> anyhow::Result<ClosedDir> {
                     tsize,
                     target: Vec::new(),
                     temp: None,
+                    meta: file_meta,
                 }),
             };
             entries.insert(name, entry);

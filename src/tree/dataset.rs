@@ -49,11 +49,9 @@ impl Tree {
             size: a.size,
             perm: (a.mode & 0o7777) as u16,
             mtime: a.mtime,
-            nlink: if a.kind == datasets::NodeKind::Directory {
-                2
-            } else {
-                1
-            },
+            atime: a.atime,
+            ctime: a.ctime,
+            nlink: a.nlink,
         })
     }
 
@@ -214,6 +212,7 @@ impl Tree {
         ino: InodeNo,
         mode: Option<u32>,
         size: Option<u64>,
+        atime: Option<SystemTime>,
         mtime: Option<SystemTime>,
         owner_change: bool,
     ) -> Result<Entry> {
@@ -223,13 +222,33 @@ impl Tree {
         };
         // chown: accepted and ignored (ownership is the mounting user's), as tar and rsync expect.
         let _ = owner_change;
-        ds.setattr(*node, mode, mtime, size)?;
+        ds.setattr_times(*node, mode, atime, mtime, size)?;
         self.getattr(ino)
+    }
+
+    /// `mknod`: regular files only (made like `create`, then closed: an empty file in the
+    /// next version); device nodes, fifos and sockets have no UnixFS form.
+    pub fn mknod(&self, parent: InodeNo, name: &OsStr, mode: u32) -> Result<Entry> {
+        let kind = mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != 0 {
+            return Err(self.refuse_write(parent));
+        }
+        let Target::Dataset(ds, dir) = self.target(parent)? else {
+            return Err(Error::NotPermitted(
+                "only directories can be made here (datasets)",
+            ));
+        };
+        let node = ds.create_file(dir, name.as_bytes(), mode & 0o7777)?;
+        ds.release_write(node)?;
+        self.dataset_entry(parent, name.as_bytes(), ds, node)
     }
 
     pub fn mkdir(&self, parent: InodeNo, name: &OsStr, mode: u32) -> Result<Entry> {
         match self.target(parent)? {
             Target::DatasetsRoot => {
+                if name.len() > datasets::NAME_MAX {
+                    return Err(datasets::DsError::NameTooLong.into());
+                }
                 let sets = self.datasets.as_ref().expect("datasets");
                 let ds = sets.create(&name.to_string_lossy(), datasets::DEFAULT_PROFILE)?;
                 self.dataset_entry(DATASETS_INO, name.as_bytes(), ds, ROOT_NODE)
@@ -275,15 +294,19 @@ impl Tree {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<()> {
-        if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
-            return Err(Error::NotSupported("rename exchange/whiteout"));
+        if flags & libc::RENAME_WHITEOUT != 0 {
+            return Err(Error::NotSupported("rename whiteout"));
         }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let (from, to) = (self.target(parent)?, self.target(new_parent)?);
         match (from, to) {
             (Target::Dataset(a, da), Target::Dataset(b, db)) => {
                 if !Arc::ptr_eq(&a, &b) {
                     // Different datasets: `mv` falls back to copying.
                     return Err(Error::CrossDevice);
+                }
+                if exchange {
+                    return Ok(a.exchange(da, name.as_bytes(), db, new_name.as_bytes())?);
                 }
                 let noreplace = flags & libc::RENAME_NOREPLACE != 0;
                 Ok(a.rename(da, name.as_bytes(), db, new_name.as_bytes(), noreplace)?)

@@ -102,6 +102,8 @@ impl Error {
                 DsError::IsADirectory => libc::EISDIR,
                 DsError::Invalid(_) => libc::EINVAL,
                 DsError::NoSpace => libc::ENOSPC,
+                DsError::NameTooLong => libc::ENAMETOOLONG,
+                DsError::TooBig => libc::EFBIG,
                 DsError::Io(_) | DsError::Block(_) => libc::EIO,
             },
         }
@@ -129,6 +131,8 @@ impl Error {
                         | DsError::NotADirectory
                         | DsError::IsADirectory
                         | DsError::Invalid(_)
+                        | DsError::NameTooLong
+                        | DsError::TooBig
                 )
         )
     }

@@ -91,6 +91,8 @@ pub struct Attr {
     pub size: u64,
     pub perm: u16,
     pub mtime: SystemTime,
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
     pub nlink: u32,
 }
 
@@ -160,6 +162,9 @@ struct Handle {
     ino: InodeNo,
     /// Set when the handle may write a dataset file.
     writer: Option<(Arc<Dataset>, NodeId)>,
+    /// Set when the handle only reads a dataset file (it keeps the file open in the dataset,
+    /// so that it outlives an unlink).
+    reader: Option<(Arc<Dataset>, NodeId)>,
     /// Written through since its last flush: a `close` of one of its descriptors seals the file
     /// only then (a shell's `> file` closes a dup before anything is written; the last close
     /// always seals).
@@ -350,6 +355,8 @@ impl Tree {
             size: 0,
             perm,
             mtime,
+            atime: mtime,
+            ctime: mtime,
             nlink: 2,
         }
     }
@@ -479,6 +486,9 @@ impl Tree {
                 return Err(Error::NotFound(format!("/ipns/{}", name.to_string_lossy())))
             }
             NodeKind::DatasetsRoot => {
+                if name_bytes.len() > crate::datasets::NAME_MAX {
+                    return Err(DsError::NameTooLong.into());
+                }
                 let text = name.to_string_lossy();
                 let sets = self.datasets.as_ref();
                 if let Some(reason) = sets.and_then(|d| d.damaged(&text)) {
@@ -678,6 +688,8 @@ impl Tree {
             size,
             perm,
             mtime,
+            atime: mtime,
+            ctime: mtime,
             nlink,
         }
     }
@@ -1003,16 +1015,12 @@ impl Tree {
     pub fn open_with(&self, ino: InodeNo, write: bool, truncate: bool) -> Result<u64> {
         let inode = self.inode(ino)?;
         if let NodeKind::Dataset(ds, node) = &inode.node {
-            let writer = if write || truncate {
+            if write || truncate {
                 ds.open_write(*node, truncate)?;
-                Some((ds.clone(), *node))
-            } else {
-                if ds.attr(*node)?.kind == crate::datasets::NodeKind::Directory {
-                    return Err(Error::IsADirectory);
-                }
-                None
-            };
-            return Ok(self.new_handle(ino, writer));
+                return Ok(self.new_handle(ino, Some((ds.clone(), *node))));
+            }
+            ds.open_read(*node)?;
+            return Ok(self.new_handle_reading(ino, None, Some((ds.clone(), *node))));
         }
         match &inode.node {
             NodeKind::Content(c) => match c.body {
@@ -1029,12 +1037,22 @@ impl Tree {
     }
 
     fn new_handle(&self, ino: InodeNo, writer: Option<(Arc<Dataset>, NodeId)>) -> u64 {
+        self.new_handle_reading(ino, writer, None)
+    }
+
+    fn new_handle_reading(
+        &self,
+        ino: InodeNo,
+        writer: Option<(Arc<Dataset>, NodeId)>,
+        reader: Option<(Arc<Dataset>, NodeId)>,
+    ) -> u64 {
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles.write().insert(
             fh,
             Arc::new(Handle {
                 ino,
                 writer,
+                reader,
                 wrote: std::sync::atomic::AtomicBool::new(false),
                 prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)),
                 stream: Mutex::new(None),
@@ -1050,8 +1068,13 @@ impl Tree {
     /// if any, was already reported by `flush`.
     pub fn release(&self, fh: u64) -> Result<()> {
         let handle = self.handles.write().remove(&fh);
-        if let Some((ds, node)) = handle.and_then(|h| h.writer.clone()) {
-            ds.release_write(node)?;
+        if let Some(h) = handle {
+            if let Some((ds, node)) = &h.reader {
+                ds.release_read(*node);
+            }
+            if let Some((ds, node)) = &h.writer {
+                ds.release_write(*node)?;
+            }
         }
         Ok(())
     }

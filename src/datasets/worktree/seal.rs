@@ -831,7 +831,7 @@ impl Dataset {
             self.release_temp(temp);
             return Ok(());
         };
-        let (explicit, mode, mtime) = (n.explicit_meta, n.mode, secs(n.mtime));
+        let parent = n.parent;
         let path = path_components(&st, id);
         if let Some(path) = &path {
             let put = Op::Put {
@@ -844,14 +844,11 @@ impl Dataset {
                 target: Vec::new(),
                 inline,
             };
+            let put = super::stamped(&st, put, &[id, parent]);
             if let Err(e) = self.log(&mut st, put) {
                 drop(st);
                 self.release_temp(temp);
                 return Err(e);
-            }
-            if explicit {
-                let path = path.clone();
-                self.log(&mut st, Op::Meta { path, mode, mtime })?;
             }
         }
         let mut old_hold = None;
