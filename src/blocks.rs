@@ -153,6 +153,11 @@ impl BlockService {
             || self.store.has(cid).unwrap_or(false)
     }
 
+    /// True when the persistent store has the block (the memory cache aside).
+    pub fn has_stored(&self, cid: &Cid) -> bool {
+        cids::identity_data(cid).is_some() || self.store.has(cid).unwrap_or(false)
+    }
+
     /// Verified bytes of a block, fetching it if needed.
     pub async fn get(&self, cid: &Cid) -> Result<Bytes, BlockError> {
         if let Some(b) = self.get_local(cid)? {
@@ -430,6 +435,46 @@ impl BlockService {
     /// Evicts unpinned blocks down to `target` bytes (0 on a full disk).
     pub fn evict_to(&self, target: u64) -> Result<ipfs_mount_store::EvictStats, StoreError> {
         self.store.evict_to(target)
+    }
+
+    /// Protects `cid` under the temporary pin `temp` (present or not: an absent block is
+    /// protected as soon as it arrives) and returns its bytes when the store has it. For a
+    /// walk that must leave every block of a DAG in the store, not only in memory (`pin add`).
+    pub fn hold(&self, temp: TempPinId, cid: &Cid) -> Result<Option<Bytes>, BlockError> {
+        if cids::identity_data(cid).is_some() {
+            return self.get_local(cid);
+        }
+        self.store
+            .temp_pin_add(temp, &mut std::iter::once(*cid))
+            .map_err(|e| BlockError::store(cid, e))?;
+        match self.store.get(cid).map_err(|e| BlockError::store(cid, e))? {
+            Some(b) => {
+                self.stats
+                    .store_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Garbage collection: deletes every stored block that no pin and no temporary pin holds
+    /// (under the store's index lock, so nothing pinned meanwhile is touched) and empties the
+    /// memory cache of what it may still hold of them. With `dry_run`, only counts them.
+    pub fn collect_garbage(
+        &self,
+        dry_run: bool,
+    ) -> Result<ipfs_mount_store::EvictStats, StoreError> {
+        if dry_run {
+            let st = self.store.stats()?;
+            return Ok(ipfs_mount_store::EvictStats {
+                blocks: st.blocks - st.pinned_blocks,
+                bytes: st.unpinned_bytes(),
+            });
+        }
+        let freed = self.store.evict_to(0)?;
+        self.memory.clear();
+        Ok(freed)
     }
 
     /// Every pin of the store.

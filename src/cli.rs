@@ -82,6 +82,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Named pins: add, list, remove.
+    Pin {
+        #[command(subcommand)]
+        action: PinAction,
+    },
+    /// Delete every stored block that no pin, dataset version or writer holds.
+    Gc {
+        /// Only count what would be freed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Export the whole DAG below a CID as a CARv1.
     Export {
         #[command(flatten)]
@@ -91,6 +102,30 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+/// `ipfs-mount pin …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PinAction {
+    /// Fetch a whole DAG (only the blocks the store lacks, each verified) and pin it: it stays
+    /// readable offline, is served to peers and is never evicted.
+    Add {
+        #[command(flatten)]
+        net: NetArgs,
+        /// A CID, /ipfs/<cid>/path or /ipns/<name>/path (an /ipns name needs a running mount).
+        target: String,
+        /// A name for the pin; given to another CID, the name moves there.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Every pin (named, unnamed, imported): CID, names, kind, blocks, bytes.
+    Ls {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a pin by CID, or a name (the pin goes with its last name).
+    Rm { what: String },
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -30,6 +30,9 @@ use crate::datasets::admin::{self, Command};
 use crate::datasets::Datasets;
 use crate::transfer;
 
+mod pins;
+pub use pins::{remote as remote_with_progress, PinCommand};
+
 /// What a command asks of the mount that holds the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -40,6 +43,12 @@ pub enum Request {
     /// The node's peer id and addresses (JSON).
     Id,
     Dataset(Command),
+    /// `pin add|ls|rm` (see `control/pins.rs`).
+    Pin(PinCommand),
+    /// Garbage collection.
+    Gc {
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -51,6 +60,7 @@ impl Request {
             Request::Import(path) => format!("import\t{}", path.display()),
             Request::Export(cid) => format!("export\t{cid}"),
             Request::Id => "id".into(),
+            Request::Pin(_) | Request::Gc { .. } => pins::encode(self).unwrap_or_default(),
             Request::Dataset(c) => match c {
                 Command::List { json } => format!("dataset\tlist\t{}", flag(*json)),
                 Command::Create { name, profile } => format!("dataset\tcreate\t{name}\t{profile}"),
@@ -72,6 +82,7 @@ impl Request {
             ["import", path] => Request::Import(PathBuf::from(path)),
             ["export", cid] => Request::Export(s(cid)),
             ["id"] => Request::Id,
+            ["pin", ..] | ["gc", ..] => return pins::parse(parts.as_slice()),
             ["dataset", rest @ ..] => Request::Dataset(match rest {
                 ["list", f] => Command::List { json: *f == "json" },
                 ["create", name, profile] => Command::Create {
@@ -293,6 +304,7 @@ fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
         return Ok(());
     };
     match request {
+        request @ (Request::Pin(_) | Request::Gc { .. }) => pins::handle(&mut out, request, ctx)?,
         Request::Dataset(Command::Publish { name }) => {
             let result = match ctx.names {
                 Some(names) => rt.block_on(names.publish_now(&name)),
@@ -603,6 +615,20 @@ mod tests {
             Request::Dataset(Command::Publish {
                 name: "sales".into(),
             }),
+            Request::Pin(PinCommand::Add {
+                target: "/ipfs/bafkqaaa/a\tb".into(),
+                name: Some("data".into()),
+            }),
+            Request::Pin(PinCommand::Add {
+                target: "bafkqaaa".into(),
+                name: None,
+            }),
+            Request::Pin(PinCommand::Ls { json: true }),
+            Request::Pin(PinCommand::Rm {
+                what: "data".into(),
+            }),
+            Request::Gc { dry_run: true },
+            Request::Gc { dry_run: false },
         ];
         for r in all {
             let line = r.encode();

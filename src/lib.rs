@@ -37,6 +37,7 @@ pub mod datasets;
 pub mod fs;
 pub mod names;
 pub mod peer;
+pub mod pins;
 pub mod serve;
 pub mod transfer;
 pub mod tree;

@@ -56,6 +56,7 @@ pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
     if let Err(e) = crate::transfer::release_leftovers(&s) {
         tracing::warn!("cannot release the temporary pins of unfinished imports: {e}");
     }
+    crate::pins::release_leftovers(&s);
     Ok(Arc::new(s))
 }
 
