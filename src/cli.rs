@@ -174,6 +174,18 @@ pub enum DatasetAction {
     },
     /// Sign and send a new IPNS record for the dataset now (the mount also does it on every version).
     Publish { name: String },
+    /// Release older versions' trees (never the head); their commit records stay, so the
+    /// chain is still complete; `gc` then frees their blocks that no kept version has.
+    #[command(group(clap::ArgGroup::new("keep").required(true)))]
+    Prune {
+        name: String,
+        /// Keep the newest N versions.
+        #[arg(long, group = "keep", value_name = "N")]
+        keep_last: Option<u64>,
+        /// Keep the versions committed within this long (e.g. 30d, 12h).
+        #[arg(long, group = "keep", value_parser = parse_duration, value_name = "DURATION")]
+        keep_within: Option<std::time::Duration>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

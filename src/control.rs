@@ -27,6 +27,7 @@ use ipfs_mount_ipld::cids;
 
 use crate::blocks::BlockService;
 use crate::datasets::admin::{self, Command};
+use crate::datasets::prune::Keep;
 use crate::datasets::Datasets;
 use crate::transfer;
 
@@ -70,6 +71,12 @@ impl Request {
                     None => format!("dataset\tcommit\t{name}"),
                 },
                 Command::Publish { name } => format!("dataset\tpublish\t{name}"),
+                Command::Prune { name, keep } => match keep {
+                    Keep::Last(n) => format!("dataset\tprune\t{name}\tlast\t{n}"),
+                    Keep::Within(d) => {
+                        format!("dataset\tprune\t{name}\twithin\t{}", d.as_millis())
+                    }
+                },
             },
         }
     }
@@ -102,6 +109,14 @@ impl Request {
                     message: Some(String::from_utf8(hex_decode(m)?).ok()?),
                 },
                 ["publish", name] => Command::Publish { name: s(name) },
+                ["prune", name, "last", n] => Command::Prune {
+                    name: s(name),
+                    keep: Keep::Last(n.parse().ok()?),
+                },
+                ["prune", name, "within", ms] => Command::Prune {
+                    name: s(name),
+                    keep: Keep::Within(Duration::from_millis(ms.parse().ok()?)),
+                },
                 _ => return None,
             }),
             _ => return None,
@@ -629,6 +644,14 @@ mod tests {
             }),
             Request::Gc { dry_run: true },
             Request::Gc { dry_run: false },
+            Request::Dataset(Command::Prune {
+                name: "sales".into(),
+                keep: Keep::Last(3),
+            }),
+            Request::Dataset(Command::Prune {
+                name: "sales".into(),
+                keep: Keep::Within(Duration::from_secs(86400)),
+            }),
         ];
         for r in all {
             let line = r.encode();

@@ -415,3 +415,137 @@ fn gc_racing_reads_and_dataset_writes_loses_nothing_held() {
     m.stop();
     finish(test, &problems);
 }
+
+/// The versions `dataset log --json` lists, newest first: (version, root, commit, pruned).
+fn log_versions(
+    store: &Path,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Vec<(u64, String, String, bool)> {
+    cli_ok(store, &["dataset", "log", name, "--json"], problems)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap_or(0),
+                v["root"].as_str().unwrap_or_default().to_string(),
+                v["commit"].as_str().unwrap_or_default().to_string(),
+                v["pruned"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// Three versions, each replacing a 1 MiB file; `prune --keep-last 1` then `gc` frees the two
+/// replaced files' blocks and nothing of the head, whose files read back (also offline after a
+/// remount); the log keeps every version, the older ones marked pruned; later versions and
+/// prunes keep working.
+#[test]
+fn prune_then_gc_frees_old_versions_and_keeps_the_head() {
+    let test = "prune_then_gc_frees_old_versions_and_keeps_the_head";
+    if !require_fuse(test) {
+        return;
+    }
+    let mut problems = Vec::new();
+    let mut m = Mount::start(&["--offline"]);
+    let ds = m.mnt.join("datasets/hist");
+    fs::create_dir(&ds).unwrap_or_else(|e| m.fail(&format!("mkdir: {e}")));
+    let keep = random_bytes(500_000, 7);
+    let olds = [random_bytes(1 << 20, 8), random_bytes(1 << 20, 9)];
+    let new = random_bytes(1 << 20, 10);
+    let write = |name: &str, data: &[u8]| {
+        fs::write(ds.join(name), data).unwrap_or_else(|e| m.fail(&format!("{name}: {e}")))
+    };
+    write("keep.bin", &keep);
+    write("old0.bin", &olds[0]);
+    cli_ok(&m.store, &["dataset", "commit", "hist"], &mut problems);
+    fs::remove_file(ds.join("old0.bin")).unwrap();
+    write("old1.bin", &olds[1]);
+    cli_ok(&m.store, &["dataset", "commit", "hist"], &mut problems);
+    fs::remove_file(ds.join("old1.bin")).unwrap();
+    write("new.bin", &new);
+    cli_ok(&m.store, &["dataset", "commit", "hist"], &mut problems);
+    let before = log_versions(&m.store, "hist", &mut problems);
+    if before.len() < 3 || before.iter().any(|v| v.3) {
+        m.fail(&format!("log before pruning: {before:?}"));
+    }
+    cli_ok(&m.store, &["gc"], &mut problems);
+
+    let out = cli_ok(
+        &m.store,
+        &["dataset", "prune", "hist", "--keep-last", "1"],
+        &mut problems,
+    );
+    let released = out.lines().filter(|l| l.starts_with("pruned\t")).count();
+    if released != before.len() - 1 {
+        problems.push(format!(
+            "prune released {released} of {} versions: {out:?}",
+            before.len()
+        ));
+    }
+    let after = log_versions(&m.store, "hist", &mut problems);
+    let expect: Vec<_> = before
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.0, v.1.clone(), v.2.clone(), i > 0))
+        .collect();
+    if after != expect {
+        problems.push(format!("log after pruning: {after:?}, expected {expect:?}"));
+    }
+    let text = cli_ok(&m.store, &["dataset", "log", "hist"], &mut problems);
+    let marked: Vec<bool> = text.lines().map(|l| l.ends_with("\tpruned")).collect();
+    if marked.first() != Some(&false) || marked.iter().filter(|p| **p).count() != before.len() - 1 {
+        problems.push(format!("dataset log text marks: {text:?}"));
+    }
+    let gc = cli_ok(&m.store, &["gc"], &mut problems);
+    let freed = freed_bytes(&gc).unwrap_or(0);
+    let old_bytes = 2 * (1u64 << 20);
+    // The two replaced files (and the old directories), not keep.bin or new.bin.
+    if freed < old_bytes || freed > old_bytes + 100_000 {
+        problems.push(format!("gc after prune freed {freed} bytes, expected the {old_bytes} of the replaced files: {gc:?}"));
+    }
+    // Pruning again releases nothing; a new version and a prune of it work.
+    let again = cli_ok(
+        &m.store,
+        &["dataset", "prune", "hist", "--keep-within", "1h"],
+        &mut problems,
+    );
+    if again.lines().any(|l| l.starts_with("pruned\t")) {
+        problems.push(format!("a second prune released versions: {again:?}"));
+    }
+    write("later.bin", &olds[0]);
+    cli_ok(&m.store, &["dataset", "commit", "hist"], &mut problems);
+    cli_ok(
+        &m.store,
+        &["dataset", "prune", "hist", "--keep-last", "1"],
+        &mut problems,
+    );
+    cli_ok(&m.store, &["gc"], &mut problems);
+
+    m.restart_with(&["--offline"]);
+    let ds = m.mnt.join("datasets/hist");
+    for (name, data) in [
+        ("keep.bin", &keep),
+        ("new.bin", &new),
+        ("later.bin", &olds[0]),
+    ] {
+        match fs::read(ds.join(name)) {
+            Ok(d) if &d == data => {}
+            other => problems.push(format!(
+                "head's {name} after prune, gc, remount: {:?}",
+                other.map(|d| d.len())
+            )),
+        }
+    }
+    let old_root = &before[before.len() - 1].1;
+    let p = m.ipfs(old_root).join("old0.bin");
+    if let Some(Ok(_)) = run_with_timeout(20, move || fs::read(&p)) {
+        problems.push("a pruned version's released file is still readable offline".into());
+    }
+    let final_log = log_versions(&m.store, "hist", &mut problems);
+    if final_log.len() != before.len() + 1 || final_log.first().is_some_and(|v| v.3) {
+        problems.push(format!("log at the end: {final_log:?}"));
+    }
+    m.stop();
+    finish(test, &problems);
+}

@@ -30,6 +30,11 @@ pub enum Command {
     Publish {
         name: String,
     },
+    /// Release older versions' trees (see `prune.rs`).
+    Prune {
+        name: String,
+        keep: super::prune::Keep,
+    },
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -91,7 +96,9 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
                 Some(reason) => anyhow!("dataset {name:?} is damaged: {reason}"),
                 None => anyhow!("no dataset named {name:?}"),
             })?;
+            let pruned = super::prune::pruned_versions(blocks, name)?;
             for (cid, c) in history(blocks, ds.head())? {
+                let is_pruned = pruned.contains(&cid);
                 let time = time_text(c.time_ms);
                 let message = c.message.clone().unwrap_or_default();
                 if *json {
@@ -102,12 +109,15 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
                         "prev": c.prev.map(|p| p.to_string()),
                         "time": time,
                         "message": message,
+                        "pruned": is_pruned,
                     });
                     writeln!(out, "{v}")?;
                 } else {
                     // One line per version: a message's own line breaks are shown as spaces.
                     let message = message.replace(['\n', '\t', '\r'], " ");
-                    writeln!(out, "v{}\t{}\t{}\t{time}\t{message}", c.seq, c.root, cid)?;
+                    write!(out, "v{}\t{}\t{}\t{time}\t{message}", c.seq, c.root, cid)?;
+                    // A pruned version's tree is released: only its record is kept.
+                    writeln!(out, "{}", if is_pruned { "\tpruned" } else { "" })?;
                 }
             }
         }
@@ -134,6 +144,19 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
                     opt(&ds.head())
                 )?,
             }
+        }
+        Command::Prune { name, keep } => {
+            let done = super::prune::prune(sets, blocks, name, *keep)
+                .map_err(|e| anyhow!("cannot prune {name}: {e:#}"))?;
+            for (seq, cid) in &done.released {
+                writeln!(out, "pruned\tv{seq}\t{cid}")?;
+            }
+            writeln!(
+                out,
+                "kept {} version(s), released {}",
+                done.kept,
+                done.released.len()
+            )?;
         }
         // Records go out through a running mount (its DHT node, routers and gateway).
         Command::Publish { name } => {

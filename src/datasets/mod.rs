@@ -1,8 +1,9 @@
 //! Writable datasets: a mutable working tree over immutable, content-addressed versions.
 //!
 //! Each dataset is a UnixFS directory built with the dataset's import profile; a version is a
-//! commit record (dag-cbor) that links its root and the previous commit. History is never lost:
-//! every version's blocks stay pinned and `/ipfs/<root>` of any version reads back.
+//! commit record (dag-cbor) that links its root and the previous commit. Every version's blocks
+//! stay pinned and `/ipfs/<root>` of any version reads back, until `dataset prune` releases the
+//! trees of older versions (their commit records stay: see `prune.rs`).
 //!
 //! Writes go through three states (see `worktree.rs`): the **live** tree that readers of the
 //! mount see at once; the **closed** tree of what writers acknowledged (a file enters it when
@@ -25,6 +26,7 @@ mod hashpool;
 mod journal;
 #[cfg(test)]
 mod model_tests;
+pub mod prune;
 mod stagebuf;
 mod worktree;
 
