@@ -174,6 +174,17 @@ pub enum DatasetAction {
     },
     /// Sign and send a new IPNS record for the dataset now (the mount also does it on every version).
     Publish { name: String },
+    /// Make /datasets/NAME a read-only replica of another machine's dataset, kept current
+    /// from its IPNS name or DNSLink domain (each new version fetched and pinned).
+    Follow {
+        /// An IPNS name, /ipns/<name> or a DNSLink domain.
+        source: String,
+        /// The local name [default: the IPNS name or domain].
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Stop following a replica; its versions' blocks become cache (for gc).
+    Unfollow { name: String },
     /// Release older versions' trees (never the head); their commit records stay, so the
     /// chain is still complete; `gc` then frees their blocks that no kept version has.
     #[command(group(clap::ArgGroup::new("keep").required(true)))]

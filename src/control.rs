@@ -71,6 +71,12 @@ impl Request {
                     None => format!("dataset\tcommit\t{name}"),
                 },
                 Command::Publish { name } => format!("dataset\tpublish\t{name}"),
+                Command::Follow { source, name } => format!(
+                    "dataset\tfollow\t{}\t{}",
+                    hex_encode(source.as_bytes()),
+                    name.as_deref().unwrap_or("")
+                ),
+                Command::Unfollow { name } => format!("dataset\tunfollow\t{name}"),
                 Command::Prune { name, keep } => match keep {
                     Keep::Last(n) => format!("dataset\tprune\t{name}\tlast\t{n}"),
                     Keep::Within(d) => {
@@ -109,6 +115,11 @@ impl Request {
                     message: Some(String::from_utf8(hex_decode(m)?).ok()?),
                 },
                 ["publish", name] => Command::Publish { name: s(name) },
+                ["follow", source, name] => Command::Follow {
+                    source: String::from_utf8(hex_decode(source)?).ok()?,
+                    name: (!name.is_empty()).then(|| s(name)),
+                },
+                ["unfollow", name] => Command::Unfollow { name: s(name) },
                 ["prune", name, "last", n] => Command::Prune {
                     name: s(name),
                     keep: Keep::Last(n.parse().ok()?),
@@ -327,6 +338,21 @@ fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
             };
             match result {
                 Ok(n) => write!(out, "ok\n{name}\t{n}\n")?,
+                Err(e) => fail(&mut out, e)?,
+            }
+        }
+        Request::Dataset(Command::Follow { source, name }) => {
+            let result = match ctx.names {
+                Some(names) => rt.block_on(datasets.follow_now(
+                    blocks,
+                    names,
+                    &source,
+                    name.as_deref(),
+                )),
+                None => Err(anyhow!("names are off in this mount")),
+            };
+            match result {
+                Ok(text) => write!(out, "ok\n{text}")?,
                 Err(e) => fail(&mut out, e)?,
             }
         }
@@ -647,6 +673,17 @@ mod tests {
             Request::Dataset(Command::Prune {
                 name: "sales".into(),
                 keep: Keep::Last(3),
+            }),
+            Request::Dataset(Command::Follow {
+                source: "/ipns/example.org".into(),
+                name: Some("copy".into()),
+            }),
+            Request::Dataset(Command::Follow {
+                source: "k51qzi5uqu5d".into(),
+                name: None,
+            }),
+            Request::Dataset(Command::Unfollow {
+                name: "copy".into(),
             }),
             Request::Dataset(Command::Prune {
                 name: "sales".into(),

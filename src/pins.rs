@@ -257,7 +257,7 @@ impl BlockGetter for Holding<'_> {
 }
 
 /// Walks the whole DAG below `root` into the store under the temporary pin `temp`.
-async fn fetch_held(
+pub async fn fetch_held(
     blocks: &BlockService,
     root: &Cid,
     temp: TempPinId,
@@ -443,17 +443,22 @@ pub fn gc_text(freed: &ipfs_mount_store::EvictStats, dry_run: bool) -> String {
     )
 }
 
-/// Releases the temporary pins that a `pin add` which did not finish left in the store (what
+/// Releases the temporary pins that a `pin add` or a replica update which did not finish left in the store (what
 /// they held stays as cache, so the next `pin add` fetches only the rest). Call right after
 /// opening the store, before any `pin add` of this process starts.
 pub fn release_leftovers(store: &dyn ipfs_mount_store::BlockStore) {
-    match store.release_temp_owner(PIN_TEMP_OWNER) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            temp_pins = n,
-            "released the temporary pins of an unfinished pin add"
-        ),
-        Err(e) => tracing::warn!("cannot release the temporary pins of unfinished pin adds: {e}"),
+    for owner in [PIN_TEMP_OWNER, crate::datasets::follow::FOLLOW_TEMP_OWNER] {
+        match store.release_temp_owner(owner) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                temp_pins = n,
+                owner,
+                "released the temporary pins of an unfinished fetch"
+            ),
+            Err(e) => {
+                tracing::warn!(owner, "cannot release the temporary pins of unfinished fetches: {e}")
+            }
+        }
     }
 }
 

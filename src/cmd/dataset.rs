@@ -37,6 +37,8 @@ impl From<DatasetAction> for Command {
             DatasetAction::Log { name, json } => Command::Log { name, json },
             DatasetAction::Commit { name, message } => Command::Commit { name, message },
             DatasetAction::Publish { name } => Command::Publish { name },
+            DatasetAction::Follow { source, name } => Command::Follow { source, name },
+            DatasetAction::Unfollow { name } => Command::Unfollow { name },
             DatasetAction::Prune {
                 name,
                 keep_last,

@@ -252,6 +252,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     let datasets = crate::datasets::Datasets::open_with(&args.store.dir(), blocks.clone(), policy)?;
     datasets.start_committer();
     let names = start_names(args, &datasets, node.clone(), &runtime)?;
+    datasets.start_follower(blocks.clone(), Arc::new(names.clone()), runtime.handle());
     if let Some(addr) = args.names.serve {
         let config = crate::serve::ServeConfig {
             addr,

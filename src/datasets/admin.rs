@@ -30,6 +30,15 @@ pub enum Command {
     Publish {
         name: String,
     },
+    /// Follow another machine's dataset as a read-only replica (see `follow.rs`).
+    Follow {
+        source: String,
+        name: Option<String>,
+    },
+    /// Stop following a replica.
+    Unfollow {
+        name: String,
+    },
     /// Release older versions' trees (see `prune.rs`).
     Prune {
         name: String,
@@ -92,12 +101,18 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
             writeln!(out, "{}", opt(&ds.root_cid()))?;
         }
         Command::Log { name, json } => {
-            let ds = sets.get(name).ok_or_else(|| match sets.damaged(name) {
-                Some(reason) => anyhow!("dataset {name:?} is damaged: {reason}"),
-                None => anyhow!("no dataset named {name:?}"),
-            })?;
+            let head = match (sets.get(name), sets.replicas().get(name)) {
+                (Some(ds), _) => ds.head(),
+                (None, Some(replica)) => replica.head,
+                (None, None) => {
+                    return Err(match sets.damaged(name) {
+                        Some(reason) => anyhow!("dataset {name:?} is damaged: {reason}"),
+                        None => anyhow!("no dataset named {name:?}"),
+                    })
+                }
+            };
             let pruned = super::prune::pruned_versions(blocks, name)?;
-            for (cid, c) in history(blocks, ds.head())? {
+            for (cid, c) in history(blocks, head)? {
                 let is_pruned = pruned.contains(&cid);
                 let time = time_text(c.time_ms);
                 let message = c.message.clone().unwrap_or_default();
@@ -144,6 +159,20 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
                     opt(&ds.head())
                 )?,
             }
+        }
+        Command::Follow { source, name } => {
+            let name = name
+                .clone()
+                .unwrap_or_else(|| super::follow::default_name(source));
+            sets.add_replica(source, &name)?;
+            writeln!(
+                out,
+                "{name}\tfollows {source}\t(versions are fetched by a mount of this store)"
+            )?;
+        }
+        Command::Unfollow { name } => {
+            let n = sets.remove_replica(blocks, name)?;
+            writeln!(out, "{name}\tunfollowed\treleased {n} version(s)")?;
         }
         Command::Prune { name, keep } => {
             let done = super::prune::prune(sets, blocks, name, *keep)

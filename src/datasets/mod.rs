@@ -22,6 +22,7 @@ pub mod admin;
 mod chunker;
 mod closed;
 mod commit;
+pub mod follow;
 mod hashpool;
 mod journal;
 #[cfg(test)]
@@ -213,6 +214,8 @@ pub struct Datasets {
     policy: CommitPolicy,
     stop: AtomicBool,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Read-only copies of other machines' datasets (`follow.rs`).
+    replicas: follow::Replicas,
 }
 
 impl Datasets {
@@ -258,7 +261,9 @@ impl Datasets {
                 }
             }
         }
+        let replicas = follow::Replicas::open(&dir, &blocks);
         Ok(Arc::new(Datasets {
+            replicas,
             dir,
             staging,
             blocks,
@@ -373,6 +378,17 @@ impl Datasets {
                 pending: ds.has_pending(),
             })
             .collect();
+        for (name, r) in self.replicas.all() {
+            out.push(DatasetInfo {
+                name,
+                version: Some(r.version),
+                root: r.root,
+                head: r.head,
+                profile: format!("replica-of:{}", r.source),
+                damaged: None,
+                pending: false,
+            });
+        }
         for (name, (profile, reason)) in self.damaged.read().iter() {
             out.push(DatasetInfo {
                 name: name.clone(),
@@ -400,6 +416,7 @@ impl Datasets {
         let dir = self.dir.join(name);
         // A dataset that failed to load keeps its name: its history stays reachable.
         if sets.contains_key(name)
+            || self.replicas.get(name).is_some()
             || self.damaged.read().contains_key(name)
             || dir.join("HEAD").exists()
             || dir.join("PROFILE").exists()

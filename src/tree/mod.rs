@@ -24,6 +24,7 @@
 
 mod dataset;
 mod dir;
+mod replica;
 pub mod error;
 mod file;
 
@@ -441,6 +442,9 @@ impl Tree {
         if parent == IPNS_INO {
             return self.lookup_ipns(name_bytes).await;
         }
+        if parent == DATASETS_INO && self.is_replica(name_bytes) {
+            return self.lookup_replica(name_bytes).await;
+        }
         // A kernel-cached child may still be in our table: answer without any work.
         let known = self
             .children
@@ -555,23 +559,36 @@ impl Tree {
         }
         // Never longer than the record allows (its TTL, and the time left to its EOL).
         let ttl = ttl.min(IPNS_MAX_TTL);
-        let key = (IPNS_INO, name.to_vec());
+        Ok(self.insert_moving_child(IPNS_INO, name, content, meta, ttl))
+    }
+
+    /// Registers `parent/name` as `content` for names whose target moves (`/ipns/<name>`, a
+    /// replica's `/datasets/<name>`): the same inode while the target stays, a new one when
+    /// it moves (the old one lives until the kernel forgets it).
+    fn insert_moving_child(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        content: Arc<Content>,
+        meta: Meta,
+        ttl: Duration,
+    ) -> Entry {
+        let key = (parent, name.to_vec());
         let mut children = self.children.write();
         let mut inodes = self.inodes.write();
         if let Some(inode) = children.get(&key).and_then(|ino| inodes.get(ino)) {
             if let NodeKind::Content(c) = &inode.node {
                 if c.cid == content.cid {
                     inode.lookups.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Entry {
+                    return Entry {
                         attr: inode.attr.clone(),
                         ttl,
-                    });
+                    };
                 }
             }
         }
-        // A new target: a new inode (the old one lives until the kernel forgets it).
         let mut ino =
-            stable_ino(IPNS_INO, name) ^ stable_ino(IPNS_INO, content.cid.to_bytes().as_slice());
+            stable_ino(parent, name) ^ stable_ino(parent, content.cid.to_bytes().as_slice());
         ino %= FIRST_DATASET_INO;
         ino = ino.max(FIRST_DYNAMIC_INO);
         while inodes.contains_key(&ino) {
@@ -581,7 +598,7 @@ impl Tree {
         inodes.insert(
             ino,
             Arc::new(Inode {
-                parent: IPNS_INO,
+                parent,
                 name: name.to_vec(),
                 node: NodeKind::Content(content),
                 attr: attr.clone(),
@@ -589,7 +606,7 @@ impl Tree {
             }),
         );
         children.insert(key, ino);
-        Ok(Entry { attr, ttl })
+        Entry { attr, ttl }
     }
 
     /// Registers (or re-finds) the inode for `parent/name` and takes one lookup reference.
@@ -871,11 +888,13 @@ impl Tree {
                 }
             }
             NodeKind::DatasetsRoot => {
-                let names = self
+                let mut names = self
                     .datasets
                     .as_ref()
                     .map(|d| d.names())
                     .unwrap_or_default();
+                names.extend(self.replica_names());
+                names.sort();
                 for (i, name) in names.into_iter().enumerate().skip(skip).take(room) {
                     let ino = self.dataset_ino_of(&name, ROOT_NODE);
                     out.push(DirEntryOut {
