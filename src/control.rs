@@ -343,12 +343,9 @@ fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
         }
         Request::Dataset(Command::Follow { source, name }) => {
             let result = match ctx.names {
-                Some(names) => rt.block_on(datasets.follow_now(
-                    blocks,
-                    names,
-                    &source,
-                    name.as_deref(),
-                )),
+                Some(names) => {
+                    rt.block_on(datasets.follow_now(blocks, names, &source, name.as_deref()))
+                }
                 None => Err(anyhow!("names are off in this mount")),
             };
             match result {

@@ -456,7 +456,10 @@ pub fn release_leftovers(store: &dyn ipfs_mount_store::BlockStore) {
                 "released the temporary pins of an unfinished fetch"
             ),
             Err(e) => {
-                tracing::warn!(owner, "cannot release the temporary pins of unfinished fetches: {e}")
+                tracing::warn!(
+                    owner,
+                    "cannot release the temporary pins of unfinished fetches: {e}"
+                )
             }
         }
     }

@@ -549,3 +549,239 @@ fn prune_then_gc_frees_old_versions_and_keeps_the_head() {
     m.stop();
     finish(test, &problems);
 }
+
+/// Polls `f` every 100 ms until it gives `Some` or `limit` passes.
+fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (blocks, fetched) of the last "replica: new version" line of a mount's log.
+fn last_replica_fetch(log: &str) -> Option<(u64, u64)> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("replica: new version"))?;
+    // Without the terminal colours the log may carry.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let line = plain.as_str();
+    let field = |k: &str| -> Option<u64> {
+        let rest = &line[line.find(&format!(" {k}="))? + k.len() + 2..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((field("blocks")?, field("fetched")?))
+}
+
+/// Two mounts on loopback: B follows A's dataset as `/datasets/rep` (read-only), sees A's next
+/// version within the record TTL (fetching only its new blocks), lists both versions in
+/// `dataset log`, keeps the last one readable after A is gone, through `gc` and an offline
+/// remount; `unfollow` removes it and `gc` frees it.
+#[test]
+fn follow_a_dataset_across_two_mounts() {
+    let test = "follow_a_dataset_across_two_mounts";
+    if !require_fuse(test) {
+        return;
+    }
+    let mut problems = Vec::new();
+    let port = free_port();
+    let serve = format!("http://127.0.0.1:{port}");
+    let mut a = common::p2p::p2p_mount(&[
+        "--no-gateway",
+        "--serve",
+        &format!("127.0.0.1:{port}"),
+        "--ipns-ttl",
+        "2s",
+    ]);
+    let foo = a.mnt.join("datasets/foo");
+    fs::create_dir(&foo).unwrap_or_else(|e| a.fail(&format!("mkdir: {e}")));
+    let mut files: Vec<(String, Vec<u8>)> = (0..5u64)
+        .map(|i| {
+            (
+                format!("part{i}.bin"),
+                random_bytes(200_000 + 50_000 * i as usize, 300 + i),
+            )
+        })
+        .collect();
+    for (n, d) in &files {
+        fs::write(foo.join(n), d).unwrap_or_else(|e| a.fail(&format!("{n}: {e}")));
+    }
+    let root1 = common::datasets::xattr(&foo, "user.ipfs.cid", 60).unwrap_or_else(|e| a.fail(&e));
+    let name = common::datasets::xattr(&foo, "user.ipfs.name", 10).unwrap_or_else(|e| a.fail(&e));
+
+    let mut b = Mount::start(&["--no-p2p", "--gateway", &serve]);
+    // A publishes within about a second of the version: retry until B resolves it.
+    let source = format!("/ipns/{name}");
+    let followed = poll(Duration::from_secs(20), || {
+        let (ok, out, err) = cli(&b.store, &["dataset", "follow", &source, "--as", "rep"]);
+        if !ok && !err.contains("cannot follow") {
+            return Some(Err(err));
+        }
+        ok.then_some(Ok(out))
+    });
+    match followed {
+        Some(Ok(out)) if out.contains(&root1) => {}
+        other => b.fail(&format!("dataset follow: {other:?}")),
+    }
+    let rep = b.mnt.join("datasets/rep");
+    for (n, d) in &files {
+        match fs::read(rep.join(n)) {
+            Ok(got) if &got == d => {}
+            other => problems.push(format!(
+                "B: /datasets/rep/{n}: {:?}",
+                other.map(|g| g.len())
+            )),
+        }
+    }
+    match fs::read_dir(b.mnt.join("datasets")) {
+        Ok(rd) => {
+            let listed: Vec<String> = rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            if listed != vec!["rep".to_string()] {
+                problems.push(format!("B: ls /datasets gives {listed:?}"));
+            }
+        }
+        Err(e) => problems.push(format!("B: ls /datasets: {e}")),
+    }
+    // Read-only: EROFS for every kind of change inside.
+    let erofs = |r: std::io::Result<()>, what: &str, problems: &mut Vec<String>| match r {
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+        other => problems.push(format!(
+            "B: {what} in the replica gave {other:?}, want EROFS"
+        )),
+    };
+    erofs(
+        fs::write(rep.join("new.txt"), b"x"),
+        "creating a file",
+        &mut problems,
+    );
+    erofs(
+        fs::OpenOptions::new()
+            .append(true)
+            .open(rep.join(&files[0].0))
+            .map(|_| ()),
+        "opening a file for writing",
+        &mut problems,
+    );
+    erofs(
+        fs::remove_file(rep.join(&files[1].0)),
+        "unlink",
+        &mut problems,
+    );
+    erofs(fs::create_dir(rep.join("d")), "mkdir", &mut problems);
+
+    // A's next version: one file changed. B shows it within the TTL (2 s) plus publishing.
+    let t = Instant::now();
+    files[2].1 = random_bytes(250_000, 999);
+    fs::write(foo.join(&files[2].0), &files[2].1)
+        .unwrap_or_else(|e| a.fail(&format!("rewrite: {e}")));
+    let root2 = common::datasets::xattr(&foo, "user.ipfs.cid", 60).unwrap_or_else(|e| a.fail(&e));
+    let seen = poll(Duration::from_secs(15), || {
+        (fs::read(rep.join(&files[2].0)).ok()? == files[2].1).then_some(())
+    });
+    match seen {
+        Some(()) => eprintln!("B shows A's new version {:?} after the write", t.elapsed()),
+        None => {
+            let log = b.log();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("replica")).collect();
+            problems.push(format!(
+                "B does not show A's new version 15 s after the write; B's replica log: {lines:?}"
+            ))
+        }
+    }
+    if t.elapsed() > Duration::from_secs(10) {
+        problems.push(format!(
+            "B took {:?} to show the new version (TTL 2 s)",
+            t.elapsed()
+        ));
+    }
+    match last_replica_fetch(&b.log()) {
+        // Only the rewritten file's blocks and the new root are new.
+        Some((blocks, fetched)) if fetched > 0 && fetched * 2 < blocks => {
+            eprintln!("B fetched {fetched} of the new version's {blocks} blocks")
+        }
+        other => problems.push(format!(
+            "B's update fetched (blocks, fetched) = {other:?}: not only the new blocks"
+        )),
+    }
+    let log = log_versions(&b.store, "rep", &mut problems);
+    let roots: Vec<&str> = log.iter().map(|v| v.1.as_str()).collect();
+    if roots != vec![root2.as_str(), root1.as_str()] {
+        problems.push(format!(
+            "B: dataset log rep lists {roots:?}, want [{root2}, {root1}]"
+        ));
+    }
+    let list = cli_ok(&b.store, &["dataset", "list"], &mut problems);
+    if !list
+        .lines()
+        .any(|l| l.starts_with("rep\tv2\t") && l.contains(&root2) && l.contains(&name))
+    {
+        problems.push(format!("B: dataset list: {list:?}"));
+    }
+
+    // A goes away: B keeps the last version, through gc and an offline remount.
+    a.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    cli_ok(&b.store, &["gc"], &mut problems);
+    b.restart_with(&["--offline"]);
+    let rep = b.mnt.join("datasets/rep");
+    for (n, d) in &files {
+        match fs::read(rep.join(n)) {
+            Ok(got) if &got == d => {}
+            other => problems.push(format!(
+                "B offline, A gone: /datasets/rep/{n}: {:?}",
+                other.map(|g| g.len())
+            )),
+        }
+    }
+    if log_versions(&b.store, "rep", &mut problems).len() != 2 {
+        problems.push("B offline: dataset log rep lost versions".into());
+    }
+    // A second follow of the same local name is refused; unfollow removes the replica.
+    let (ok, _, _) = cli(&b.store, &["dataset", "follow", &source, "--as", "rep"]);
+    if ok {
+        problems.push("a second follow --as rep was accepted".into());
+    }
+    cli_ok(&b.store, &["dataset", "unfollow", "rep"], &mut problems);
+    // The kernel may answer from its entry for up to its TTL (1 s).
+    if poll(Duration::from_secs(3), || {
+        fs::metadata(&rep).is_err().then_some(())
+    })
+    .is_none()
+    {
+        problems.push("/datasets/rep still there 3 s after unfollow".into());
+    }
+    let gc = cli_ok(&b.store, &["gc"], &mut problems);
+    let total: u64 = files.iter().map(|f| f.1.len() as u64).sum();
+    if freed_bytes(&gc).unwrap_or(0) < total {
+        problems.push(format!(
+            "gc after unfollow freed less than the replica's {total} bytes: {gc:?}"
+        ));
+    }
+    b.stop();
+    finish(test, &problems);
+}

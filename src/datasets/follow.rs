@@ -227,7 +227,11 @@ impl Datasets {
             )?;
             blocks.flush_deferred()?;
             let dir = self.replicas.dir.join(name);
-            write_atomic(&dir.join("HEAD"), format!("{commit_cid}\n0\n").as_bytes(), true)?;
+            write_atomic(
+                &dir.join("HEAD"),
+                format!("{commit_cid}\n0\n").as_bytes(),
+                true,
+            )?;
             Ok::<_, anyhow::Error>((commit_cid, commit.seq, progress))
         }
         .await;
@@ -256,7 +260,9 @@ impl Datasets {
         source: &str,
         name: Option<&str>,
     ) -> Result<String> {
-        let name = name.map(String::from).unwrap_or_else(|| default_name(source));
+        let name = name
+            .map(String::from)
+            .unwrap_or_else(|| default_name(source));
         self.add_replica(source, &name)?;
         match self.update_replica(blocks, names, &name).await {
             Ok(_) => {

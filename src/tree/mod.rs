@@ -24,9 +24,9 @@
 
 mod dataset;
 mod dir;
-mod replica;
 pub mod error;
 mod file;
+mod replica;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -377,8 +377,9 @@ impl Tree {
     /// async [`Tree::lookup`] has to fetch something. `ls -l` of a big directory is thousands of
     /// lookups in a row: answering them on the FUSE thread saves a thread hand-off each.
     pub fn lookup_cached(&self, parent: InodeNo, name: &OsStr) -> Option<Result<Entry>> {
-        if parent == IPNS_INO {
-            return None; // names move: always resolve (the resolver caches by TTL)
+        if parent == IPNS_INO || parent == DATASETS_INO {
+            // names move: always resolve (the resolver caches by TTL); so do replicas
+            return None;
         }
         let name_bytes = name.as_bytes();
         let known = self
@@ -442,8 +443,13 @@ impl Tree {
         if parent == IPNS_INO {
             return self.lookup_ipns(name_bytes).await;
         }
-        if parent == DATASETS_INO && self.is_replica(name_bytes) {
-            return self.lookup_replica(name_bytes).await;
+        if parent == DATASETS_INO {
+            // A replica moves to each version seen, and goes when unfollowed: never answered
+            // from the table.
+            if self.is_replica(name_bytes) {
+                return self.lookup_replica(name_bytes).await;
+            }
+            self.forget_replica_entry(name_bytes);
         }
         // A kernel-cached child may still be in our table: answer without any work.
         let known = self

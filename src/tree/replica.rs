@@ -21,6 +21,15 @@ impl Tree {
             .unwrap_or_default()
     }
 
+    /// Drops the table's entry of an unfollowed replica's name (the inode itself lives until
+    /// the kernel forgets it).
+    pub(super) fn forget_replica_entry(&self, name: &[u8]) {
+        let key = (DATASETS_INO, name.to_vec());
+        if self.children.read().contains_key(&key) {
+            self.children.write().remove(&key);
+        }
+    }
+
     fn replica_root(&self, name: &str) -> Option<Cid> {
         self.datasets.as_ref()?.replicas().get(name)?.root
     }
