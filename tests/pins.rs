@@ -693,6 +693,11 @@ fn follow_a_dataset_across_two_mounts() {
         &mut problems,
     );
     erofs(fs::create_dir(rep.join("d")), "mkdir", &mut problems);
+    erofs(
+        fs::remove_dir(&rep),
+        "rmdir of the replica itself",
+        &mut problems,
+    );
 
     // A's next version: one file changed. B shows it within the TTL (2 s) plus publishing.
     let t = Instant::now();

@@ -18,6 +18,10 @@ use crate::transfer::progress;
 /// A spinner on a terminal (hidden otherwise) fed with a walk's progress.
 fn reporter(what: &'static str) -> (indicatif::ProgressBar, impl FnMut(Progress) + Send) {
     let pb = progress(None, what);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
     let shown = pb.clone();
     let report = move |p: Progress| {
         shown.set_message(format!(

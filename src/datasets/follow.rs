@@ -226,6 +226,11 @@ impl Datasets {
                 &[temp],
             )?;
             blocks.flush_deferred()?;
+            if self.replicas.get(name).is_none() {
+                // Unfollowed meanwhile: this version is nobody's.
+                blocks.unpin(&commit_cid)?;
+                bail!("the replica was unfollowed");
+            }
             let dir = self.replicas.dir.join(name);
             write_atomic(
                 &dir.join("HEAD"),
