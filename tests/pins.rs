@@ -748,6 +748,22 @@ fn follow_a_dataset_across_two_mounts() {
         problems.push(format!("B: dataset list: {list:?}"));
     }
 
+    // A replica's history is bounded like a dataset's.
+    cli_ok(
+        &b.store,
+        &["dataset", "prune", "rep", "--keep-last", "1"],
+        &mut problems,
+    );
+    let pruned: Vec<bool> = log_versions(&b.store, "rep", &mut problems)
+        .iter()
+        .map(|v| v.3)
+        .collect();
+    if pruned != vec![false, true] {
+        problems.push(format!(
+            "B: after prune --keep-last 1 the replica's log marks {pruned:?}"
+        ));
+    }
+
     // A goes away: B keeps the last version, through gc and an offline remount.
     a.stop();
     std::thread::sleep(Duration::from_secs(3));

@@ -15,6 +15,8 @@
 //!    (`dataset log` reads it and marks these versions pruned), and their trees' blocks that no
 //!    kept version has become ordinary cache, for `gc` or eviction to take.
 //!
+//! A replica (`follow.rs`) is pruned the same way: its versions' pins have the same labels.
+//!
 //! Step 1 only adds protection and runs before step 2 takes any away, so a crash between
 //! them loses nothing. The head is always kept. Pending changes are not touched: they become a
 //! version on top of the head as usual, pinned on top of the kept versions.
@@ -132,10 +134,13 @@ fn kept_count(chain: &[(Cid, Commit)], keep: Keep, now: SystemTime) -> usize {
 
 /// Prunes `name` as described in the [module docs](self).
 pub fn prune(sets: &Datasets, blocks: &BlockService, name: &str, keep: Keep) -> Result<Pruned> {
-    let ds = sets
-        .get(name)
-        .ok_or_else(|| anyhow!("no dataset named {name:?}"))?;
-    let chain = history(blocks, ds.head())?;
+    // A replica's versions are pinned the same way (`follow.rs`): pruned the same way too.
+    let head = match (sets.get(name), sets.replicas().get(name)) {
+        (Some(ds), _) => ds.head(),
+        (None, Some(replica)) => replica.head,
+        (None, None) => bail!("no dataset named {name:?}"),
+    };
+    let chain = history(blocks, head)?;
     if chain.is_empty() {
         return Ok(Pruned::default());
     }
