@@ -748,6 +748,27 @@ fn follow_a_dataset_across_two_mounts() {
         problems.push(format!("B: dataset list: {list:?}"));
     }
 
+    // `pin add` resolves an /ipns path through the mount.
+    let out = cli_ok(
+        &b.store,
+        &[
+            "pin",
+            "add",
+            &format!("{source}/{}", files[2].0),
+            "--name",
+            "part2",
+        ],
+        &mut problems,
+    );
+    let part2 =
+        common::datasets::xattr(&rep.join(&files[2].0), "user.ipfs.cid", 10).unwrap_or_default();
+    if part2.is_empty() || !out.starts_with(&format!("{part2}\tpart2\t")) {
+        problems.push(format!(
+            "B: pin add {source}/{} printed {out:?}, want {part2:?}",
+            files[2].0
+        ));
+    }
+
     // A replica's history is bounded like a dataset's.
     cli_ok(
         &b.store,
@@ -787,6 +808,7 @@ fn follow_a_dataset_across_two_mounts() {
     if ok {
         problems.push("a second follow --as rep was accepted".into());
     }
+    cli_ok(&b.store, &["pin", "rm", "part2"], &mut problems);
     cli_ok(&b.store, &["dataset", "unfollow", "rep"], &mut problems);
     // The kernel may answer from its entry for up to its TTL (1 s).
     if poll(Duration::from_secs(3), || {
