@@ -504,6 +504,27 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
     ) -> Result<u64, BlockError> {
+        self.fetch_dag_into(root, scope, progress, None).await
+    }
+
+    /// [`BlockService::fetch_dag`] of the whole DAG with every block stored under the temporary
+    /// pin `temp` (protected from its arrival on: `pin add` of a DAG larger than the cache).
+    pub async fn fetch_dag_held(
+        self: &Arc<Self>,
+        root: &Cid,
+        temp: TempPinId,
+    ) -> Result<u64, BlockError> {
+        self.fetch_dag_into(root, DagScope::All, None, Some(temp))
+            .await
+    }
+
+    async fn fetch_dag_into(
+        self: &Arc<Self>,
+        root: &Cid,
+        scope: DagScope,
+        progress: Option<Arc<tokio::sync::Notify>>,
+        hold: Option<TempPinId>,
+    ) -> Result<u64, BlockError> {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *root });
         }
@@ -515,7 +536,9 @@ impl BlockService {
                 let service = self.clone();
                 let root = *root;
                 let progress = progress.clone();
-                tokio::task::spawn_blocking(move || service.ingest(&root, rx, progress.as_deref()))
+                tokio::task::spawn_blocking(move || {
+                    service.ingest(&root, rx, progress.as_deref(), hold)
+                })
             };
             let result = {
                 let mut sink = |block: VerifiedBlock| -> SinkControl {
@@ -560,7 +583,12 @@ impl BlockService {
         root: &Cid,
         rx: std::sync::mpsc::Receiver<VerifiedBlock>,
         progress: Option<&tokio::sync::Notify>,
+        hold: Option<TempPinId>,
     ) -> Result<u64, BlockError> {
+        let store = |batch: &[(Cid, Bytes)]| match hold {
+            Some(temp) => put_temp_evicting(&*self.store, temp, batch),
+            None => self.store.put_many(batch),
+        };
         let mut batch: Vec<(Cid, Bytes)> = Vec::with_capacity(INGEST_BATCH);
         let mut stored = 0u64;
         for block in rx {
@@ -578,17 +606,13 @@ impl BlockService {
             }
             batch.push((cid, data));
             if batch.len() >= INGEST_BATCH {
-                self.store
-                    .put_many(&batch)
-                    .map_err(|e| BlockError::store(root, e))?;
+                store(&batch).map_err(|e| BlockError::store(root, e))?;
                 stored += batch.len() as u64;
                 batch.clear();
             }
         }
         if !batch.is_empty() {
-            self.store
-                .put_many(&batch)
-                .map_err(|e| BlockError::store(root, e))?;
+            store(&batch).map_err(|e| BlockError::store(root, e))?;
             stored += batch.len() as u64;
         }
         Ok(stored)

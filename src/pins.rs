@@ -290,7 +290,7 @@ pub async fn fetch_held(
 /// Pins `root` with the names `names` (replacing its label): walks its DAG into the store
 /// under a temporary pin, then turns that into the pin.
 async fn pin_walked(
-    blocks: &BlockService,
+    blocks: &Arc<BlockService>,
     root: &Cid,
     label: &str,
     on_progress: &mut (dyn FnMut(Progress) + Send),
@@ -299,7 +299,9 @@ async fn pin_walked(
         .temp_pin(PIN_TEMP_OWNER)
         .context("creating the pin's temporary pin")?;
     let result = async {
-        let progress = fetch_held(blocks, root, temp, on_progress).await?;
+        let fetched = fetch_whole(blocks, root, temp, on_progress).await;
+        let mut progress = fetch_held(blocks, root, temp, on_progress).await?;
+        progress.fetched += fetched;
         blocks
             .pin_with_temps(root, label, &mut std::iter::once(*root), &[temp])
             .with_context(|| format!("pinning {root}"))?;
@@ -313,6 +315,50 @@ async fn pin_walked(
         }
     }
     result
+}
+
+/// A DAG whose root the store lacks is most likely missing whole: asked for in one request (a
+/// CAR from a gateway, a walk over bitswap), every block held by `temp` as it arrives, instead
+/// of block by block. Returns how many blocks came; a failure only leaves the rest to the
+/// block-by-block walk that follows.
+async fn fetch_whole(
+    blocks: &Arc<BlockService>,
+    root: &Cid,
+    temp: TempPinId,
+    on_progress: &mut (dyn FnMut(Progress) + Send),
+) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    if blocks.is_offline() || blocks.has_stored(root) {
+        return 0;
+    }
+    let (blocks0, bytes0) = (
+        blocks.stats.fetched_blocks.load(Relaxed),
+        blocks.stats.fetched_bytes.load(Relaxed),
+    );
+    let whole = blocks.fetch_dag_held(root, temp);
+    tokio::pin!(whole);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let result = loop {
+        tokio::select! {
+            r = &mut whole => break r,
+            _ = tick.tick() => {
+                // The service's counters: other fetches may add to them, for a progress line only.
+                let n = blocks.stats.fetched_blocks.load(Relaxed).saturating_sub(blocks0);
+                on_progress(Progress {
+                    blocks: n,
+                    bytes: blocks.stats.fetched_bytes.load(Relaxed).saturating_sub(bytes0),
+                    fetched: n,
+                });
+            }
+        }
+    };
+    match result {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::info!(%root, "whole-DAG fetch failed, going on block by block: {e}");
+            0
+        }
+    }
 }
 
 /// The label of the store's pin of `cid`, if it has one.
@@ -334,7 +380,7 @@ fn find_name(blocks: &BlockService, name: &str) -> Result<Option<UserPin>> {
 /// `pin add`: resolves `target`, walks and pins its DAG, gives it `name` (moved from the CID
 /// that had it).
 pub async fn add(
-    blocks: &BlockService,
+    blocks: &Arc<BlockService>,
     names: Option<&dyn NameLookup>,
     target: &str,
     name: Option<&str>,
@@ -375,7 +421,7 @@ pub async fn add(
 
 /// Takes `name` from `pin`: the pin goes with its last name, else it is relabelled (a local
 /// walk: its blocks are all in the store).
-async fn drop_name(blocks: &BlockService, pin: &UserPin, name: &str) -> Result<()> {
+async fn drop_name(blocks: &Arc<BlockService>, pin: &UserPin, name: &str) -> Result<()> {
     let rest: BTreeSet<String> = pin.names.iter().filter(|n| *n != name).cloned().collect();
     if rest.is_empty() {
         blocks.unpin(&pin.cid)?;
@@ -387,7 +433,7 @@ async fn drop_name(blocks: &BlockService, pin: &UserPin, name: &str) -> Result<(
 
 /// `pin rm <cid | name>`: removes a name (the pin with its last one) or a whole pin. Returns
 /// the CID concerned and whether its pin is gone.
-pub async fn remove(blocks: &BlockService, what: &str) -> Result<(Cid, bool)> {
+pub async fn remove(blocks: &Arc<BlockService>, what: &str) -> Result<(Cid, bool)> {
     if let Ok(cid) = cids::parse(what) {
         let Some(label) = label_of_pin(blocks, &cid)? else {
             bail!("{cid} is not pinned");

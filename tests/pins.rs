@@ -291,7 +291,39 @@ fn pin_add_resumes_on_an_unmounted_store() {
             "blocks/fetched of the two adds: {other:?} ({first:?}, {whole:?})"
         )),
     }
+    // A DAG ten times the cache is fetched once and kept whole.
+    let small = tmp.path().join("small");
+    let out = cli_ok(
+        &small,
+        &[
+            "pin",
+            "add",
+            "--cache-size",
+            "64KiB",
+            "--gateway",
+            &url,
+            &root_a,
+        ],
+        &mut problems,
+    );
+    match fetched(&out) {
+        Some((b, f)) if f == b && b > 20 => {}
+        other => problems.push(format!(
+            "pin add into a 64 KiB cache: (blocks, fetched) = {other:?} ({out:?})"
+        )),
+    }
     src.stop();
+    let m = Mount::start_with_store(&small, &["--offline", "--cache-size", "64KiB"]);
+    for (name, data) in &files_a {
+        match fs::read(m.ipfs(&root_a).join(name)) {
+            Ok(d) if &d == data => {}
+            other => problems.push(format!(
+                "{name} offline from the 64 KiB cache store: {:?}",
+                other.map(|d| d.len())
+            )),
+        }
+    }
+    drop(m);
     // Everything is there without a source: an offline mount reads it all.
     let m = Mount::start_with_store(&store, &["--offline"]);
     for (name, data) in &files_a {

@@ -65,7 +65,12 @@ fn local(store: &Arc<ipfs_mount_store::DiskStore>, action: &PinAction) -> Result
         .build()?;
     match action {
         PinAction::Add { net, target, name } => {
-            let blocks = BlockService::new(store.clone(), fetchers(net)?, net.offline, 64 << 20);
+            let blocks = Arc::new(BlockService::new(
+                store.clone(),
+                fetchers(net)?,
+                net.offline,
+                64 << 20,
+            ));
             let (pb, mut report) = reporter("pinning");
             let added = runtime.block_on(pins::add(
                 &blocks,
@@ -82,7 +87,7 @@ fn local(store: &Arc<ipfs_mount_store::DiskStore>, action: &PinAction) -> Result
             *json,
         ),
         PinAction::Rm { what } => {
-            let blocks = BlockService::new(store.clone(), Vec::new(), true, 16 << 20);
+            let blocks = Arc::new(BlockService::new(store.clone(), Vec::new(), true, 16 << 20));
             let removed = runtime.block_on(pins::remove(&blocks, what))?;
             Ok(pins::removed_text(what, removed))
         }
