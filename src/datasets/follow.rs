@@ -293,7 +293,7 @@ impl Datasets {
         }
     }
 
-    /// The follower: updates every replica each [`POLL`] until the datasets go away.
+    /// The follower: updates every replica each second until the datasets go away.
     pub fn start_follower(
         self: &Arc<Self>,
         blocks: Arc<BlockService>,
