@@ -153,6 +153,11 @@ impl BlockService {
             || self.store.has(cid).unwrap_or(false)
     }
 
+    /// True when the persistent store has the block (the memory cache aside).
+    pub fn has_stored(&self, cid: &Cid) -> bool {
+        cids::identity_data(cid).is_some() || self.store.has(cid).unwrap_or(false)
+    }
+
     /// Verified bytes of a block, fetching it if needed.
     pub async fn get(&self, cid: &Cid) -> Result<Bytes, BlockError> {
         if let Some(b) = self.get_local(cid)? {
@@ -432,6 +437,46 @@ impl BlockService {
         self.store.evict_to(target)
     }
 
+    /// Protects `cid` under the temporary pin `temp` (present or not: an absent block is
+    /// protected as soon as it arrives) and returns its bytes when the store has it. For a
+    /// walk that must leave every block of a DAG in the store, not only in memory (`pin add`).
+    pub fn hold(&self, temp: TempPinId, cid: &Cid) -> Result<Option<Bytes>, BlockError> {
+        if cids::identity_data(cid).is_some() {
+            return self.get_local(cid);
+        }
+        self.store
+            .temp_pin_add(temp, &mut std::iter::once(*cid))
+            .map_err(|e| BlockError::store(cid, e))?;
+        match self.store.get(cid).map_err(|e| BlockError::store(cid, e))? {
+            Some(b) => {
+                self.stats
+                    .store_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Garbage collection: deletes every stored block that no pin and no temporary pin holds
+    /// (under the store's index lock, so nothing pinned meanwhile is touched) and empties the
+    /// memory cache of what it may still hold of them. With `dry_run`, only counts them.
+    pub fn collect_garbage(
+        &self,
+        dry_run: bool,
+    ) -> Result<ipfs_mount_store::EvictStats, StoreError> {
+        if dry_run {
+            let st = self.store.stats()?;
+            return Ok(ipfs_mount_store::EvictStats {
+                blocks: st.blocks - st.pinned_blocks,
+                bytes: st.unpinned_bytes(),
+            });
+        }
+        let freed = self.store.evict_to(0)?;
+        self.memory.clear();
+        Ok(freed)
+    }
+
     /// Every pin of the store.
     pub fn pins(&self) -> Result<Vec<ipfs_mount_store::PinInfo>, StoreError> {
         self.store.pins()
@@ -459,6 +504,27 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
     ) -> Result<u64, BlockError> {
+        self.fetch_dag_into(root, scope, progress, None).await
+    }
+
+    /// [`BlockService::fetch_dag`] of the whole DAG with every block stored under the temporary
+    /// pin `temp` (protected from its arrival on: `pin add` of a DAG larger than the cache).
+    pub async fn fetch_dag_held(
+        self: &Arc<Self>,
+        root: &Cid,
+        temp: TempPinId,
+    ) -> Result<u64, BlockError> {
+        self.fetch_dag_into(root, DagScope::All, None, Some(temp))
+            .await
+    }
+
+    async fn fetch_dag_into(
+        self: &Arc<Self>,
+        root: &Cid,
+        scope: DagScope,
+        progress: Option<Arc<tokio::sync::Notify>>,
+        hold: Option<TempPinId>,
+    ) -> Result<u64, BlockError> {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *root });
         }
@@ -470,7 +536,9 @@ impl BlockService {
                 let service = self.clone();
                 let root = *root;
                 let progress = progress.clone();
-                tokio::task::spawn_blocking(move || service.ingest(&root, rx, progress.as_deref()))
+                tokio::task::spawn_blocking(move || {
+                    service.ingest(&root, rx, progress.as_deref(), hold)
+                })
             };
             let result = {
                 let mut sink = |block: VerifiedBlock| -> SinkControl {
@@ -515,7 +583,12 @@ impl BlockService {
         root: &Cid,
         rx: std::sync::mpsc::Receiver<VerifiedBlock>,
         progress: Option<&tokio::sync::Notify>,
+        hold: Option<TempPinId>,
     ) -> Result<u64, BlockError> {
+        let store = |batch: &[(Cid, Bytes)]| match hold {
+            Some(temp) => put_temp_evicting(&*self.store, temp, batch),
+            None => self.store.put_many(batch),
+        };
         let mut batch: Vec<(Cid, Bytes)> = Vec::with_capacity(INGEST_BATCH);
         let mut stored = 0u64;
         for block in rx {
@@ -533,17 +606,13 @@ impl BlockService {
             }
             batch.push((cid, data));
             if batch.len() >= INGEST_BATCH {
-                self.store
-                    .put_many(&batch)
-                    .map_err(|e| BlockError::store(root, e))?;
+                store(&batch).map_err(|e| BlockError::store(root, e))?;
                 stored += batch.len() as u64;
                 batch.clear();
             }
         }
         if !batch.is_empty() {
-            self.store
-                .put_many(&batch)
-                .map_err(|e| BlockError::store(root, e))?;
+            store(&batch).map_err(|e| BlockError::store(root, e))?;
             stored += batch.len() as u64;
         }
         Ok(stored)

@@ -82,6 +82,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Named pins: add, list, remove.
+    Pin {
+        #[command(subcommand)]
+        action: PinAction,
+    },
+    /// Delete every stored block that no pin, dataset version or writer holds.
+    Gc {
+        /// Only count what would be freed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Export the whole DAG below a CID as a CARv1.
     Export {
         #[command(flatten)]
@@ -91,6 +102,30 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+/// `ipfs-mount pin …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PinAction {
+    /// Fetch a whole DAG (only the blocks the store lacks, each verified) and pin it: it stays
+    /// readable offline, is served to peers and is never evicted.
+    Add {
+        #[command(flatten)]
+        net: NetArgs,
+        /// A CID, /ipfs/<cid>/path or /ipns/<name>/path (an /ipns name needs a running mount).
+        target: String,
+        /// A name for the pin; given to another CID, the name moves there.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Every pin (named, unnamed, imported): CID, names, kind, blocks, bytes.
+    Ls {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a pin by CID, or a name (the pin goes with its last name).
+    Rm { what: String },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -139,6 +174,29 @@ pub enum DatasetAction {
     },
     /// Sign and send a new IPNS record for the dataset now (the mount also does it on every version).
     Publish { name: String },
+    /// Make /datasets/NAME a read-only replica of another machine's dataset, kept current
+    /// from its IPNS name or DNSLink domain (each new version fetched and pinned).
+    Follow {
+        /// An IPNS name, /ipns/<name> or a DNSLink domain.
+        source: String,
+        /// The local name [default: the IPNS name or domain].
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Stop following a replica; its versions' blocks become cache (for gc).
+    Unfollow { name: String },
+    /// Release older versions' trees (never the head); their commit records stay, so the
+    /// chain is still complete; `gc` then frees their blocks that no kept version has.
+    #[command(group(clap::ArgGroup::new("keep").required(true)))]
+    Prune {
+        name: String,
+        /// Keep the newest N versions.
+        #[arg(long, group = "keep", value_name = "N")]
+        keep_last: Option<u64>,
+        /// Keep the versions committed within this long (e.g. 30d, 12h).
+        #[arg(long, group = "keep", value_parser = parse_duration, value_name = "DURATION")]
+        keep_within: Option<std::time::Duration>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

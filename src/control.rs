@@ -27,8 +27,12 @@ use ipfs_mount_ipld::cids;
 
 use crate::blocks::BlockService;
 use crate::datasets::admin::{self, Command};
+use crate::datasets::prune::Keep;
 use crate::datasets::Datasets;
 use crate::transfer;
+
+mod pins;
+pub use pins::{remote as remote_with_progress, PinCommand};
 
 /// What a command asks of the mount that holds the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,12 @@ pub enum Request {
     /// The node's peer id and addresses (JSON).
     Id,
     Dataset(Command),
+    /// `pin add|ls|rm` (see `control/pins.rs`).
+    Pin(PinCommand),
+    /// Garbage collection.
+    Gc {
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -51,6 +61,7 @@ impl Request {
             Request::Import(path) => format!("import\t{}", path.display()),
             Request::Export(cid) => format!("export\t{cid}"),
             Request::Id => "id".into(),
+            Request::Pin(_) | Request::Gc { .. } => pins::encode(self).unwrap_or_default(),
             Request::Dataset(c) => match c {
                 Command::List { json } => format!("dataset\tlist\t{}", flag(*json)),
                 Command::Create { name, profile } => format!("dataset\tcreate\t{name}\t{profile}"),
@@ -60,6 +71,18 @@ impl Request {
                     None => format!("dataset\tcommit\t{name}"),
                 },
                 Command::Publish { name } => format!("dataset\tpublish\t{name}"),
+                Command::Follow { source, name } => format!(
+                    "dataset\tfollow\t{}\t{}",
+                    hex_encode(source.as_bytes()),
+                    name.as_deref().unwrap_or("")
+                ),
+                Command::Unfollow { name } => format!("dataset\tunfollow\t{name}"),
+                Command::Prune { name, keep } => match keep {
+                    Keep::Last(n) => format!("dataset\tprune\t{name}\tlast\t{n}"),
+                    Keep::Within(d) => {
+                        format!("dataset\tprune\t{name}\twithin\t{}", d.as_millis())
+                    }
+                },
             },
         }
     }
@@ -72,6 +95,7 @@ impl Request {
             ["import", path] => Request::Import(PathBuf::from(path)),
             ["export", cid] => Request::Export(s(cid)),
             ["id"] => Request::Id,
+            ["pin", ..] | ["gc", ..] => return pins::parse(parts.as_slice()),
             ["dataset", rest @ ..] => Request::Dataset(match rest {
                 ["list", f] => Command::List { json: *f == "json" },
                 ["create", name, profile] => Command::Create {
@@ -91,6 +115,19 @@ impl Request {
                     message: Some(String::from_utf8(hex_decode(m)?).ok()?),
                 },
                 ["publish", name] => Command::Publish { name: s(name) },
+                ["follow", source, name] => Command::Follow {
+                    source: String::from_utf8(hex_decode(source)?).ok()?,
+                    name: (!name.is_empty()).then(|| s(name)),
+                },
+                ["unfollow", name] => Command::Unfollow { name: s(name) },
+                ["prune", name, "last", n] => Command::Prune {
+                    name: s(name),
+                    keep: Keep::Last(n.parse().ok()?),
+                },
+                ["prune", name, "within", ms] => Command::Prune {
+                    name: s(name),
+                    keep: Keep::Within(Duration::from_millis(ms.parse().ok()?)),
+                },
                 _ => return None,
             }),
             _ => return None,
@@ -293,6 +330,7 @@ fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
         return Ok(());
     };
     match request {
+        request @ (Request::Pin(_) | Request::Gc { .. }) => pins::handle(&mut out, request, ctx)?,
         Request::Dataset(Command::Publish { name }) => {
             let result = match ctx.names {
                 Some(names) => rt.block_on(names.publish_now(&name)),
@@ -300,6 +338,18 @@ fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
             };
             match result {
                 Ok(n) => write!(out, "ok\n{name}\t{n}\n")?,
+                Err(e) => fail(&mut out, e)?,
+            }
+        }
+        Request::Dataset(Command::Follow { source, name }) => {
+            let result = match ctx.names {
+                Some(names) => {
+                    rt.block_on(datasets.follow_now(blocks, names, &source, name.as_deref()))
+                }
+                None => Err(anyhow!("names are off in this mount")),
+            };
+            match result {
+                Ok(text) => write!(out, "ok\n{text}")?,
                 Err(e) => fail(&mut out, e)?,
             }
         }
@@ -602,6 +652,39 @@ mod tests {
             }),
             Request::Dataset(Command::Publish {
                 name: "sales".into(),
+            }),
+            Request::Pin(PinCommand::Add {
+                target: "/ipfs/bafkqaaa/a\tb".into(),
+                name: Some("data".into()),
+            }),
+            Request::Pin(PinCommand::Add {
+                target: "bafkqaaa".into(),
+                name: None,
+            }),
+            Request::Pin(PinCommand::Ls { json: true }),
+            Request::Pin(PinCommand::Rm {
+                what: "data".into(),
+            }),
+            Request::Gc { dry_run: true },
+            Request::Gc { dry_run: false },
+            Request::Dataset(Command::Prune {
+                name: "sales".into(),
+                keep: Keep::Last(3),
+            }),
+            Request::Dataset(Command::Follow {
+                source: "/ipns/example.org".into(),
+                name: Some("copy".into()),
+            }),
+            Request::Dataset(Command::Follow {
+                source: "k51qzi5uqu5d".into(),
+                name: None,
+            }),
+            Request::Dataset(Command::Unfollow {
+                name: "copy".into(),
+            }),
+            Request::Dataset(Command::Prune {
+                name: "sales".into(),
+                keep: Keep::Within(Duration::from_secs(86400)),
             }),
         ];
         for r in all {

@@ -19,8 +19,11 @@
 //! - [`names`]: `/ipns` resolution, DNSLink, publishing datasets under IPNS names.
 //! - [`serve`]: the local trustless gateway (`--serve`).
 //! - [`datasets`]: writable datasets: live tree, journal, closed tree, group commits, and the
-//!   `dataset` commands' work ([`datasets::admin`]).
+//!   `dataset` commands' work ([`datasets::admin`]); history bounds ([`datasets::prune`]) and
+//!   read-only replicas of other machines' datasets ([`datasets::follow`]).
 //! - [`transfer`]: CAR import (verified, roots pinned) and export.
+//! - [`pins`]: named pins (`pin add|ls|rm`: whole DAGs walked into the store, held from their
+//!   first block) and garbage collection.
 //! - [`peer`]: the IPFS peer beside the mount (crate `ipfs-mount-p2p`): bitswap client as
 //!   one more fetcher, bitswap server over the store, provider discovery.
 //! - [`blocks`]: the one door for blocks: memory cache, then the persistent store, then the
@@ -44,6 +47,7 @@ pub mod datasets;
 pub mod fs;
 pub mod names;
 pub mod peer;
+pub mod pins;
 pub mod serve;
 pub mod transfer;
 pub mod tree;

@@ -2819,4 +2819,73 @@ fn helia_resolves_a_dataset_name_through_serve_alone() {
         problems.push(format!("a connection beyond loopback: {e}"));
     }
     finish(test, &[&a], &problems);
+/// `dataset follow <dnslink domain>` (issue 12): B follows A's dataset through a domain whose
+/// DNSLink points at A's IPNS name, as `/datasets/<domain>` (the default local name); A's next
+/// version shows there within the record TTL, and `dataset log` lists both.
+#[test]
+fn follow_a_dataset_through_dnslink() {
+    let test = "follow_a_dataset_through_dnslink";
+    if !require_fuse(test) {
+        return;
+    }
+    let mut problems = Vec::new();
+    let port = free_port();
+    let serve = format!("http://127.0.0.1:{port}");
+    let a = p2p_mount(&[
+        "--no-gateway",
+        "--serve",
+        &format!("127.0.0.1:{port}"),
+        "--ipns-ttl",
+        "2s",
+    ]);
+    let site = a.mnt.join("datasets/site");
+    fs::create_dir(&site).unwrap_or_else(|e| a.fail(&format!("mkdir: {e}")));
+    fs::write(site.join("index.html"), b"<h1>first</h1>\n").unwrap();
+    let root1 = getfattr(&site, "user.ipfs.cid").unwrap_or_else(|e| a.fail(&e));
+    let name = getfattr(&site, "user.ipfs.name").unwrap_or_else(|e| a.fail(&e));
+    let dns = dns::DnsServer::start();
+    dns.link("site.test", &format!("/ipns/{name}"));
+    let b = Mount::start(&[
+        "--no-p2p",
+        "--gateway",
+        &serve,
+        "--dns",
+        &dns.addr.to_string(),
+    ]);
+
+    let followed = poll(Duration::from_secs(20), 200, || {
+        let (ok, out, _) = cli(&b.store, &["dataset", "follow", "site.test"]);
+        ok.then_some(out)
+    });
+    match &followed {
+        Some(out) if out.starts_with("site.test\tv1\t") && out.contains(&root1) => {}
+        other => problems.push(format!("B: dataset follow site.test: {other:?}")),
+    }
+    let index = b.mnt.join("datasets/site.test/index.html");
+    match fs::read(&index) {
+        Ok(d) if d == b"<h1>first</h1>\n" => {}
+        other => problems.push(format!("B: {}: {other:?}", index.display())),
+    }
+    fs::write(site.join("index.html"), b"<h1>second</h1>\n").unwrap();
+    let root2 = getfattr(&site, "user.ipfs.cid").unwrap_or_else(|e| a.fail(&e));
+    let t = Instant::now();
+    let seen = poll(Duration::from_secs(15), 100, || {
+        (fs::read(&index).ok()? == b"<h1>second</h1>\n").then_some(())
+    });
+    match seen {
+        Some(()) => eprintln!(
+            "B shows the new version {} after the write",
+            secs(t.elapsed())
+        ),
+        None => problems.push("B does not show A's new version 15 s after the write".into()),
+    }
+    let (_, log, _) = cli(&b.store, &["dataset", "log", "site.test"]);
+    let roots: Vec<&str> = log.lines().filter_map(|l| l.split('\t').nth(1)).collect();
+    if roots != [root2.as_str(), root1.as_str()] {
+        problems.push(format!("B: dataset log site.test: {log:?}"));
+    }
+    if dns.count() == 0 {
+        problems.push("the DNS server was never asked".into());
+    }
+    finish(test, &[&a, &b], &problems);
 }

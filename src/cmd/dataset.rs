@@ -10,6 +10,7 @@ use crate::blocks::BlockService;
 use crate::cli::{DatasetAction, StoreArgs};
 use crate::control::{self, Request};
 use crate::datasets::admin::{execute, Command};
+use crate::datasets::prune::Keep;
 use crate::datasets::Datasets;
 
 pub fn run(store_args: &StoreArgs, action: &DatasetAction) -> Result<()> {
@@ -36,6 +37,21 @@ impl From<DatasetAction> for Command {
             DatasetAction::Log { name, json } => Command::Log { name, json },
             DatasetAction::Commit { name, message } => Command::Commit { name, message },
             DatasetAction::Publish { name } => Command::Publish { name },
+            DatasetAction::Follow { source, name } => Command::Follow { source, name },
+            DatasetAction::Unfollow { name } => Command::Unfollow { name },
+            DatasetAction::Prune {
+                name,
+                keep_last,
+                keep_within,
+            } => Command::Prune {
+                name,
+                keep: match (keep_last, keep_within) {
+                    (Some(n), _) => Keep::Last(n),
+                    (None, Some(d)) => Keep::Within(d),
+                    // clap requires one of the two
+                    (None, None) => Keep::Last(u64::MAX),
+                },
+            },
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod id;
 pub mod key;
 pub mod mount;
 pub mod output;
+pub mod pin;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -96,6 +97,14 @@ pub fn main() -> ExitCode {
         Some(Command::Dataset { action }) => {
             init_logging(verbose, None);
             dataset::run(&store, &action)
+        }
+        Some(Command::Pin { action }) => {
+            init_logging(verbose, None);
+            pin::run(&store, &action)
+        }
+        Some(Command::Gc { dry_run }) => {
+            init_logging(verbose, None);
+            pin::gc(&store, dry_run)
         }
         None => mount::run(cli.mount),
     };

@@ -56,6 +56,7 @@ pub fn open_store(store: &StoreArgs) -> Result<Arc<DiskStore>> {
     if let Err(e) = crate::transfer::release_leftovers(&s) {
         tracing::warn!("cannot release the temporary pins of unfinished imports: {e}");
     }
+    crate::pins::release_leftovers(&s);
     Ok(Arc::new(s))
 }
 
@@ -251,6 +252,7 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
     let datasets = crate::datasets::Datasets::open_with(&args.store.dir(), blocks.clone(), policy)?;
     datasets.start_committer();
     let names = start_names(args, &datasets, node.clone(), &runtime)?;
+    datasets.start_follower(blocks.clone(), Arc::new(names.clone()), runtime.handle());
     if let Some(addr) = args.names.serve {
         let config = crate::serve::ServeConfig {
             addr,

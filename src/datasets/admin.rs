@@ -30,6 +30,20 @@ pub enum Command {
     Publish {
         name: String,
     },
+    /// Follow another machine's dataset as a read-only replica (see `follow.rs`).
+    Follow {
+        source: String,
+        name: Option<String>,
+    },
+    /// Stop following a replica.
+    Unfollow {
+        name: String,
+    },
+    /// Release older versions' trees (see `prune.rs`).
+    Prune {
+        name: String,
+        keep: super::prune::Keep,
+    },
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -87,11 +101,19 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
             writeln!(out, "{}", opt(&ds.root_cid()))?;
         }
         Command::Log { name, json } => {
-            let ds = sets.get(name).ok_or_else(|| match sets.damaged(name) {
-                Some(reason) => anyhow!("dataset {name:?} is damaged: {reason}"),
-                None => anyhow!("no dataset named {name:?}"),
-            })?;
-            for (cid, c) in history(blocks, ds.head())? {
+            let head = match (sets.get(name), sets.replicas().get(name)) {
+                (Some(ds), _) => ds.head(),
+                (None, Some(replica)) => replica.head,
+                (None, None) => {
+                    return Err(match sets.damaged(name) {
+                        Some(reason) => anyhow!("dataset {name:?} is damaged: {reason}"),
+                        None => anyhow!("no dataset named {name:?}"),
+                    })
+                }
+            };
+            let pruned = super::prune::pruned_versions(blocks, name)?;
+            for (cid, c) in history(blocks, head)? {
+                let is_pruned = pruned.contains(&cid);
                 let time = time_text(c.time_ms);
                 let message = c.message.clone().unwrap_or_default();
                 if *json {
@@ -102,12 +124,15 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
                         "prev": c.prev.map(|p| p.to_string()),
                         "time": time,
                         "message": message,
+                        "pruned": is_pruned,
                     });
                     writeln!(out, "{v}")?;
                 } else {
                     // One line per version: a message's own line breaks are shown as spaces.
                     let message = message.replace(['\n', '\t', '\r'], " ");
-                    writeln!(out, "v{}\t{}\t{}\t{time}\t{message}", c.seq, c.root, cid)?;
+                    write!(out, "v{}\t{}\t{}\t{time}\t{message}", c.seq, c.root, cid)?;
+                    // A pruned version's tree is released: only its record is kept.
+                    writeln!(out, "{}", if is_pruned { "\tpruned" } else { "" })?;
                 }
             }
         }
@@ -134,6 +159,33 @@ pub fn execute(sets: &Datasets, blocks: &BlockService, command: &Command) -> Res
                     opt(&ds.head())
                 )?,
             }
+        }
+        Command::Follow { source, name } => {
+            let name = name
+                .clone()
+                .unwrap_or_else(|| super::follow::default_name(source));
+            sets.add_replica(source, &name)?;
+            writeln!(
+                out,
+                "{name}\tfollows {source}\t(versions are fetched by a mount of this store)"
+            )?;
+        }
+        Command::Unfollow { name } => {
+            let n = sets.remove_replica(blocks, name)?;
+            writeln!(out, "{name}\tunfollowed\treleased {n} version(s)")?;
+        }
+        Command::Prune { name, keep } => {
+            let done = super::prune::prune(sets, blocks, name, *keep)
+                .map_err(|e| anyhow!("cannot prune {name}: {e:#}"))?;
+            for (seq, cid) in &done.released {
+                writeln!(out, "pruned\tv{seq}\t{cid}")?;
+            }
+            writeln!(
+                out,
+                "kept {} version(s), released {}",
+                done.kept,
+                done.released.len()
+            )?;
         }
         // Records go out through a running mount (its DHT node, routers and gateway).
         Command::Publish { name } => {

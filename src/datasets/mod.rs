@@ -1,8 +1,9 @@
 //! Writable datasets: a mutable working tree over immutable, content-addressed versions.
 //!
 //! Each dataset is a UnixFS directory built with the dataset's import profile; a version is a
-//! commit record (dag-cbor) that links its root and the previous commit. History is never lost:
-//! every version's blocks stay pinned and `/ipfs/<root>` of any version reads back.
+//! commit record (dag-cbor) that links its root and the previous commit. Every version's blocks
+//! stay pinned and `/ipfs/<root>` of any version reads back, until `dataset prune` releases the
+//! trees of older versions (their commit records stay: see `prune.rs`).
 //!
 //! Writes go through three states (see `worktree.rs`): the **live** tree that readers of the
 //! mount see at once; the **closed** tree of what writers acknowledged (a file enters it when
@@ -22,10 +23,12 @@ mod attrs;
 mod chunker;
 mod closed;
 mod commit;
+pub mod follow;
 mod hashpool;
 mod journal;
 #[cfg(test)]
 mod model_tests;
+pub mod prune;
 mod stagebuf;
 mod worktree;
 
@@ -214,6 +217,8 @@ pub struct Datasets {
     policy: CommitPolicy,
     stop: AtomicBool,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Read-only copies of other machines' datasets (`follow.rs`).
+    replicas: follow::Replicas,
 }
 
 impl Datasets {
@@ -259,7 +264,9 @@ impl Datasets {
                 }
             }
         }
+        let replicas = follow::Replicas::open(&dir, &blocks);
         Ok(Arc::new(Datasets {
+            replicas,
             dir,
             staging,
             blocks,
@@ -378,6 +385,17 @@ impl Datasets {
                 pending: ds.has_pending(),
             })
             .collect();
+        for (name, r) in self.replicas.all() {
+            out.push(DatasetInfo {
+                name,
+                version: Some(r.version),
+                root: r.root,
+                head: r.head,
+                profile: format!("replica-of:{}", r.source),
+                damaged: None,
+                pending: false,
+            });
+        }
         for (name, (profile, reason)) in self.damaged.read().iter() {
             out.push(DatasetInfo {
                 name: name.clone(),
@@ -405,6 +423,7 @@ impl Datasets {
         let dir = self.dir.join(name);
         // A dataset that failed to load keeps its name: its history stays reachable.
         if sets.contains_key(name)
+            || self.replicas.get(name).is_some()
             || self.damaged.read().contains_key(name)
             || dir.join("HEAD").exists()
             || dir.join("PROFILE").exists()

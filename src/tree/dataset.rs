@@ -277,6 +277,9 @@ impl Tree {
 
     pub fn rmdir(&self, parent: InodeNo, name: &OsStr) -> Result<()> {
         match self.target(parent)? {
+            Target::DatasetsRoot if self.is_replica(name.as_bytes()) => Err(Error::ReadOnly(
+                "a replica is removed with `ipfs-mount dataset unfollow`",
+            )),
             Target::DatasetsRoot => Ok(self
                 .datasets
                 .as_ref()

@@ -27,6 +27,7 @@ mod dir;
 pub mod error;
 mod file;
 mod prefetch;
+mod replica;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -399,8 +400,9 @@ impl Tree {
     /// async [`Tree::lookup`] has to fetch something. `ls -l` of a big directory is thousands of
     /// lookups in a row: answering them on the FUSE thread saves a thread hand-off each.
     pub fn lookup_cached(&self, parent: InodeNo, name: &OsStr) -> Option<Result<Entry>> {
-        if parent == IPNS_INO {
-            return None; // names move: always resolve (the resolver caches by TTL)
+        if parent == IPNS_INO || parent == DATASETS_INO {
+            // names move: always resolve (the resolver caches by TTL); so do replicas
+            return None;
         }
         let name_bytes = name.as_bytes();
         let known = self
@@ -463,6 +465,14 @@ impl Tree {
         let name_bytes = name.as_bytes();
         if parent == IPNS_INO {
             return self.lookup_ipns(name_bytes).await;
+        }
+        if parent == DATASETS_INO {
+            // A replica moves to each version seen, and goes when unfollowed: never answered
+            // from the table.
+            if self.is_replica(name_bytes) {
+                return self.lookup_replica(name_bytes).await;
+            }
+            self.forget_replica_entry(name_bytes);
         }
         // A kernel-cached child may still be in our table: answer without any work.
         let known = self
@@ -581,23 +591,36 @@ impl Tree {
         }
         // Never longer than the record allows (its TTL, and the time left to its EOL).
         let ttl = ttl.min(IPNS_MAX_TTL);
-        let key = (IPNS_INO, name.to_vec());
+        Ok(self.insert_moving_child(IPNS_INO, name, content, meta, ttl))
+    }
+
+    /// Registers `parent/name` as `content` for names whose target moves (`/ipns/<name>`, a
+    /// replica's `/datasets/<name>`): the same inode while the target stays, a new one when
+    /// it moves (the old one lives until the kernel forgets it).
+    fn insert_moving_child(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        content: Arc<Content>,
+        meta: Meta,
+        ttl: Duration,
+    ) -> Entry {
+        let key = (parent, name.to_vec());
         let mut children = self.children.write();
         let mut inodes = self.inodes.write();
         if let Some(inode) = children.get(&key).and_then(|ino| inodes.get(ino)) {
             if let NodeKind::Content(c) = &inode.node {
                 if c.cid == content.cid {
                     inode.lookups.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Entry {
+                    return Entry {
                         attr: inode.attr.clone(),
                         ttl,
-                    });
+                    };
                 }
             }
         }
-        // A new target: a new inode (the old one lives until the kernel forgets it).
         let mut ino =
-            stable_ino(IPNS_INO, name) ^ stable_ino(IPNS_INO, content.cid.to_bytes().as_slice());
+            stable_ino(parent, name) ^ stable_ino(parent, content.cid.to_bytes().as_slice());
         ino %= FIRST_DATASET_INO;
         ino = ino.max(FIRST_DYNAMIC_INO);
         while inodes.contains_key(&ino) {
@@ -607,7 +630,7 @@ impl Tree {
         inodes.insert(
             ino,
             Arc::new(Inode {
-                parent: IPNS_INO,
+                parent,
                 name: name.to_vec(),
                 node: NodeKind::Content(content),
                 attr: attr.clone(),
@@ -615,7 +638,7 @@ impl Tree {
             }),
         );
         children.insert(key, ino);
-        Ok(Entry { attr, ttl })
+        Entry { attr, ttl }
     }
 
     /// Registers (or re-finds) the inode for `parent/name` and takes one lookup reference.
@@ -899,11 +922,13 @@ impl Tree {
                 }
             }
             NodeKind::DatasetsRoot => {
-                let names = self
+                let mut names = self
                     .datasets
                     .as_ref()
                     .map(|d| d.names())
                     .unwrap_or_default();
+                names.extend(self.replica_names());
+                names.sort();
                 for (i, name) in names.into_iter().enumerate().skip(skip).take(room) {
                     let ino = self.dataset_ino_of(&name, ROOT_NODE);
                     out.push(DirEntryOut {
