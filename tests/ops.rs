@@ -51,3 +51,29 @@ fn unmount_then_mount_again_at_once() {
         }
     }
 }
+
+/// The loopback check sees this process's sockets: loopback ones (TCP listening and
+/// connected, IPv4 and IPv6, UDP) pass; a socket bound to the wildcard address is reported,
+/// unless that address is allowed. Binding sends nothing.
+#[test]
+fn loopback_check_sees_sockets_off_loopback() {
+    use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+    let me = std::process::id();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let _server = listener.accept().unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect("127.0.0.1:9").unwrap();
+    let _v6 = TcpListener::bind("[::1]:0");
+    let before = sockets_of(me);
+    assert!(before.len() >= 4, "own sockets found: {before:?}");
+    let n = check_sockets(&[me], &[]).unwrap_or_else(|e| panic!("loopback only: {e}"));
+    assert!(n >= 4);
+
+    let wild = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = wild.local_addr().unwrap().port();
+    let err = check_loopback(&[me]).expect_err("a socket bound to 0.0.0.0 is reported");
+    assert!(err.contains(&format!("0.0.0.0:{port}")), "{err}");
+    check_sockets(&[me], &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)])
+        .expect("allowed when configured");
+}
