@@ -82,6 +82,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What a running mount is doing: cache, pins, blocks, hit ratio, bytes fetched per source
+    /// and served, peers, datasets (without a mount: what the store holds).
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), made from these very definitions.
+    Man,
     /// Export the whole DAG below a CID as a CARv1.
     Export {
         #[command(flatten)]
@@ -263,6 +274,9 @@ pub struct MountArgs {
     /// Datasets: under continuous changes, commit a version at least this often.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub commit_interval: std::time::Duration,
+    /// Serve the `stats` numbers as Prometheus text at http://ADDR/metrics, e.g. 127.0.0.1:9402.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Internal: file descriptor on which a background child reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,

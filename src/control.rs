@@ -40,6 +40,8 @@ pub enum Request {
     /// The node's peer id and addresses (JSON).
     Id,
     Dataset(Command),
+    /// The mount's statistics ([`crate::metrics::Snapshot`] as JSON).
+    Stats,
 }
 
 impl Request {
@@ -51,6 +53,7 @@ impl Request {
             Request::Import(path) => format!("import\t{}", path.display()),
             Request::Export(cid) => format!("export\t{cid}"),
             Request::Id => "id".into(),
+            Request::Stats => "stats".into(),
             Request::Dataset(c) => match c {
                 Command::List { json } => format!("dataset\tlist\t{}", flag(*json)),
                 Command::Create { name, profile } => format!("dataset\tcreate\t{name}\t{profile}"),
@@ -72,6 +75,7 @@ impl Request {
             ["import", path] => Request::Import(PathBuf::from(path)),
             ["export", cid] => Request::Export(s(cid)),
             ["id"] => Request::Id,
+            ["stats"] => Request::Stats,
             ["dataset", rest @ ..] => Request::Dataset(match rest {
                 ["list", f] => Command::List { json: *f == "json" },
                 ["create", name, profile] => Command::Create {
@@ -305,6 +309,10 @@ fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
         }
         Request::Dataset(command) => match admin::execute(datasets, blocks, &command) {
             Ok(text) => write!(out, "ok\n{text}")?,
+            Err(e) => fail(&mut out, e)?,
+        },
+        Request::Stats => match crate::metrics::Snapshot::read(blocks, Some(datasets), ctx.node) {
+            Ok(s) => write!(out, "ok\n{}", s.to_json())?,
             Err(e) => fail(&mut out, e)?,
         },
         Request::Id => {
@@ -583,6 +591,7 @@ mod tests {
             Request::Import(PathBuf::from("/tmp/a b.car")),
             Request::Export("bafkqaaa".into()),
             Request::Id,
+            Request::Stats,
             Request::Dataset(Command::List { json: true }),
             Request::Dataset(Command::Create {
                 name: "sales".into(),

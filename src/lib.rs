@@ -17,6 +17,8 @@
 //!   directory listings and positional file reads with prefetch. Runs without the kernel.
 //! - [`names`]: `/ipns` resolution, DNSLink, publishing datasets under IPNS names.
 //! - [`serve`]: the local trustless gateway (`--serve`).
+//! - [`metrics`]: `stats` and `--metrics`: one snapshot of the counters kept where bytes move
+//!   (block service and fetchers, bitswap, `--serve`), the store and the datasets.
 //! - [`datasets`]: writable datasets: live tree, journal, closed tree, group commits, and the
 //!   `dataset` commands' work ([`datasets::admin`]).
 //! - [`transfer`]: CAR import (verified, roots pinned) and export.
@@ -35,6 +37,7 @@ pub mod cmd;
 pub mod control;
 pub mod datasets;
 pub mod fs;
+pub mod metrics;
 pub mod names;
 pub mod peer;
 pub mod serve;

@@ -3,9 +3,13 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::Command;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -38,7 +42,12 @@ fn unmount_then_mount_again_at_once() {
         eprintln!("round {round}: unmount returned after {:?}", t.elapsed());
         let pid = m.pid().unwrap();
         let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = state.rsplit(')').next().unwrap_or("").split_whitespace().next();
+        let state = state
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
         assert!(
             matches!(state, None | Some("Z") | Some("X")),
             "round {round}: the daemon (pid {pid}) still runs after unmount returned: {state:?}"
@@ -47,7 +56,10 @@ fn unmount_then_mount_again_at_once() {
         m.restart();
         for r in 0..=round {
             let got = fs::read(m.mnt.join(format!("datasets/d{r}/data.bin"))).unwrap();
-            assert!(got == data, "round {round}: d{r}/data.bin differs after remount");
+            assert!(
+                got == data,
+                "round {round}: d{r}/data.bin differs after remount"
+            );
         }
     }
 }
@@ -74,6 +86,282 @@ fn loopback_check_sees_sockets_off_loopback() {
     let port = wild.local_addr().unwrap().port();
     let err = check_loopback(&[me]).expect_err("a socket bound to 0.0.0.0 is reported");
     assert!(err.contains(&format!("0.0.0.0:{port}")), "{err}");
-    check_sockets(&[me], &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)])
-        .expect("allowed when configured");
+    check_sockets(&[me], &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)]).expect("allowed when configured");
+}
+
+/// A trustless gateway on loopback that answers raw block requests for `blocks` (CAR requests
+/// get 404, so the mount fetches block by block); returns its base URL.
+fn raw_gateway(blocks: &[common::car::Block]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let map: Arc<HashMap<Vec<u8>, Vec<u8>>> = Arc::new(
+        blocks
+            .iter()
+            .map(|b| (b.cid.hash().to_bytes(), b.data.clone()))
+            .collect(),
+    );
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let map = map.clone();
+            std::thread::spawn(move || loop {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let data = target
+                    .strip_prefix("/ipfs/")
+                    .and_then(|t| t.split('?').next())
+                    .and_then(|c| cid::Cid::try_from(c).ok())
+                    .filter(|_| target.contains("format=raw"))
+                    .and_then(|c| map.get(&c.hash().to_bytes()).cloned());
+                let ok = match data {
+                    Some(d) => conn
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ipld.raw\r\nContent-Length: {}\r\n\r\n",
+                                d.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|_| conn.write_all(&d)),
+                    None => conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+                };
+                if ok.is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    url
+}
+
+/// One sample of a Prometheus text page, as the Python client's parser read it.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+/// GET `url` and parse it with `prometheus_client.parser.text_string_to_metric_families`.
+fn scrape(url: &str) -> Vec<Sample> {
+    let (status, body) = http("GET", url, 30);
+    assert_eq!(status, 200, "GET {url}: {}", String::from_utf8_lossy(&body));
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out.append({"name": s.name, "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the page: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Sample {
+            name: s["name"].as_str().unwrap().to_string(),
+            labels: s["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect(),
+            value: s["value"].as_f64().unwrap(),
+        })
+        .collect()
+}
+
+/// The value of the sample `name` whose labels include `labels` (0 when absent).
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .unwrap_or(0.0)
+}
+
+/// True when `python3 -c 'import prometheus_client'` works; else a printed skip (a failure
+/// under IPFS_MOUNT_REQUIRE_PEERS=1, as in CI, where .ci/run installs it).
+fn have_prometheus_parser(test: &str) -> bool {
+    let out = run(Command::new("python3").args(["-c", "import prometheus_client"]));
+    if out.status.success() {
+        return true;
+    }
+    skip_or_fail(
+        test,
+        "python3 cannot import prometheus_client (pip install prometheus_client)",
+    );
+    false
+}
+
+/// `--metrics` serves Prometheus text that the Python client's parser reads; reading a file
+/// through the mount moves the gateway's fetched-bytes counter by exactly the bytes of the
+/// blocks behind it, and the block-read counter by their number; a block served over
+/// `--serve` moves the served-bytes counter by its length; a dataset with changes shows as
+/// pending; `ipfs-mount stats --json` tells the same numbers.
+#[test]
+fn metrics_count_the_bytes_that_move() {
+    let test = "metrics_count_the_bytes_that_move";
+    if !require_fuse(test) || !have_prometheus_parser(test) {
+        return;
+    }
+    let data = random_bytes(3 << 20, 7);
+    let file_blocks = common::car::file(&data, 256 << 10);
+    let dir = common::car::directory(&[(
+        "data.bin",
+        file_blocks[0].cid,
+        common::car::tsize(&file_blocks),
+    )]);
+    let mut all = vec![dir.clone()];
+    all.extend(file_blocks.iter().cloned());
+    let total: usize = all.iter().map(|b| b.data.len()).sum();
+    let gateway = raw_gateway(&all);
+    let metrics_port = free_port();
+    let serve_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let serve_addr = format!("127.0.0.1:{serve_port}");
+    let m = Mount::start(&[
+        "--gateway",
+        &gateway,
+        "--metrics",
+        &metrics_addr,
+        "--serve",
+        &serve_addr,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        // a dataset's changes stay pending for the test's length
+        "--commit-delay",
+        "1h",
+        "--commit-interval",
+        "1h",
+    ]);
+    let url = format!("http://{metrics_addr}/metrics");
+    let source = format!("{gateway}/");
+    let before = scrape(&url);
+    let fetched_name = "ipfs_mount_fetched_bytes_total";
+    assert_eq!(sample(&before, fetched_name, &[("source", &source)]), 0.0);
+    assert!(
+        before
+            .iter()
+            .any(|s| s.name == "ipfs_mount_cache_limit_bytes" && s.value > 0.0),
+        "cache limit reported: {before:?}"
+    );
+
+    let got = fs::read(m.ipfs(&dir.cid.to_string()).join("data.bin")).unwrap();
+    assert!(got == data, "the file read through the mount");
+    let after = scrape(&url);
+    let moved = sample(&after, fetched_name, &[("source", &source)])
+        - sample(&before, fetched_name, &[("source", &source)]);
+    assert_eq!(
+        moved,
+        total as f64,
+        "fetched bytes from {source}: {} blocks, {total} bytes",
+        all.len()
+    );
+    let reads = "ipfs_mount_block_reads_total";
+    assert_eq!(
+        sample(&after, reads, &[("answer", "fetched")]),
+        all.len() as f64,
+        "blocks fetched"
+    );
+    assert_eq!(sample(&after, fetched_name, &[("source", "bitswap")]), 0.0);
+    assert!(
+        sample(&after, "ipfs_mount_cache_bytes", &[]) >= total as f64,
+        "the fetched blocks are in the cache"
+    );
+
+    // One raw block over --serve: the served counter moves by its length.
+    let leaf = &file_blocks[1];
+    let served = "ipfs_mount_served_bytes_total";
+    let (status, body) = http(
+        "GET",
+        &format!("http://{serve_addr}/ipfs/{}?format=raw", leaf.cid),
+        30,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body, leaf.data);
+    let t = Instant::now();
+    let mut now = scrape(&url);
+    // The body's last frame is counted as hyper takes it, a moment after curl has it.
+    while sample(&now, served, &[("to", "http")]) < leaf.data.len() as f64
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        now = scrape(&url);
+    }
+    assert_eq!(
+        sample(&now, served, &[("to", "http")]),
+        leaf.data.len() as f64,
+        "bytes served over --serve"
+    );
+
+    // A dataset with changes not yet committed is pending; the stats command agrees.
+    let ds = m.mnt.join("datasets").join("notes");
+    fs::create_dir(&ds).unwrap();
+    fs::write(ds.join("a.txt"), b"hello").unwrap();
+    let out = run(Command::new(BIN)
+        .args(["stats", "--json", "--store"])
+        .arg(&m.store));
+    assert!(
+        out.status.success(),
+        "stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let from_stats = v["fetched_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == source.as_str())
+        .map(|e| e["bytes"].as_u64().unwrap());
+    assert_eq!(from_stats, Some(total as u64), "{v}");
+    assert!(
+        v["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "notes" && d["pending"] == true),
+        "{v}"
+    );
+    let page = scrape(&url);
+    assert_eq!(
+        sample(&page, "ipfs_mount_dataset_pending", &[("dataset", "notes")]),
+        1.0,
+        "the dataset's pending changes in the metrics"
+    );
+    let out = run(Command::new(BIN).args(["stats", "--store"]).arg(&m.store));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cache hit ratio") && text.contains(&format!("fetched from {source}")),
+        "{text}"
+    );
 }

@@ -263,6 +263,17 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
             .with_context(|| format!("cannot serve the gateway on {addr}"))?;
         tracing::info!("gateway serving the store on http://{bound}");
     }
+    if let Some(addr) = args.metrics {
+        let sources = crate::metrics::Sources {
+            blocks: blocks.clone(),
+            datasets: Some(datasets.clone()),
+            node: node.clone(),
+        };
+        let bound = runtime
+            .block_on(crate::metrics::serve(addr, sources))
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!("metrics at http://{bound}/metrics");
+    }
     crate::control::serve(
         &args.store.dir(),
         blocks.clone(),

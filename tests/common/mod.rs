@@ -35,8 +35,8 @@ pub mod tools;
 // Each test binary uses only some of these.
 #[allow(unused_imports)]
 pub use self::{
-    checks::*, dagpb::*, data::*, disk::*, env::*, files::*, http::*, loopback::*, mount::*, peers::*,
-    tools::*,
+    checks::*, dagpb::*, data::*, disk::*, env::*, files::*, http::*, loopback::*, mount::*,
+    peers::*, tools::*,
 };
 
 pub use tempfile::TempDir;

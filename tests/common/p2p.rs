@@ -239,7 +239,6 @@ impl Helia {
 // Hashes, memory
 // ---------------------------------------------------------------------------------------------------------------
 
-
 /// Writes `len` pseudo-random bytes like [`write_random_file`] and returns their SHA-256 (hex).
 pub fn write_random_file_sha(path: &Path, len: u64, seed: u64) -> String {
     use sha2::Digest;
