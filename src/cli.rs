@@ -51,9 +51,15 @@ impl Cli {
         Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
     }
 
-    /// [`Cli::try_parse_checked`] on the process's arguments; prints the error and exits.
+    /// [`Cli::try_parse_checked`] on the process's arguments after the config file's settings
+    /// ([`crate::config`]); prints the error and exits.
     pub fn parse_checked() -> Cli {
-        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        let args = crate::config::apply(std::env::args_os().collect()).unwrap_or_else(|e| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "ipfs-mount: {e:#}");
+            std::process::exit(2)
+        });
+        Cli::try_parse_checked(args).unwrap_or_else(|e| e.exit())
     }
 }
 
@@ -245,6 +251,10 @@ pub struct MountArgs {
     /// Where to mount.
     #[arg(required = true)]
     pub mountpoint: Option<PathBuf>,
+    /// TOML file of mount options by long name (flags override it)
+    /// [default: $XDG_CONFIG_HOME/ipfs-mount/config.toml, if present]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -8,7 +8,8 @@
 //!   plain configuration and calls the layers below, on an unmounted store or through the
 //!   control socket of the mount that holds it. `cmd::mount` assembles a mount: store, block
 //!   service, peer, names, datasets, tree, FUSE session, control socket.
-//! - [`cli`]: the arguments as clap parses them; no behaviour.
+//! - [`cli`]: the arguments as clap parses them; no behaviour. [`config`]: the TOML config
+//!   file, turned into arguments placed before the command line's own.
 //! - [`control`]: the control socket's typed protocol ([`control::Request`]), its server (in
 //!   the mount) and its client (in the commands).
 //! - [`fs`]: the thin `fuser` adapter. Turns kernel requests into [`tree`] calls and
@@ -34,6 +35,7 @@
 pub mod blocks;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod control;
 pub mod datasets;
 pub mod fs;

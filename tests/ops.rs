@@ -365,3 +365,173 @@ fn metrics_count_the_bytes_that_move() {
         "{text}"
     );
 }
+
+/// A daemon this test started itself (not through [`Mount`]); unmounted and killed (by its
+/// PID) on drop.
+struct Child {
+    child: std::process::Child,
+    mnt: std::path::PathBuf,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        fusermount_u(&self.mnt);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `mnt` is an ipfs-mount mount whose root answers.
+fn wait_mounted(child: &mut Child, log: &std::path::Path) {
+    let t = Instant::now();
+    while !(is_mounted(&child.mnt) && child.mnt.join("ipfs").is_dir()) {
+        if let Ok(Some(st)) = child.child.try_wait() {
+            panic!(
+                "exited before mounting ({st}): {}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not mounted after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A config file that sets every mount option by its long name (the test checks that it does,
+/// from the clap definitions) mounts: the mount point, store, log file, metrics and gateway
+/// addresses and commit delay come from the file; a flag overrides the file's cache size;
+/// commands take the store from the file; a bad value is refused naming file, line and key.
+#[test]
+fn config_file_with_every_option() {
+    use clap::CommandFactory;
+    let test = "config_file_with_every_option";
+    if !require_fuse(test) {
+        return;
+    }
+    let tmp = tempdir("ops-config");
+    let mnt = tmp.path().join("mnt");
+    let store = tmp.path().join("store");
+    let log = tmp.path().join("mount.log");
+    fs::create_dir_all(&mnt).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let serve = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        r#"# every option of the mount
+mountpoint = "{mnt}"
+store = "{store}"
+cache-size = "2GiB"
+gateway = ["http://127.0.0.1:9"]
+offline = true
+timeout = 5
+no-gateway = false
+listen = ["/ip4/127.0.0.1/tcp/0"]
+peer = ["/ip4/127.0.0.1/tcp/9/p2p/12D3KooWPDGADQu8nZyfP7BEquLNQyfYvnCFaoQ55crvFMus3crb"]
+routing = ["http://127.0.0.1:9"]
+dht = "client"
+no-p2p = false
+dns = "127.0.0.1:9"
+ipns-lifetime = "24h"
+ipns-ttl = "1m"
+serve = "{serve}"
+serve-fetch = false
+foreground = true
+allow-other = false
+verbose = 1
+log-file = "{log}"
+memory-cache = "32MiB"
+commit-delay = "200ms"
+commit-interval = "2s"
+metrics = "{metrics}"
+"#,
+        mnt = mnt.display(),
+        store = store.display(),
+        log = log.display(),
+    );
+    // Every option of the mount is in the file.
+    let keys: std::collections::BTreeSet<String> = config
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
+        .collect();
+    let options: std::collections::BTreeSet<String> = ipfs_mount::cli::Cli::command()
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| match a.get_long() {
+            Some(l) => Some(l.to_string()),
+            None => Some(a.get_id().to_string()),
+        })
+        .filter(|k| !["help", "version", "config"].contains(&k.as_str()))
+        .collect();
+    assert_eq!(keys, options, "the file sets every option of the mount");
+    let file = tmp.path().join("config.toml");
+    fs::write(&file, &config).unwrap();
+
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(&file)
+        .args(["--cache-size", "3MiB"])
+        .env_remove("IPFS_MOUNT_STORE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(tmp.path().join("stderr")).unwrap());
+    let mut child = Child {
+        child: cmd.spawn().unwrap(),
+        mnt: mnt.clone(),
+    };
+    wait_mounted(&mut child, &tmp.path().join("stderr"));
+    assert!(
+        fs::read_to_string(&log).unwrap().contains("mounted at"),
+        "verbose = 1 into log-file"
+    );
+    let (status, body) = http("GET", &format!("http://{metrics}/metrics"), 30);
+    assert_eq!(status, 200, "metrics from the file's address");
+    let page = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        page.contains(&format!("ipfs_mount_cache_limit_bytes {}", 3 << 20)),
+        "the flag's cache size wins over the file's: {page}"
+    );
+    let (status, _) = http(
+        "GET",
+        &format!("http://{serve}/ipfs/bafkqaaa?format=raw"),
+        30,
+    );
+    assert_eq!(status, 200, "the gateway at the file's address");
+    // A command takes the store from the file (through the mount's control socket).
+    let ds = mnt.join("datasets").join("c");
+    fs::create_dir(&ds).unwrap();
+    fs::write(ds.join("f"), b"x").unwrap();
+    let t = Instant::now();
+    loop {
+        let out = run(Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .args(["dataset", "list", "--json"])
+            .env_remove("IPFS_MOUNT_STORE"));
+        assert!(
+            out.status.success(),
+            "dataset list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // commit-delay = 200ms: a version soon after the write
+        if text.contains("\"version\":1") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "no version: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run(Command::new(BIN).arg("unmount").arg(&mnt));
+    assert!(out.status.success());
+
+    // A bad value: refused, naming the file, the line and the key.
+    let bad = tmp.path().join("bad.toml");
+    fs::write(&bad, "offline = true\nmemory-cache = \"plenty\"\n").unwrap();
+    let out = run(Command::new(BIN).arg("--config").arg(&bad).arg(&mnt));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("{}:2: key `memory-cache`", bad.display())),
+        "{err}"
+    );
+}
