@@ -53,14 +53,35 @@ impl Cli {
 
     /// [`Cli::try_parse_checked`] on the process's arguments after the config file's settings
     /// ([`crate::config`]); prints the error and exits.
+    /// A command line in mount.fuse3's form (`ipfs-mount SOURCE MOUNTPOINT -o OPTS`) is first
+    /// made an ordinary one ([`crate::mount_helper`]).
     pub fn parse_checked() -> Cli {
-        let args = crate::config::apply(std::env::args_os().collect()).unwrap_or_else(|e| {
+        let fail = |e: anyhow::Error| -> ! {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "ipfs-mount: {e:#}");
             std::process::exit(2)
-        });
+        };
+        let args =
+            crate::mount_helper::rewrite(std::env::args_os().collect()).unwrap_or_else(|e| fail(e));
+        let _ = COMMAND_LINE.set(args.clone());
+        let args = crate::config::apply(args).unwrap_or_else(|e| fail(e));
         Cli::try_parse_checked(args).unwrap_or_else(|e| e.exit())
     }
+}
+
+/// The command line as [`Cli::parse_checked`] read it (in its ordinary form).
+static COMMAND_LINE: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+/// The arguments after the program name, as [`Cli::parse_checked`] read them (the background
+/// child of a mount is started with these).
+pub fn command_line_args() -> Vec<std::ffi::OsString> {
+    COMMAND_LINE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+        .into_iter()
+        .skip(1)
+        .collect()
 }
 
 #[derive(Debug, Subcommand)]

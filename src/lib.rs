@@ -9,7 +9,8 @@
 //!   control socket of the mount that holds it. `cmd::mount` assembles a mount: store, block
 //!   service, peer, names, datasets, tree, FUSE session, control socket.
 //! - [`cli`]: the arguments as clap parses them; no behaviour. [`config`]: the TOML config
-//!   file, turned into arguments placed before the command line's own.
+//!   file, turned into arguments placed before the command line's own. [`mount_helper`]:
+//!   mount.fuse3's `SOURCE MOUNTPOINT -o OPTS` form (`mount -t fuse.ipfs-mount`, fstab).
 //! - [`control`]: the control socket's typed protocol ([`control::Request`]), its server (in
 //!   the mount) and its client (in the commands).
 //! - [`fs`]: the thin `fuser` adapter. Turns kernel requests into [`tree`] calls and
@@ -40,6 +41,7 @@ pub mod control;
 pub mod datasets;
 pub mod fs;
 pub mod metrics;
+pub mod mount_helper;
 pub mod names;
 pub mod peer;
 pub mod serve;

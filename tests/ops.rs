@@ -535,3 +535,103 @@ metrics = "{metrics}"
         "{err}"
     );
 }
+
+/// `mount -t fuse.ipfs-mount ipfs MNT -o store=S,offline` mounts through mount.fuse3 (which
+/// runs `ipfs-mount ipfs MNT -o OPTS` through /bin/sh) and returns once the mount serves;
+/// `umount` ends the daemon. The same from an fstab line (`mount -T FSTAB MNT`). mount(8)
+/// clears PATH for its helpers, so the shell finds `ipfs-mount` in the default PATH: the test
+/// runs in a private mount namespace (`unshare -m`) where the binary under test is bound over
+/// /usr/local/bin, so nothing on the machine changes. Needs root (mount(8) with a type is
+/// root's).
+#[test]
+fn mount_t_and_fstab_through_mount_fuse3() {
+    let test = "mount_t_and_fstab_through_mount_fuse3";
+    if !require_fuse(test) {
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0
+        || which("mount.fuse3").is_none()
+        || which("unshare").is_none()
+    {
+        eprintln!("SKIPPED {test}: needs root, mount.fuse3 (fuse3) and unshare (util-linux)");
+        return;
+    }
+    let tmp = tempdir("ops-mount-t");
+    let store = tmp.path().join("store");
+    let car = tmp.path().join("one.car");
+    let root = common::car::write_dir_car(&car, &[("hello.txt", b"hello from fstab\n")], 1024);
+    import_car(&store, &[&car]);
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let bin_dir = tmp.path().join("bin");
+    fs::create_dir_all(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(BIN, bin_dir.join("ipfs-mount")).unwrap();
+    let fstab = tmp.path().join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "# an fstab line for ipfs-mount\nipfs {} fuse.ipfs-mount store={},offline,noauto,nofail 0 0\n",
+            mnt.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    // One round per form: mount, read, report fstype and daemon, umount, wait for its exit.
+    let script = r#"
+set -u
+MNT="$1"; STORE="$2"; FSTAB="$3"; FILE="$4"; BIN_DIR="$5"
+PID=""
+cleanup() { umount -l "$MNT" 2>/dev/null; [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; true; }
+trap cleanup EXIT
+mount --bind "$BIN_DIR" /usr/local/bin || exit 10
+round() {
+  echo "== $1"
+  shift
+  "$@" || { echo "mount-failed $?"; return 1; }
+  echo "mountinfo $(awk -v m="$MNT" '$5 == m' /proc/self/mountinfo)"
+  echo "content $(cat "$MNT/ipfs/$FILE")"
+  PID="$(getfattr --only-values -n user.ipfs-mount.pid "$MNT" 2>/dev/null)"
+  echo "pid $PID"
+  umount "$MNT" || { echo "umount-failed"; return 1; }
+  for _ in $(seq 300); do
+    st="$(awk '{print $3}' "/proc/$PID/stat" 2>/dev/null)"
+    if [ -z "$st" ] || [ "$st" = Z ]; then echo "daemon-exited"; PID=""; return 0; fi
+    sleep 0.1
+  done
+  echo "daemon-still-running"
+}
+round "mount -t" mount -t fuse.ipfs-mount ipfs "$MNT" -o "store=$STORE,offline"
+round "fstab" mount -T "$FSTAB" "$MNT"
+"#;
+    let out = run(Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            script,
+            "bash",
+        ])
+        .arg(&mnt)
+        .arg(&store)
+        .arg(&fstab)
+        .arg(format!("{root}/hello.txt"))
+        .arg(&bin_dir)
+        .env_remove("IPFS_MOUNT_STORE"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    for form in ["mount -t", "fstab"] {
+        let round = text
+            .split("== ")
+            .find(|r| r.starts_with(form))
+            .unwrap_or_else(|| panic!("no {form} round: {text}\n{err}"));
+        for want in [" - fuse", "content hello from fstab\n", "daemon-exited\n"] {
+            assert!(
+                round.contains(want),
+                "{form}: want {want:?} in\n{round}\n{err}"
+            );
+        }
+    }
+    fusermount_u(&mnt);
+}

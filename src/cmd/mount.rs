@@ -109,7 +109,7 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let write_fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
     let exe = std::env::current_exe().context("cannot find our own executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
+    cmd.args(crate::cli::command_line_args())
         .arg("--foreground")
         .arg("--ready-fd")
         .arg(write_fd.to_string())
