@@ -635,3 +635,103 @@ round "fstab" mount -T "$FSTAB" "$MNT"
     }
     fusermount_u(&mnt);
 }
+
+/// `ipfs-mount completions bash` is a script bash loads; its completion function completes
+/// subcommands (`dat` → `dataset`, `dataset l` → `list log`) and options (`--cache-s`). The
+/// zsh and fish scripts are made too.
+#[test]
+fn completions_load_in_bash() {
+    let script =
+        String::from_utf8(run_ok(Command::new(BIN).args(["completions", "bash"]))).unwrap();
+    let tmp = tempdir("ops-completions");
+    let file = tmp.path().join("ipfs-mount.bash");
+    fs::write(&file, &script).unwrap();
+    // Completes the words of `line` as bash would at its end; prints one candidate a line.
+    let probe = r#"
+set -u
+source "$1" || exit 10
+func="$(complete -p ipfs-mount | sed -n 's/.*-F \([^ ]*\).*/\1/p')"
+[ -n "$func" ] || exit 11
+complete_line() {
+  COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}
+  read -r -a COMP_WORDS <<< "$COMP_LINE"
+  case "$COMP_LINE" in *" ") COMP_WORDS+=("");; esac
+  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+  COMPREPLY=()
+  "$func" ipfs-mount "${COMP_WORDS[$COMP_CWORD]}" "${COMP_WORDS[$COMP_CWORD-1]}"
+  echo "[$1] ${COMPREPLY[*]}"
+}
+complete_line "ipfs-mount dat"
+complete_line "ipfs-mount dataset l"
+complete_line "ipfs-mount st"
+complete_line "ipfs-mount --cache-s"
+"#;
+    let out = run(Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", probe, "bash"])
+        .arg(&file));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bash: {}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("[{prefix}] ")))
+            .unwrap_or_else(|| panic!("no completion of {prefix:?}: {text}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(line("ipfs-mount dat"), ["dataset"]);
+    let mut ds = line("ipfs-mount dataset l");
+    ds.sort();
+    assert_eq!(ds, ["list", "log"]);
+    assert_eq!(line("ipfs-mount st"), ["stats"]);
+    assert_eq!(line("ipfs-mount --cache-s"), ["--cache-size"]);
+
+    let zsh = String::from_utf8(run_ok(Command::new(BIN).args(["completions", "zsh"]))).unwrap();
+    assert!(zsh.starts_with("#compdef ipfs-mount"), "{zsh:.200}");
+    let fish = String::from_utf8(run_ok(Command::new(BIN).args(["completions", "fish"]))).unwrap();
+    assert!(fish.contains("complete -c ipfs-mount") && fish.contains("stats"));
+}
+
+/// `ipfs-mount man` prints a roff man page made from the clap definitions: `man` renders it
+/// (when installed) with the commands and options.
+#[test]
+fn man_page_from_the_definitions() {
+    let page = String::from_utf8(run_ok(Command::new(BIN).arg("man"))).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH ipfs-mount"),
+        "{page:.300}"
+    );
+    for word in [
+        "\\-\\-cache\\-size",
+        "\\-\\-metrics",
+        "\\-\\-config",
+        "stats",
+        "completions",
+    ] {
+        assert!(page.contains(word), "{word} in the man page");
+    }
+    if which("man").is_some() {
+        let tmp = tempdir("ops-man");
+        let file = tmp.path().join("ipfs-mount.1");
+        fs::write(&file, &page).unwrap();
+        let out = run(Command::new("man")
+            .args(["-P", "cat", "-l"])
+            .arg(&file)
+            .env("MANWIDTH", "100"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "man -l: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("NAME") && text.contains("--cache-size"),
+            "{text:.600}"
+        );
+    }
+}

@@ -45,7 +45,14 @@ pub fn run(store_args: &StoreArgs, json: bool) -> Result<()> {
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "ipfs-mount", &mut script);
-    output::print(&String::from_utf8_lossy(&script))?;
+    let mut script = String::from_utf8_lossy(&script).into_owned();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete 4.6 names the per-subcommand cases of a hyphenated program
+        // `ipfs__subcmd__mount__…` but dispatches to `ipfs__mount__…`, so nothing below
+        // the first word would complete: give the cases the name they are reached by.
+        script = script.replace("ipfs__subcmd__mount", "ipfs__mount");
+    }
+    output::print(&script)?;
     Ok(())
 }
 
