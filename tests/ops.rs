@@ -735,3 +735,141 @@ fn man_page_from_the_definitions() {
         );
     }
 }
+
+/// The systemd unit in contrib/ works as written: `systemd-analyze verify` accepts it (with
+/// the binary under test at /usr/local/bin, in a private mount namespace), and its
+/// ExecStartPre, ExecStart and ExecStop lines, run as systemd would (Environment= expanded,
+/// the config file and mount point of the test put in), mount with the config file, serve,
+/// and stop with the store released.
+#[test]
+fn systemd_unit_starts_and_stops_the_mount() {
+    let test = "systemd_unit_starts_and_stops_the_mount";
+    if !require_fuse(test) {
+        return;
+    }
+    let unit_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/ipfs-mount.service");
+    let unit = fs::read_to_string(&unit_path).unwrap();
+    let tmp = tempdir("ops-systemd");
+    let store = tmp.path().join("store");
+    let car = tmp.path().join("one.car");
+    let root = common::car::write_dir_car(&car, &[("a.txt", b"from the unit\n")], 1024);
+    import_car(&store, &[&car]);
+    let mnt = tmp.path().join("mnt");
+    let config = tmp.path().join("config.toml");
+    fs::write(
+        &config,
+        format!("store = \"{}\"\noffline = true\n", store.display()),
+    )
+    .unwrap();
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(value("Type"), ["forking"]);
+    assert_eq!(value("Environment"), ["MOUNTPOINT=/mnt/ipfs"]);
+    let expand = |line: &str| -> Vec<String> {
+        line.replace("${MOUNTPOINT}", &mnt.display().to_string())
+            .replace("/usr/local/bin/ipfs-mount", BIN)
+            .replace("/etc/ipfs-mount/config.toml", &config.display().to_string())
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let exec = |key: &str| {
+        for line in value(key) {
+            let words = expand(&line);
+            let out = run(Command::new(&words[0])
+                .args(&words[1..])
+                .env_remove("IPFS_MOUNT_STORE"));
+            assert!(
+                out.status.success(),
+                "{key}={line}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let _guard = SystemMount {
+        mnt: mnt.clone(),
+        pid: None,
+    };
+    exec("ExecStartPre");
+    exec("ExecStart");
+    // Type=forking: ExecStart has returned, so the mount serves.
+    let got = fs::read(mnt.join("ipfs").join(&root).join("a.txt")).unwrap();
+    assert_eq!(got, b"from the unit\n");
+    let pid = daemon_pid(&mnt).expect("the daemon's pid");
+    exec("ExecStop");
+    assert!(!is_mounted(&mnt), "unmounted by ExecStop");
+    assert!(wait_gone(pid, 1), "ExecStop returned with the daemon gone");
+
+    if unsafe { libc::geteuid() } == 0
+        && which("systemd-analyze").is_some()
+        && which("unshare").is_some()
+    {
+        let bin_dir = tmp.path().join("bin");
+        fs::create_dir_all(&bin_dir).unwrap();
+        std::os::unix::fs::symlink(BIN, bin_dir.join("ipfs-mount")).unwrap();
+        let out = run(Command::new("unshare")
+            .args(["-m", "--propagation", "private", "bash", "-c"])
+            .arg("mount --bind \"$1\" /usr/local/bin && systemd-analyze verify --man=no \"$2\"")
+            .arg("bash")
+            .arg(&bin_dir)
+            .arg(&unit_path));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "systemd-analyze verify: {}\n{err}",
+            out.status
+        );
+    }
+}
+
+/// The pid the mount at `mnt` reports on its root (`user.ipfs-mount.pid`), if any.
+fn daemon_pid(mnt: &std::path::Path) -> Option<u32> {
+    let out = run(Command::new("getfattr")
+        .args(["--only-values", "-n", "user.ipfs-mount.pid"])
+        .arg(mnt));
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Unmounts `mnt` and kills the daemon that served it (by the pid it reported) on drop.
+struct SystemMount {
+    mnt: std::path::PathBuf,
+    pid: Option<u32>,
+}
+
+impl Drop for SystemMount {
+    fn drop(&mut self) {
+        let pid = self.pid.or_else(|| daemon_pid(&self.mnt));
+        fusermount_u(&self.mnt);
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on the daemon this test mounted (the pid its mount reported).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Waits until the process `pid` is gone (or a zombie).
+fn wait_gone(pid: u32, secs: u64) -> bool {
+    let t = Instant::now();
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        if matches!(state, None | Some("Z")) {
+            return true;
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
