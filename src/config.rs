@@ -138,10 +138,8 @@ fn file_args(
 /// The command-line words for one key: `--long value` (once per element of an array),
 /// `--long` for `true`, nothing for `false`, `--long` N times for a count.
 fn to_words(arg: &clap::Arg, value: &toml::Value) -> Result<Vec<OsString>, String> {
-    let flag = match arg.get_long() {
-        Some(l) => Some(format!("--{l}")),
-        None => None, // the positional mount point
-    };
+    // None: the positional mount point.
+    let flag = arg.get_long().map(|l| format!("--{l}"));
     let scalar = |v: &toml::Value| -> Result<String, String> {
         match v {
             toml::Value::String(s) => Ok(s.clone()),

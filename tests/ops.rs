@@ -457,9 +457,9 @@ metrics = "{metrics}"
     let options: std::collections::BTreeSet<String> = ipfs_mount::cli::Cli::command()
         .get_arguments()
         .filter(|a| !a.is_hide_set())
-        .filter_map(|a| match a.get_long() {
-            Some(l) => Some(l.to_string()),
-            None => Some(a.get_id().to_string()),
+        .map(|a| match a.get_long() {
+            Some(l) => l.to_string(),
+            None => a.get_id().to_string(),
         })
         .filter(|k| !["help", "version", "config"].contains(&k.as_str()))
         .collect();
