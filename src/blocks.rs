@@ -78,6 +78,8 @@ pub struct BlockStats {
     pub fetched_bytes: std::sync::atomic::AtomicU64,
     pub store_hits: std::sync::atomic::AtomicU64,
     pub memory_hits: std::sync::atomic::AtomicU64,
+    /// Body bytes the `--serve` gateway sent from this block service (counted by src/serve).
+    pub served_http_bytes: std::sync::atomic::AtomicU64,
 }
 
 pub struct BlockService {
@@ -112,6 +114,11 @@ impl BlockService {
             offline,
             stats: BlockStats::default(),
         }
+    }
+
+    /// Verified bytes each source behind the fetchers gave (each gateway URL, `bitswap`).
+    pub fn fetched_by_source(&self) -> Vec<(String, u64)> {
+        self.fetchers.iter().flat_map(|f| f.received()).collect()
     }
 
     pub fn is_offline(&self) -> bool {

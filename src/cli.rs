@@ -51,10 +51,37 @@ impl Cli {
         Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
     }
 
-    /// [`Cli::try_parse_checked`] on the process's arguments; prints the error and exits.
+    /// [`Cli::try_parse_checked`] on the process's arguments after the config file's settings
+    /// ([`crate::config`]); prints the error and exits.
+    /// A command line in mount.fuse3's form (`ipfs-mount SOURCE MOUNTPOINT -o OPTS`) is first
+    /// made an ordinary one ([`crate::mount_helper`]).
     pub fn parse_checked() -> Cli {
-        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        let fail = |e: anyhow::Error| -> ! {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "ipfs-mount: {e:#}");
+            std::process::exit(2)
+        };
+        let args =
+            crate::mount_helper::rewrite(std::env::args_os().collect()).unwrap_or_else(|e| fail(e));
+        let _ = COMMAND_LINE.set(args.clone());
+        let args = crate::config::apply(args).unwrap_or_else(|e| fail(e));
+        Cli::try_parse_checked(args).unwrap_or_else(|e| e.exit())
     }
+}
+
+/// The command line as [`Cli::parse_checked`] read it (in its ordinary form).
+static COMMAND_LINE: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+/// The arguments after the program name, as [`Cli::parse_checked`] read them (the background
+/// child of a mount is started with these).
+pub fn command_line_args() -> Vec<std::ffi::OsString> {
+    COMMAND_LINE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+        .into_iter()
+        .skip(1)
+        .collect()
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +120,17 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// What a running mount is doing: cache, pins, blocks, hit ratio, bytes fetched per source
+    /// and served, peers, datasets (without a mount: what the store holds).
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), made from these very definitions.
+    Man,
     /// Export the whole DAG below a CID as a CARv1.
     Export {
         #[command(flatten)]
@@ -292,6 +330,10 @@ pub struct MountArgs {
     /// Where to mount.
     #[arg(required = true)]
     pub mountpoint: Option<PathBuf>,
+    /// TOML file of mount options by long name (flags override it)
+    /// [default: $XDG_CONFIG_HOME/ipfs-mount/config.toml, if present]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -321,6 +363,9 @@ pub struct MountArgs {
     /// Datasets: under continuous changes, commit a version at least this often.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub commit_interval: std::time::Duration,
+    /// Serve the `stats` numbers as Prometheus text at http://ADDR/metrics, e.g. 127.0.0.1:9402.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Internal: file descriptor on which a background child reports readiness.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,

@@ -50,6 +50,8 @@ pub enum Request {
     Gc {
         dry_run: bool,
     },
+    /// The mount's statistics ([`crate::metrics::Snapshot`] as JSON).
+    Stats,
 }
 
 impl Request {
@@ -62,6 +64,7 @@ impl Request {
             Request::Export(cid) => format!("export\t{cid}"),
             Request::Id => "id".into(),
             Request::Pin(_) | Request::Gc { .. } => pins::encode(self).unwrap_or_default(),
+            Request::Stats => "stats".into(),
             Request::Dataset(c) => match c {
                 Command::List { json } => format!("dataset\tlist\t{}", flag(*json)),
                 Command::Create { name, profile } => format!("dataset\tcreate\t{name}\t{profile}"),
@@ -96,6 +99,7 @@ impl Request {
             ["export", cid] => Request::Export(s(cid)),
             ["id"] => Request::Id,
             ["pin", ..] | ["gc", ..] => return pins::parse(parts.as_slice()),
+            ["stats"] => Request::Stats,
             ["dataset", rest @ ..] => Request::Dataset(match rest {
                 ["list", f] => Command::List { json: *f == "json" },
                 ["create", name, profile] => Command::Create {
@@ -355,6 +359,10 @@ fn handle(conn: UnixStream, line: &str, ctx: &Context) -> Result<()> {
         }
         Request::Dataset(command) => match admin::execute(datasets, blocks, &command) {
             Ok(text) => write!(out, "ok\n{text}")?,
+            Err(e) => fail(&mut out, e)?,
+        },
+        Request::Stats => match crate::metrics::Snapshot::read(blocks, Some(datasets), ctx.node) {
+            Ok(s) => write!(out, "ok\n{}", s.to_json())?,
             Err(e) => fail(&mut out, e)?,
         },
         Request::Id => {
@@ -633,6 +641,7 @@ mod tests {
             Request::Import(PathBuf::from("/tmp/a b.car")),
             Request::Export("bafkqaaa".into()),
             Request::Id,
+            Request::Stats,
             Request::Dataset(Command::List { json: true }),
             Request::Dataset(Command::Create {
                 name: "sales".into(),

@@ -25,6 +25,9 @@ use crate::tree::{Attr, Entry, Error, Kind, Tree};
 /// Entries asked of the tree per readdir call; the kernel's buffer usually holds fewer.
 const READDIR_BATCH: usize = 256;
 
+/// On the mount's root: the process id of the daemon serving it (for `ipfs-mount unmount`).
+pub const XATTR_DAEMON_PID: &str = "user.ipfs-mount.pid";
+
 /// Dataset requests that may hash or commit (close, fsync, truncate, the CID of a directory)
 /// run at most this many at a time, off the FUSE threads: those keep answering `stat`,
 /// `readdir` and reads while a big file seals.
@@ -582,6 +585,10 @@ impl Filesystem for IpfsFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // `ipfs-mount unmount` asks which process serves the mount, to wait for its exit.
+        if ino.0 == crate::tree::ROOT_INO && name.as_bytes() == XATTR_DAEMON_PID.as_bytes() {
+            return reply_xattr(reply, std::process::id().to_string().as_bytes(), size);
+        }
         // The kernel asks for `security.capability` before a file's first write: such names
         // are answered here; only ours may need a commit first (the CID of a dataset directory).
         if crate::tree::is_dataset_ino(ino.0) && name.as_bytes().starts_with(b"user.ipfs.") {

@@ -8,7 +8,9 @@
 //!   plain configuration and calls the layers below, on an unmounted store or through the
 //!   control socket of the mount that holds it. `cmd::mount` assembles a mount: store, block
 //!   service, peer, names, datasets, tree, FUSE session, control socket.
-//! - [`cli`]: the arguments as clap parses them; no behaviour.
+//! - [`cli`]: the arguments as clap parses them; no behaviour. [`config`]: the TOML config
+//!   file, turned into arguments placed before the command line's own. [`mount_helper`]:
+//!   mount.fuse3's `SOURCE MOUNTPOINT -o OPTS` form (`mount -t fuse.ipfs-mount`, fstab).
 //! - [`control`]: the control socket's typed protocol ([`control::Request`]), its server (in
 //!   the mount) and its client (in the commands).
 //! - [`fs`]: the thin `fuser` adapter. Turns kernel requests into [`tree`] calls and
@@ -18,6 +20,8 @@
 //!   and a range fetch). Runs without the kernel.
 //! - [`names`]: `/ipns` resolution, DNSLink, publishing datasets under IPNS names.
 //! - [`serve`]: the local trustless gateway (`--serve`).
+//! - [`metrics`]: `stats` and `--metrics`: one snapshot of the counters kept where bytes move
+//!   (block service and fetchers, bitswap, `--serve`), the store and the datasets.
 //! - [`datasets`]: writable datasets: live tree, journal, closed tree, group commits, and the
 //!   `dataset` commands' work ([`datasets::admin`]); history bounds ([`datasets::prune`]) and
 //!   read-only replicas of other machines' datasets ([`datasets::follow`]).
@@ -42,9 +46,12 @@
 pub mod blocks;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod control;
 pub mod datasets;
 pub mod fs;
+pub mod metrics;
+pub mod mount_helper;
 pub mod names;
 pub mod peer;
 pub mod pins;

@@ -13,7 +13,7 @@
 //! - the server side on the wire, driven by an independent bitswap client (HAVE, DONT_HAVE, blocks and prefixes);
 //! - a Kademlia DHT of three of our nodes (+ Kubo) where a node that knows only one bootstrap peer finds content
 //!   that only a third node holds; delegated routing over HTTP;
-//! - no socket of any process off loopback (`check-loopback.py`).
+//! - no socket of any process off loopback (`common::loopback`).
 //!
 //! Each test collects every problem it finds and fails at the end with the whole list, so one run shows every
 //! product bug a test can see. Tests skip (or fail under `IPFS_MOUNT_REQUIRE_PEERS=1`) without FUSE or peers.
@@ -244,7 +244,7 @@ fn loopback_now(what: &str, p: &[u32], problems: &mut Vec<String>) {
 
 fn loopback_finish(w: LoopbackWatch, problems: &mut Vec<String>) {
     match w.finish() {
-        Ok(n) => eprintln!("check-loopback.py: {n} checks, all sockets on loopback"),
+        Ok(n) => eprintln!("loopback check: {n} checks, all sockets on loopback"),
         Err(e) => problems.push(format!("socket off loopback: {e}")),
     }
 }

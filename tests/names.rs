@@ -2,7 +2,7 @@
 //!
 //! - two instances: A writes `datasets/foo` and serves it (`--serve`), B reads `/ipns/<foo's name>/` through A's
 //!   gateway, sees A's appends within the record TTL, and keeps serving the last version once A is gone; no socket
-//!   of either process off loopback (`check-loopback.py`); the same with B knowing A only as a peer (the record
+//!   of either process off loopback (`common::loopback`); the same with B knowing A only as a peer (the record
 //!   found in the DHT, the blocks over bitswap);
 //! - the gateway-conformance IPNS records (`../shared/fixtures/gateway-conformance/ipns_records`) served by a tiny
 //!   HTTP server in this file: the valid variants resolve, the invalid ones give ENOENT and a log line saying why;
@@ -1194,7 +1194,7 @@ fn two_instances_publish_follow_and_outlive() {
     }
     match watch.finish() {
         Ok(n) => {
-            eprintln!("check-loopback.py: {n} checks of A (pid {a_pid:?}) and B, all on loopback")
+            eprintln!("loopback check: {n} checks of A (pid {a_pid:?}) and B, all on loopback")
         }
         Err(e) => problems.push(format!("socket off loopback: {e}")),
     }
@@ -1284,7 +1284,7 @@ fn two_instances_over_the_dht() {
         )),
     }
     match watch.finish() {
-        Ok(n) => eprintln!("check-loopback.py: {n} checks, all on loopback"),
+        Ok(n) => eprintln!("loopback check: {n} checks, all on loopback"),
         Err(e) => problems.push(format!("socket off loopback: {e}")),
     }
     eprintln!("{test}: {}", secs(t0.elapsed()));

@@ -10,6 +10,7 @@ pub mod key;
 pub mod mount;
 pub mod output;
 pub mod pin;
+pub mod stats;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -94,6 +95,12 @@ pub fn main() -> ExitCode {
             init_logging(verbose, None);
             id::run(&store, json)
         }
+        Some(Command::Stats { json }) => {
+            init_logging(verbose, None);
+            stats::run(&store, json)
+        }
+        Some(Command::Completions { shell }) => stats::completions(shell),
+        Some(Command::Man) => stats::man(),
         Some(Command::Dataset { action }) => {
             init_logging(verbose, None);
             dataset::run(&store, &action)

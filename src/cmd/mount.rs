@@ -110,7 +110,7 @@ fn spawn_background(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let write_fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
     let exe = std::env::current_exe().context("cannot find our own executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
+    cmd.args(crate::cli::command_line_args())
         .arg("--foreground")
         .arg("--ready-fd")
         .arg(write_fd.to_string())
@@ -275,6 +275,17 @@ fn mount_and_serve(args: &MountArgs, mountpoint: &Path, ready: &mut Readiness) -
             .block_on(crate::serve::start(config, blocks.clone(), Some(source)))
             .with_context(|| format!("cannot serve the gateway on {addr}"))?;
         tracing::info!("gateway serving the store on http://{bound}");
+    }
+    if let Some(addr) = args.metrics {
+        let sources = crate::metrics::Sources {
+            blocks: blocks.clone(),
+            datasets: Some(datasets.clone()),
+            node: node.clone(),
+        };
+        let bound = runtime
+            .block_on(crate::metrics::serve(addr, sources))
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!("metrics at http://{bound}/metrics");
     }
     crate::control::serve(
         &args.store.dir(),
@@ -505,8 +516,70 @@ fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
     Ok(())
 }
 
+/// Unmounts, then waits until the daemon that served the mount has exited, so that its store
+/// is released when we return (a new mount of the same store works at once).
 pub fn unmount(mountpoint: &Path) -> Result<()> {
-    fusermount(mountpoint, false)
+    let daemon = daemon_of(mountpoint);
+    fusermount(mountpoint, false)?;
+    if let Some((pid, pidfd)) = daemon {
+        wait_for_exit(pid, &pidfd, UNMOUNT_WAIT)?;
+    }
+    Ok(())
+}
+
+/// How long `unmount` waits for the daemon to commit what is pending and release the store.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(120);
+
+/// The daemon serving `mountpoint` (its pid, from the root's [`crate::fs::XATTR_DAEMON_PID`])
+/// as a pidfd, which stays that process's even if the pid is reused. None for a stale mount
+/// or one that is not ours.
+fn daemon_of(mountpoint: &Path) -> Option<(u32, OwnedFd)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).ok()?;
+    let name = std::ffi::CString::new(crate::fs::XATTR_DAEMON_PID).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    let pid: u32 = std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Some((pid, unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}
+
+/// Waits until the process behind `pidfd` has exited (a pidfd polls readable then).
+fn wait_for_exit(pid: u32, pidfd: &OwnedFd, limit: Duration) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            bail!(
+                "unmounted, but the daemon (pid {pid}) has not exited after {}s: its store is still held",
+                limit.as_secs()
+            );
+        }
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(left.min(Duration::from_secs(1)).as_millis() as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(std::io::Error::from(e)).context("waiting for the daemon"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -247,6 +247,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
                 async move {
                     slot.busy();
                     let resp = handle(&state, req).await;
+                    let resp = counted(resp, state.blocks.clone());
                     Ok::<_, Infallible>(idle_once_sent(resp, slot))
                 }
             });
@@ -266,6 +267,23 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             }
         });
     }
+}
+
+/// The response, counting its body bytes into the block service's `served_http_bytes` as
+/// hyper takes them for the connection.
+fn counted(resp: Response<Body>, blocks: Arc<BlockService>) -> Response<Body> {
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                blocks
+                    .stats
+                    .served_http_bytes
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            frame
+        })
+        .boxed_unsync()
+    })
 }
 
 /// The response, with its slot listed as idle again once the body is sent (or dropped).

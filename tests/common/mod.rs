@@ -11,6 +11,7 @@
 //! - [`checks`]: a mounted tree against its source; [`files`]: errno, xattrs, `pread`, `O_DIRECT`.
 //! - [`disk`]: a size-limited tmpfs for full-disk tests.
 //! - [`datasets`]: helpers of the dataset tests (`use common::datasets::*;` in `tests/datasets*.rs`).
+//! - [`loopback`]: every socket of the processes under test on loopback (the project's own check, from `/proc`).
 //! - [`p2p`]: ipfs-mount as a libp2p peer, and a scripted bitswap peer (`tests/bitswap.rs`, `tests/names.rs`).
 //!
 //! Each test binary compiles this module on its own and uses only part of it, hence `dead_code` is allowed.
@@ -25,6 +26,7 @@ pub mod disk;
 pub mod env;
 pub mod files;
 pub mod http;
+pub mod loopback;
 pub mod mount;
 pub mod p2p;
 pub mod peers;
@@ -33,7 +35,8 @@ pub mod tools;
 // Each test binary uses only some of these.
 #[allow(unused_imports)]
 pub use self::{
-    checks::*, dagpb::*, data::*, disk::*, env::*, files::*, http::*, mount::*, peers::*, tools::*,
+    checks::*, dagpb::*, data::*, disk::*, env::*, files::*, http::*, loopback::*, mount::*,
+    peers::*, tools::*,
 };
 
 pub use tempfile::TempDir;

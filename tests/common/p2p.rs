@@ -11,7 +11,7 @@
 //!   bytes. As [`Responder::Silent`] it only records what it receives, and a test drives it as a bitswap client.
 //!   Replies go on a stream the peer opens itself, as Kubo does.
 //! - **Delegated routing stub** ([`RoutingStub`]): `GET /routing/v1/providers/{cid}` on a std `TcpListener`.
-//! - **Checks**: [`check_loopback`] / [`LoopbackWatch`] (`../shared/peers/check-loopback.py`), [`sha256_file`],
+//! - **Checks**: [`check_loopback`] / [`LoopbackWatch`] (`common::loopback`), [`sha256_file`],
 //!   [`write_random_file_sha`], [`vm_hwm_kib`].
 
 use super::*;
@@ -236,89 +236,8 @@ impl Helia {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Loopback checks, hashes, memory
+// Hashes, memory
 // ---------------------------------------------------------------------------------------------------------------
-
-/// `check-loopback.py PID...`: Err with its report when any socket of these PIDs is off loopback.
-pub fn check_loopback(pids: &[u32]) -> Result<(), String> {
-    let script = shared_dir().join("peers").join("check-loopback.py");
-    if !script.exists() {
-        return Err(format!("{} not found", script.display()));
-    }
-    let out = run(Command::new("python3")
-        .arg(&script)
-        .args(pids.iter().map(|p| p.to_string())));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "check-loopback.py {pids:?}: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Runs [`check_loopback`] every `every` on a helper thread until [`LoopbackWatch::finish`].
-pub struct LoopbackWatch {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
-}
-
-impl LoopbackWatch {
-    pub fn start(pids: Vec<u32>, every: Duration) -> LoopbackWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut bad = Vec::new();
-            let mut n = 0;
-            loop {
-                let alive: Vec<u32> = pids
-                    .iter()
-                    .copied()
-                    .filter(|p| Path::new(&format!("/proc/{p}")).exists())
-                    .collect();
-                if !alive.is_empty() {
-                    n += 1;
-                    if let Err(e) = check_loopback(&alive) {
-                        if bad.len() < 5 {
-                            bad.push(e);
-                        }
-                    }
-                }
-                let t = Instant::now();
-                while t.elapsed() < every {
-                    if s.load(Ordering::Relaxed) {
-                        return (n, bad);
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        });
-        LoopbackWatch {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops watching; Ok(number of checks) or the violations seen.
-    pub fn finish(mut self) -> Result<usize, String> {
-        self.stop.store(true, Ordering::Relaxed);
-        let (n, bad) = self.handle.take().unwrap().join().unwrap();
-        if bad.is_empty() {
-            Ok(n)
-        } else {
-            Err(bad.join("\n"))
-        }
-    }
-}
-
-impl Drop for LoopbackWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// Writes `len` pseudo-random bytes like [`write_random_file`] and returns their SHA-256 (hex).
 pub fn write_random_file_sha(path: &Path, len: u64, seed: u64) -> String {

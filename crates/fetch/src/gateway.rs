@@ -31,6 +31,8 @@ struct Gateway {
     fails: AtomicU32,
     /// Deprioritized until this many ms after `Inner::epoch`.
     penalized_until_ms: AtomicU64,
+    /// Bytes of verified blocks this gateway gave us (raw requests and CAR streams).
+    received: AtomicU64,
 }
 
 struct Inner {
@@ -143,6 +145,7 @@ impl GatewayFetcher {
                 base: u.clone(),
                 fails: AtomicU32::new(0),
                 penalized_until_ms: AtomicU64::new(0),
+                received: AtomicU64::new(0),
             });
         }
 
@@ -291,7 +294,10 @@ impl Inner {
         }
         let data = buf.freeze();
         debug!(%url, status = status.as_u16(), bytes = data.len(), ms = started.elapsed().as_millis() as u64, "gateway block request");
-        VerifiedBlock::check(*cid, data).map_err(|e| FetchError::unverified(cid, e))
+        let block = VerifiedBlock::check(*cid, data).map_err(|e| FetchError::unverified(cid, e))?;
+        gw.received
+            .fetch_add(block.data().len() as u64, Ordering::Relaxed);
+        Ok(block)
     }
 
     /// One CAR request to one gateway; `delivered` counts blocks passed to the sink.
@@ -351,6 +357,8 @@ impl Inner {
                 };
                 count += 1;
                 *delivered += 1;
+                gw.received
+                    .fetch_add(block.data().len() as u64, Ordering::Relaxed);
                 if sink(block) == SinkControl::Stop {
                     // Dropping the stream closes the connection.
                     done(count, bytes, "stopped by caller");
@@ -371,6 +379,14 @@ impl Inner {
 impl Fetcher for GatewayFetcher {
     fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    fn received(&self) -> Vec<(String, u64)> {
+        self.inner
+            .gateways
+            .iter()
+            .map(|g| (g.base.to_string(), g.received.load(Ordering::Relaxed)))
+            .collect()
     }
 
     async fn fetch_block(&self, cid: &Cid) -> Result<VerifiedBlock, FetchError> {

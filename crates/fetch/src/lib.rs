@@ -122,6 +122,12 @@ pub trait Fetcher: Send + Sync + 'static {
     /// A short name for logs.
     fn name(&self) -> &str;
 
+    /// Bytes of verified blocks received so far from each source behind this fetcher (a
+    /// gateway fetcher has one per URL), for statistics. Default: none counted.
+    fn received(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
     /// The block `cid` names (`cid()` of the result is `cid`); bytes that fail verification
     /// are an error.
     async fn fetch_block(&self, cid: &Cid) -> Result<VerifiedBlock, FetchError>;

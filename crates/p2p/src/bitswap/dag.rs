@@ -50,6 +50,15 @@ impl Fetcher for BitswapFetcher {
         "bitswap"
     }
 
+    fn received(&self) -> Vec<(String, u64)> {
+        let bytes = self
+            .bitswap
+            .stats
+            .bytes_received
+            .load(std::sync::atomic::Ordering::Relaxed);
+        vec![("bitswap".to_string(), bytes)]
+    }
+
     async fn fetch_block(&self, cid: &Cid) -> Result<VerifiedBlock, FetchError> {
         self.bitswap.get(cid).await
     }
