@@ -2819,6 +2819,8 @@ fn helia_resolves_a_dataset_name_through_serve_alone() {
         problems.push(format!("a connection beyond loopback: {e}"));
     }
     finish(test, &[&a], &problems);
+}
+
 /// `dataset follow <dnslink domain>` (issue 12): B follows A's dataset through a domain whose
 /// DNSLink points at A's IPNS name, as `/datasets/<domain>` (the default local name); A's next
 /// version shows there within the record TTL, and `dataset log` lists both.

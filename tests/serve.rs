@@ -1607,6 +1607,8 @@ async fn delegated_routing_answers_for_what_it_holds() {
             .status,
         404
     );
+}
+
 /// The gateway walks through the ipld reader's planners, so it keeps their checks: a file
 /// deeper than 64 levels is cut off instead of served, and a directory's second entry of a
 /// name is left out of the listing (as the mount hides it).

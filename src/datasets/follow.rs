@@ -215,6 +215,7 @@ impl Datasets {
                     .map(|d| d.as_millis() as i64)
                     .unwrap_or(0),
                 meta: BTreeMap::new(),
+                attrs: None,
                 message: Some(format!("seen at {}", r.source)),
             };
             let (commit_cid, bytes) = commit.encode()?;

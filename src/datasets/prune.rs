@@ -166,6 +166,12 @@ pub fn prune(sets: &Datasets, blocks: &BlockService, name: &str, keep: Keep) -> 
         }
         let mut set = walk_new(blocks, commit.root, &mut seen)
             .with_context(|| format!("walking version {} of {name}", commit.seq))?;
+        // The version's modes and mtimes (`attrs.rs`) are part of it too.
+        if let Some(attrs) = commit.attrs {
+            set.extend(walk_new(blocks, attrs, &mut seen).with_context(|| {
+                format!("walking the attributes of version {} of {name}", commit.seq)
+            })?);
+        }
         set.push(*commit_cid);
         pins.push((*commit_cid, set));
     }
@@ -213,6 +219,7 @@ mod tests {
                         seq: (times.len() - i) as u64,
                         time_ms: *t,
                         meta: BTreeMap::new(),
+                        attrs: None,
                         message: None,
                     },
                 )
