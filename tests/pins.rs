@@ -393,6 +393,21 @@ fn gc_racing_reads_and_dataset_writes_loses_nothing_held() {
             (reads, bad)
         })
     };
+    // A slow writer: one file open for seconds, 24 MiB in 1 MiB writes (streamed, its blocks
+    // staged under a temporary pin long before it is closed and committed).
+    let slow_data = random_bytes(24 << 20, 4242);
+    let slow = {
+        let (path, data) = (ds.join("slow.bin"), slow_data.clone());
+        std::thread::spawn(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = fs::File::create(path)?;
+            for chunk in data.chunks(1 << 20) {
+                f.write_all(chunk)?;
+                std::thread::sleep(Duration::from_millis(120));
+            }
+            f.sync_all()
+        })
+    };
     // The writer: 60 files of varied sizes, some rewritten, during the collections.
     let mut written = std::collections::BTreeMap::new();
     let t0 = Instant::now();
@@ -406,6 +421,12 @@ fn gc_racing_reads_and_dataset_writes_loses_nothing_held() {
         if i % 10 == 9 {
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+    match slow.join() {
+        Ok(Ok(())) => {
+            written.insert("slow.bin".to_string(), slow_data);
+        }
+        other => problems.push(format!("the slow writer failed: {other:?}")),
     }
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
