@@ -221,10 +221,25 @@ pub async fn resolve_target(
 /// The walk's block source: every block it reaches is held by the temporary pin and left in
 /// the store (a block only the memory cache had is stored), fetched only when the store lacks
 /// it.
-struct Holding<'a> {
+pub struct Holding<'a> {
     blocks: &'a BlockService,
     temp: TempPinId,
     fetched: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> Holding<'a> {
+    pub fn new(blocks: &'a BlockService, temp: TempPinId) -> Self {
+        Holding {
+            blocks,
+            temp,
+            fetched: Default::default(),
+        }
+    }
+
+    /// Blocks fetched from a source so far.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl BlockGetter for Holding<'_> {
