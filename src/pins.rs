@@ -221,10 +221,25 @@ pub async fn resolve_target(
 /// The walk's block source: every block it reaches is held by the temporary pin and left in
 /// the store (a block only the memory cache had is stored), fetched only when the store lacks
 /// it.
-struct Holding<'a> {
+pub struct Holding<'a> {
     blocks: &'a BlockService,
     temp: TempPinId,
     fetched: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> Holding<'a> {
+    pub fn new(blocks: &'a BlockService, temp: TempPinId) -> Self {
+        Holding {
+            blocks,
+            temp,
+            fetched: Default::default(),
+        }
+    }
+
+    /// Blocks fetched from a source so far.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl BlockGetter for Holding<'_> {
@@ -514,6 +529,114 @@ pub fn release_leftovers(store: &dyn ipfs_mount_store::BlockStore) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipfs_mount_fetch::{Fetcher, MockFetcher};
+    use ipfs_mount_ipld::builder::{build_file, Built, ImportProfile};
+    use ipfs_mount_store::{BlockStore, MemoryStore};
+
+    /// A file DAG of `len` bytes in 1 KiB leaves.
+    fn dag(seed: u8, len: usize) -> Built {
+        // xorshift: no two leaves alike
+        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed as u64;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut profile = ImportProfile::unixfs_v1_2025();
+        profile.chunk_size = 1024;
+        build_file(&data, &profile)
+    }
+
+    /// A service over a small memory store whose only source has `dags`.
+    fn service(
+        cache: u64,
+        dags: &[&Built],
+    ) -> (Arc<BlockService>, Arc<MemoryStore>, Arc<MockFetcher>) {
+        let store = Arc::new(MemoryStore::new(cache));
+        let all = dags.iter().flat_map(|d| d.blocks.iter().cloned());
+        let mock = Arc::new(MockFetcher::with_blocks(all));
+        let fetchers: Vec<Arc<dyn Fetcher>> = vec![mock.clone()];
+        let blocks = Arc::new(BlockService::new(store.clone(), fetchers, false, 1 << 20));
+        (blocks, store, mock)
+    }
+
+    /// A DAG far larger than the cache is pinned whole; a name moves with the old pin going;
+    /// removing one of two names keeps the pin; `gc` keeps everything pinned and nothing else.
+    #[tokio::test]
+    async fn pins_names_and_gc_on_a_memory_store() {
+        let (a, b) = (dag(3, 40 << 10), dag(5, 20 << 10));
+        let (blocks, store, _) = service(4096, &[&a, &b]);
+        let mut quiet = |_: Progress| {};
+        let added = add(&blocks, None, &a.root.to_string(), Some("data"), &mut quiet)
+            .await
+            .unwrap();
+        assert_eq!(added.progress.blocks, a.blocks.len() as u64);
+        for (c, d) in &a.blocks {
+            assert_eq!(store.get(c).unwrap().as_ref(), Some(d), "{c}");
+        }
+        let moved = add(&blocks, None, &b.root.to_string(), Some("data"), &mut quiet)
+            .await
+            .unwrap();
+        assert_eq!(moved.moved_from, Some(a.root));
+        let names = |blocks: &BlockService| -> Vec<(Cid, Vec<String>)> {
+            list(blocks)
+                .unwrap()
+                .into_iter()
+                .map(|p| (p.cid, p.names))
+                .collect()
+        };
+        assert_eq!(names(&blocks), vec![(b.root, vec!["data".to_string()])]);
+        add(
+            &blocks,
+            None,
+            &b.root.to_string(),
+            Some("other"),
+            &mut quiet,
+        )
+        .await
+        .unwrap();
+        assert_eq!(remove(&blocks, "data").await.unwrap(), (b.root, false));
+        assert_eq!(names(&blocks), vec![(b.root, vec!["other".to_string()])]);
+        // a's blocks are unpinned now: gc takes them, b's stay.
+        let freed = blocks.collect_garbage(false).unwrap();
+        // (mostly evicted already: the cache is 4 KiB)
+        assert!(freed.bytes > 0, "{freed:?}");
+        assert!(a.blocks.iter().all(|(c, _)| !store.has(c).unwrap()));
+        assert!(b.blocks.iter().all(|(c, _)| store.has(c).unwrap()));
+        assert_eq!(
+            remove(&blocks, &b.root.to_string()).await.unwrap(),
+            (b.root, true)
+        );
+        assert!(list(&blocks).unwrap().is_empty());
+        assert!(remove(&blocks, "other").await.is_err());
+    }
+
+    /// Blocks already stored are not fetched again: an add after an interrupted one (the root
+    /// and every other block stored) fetches the rest only, one by one.
+    #[tokio::test]
+    async fn an_add_fetches_only_what_is_missing() {
+        let a = dag(7, 30 << 10);
+        let (blocks, store, mock) = service(1 << 20, &[&a]);
+        let mut stored = 0u64;
+        for (i, (c, d)) in a.blocks.iter().enumerate() {
+            if *c == a.root || i % 2 == 0 {
+                store.put(c, d).unwrap();
+                stored += 1;
+            }
+        }
+        let missing = a.blocks.len() as u64 - stored;
+        assert!(missing > 10);
+        let added = add(&blocks, None, &a.root.to_string(), None, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(added.progress.blocks, a.blocks.len() as u64);
+        assert_eq!(added.progress.fetched, missing);
+        assert_eq!((mock.block_calls(), mock.car_calls()), (missing, 0));
+        assert!(a.blocks.iter().all(|(c, _)| store.is_pinned(c).unwrap()));
+    }
 
     #[test]
     fn labels_round_trip() {

@@ -6,9 +6,11 @@
 //! version seen becomes a local commit record (`prev`: the previous one seen, `root`: the
 //! content the name pointed to, `seq`: counted here, `time`: when it was seen, `message`: the
 //! name), so `dataset log NAME` lists the versions seen with the same code as a dataset's, and
-//! the chain is verifiable. A version's DAG is walked into the store under a temporary pin
-//! (only the blocks the store lacks are fetched: an update costs its new blocks), and the pin
-//! of its commit (label `dataset:NAME`) takes it over; only then does HEAD move. So a replica
+//! the chain is verifiable. A version's new blocks (its DAG less the subtrees the previous
+//! version has) are walked into the store under a temporary pin, fetched where the store lacks
+//! them, and the pin of its commit (label `dataset:NAME`) takes it over; only then does HEAD
+//! move. As with a dataset's versions, what a version shares with the one before is held by
+//! that one's pin (`dataset prune` keeps the kept versions whole). So a replica
 //! reads offline, and after the publisher is gone, at the last version seen.
 //!
 //! The mount's follower task asks the name resolver about every replica each second; the
@@ -16,13 +18,14 @@
 //! about the TTL. Nothing is written through `/datasets/NAME` (`EROFS`: it is content, as
 //! under `/ipfs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use cid::Cid;
+use ipfs_mount_store::TempPinId;
 use parking_lot::Mutex;
 
 use super::{history, write_atomic, Commit, Datasets};
@@ -64,6 +67,47 @@ pub fn default_name(source: &str) -> String {
 /// `/ipns/<name>` for any spelling `follow` accepts.
 fn ipns_path(source: &str) -> String {
     format!("/ipns/{}", source.trim_start_matches("/ipns/"))
+}
+
+/// Walks a new version's DAG into the store under `temp`, level by level with up to 32
+/// blocks in flight, skipping every subtree the previous version has (that version's pins hold
+/// it whole: a replica's head is never pruned): an update costs its new blocks only, fetched or
+/// held. Returns the new blocks and how many of them were fetched.
+async fn take_new_blocks(
+    blocks: &BlockService,
+    root: Cid,
+    previous: Option<Cid>,
+    temp: TempPinId,
+) -> Result<pins::Progress> {
+    use futures::{StreamExt, TryStreamExt};
+    use ipfs_mount_ipld::reader::BlockGetter;
+    let mut known = HashSet::new();
+    if let Some(prev) = previous {
+        if let Err(e) = super::prune::walk_new(blocks, prev, &mut known) {
+            // Then everything counts as new: correct, only slower.
+            tracing::warn!(%prev, "cannot walk the replica's previous version: {e:#}");
+            known.clear();
+        }
+    }
+    let getter = pins::Holding::new(blocks, temp);
+    let mut progress = pins::Progress::default();
+    let mut level = vec![root];
+    while !level.is_empty() {
+        let todo: Vec<Cid> = level.drain(..).filter(|c| known.insert(*c)).collect();
+        let getter = &getter;
+        let got: Vec<(Cid, bytes::Bytes)> = futures::stream::iter(todo)
+            .map(|cid| async move { getter.get(cid).await.map(|b| (cid, b)) })
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
+        for (cid, block) in got {
+            progress.blocks += 1;
+            progress.bytes += block.len() as u64;
+            level.extend(super::prune::block_links(&cid, &block)?);
+        }
+    }
+    progress.fetched = getter.fetched();
+    Ok(progress)
 }
 
 impl Replicas {
@@ -205,7 +249,7 @@ impl Datasets {
         }
         let temp = blocks.temp_pin(FOLLOW_TEMP_OWNER)?;
         let taken = async {
-            let progress = pins::fetch_held(blocks, &root, temp, &mut |_| {}).await?;
+            let progress = take_new_blocks(blocks, root, r.root, temp).await?;
             let commit = Commit {
                 prev: r.head,
                 root,

@@ -74,7 +74,11 @@ pub struct Pruned {
 /// Walks the DAG below `root` through local blocks, skipping what `seen` has (a block seen
 /// was walked with its whole subtree); adds and returns the blocks found new. Raw leaves are
 /// never read. A block that is not local is an error (a kept version must be whole).
-fn walk_new(blocks: &BlockService, root: Cid, seen: &mut HashSet<Cid>) -> Result<Vec<Cid>> {
+pub(super) fn walk_new(
+    blocks: &BlockService,
+    root: Cid,
+    seen: &mut HashSet<Cid>,
+) -> Result<Vec<Cid>> {
     let mut found = Vec::new();
     let mut stack = vec![root];
     while let Some(cid) = stack.pop() {
@@ -88,20 +92,28 @@ fn walk_new(blocks: &BlockService, root: Cid, seen: &mut HashSet<Cid>) -> Result
         let block = blocks
             .get_local(&cid)?
             .ok_or_else(|| anyhow!("block {cid} of a kept version is not in the store"))?;
-        match cid.codec() {
-            codec::DAG_PB => {
-                let node = dagpb::decode(&block).with_context(|| format!("decoding {cid}"))?;
-                stack.extend(node.links.iter().map(|l| l.cid));
-            }
-            codec::DAG_CBOR => {
-                let ipld: Ipld = serde_ipld_dagcbor::from_slice(&block)
-                    .with_context(|| format!("decoding {cid}"))?;
-                links_of(&ipld, &mut stack, 0);
-            }
-            other => bail!("block {cid} has codec {other:#x}, which a dataset tree never holds"),
-        }
+        stack.extend(block_links(&cid, &block)?);
     }
     Ok(found)
+}
+
+/// The links of a block of a dataset tree (dag-pb, dag-cbor; raw leaves have none).
+pub(super) fn block_links(cid: &Cid, block: &[u8]) -> Result<Vec<Cid>> {
+    let mut out = Vec::new();
+    match cid.codec() {
+        codec::RAW => {}
+        codec::DAG_PB => {
+            let node = dagpb::decode(block).with_context(|| format!("decoding {cid}"))?;
+            out.extend(node.links.iter().map(|l| l.cid));
+        }
+        codec::DAG_CBOR => {
+            let ipld: Ipld =
+                serde_ipld_dagcbor::from_slice(block).with_context(|| format!("decoding {cid}"))?;
+            links_of(&ipld, &mut out, 0);
+        }
+        other => bail!("block {cid} has codec {other:#x}, which a dataset tree never holds"),
+    }
+    Ok(out)
 }
 
 fn links_of(ipld: &Ipld, out: &mut Vec<Cid>, depth: u32) {
