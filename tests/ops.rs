@@ -524,6 +524,44 @@ metrics = "{metrics}"
     let out = run(Command::new(BIN).arg("unmount").arg(&mnt));
     assert!(out.status.success());
 
+    // Without --config, $XDG_CONFIG_HOME/ipfs-mount/config.toml is read (`stats` on the
+    // unmounted store shows the file's cache size); a missing default file is no error.
+    let xdg = tmp.path().join("xdg");
+    fs::create_dir_all(xdg.join("ipfs-mount")).unwrap();
+    fs::write(
+        xdg.join("ipfs-mount/config.toml"),
+        format!("store = \"{}\"\ncache-size = \"7MiB\"\n", store.display()),
+    )
+    .unwrap();
+    let stats = |xdg: &std::path::Path| {
+        // not run(): its scrubbing points XDG_CONFIG_HOME away on purpose
+        Command::new(BIN)
+            .args(["stats", "--json"])
+            .env("XDG_CONFIG_HOME", xdg)
+            .env_remove("IPFS_MOUNT_STORE")
+            .output()
+            .unwrap()
+    };
+    let out = stats(&xdg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cache_limit_bytes"], 7 << 20, "{v}");
+    let out = Command::new(BIN)
+        .args(["stats", "--json"])
+        .env("XDG_CONFIG_HOME", tmp.path().join("no-such-dir"))
+        .env("IPFS_MOUNT_STORE", &store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A bad value: refused, naming the file, the line and the key.
     let bad = tmp.path().join("bad.toml");
     fs::write(&bad, "offline = true\nmemory-cache = \"plenty\"\n").unwrap();
