@@ -68,7 +68,10 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>> {
         || command
             .get_subcommands()
             .any(|c| c.get_name() == source.to_string_lossy());
-    let shape = rest.len() % 2 == 0 && rest.chunks(2).all(|pair| pair[0] == "-o");
+    // mount.fuse3 always passes `-o` (mount adds `rw`, mount.fuse3 `dev`/`suid`); without it
+    // two operands are a mistake clap should report, not a mount of the second.
+    let shape =
+        !rest.is_empty() && rest.len() % 2 == 0 && rest.chunks(2).all(|pair| pair[0] == "-o");
     if !positional(source) || !positional(mountpoint) || is_command || !shape {
         return Ok(args);
     }
@@ -149,9 +152,9 @@ mod tests {
                 "/mnt/ipfs"
             ]
         );
-        // No options at all.
+        // Only generic options.
         assert_eq!(
-            rw(&["ipfs-mount", "ipfs", "/mnt/ipfs"]).unwrap(),
+            rw(&["ipfs-mount", "ipfs", "/mnt/ipfs", "-o", "rw,dev,suid"]).unwrap(),
             ["ipfs-mount", "/mnt/ipfs"]
         );
         // Ordinary command lines are left alone.
@@ -160,6 +163,7 @@ mod tests {
             &["ipfs-mount", "dataset", "list"],
             &["ipfs-mount", "unmount", "/mnt"],
             &["ipfs-mount", "--store", "/s", "/mnt"],
+            &["ipfs-mount", "/mnt/a", "/mnt/b"],
         ] {
             assert_eq!(rw(line).unwrap(), line, "{line:?}");
         }

@@ -524,6 +524,44 @@ metrics = "{metrics}"
     let out = run(Command::new(BIN).arg("unmount").arg(&mnt));
     assert!(out.status.success());
 
+    // Without --config, $XDG_CONFIG_HOME/ipfs-mount/config.toml is read (`stats` on the
+    // unmounted store shows the file's cache size); a missing default file is no error.
+    let xdg = tmp.path().join("xdg");
+    fs::create_dir_all(xdg.join("ipfs-mount")).unwrap();
+    fs::write(
+        xdg.join("ipfs-mount/config.toml"),
+        format!("store = \"{}\"\ncache-size = \"7MiB\"\n", store.display()),
+    )
+    .unwrap();
+    let stats = |xdg: &std::path::Path| {
+        // not run(): its scrubbing points XDG_CONFIG_HOME away on purpose
+        Command::new(BIN)
+            .args(["stats", "--json"])
+            .env("XDG_CONFIG_HOME", xdg)
+            .env_remove("IPFS_MOUNT_STORE")
+            .output()
+            .unwrap()
+    };
+    let out = stats(&xdg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cache_limit_bytes"], 7 << 20, "{v}");
+    let out = Command::new(BIN)
+        .args(["stats", "--json"])
+        .env("XDG_CONFIG_HOME", tmp.path().join("no-such-dir"))
+        .env("IPFS_MOUNT_STORE", &store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A bad value: refused, naming the file, the line and the key.
     let bad = tmp.path().join("bad.toml");
     fs::write(&bad, "offline = true\nmemory-cache = \"plenty\"\n").unwrap();
@@ -872,4 +910,59 @@ fn wait_gone(pid: u32, secs: u64) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Over bitswap between two mounts: B reads a file A holds (B knows A as its only peer, no
+/// gateway), and B's `ipfs_mount_fetched_bytes_total{source="bitswap"}` and A's
+/// `ipfs_mount_served_bytes_total{to="peers"}` both move by exactly the bytes of its blocks;
+/// each counts one peer connected.
+#[test]
+fn metrics_count_bitswap_both_ways() {
+    let test = "metrics_count_bitswap_both_ways";
+    if !require_fuse(test) || !have_prometheus_parser(test) {
+        return;
+    }
+    let tmp = tempdir("ops-bitswap-metrics");
+    let store_a = tmp.path().join("a");
+    let car = tmp.path().join("one.car");
+    let data = random_bytes(2 << 20, 9);
+    let file_blocks = common::car::file(&data, 256 << 10);
+    let dir = common::car::directory(&[(
+        "data.bin",
+        file_blocks[0].cid,
+        common::car::tsize(&file_blocks),
+    )]);
+    let mut all = vec![dir.clone()];
+    all.extend(file_blocks.iter().cloned());
+    let total: usize = all.iter().map(|b| b.data.len()).sum();
+    let mut f = fs::File::create(&car).unwrap();
+    common::car::write(&dir.cid, &all, &mut f).unwrap();
+    drop(f);
+    import_car(&store_a, &[&car]);
+    let metrics_a = format!("127.0.0.1:{}", free_port());
+    let metrics_b = format!("127.0.0.1:{}", free_port());
+    let a = common::p2p::p2p_mount_with_store(&store_a, &["--offline", "--metrics", &metrics_a]);
+    let maddr = common::p2p::mount_maddr(&a);
+    let b = common::p2p::p2p_mount(&["--no-gateway", "--peer", &maddr, "--metrics", &metrics_b]);
+    let got = fs::read(b.ipfs(&dir.cid.to_string()).join("data.bin")).unwrap();
+    assert!(got == data, "the file read over bitswap");
+    let page_b = scrape(&format!("http://{metrics_b}/metrics"));
+    assert_eq!(
+        sample(
+            &page_b,
+            "ipfs_mount_fetched_bytes_total",
+            &[("source", "bitswap")]
+        ),
+        total as f64,
+        "B fetched {} blocks, {total} bytes over bitswap",
+        all.len()
+    );
+    assert_eq!(sample(&page_b, "ipfs_mount_peers_connected", &[]), 1.0);
+    let page_a = scrape(&format!("http://{metrics_a}/metrics"));
+    assert_eq!(
+        sample(&page_a, "ipfs_mount_served_bytes_total", &[("to", "peers")]),
+        total as f64,
+        "A served the blocks to B"
+    );
+    assert_eq!(sample(&page_a, "ipfs_mount_peers_connected", &[]), 1.0);
 }

@@ -519,7 +519,14 @@ fn fusermount(mountpoint: &Path, lazy: bool) -> Result<()> {
 /// Unmounts, then waits until the daemon that served the mount has exited, so that its store
 /// is released when we return (a new mount of the same store works at once).
 pub fn unmount(mountpoint: &Path) -> Result<()> {
-    let daemon = daemon_of(mountpoint);
+    // A daemon that does not answer (hung) must not hang the unmount: ask on a helper thread
+    // and go on without waiting for it after a while.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mp = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(daemon_of(&mp));
+    });
+    let daemon = rx.recv_timeout(Duration::from_secs(5)).ok().flatten();
     fusermount(mountpoint, false)?;
     if let Some((pid, pidfd)) = daemon {
         wait_for_exit(pid, &pidfd, UNMOUNT_WAIT)?;

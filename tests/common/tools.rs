@@ -74,6 +74,11 @@ pub(super) fn scrubbed(cmd: &mut Command) -> &mut Command {
     for k in SCRUB_ENV {
         cmd.env_remove(k);
     }
+    // The binary reads `$XDG_CONFIG_HOME/ipfs-mount/config.toml` when present: a config file of
+    // the machine's user must not change what the tests run.
+    if cmd.get_program() == std::ffi::OsStr::new(BIN) {
+        cmd.env("XDG_CONFIG_HOME", "/nonexistent/ipfs-mount-tests");
+    }
     cmd
 }
 
