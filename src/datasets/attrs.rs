@@ -126,12 +126,18 @@ fn get(blocks: &BlockService, cid: &Cid) -> Result<BTreeMap<String, Ipld>> {
     }
 }
 
+/// A path inside a dataset, as its components (the root: none).
+pub type Path = Vec<Vec<u8>>;
+
+/// A split directory's buckets, by index.
+pub type Buckets = Vec<Option<Cid>>;
+
 /// An attributes tree as read: every entry's meta, and each directory's node (and buckets),
-/// by path (the root has the empty path).
+/// by path.
 #[derive(Default)]
 pub struct ReadAttrs {
-    pub metas: Vec<(Vec<Vec<u8>>, Meta)>,
-    pub dirs: Vec<(Vec<Vec<u8>>, Cid, Option<Vec<Option<Cid>>>)>,
+    pub metas: Vec<(Path, Meta)>,
+    pub dirs: Vec<(Path, Cid, Option<Buckets>)>,
 }
 
 /// Reads the attributes tree under `root`. Entries a node cannot say (malformed) are left out
@@ -139,7 +145,7 @@ pub struct ReadAttrs {
 pub fn read_tree(blocks: &BlockService, root: &Cid) -> Result<ReadAttrs> {
     let mut read = ReadAttrs::default();
     let out = &mut read.metas;
-    let mut stack: Vec<(Vec<Vec<u8>>, Cid)> = vec![(Vec::new(), *root)];
+    let mut stack: Vec<(Path, Cid)> = vec![(Vec::new(), *root)];
     let mut seen = std::collections::HashSet::new();
     while let Some((path, cid)) = stack.pop() {
         // A DAG is acyclic, but a crafted one could share nodes: each is read once.
