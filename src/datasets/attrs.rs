@@ -7,7 +7,7 @@
 //! ```text
 //! dir    = { "m": meta, "e": [[name: bytes, meta | link(dir)], …] }          (≤ 256 entries)
 //!        | { "m": meta, "b": [link(bucket) | null; 256] }                    (more)
-//! bucket = { "e": [[name, meta | link(dir)], …] }      (the names whose murmur3 hash starts with its index)
+//! bucket = { "e": [[name, meta | link(dir)], …] }      (the names whose FNV-1a hash starts with its index)
 //! meta   = [mode, seconds, nanoseconds]
 //! ```
 //! A commit re-encodes only the nodes on changed paths, and in a big directory only the changed
@@ -29,8 +29,17 @@ use crate::blocks::BlockService;
 pub const SPLIT_ABOVE: usize = 256;
 pub const BUCKETS: usize = 256;
 
+/// A name's bucket: the top byte of its 64-bit FNV-1a hash. Only writers compute it (readers
+/// read every bucket); it must stay fixed, since a loaded split directory keeps its buckets.
+/// FNV because every commit hashes every name of a changed split directory: it costs a few
+/// nanoseconds per name and allocates nothing.
 pub fn bucket_of(name: &[u8]) -> usize {
-    ipfs_mount_ipld::hamt::hash_name(name)[0] as usize
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h >> 56) as usize
 }
 
 /// What a directory's node says of one entry.

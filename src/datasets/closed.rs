@@ -66,7 +66,9 @@ pub struct ClosedLeaf {
 }
 
 pub enum Entry {
-    Dir(ClosedDir),
+    /// Boxed: a directory's builder state is large, and a BTreeMap moves its values around on
+    /// every insert into a directory of thousands of leaves.
+    Dir(Box<ClosedDir>),
     Leaf(ClosedLeaf),
 }
 
@@ -80,6 +82,9 @@ pub struct ClosedDir {
     attrs_buckets: Option<Vec<Option<Cid>>>,
     /// Names whose meta (or whose subdirectory's attributes) changed since the last build.
     attrs_changed: BTreeSet<Vec<u8>>,
+    /// Built (or loaded from a version's attributes) at least once: from then on only the
+    /// changed names are looked at.
+    attrs_known: bool,
     /// CID and Tsize as last built; `None` when something below changed since.
     built: Option<(Cid, u64)>,
     /// The incremental builder; created on the directory's first change after a load.
@@ -98,6 +103,7 @@ impl Default for ClosedDir {
             attrs_built: None,
             attrs_buckets: None,
             attrs_changed: BTreeSet::new(),
+            attrs_known: false,
             built: None,
             builder: None,
             changed: BTreeSet::new(),
@@ -190,7 +196,7 @@ impl ClosedTree {
             let e = dir
                 .entries
                 .entry(name.clone())
-                .or_insert_with(|| Entry::Dir(ClosedDir::default()));
+                .or_insert_with(|| Entry::Dir(Box::default()));
             match e {
                 Entry::Dir(d) => {
                     dir = d;
@@ -422,7 +428,7 @@ impl ClosedTree {
                 Some(&mut self.root)
             } else {
                 match self.get_mut(&path) {
-                    Some(Entry::Dir(d)) => Some(d),
+                    Some(Entry::Dir(d)) => Some(&mut **d),
                     _ => None,
                 }
             };
@@ -430,6 +436,7 @@ impl ClosedTree {
                 d.attrs_built = Some(cid);
                 d.attrs_buckets = buckets;
                 d.attrs_changed.clear();
+                d.attrs_known = true;
             }
         }
     }
@@ -475,13 +482,26 @@ fn build_attrs(dir: &mut ClosedDir, out: &mut Vec<(Cid, Bytes)>) -> Cid {
     if let Some(c) = dir.attrs_built {
         return c;
     }
-    // A loaded directory's subdirectories were never built: all of them then, else the changed.
-    let fresh = dir.attrs_buckets.is_none() && dir.entries.len() > attrs::SPLIT_ABOVE;
+    // A directory never built (new, or loaded from a version without attributes): every
+    // subdirectory and bucket; else only the changed names' (a subdirectory that changed is
+    // one of them: `mark` and `meta_mut` name it).
+    let known = dir.attrs_known;
+    let fresh = !known || (dir.attrs_buckets.is_none() && dir.entries.len() > attrs::SPLIT_ABOVE);
     let changed = std::mem::take(&mut dir.attrs_changed);
-    for e in dir.entries.values_mut() {
-        if let Entry::Dir(d) = e {
-            if d.attrs_built.is_none() {
-                build_attrs(d, out);
+    if known {
+        for name in &changed {
+            if let Some(Entry::Dir(d)) = dir.entries.get_mut(name) {
+                if d.attrs_built.is_none() {
+                    build_attrs(d, out);
+                }
+            }
+        }
+    } else {
+        for e in dir.entries.values_mut() {
+            if let Entry::Dir(d) = e {
+                if d.attrs_built.is_none() {
+                    build_attrs(d, out);
+                }
             }
         }
     }
@@ -531,6 +551,7 @@ fn build_attrs(dir: &mut ClosedDir, out: &mut Vec<(Cid, Bytes)>) -> Cid {
     };
     out.push((cid, block));
     dir.attrs_built = Some(cid);
+    dir.attrs_known = true;
     cid
 }
 

@@ -1957,7 +1957,7 @@ fn load_closed(blocks: &BlockService, root: &Cid, time: SystemTime) -> anyhow::R
                     let mut p = path.clone();
                     p.push(name.clone());
                     pending.push((p, child));
-                    closed::Entry::Dir(loaded((child, tsize)))
+                    closed::Entry::Dir(Box::new(loaded((child, tsize))))
                 }
                 Node::Symlink(s) => closed::Entry::Leaf(ClosedLeaf {
                     kind: LeafKind::Symlink,
