@@ -510,6 +510,13 @@ fn prune_then_gc_frees_old_versions_and_keeps_the_head() {
         fs::write(ds.join(name), data).unwrap_or_else(|e| m.fail(&format!("{name}: {e}")))
     };
     write("keep.bin", &keep);
+    // A time of its own, kept in the version's attributes tree (which prune must keep too).
+    let keep_mtime = std::time::UNIX_EPOCH + Duration::new(1_234_567_890, 123_456_789);
+    fs::File::options()
+        .write(true)
+        .open(ds.join("keep.bin"))
+        .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(keep_mtime)))
+        .unwrap_or_else(|e| m.fail(&format!("set keep.bin's mtime: {e}")));
     write("old0.bin", &olds[0]);
     cli_ok(&m.store, &["dataset", "commit", "hist"], &mut problems);
     fs::remove_file(ds.join("old0.bin")).unwrap();
@@ -589,6 +596,12 @@ fn prune_then_gc_frees_old_versions_and_keeps_the_head() {
                 other.map(|d| d.len())
             )),
         }
+    }
+    match fs::metadata(ds.join("keep.bin")).and_then(|md| md.modified()) {
+        Ok(t) if t == keep_mtime => {}
+        other => problems.push(format!(
+            "keep.bin's mtime after prune, gc, remount: {other:?}, expected {keep_mtime:?}"
+        )),
     }
     let old_root = &before[before.len() - 1].1;
     let p = m.ipfs(old_root).join("old0.bin");
