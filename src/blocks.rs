@@ -511,7 +511,20 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
     ) -> Result<u64, BlockError> {
-        self.fetch_dag_into(root, scope, progress, None).await
+        self.fetch_dag_into(root, scope, progress, None, None).await
+    }
+
+    /// [`BlockService::fetch_dag_notify`], also adding the bytes of each block it stores to
+    /// `charged` (the fetch accounting of the file read).
+    pub async fn fetch_dag_charged(
+        self: &Arc<Self>,
+        root: &Cid,
+        scope: DagScope,
+        progress: Option<Arc<tokio::sync::Notify>>,
+        charged: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Result<u64, BlockError> {
+        self.fetch_dag_into(root, scope, progress, None, charged)
+            .await
     }
 
     /// [`BlockService::fetch_dag`] of the whole DAG with every block stored under the temporary
@@ -521,7 +534,7 @@ impl BlockService {
         root: &Cid,
         temp: TempPinId,
     ) -> Result<u64, BlockError> {
-        self.fetch_dag_into(root, DagScope::All, None, Some(temp))
+        self.fetch_dag_into(root, DagScope::All, None, Some(temp), None)
             .await
     }
 
@@ -531,6 +544,7 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
         hold: Option<TempPinId>,
+        charged: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Result<u64, BlockError> {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *root });
@@ -543,8 +557,9 @@ impl BlockService {
                 let service = self.clone();
                 let root = *root;
                 let progress = progress.clone();
+                let charged = charged.clone();
                 tokio::task::spawn_blocking(move || {
-                    service.ingest(&root, rx, progress.as_deref(), hold)
+                    service.ingest(&root, rx, progress.as_deref(), hold, charged.as_deref())
                 })
             };
             let result = {
@@ -591,6 +606,7 @@ impl BlockService {
         rx: std::sync::mpsc::Receiver<VerifiedBlock>,
         progress: Option<&tokio::sync::Notify>,
         hold: Option<TempPinId>,
+        charged: Option<&std::sync::atomic::AtomicU64>,
     ) -> Result<u64, BlockError> {
         let store = |batch: &[(Cid, Bytes)]| match hold {
             Some(temp) => put_temp_evicting(&*self.store, temp, batch),
@@ -606,6 +622,9 @@ impl BlockService {
             self.stats
                 .fetched_bytes
                 .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(c) = charged {
+                c.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             // Readable at once from memory; stored in small batches.
             self.memory.insert(cids::multihash_key(&cid), data.clone());
             if let Some(p) = progress {
