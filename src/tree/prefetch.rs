@@ -129,9 +129,9 @@ impl Tree {
 /// A run that starts at offset 0 is taken for a whole-file reader (`cat`, `cp`): its window is
 /// twice what it has read so far, up to the cap, and large windows are fetched as one CAR
 /// stream each. A run that starts after a seek (a Parquet reader's column chunk) gets at most
-/// a quarter of what it has read in order, and nothing before it has read
+/// an eighth of what it has read in order, and nothing before it has read
 /// `SEEK_SHARE * INITIAL_WINDOW`, so a reader that stops at the end of a chunk wastes at most
-/// a quarter of what it read.
+/// an eighth of what it read.
 #[derive(Debug)]
 pub struct ReadAhead {
     max_window: u64,
@@ -160,7 +160,7 @@ pub const INITIAL_WINDOW: u64 = 128 << 10;
 /// The largest window of a run that began after a seek.
 pub const SEEK_RUN_MAX_WINDOW: u64 = 8 << 20;
 /// A run that began after a seek reads ahead at most 1/SEEK_SHARE of what it has read.
-pub const SEEK_SHARE: u64 = 4;
+pub const SEEK_SHARE: u64 = 8;
 /// Read-ahead ranges at least this long are fetched as one CAR stream (`entity-bytes`) rather
 /// than block by block.
 pub const STREAM_MIN: u64 = 2 << 20;
@@ -511,7 +511,7 @@ mod tests {
             sim.fetched,
             sim.fetched as f64 / size as f64
         );
-        let bound = covering + covering / 10 + SEEK_RUN_MAX_WINDOW;
+        let bound = covering + covering / 10 + (1 << 20);
         assert!(
             sim.fetched <= bound,
             "fetched {} for {} read ({} in blocks), bound {bound}",
