@@ -167,8 +167,14 @@ impl BlockService {
 
     /// Verified bytes of a block, fetching it if needed.
     pub async fn get(&self, cid: &Cid) -> Result<Bytes, BlockError> {
+        self.get_reporting(cid).await.map(|(b, _)| b)
+    }
+
+    /// [`BlockService::get`], also saying whether this call fetched the block (false when it
+    /// was local or another caller's fetch brought it): what fetch accounting charges.
+    pub async fn get_reporting(&self, cid: &Cid) -> Result<(Bytes, bool), BlockError> {
         if let Some(b) = self.get_local(cid)? {
-            return Ok(b);
+            return Ok((b, false));
         }
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *cid });
@@ -191,7 +197,7 @@ impl BlockService {
             if let Some(mut rx) = waiter {
                 let result = rx.wait_for(|v| v.is_some()).await.map(|v| v.clone());
                 match result {
-                    Ok(Some(r)) => return r,
+                    Ok(Some(r)) => return r.map(|b| (b, false)),
                     // The fetching task went away without an answer: try again ourselves.
                     _ => continue,
                 }
@@ -203,7 +209,7 @@ impl BlockService {
                 key: &key,
             };
             let result = self.fetch_and_store(cid).await;
-            let _ = tx.send(Some(result.clone()));
+            let _ = tx.send(Some(result.clone().map(|(b, _)| b)));
             return result;
         }
     }
@@ -213,10 +219,11 @@ impl BlockService {
         self.get(&cid).await
     }
 
-    async fn fetch_and_store(&self, cid: &Cid) -> Result<Bytes, BlockError> {
+    /// The block and whether it was fetched (not found local after all).
+    async fn fetch_and_store(&self, cid: &Cid) -> Result<(Bytes, bool), BlockError> {
         // Another task may have stored it while we waited for the in-flight lock.
         if let Some(b) = self.get_local(cid)? {
-            return Ok(b);
+            return Ok((b, false));
         }
         let mut last_error: Option<BlockError> = None;
         let mut all_not_found = true;
@@ -245,7 +252,9 @@ impl BlockService {
             let Some((i, result)) = outcome else { break };
             let fetcher = &self.fetchers[i];
             match result {
-                Ok(block) if block.is_for(cid) => return self.store_fetched(block),
+                Ok(block) if block.is_for(cid) => {
+                    return self.store_fetched(block).map(|b| (b, true))
+                }
                 Ok(block) => {
                     // Verified, but not the block asked for: a fetcher bug, never stored.
                     let cause = format!("{} returned block {}", fetcher.name(), block.cid());

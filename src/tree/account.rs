@@ -86,16 +86,16 @@ impl ipfs_mount_ipld::reader::BlockGetter for Charged<'_> {
     }
 }
 
-/// A block, fetched if it is not local; a fetched block's bytes are charged to `account`.
+/// A block, fetched if it is not local; the bytes of a block this call fetched are charged to
+/// `account` (a block another reader's fetch brought is not charged twice).
 pub async fn charged_get(
     blocks: &BlockService,
     account: &Account,
     cid: Cid,
 ) -> Result<Bytes, BlockError> {
-    if let Some(b) = blocks.get_local(&cid)? {
-        return Ok(b);
+    let (b, fetched) = blocks.get_reporting(&cid).await?;
+    if fetched {
+        account.charge_fetched(b.len() as u64);
     }
-    let b = blocks.get(&cid).await?;
-    account.charge_fetched(b.len() as u64);
     Ok(b)
 }

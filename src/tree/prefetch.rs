@@ -55,10 +55,7 @@ impl Tree {
         let account = &account;
         let fetch = |cid: Cid, node: bool| -> Fetch<'_> {
             Box::pin(async move {
-                let result = blocks.get(&cid).await;
-                if let Ok(b) = &result {
-                    account.charge_fetched(b.len() as u64);
-                }
+                let result = super::account::charged_get(blocks, account, cid).await;
                 (cid, node, result)
             })
         };
