@@ -133,9 +133,10 @@ fn cold_range_read_fetches_its_blocks_not_the_file() {
         "fetched {fetched} B for a 1 MiB read of a 64 MiB file"
     );
     assert!(fetched >= len as u64, "fetched {fetched} B < the range read");
-    // The gateway sent those blocks and the root node (its 256 links), no more.
+    // The gateway sent those blocks, the root node (its 256 links), and at most one leaf a
+    // read-ahead asked for and dropped unread when the file closed (not charged: never stored).
     assert!(
-        served >= fetched && served <= fetched + 64 * 1024,
+        served >= fetched && served <= fetched + LEAF as u64 + 64 * 1024,
         "gateway sent {served} B, the file's account says {fetched} B"
     );
 }
