@@ -124,8 +124,12 @@ impl Tree {
 /// reaches further than one window beyond the last read.
 ///
 /// A run that starts at offset 0 is taken for a whole-file reader (`cat`, `cp`): its window is
-/// twice what it has read so far, up to the cap, and large windows are fetched as one CAR
-/// stream each. A run that starts after a seek (a Parquet reader's column chunk) gets at most
+/// twice what it has read so far, up to the cap; once it has read [`STREAM_AFTER`] in order
+/// (well past the kernel's own read-ahead of the first read), the rest of the file comes in
+/// one CAR stream, which is what makes a cold `cat` run at the speed of a download. That
+/// stream is the one read-ahead not bounded by the window (gateways that ignore
+/// `entity-bytes` would resend the file for each window); it stops like the others when the
+/// reader seeks away or closes the file. A run that starts after a seek (a Parquet reader's column chunk) gets at most
 /// an eighth of what it has read in order, and nothing before it has read
 /// `SEEK_SHARE * INITIAL_WINDOW`, so a reader that stops at the end of a chunk wastes at most
 /// an eighth of what it read.
@@ -141,6 +145,10 @@ pub struct ReadAhead {
     requested_to: u64,
     window: u64,
     started: bool,
+    /// The rest of the file is being streamed (this run asks for nothing more).
+    streaming: bool,
+    /// A stream failed on this handle: block-wise read-ahead only from then on.
+    no_stream: bool,
 }
 
 /// What to do after a read.
@@ -150,6 +158,8 @@ pub struct Plan {
     pub cancel: bool,
     /// Bring in `[from, to)` ahead of the reader.
     pub fetch: Option<(u64, u64)>,
+    /// Fetch it as one CAR stream (the rest of the file) rather than block by block.
+    pub stream: bool,
 }
 
 /// The first window: the kernel's default read-ahead.
@@ -158,9 +168,9 @@ pub const INITIAL_WINDOW: u64 = 128 << 10;
 pub const SEEK_RUN_MAX_WINDOW: u64 = 8 << 20;
 /// A run that began after a seek reads ahead at most 1/SEEK_SHARE of what it has read.
 pub const SEEK_SHARE: u64 = 8;
-/// Read-ahead ranges at least this long are fetched as one CAR stream (`entity-bytes`) rather
-/// than block by block.
-pub const STREAM_MIN: u64 = 2 << 20;
+/// A run from offset 0 that has read this much in order gets the rest of the file in one CAR
+/// stream (`entity-bytes=from:*`).
+pub const STREAM_AFTER: u64 = 4 << 20;
 /// How far behind or ahead of the last read a read still continues the run: the kernel sends
 /// its own read-ahead as several concurrent requests, which arrive out of order.
 const BACKWARD_SLACK: u64 = 1 << 20;
@@ -176,6 +186,8 @@ impl ReadAhead {
             requested_to: 0,
             window: 0,
             started: false,
+            streaming: false,
+            no_stream: false,
         }
     }
 
@@ -200,6 +212,7 @@ impl ReadAhead {
             self.run_bytes = 0;
             self.window = 0;
             self.started = true;
+            self.streaming = false;
         }
         // Only bytes that move the run forward count (a reordered or repeated read does not).
         self.run_bytes += end.saturating_sub(offset.max(self.next_expected));
@@ -216,7 +229,19 @@ impl ReadAhead {
             }
         };
         self.window = self.window.max(earned);
-        if self.window == 0 {
+        if self.window == 0 || self.streaming {
+            return plan;
+        }
+        // Only a dense reader (not one that skips most of what it passes) gets the stream.
+        let dense = run * 2 >= self.next_expected - self.run_start;
+        if self.run_start == 0 && run >= STREAM_AFTER && dense && !self.no_stream {
+            let start = self.requested_to.max(self.next_expected);
+            self.streaming = true;
+            self.requested_to = file_size;
+            if start < file_size {
+                plan.fetch = Some((start, file_size));
+                plan.stream = true;
+            }
             return plan;
         }
         let target = (self.next_expected + self.window).min(file_size);
@@ -227,6 +252,16 @@ impl ReadAhead {
             plan.fetch = Some((start, target));
         }
         plan
+    }
+
+    /// The stream ended early (a gateway without CAR support, or an error): back to block-wise
+    /// read-ahead from the reader's position, for the rest of this handle's life.
+    pub fn stream_failed(&mut self) {
+        self.no_stream = true;
+        if self.streaming {
+            self.streaming = false;
+            self.requested_to = self.next_expected;
+        }
     }
 }
 
@@ -254,7 +289,8 @@ impl Drop for EndGuard {
 /// The read-ahead of one open handle: the policy, and the fetches it started. Dropping it
 /// (the handle's last close) stops them all.
 pub struct HandleReadAhead {
-    policy: Mutex<ReadAhead>,
+    /// Shared with the stream task, which reports a failure.
+    policy: Arc<Mutex<ReadAhead>>,
     running: Mutex<Vec<Running>>,
     /// Woken each time a streamed block becomes readable, and when a read-ahead ends.
     progress: Arc<tokio::sync::Notify>,
@@ -263,7 +299,7 @@ pub struct HandleReadAhead {
 impl HandleReadAhead {
     pub fn new(max_window: u64) -> Self {
         HandleReadAhead {
-            policy: Mutex::new(ReadAhead::new(max_window)),
+            policy: Arc::new(Mutex::new(ReadAhead::new(max_window))),
             running: Mutex::new(Vec::new()),
             progress: Arc::new(tokio::sync::Notify::new()),
         }
@@ -297,21 +333,25 @@ impl HandleReadAhead {
         }
         let done = Arc::new(AtomicBool::new(false));
         let guard = EndGuard(done.clone(), self.progress.clone());
-        let stream = to - from >= STREAM_MIN;
+        let stream = plan.stream;
         let task = if stream {
             let blocks = tree.blocks.clone();
             let progress = self.progress.clone();
             let counter = account.fetched_counter();
+            let policy = Arc::downgrade(&self.policy);
             tokio::spawn(async move {
                 let _guard = guard;
                 let scope = DagScope::Entity {
-                    bytes: Some((from, Some(to - 1))),
+                    bytes: Some((from, None)),
                 };
                 if let Err(e) = blocks
                     .fetch_dag_charged(&root, scope, Some(progress), Some(counter))
                     .await
                 {
-                    tracing::debug!(%root, from, to, "read-ahead stream stopped: {e}");
+                    tracing::debug!(%root, from, "streaming the rest of the file stopped: {e}");
+                    if let Some(p) = policy.upgrade() {
+                        p.lock().stream_failed();
+                    }
                 }
             })
         } else {
@@ -417,7 +457,9 @@ mod tests {
             }
             if let Some((from, to)) = plan.fetch {
                 assert!(from < to && to <= self.size, "{from}..{to} of {}", self.size);
-                self.max_beyond = self.max_beyond.max(to - end);
+                if !plan.stream {
+                    self.max_beyond = self.max_beyond.max(to - end);
+                }
                 for b in from / LEAF..to.div_ceil(LEAF) {
                     if !self.have.contains(&b) {
                         self.queued.push_back(b);
@@ -453,13 +495,27 @@ mod tests {
         let size = 200 << 20;
         let mut sim = Sim::new(size);
         sim.read_span(0, size, 128 << 10);
-        assert_eq!(sim.policy.window(), MAX, "the window grew to the cap");
         assert_eq!(sim.fetched, size, "every byte fetched once");
-        assert!(sim.max_beyond <= MAX, "never more than a window ahead");
+        assert!(sim.max_beyond <= 2 * STREAM_AFTER, "block-wise: a window ahead at most");
+        assert!(sim.policy.streaming, "a whole-file reader gets the rest in one stream");
         // It started small: the first read of 128 KiB asks for twice that, right behind it.
         let mut fresh = ReadAhead::new(MAX);
         let plan = fresh.on_read(0, 128 << 10, size);
         assert_eq!(plan.fetch, Some((128 << 10, 384 << 10)));
+        assert!(!plan.stream);
+        // A stream that fails falls back to block-wise read-ahead from the reader's position.
+        let mut p = ReadAhead::new(MAX);
+        let mut off = 0;
+        let mut streamed = false;
+        while off < STREAM_AFTER + (1 << 20) {
+            streamed |= p.on_read(off, off + (128 << 10), size).stream;
+            off += 128 << 10;
+        }
+        assert!(streamed);
+        p.stream_failed();
+        let plan = p.on_read(off, off + (128 << 10), size);
+        let (from, to) = plan.fetch.expect("block-wise read-ahead again");
+        assert!(!plan.stream && from == off + (128 << 10) && to - from <= MAX);
     }
 
     #[test]
@@ -562,8 +618,10 @@ mod tests {
         let mut sim = Sim::new(size);
         sim.read_span(0, 16 << 20, 128 << 10);
         sim.close();
-        let bound = (16 << 20) + MAX;
+        // What the stream brought before the close (the mock network is 4x the reader here).
+        let bound = (16 << 20) * 5;
         assert!(sim.fetched <= bound, "fetched {} after reading 16 MiB", sim.fetched);
+        assert!(sim.fetched < size / 4);
         // A seek away cancels what the old run had asked for.
         let mut p = ReadAhead::new(MAX);
         let mut off = 0;
