@@ -241,3 +241,34 @@ fn cold_first_byte_needs_the_root_and_the_first_leaf_only() {
         "the first byte took {took:?}, more than two round trips of {rtt:?}"
     );
 }
+
+/// A cold `cat` of a whole file through a gateway that refuses CAR requests: the stream the
+/// read-ahead asks for fails, block-wise read-ahead takes over, and every byte comes back,
+/// each block fetched once.
+#[test]
+fn cold_cat_without_car_support_falls_back_to_blocks() {
+    if !require_fuse("cold_cat_without_car_support_falls_back_to_blocks") {
+        return;
+    }
+    let size = 48 << 20;
+    let data = random_bytes(size, 24);
+    let blocks = common::car::file(&data, LEAF);
+    let root = blocks[0].cid.to_string();
+    let root_len = blocks[0].data.len() as u64;
+    let gw = counting_gateway(blocks, Duration::ZERO);
+    let m = mount_over(&gw);
+    let path = m.ipfs(&root);
+    let p = path.clone();
+    let t = Instant::now();
+    let out = with_timeout(120, "cat", move || {
+        std::process::Command::new("cat").arg(&p).output().unwrap()
+    });
+    let took = t.elapsed();
+    assert!(out.status.success(), "cat failed: {:?}", out.status);
+    assert!(out.stdout == data, "cat read back wrong bytes");
+    let fetched = counter(&path, "user.ipfs.fetched");
+    let served = gw.bytes.load(Ordering::SeqCst);
+    eprintln!("cold cat of {size} B in {took:?}: fetched {fetched} B, gateway {served} B");
+    assert_eq!(fetched, size as u64, "every leaf charged once");
+    assert_eq!(served, size as u64 + root_len, "every block sent once");
+}
