@@ -58,8 +58,8 @@ fn counting_gateway(blocks: Vec<common::car::Block>, delay: Duration) -> Countin
                         .filter(|_| target.contains("format=raw"))
                         .and_then(|c| map.get(&c.hash().to_bytes()).cloned());
                     let Some(block) = block else {
-                        let _ = conn
-                            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        let _ =
+                            conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
                         continue;
                     };
                     count.fetch_add(1, Ordering::SeqCst);
@@ -132,7 +132,10 @@ fn cold_range_read_fetches_its_blocks_not_the_file() {
         fetched <= 4 << 20,
         "fetched {fetched} B for a 1 MiB read of a 64 MiB file"
     );
-    assert!(fetched >= len as u64, "fetched {fetched} B < the range read");
+    assert!(
+        fetched >= len as u64,
+        "fetched {fetched} B < the range read"
+    );
     // The gateway sent those blocks, the root node (its 256 links), and at most one leaf a
     // read-ahead asked for and dropped unread when the file closed (not charged: never stored).
     assert!(
@@ -285,7 +288,10 @@ fn duckdb_one_column_query_fetches_under_a_tenth() {
     }
     let py = run(std::process::Command::new("python3").args(["-c", "import duckdb"]));
     if !py.status.success() {
-        skip_or_fail(test, "python3 -c 'import duckdb' failed (pip install duckdb)");
+        skip_or_fail(
+            test,
+            "python3 -c 'import duckdb' failed (pip install duckdb)",
+        );
         return;
     }
     let tmp = tempdir("duckdb-cold");
@@ -318,7 +324,10 @@ fn duckdb_one_column_query_fetches_under_a_tenth() {
              print(con.execute(\"SELECT round(avg(c3), 9), count(c3) FROM read_parquet('{0}')\").fetchall())\n",
             file.display()
         );
-        String::from_utf8(run_ok(std::process::Command::new("python3").args(["-c", &q]))).unwrap()
+        String::from_utf8(run_ok(
+            std::process::Command::new("python3").args(["-c", &q]),
+        ))
+        .unwrap()
     };
     let want = query(&local);
     let p = path.clone();

@@ -56,10 +56,9 @@ impl Default for Accounts {
 impl Accounts {
     /// The account of `cid`, created on first use.
     pub fn of(&self, cid: &Cid) -> Arc<Account> {
-        match self.0.get_or_insert_with(cid, || Ok::<_, ()>(Arc::default())) {
-            Ok(a) => a,
-            Err(()) => Arc::default(),
-        }
+        self.0
+            .get_or_insert_with(cid, || Ok::<_, ()>(Arc::default()))
+            .unwrap_or_default()
     }
 
     /// The account of `cid` if it has one (no read yet: none).

@@ -22,11 +22,11 @@
 // stack costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
+mod account;
 mod dataset;
 mod dir;
 pub mod error;
 mod file;
-mod account;
 mod prefetch;
 mod replica;
 
@@ -1129,9 +1129,14 @@ impl Tree {
                     debug_assert_eq!(handle.ino, ino);
                     let account = self.accounts.of(&content.cid);
                     account.charge_read(end - offset);
-                    handle
-                        .read_ahead
-                        .after_read(self, content.cid, file_size, offset, end, &account);
+                    handle.read_ahead.after_read(
+                        self,
+                        content.cid,
+                        file_size,
+                        offset,
+                        end,
+                        &account,
+                    );
                 }
                 self.read_range_local(&content.cid, file_size, offset, end)
             }
@@ -1181,7 +1186,6 @@ impl Tree {
         let account = self.accounts.of(&content.cid);
         self.read_range(&content.cid, *file_size, offset, end, &account)
             .await
-
     }
 
     /// A whole read: the cached path, then fetching if needed.

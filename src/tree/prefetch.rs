@@ -377,7 +377,9 @@ impl HandleReadAhead {
         self.running
             .lock()
             .iter()
-            .find(|r| r.stream && r.from <= offset && offset < r.to && !r.done.load(Ordering::Acquire))
+            .find(|r| {
+                r.stream && r.from <= offset && offset < r.to && !r.done.load(Ordering::Acquire)
+            })
             .map(|r| r.done.clone())
     }
 
@@ -456,7 +458,11 @@ mod tests {
                 self.queued.clear();
             }
             if let Some((from, to)) = plan.fetch {
-                assert!(from < to && to <= self.size, "{from}..{to} of {}", self.size);
+                assert!(
+                    from < to && to <= self.size,
+                    "{from}..{to} of {}",
+                    self.size
+                );
                 if !plan.stream {
                     self.max_beyond = self.max_beyond.max(to - end);
                 }
@@ -496,8 +502,14 @@ mod tests {
         let mut sim = Sim::new(size);
         sim.read_span(0, size, 128 << 10);
         assert_eq!(sim.fetched, size, "every byte fetched once");
-        assert!(sim.max_beyond <= 2 * STREAM_AFTER, "block-wise: a window ahead at most");
-        assert!(sim.policy.streaming, "a whole-file reader gets the rest in one stream");
+        assert!(
+            sim.max_beyond <= 2 * STREAM_AFTER,
+            "block-wise: a window ahead at most"
+        );
+        assert!(
+            sim.policy.streaming,
+            "a whole-file reader gets the rest in one stream"
+        );
         // It started small: the first read of 128 KiB asks for twice that, right behind it.
         let mut fresh = ReadAhead::new(MAX);
         let plan = fresh.on_read(0, 128 << 10, size);
@@ -528,7 +540,11 @@ mod tests {
             off += 1 << 20;
         }
         sim.close();
-        assert_eq!(sim.fetched, sim.covering_bytes(), "no read-ahead for 4 KiB every 1 MiB");
+        assert_eq!(
+            sim.fetched,
+            sim.covering_bytes(),
+            "no read-ahead for 4 KiB every 1 MiB"
+        );
         // A finer stride (every leaf touched) may read ahead, never far past the reads.
         let mut sim = Sim::new(size);
         let mut off = 0;
@@ -620,7 +636,11 @@ mod tests {
         sim.close();
         // What the stream brought before the close (the mock network is 4x the reader here).
         let bound = (16 << 20) * 5;
-        assert!(sim.fetched <= bound, "fetched {} after reading 16 MiB", sim.fetched);
+        assert!(
+            sim.fetched <= bound,
+            "fetched {} after reading 16 MiB",
+            sim.fetched
+        );
         assert!(sim.fetched < size / 4);
         // A seek away cancels what the old run had asked for.
         let mut p = ReadAhead::new(MAX);
