@@ -80,6 +80,8 @@ pub struct BlockStats {
     pub memory_hits: std::sync::atomic::AtomicU64,
     /// Body bytes the `--serve` gateway sent from this block service (counted by src/serve).
     pub served_http_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes read from files under /ipfs and /ipns (counted by src/tree, with each file's).
+    pub file_read_bytes: std::sync::atomic::AtomicU64,
 }
 
 pub struct BlockService {

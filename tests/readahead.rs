@@ -136,6 +136,20 @@ fn cold_range_read_fetches_its_blocks_not_the_file() {
         fetched >= len as u64,
         "fetched {fetched} B < the range read"
     );
+    // The mount's stats hold the totals: bytes read from files, bytes fetched per source.
+    let out = run(std::process::Command::new(BIN)
+        .args(["stats", "--json", "--store"])
+        .arg(&m.store));
+    assert!(out.status.success(), "stats: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["file_read_bytes"].as_u64(), Some(read), "stats: {v}");
+    let from_gateway: u64 = v["fetched_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(from_gateway >= fetched, "stats: {v}");
     // The gateway sent those blocks, the root node (its 256 links), and at most one leaf a
     // read-ahead asked for and dropped unread when the file closed (not charged: never stored).
     assert!(

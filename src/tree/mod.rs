@@ -1129,6 +1129,8 @@ impl Tree {
                     debug_assert_eq!(handle.ino, ino);
                     let account = self.accounts.of(&content.cid);
                     account.charge_read(end - offset);
+                    let stats = &self.blocks.stats.file_read_bytes;
+                    stats.fetch_add(end - offset, Ordering::Relaxed);
                     handle.read_ahead.after_read(
                         self,
                         content.cid,
