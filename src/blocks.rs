@@ -80,6 +80,8 @@ pub struct BlockStats {
     pub memory_hits: std::sync::atomic::AtomicU64,
     /// Body bytes the `--serve` gateway sent from this block service (counted by src/serve).
     pub served_http_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes read from files under /ipfs and /ipns (counted by src/tree, with each file's).
+    pub file_read_bytes: std::sync::atomic::AtomicU64,
 }
 
 pub struct BlockService {
@@ -167,8 +169,14 @@ impl BlockService {
 
     /// Verified bytes of a block, fetching it if needed.
     pub async fn get(&self, cid: &Cid) -> Result<Bytes, BlockError> {
+        self.get_reporting(cid).await.map(|(b, _)| b)
+    }
+
+    /// [`BlockService::get`], also saying whether this call fetched the block (false when it
+    /// was local or another caller's fetch brought it): what fetch accounting charges.
+    pub async fn get_reporting(&self, cid: &Cid) -> Result<(Bytes, bool), BlockError> {
         if let Some(b) = self.get_local(cid)? {
-            return Ok(b);
+            return Ok((b, false));
         }
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *cid });
@@ -191,7 +199,7 @@ impl BlockService {
             if let Some(mut rx) = waiter {
                 let result = rx.wait_for(|v| v.is_some()).await.map(|v| v.clone());
                 match result {
-                    Ok(Some(r)) => return r,
+                    Ok(Some(r)) => return r.map(|b| (b, false)),
                     // The fetching task went away without an answer: try again ourselves.
                     _ => continue,
                 }
@@ -203,7 +211,7 @@ impl BlockService {
                 key: &key,
             };
             let result = self.fetch_and_store(cid).await;
-            let _ = tx.send(Some(result.clone()));
+            let _ = tx.send(Some(result.clone().map(|(b, _)| b)));
             return result;
         }
     }
@@ -213,10 +221,11 @@ impl BlockService {
         self.get(&cid).await
     }
 
-    async fn fetch_and_store(&self, cid: &Cid) -> Result<Bytes, BlockError> {
+    /// The block and whether it was fetched (not found local after all).
+    async fn fetch_and_store(&self, cid: &Cid) -> Result<(Bytes, bool), BlockError> {
         // Another task may have stored it while we waited for the in-flight lock.
         if let Some(b) = self.get_local(cid)? {
-            return Ok(b);
+            return Ok((b, false));
         }
         let mut last_error: Option<BlockError> = None;
         let mut all_not_found = true;
@@ -245,7 +254,9 @@ impl BlockService {
             let Some((i, result)) = outcome else { break };
             let fetcher = &self.fetchers[i];
             match result {
-                Ok(block) if block.is_for(cid) => return self.store_fetched(block),
+                Ok(block) if block.is_for(cid) => {
+                    return self.store_fetched(block).map(|b| (b, true))
+                }
                 Ok(block) => {
                     // Verified, but not the block asked for: a fetcher bug, never stored.
                     let cause = format!("{} returned block {}", fetcher.name(), block.cid());
@@ -511,7 +522,20 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
     ) -> Result<u64, BlockError> {
-        self.fetch_dag_into(root, scope, progress, None).await
+        self.fetch_dag_into(root, scope, progress, None, None).await
+    }
+
+    /// [`BlockService::fetch_dag_notify`], also adding the bytes of each block it stores to
+    /// `charged` (the fetch accounting of the file read).
+    pub async fn fetch_dag_charged(
+        self: &Arc<Self>,
+        root: &Cid,
+        scope: DagScope,
+        progress: Option<Arc<tokio::sync::Notify>>,
+        charged: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Result<u64, BlockError> {
+        self.fetch_dag_into(root, scope, progress, None, charged)
+            .await
     }
 
     /// [`BlockService::fetch_dag`] of the whole DAG with every block stored under the temporary
@@ -521,7 +545,7 @@ impl BlockService {
         root: &Cid,
         temp: TempPinId,
     ) -> Result<u64, BlockError> {
-        self.fetch_dag_into(root, DagScope::All, None, Some(temp))
+        self.fetch_dag_into(root, DagScope::All, None, Some(temp), None)
             .await
     }
 
@@ -531,6 +555,7 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
         hold: Option<TempPinId>,
+        charged: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Result<u64, BlockError> {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *root });
@@ -543,8 +568,9 @@ impl BlockService {
                 let service = self.clone();
                 let root = *root;
                 let progress = progress.clone();
+                let charged = charged.clone();
                 tokio::task::spawn_blocking(move || {
-                    service.ingest(&root, rx, progress.as_deref(), hold)
+                    service.ingest(&root, rx, progress.as_deref(), hold, charged.as_deref())
                 })
             };
             let result = {
@@ -591,6 +617,7 @@ impl BlockService {
         rx: std::sync::mpsc::Receiver<VerifiedBlock>,
         progress: Option<&tokio::sync::Notify>,
         hold: Option<TempPinId>,
+        charged: Option<&std::sync::atomic::AtomicU64>,
     ) -> Result<u64, BlockError> {
         let store = |batch: &[(Cid, Bytes)]| match hold {
             Some(temp) => put_temp_evicting(&*self.store, temp, batch),
@@ -606,6 +633,9 @@ impl BlockService {
             self.stats
                 .fetched_bytes
                 .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(c) = charged {
+                c.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             // Readable at once from memory; stored in small batches.
             self.memory.insert(cids::multihash_key(&cid), data.clone());
             if let Some(p) = progress {

@@ -58,6 +58,8 @@ pub struct Snapshot {
     /// Block bytes sent to peers over bitswap, and body bytes sent by the `--serve` gateway.
     pub served_peers_bytes: u64,
     pub served_http_bytes: u64,
+    /// Bytes read from files under /ipfs and /ipns (what `fetched_bytes` was for, mostly).
+    pub file_read_bytes: u64,
     pub peers_connected: u64,
     pub datasets: Vec<DatasetStat>,
 }
@@ -105,6 +107,7 @@ impl Snapshot {
             fetched_bytes: blocks.fetched_by_source(),
             served_peers_bytes,
             served_http_bytes: c.served_http_bytes.load(Ordering::Relaxed),
+            file_read_bytes: c.file_read_bytes.load(Ordering::Relaxed),
             peers_connected,
             datasets,
         })
@@ -138,6 +141,7 @@ impl Snapshot {
                 .map(|(s, b)| json!({"source": s, "bytes": b}))
                 .collect::<Vec<_>>(),
             "served_bytes": {"peers": self.served_peers_bytes, "http": self.served_http_bytes},
+            "file_read_bytes": self.file_read_bytes,
             "peers_connected": self.peers_connected,
             "datasets": self.datasets.iter()
                 .map(|d| json!({"name": d.name, "version": d.version, "pending": d.pending}))
@@ -170,6 +174,7 @@ impl Snapshot {
                 .collect(),
             served_peers_bytes: u(&v["served_bytes"]["peers"]),
             served_http_bytes: u(&v["served_bytes"]["http"]),
+            file_read_bytes: u(&v["file_read_bytes"]),
             peers_connected: u(&v["peers_connected"]),
             datasets: v["datasets"]
                 .as_array()
@@ -211,6 +216,7 @@ impl Snapshot {
         for (source, bytes) in &self.fetched_bytes {
             line(&format!("fetched from {source}"), size(*bytes));
         }
+        line("read from files", size(self.file_read_bytes));
         line("served to peers", size(self.served_peers_bytes));
         line("served over --serve", size(self.served_http_bytes));
         line("peers connected", self.peers_connected.to_string());
@@ -316,6 +322,14 @@ impl Snapshot {
             "Bytes sent: blocks to peers over bitswap, bodies over --serve",
             Unit::Bytes,
             served,
+        );
+        let file_read: Counter = Counter::default();
+        file_read.inc_by(self.file_read_bytes);
+        r.register_with_unit(
+            "file_read",
+            "Bytes read from files under /ipfs and /ipns",
+            Unit::Bytes,
+            file_read,
         );
         let version = Family::<Labels, Gauge>::default();
         let pending = Family::<Labels, Gauge>::default();

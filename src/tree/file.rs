@@ -19,6 +19,7 @@ use futures::stream::{self, StreamExt};
 use ipfs_mount_ipld::reader::file::{FileRange, Piece};
 use ipfs_mount_ipld::reader::{self, Limits};
 
+use super::account::{charged_get, Account, Charged};
 use super::error::{Error, Result};
 use super::{Nodes, Tree};
 
@@ -77,19 +78,24 @@ impl Tree {
 
     /// Bytes `[from, to)` of a file; `to` is already clamped to the file size. The planner
     /// fetches the nodes on the way (up to [`READ_PARALLELISM`] at once), then the leaves are
-    /// fetched in parallel.
+    /// fetched in parallel. What is fetched is charged to `account`.
     pub(super) async fn read_range(
         &self,
         root: &Cid,
         file_size: u64,
         from: u64,
         to: u64,
+        account: &Account,
     ) -> Result<Bytes> {
+        let blocks = Charged {
+            blocks: self.blocks.as_ref(),
+            account,
+        };
         let pieces = {
             let cache = Nodes(&self.file_nodes);
             let limits = Limits::default().with_window(READ_PARALLELISM, 32 << 20);
             let planner = FileRange::new(*root, file_size, from, to, limits).with_cache(&cache);
-            reader::drive::collect(planner, self.blocks.as_ref()).await?
+            reader::drive::collect(planner, &blocks).await?
         };
         // Each distinct leaf is fetched once (in parallel), however many pieces name it.
         let mut distinct = HashSet::new();
@@ -101,7 +107,7 @@ impl Tree {
             })
             .collect();
         let fetched: Vec<Result<(Cid, Bytes)>> = stream::iter(wanted)
-            .map(|cid| async move { Ok((cid, self.blocks.get(&cid).await?)) })
+            .map(|cid| async move { Ok((cid, charged_get(&self.blocks, account, cid).await?)) })
             .buffer_unordered(READ_PARALLELISM)
             .collect()
             .await;

@@ -22,6 +22,7 @@
 // stack costs nothing worth boxing for.
 #![allow(clippy::result_large_err)]
 
+mod account;
 mod dataset;
 mod dir;
 pub mod error;
@@ -40,15 +41,14 @@ use bytes::Bytes;
 use cid::Cid;
 use ipfs_mount_ipld::unixfs::{self, Node};
 use ipfs_mount_ipld::{cids, codec};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::blocks::{BlockError, BlockService};
 use crate::datasets::{Dataset, Datasets, DsError, NodeId, ROOT_NODE};
 use dataset::dataset_kind;
 pub use dir::Listing;
 pub use error::{Error, Result};
-use ipfs_mount_fetch::DagScope;
-use prefetch::{Prefetch, Prefetcher};
+use prefetch::HandleReadAhead;
 
 pub type InodeNo = u64;
 pub const ROOT_INO: InodeNo = 1;
@@ -65,6 +65,10 @@ pub const XATTR_CID: &str = "user.ipfs.cid";
 pub const XATTR_COMMIT: &str = "user.ipfs.commit";
 /// The IPNS name a dataset is published under.
 pub const XATTR_NAME: &str = "user.ipfs.name";
+/// Bytes read from a file under /ipfs or /ipns since the mount started (decimal).
+pub const XATTR_READ: &str = "user.ipfs.read";
+/// Bytes fetched from outside on behalf of that file's readers (decimal).
+pub const XATTR_FETCHED: &str = "user.ipfs.fetched";
 
 /// TTL for immutable content: entries and attributes under /ipfs never change.
 const IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -170,22 +174,8 @@ struct Handle {
     /// only then (a shell's `> file` closes a dup before anything is written; the last close
     /// always seals).
     wrote: std::sync::atomic::AtomicBool,
-    prefetch: Mutex<Prefetcher>,
-    /// The CAR stream bringing the rest of the file, if one runs; stopped when the file closes.
-    stream: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Where that stream started, and whether it is still running; readers past the start wait
-    /// for it rather than fetching the same blocks again.
-    stream_from: AtomicU64,
-    stream_running: std::sync::atomic::AtomicBool,
-    stream_progress: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if let Some(stream) = self.stream.lock().take() {
-            stream.abort();
-        }
-    }
+    /// Stopped when the handle goes (its last close).
+    read_ahead: HandleReadAhead,
 }
 
 /// What the tree needs from the names layer (`crate::names`), kept as a trait so that the
@@ -277,6 +267,8 @@ pub struct Tree {
     next_handle: AtomicU64,
     /// Decoded interior file nodes, so that reads do not decode the same nodes again.
     file_nodes: quick_cache::sync::Cache<Cid, Arc<unixfs::FileNode>, FileNodeWeighter>,
+    /// Bytes read and fetched per file.
+    accounts: account::Accounts,
     mount_time: SystemTime,
     datasets: Option<Arc<Datasets>>,
     /// Inode numbers of dataset nodes, which keep theirs across renames.
@@ -309,6 +301,7 @@ impl Tree {
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             file_nodes,
+            accounts: account::Accounts::default(),
             mount_time,
         };
         let fixed = [
@@ -1079,11 +1072,7 @@ impl Tree {
                 writer,
                 reader,
                 wrote: std::sync::atomic::AtomicBool::new(false),
-                prefetch: Mutex::new(Prefetcher::new(self.config.max_prefetch)),
-                stream: Mutex::new(None),
-                stream_from: AtomicU64::new(u64::MAX),
-                stream_running: std::sync::atomic::AtomicBool::new(false),
-                stream_progress: Arc::new(tokio::sync::Notify::new()),
+                read_ahead: HandleReadAhead::new(self.config.max_prefetch),
             }),
         );
         fh
@@ -1138,43 +1127,18 @@ impl Tree {
                 let handle = self.handles.read().get(&fh).cloned();
                 if let Some(handle) = &handle {
                     debug_assert_eq!(handle.ino, ino);
-                    let online = !self.blocks.is_offline();
-                    let plan = handle
-                        .prefetch
-                        .lock()
-                        .after_read(offset, end, file_size, online);
-                    let cid = content.cid;
-                    match plan {
-                        Prefetch::Nothing => {}
-                        Prefetch::Blocks(from, to) => {
-                            let tree = self.clone();
-                            tokio::spawn(
-                                async move { tree.prefetch(&cid, file_size, from, to).await },
-                            );
-                        }
-                        Prefetch::Stream(from) => {
-                            let blocks = self.blocks.clone();
-                            let weak = Arc::downgrade(handle);
-                            handle.stream_from.store(from, Ordering::Relaxed);
-                            handle.stream_running.store(true, Ordering::Release);
-                            let task = tokio::spawn(async move {
-                                let scope = DagScope::Entity {
-                                    bytes: Some((from, None)),
-                                };
-                                let notify = weak.upgrade().map(|h| h.stream_progress.clone());
-                                let result = blocks.fetch_dag_notify(&cid, scope, notify).await;
-                                if let Some(h) = weak.upgrade() {
-                                    h.stream_running.store(false, Ordering::Release);
-                                    h.stream_progress.notify_waiters();
-                                    if let Err(e) = result {
-                                        tracing::debug!(%cid, "streaming the rest of the file stopped: {e}");
-                                        h.prefetch.lock().stream_failed();
-                                    }
-                                }
-                            });
-                            *handle.stream.lock() = Some(task.abort_handle());
-                        }
-                    }
+                    let account = self.accounts.of(&content.cid);
+                    account.charge_read(end - offset);
+                    let stats = &self.blocks.stats.file_read_bytes;
+                    stats.fetch_add(end - offset, Ordering::Relaxed);
+                    handle.read_ahead.after_read(
+                        self,
+                        content.cid,
+                        file_size,
+                        offset,
+                        end,
+                        &account,
+                    );
                 }
                 self.read_range_local(&content.cid, file_size, offset, end)
             }
@@ -1204,16 +1168,16 @@ impl Tree {
             return Ok(Bytes::new());
         }
         let handle = self.handles.read().get(&fh).cloned();
-        if let Some(h) = handle.filter(|h| h.stream_from.load(Ordering::Relaxed) <= offset) {
-            loop {
-                let progress = h.stream_progress.notified();
+        if let Some(h) = handle {
+            while let Some(done) = h.read_ahead.stream_over(offset) {
+                let progress = h.read_ahead.progress().notified();
                 tokio::pin!(progress);
                 progress.as_mut().enable();
                 if let Some(r) = self.read_range_local(&content.cid, *file_size, offset, end) {
                     return r;
                 }
-                if !h.stream_running.load(Ordering::Acquire) {
-                    break;
+                if done.load(Ordering::Acquire) {
+                    continue;
                 }
                 if tokio::time::timeout(STREAM_STALL, progress).await.is_err() {
                     tracing::debug!(cid = %content.cid, offset, "stream stalled; fetching the range directly");
@@ -1221,7 +1185,9 @@ impl Tree {
                 }
             }
         }
-        self.read_range(&content.cid, *file_size, offset, end).await
+        let account = self.accounts.of(&content.cid);
+        self.read_range(&content.cid, *file_size, offset, end, &account)
+            .await
     }
 
     /// A whole read: the cached path, then fetching if needed.
@@ -1258,6 +1224,18 @@ impl Tree {
             (NodeKind::Content(c), n) if n == XATTR_CID.as_bytes() => {
                 Ok(c.cid.to_string().into_bytes())
             }
+            (NodeKind::Content(c), n)
+                if matches!(c.body, Body::File { .. })
+                    && (n == XATTR_READ.as_bytes() || n == XATTR_FETCHED.as_bytes()) =>
+            {
+                let account = self.accounts.get(&c.cid);
+                let count = match account {
+                    Some(a) if n == XATTR_READ.as_bytes() => a.read(),
+                    Some(a) => a.fetched(),
+                    None => 0,
+                };
+                Ok(count.to_string().into_bytes())
+            }
             // A directory's CID is that of what its reader sees: pending changes commit first.
             (NodeKind::Dataset(ds, node), n) if n == XATTR_CID.as_bytes() => ds
                 .cid_of(*node)?
@@ -1282,6 +1260,9 @@ impl Tree {
     pub fn listxattr(&self, ino: InodeNo) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
         Ok(match inode.node {
+            NodeKind::Content(ref c) if matches!(c.body, Body::File { .. }) => {
+                format!("{XATTR_CID}\0{XATTR_READ}\0{XATTR_FETCHED}\0").into_bytes()
+            }
             NodeKind::Content(_) => format!("{XATTR_CID}\0").into_bytes(),
             NodeKind::Dataset(_, ROOT_NODE) if self.names.get().is_some() => {
                 format!("{XATTR_CID}\0{XATTR_COMMIT}\0{XATTR_NAME}\0").into_bytes()
