@@ -8,25 +8,62 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
-use crate::tree::{Attr, Entry, Error, Kind, Tree};
+use crate::tree::{Attr, DirEntryOut, Entry, Error, Kind, Tree};
 
 /// Entries asked of the tree per readdir call; the kernel's buffer usually holds fewer.
 const READDIR_BATCH: usize = 256;
 
 /// On the mount's root: the process id of the daemon serving it (for `ipfs-mount unmount`).
 pub const XATTR_DAEMON_PID: &str = "user.ipfs-mount.pid";
+
+/// On the mount's root: how many requests of each kind the daemon has answered, as
+/// `op=count` words (`lookup=12 readdirplus=3 …`), so tests and users can see what a
+/// command cost in kernel round trips.
+pub const XATTR_OPS: &str = "user.ipfs-mount.ops";
+
+/// Requests counted for [`XATTR_OPS`]: the ones a directory listing costs.
+#[derive(Default)]
+struct OpCounts {
+    lookup: AtomicU64,
+    getattr: AtomicU64,
+    readdir: AtomicU64,
+    readdirplus: AtomicU64,
+    getxattr: AtomicU64,
+    listxattr: AtomicU64,
+    forget: AtomicU64,
+}
+
+impl OpCounts {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn text(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "lookup={} getattr={} readdir={} readdirplus={} getxattr={} listxattr={} forget={}",
+            get(&self.lookup),
+            get(&self.getattr),
+            get(&self.readdir),
+            get(&self.readdirplus),
+            get(&self.getxattr),
+            get(&self.listxattr),
+            get(&self.forget),
+        )
+    }
+}
 
 /// Dataset requests that may hash or commit (close, fsync, truncate, the CID of a directory)
 /// run at most this many at a time, off the FUSE threads: those keep answering `stat`,
@@ -39,6 +76,7 @@ pub struct IpfsFs {
     heavy: Arc<tokio::sync::Semaphore>,
     /// Set when the session ends (unmount): the kernel takes no more replies.
     gone: Arc<AtomicBool>,
+    ops: OpCounts,
 }
 
 impl IpfsFs {
@@ -48,6 +86,7 @@ impl IpfsFs {
             rt,
             heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_AT_ONCE)),
             gone: Arc::new(AtomicBool::new(false)),
+            ops: OpCounts::default(),
         }
     }
 
@@ -159,6 +198,14 @@ fn before_epoch_fixed(t: SystemTime) -> SystemTime {
     }
 }
 
+fn kind_of(kind: Kind) -> FileType {
+    match kind {
+        Kind::Directory => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
 fn reply_entry(reply: ReplyEntry, entry: &Entry, owner: (u32, u32)) {
     reply.entry(&entry.ttl, &file_attr(&entry.attr, owner), Generation(0));
 }
@@ -176,6 +223,11 @@ impl Filesystem for IpfsFs {
         // `security.capability` per write, answered on the FUSE thread.
         let wanted = InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_PARALLEL_DIROPS
+            // Every listing carries its entries' attributes: `ls -l` of a big directory then
+            // needs no LOOKUP per entry. Not READDIRPLUS_AUTO: that uses plain READDIR after the
+            // first batch unless a LOOKUP came in between, which is the cost we avoid. Listing
+            // entries resolves each one anyway (readdir reports its type).
+            | InitFlags::FUSE_DO_READDIRPLUS
             // The kernel then caches "no ACL" per inode instead of asking on every `ls -l`.
             | InitFlags::FUSE_POSIX_ACL;
         let _ = config.add_capabilities(wanted & config.capabilities());
@@ -188,6 +240,7 @@ impl Filesystem for IpfsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        OpCounts::count(&self.ops.lookup);
         match self.tree.lookup_cached(parent.0, name) {
             Some(Ok(entry)) => return reply_entry(reply, &entry, self.tree.owner()),
             Some(Err(e)) => {
@@ -222,10 +275,12 @@ impl Filesystem for IpfsFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        OpCounts::count(&self.ops.forget);
         self.tree.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        OpCounts::count(&self.ops.getattr);
         match self.tree.getattr(ino.0) {
             Ok(entry) => reply.attr(&entry.ttl, &file_attr(&entry.attr, self.tree.owner())),
             Err(e) => reply.error(errno("getattr", &e)),
@@ -499,8 +554,13 @@ impl Filesystem for IpfsFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.tree.getattr(ino.0) {
             Ok(e) if e.attr.kind == Kind::Directory => {
-                // Immutable listings may stay in the kernel's cache (FOPEN_CACHE_DIR).
-                let flags = if ino.0 > crate::tree::DATASETS_INO {
+                // Immutable listings may stay in the kernel's cache (FOPEN_CACHE_DIR). A dataset
+                // directory's may not: a cached listing is served without attributes, so once
+                // its entries' short TTL has passed `ls -l` would cost a LOOKUP per entry, where
+                // a fresh READDIRPLUS brings them all, current, in a few requests.
+                let immutable =
+                    ino.0 > crate::tree::DATASETS_INO && !crate::tree::is_dataset_ino(ino.0);
+                let flags = if immutable {
                     FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
                 } else {
                     FopenFlags::empty()
@@ -520,6 +580,7 @@ impl Filesystem for IpfsFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        OpCounts::count(&self.ops.readdir);
         let tree = self.tree.clone();
         let reply = self.later(reply);
         self.rt.spawn(async move {
@@ -527,12 +588,7 @@ impl Filesystem for IpfsFs {
             reply.send(|mut reply| match result {
                 Ok(entries) => {
                     for e in entries {
-                        let kind = match e.kind {
-                            Kind::Directory => FileType::Directory,
-                            Kind::File => FileType::RegularFile,
-                            Kind::Symlink => FileType::Symlink,
-                        };
-                        if reply.add(INodeNo(e.ino), e.next_offset, kind, &e.name) {
+                        if reply.add(INodeNo(e.ino), e.next_offset, kind_of(e.kind), &e.name) {
                             break;
                         }
                     }
@@ -540,6 +596,71 @@ impl Filesystem for IpfsFs {
                 }
                 Err(e) => reply.error(errno("readdir", &e)),
             });
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        OpCounts::count(&self.ops.readdirplus);
+        let tree = self.tree.clone();
+        let reply = self.later(reply);
+        self.rt.spawn(async move {
+            let result = tree.readdirplus(ino.0, offset, READDIR_BATCH).await;
+            let owner = tree.owner();
+            // Entries that do not reach the kernel give back the lookup reference they hold.
+            let unsent = |entries: &[(DirEntryOut, Option<Entry>)]| {
+                for (e, entry) in entries {
+                    if let Some(entry) = entry.as_ref().filter(|_| !is_dot(&e.name)) {
+                        tree.forget(entry.attr.ino, 1);
+                    }
+                }
+            };
+            let mut result = Some(result);
+            reply.send(|mut reply| match result.take() {
+                Some(Ok(entries)) => {
+                    let mut sent = 0;
+                    for (e, entry) in &entries {
+                        let full = match entry {
+                            Some(entry) => reply.add(
+                                INodeNo(entry.attr.ino),
+                                e.next_offset,
+                                &e.name,
+                                &entry.ttl,
+                                &file_attr(&entry.attr, owner),
+                                Generation(0),
+                            ),
+                            // No attributes: node id 0 tells the kernel to link nothing; it
+                            // looks the name up when it needs it (and gets the error).
+                            None => reply.add(
+                                INodeNo(0),
+                                e.next_offset,
+                                &e.name,
+                                &Duration::ZERO,
+                                &file_attr(&placeholder_attr(e.kind), (0, 0)),
+                                Generation(0),
+                            ),
+                        };
+                        if full {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    unsent(&entries[sent..]);
+                    reply.ok();
+                }
+                Some(Err(e)) => reply.error(errno("readdirplus", &e)),
+                None => {}
+            });
+            // The mount went away before the reply: nothing reached the kernel.
+            if let Some(Ok(entries)) = result {
+                unsent(&entries);
+            }
         });
     }
 
@@ -585,9 +706,13 @@ impl Filesystem for IpfsFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        OpCounts::count(&self.ops.getxattr);
         // `ipfs-mount unmount` asks which process serves the mount, to wait for its exit.
         if ino.0 == crate::tree::ROOT_INO && name.as_bytes() == XATTR_DAEMON_PID.as_bytes() {
             return reply_xattr(reply, std::process::id().to_string().as_bytes(), size);
+        }
+        if ino.0 == crate::tree::ROOT_INO && name.as_bytes() == XATTR_OPS.as_bytes() {
+            return reply_xattr(reply, self.ops.text().as_bytes(), size);
         }
         // The kernel asks for `security.capability` before a file's first write: such names
         // are answered here; only ours may need a commit first (the CID of a dataset directory).
@@ -608,6 +733,7 @@ impl Filesystem for IpfsFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        OpCounts::count(&self.ops.listxattr);
         match self.tree.listxattr(ino.0) {
             Ok(value) => reply_xattr(reply, &value, size),
             Err(e) => reply.error(errno("listxattr", &e)),
@@ -697,6 +823,24 @@ impl Filesystem for IpfsFs {
         // Tools fall back to read and write.
         let e = Error::NotSupported("copy_file_range");
         reply.error(errno("copy_file_range", &e));
+    }
+}
+
+fn is_dot(name: &OsStr) -> bool {
+    name == "." || name == ".."
+}
+
+/// Attributes sent with node id 0, which the kernel does not look at beyond the type.
+fn placeholder_attr(kind: Kind) -> Attr {
+    Attr {
+        ino: 0,
+        kind,
+        size: 0,
+        perm: 0,
+        mtime: SystemTime::UNIX_EPOCH,
+        atime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        nlink: 0,
     }
 }
 

@@ -625,3 +625,232 @@ fn allow_other() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Big directories: READDIRPLUS (issue 11)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The daemon's request counts (`user.ipfs-mount.ops` on the mount's root: `lookup=N readdirplus=M …`).
+fn op_counts(m: &Mount) -> std::collections::HashMap<String, u64> {
+    let raw = lgetxattr(&m.mnt, "user.ipfs-mount.ops")
+        .unwrap_or_else(|e| m.fail(&format!("user.ipfs-mount.ops: {}", errno_name(e))));
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
+        .collect()
+}
+
+/// `read_dir` plus each entry's `symlink_metadata` (what `ls -l` does): name -> (size, mode).
+fn list_with_attrs(dir: &Path) -> std::collections::BTreeMap<String, (u64, u32)> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| {
+            let e = e.unwrap();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (md.len(), md.mode()),
+            )
+        })
+        .collect()
+}
+
+/// Drops the kernel's dentry and inode caches (the kernel then FORGETs our inodes); false when not allowed.
+fn drop_kernel_caches() -> bool {
+    unsafe { libc::sync() };
+    fs::write("/proc/sys/vm/drop_caches", "2").is_ok()
+}
+
+/// `ls -l` of a big HAMT directory under /ipfs and of a big dataset directory: the kernel gets every entry's
+/// attributes with the listing (READDIRPLUS), so the daemon sees a few LOOKUPs, not one per entry; names, sizes and
+/// modes are right, also after the kernel forgot the entries (drop_caches) and looks them up again.
+#[test]
+fn big_directory_listing_needs_no_lookup_per_entry() {
+    const N: usize = 4000;
+    let tmp = tempdir("rdplus");
+    let src = make_tree(&tmp.path().join("src"), &TreeSpec::hamt(41, N)).join("many");
+    let want: std::collections::BTreeMap<String, (u64, u32)> = list_with_attrs(&src);
+    assert_eq!(want.len(), N);
+    let m = Mount::start(&["--offline"]);
+    let ds = m.mnt.join("datasets/big");
+    fs::create_dir(&ds).unwrap_or_else(|e| m.fail(&format!("mkdir dataset: {e}")));
+    let many = ds.join("many");
+    fs::create_dir(&many).unwrap();
+    for (name, (_, mode)) in &want {
+        let data = fs::read(src.join(name)).unwrap();
+        fs::write(many.join(name), &data).unwrap();
+        fs::set_permissions(
+            many.join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(*mode & 0o7777),
+        )
+        .unwrap();
+    }
+    // Its CID commits the dataset: a directory of 4000 entries this size is HAMT-sharded (unixfs-v1-2025).
+    let cid = String::from_utf8(lgetxattr(&many, "user.ipfs.cid").unwrap()).unwrap();
+    let cid = cid.trim_end_matches(['\0', '\n']).to_string();
+    let car = tmp.path().join("many.car");
+    let out = Command::new(env!("CARGO_BIN_EXE_ipfs-mount"))
+        .args(["export", "--offline", "--store"])
+        .arg(&m.store)
+        .arg(&cid)
+        .arg("-o")
+        .arg(&car)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let root = car_first_block(&fs::read(&car).unwrap());
+        assert_eq!(
+            dagpb_unixfs_type(&root).0,
+            Some(5),
+            "{cid} is not a HAMT shard"
+        );
+    } else {
+        eprintln!(
+            "note: export of {cid} failed ({}): HAMT not checked",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let immutable = m.ipfs(&cid);
+    // Content is read-only: the write bits go.
+    let want_ipfs: std::collections::BTreeMap<_, _> = want
+        .iter()
+        .map(|(n, (size, mode))| (n.clone(), (*size, (mode & !0o7777) | (mode & 0o7555))))
+        .collect();
+    let mut failures = Vec::new();
+    let check = |failures: &mut Vec<String>,
+                 what: &str,
+                 dir: &Path,
+                 want: &std::collections::BTreeMap<String, (u64, u32)>| {
+        let before = op_counts(&m);
+        let got = list_with_attrs(dir);
+        let after = op_counts(&m);
+        let lookups = after["lookup"] - before["lookup"];
+        let plus = after["readdirplus"] - before["readdirplus"];
+        eprintln!(
+            "{what}: {} entries, {lookups} LOOKUPs, {plus} READDIRPLUS",
+            got.len()
+        );
+        if &got != want {
+            let wrong: Vec<_> = want
+                .iter()
+                .filter(|(n, a)| got.get(*n) != Some(a))
+                .take(5)
+                .map(|(n, a)| format!("{n}: want {a:?}, got {:?}", got.get(n)))
+                .collect();
+            failures.push(format!(
+                "{what}: {} entries, want {}; {wrong:?}",
+                got.len(),
+                want.len()
+            ));
+        }
+        if lookups > (N / 20) as u64 {
+            failures.push(format!("{what}: {lookups} LOOKUPs for {N} entries"));
+        }
+        (lookups, plus)
+    };
+    let (_, plus) = check(
+        &mut failures,
+        "/ipfs HAMT, first listing",
+        &immutable,
+        &want_ipfs,
+    );
+    if plus == 0 {
+        failures.push("no READDIRPLUS reached the daemon".into());
+    }
+    check(&mut failures, "/ipfs HAMT, again", &immutable, &want_ipfs);
+    check(&mut failures, "dataset directory", &many, &want);
+    // Past the dataset's attribute TTL (1 s): the listing brings the attributes again.
+    std::thread::sleep(Duration::from_millis(1500));
+    check(
+        &mut failures,
+        "dataset directory, after its TTL",
+        &many,
+        &want,
+    );
+
+    // A change shows in the next listing.
+    let (first, (size, mode)) = want.iter().next().map(|(n, a)| (n.clone(), *a)).unwrap();
+    std::io::Write::write_all(
+        &mut fs::OpenOptions::new()
+            .append(true)
+            .open(many.join(&first))
+            .unwrap(),
+        b"12345",
+    )
+    .unwrap();
+    let mut changed = want.clone();
+    changed.insert(first.clone(), (size + 5, mode));
+    check(
+        &mut failures,
+        "dataset directory, after an append",
+        &many,
+        &changed,
+    );
+
+    if drop_kernel_caches() {
+        let before = op_counts(&m)["forget"];
+        // The kernel forgets lazily; give its shrinker a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        check(
+            &mut failures,
+            "/ipfs HAMT, after drop_caches",
+            &immutable,
+            &want_ipfs,
+        );
+        check(
+            &mut failures,
+            "dataset directory, after drop_caches",
+            &many,
+            &changed,
+        );
+        if op_counts(&m)["forget"] == before && before == 0 {
+            failures.push("drop_caches: the daemon got no FORGET".into());
+        }
+        // And a plain stat of each entry (a LOOKUP each, now) still answers right.
+        drop_kernel_caches();
+        for (name, attrs) in want_ipfs.iter().step_by(97) {
+            let md = fs::symlink_metadata(immutable.join(name)).unwrap();
+            if (md.len(), md.mode()) != *attrs {
+                failures.push(format!(
+                    "stat {name} after drop_caches: {:?}",
+                    (md.len(), md.mode())
+                ));
+            }
+        }
+    } else {
+        eprintln!("note: cannot write /proc/sys/vm/drop_caches (not root): forget not exercised");
+    }
+    if !failures.is_empty() {
+        m.fail(&failures.join("\n"));
+    }
+}
+
+/// The first block of a CARv1 (after its header): varint length, CID, data.
+fn car_first_block(car: &[u8]) -> Vec<u8> {
+    fn varint(b: &[u8], pos: &mut usize) -> usize {
+        let (mut v, mut shift) = (0usize, 0);
+        loop {
+            let byte = b[*pos];
+            *pos += 1;
+            v |= ((byte & 0x7f) as usize) << shift;
+            if byte & 0x80 == 0 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+    let mut pos = 0;
+    let header = varint(car, &mut pos);
+    pos += header;
+    let len = varint(car, &mut pos);
+    let end = pos + len;
+    // CIDv1: version, codec, multihash code, digest length, digest.
+    let _version = varint(car, &mut pos);
+    let _codec = varint(car, &mut pos);
+    let _mh = varint(car, &mut pos);
+    let digest = varint(car, &mut pos);
+    pos += digest;
+    car[pos..end].to_vec()
+}

@@ -984,6 +984,42 @@ impl Tree {
         Ok(out)
     }
 
+    /// [`Tree::readdir`] with each entry's attributes, for `READDIRPLUS`: the kernel then needs
+    /// no `LOOKUP` per entry (`ls -l`, `find -size`). Each entry other than `.` and `..` holds
+    /// one lookup reference, as if looked up: the kernel counts it and later forgets it. The
+    /// caller must [`forget`](Self::forget) the entries it does not pass on. An entry whose
+    /// attributes cannot be had (its block is unavailable) comes without them: the kernel then
+    /// looks it up itself and gets the error.
+    pub async fn readdirplus(
+        &self,
+        ino: InodeNo,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<(DirEntryOut, Option<Entry>)>> {
+        let listed = self.readdir(ino, offset, max).await?;
+        let mut out = Vec::with_capacity(listed.len());
+        for e in listed {
+            if e.name == "." || e.name == ".." {
+                // Not linked by the kernel, so not counted: attributes for show only.
+                let entry = self.getattr(e.ino).ok();
+                out.push((e, entry));
+                continue;
+            }
+            let entry = match self.lookup_cached(ino, &e.name) {
+                Some(r) => r,
+                None => self.lookup(ino, &e.name).await,
+            };
+            match entry {
+                Ok(entry) => out.push((e, Some(entry))),
+                Err(err) => {
+                    tracing::debug!(dir = ino, name = %e.name.to_string_lossy(), "no attributes for directory entry: {err}");
+                    out.push((e, None));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn known_or_stable_ino(&self, parent: InodeNo, name: &[u8]) -> InodeNo {
         self.children
             .read()
