@@ -7,7 +7,8 @@
 //! hash cannot be verified is refused before any fetch. Identical concurrent requests share
 //! one fetch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -66,6 +67,10 @@ const INGEST_QUEUE: usize = 32;
 /// A block source that has not answered within this time gets company: the next source is
 /// asked too (gateways and peers are hedged, not only tried in turn).
 const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
+/// Range requests a fetcher may fail in a row before it is asked for none.
+const RANGE_STRIKES: u32 = 3;
+/// The strikes of a fetcher that answered a range with blocks outside it.
+const RANGE_OUT: u32 = u32::MAX;
 /// Blocks stored per index transaction during a bulk fetch.
 const INGEST_BATCH: usize = 16;
 
@@ -89,9 +94,30 @@ pub struct BlockService {
     store: Arc<dyn BlockStore>,
     deferred: Arc<Deferred>,
     fetchers: Vec<Arc<dyn Fetcher>>,
+    /// Per fetcher: range requests that failed in a row ([`RANGE_OUT`] for one answered with
+    /// blocks outside the range: a gateway that ignores `entity-bytes`). From
+    /// [`RANGE_STRIKES`] on, the fetcher is not asked for ranges any more.
+    range_strikes: Vec<AtomicU32>,
     inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
     offline: bool,
     pub stats: BlockStats,
+}
+
+/// A CAR request for the blocks one read of a file needs (`dag-scope=entity&entity-bytes=`),
+/// so that the interior nodes and leaves on the way come in one round trip instead of one per
+/// level. The expectations let a source that ignores the range be noticed at once: it would
+/// send the file from its start.
+#[derive(Debug, Clone)]
+pub struct RangeFetch {
+    /// First and last byte of the range (inclusive, as `entity-bytes` has it).
+    pub first_byte: u64,
+    pub last_byte: u64,
+    /// The root's children that overlap the range: a stream that honours it sends one of
+    /// them right after the root.
+    pub expected_first: HashSet<Cid>,
+    /// Bytes after which the stream is closed whatever it is (the range's leaves, its interior
+    /// nodes and some slack).
+    pub budget: u64,
 }
 
 impl BlockService {
@@ -111,6 +137,7 @@ impl BlockService {
             ),
             store,
             deferred: Arc::default(),
+            range_strikes: fetchers.iter().map(|_| AtomicU32::new(0)).collect(),
             fetchers,
             inflight: Mutex::new(HashMap::new()),
             offline,
@@ -522,7 +549,8 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
     ) -> Result<u64, BlockError> {
-        self.fetch_dag_into(root, scope, progress, None, None).await
+        self.fetch_dag_into(root, scope, progress, None, None, None)
+            .await
     }
 
     /// [`BlockService::fetch_dag_notify`], also adding the bytes of each block it stores to
@@ -534,7 +562,32 @@ impl BlockService {
         progress: Option<Arc<tokio::sync::Notify>>,
         charged: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Result<u64, BlockError> {
-        self.fetch_dag_into(root, scope, progress, None, charged)
+        self.fetch_dag_into(root, scope, progress, None, charged, None)
+            .await
+    }
+
+    /// Whether fetcher `i` is asked for ranges.
+    fn takes_ranges(&self, i: usize) -> bool {
+        self.range_strikes[i].load(Ordering::Relaxed) < RANGE_STRIKES
+    }
+
+    /// The blocks below the file `root` that a read of `range` needs, in one CAR request,
+    /// charged to `charged`. Best effort: what arrives is stored, and the reader fetches
+    /// whatever is still missing block by block. Sources that ignored an earlier range
+    /// request are not asked; none left is `Ok(0)`.
+    pub async fn fetch_range(
+        self: &Arc<Self>,
+        root: &Cid,
+        range: &RangeFetch,
+        charged: Option<Arc<AtomicU64>>,
+    ) -> Result<u64, BlockError> {
+        let scope = DagScope::Entity {
+            bytes: Some((range.first_byte, Some(range.last_byte))),
+        };
+        if !(0..self.fetchers.len()).any(|i| self.takes_ranges(i)) {
+            return Ok(0);
+        }
+        self.fetch_dag_into(root, scope, None, None, charged, Some(range))
             .await
     }
 
@@ -545,7 +598,7 @@ impl BlockService {
         root: &Cid,
         temp: TempPinId,
     ) -> Result<u64, BlockError> {
-        self.fetch_dag_into(root, DagScope::All, None, Some(temp), None)
+        self.fetch_dag_into(root, DagScope::All, None, Some(temp), None, None)
             .await
     }
 
@@ -555,14 +608,18 @@ impl BlockService {
         scope: DagScope,
         progress: Option<Arc<tokio::sync::Notify>>,
         hold: Option<TempPinId>,
-        charged: Option<Arc<std::sync::atomic::AtomicU64>>,
+        charged: Option<Arc<AtomicU64>>,
+        range: Option<&RangeFetch>,
     ) -> Result<u64, BlockError> {
         if self.is_offline() {
             return Err(BlockError::Offline { cid: *root });
         }
         VerifiedBlock::checkable(root).map_err(|e| verify_error(root, e))?;
         let mut last_error = None;
-        for fetcher in &self.fetchers {
+        for (i, fetcher) in self.fetchers.iter().enumerate() {
+            if range.is_some() && !self.takes_ranges(i) {
+                continue;
+            }
             let (tx, rx) = std::sync::mpsc::sync_channel::<VerifiedBlock>(INGEST_QUEUE);
             let worker = {
                 let service = self.clone();
@@ -573,8 +630,24 @@ impl BlockService {
                     service.ingest(&root, rx, progress.as_deref(), hold, charged.as_deref())
                 })
             };
+            let mut check = range.map(|r| RangeCheck::new(root, r));
             let result = {
                 let mut sink = |block: VerifiedBlock| -> SinkControl {
+                    if let Some(check) = check.as_mut() {
+                        match check.admit(&block) {
+                            Admit::Take => {}
+                            Admit::Enough => return SinkControl::Stop,
+                            Admit::OutOfRange => {
+                                tracing::info!(
+                                    %root,
+                                    source = fetcher.name(),
+                                    "the source ignores entity-bytes: no more range requests to it"
+                                );
+                                self.range_strikes[i].store(RANGE_OUT, Ordering::Relaxed);
+                                return SinkControl::Stop;
+                            }
+                        }
+                    }
                     // Gateways that ignore entity-bytes resend what we have: skip it.
                     if self.has_local(block.cid()) {
                         return SinkControl::Continue;
@@ -596,7 +669,21 @@ impl BlockService {
                     })
                 }
             };
+            if range.is_some() {
+                // A source that cannot answer ranges (no CAR support, say) costs the reader a
+                // round trip each time: after a few failures in a row it is not asked again.
+                let strikes = &self.range_strikes[i];
+                let _ = strikes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    match (n, &result) {
+                        (RANGE_OUT, _) => None,
+                        (_, Ok(_)) => Some(0),
+                        (n, Err(_)) => Some(n + 1),
+                    }
+                });
+            }
             match result {
+                // A range request the source did not honour is over: the reader fetches
+                // the rest block by block (another source would cost one more round trip).
                 Ok(_) => return Ok(stored),
                 Err(e) => {
                     tracing::debug!(%root, source = fetcher.name(), "CAR fetch failed: {e}");
@@ -653,6 +740,48 @@ impl BlockService {
             stored += batch.len() as u64;
         }
         Ok(stored)
+    }
+}
+
+/// What a range stream is allowed to send: the root, then (first) one of the root's children
+/// that overlap the range, and no more than the budget.
+struct RangeCheck<'a> {
+    root: Cid,
+    range: &'a RangeFetch,
+    seen_child: bool,
+    bytes: u64,
+}
+
+enum Admit {
+    Take,
+    /// The budget is spent: close the stream.
+    Enough,
+    /// The first block after the root is outside the range: the source ignores it.
+    OutOfRange,
+}
+
+impl<'a> RangeCheck<'a> {
+    fn new(root: &Cid, range: &'a RangeFetch) -> Self {
+        RangeCheck {
+            root: *root,
+            range,
+            seen_child: false,
+            bytes: 0,
+        }
+    }
+
+    fn admit(&mut self, block: &VerifiedBlock) -> Admit {
+        if self.bytes >= self.range.budget {
+            return Admit::Enough;
+        }
+        self.bytes += block.data().len() as u64;
+        if !self.seen_child && *block.cid() != self.root {
+            self.seen_child = true;
+            if !self.range.expected_first.contains(block.cid()) {
+                return Admit::OutOfRange;
+            }
+        }
+        Admit::Take
     }
 }
 
@@ -908,6 +1037,87 @@ mod tests {
         let fetchers: Vec<Arc<dyn Fetcher>> = vec![mock.clone()];
         let service = BlockService::new(store.clone(), fetchers, false, 1 << 20);
         (service, store, mock)
+    }
+
+    /// A range request to a source that ignores `entity-bytes` (the mock sends the file from
+    /// its start) ends at the first block outside the range, stores nothing of it, and that
+    /// source gets no range request after; an answer that starts where the range does is
+    /// taken until the budget is spent.
+    #[tokio::test]
+    async fn range_requests_notice_a_source_that_ignores_them() {
+        use ipfs_mount_ipld::builder::{build_file, ImportProfile};
+        use ipfs_mount_ipld::dagpb;
+        let mut profile = ImportProfile::unixfs_v1_2025();
+        profile.chunk_size = 1024;
+        profile.max_links = 4;
+        let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+        let f = build_file(&data, &profile);
+        let block = |c: &Cid| f.blocks.iter().find(|(b, _)| b == c).unwrap().1.clone();
+        let children: Vec<Cid> = dagpb::decode(&block(&f.root))
+            .unwrap()
+            .links
+            .iter()
+            .map(|l| l.cid)
+            .collect();
+        assert_eq!(children.len(), 4, "three levels below the root");
+        let setup = || {
+            let (service, store, mock) = mock_service(&f.blocks);
+            mock.set_links(|cid, data| {
+                if cid.codec() == 0x70 {
+                    dagpb::decode(data)
+                        .map(|n| n.links.iter().map(|l| l.cid).collect())
+                        .unwrap_or_default()
+                } else {
+                    vec![]
+                }
+            });
+            (Arc::new(service), store, mock)
+        };
+
+        // The last quarter of the file: a stream from the start is out of range at once.
+        let (service, store, mock) = setup();
+        let last = RangeFetch {
+            first_byte: 60_000,
+            last_byte: 60_100,
+            expected_first: [children[3]].into(),
+            budget: 1 << 20,
+        };
+        service.fetch_range(&f.root, &last, None).await.unwrap();
+        assert!(
+            !store.has(&children[0]).unwrap(),
+            "an out-of-range block was stored"
+        );
+        assert!(!service.takes_ranges(0));
+        assert_eq!(service.fetch_range(&f.root, &last, None).await.unwrap(), 0);
+        assert_eq!(
+            mock.car_calls(),
+            1,
+            "asked again for a range after it was ignored"
+        );
+
+        // The first bytes: the same stream is in range, and ends with the budget.
+        let (service, store, mock) = setup();
+        let first = RangeFetch {
+            first_byte: 0,
+            last_byte: 99,
+            expected_first: [children[0]].into(),
+            budget: 4096,
+        };
+        let stored = service.fetch_range(&f.root, &first, None).await.unwrap();
+        assert!(store.has(&children[0]).unwrap());
+        let bytes = store.stats().unwrap().unpinned_bytes();
+        assert!(
+            stored >= 3 && bytes <= 4096 + 1024,
+            "{stored} blocks, {bytes} B for a budget of 4096 B"
+        );
+        assert!(service.takes_ranges(0));
+        // A source that fails range requests is left alone after a few in a row.
+        for _ in 0..RANGE_STRIKES {
+            mock.fail_next(1, None);
+            assert!(service.fetch_range(&f.root, &first, None).await.is_err());
+        }
+        assert!(!service.takes_ranges(0));
+        assert_eq!(mock.car_calls(), 1 + RANGE_STRIKES as u64);
     }
 
     /// A source serving wrong bytes: they are never returned nor stored, on either path, and

@@ -375,3 +375,120 @@ fn duckdb_one_column_query_fetches_under_a_tenth() {
         "ten seconds later: fetched {later} B, gateway sent {served_later} B of {size}"
     );
 }
+
+/// A cold read in a big file (two levels of interior nodes, as Kubo makes them) costs one
+/// round trip after the lookup, not one per level: the interior node and the leaves on the
+/// way come in one CAR request with `entity-bytes` (issue 11, time to first byte). A gateway
+/// that ignores `entity-bytes` (it would send the file from its start) is noticed at the first
+/// block of its answer and asked block by block from then on; every byte read is right either
+/// way. The gateway is our own `--serve` (which honours ranges), behind a proxy that records
+/// each request and, for the second mount, drops `entity-bytes` from the query.
+#[test]
+fn cold_reads_fetch_the_levels_of_a_range_in_one_request() {
+    let test = "cold_reads_fetch_the_levels_of_a_range_in_one_request";
+    if !require_fuse(test) {
+        return;
+    }
+    const CHUNK: usize = 64 << 10;
+    const FANOUT: usize = 64; // 4 MiB under each interior node: more than any leaf can hold
+    let data = random_bytes(16 << 20, 41);
+    let blocks = common::car::file_two_levels(&data, CHUNK, FANOUT);
+    let root = blocks[0].cid;
+    let interior: Vec<cid::Cid> = blocks[1..]
+        .iter()
+        .filter(|b| b.cid.codec() == 0x70)
+        .map(|b| b.cid)
+        .collect();
+    let leaves: Vec<cid::Cid> = blocks
+        .iter()
+        .filter(|b| b.cid.codec() == 0x55)
+        .map(|b| b.cid)
+        .collect();
+    assert_eq!((interior.len(), leaves.len()), (4, 256));
+    let tmp = tempdir("range-requests");
+    let car = tmp.path().join("f.car");
+    common::car::write(&root, &blocks, &mut std::fs::File::create(&car).unwrap()).unwrap();
+    let store = tmp.path().join("store-a");
+    import_car(&store, &[&car]);
+    let port = free_port();
+    let serve = format!("http://127.0.0.1:{port}");
+    let _a = Mount::start_with_store(
+        &store,
+        &["--offline", "--serve", &format!("127.0.0.1:{port}")],
+    );
+    let probe = format!("{serve}/ipfs/{root}?format=raw");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http("GET", &probe, 5).0 != 200 {
+        assert!(Instant::now() < deadline, "{serve} does not serve {root}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for ignores_ranges in [false, true] {
+        let proxy = RecordingProxy::start(&serve, ignores_ranges);
+        let b = Mount::start(&[
+            "--gateway",
+            proxy.url.as_str(),
+            "--no-p2p",
+            "--timeout",
+            "60",
+        ]);
+        let path = b.ipfs(&root.to_string());
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| b.fail(&format!("open: {e}")));
+        let byte_at = |offset: usize| {
+            let mut buf = [0u8; 1];
+            file.read_exact_at(&mut buf, offset as u64)
+                .unwrap_or_else(|e| b.fail(&format!("pread at {offset}: {e}")));
+            assert_eq!(buf[0], data[offset], "byte {offset}");
+        };
+        let asked_raw = |cid: &cid::Cid| {
+            proxy
+                .targets()
+                .iter()
+                .any(|t| t.starts_with(&format!("/ipfs/{cid}?")) && t.contains("format=raw"))
+        };
+        let range_requests = || {
+            proxy
+                .targets()
+                .iter()
+                .filter(|t| t.contains("entity-bytes"))
+                .count()
+        };
+        // The middle of the third interior node's span, then the first byte.
+        let mid = 9 * (1 << 20) + 3;
+        byte_at(mid);
+        let (node, leaf) = (interior[2], leaves[mid / CHUNK]);
+        if !ignores_ranges {
+            assert!(
+                !asked_raw(&node) && !asked_raw(&leaf) && range_requests() == 1,
+                "the interior node and the leaf came one by one: {:?}",
+                proxy.targets()
+            );
+            // From offset 0 the read-ahead starts at once, with its own range request.
+            byte_at(0);
+            assert!(
+                !asked_raw(&interior[0]) && !asked_raw(&leaves[0]) && range_requests() >= 2,
+                "first byte: {:?}",
+                proxy.targets()
+            );
+        } else {
+            assert!(
+                asked_raw(&node) && asked_raw(&leaf) && range_requests() == 1,
+                "after the range was ignored, blocks one by one: {:?}",
+                proxy.targets()
+            );
+            byte_at(5 << 20);
+            assert_eq!(
+                range_requests(),
+                1,
+                "asked for a range again: {:?}",
+                proxy.targets()
+            );
+            let fetched = counter(&path, "user.ipfs.fetched");
+            assert!(
+                fetched < 2 << 20,
+                "fetched {fetched} B for two one-byte reads: the ignored range was not stopped"
+            );
+        }
+        drop(file);
+        assert!(std::fs::read(&path).unwrap() == data, "the whole file");
+    }
+}

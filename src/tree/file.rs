@@ -22,9 +22,16 @@ use ipfs_mount_ipld::reader::{self, Limits};
 use super::account::{charged_get, Account, Charged};
 use super::error::{Error, Result};
 use super::{Nodes, Tree};
+use crate::blocks::RangeFetch;
 
 /// Leaves (and nodes) fetched at once for a single read.
 const READ_PARALLELISM: usize = 16;
+/// No leaf holds more (it is bitswap's block limit): a child whose `blocksizes` entry says
+/// more is an interior node.
+const MAX_LEAF_BYTES: u64 = 2 << 20;
+/// Bytes a range request may bring beyond the range itself: the leaves at its ends and the
+/// interior nodes on the way.
+const RANGE_SLACK: u64 = (1 << 20) + (64 << 10);
 
 impl Tree {
     /// Bytes `[from, to)` if every block needed is local; `None` otherwise.
@@ -87,6 +94,20 @@ impl Tree {
         to: u64,
         account: &Account,
     ) -> Result<Bytes> {
+        if let Some(range) = self.cold_range(root, from, to) {
+            // One round trip for the interior nodes and leaves of the range, instead of one
+            // per level; bounded in time, since the block-wise path below hedges sources.
+            let limit = std::time::Duration::from_secs(2)
+                + std::time::Duration::from_millis((to - from) / (8 << 10));
+            let fetch = self
+                .blocks
+                .fetch_range(root, &range, Some(account.fetched_counter()));
+            match tokio::time::timeout(limit, fetch).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(%root, from, to, "range request failed: {e}"),
+                Err(_) => tracing::debug!(%root, from, to, "range request too slow"),
+            }
+        }
         let blocks = Charged {
             blocks: self.blocks.as_ref(),
             account,
@@ -131,6 +152,42 @@ impl Tree {
             }
         }
         assemble(root, parts, to - from)
+    }
+}
+
+impl Tree {
+    /// A range request for a read of `[from, to)` of the file `root` that would otherwise
+    /// fetch level by level: the root's children that overlap the range include an interior
+    /// node we do not have. `None` when the root is not at hand, or one level of fetches
+    /// (the leaves, in parallel) is all the read needs.
+    pub(super) fn cold_range(&self, root: &Cid, from: u64, to: u64) -> Option<RangeFetch> {
+        if to <= from || self.blocks.is_offline() {
+            return None;
+        }
+        let node = self.file_nodes.get(root)?;
+        let mut offset = node.inline.len() as u64;
+        let mut expected_first = HashSet::new();
+        let mut cold_interior = false;
+        for (cid, size) in &node.children {
+            let (start, end) = (offset, offset.saturating_add(*size));
+            offset = end;
+            if end <= from {
+                continue;
+            }
+            if start >= to {
+                break;
+            }
+            expected_first.insert(*cid);
+            cold_interior |= *size > MAX_LEAF_BYTES
+                && self.file_nodes.get(cid).is_none()
+                && !self.blocks.has_local(cid);
+        }
+        cold_interior.then(|| RangeFetch {
+            first_byte: from,
+            last_byte: to - 1,
+            expected_first,
+            budget: (to - from) + RANGE_SLACK,
+        })
     }
 }
 

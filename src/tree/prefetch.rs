@@ -28,8 +28,9 @@ const PREFETCH_PARALLELISM: usize = 8;
 type Fetch<'a> = BoxFuture<'a, (Cid, bool, Result<Bytes, BlockError>)>;
 
 impl Tree {
-    /// Brings the blocks of `[from, to)` into the local store ahead of the reader. Only what is
-    /// missing is fetched: a local block is not even read (the page cache already holds it),
+    /// Brings the blocks of `[from, to)` into the local store ahead of the reader: first in
+    /// one range request when the window's interior nodes are not at hand ([`Tree::cold_range`]),
+    /// then block by block for whatever is still missing. Only what is missing is fetched: a local block is not even read (the page cache already holds it),
     /// except the root when its node is not cached; a local node that is not a cached interior
     /// node is taken for a leaf, so the walk does not descend below it.
     /// The bytes of blocks it fetches are charged to `account`.
@@ -44,6 +45,16 @@ impl Tree {
         let to = to.min(file_size);
         if from >= to {
             return;
+        }
+        if let Some(range) = self.cold_range(root, from, to) {
+            // The levels of the window in one request; the walk below fetches what it left.
+            if let Err(e) = self
+                .blocks
+                .fetch_range(root, &range, Some(account.fetched_counter()))
+                .await
+            {
+                tracing::debug!(%root, from, to, "range request for read-ahead failed: {e}");
+            }
         }
         let cache = Nodes(&self.file_nodes);
         let limits = Limits::default().with_window(PREFETCH_PARALLELISM, u64::MAX);

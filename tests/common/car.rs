@@ -1,4 +1,4 @@
-//! A tiny, independent UnixFS + CARv1 writer (raw leaves, one-level files, plain directories), so mount tests can
+//! A tiny, independent UnixFS + CARv1 writer (raw leaves, one- and two-level files, plain directories), so mount tests can
 //! make content of any size without the reference peers and without the code under test.
 
 use sha2::Digest;
@@ -84,6 +84,34 @@ pub fn file(data: &[u8], chunk: usize) -> Vec<Block> {
     let mut v = vec![root];
     v.extend(leaves);
     v
+}
+
+/// A file as raw leaves of `chunk` bytes under interior nodes of `fanout` leaves each, under
+/// one root: two levels of dag-pb, as Kubo's balanced layout makes for big files. Returns the
+/// root first, then each interior node followed by its leaves (CAR order).
+pub fn file_two_levels(data: &[u8], chunk: usize, fanout: usize) -> Vec<Block> {
+    let mut groups = Vec::new();
+    for part in data.chunks(chunk * fanout) {
+        let leaves: Vec<Block> = part.chunks(chunk).map(raw).collect();
+        let links: Vec<_> = leaves
+            .iter()
+            .map(|b| (b.cid, "", b.data.len() as u64))
+            .collect();
+        let sizes: Vec<u64> = leaves.iter().map(|b| b.data.len() as u64).collect();
+        let node = dagpb(&links, &unixfs_file(&sizes));
+        groups.push((node, leaves, part.len() as u64));
+    }
+    let links: Vec<_> = groups
+        .iter()
+        .map(|(n, l, _)| (n.cid, "", n.data.len() as u64 + tsize(l)))
+        .collect();
+    let sizes: Vec<u64> = groups.iter().map(|(_, _, len)| *len).collect();
+    let mut out = vec![dagpb(&links, &unixfs_file(&sizes))];
+    for (node, leaves, _) in groups {
+        out.push(node);
+        out.extend(leaves);
+    }
+    out
 }
 
 /// A plain UnixFS directory over (name, root block of the entry, total size of the entry's DAG).
