@@ -3,9 +3,12 @@
 //! built with the same fuser version and FUSE settings as ipfs-mount. `scripts/bench.sh`
 //! compares our reads and `ls -l` against it in the same run.
 //!
-//! usage: memfs <MOUNTPOINT> <SIZE_BYTES> [ENTRIES]
+//! usage: memfs <MOUNTPOINT> <SIZE_BYTES> [ENTRIES] [xattrs]
 //!   serves <MOUNTPOINT>/file, and with ENTRIES <MOUNTPOINT>/dir/file-NNNNNN.txt (entry i is
-//!   1 + i % 7 lines of "entry i\n", as the bench's HAMT directory); unmount with fusermount3 -u
+//!   1 + i % 7 lines of "entry i\n", as the bench's HAMT directory); unmount with fusermount3 -u.
+//!   Without `xattrs` it has no extended attributes (getxattr is ENOSYS, so the kernel stops
+//!   asking); with it, getxattr answers ENODATA, as every filesystem with extended attributes
+//!   does for a name it lacks: then the kernel asks once per `ls -l` entry (`security.selinux`).
 
 use std::ffi::OsStr;
 use std::time::{Duration, UNIX_EPOCH};
@@ -13,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEntry, ReplyOpen, Request,
+    ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -29,6 +32,8 @@ struct MemFs {
     pattern: Vec<u8>,
     /// Names and sizes of the entries of `dir` (none: no `dir`).
     entries: Vec<(String, u64)>,
+    /// Answer getxattr (ENODATA) instead of leaving it unimplemented.
+    xattrs: bool,
 }
 
 impl MemFs {
@@ -105,6 +110,21 @@ impl Filesystem for MemFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
         Ok(())
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(if self.xattrs {
+            Errno::ENODATA
+        } else {
+            Errno::ENOSYS
+        });
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -209,8 +229,10 @@ impl Filesystem for MemFs {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let xattrs = args.last().is_some_and(|a| a == "xattrs");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "xattrs").collect();
     if args.len() != 3 && args.len() != 4 {
-        eprintln!("usage: memfs <MOUNTPOINT> <SIZE_BYTES> [ENTRIES]");
+        eprintln!("usage: memfs <MOUNTPOINT> <SIZE_BYTES> [ENTRIES] [xattrs]");
         std::process::exit(2);
     }
     let size: u64 = args[2].parse().expect("size in bytes");
@@ -246,6 +268,7 @@ fn main() {
         size,
         pattern,
         entries,
+        xattrs,
     };
     fuser::mount(fs, &args[1], &config).expect("mount");
 }

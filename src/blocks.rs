@@ -8,7 +8,7 @@
 //! one fetch.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -67,10 +67,16 @@ const INGEST_QUEUE: usize = 32;
 /// A block source that has not answered within this time gets company: the next source is
 /// asked too (gateways and peers are hedged, not only tried in turn).
 const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
-/// Range requests a fetcher may fail in a row before it is asked for none.
+/// Range requests a fetcher may fail in a row before it is left alone for [`RANGE_COOL_DOWN`].
 const RANGE_STRIKES: u32 = 3;
-/// The strikes of a fetcher that answered a range with blocks outside it.
-const RANGE_OUT: u32 = u32::MAX;
+/// A range request whose first block below the root has not come within this time is
+/// dropped (the reader goes block by block), and the fetcher gets no range request for
+/// [`RANGE_COOL_DOWN`]: a gateway that prepares the whole answer before sending any of it.
+const RANGE_FIRST_BLOCK: std::time::Duration = std::time::Duration::from_millis(300);
+const RANGE_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a fetcher that answered a range with blocks outside it (it ignores
+/// `entity-bytes`) gets no range request.
+const RANGE_IGNORED_OFF: std::time::Duration = std::time::Duration::from_secs(600);
 /// Blocks stored per index transaction during a bulk fetch.
 const INGEST_BATCH: usize = 16;
 
@@ -94,10 +100,8 @@ pub struct BlockService {
     store: Arc<dyn BlockStore>,
     deferred: Arc<Deferred>,
     fetchers: Vec<Arc<dyn Fetcher>>,
-    /// Per fetcher: range requests that failed in a row ([`RANGE_OUT`] for one answered with
-    /// blocks outside the range: a gateway that ignores `entity-bytes`). From
-    /// [`RANGE_STRIKES`] on, the fetcher is not asked for ranges any more.
-    range_strikes: Vec<AtomicU32>,
+    /// Per fetcher: how its range requests went, and whether it gets more.
+    ranges: Vec<RangeSupport>,
     inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
     offline: bool,
     pub stats: BlockStats,
@@ -137,7 +141,7 @@ impl BlockService {
             ),
             store,
             deferred: Arc::default(),
-            range_strikes: fetchers.iter().map(|_| AtomicU32::new(0)).collect(),
+            ranges: fetchers.iter().map(|_| RangeSupport::default()).collect(),
             fetchers,
             inflight: Mutex::new(HashMap::new()),
             offline,
@@ -568,7 +572,7 @@ impl BlockService {
 
     /// Whether fetcher `i` is asked for ranges.
     fn takes_ranges(&self, i: usize) -> bool {
-        self.range_strikes[i].load(Ordering::Relaxed) < RANGE_STRIKES
+        self.ranges[i].usable()
     }
 
     /// The blocks below the file `root` that a read of `range` needs, in one CAR request,
@@ -631,11 +635,16 @@ impl BlockService {
                 })
             };
             let mut check = range.map(|r| RangeCheck::new(root, r));
+            let below_root = AtomicBool::new(false);
             let result = {
                 let mut sink = |block: VerifiedBlock| -> SinkControl {
                     if let Some(check) = check.as_mut() {
                         match check.admit(&block) {
-                            Admit::Take => {}
+                            Admit::Take => {
+                                if check.seen_child {
+                                    below_root.store(true, Ordering::Relaxed);
+                                }
+                            }
                             Admit::Enough => return SinkControl::Stop,
                             Admit::OutOfRange => {
                                 tracing::info!(
@@ -643,7 +652,7 @@ impl BlockService {
                                     source = fetcher.name(),
                                     "the source ignores entity-bytes: no more range requests to it"
                                 );
-                                self.range_strikes[i].store(RANGE_OUT, Ordering::Relaxed);
+                                self.ranges[i].off_for(RANGE_IGNORED_OFF);
                                 return SinkControl::Stop;
                             }
                         }
@@ -657,7 +666,29 @@ impl BlockService {
                         Err(_) => SinkControl::Stop, // the worker stopped: the store failed
                     }
                 };
-                fetcher.fetch_car(root, scope, &mut sink).await
+                let fetch = fetcher.fetch_car(root, scope, &mut sink);
+                if range.is_some() {
+                    tokio::pin!(fetch);
+                    tokio::select! {
+                        r = &mut fetch => r,
+                        _ = tokio::time::sleep(RANGE_FIRST_BLOCK) => {
+                            if below_root.load(Ordering::Relaxed) {
+                                fetch.await
+                            } else {
+                                tracing::info!(
+                                    %root,
+                                    source = fetcher.name(),
+                                    "a range request brought nothing below the root in {RANGE_FIRST_BLOCK:?}: \
+                                     none to this source for {RANGE_COOL_DOWN:?}"
+                                );
+                                self.ranges[i].off_for(RANGE_COOL_DOWN);
+                                Err(FetchError::Timeout)
+                            }
+                        }
+                    }
+                } else {
+                    fetch.await
+                }
             };
             drop(tx);
             let stored = match worker.await {
@@ -671,15 +702,20 @@ impl BlockService {
             };
             if range.is_some() {
                 // A source that cannot answer ranges (no CAR support, say) costs the reader a
-                // round trip each time: after a few failures in a row it is not asked again.
-                let strikes = &self.range_strikes[i];
-                let _ = strikes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    match (n, &result) {
-                        (RANGE_OUT, _) => None,
-                        (_, Ok(_)) => Some(0),
-                        (n, Err(_)) => Some(n + 1),
-                    }
-                });
+                // round trip each time: after a few failures in a row it is left alone a while.
+                match &result {
+                    Ok(_) => self.ranges[i].succeeded(),
+                    Err(_) => self.ranges[i].failed(),
+                }
+                // One source per range request: the reader's block-wise fetch, which hedges
+                // across sources, does better than another source's range after a failure.
+                return match result {
+                    Ok(_) => Ok(stored),
+                    Err(e) => Err(BlockError::Unavailable {
+                        cid: *root,
+                        cause: e.to_string(),
+                    }),
+                };
             }
             match result {
                 // A range request the source did not honour is over: the reader fetches
@@ -740,6 +776,38 @@ impl BlockService {
             stored += batch.len() as u64;
         }
         Ok(stored)
+    }
+}
+
+/// What one fetcher has shown of its range requests.
+#[derive(Default)]
+struct RangeSupport {
+    /// Failed range requests in a row.
+    strikes: AtomicU32,
+    /// No range request before this instant.
+    off_until: Mutex<Option<std::time::Instant>>,
+}
+
+impl RangeSupport {
+    fn usable(&self) -> bool {
+        self.off_until
+            .lock()
+            .is_none_or(|t| std::time::Instant::now() >= t)
+    }
+
+    fn off_for(&self, d: std::time::Duration) {
+        *self.off_until.lock() = Some(std::time::Instant::now() + d);
+        self.strikes.store(0, Ordering::Relaxed);
+    }
+
+    fn failed(&self) {
+        if self.strikes.fetch_add(1, Ordering::Relaxed) + 1 >= RANGE_STRIKES {
+            self.off_for(RANGE_COOL_DOWN);
+        }
+    }
+
+    fn succeeded(&self) {
+        self.strikes.store(0, Ordering::Relaxed);
     }
 }
 
@@ -1118,6 +1186,15 @@ mod tests {
         }
         assert!(!service.takes_ranges(0));
         assert_eq!(mock.car_calls(), 1 + RANGE_STRIKES as u64);
+
+        // One that sends nothing below the root in time (it prepares the whole answer
+        // first) is dropped at the deadline and left alone.
+        let (service, _store, mock) = setup();
+        mock.set_latency(Some(RANGE_FIRST_BLOCK * 10));
+        let t = std::time::Instant::now();
+        assert!(service.fetch_range(&f.root, &first, None).await.is_err());
+        assert!(t.elapsed() < RANGE_FIRST_BLOCK * 5, "{:?}", t.elapsed());
+        assert!(!service.takes_ranges(0));
     }
 
     /// A source serving wrong bytes: they are never returned nor stored, on either path, and

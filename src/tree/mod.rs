@@ -258,6 +258,9 @@ impl Default for TreeConfig {
     }
 }
 
+/// Entries of one `READDIRPLUS` batch looked up at once (each may fetch its root block).
+const LOOKUPS_AT_ONCE: usize = 32;
+
 pub struct Tree {
     blocks: Arc<BlockService>,
     config: TreeConfig,
@@ -996,28 +999,36 @@ impl Tree {
         offset: u64,
         max: usize,
     ) -> Result<Vec<(DirEntryOut, Option<Entry>)>> {
+        use futures::stream::{self, StreamExt};
         let listed = self.readdir(ino, offset, max).await?;
-        let mut out = Vec::with_capacity(listed.len());
-        for e in listed {
-            if e.name == "." || e.name == ".." {
-                // Not linked by the kernel, so not counted: attributes for show only.
-                let entry = self.getattr(e.ino).ok();
-                out.push((e, entry));
-                continue;
-            }
-            let entry = match self.lookup_cached(ino, &e.name) {
-                Some(r) => r,
-                None => self.lookup(ino, &e.name).await,
-            };
-            match entry {
-                Ok(entry) => out.push((e, Some(entry))),
-                Err(err) => {
-                    tracing::debug!(dir = ino, name = %e.name.to_string_lossy(), "no attributes for directory entry: {err}");
-                    out.push((e, None));
-                }
-            }
+        // Entries not known yet are looked up in parallel (a cold listing fetches each
+        // child's root block), in order.
+        let lookups: Vec<_> = listed
+            .iter()
+            .map(|e| self.plus_entry(ino, e.ino, e.name.clone()))
+            .collect();
+        let entries: Vec<Option<Entry>> = stream::iter(lookups)
+            .buffered(LOOKUPS_AT_ONCE)
+            .collect()
+            .await;
+        Ok(listed.into_iter().zip(entries).collect())
+    }
+
+    /// The attributes of one `READDIRPLUS` entry (looked up, so counted), if they can be had.
+    async fn plus_entry(&self, dir: InodeNo, ino: InodeNo, name: OsString) -> Option<Entry> {
+        if name == "." || name == ".." {
+            // Not linked by the kernel, so not counted: attributes for show only.
+            return self.getattr(ino).ok();
         }
-        Ok(out)
+        let entry = match self.lookup_cached(dir, &name) {
+            Some(r) => r,
+            None => self.lookup(dir, &name).await,
+        };
+        entry
+            .map_err(|err| {
+                tracing::debug!(dir, name = %name.to_string_lossy(), "no attributes for directory entry: {err}");
+            })
+            .ok()
     }
 
     fn known_or_stable_ino(&self, parent: InodeNo, name: &[u8]) -> InodeNo {
