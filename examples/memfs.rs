@@ -172,8 +172,20 @@ impl Filesystem for MemFs {
             return reply.data(&[]);
         }
         let start = (offset % PATTERN_LEN as u64) as usize;
-        let len = ((end - offset) as usize).min(PATTERN_LEN - start);
-        reply.data(&self.pattern[start..start + len]);
+        let len = (end - offset) as usize;
+        if start + len <= PATTERN_LEN {
+            return reply.data(&self.pattern[start..start + len]);
+        }
+        // A read across the pattern's end: a short answer would make the kernel take it for
+        // the end of the file (and shrink the file), so the pattern is repeated.
+        let mut out = Vec::with_capacity(len);
+        let mut at = start;
+        while out.len() < len {
+            let n = (len - out.len()).min(PATTERN_LEN - at);
+            out.extend_from_slice(&self.pattern[at..at + n]);
+            at = 0;
+        }
+        reply.data(&out);
     }
 
     fn readdir(
