@@ -52,6 +52,11 @@ elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1
 median() { python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.4f}")' "$@"; }
 maxof() { python3 -c 'import sys; print(max(int(x) for x in sys.argv[1:]))' "$@"; }
 ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}" if b>0 else "inf")' "$1" "$2"; }
+# spread NUM... -- DEN... -> "min-max" of the per-run ratios NUM[i]/DEN[i] (runs are interleaved)
+spread() { python3 -c 'import sys
+a=sys.argv[1:]; i=a.index("--"); n=[float(x) for x in a[:i]]; d=[float(x) for x in a[i+1:]]
+r=[x/y for x,y in zip(n,d) if y>0]
+print(f"{min(r):.2f}-{max(r):.2f}" if r else "-")' "$@"; }
 mibs() { python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2])/2**20:.0f}")' "$1" "$2"; }
 bytes_of() { python3 -c 'import sys
 s=sys.argv[1]
@@ -67,7 +72,7 @@ post() { curl -sS --noproxy '*' -f -X POST --max-time 900 "$1"; }
 RESULTS=()
 MISSED=0
 report() { # name value unit baseline-desc ratio target verdict
-  RESULTS+=("$(printf '%-44s %12s %-6s %-34s %8s %-10s %s' "$@")")
+  RESULTS+=("$(printf '%-44s %12s %-6s %-50s %8s %-10s %s' "$@")")
   if [ "${7:-}" = MISS ]; then MISSED=$((MISSED + 1)); fi
 }
 check() { # ratio op target -> PASS/MISS
@@ -165,9 +170,9 @@ if [[ "$SKIP" != *" 1 "* ]]; then
   done
   O="$(median "${OURS[@]}")"; H="$(median "${HEL[@]}")"; G="$(median "${GWP[@]}")"
   R="$(ratio "$H" "$O")"
-  report "1a. cold read over bitswap from Kubo" "$(mibs "$SIZE" "$O")" "MiB/s" "Helia /fetch $(mibs "$SIZE" "$H") MiB/s" "$R" ">= 1.5" "$(check "$R" ">=" 1.5)"
+  report "1a. cold read over bitswap from Kubo" "$(mibs "$SIZE" "$O")" "MiB/s" "Helia /fetch $(mibs "$SIZE" "$H") MiB/s; runs $(spread "${HEL[@]}" -- "${OURS[@]}")" "$R" ">= 1.5" "$(check "$R" ">=" 1.5)"
   R="$(ratio "$G" "$O")"
-  report "1b. same, vs our gateway path" "$(mibs "$SIZE" "$O")" "MiB/s" "--gateway shim $(mibs "$SIZE" "$G") MiB/s" "$R" ">= 0.8" "$(check "$R" ">=" 0.8)"
+  report "1b. same, vs our gateway path" "$(mibs "$SIZE" "$O")" "MiB/s" "--gateway shim $(mibs "$SIZE" "$G") MiB/s; runs $(spread "${GWP[@]}" -- "${OURS[@]}")" "$R" ">= 0.8" "$(check "$R" ">=" 0.8)"
   kubo_down "$SRC_KUBO"
 fi
 
@@ -198,7 +203,7 @@ if [[ "$SKIP" != *" 2 "* ]]; then
   HWMS+=("$(hwm_mib "$OUR_PID")")
   umount_ours "$W/m2"
   O="$(median "${OURS[@]}")"; H="$(median "${HEL[@]}")"; R="$(ratio "$H" "$O")"
-  report "2. Kubo downloads from our mount" "$(mibs "$SIZE" "$O")" "MiB/s" "from Helia $(mibs "$SIZE" "$H") MiB/s" "$R" ">= 1.0" "$(check "$R" ">=" 1.0)"
+  report "2. Kubo downloads from our mount" "$(mibs "$SIZE" "$O")" "MiB/s" "from Helia $(mibs "$SIZE" "$H") MiB/s; runs $(spread "${HEL[@]}" -- "${OURS[@]}")" "$R" ">= 1.0" "$(check "$R" ">=" 1.0)"
   helia_down "$SRV_HELIA"
 fi
 
@@ -209,6 +214,6 @@ fi
 
 echo
 echo "ipfs-mount bitswap benchmarks ($(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ), $SIZE_H, median of $RUNS)"
-printf '%-44s %12s %-6s %-34s %8s %-10s %s\n' "measure" "value" "unit" "baseline (same run)" "ratio" "target" ""
+printf '%-44s %12s %-6s %-50s %8s %-10s %s\n' "measure" "value" "unit" "baseline (same run)" "ratio" "target" ""
 for r in "${RESULTS[@]}"; do echo "$r"; done
 if [ "${BENCH_STRICT:-0}" = 1 ] && [ "$MISSED" -gt 0 ]; then exit 1; fi

@@ -60,6 +60,12 @@ now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.4f}')" "$1" "$(now)"; }
 median() { python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.4f}")' "$@"; }
 ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}" if b>0 else "inf")' "$1" "$2"; }
+# spread NUM... -- DEN... -> "min-max" of the per-run ratios NUM[i]/DEN[i] (runs are interleaved, so
+# each pair was measured side by side)
+spread() { python3 -c 'import sys
+a=sys.argv[1:]; i=a.index("--"); n=[float(x) for x in a[:i]]; d=[float(x) for x in a[i+1:]]
+r=[x/y for x,y in zip(n,d) if y>0]
+print(f"{min(r):.2f}-{max(r):.2f}" if r else "-")' "$@"; }
 mibs() { python3 -c 'import sys; print(f"{float(sys.argv[1])/float(sys.argv[2])/2**20:.0f}")' "$1" "$2"; }
 bytes_of() { python3 -c 'import sys
 s=sys.argv[1]
@@ -71,7 +77,7 @@ mounted() { grep -q " $1 " /proc/self/mountinfo; }
 RESULTS=()
 MISSED=0
 report() { # name value unit baseline-desc ratio target verdict
-  RESULTS+=("$(printf '%-44s %12s %-6s %-34s %8s %-10s %s' "$@")")
+  RESULTS+=("$(printf '%-44s %12s %-6s %-50s %8s %-10s %s' "$@")")
   if [ "${7:-}" = MISS ]; then MISSED=$((MISSED + 1)); fi
 }
 check() { # ratio op target -> PASS/MISS
@@ -230,7 +236,7 @@ if [[ "$SKIP" != *" 1 "* ]]; then
   O="$(median "${OURS[@]}")"
   if [ "$HAVE_MEMFS" = 1 ]; then
     B="$(median "${BASE[@]}")"; R="$(ratio "$B" "$O")"
-    report "1. seq read, store, after remount" "$(mibs "$SIZE" "$O")" "MiB/s" "memfs $(mibs "$SIZE" "$B") MiB/s" "$R" ">= 0.7" "$(check "$R" ">=" 0.7)"
+    report "1. seq read, store, after remount" "$(mibs "$SIZE" "$O")" "MiB/s" "memfs $(mibs "$SIZE" "$B") MiB/s; runs $(spread "${BASE[@]}" -- "${OURS[@]}")" "$R" ">= 0.7" "$(check "$R" ">=" 0.7)"
   else
     report "1. seq read, store, after remount" "$(mibs "$SIZE" "$O")" "MiB/s" "(no examples/memfs.rs)" "-" ">= 0.7" "-"
   fi
@@ -285,7 +291,7 @@ for i in range(0,n,1<<20): f.write((i.to_bytes(8,"little")+c[8:])[:min(1<<20,n-i
     umount_ours "$W/m2"; rm -rf "$W/s2-$i"
   done
   O="$(median "${OURS[@]}")"; B="$(median "${BASE[@]}")"; R="$(ratio "$B" "$O")"
-  report "2. cold read via gateway" "$(mibs "$SIZE" "$O")" "MiB/s" "curl CAR $(mibs "$SIZE" "$B") MiB/s" "$R" ">= 1.0" "$(check "$R" ">=" 1.0)"
+  report "2. cold read via gateway" "$(mibs "$SIZE" "$O")" "MiB/s" "curl CAR $(mibs "$SIZE" "$B") MiB/s; runs $(spread "${BASE[@]}" -- "${OURS[@]}")" "$R" ">= 1.0" "$(check "$R" ">=" 1.0)"
   rm -f "$W/cold.bin"
 fi
 
@@ -322,12 +328,12 @@ for i in range(int(sys.argv[2])):
     fi
   done
   O="$(median "${OURS[@]}")"; B="$(median "${BASE[@]}")"; R="$(ratio "$O" "$B")"; WM="$(median "${WARM[@]}")"
-  report "3. cold ls -l, $HAMT_N-entry HAMT" "$O" "s" "curl entity CAR ${B} s" "${R}x" "<= 3x" "$(check "$R" "<=" 3)"
+  report "3. cold ls -l, $HAMT_N-entry HAMT" "$O" "s" "curl entity CAR ${B} s; runs $(spread "${OURS[@]}" -- "${BASE[@]}")" "${R}x" "<= 3x" "$(check "$R" "<=" 3)"
   if [ "$HAVE_MEMFS" = 1 ]; then
     WB="$(median "${WBASE[@]}")"; WR="$(ratio "$WM" "$WB")"
-    report "   warm ls -l" "$WM" "s" "memfs warm ls -l ${WB} s" "${WR}x" "<= 2x" "$(check "$WR" "<=" 2)"
+    report "   warm ls -l" "$WM" "s" "memfs warm ls -l ${WB} s; runs $(spread "${WARM[@]}" -- "${WBASE[@]}")" "${WR}x" "<= 2x" "$(check "$WR" "<=" 2)"
     XB="$(median "${XBASE[@]}")"; XR="$(ratio "$WM" "$XB")"
-    report "   warm ls -l vs memfs with xattrs" "$WM" "s" "memfs+xattrs warm ls -l ${XB} s" "${XR}x" "<= 2x" "$(check "$XR" "<=" 2)"
+    report "   warm ls -l vs memfs with xattrs" "$WM" "s" "memfs+xattrs ${XB} s; runs $(spread "${WARM[@]}" -- "${XBASE[@]}")" "${XR}x" "<= 2x" "$(check "$XR" "<=" 2)"
   else
     report "   warm ls -l" "$WM" "s" "(no examples/memfs.rs)" "-" "<= 2x" "-"
   fi
@@ -386,11 +392,11 @@ print(f"{time.perf_counter()-t:.4f} {r}")' "$1"; }
   done
   C="$(median "${COLD[@]}")"; B="$(median "${CURL[@]}")"; R="$(ratio "$C" "$B")"
   M0="$(median "${F0[@]}")"; M10="$(median "${F10[@]}")"
-  report "8. DuckDB cold query, $PARQ_SIZE Parquet" "$C" "s" "curl whole CAR ${B} s" "${R}x" "<= 0.10x" "$(check "$R" "<=" 0.10)"
+  report "8. DuckDB cold query, $PARQ_SIZE Parquet" "$C" "s" "curl whole CAR ${B} s; runs $(spread "${COLD[@]}" -- "${CURL[@]}")" "${R}x" "<= 0.10x" "$(check "$R" "<=" 0.10)"
   report "   fetched when the query returns" "$M0" "file" "(each: ${F0[*]})" "" "<= 0.10" "$(check "$M0" "<=" 0.10)"
   report "   fetched ten seconds later" "$M10" "file" "(each: ${F10[*]})" "" "<= 0.15" "$(check "$M10" "<=" 0.15)"
   WM="$(median "${WQ[@]}")"; LM="$(median "${LQ[@]}")"; R="$(ratio "$WM" "$LM")"
-  report "   warm query, same mount" "$WM" "s" "local file ${LM} s" "${R}x" "<= 1.5x" "$(check "$R" "<=" 1.5)"
+  report "   warm query, same mount" "$WM" "s" "local file ${LM} s; runs $(spread "${WQ[@]}" -- "${LQ[@]}")" "${R}x" "<= 1.5x" "$(check "$R" "<=" 1.5)"
   rm -f "$W/t.parquet"
 fi
 
@@ -423,13 +429,13 @@ print(f"{time.perf_counter()-t:.5f}")' "$@"; }
     umount_ours "$W/m9"; rm -rf "$W/s9-$i"
   done
   O="$(median "${OURS[@]}")"; B="$(median "${BASE[@]}")"; R="$(ratio "$O" "$B")"
-  report "9. cold first byte, $COLD_SIZE file" "$O" "s" "one raw block ${B} s" "${R}x" "<= 3x" "$(check "$R" "<=" 3)"
+  report "9. cold first byte, $COLD_SIZE file" "$O" "s" "one raw block ${B} s; runs $(spread "${OURS[@]}" -- "${BASE[@]}")" "${R}x" "<= 3x" "$(check "$R" "<=" 3)"
   rm -f "$W/fb.bin"
 fi
 
 echo
 echo "ipfs-mount benchmarks ($(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ), median of $RUNS)"
-printf '%-44s %12s %-6s %-34s %8s %-10s %s\n' "measure" "value" "unit" "baseline (same run)" "ratio" "target" ""
+printf '%-44s %12s %-6s %-50s %8s %-10s %s\n' "measure" "value" "unit" "baseline (same run)" "ratio" "target" ""
 for r in "${RESULTS[@]}"; do echo "$r"; done
 
 # ---------------------------------------------------------------------------------------------------------
