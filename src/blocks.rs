@@ -69,8 +69,9 @@ const INGEST_QUEUE: usize = 32;
 const HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
 /// Range requests a fetcher may fail in a row before it is left alone for [`RANGE_COOL_DOWN`].
 const RANGE_STRIKES: u32 = 3;
-/// A range request whose first block below the root has not come within this time is
-/// dropped (the reader goes block by block), and the fetcher gets no range request for
+/// A range request whose first block below the root has not come within this time (or four
+/// times the source's recent time for one block, if longer: a far gateway) is dropped (the
+/// reader goes block by block), and the fetcher gets no range request for
 /// [`RANGE_COOL_DOWN`]: a gateway that prepares the whole answer before sending any of it.
 const RANGE_FIRST_BLOCK: std::time::Duration = std::time::Duration::from_millis(300);
 const RANGE_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(60);
@@ -266,7 +267,11 @@ impl BlockService {
         let mut next = 0usize;
         let start = |i: usize| {
             let fetcher = &self.fetchers[i];
-            async move { (i, fetcher.fetch_block(cid).await) }
+            async move {
+                let t = std::time::Instant::now();
+                let result = fetcher.fetch_block(cid).await;
+                (i, t.elapsed(), result)
+            }
         };
         if let Some(first) = self.fetchers.first().map(|_| start(0)) {
             running.push(first);
@@ -282,11 +287,14 @@ impl BlockService {
                     continue;
                 }
             };
-            let Some((i, result)) = outcome else { break };
+            let Some((i, took, result)) = outcome else {
+                break;
+            };
             let fetcher = &self.fetchers[i];
             match result {
                 Ok(block) if block.is_for(cid) => {
-                    return self.store_fetched(block).map(|b| (b, true))
+                    self.ranges[i].observe_block(took);
+                    return self.store_fetched(block).map(|b| (b, true));
                 }
                 Ok(block) => {
                     // Verified, but not the block asked for: a fetcher bug, never stored.
@@ -668,17 +676,18 @@ impl BlockService {
                 };
                 let fetch = fetcher.fetch_car(root, scope, &mut sink);
                 if range.is_some() {
+                    let deadline = self.ranges[i].first_block_deadline();
                     tokio::pin!(fetch);
                     tokio::select! {
                         r = &mut fetch => r,
-                        _ = tokio::time::sleep(RANGE_FIRST_BLOCK) => {
+                        _ = tokio::time::sleep(deadline) => {
                             if below_root.load(Ordering::Relaxed) {
                                 fetch.await
                             } else {
                                 tracing::info!(
                                     %root,
                                     source = fetcher.name(),
-                                    "a range request brought nothing below the root in {RANGE_FIRST_BLOCK:?}: \
+                                    "a range request brought nothing below the root in {deadline:?}: \
                                      none to this source for {RANGE_COOL_DOWN:?}"
                                 );
                                 self.ranges[i].off_for(RANGE_COOL_DOWN);
@@ -786,6 +795,8 @@ struct RangeSupport {
     strikes: AtomicU32,
     /// No range request before this instant.
     off_until: Mutex<Option<std::time::Instant>>,
+    /// Recent time for one block from this source (µs, moving average; 0: none yet).
+    block_micros: AtomicU64,
 }
 
 impl RangeSupport {
@@ -808,6 +819,21 @@ impl RangeSupport {
 
     fn succeeded(&self) {
         self.strikes.store(0, Ordering::Relaxed);
+    }
+
+    fn observe_block(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .block_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 { us } else { (old * 7 + us) / 8 })
+            });
+    }
+
+    /// How long a range request may take to bring its first block below the root.
+    fn first_block_deadline(&self) -> std::time::Duration {
+        let one_block = std::time::Duration::from_micros(self.block_micros.load(Ordering::Relaxed));
+        RANGE_FIRST_BLOCK.max(one_block.saturating_mul(4))
     }
 }
 
@@ -1195,6 +1221,24 @@ mod tests {
         assert!(service.fetch_range(&f.root, &first, None).await.is_err());
         assert!(t.elapsed() < RANGE_FIRST_BLOCK * 5, "{:?}", t.elapsed());
         assert!(!service.takes_ranges(0));
+    }
+
+    /// The first-block deadline of a range request stretches with the source's recent block
+    /// times (a far gateway), never below [`RANGE_FIRST_BLOCK`].
+    #[test]
+    fn range_deadline_follows_the_source() {
+        use std::time::Duration;
+        let r = RangeSupport::default();
+        assert_eq!(r.first_block_deadline(), RANGE_FIRST_BLOCK);
+        r.observe_block(Duration::from_millis(5));
+        assert_eq!(r.first_block_deadline(), RANGE_FIRST_BLOCK);
+        let far = RangeSupport::default();
+        far.observe_block(Duration::from_millis(200));
+        assert_eq!(far.first_block_deadline(), Duration::from_millis(800));
+        for _ in 0..64 {
+            far.observe_block(Duration::from_millis(20));
+        }
+        assert!(far.first_block_deadline() < Duration::from_millis(400));
     }
 
     /// A source serving wrong bytes: they are never returned nor stored, on either path, and
