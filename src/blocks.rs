@@ -658,7 +658,7 @@ impl BlockService {
                                 tracing::info!(
                                     %root,
                                     source = fetcher.name(),
-                                    "the source ignores entity-bytes: no more range requests to it"
+                                    "the source ignores entity-bytes: no range request to it for {RANGE_IGNORED_OFF:?}"
                                 );
                                 self.ranges[i].off_for(RANGE_IGNORED_OFF);
                                 return SinkControl::Stop;
